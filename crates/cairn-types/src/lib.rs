@@ -1,0 +1,26 @@
+//! Shared vocabulary of Cairn: identifier newtypes, validated namespace paths,
+//! chunk checksums and the error type that crosses the network with its kind
+//! intact.
+//!
+//! Owns no I/O. Every other crate depends on it; it depends on nothing of ours.
+//! Read first: [`CairnPath`], [`ChunkId`], [`Error`], [`BlockCrcs`].
+
+mod checksum;
+mod error;
+mod ids;
+mod path;
+mod units;
+
+pub use checksum::{BlockCrcs, BLOCK_SIZE};
+pub use error::{Error, ErrorKind, Result};
+pub use ids::{ChunkId, InodeId, NodeId, Version};
+pub use path::{CairnPath, MAX_NAME_LEN, MAX_PATH_LEN};
+pub use units::{format_bytes, parse_duration, parse_size};
+
+/// Unix time in milliseconds; the clock every record and capability uses.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
