@@ -143,7 +143,7 @@ mod tests {
 
     #[test]
     fn refuses_bad_paths() {
-        for bad in ["", "/a//b", "/a/./b", "/a/../b", "/..", "a\0b", "//"] {
+        for bad in ["", "/a//b", "/a/./b", "/a/../b", "/..", "a\0b"] {
             let e = CairnPath::parse(bad).unwrap_err();
             assert_eq!(e.kind, crate::ErrorKind::InvalidInput, "{bad:?}");
         }
