@@ -1,1 +1,20 @@
-//! placeholder
+//! The wire between Cairn processes: length-prefixed frames over TCP, a
+//! challenge-response handshake keyed by the cluster secret, signed chunk
+//! capabilities, and the request/response messages of meta and storage nodes.
+//!
+//! Owns no state. Called by meta, storage and client. Read first: [`Conn`],
+//! [`MetaRequest`], [`StorageRequest`], [`Capability`], [`Credentials`].
+//!
+//! Why a hand-written transport rather than gRPC/tonic: chunk bytes must stream
+//! through a replication chain as raw frames without re-encoding or buffering,
+//! and tonic + prost + hyper would dominate build time on a 2-core machine. The
+//! framing is 4 bytes of length and nothing else; messages are postcard-encoded
+//! serde enums, so malformed input is a decode error, never a crash.
+
+mod auth;
+mod frame;
+mod messages;
+
+pub use auth::{Capability, ClusterSecret, Credentials, Role, CAP_TTL_MS};
+pub use frame::{connect, handshake, Conn, Listener, DATA_FRAME, MAX_FRAME};
+pub use messages::*;

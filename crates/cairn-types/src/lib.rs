@@ -8,12 +8,14 @@
 mod checksum;
 mod error;
 mod ids;
+mod inode;
 mod path;
 mod units;
 
 pub use checksum::{BlockCrcs, BLOCK_SIZE};
 pub use error::{Error, ErrorKind, Result};
 pub use ids::{ChunkId, InodeId, NodeId, Version};
+pub use inode::{DirEntry, Extent, GarbageChunk, Inode, InodeKind};
 pub use path::{CairnPath, MAX_NAME_LEN, MAX_PATH_LEN};
 pub use units::{format_bytes, parse_duration, parse_size};
 

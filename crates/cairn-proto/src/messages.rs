@@ -1,0 +1,151 @@
+//! Requests and responses. Every response is `Result<T, cairn_types::Error>`
+//! so the error kind crosses the network intact.
+
+use crate::Capability;
+use cairn_types::{BlockCrcs, CairnPath, ChunkId, DirEntry, Error, Extent, Inode, NodeId, Version};
+use serde::{Deserialize, Serialize};
+
+/// Capacity and health a storage node reports with each heartbeat.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeStats {
+    pub chunks: u64,
+    /// Bytes of live chunk data.
+    pub used: u64,
+    /// Bytes the node can still take (file-system free space less its reserve).
+    pub free: u64,
+    pub total: u64,
+    /// Chunks found corrupt since start (by reads or scrubbing).
+    pub corrupt_chunks: Vec<ChunkId>,
+}
+
+/// Where a node is and how to reach it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeAddr {
+    pub id: NodeId,
+    pub addr: String,
+}
+
+/// Requests to meta. Storage-node requests need the node role.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum MetaRequest {
+    Register { node: NodeId, addr: String, zone: String, stats: NodeStats },
+    Heartbeat { node: NodeId, stats: NodeStats, deleted: Vec<ChunkId> },
+    /// Cluster-wide defaults a client needs before writing.
+    Config,
+    Stat { path: CairnPath },
+    /// Everything needed to read a file: its inode, where its chunks are, and
+    /// read capabilities.
+    Open { path: CairnPath },
+    List { path: CairnPath, start_after: Option<String>, limit: u32 },
+    Mkdir { path: CairnPath, parents: bool },
+    Remove { path: CairnPath, recursive: bool },
+    Rename { src: CairnPath, dst: CairnPath },
+    /// A new chunk id, `rep` distinct live nodes to write it to, and a write
+    /// capability. `exclude` lists nodes that just failed this client.
+    AllocChunk { path: CairnPath, rep: Option<u8>, exclude: Vec<NodeId> },
+    CommitFile { path: CairnPath, extents: Vec<Extent>, expected: Option<Version>, mode: u32, chunk_size: u64 },
+    ClusterStatus,
+    /// A client found a corrupt replica while reading.
+    ReportCorrupt { chunk: ChunkId, node: NodeId, detail: String },
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ClusterConfig {
+    pub chunk_size: u64,
+    pub default_rep: u8,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct OpenFile {
+    pub inode: Inode,
+    /// Addresses of every node named by the extents.
+    pub nodes: Vec<NodeAddr>,
+    /// One read capability per extent, in extent order.
+    pub caps: Vec<Capability>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ChunkAlloc {
+    pub chunk: ChunkId,
+    /// Replication chain, head first.
+    pub nodes: Vec<NodeAddr>,
+    pub cap: Capability,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum NodeState {
+    Live,
+    Dead,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct NodeStatus {
+    pub id: NodeId,
+    pub addr: String,
+    pub zone: String,
+    pub state: NodeState,
+    pub last_heartbeat_ms: u64,
+    pub stats: NodeStats,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ClusterStatus {
+    pub nodes: Vec<NodeStatus>,
+    pub files: u64,
+    pub chunks: u64,
+    pub logical_bytes: u64,
+    /// Chunks with fewer live, healthy copies than their redundancy asks.
+    pub under_replicated_chunks: u64,
+    /// Chunks with no live, healthy copy at all.
+    pub unavailable_chunks: u64,
+    pub corrupt_replicas: Vec<(ChunkId, NodeId)>,
+    pub pending_garbage_chunks: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum MetaResponse {
+    Ok,
+    Registered,
+    HeartbeatAck { delete: Vec<ChunkId> },
+    Config(ClusterConfig),
+    Inode(Inode),
+    Open(OpenFile),
+    Entries(Vec<DirEntry>),
+    Alloc(ChunkAlloc),
+    Status(ClusterStatus),
+}
+
+pub type MetaResult = Result<MetaResponse, Error>;
+
+/// Requests to a storage node.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum StorageRequest {
+    /// Followed by `len` bytes in data frames. The node writes them, forwards
+    /// them to `chain[0]` (which gets `chain[1..]`), and answers once its own
+    /// copy is durable and the rest of the chain has answered.
+    PutChunk { chunk: ChunkId, len: u64, crcs: BlockCrcs, cap: Capability, chain: Vec<NodeAddr> },
+    /// Answered by [`GetChunkHeader`] then the bytes in data frames.
+    /// `offset` must be a multiple of [`cairn_types::BLOCK_SIZE`].
+    GetChunk { chunk: ChunkId, offset: u64, len: u64, cap: Capability },
+    /// Node role only (meta's garbage collector, peers).
+    DeleteChunks { chunks: Vec<ChunkId> },
+    Ping,
+}
+
+/// The answer to a write: success, or which hop of the chain failed and why,
+/// so the client can exclude that node and re-place the chunk.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum PutOutcome {
+    Stored,
+    Failed { node: NodeId, addr: String, error: Error },
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct GetChunkHeader {
+    /// Length the node will send.
+    pub len: u64,
+    /// Checksums of the blocks covering the range, for the client to verify.
+    pub crcs: Vec<u32>,
+}
+
+pub type GetChunkResult = Result<GetChunkHeader, Error>;

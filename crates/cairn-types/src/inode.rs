@@ -1,0 +1,47 @@
+use crate::{ChunkId, InodeId, NodeId, Version};
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum InodeKind {
+    File,
+    Directory,
+}
+
+/// One chunk of a file: it holds file bytes `[sum of earlier lens, + len)`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Extent {
+    pub chunk: ChunkId,
+    pub len: u64,
+    /// [`crate::BlockCrcs::summary`] of the chunk.
+    pub crc: u32,
+    /// Storage nodes holding a copy.
+    pub nodes: Vec<NodeId>,
+}
+
+/// A file or directory as meta records it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Inode {
+    pub id: InodeId,
+    pub kind: InodeKind,
+    pub size: u64,
+    pub version: Version,
+    pub mtime_ms: u64,
+    pub ctime_ms: u64,
+    pub mode: u32,
+    /// Empty for directories.
+    pub extents: Vec<Extent>,
+    pub chunk_size: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DirEntry {
+    pub name: String,
+    pub inode: Inode,
+}
+
+/// A chunk no committed version references any more, to delete from `nodes`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GarbageChunk {
+    pub chunk: ChunkId,
+    pub nodes: Vec<NodeId>,
+}
