@@ -1,1 +1,23 @@
-//! placeholder
+//! The meta service: the namespace (paths → inodes → versions → extents),
+//! the node tracker, placement, capabilities and garbage collection.
+//!
+//! Owns every piece of metadata and no file bytes. The namespace is written
+//! once against [`MetaStore`] (ordered keys, range scans, atomic
+//! transactions with revision conditions); [`RedbStore`] is the embedded
+//! implementation, group-committing concurrent transactions into one fsync.
+//! Called over the wire by clients and storage nodes ([`server`]).
+//!
+//! Read first: [`MetaStore`], [`Namespace`], [`server::Meta::handle`].
+//! Under failure: every namespace change is one durable transaction, so a
+//! crash at any moment leaves either the old or the new state; node liveness
+//! is rebuilt from heartbeats after a restart.
+
+pub mod namespace;
+pub mod nodes;
+pub mod server;
+pub mod store;
+pub mod store_redb;
+
+pub use namespace::Namespace;
+pub use store::{Condition, KeyValue, MetaStore, Op, Txn};
+pub use store_redb::RedbStore;

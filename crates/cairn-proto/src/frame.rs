@@ -87,6 +87,24 @@ impl Conn {
         Ok(buf)
     }
 
+    /// Data frames are never empty: an empty frame says the sender hit an
+    /// error mid-stream, and the error follows as a message.
+    pub async fn abort_data(&mut self, err: &Error) -> Result<()> {
+        self.write_frame(&[]).await?;
+        self.send(err).await
+    }
+
+    /// Read one data frame (at most [`DATA_FRAME`] bytes) into `buf`, or the
+    /// error the sender aborted the stream with.
+    pub async fn read_data_frame(&mut self, buf: &mut Vec<u8>) -> Result<()> {
+        self.read_frame_into(buf, DATA_FRAME).await?;
+        if buf.is_empty() {
+            let e: Error = self.recv().await?;
+            return Err(e);
+        }
+        Ok(())
+    }
+
     /// Send one message and flush.
     pub async fn send<T: Serialize>(&mut self, msg: &T) -> Result<()> {
         let body = postcard::to_stdvec(msg).map_err(|e| Error::internal(format!("encode: {e}")))?;

@@ -91,7 +91,6 @@ pub struct NodeStatus {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ClusterStatus {
     pub nodes: Vec<NodeStatus>,
-    pub files: u64,
     pub chunks: u64,
     pub logical_bytes: u64,
     /// Chunks with fewer live, healthy copies than their redundancy asks.

@@ -1,7 +1,7 @@
 use crate::{ChunkId, InodeId, NodeId, Version};
 use serde::{Deserialize, Serialize};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum InodeKind {
     File,
     Directory,

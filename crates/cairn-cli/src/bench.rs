@@ -1,0 +1,249 @@
+//! `cairn bench`: throughput of a cluster beside the machine's own limits,
+//! measured in the same run, printed as JSON. Reports, never asserts.
+
+use crate::{commands, Target};
+use anyhow::{Context, Result};
+use cairn_client::{Client, ClientConfig, PutOptions};
+use cairn_proto::Credentials;
+use cairn_types::{parse_size, CairnPath};
+use serde_json::json;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context as TaskContext, Poll};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, ReadBuf};
+
+#[derive(clap::Args)]
+pub struct BenchArgs {
+    /// Size of the large file
+    #[arg(long, default_value = "1GiB")]
+    size: String,
+    /// Number of small files
+    #[arg(long, default_value_t = 4000)]
+    small_count: usize,
+    /// Size of each small file
+    #[arg(long, default_value = "16KiB")]
+    small_size: String,
+    /// Concurrent small-file operations
+    #[arg(long, default_value_t = 16)]
+    concurrency: usize,
+    /// Storage nodes of the temporary local cluster
+    #[arg(long, default_value_t = 3)]
+    nodes: usize,
+    /// Where the temporary cluster and the disk probe live (default: system temp dir)
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// Benchmark an existing cluster instead of starting a temporary one
+    #[arg(long)]
+    existing: bool,
+    #[command(flatten)]
+    target: Target,
+}
+
+/// Pseudo-random bytes of a given length, produced on the fly so the
+/// benchmark itself never holds the file.
+struct Pattern {
+    block: Arc<Vec<u8>>,
+    left: u64,
+    pos: usize,
+}
+
+impl Pattern {
+    fn new(block: Arc<Vec<u8>>, len: u64) -> Pattern {
+        Pattern { block, left: len, pos: 0 }
+    }
+}
+
+impl AsyncRead for Pattern {
+    fn poll_read(mut self: Pin<&mut Self>, _: &mut TaskContext<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        let n = (buf.remaining() as u64).min(self.left).min((self.block.len() - self.pos) as u64) as usize;
+        let pos = self.pos;
+        buf.put_slice(&self.block[pos..pos + n]);
+        self.pos = (pos + n) % self.block.len();
+        self.left -= n as u64;
+        Poll::Ready(Ok(()))
+    }
+}
+
+fn random_block(len: usize) -> Vec<u8> {
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+fn mbps(bytes: u64, d: Duration) -> f64 {
+    bytes as f64 / (1 << 20) as f64 / d.as_secs_f64()
+}
+
+fn round(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}
+
+/// Buffered sequential write (then fsync) and read of `size` bytes on the
+/// disk under `dir`, and memcpy bandwidth: the limits the figures are
+/// compared with.
+fn machine_limits(dir: &Path, size: u64, block: &[u8]) -> Result<serde_json::Value> {
+    let path = dir.join("disk-probe.bin");
+    let t = Instant::now();
+    let mut f = std::fs::File::create(&path)?;
+    let mut left = size;
+    while left > 0 {
+        let n = left.min(block.len() as u64) as usize;
+        f.write_all(&block[..n])?;
+        left -= n as u64;
+    }
+    f.sync_all()?;
+    let write = mbps(size, t.elapsed());
+    drop(f);
+    let t = Instant::now();
+    let mut f = std::fs::File::open(&path)?;
+    let mut buf = vec![0u8; 4 << 20];
+    let mut read_bytes = 0u64;
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        read_bytes += n as u64;
+    }
+    let read = mbps(read_bytes, t.elapsed());
+    std::fs::remove_file(&path)?;
+    let src = vec![1u8; 64 << 20];
+    let mut dst = vec![0u8; 64 << 20];
+    let t = Instant::now();
+    for _ in 0..16 {
+        dst.copy_from_slice(std::hint::black_box(&src));
+        std::hint::black_box(&mut dst);
+    }
+    let memcpy = mbps(16 * (64 << 20), t.elapsed());
+    Ok(json!({"disk_write_mib_s": round(write), "disk_read_mib_s": round(read), "memcpy_mib_s": round(memcpy)}))
+}
+
+async fn large(c: &Client, name: &str, size: u64, rep: u8, block: &Arc<Vec<u8>>) -> Result<(f64, f64)> {
+    let p = CairnPath::parse(name)?;
+    let t = Instant::now();
+    c.put(&p, Pattern::new(block.clone(), size), PutOptions { rep: Some(rep), ..Default::default() }).await?;
+    let w = mbps(size, t.elapsed());
+    let t = Instant::now();
+    let n = c.get(&p, &mut tokio::io::sink()).await?;
+    let r = mbps(n, t.elapsed());
+    c.remove(&p, false).await?;
+    Ok((w, r))
+}
+
+async fn small(c: &Client, count: usize, size: usize, conc: usize) -> Result<(f64, f64)> {
+    let dir = CairnPath::parse("/bench-small")?;
+    c.mkdir(&dir, true).await?;
+    let data = Arc::new(random_block(size));
+    let run = |get: bool| {
+        let c = c.clone();
+        let data = data.clone();
+        let dir = dir.clone();
+        async move {
+            let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+            let mut tasks = Vec::new();
+            let t = Instant::now();
+            for _ in 0..conc {
+                let (c, data, dir, next) = (c.clone(), data.clone(), dir.clone(), next.clone());
+                tasks.push(tokio::spawn(async move {
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        if i >= count {
+                            return anyhow::Ok(());
+                        }
+                        let p = dir.join(&format!("f{i:07}"))?;
+                        if get {
+                            let got = c.get_bytes(&p).await?;
+                            anyhow::ensure!(got.len() == data.len(), "short read of {p}");
+                        } else {
+                            c.put_bytes(&p, &data, PutOptions::default()).await?;
+                        }
+                    }
+                }));
+            }
+            for t in tasks {
+                t.await??;
+            }
+            anyhow::Ok(count as f64 / t.elapsed().as_secs_f64())
+        }
+    };
+    let puts = run(false).await?;
+    let gets = run(true).await?;
+    c.remove(&dir, true).await?;
+    Ok((puts, gets))
+}
+
+pub async fn run(a: BenchArgs) -> Result<()> {
+    let size = parse_size(&a.size)?;
+    let small_size = parse_size(&a.small_size)? as usize;
+    let base = a.dir.clone().unwrap_or_else(std::env::temp_dir);
+    std::fs::create_dir_all(&base)?;
+    let tmp = base.join(format!("cairn-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp)?;
+    let block = Arc::new(random_block(64 << 20));
+
+    let mut handles = None;
+    let client = if a.existing {
+        commands::connect(&a.target).await?
+    } else {
+        let mut mc = cairn_meta::server::MetaConfig::new(tmp.join("meta"));
+        mc.default_rep = a.nodes.min(3) as u8;
+        let meta = cairn_meta::server::start(mc).await?;
+        let creds = Credentials::Cluster(meta.secret.clone());
+        let mut nodes = Vec::new();
+        for i in 0..a.nodes {
+            let sc = cairn_storage::StorageConfig::new(tmp.join(format!("node-{i}")), vec![meta.addr.clone()]);
+            nodes.push(cairn_storage::start(sc, creds.clone()).await?);
+        }
+        let client_creds = Credentials::Client(meta.secret.client_key());
+        let c = Client::connect(ClientConfig::new(vec![meta.addr.clone()], client_creds)).await?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while c.cluster_status().await?.nodes.iter().filter(|n| n.state == cairn_proto::NodeState::Live).count() < a.nodes {
+            anyhow::ensure!(Instant::now() < deadline, "storage nodes did not register within 30 s");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        handles = Some((meta, nodes));
+        c
+    };
+
+    let limits = {
+        let (dir, block) = (tmp.clone(), block.clone());
+        tokio::task::spawn_blocking(move || machine_limits(&dir, size, &block)).await??
+    };
+    let disk_w = limits["disk_write_mib_s"].as_f64().unwrap();
+    let disk_r = limits["disk_read_mib_s"].as_f64().unwrap();
+    let live = client.cluster_status().await?.nodes.len();
+    let (w1, r1) = large(&client, "/bench-rep1.bin", size, 1, &block).await.context("rep=1 large file")?;
+    let mut out = json!({
+        "large_file_bytes": size,
+        "machine": limits,
+        "rep1": {"write_mib_s": round(w1), "read_mib_s": round(r1),
+                 "write_ratio_to_disk": round(w1 / disk_w), "read_ratio_to_disk": round(r1 / disk_r)},
+    });
+    if live >= 3 {
+        let (w3, r3) = large(&client, "/bench-rep3.bin", size, 3, &block).await.context("rep=3 large file")?;
+        out["rep3"] = json!({"write_mib_s": round(w3), "read_mib_s": round(r3),
+                             "write_ratio_to_disk_over_3": round(w3 / (disk_w / 3.0))});
+    }
+    let (puts, gets) = small(&client, a.small_count, small_size, a.concurrency).await.context("small files")?;
+    out["small_files"] = json!({"count": a.small_count, "size": small_size, "concurrency": a.concurrency,
+                                "puts_per_s": puts.round(), "gets_per_s": gets.round()});
+    println!("{}", serde_json::to_string_pretty(&out)?);
+
+    if let Some((meta, nodes)) = handles {
+        for n in nodes {
+            n.shutdown().await;
+        }
+        meta.shutdown().await;
+    }
+    let _ = std::fs::remove_dir_all(&tmp);
+    Ok(())
+}

@@ -1,0 +1,327 @@
+//! The file and cluster commands, thin over `cairn-client`.
+
+use crate::{config, Target};
+use anyhow::{Context, Result};
+use cairn_client::{Client, ClientConfig, PutOptions};
+use cairn_proto::{ClusterStatus, NodeState};
+use cairn_types::{format_bytes, parse_size, CairnPath, DirEntry, ErrorKind, Inode, InodeKind};
+use serde_json::json;
+use std::io::Write;
+
+pub async fn connect(t: &Target) -> Result<Client> {
+    let (meta, creds) = config::resolve(t.meta.clone(), t.secret_file.clone())?;
+    Client::connect(ClientConfig::new(meta.clone(), creds)).await.map_err(|e| {
+        anyhow::anyhow!("{e}\nhint: is a cluster running? start one with 'cairn server', or point --meta/CAIRN_META at it")
+    })
+}
+
+fn path(raw: &str) -> Result<CairnPath> {
+    Ok(CairnPath::parse(raw)?)
+}
+
+fn kind_str(i: &Inode) -> &'static str {
+    match i.kind {
+        InodeKind::File => "file",
+        InodeKind::Directory => "directory",
+    }
+}
+
+fn time_str(ms: u64) -> String {
+    // UTC, ISO 8601, without a date library: days since the epoch to a civil date.
+    let secs = ms / 1000;
+    let (days, rem) = (secs / 86400, secs % 86400);
+    let z = days as i64 + 719468;
+    let era = z.div_euclid(146097);
+    let doe = z - era * 146097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + (m <= 2) as i64;
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+fn inode_json(path: &str, i: &Inode) -> serde_json::Value {
+    json!({
+        "path": path,
+        "type": kind_str(i),
+        "inode": i.id.0,
+        "size": i.size,
+        "version": i.version.0,
+        "mode": format!("{:o}", i.mode),
+        "mtime_ms": i.mtime_ms,
+        "ctime_ms": i.ctime_ms,
+        "chunks": i.extents.len(),
+        "chunk_size": i.chunk_size,
+    })
+}
+
+pub async fn put(t: &Target, local: &str, dst: &str, rep: Option<u8>, chunk_size: Option<String>) -> Result<()> {
+    let c = connect(t).await?;
+    let mut dst = path(dst)?;
+    // Like cp: putting into an existing directory keeps the local name.
+    if let Ok(i) = c.stat(&dst).await {
+        if i.kind == InodeKind::Directory {
+            let name = std::path::Path::new(local)
+                .file_name()
+                .and_then(|n| n.to_str())
+                .filter(|_| local != "-")
+                .with_context(|| format!("{dst} is a directory; give the full destination path"))?;
+            dst = dst.join(name)?;
+        }
+    }
+    let opts = PutOptions {
+        rep,
+        chunk_size: chunk_size.map(|s| parse_size(&s)).transpose()?,
+        ..PutOptions::default()
+    };
+    let inode = if local == "-" {
+        c.put(&dst, tokio::io::stdin(), opts).await?
+    } else {
+        let f = tokio::fs::File::open(local).await.with_context(|| format!("cannot open {local}"))?;
+        c.put(&dst, f, opts).await?
+    };
+    eprintln!("{dst}: {} bytes, version {}", inode.size, inode.version);
+    Ok(())
+}
+
+pub async fn get(t: &Target, src: &str, local: &str) -> Result<()> {
+    let c = connect(t).await?;
+    let src = path(src)?;
+    if local == "-" {
+        let mut out = tokio::io::stdout();
+        c.get(&src, &mut out).await?;
+        return Ok(());
+    }
+    let reader = c.open(&src).await?;
+    // Write beside the target and rename, so a failed get leaves no partial file.
+    let tmp = format!("{local}.cairn-part");
+    let mut f = tokio::fs::File::create(&tmp).await.with_context(|| format!("cannot create {tmp}"))?;
+    let r = reader.copy_to(&mut f).await;
+    if let Err(e) = r {
+        let _ = tokio::fs::remove_file(&tmp).await;
+        return Err(e.into());
+    }
+    f.sync_all().await?;
+    tokio::fs::rename(&tmp, local).await.with_context(|| format!("cannot rename {tmp} to {local}"))?;
+    Ok(())
+}
+
+pub async fn ls(t: &Target, p: &str, long: bool, json_out: bool) -> Result<()> {
+    let c = connect(t).await?;
+    let p = path(p)?;
+    let inode = c.stat(&p).await?;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    if inode.kind == InodeKind::File {
+        let (parent, name) = p.split_last().expect("the root is a directory");
+        let entry = DirEntry { name: name.to_string(), inode };
+        return print_entries(&mut out, &[entry], &parent, long, json_out, true, true);
+    }
+    let mut after: Option<String> = None;
+    let mut first = true;
+    loop {
+        let page = c.list_page(&p, after.clone(), 1000).await?;
+        let last_page = page.len() < 1000;
+        print_entries(&mut out, &page, &p, long, json_out, first, last_page)?;
+        first = false;
+        if last_page {
+            break;
+        }
+        after = page.last().map(|e| e.name.clone());
+    }
+    Ok(())
+}
+
+/// Streams a listing page by page; JSON output is one array overall.
+fn print_entries(
+    out: &mut impl Write,
+    entries: &[DirEntry],
+    dir: &CairnPath,
+    long: bool,
+    json_out: bool,
+    first: bool,
+    last: bool,
+) -> Result<()> {
+    if json_out {
+        if first {
+            write!(out, "[")?;
+        }
+        for (i, e) in entries.iter().enumerate() {
+            let full = dir.join(&e.name).map(|p| p.to_string()).unwrap_or_default();
+            let mut v = inode_json(&full, &e.inode);
+            v["name"] = json!(e.name);
+            if !(first && i == 0) {
+                write!(out, ",")?;
+            }
+            write!(out, "\n  {v}")?;
+        }
+        if last {
+            writeln!(out, "\n]")?;
+        }
+        return Ok(());
+    }
+    for e in entries {
+        let slash = if e.inode.kind == InodeKind::Directory { "/" } else { "" };
+        if long {
+            let t = if e.inode.kind == InodeKind::Directory { 'd' } else { '-' };
+            writeln!(
+                out,
+                "{t} {:>12} v{:<4} {} {}{slash}",
+                e.inode.size,
+                e.inode.version.0,
+                time_str(e.inode.mtime_ms),
+                e.name
+            )?;
+        } else {
+            writeln!(out, "{}{slash}", e.name)?;
+        }
+    }
+    Ok(())
+}
+
+pub async fn stat(t: &Target, p: &str, json_out: bool) -> Result<()> {
+    let c = connect(t).await?;
+    let p = path(p)?;
+    let i = c.stat(&p).await?;
+    if json_out {
+        println!("{}", inode_json(p.as_str(), &i));
+    } else {
+        println!("path:     {p}");
+        println!("type:     {}", kind_str(&i));
+        println!("size:     {} ({})", i.size, format_bytes(i.size));
+        println!("version:  {}", i.version);
+        println!("chunks:   {}", i.extents.len());
+        println!("mode:     {:o}", i.mode);
+        println!("modified: {}", time_str(i.mtime_ms));
+        println!("inode:    {}", i.id);
+    }
+    Ok(())
+}
+
+pub async fn mkdir(t: &Target, p: &str, parents: bool) -> Result<()> {
+    let c = connect(t).await?;
+    c.mkdir(&path(p)?, parents).await?;
+    Ok(())
+}
+
+pub async fn rm(t: &Target, p: &str, recursive: bool) -> Result<()> {
+    let c = connect(t).await?;
+    match c.remove(&path(p)?, recursive).await {
+        Err(e) if e.kind == ErrorKind::DirectoryNotEmpty => Err(anyhow::anyhow!("{e}; use 'cairn rm -r' to remove it and everything below")),
+        r => Ok(r?),
+    }
+}
+
+pub async fn mv(t: &Target, src: &str, dst: &str) -> Result<()> {
+    let c = connect(t).await?;
+    let src = path(src)?;
+    let mut dst = path(dst)?;
+    if let (Ok(d), Some((_, name))) = (c.stat(&dst).await, src.split_last()) {
+        if d.kind == InodeKind::Directory && c.stat(&src).await.map(|s| s.kind) == Ok(InodeKind::File) {
+            dst = dst.join(name)?;
+        }
+    }
+    c.rename(&src, &dst).await?;
+    Ok(())
+}
+
+pub async fn locate(t: &Target, p: &str, json_out: bool) -> Result<()> {
+    let c = connect(t).await?;
+    let p = path(p)?;
+    let open = c.locate(&p).await?;
+    let status = c.cluster_status().await.ok();
+    let state = |id| {
+        status
+            .as_ref()
+            .and_then(|s| s.nodes.iter().find(|n| n.id == id))
+            .map(|n| if n.state == NodeState::Live { "live" } else { "dead" })
+            .unwrap_or("unknown")
+    };
+    let addr = |id| open.nodes.iter().find(|n| n.id == id).map(|n| n.addr.clone()).unwrap_or_default();
+    let mut offset = 0u64;
+    let mut rows = Vec::new();
+    for (i, e) in open.inode.extents.iter().enumerate() {
+        let nodes: Vec<_> = e
+            .nodes
+            .iter()
+            .map(|n| json!({"id": n.to_string(), "addr": addr(*n), "state": state(*n)}))
+            .collect();
+        rows.push(json!({"index": i, "chunk": e.chunk.to_string(), "offset": offset, "size": e.len,
+                         "crc32c": format!("{:08x}", e.crc), "nodes": nodes}));
+        offset += e.len;
+    }
+    if json_out {
+        println!("{}", json!({"path": p.as_str(), "size": open.inode.size, "version": open.inode.version.0, "chunks": rows}));
+        return Ok(());
+    }
+    println!("{p}: {} bytes, version {}, {} chunk(s)", open.inode.size, open.inode.version, rows.len());
+    for r in rows {
+        let nodes: Vec<String> = r["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| format!("{}@{} ({})", n["id"].as_str().unwrap(), n["addr"].as_str().unwrap(), n["state"].as_str().unwrap()))
+            .collect();
+        println!(
+            "  #{:<4} {}  offset {:>12}  size {:>10}  crc32c {}  on {}",
+            r["index"], r["chunk"].as_str().unwrap(), r["offset"], r["size"], r["crc32c"].as_str().unwrap(), nodes.join(", ")
+        );
+    }
+    Ok(())
+}
+
+pub fn status_json(s: &ClusterStatus) -> serde_json::Value {
+    let nodes: Vec<_> = s
+        .nodes
+        .iter()
+        .map(|n| {
+            json!({"id": n.id.to_string(), "addr": n.addr, "zone": n.zone,
+                   "state": if n.state == NodeState::Live { "live" } else { "dead" },
+                   "last_heartbeat_ms": n.last_heartbeat_ms, "chunks": n.stats.chunks,
+                   "used_bytes": n.stats.used, "free_bytes": n.stats.free, "total_bytes": n.stats.total,
+                   "corrupt_chunks": n.stats.corrupt_chunks.iter().map(|c| c.to_string()).collect::<Vec<_>>()})
+        })
+        .collect();
+    json!({
+        "nodes": nodes,
+        "live_nodes": s.nodes.iter().filter(|n| n.state == NodeState::Live).count(),
+        "chunks": s.chunks,
+        "logical_bytes": s.logical_bytes,
+        "under_replicated_chunks": s.under_replicated_chunks,
+        "unavailable_chunks": s.unavailable_chunks,
+        "corrupt_replicas": s.corrupt_replicas.iter().map(|(c, n)| json!({"chunk": c.to_string(), "node": n.to_string()})).collect::<Vec<_>>(),
+        "pending_garbage_chunks": s.pending_garbage_chunks,
+    })
+}
+
+pub async fn cluster_status(t: &Target, json_out: bool) -> Result<()> {
+    let c = connect(t).await?;
+    let s = c.cluster_status().await?;
+    if json_out {
+        println!("{}", status_json(&s));
+        return Ok(());
+    }
+    let live = s.nodes.iter().filter(|n| n.state == NodeState::Live).count();
+    println!("nodes: {live} live of {}", s.nodes.len());
+    println!("  {:<16}  {:<21}  {:<8}  {:<5}  {:>8}  {:>10}  {:>10}", "id", "addr", "zone", "state", "chunks", "used", "free");
+    for n in &s.nodes {
+        let state = if n.state == NodeState::Live { "live" } else { "DEAD" };
+        println!(
+            "  {:<16}  {:<21}  {:<8}  {:<5}  {:>8}  {:>10}  {:>10}",
+            n.id.to_string(), n.addr, n.zone, state, n.stats.chunks, format_bytes(n.stats.used), format_bytes(n.stats.free)
+        );
+    }
+    println!("chunks: {} ({} of file data)", s.chunks, format_bytes(s.logical_bytes));
+    println!("under-replicated chunks: {}", s.under_replicated_chunks);
+    if s.unavailable_chunks > 0 {
+        println!("UNAVAILABLE chunks (no live copy): {}", s.unavailable_chunks);
+    }
+    for (c, n) in &s.corrupt_replicas {
+        println!("corrupt replica: chunk {c} on node {n}");
+    }
+    if s.pending_garbage_chunks > 0 {
+        println!("garbage chunks waiting for deletion: {}", s.pending_garbage_chunks);
+    }
+    Ok(())
+}

@@ -1,0 +1,172 @@
+//! `cairn`: one binary for every role and every command.
+
+mod bench;
+mod commands;
+mod config;
+mod roles;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(name = "cairn", version, about = "Cairn: a distributed file system for fleets of machines")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+/// Where a client command finds the cluster.
+#[derive(clap::Args, Clone, Debug)]
+pub struct Target {
+    /// Meta address(es), comma-separated [env: CAIRN_META; default: the local `cairn server`]
+    #[arg(long, global = true)]
+    meta: Option<String>,
+    /// File with the client key or cluster secret [env: CAIRN_SECRET_FILE]
+    #[arg(long, global = true)]
+    secret_file: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run meta and storage nodes in one process on one data directory
+    Server(roles::ServerArgs),
+    /// Run the meta service alone
+    Meta(roles::MetaArgs),
+    /// Run a storage node alone
+    Storage(roles::StorageArgs),
+    /// Copy a local file (or - for stdin) into Cairn
+    Put {
+        local: String,
+        path: String,
+        /// Copies per chunk (default: the cluster's)
+        #[arg(long)]
+        rep: Option<u8>,
+        /// Chunk size, e.g. 32MiB (default: the cluster's)
+        #[arg(long)]
+        chunk_size: Option<String>,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Copy a Cairn file to a local file (or - for stdout)
+    Get {
+        path: String,
+        local: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Write a Cairn file to stdout
+    Cat {
+        path: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// List a directory
+    Ls {
+        #[arg(default_value = "/")]
+        path: String,
+        /// Long format: type, size, version, modification time
+        #[arg(short = 'l')]
+        long: bool,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Show a file's or directory's attributes
+    Stat {
+        path: String,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Make a directory
+    Mkdir {
+        path: String,
+        /// Make parents as needed; no error if it exists
+        #[arg(short = 'p')]
+        parents: bool,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Remove a file or an empty directory
+    Rm {
+        path: String,
+        /// Remove a directory and everything below it
+        #[arg(short = 'r')]
+        recursive: bool,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Rename atomically (replaces an existing file)
+    Mv {
+        src: String,
+        dst: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Show each chunk of a file: id, size, checksum, nodes holding it
+    Locate {
+        path: String,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Cluster operations
+    Cluster {
+        #[command(subcommand)]
+        cmd: ClusterCmd,
+    },
+    /// Measure throughput against a cluster (a temporary local one by default); prints JSON
+    Bench(bench::BenchArgs),
+}
+
+#[derive(Subcommand)]
+enum ClusterCmd {
+    /// Nodes, liveness, capacity, chunks short of redundancy
+    Status {
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        target: Target,
+    },
+}
+
+fn init_logging(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let is_role = matches!(cli.cmd, Cmd::Server(_) | Cmd::Meta(_) | Cmd::Storage(_));
+    init_logging(if is_role { "info" } else { "warn" });
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    let result = rt.block_on(run(cli.cmd));
+    if let Err(e) = result {
+        eprintln!("cairn: error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(cmd: Cmd) -> anyhow::Result<()> {
+    use commands as c;
+    match cmd {
+        Cmd::Server(a) => roles::server(a).await,
+        Cmd::Meta(a) => roles::meta(a).await,
+        Cmd::Storage(a) => roles::storage(a).await,
+        Cmd::Put { local, path, rep, chunk_size, target } => c::put(&target, &local, &path, rep, chunk_size).await,
+        Cmd::Get { path, local, target } => c::get(&target, &path, &local).await,
+        Cmd::Cat { path, target } => c::get(&target, &path, "-").await,
+        Cmd::Ls { path, long, json, target } => c::ls(&target, &path, long, json).await,
+        Cmd::Stat { path, json, target } => c::stat(&target, &path, json).await,
+        Cmd::Mkdir { path, parents, target } => c::mkdir(&target, &path, parents).await,
+        Cmd::Rm { path, recursive, target } => c::rm(&target, &path, recursive).await,
+        Cmd::Mv { src, dst, target } => c::mv(&target, &src, &dst).await,
+        Cmd::Locate { path, json, target } => c::locate(&target, &path, json).await,
+        Cmd::Cluster { cmd: ClusterCmd::Status { json, target } } => c::cluster_status(&target, json).await,
+        Cmd::Bench(a) => bench::run(a).await,
+    }
+}

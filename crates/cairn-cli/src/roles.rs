@@ -1,0 +1,212 @@
+//! The long-running roles: `cairn server` (everything in one process),
+//! `cairn meta` and `cairn storage`.
+
+use crate::config;
+use anyhow::{bail, Context, Result};
+use cairn_meta::server::{MetaConfig, CLIENT_KEY_FILE, SECRET_FILE};
+use cairn_proto::Credentials;
+use cairn_storage::{StorageConfig, StoreOptions};
+use cairn_types::{parse_duration, parse_size};
+use std::path::{Path, PathBuf};
+use tracing::info;
+
+#[derive(clap::Args, Clone, Debug)]
+pub struct MetaOpts {
+    /// Chunk size for new files
+    #[arg(long, default_value = "32MiB")]
+    chunk_size: String,
+    /// A storage node silent this long is dead
+    #[arg(long, default_value = "15s")]
+    dead_after: String,
+    /// How long replaced or deleted data stays readable before its chunks are collected
+    #[arg(long, default_value = "60s")]
+    gc_delay: String,
+}
+
+#[derive(clap::Args)]
+pub struct ServerArgs {
+    /// Data directory
+    #[arg(long, default_value = config::DEFAULT_DATA, env = "CAIRN_DATA")]
+    data: PathBuf,
+    /// Storage nodes to run (default: as many as the data directory has, at least 1)
+    #[arg(long)]
+    nodes: Option<usize>,
+    /// Meta listen address (port 0 picks a free port)
+    #[arg(long, default_value = config::DEFAULT_META)]
+    listen: String,
+    /// Default copies per chunk (default: the node count, at most 3)
+    #[arg(long)]
+    rep: Option<u8>,
+    /// Space each storage node leaves free on its file system
+    #[arg(long, default_value = "256MiB")]
+    reserve: String,
+    /// Do not write ~/.config/cairn/client.conf
+    #[arg(long)]
+    no_client_conf: bool,
+    #[command(flatten)]
+    meta: MetaOpts,
+}
+
+#[derive(clap::Args)]
+pub struct MetaArgs {
+    #[arg(long, default_value = "cairn-meta", env = "CAIRN_DATA")]
+    data: PathBuf,
+    #[arg(long, default_value = config::DEFAULT_META)]
+    listen: String,
+    /// Default copies per chunk
+    #[arg(long, default_value_t = 3)]
+    rep: u8,
+    #[command(flatten)]
+    meta: MetaOpts,
+}
+
+#[derive(clap::Args)]
+pub struct StorageArgs {
+    #[arg(long, default_value = "cairn-storage", env = "CAIRN_DATA")]
+    data: PathBuf,
+    /// Meta address(es), comma-separated
+    #[arg(long, env = "CAIRN_META")]
+    meta: String,
+    /// Listen address (port 0 picks a free port)
+    #[arg(long, default_value = "0.0.0.0:7421")]
+    listen: String,
+    /// Address to tell meta and clients (default: the listen address, or the
+    /// address this host uses to reach meta when listening on 0.0.0.0)
+    #[arg(long)]
+    advertise: Option<String>,
+    #[arg(long, default_value = "default")]
+    zone: String,
+    /// The cluster secret (meta's DATA/cluster.secret)
+    #[arg(long, env = "CAIRN_SECRET_FILE")]
+    secret_file: PathBuf,
+    /// Space to leave free on the file system
+    #[arg(long, default_value = "256MiB")]
+    reserve: String,
+}
+
+fn meta_config(data: PathBuf, listen: String, rep: u8, o: &MetaOpts) -> Result<MetaConfig> {
+    let mut c = MetaConfig::new(data);
+    c.listen = listen;
+    c.default_rep = rep;
+    c.chunk_size = parse_size(&o.chunk_size)?;
+    c.dead_after = parse_duration(&o.dead_after)?;
+    c.gc_delay = parse_duration(&o.gc_delay)?;
+    Ok(c)
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("signal handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+fn existing_nodes(data: &Path) -> usize {
+    (0..).take_while(|i| data.join(format!("node-{i}")).join("node.id").exists()).count()
+}
+
+pub async fn server(a: ServerArgs) -> Result<()> {
+    let nodes = a.nodes.unwrap_or_else(|| existing_nodes(&a.data).max(1));
+    if nodes == 0 {
+        bail!("--nodes must be at least 1");
+    }
+    let rep = a.rep.unwrap_or(nodes.min(3) as u8);
+    if rep as usize > nodes {
+        bail!("--rep {rep} needs at least {rep} storage nodes; this server runs {nodes} (use --nodes)");
+    }
+    let meta_dir = a.data.join("meta");
+    let cfg = meta_config(meta_dir.clone(), a.listen.clone(), rep, &a.meta)?;
+    let meta = cairn_meta::server::start(cfg).await.context("starting meta")?;
+    let creds = Credentials::Cluster(meta.secret.clone());
+    let mut storage = Vec::new();
+    for i in 0..nodes {
+        let mut sc = StorageConfig::new(a.data.join(format!("node-{i}")), vec![meta.addr.clone()]);
+        sc.store = StoreOptions { reserve_free: parse_size(&a.reserve)?, ..StoreOptions::default() };
+        storage.push(cairn_storage::start(sc, creds.clone()).await.with_context(|| format!("starting node-{i}"))?);
+    }
+    let key = meta_dir.join(CLIENT_KEY_FILE);
+    let endpoints = serde_json::json!({
+        "meta": meta.addr,
+        "storage": storage.iter().map(|s| serde_json::json!({"id": s.id.to_string(), "addr": s.addr})).collect::<Vec<_>>(),
+        "client_key": std::fs::canonicalize(&key).unwrap_or(key.clone()),
+        "rep": rep,
+    });
+    std::fs::write(a.data.join("endpoints.json"), serde_json::to_string_pretty(&endpoints)?)?;
+    println!("cairn server: data in {}", a.data.display());
+    println!("  meta        {}", meta.addr);
+    for (i, s) in storage.iter().enumerate() {
+        println!("  storage     {} (node-{i}, id {})", s.addr, s.id);
+    }
+    println!("  redundancy  rep={rep}");
+    println!("  client key  {}", key.display());
+    if !a.no_client_conf {
+        match config::write_client_conf(&meta.addr, &key) {
+            Ok(p) => println!("  client conf {} (the CLI on this machine uses it)", p.display()),
+            Err(e) => println!("  client conf not written: {e}"),
+        }
+    }
+    println!("try: cairn put ./some-file /some-file && cairn ls -l /");
+    use std::io::Write;
+    std::io::stdout().flush()?;
+
+    shutdown_signal().await;
+    info!("shutting down");
+    for s in storage {
+        s.shutdown().await;
+    }
+    meta.shutdown().await;
+    Ok(())
+}
+
+pub async fn meta(a: MetaArgs) -> Result<()> {
+    let cfg = meta_config(a.data.clone(), a.listen, a.rep, &a.meta)?;
+    let meta = cairn_meta::server::start(cfg).await.context("starting meta")?;
+    println!("cairn meta: listening on {}", meta.addr);
+    println!("  cluster secret {} (give it to storage nodes)", a.data.join(SECRET_FILE).display());
+    println!("  client key     {} (give it to clients)", a.data.join(CLIENT_KEY_FILE).display());
+    use std::io::Write;
+    std::io::stdout().flush()?;
+    shutdown_signal().await;
+    meta.shutdown().await;
+    Ok(())
+}
+
+/// The address other hosts should use for a node listening on `listen`.
+async fn advertise_addr(listen: &str, bound: std::net::SocketAddr, meta: &str) -> Result<String> {
+    let ip: std::net::IpAddr = listen.rsplit_once(':').map(|(h, _)| h).unwrap_or(listen).trim_matches(['[', ']']).parse().unwrap_or(bound.ip());
+    if !ip.is_unspecified() {
+        return Ok(bound.to_string());
+    }
+    let s = tokio::net::TcpStream::connect(meta)
+        .await
+        .with_context(|| format!("reaching meta at {meta} to learn this host's address (or pass --advertise)"))?;
+    Ok(std::net::SocketAddr::new(s.local_addr()?.ip(), bound.port()).to_string())
+}
+
+pub async fn storage(a: StorageArgs) -> Result<()> {
+    let creds = Credentials::load(&a.secret_file)?;
+    if creds.cluster().is_none() {
+        bail!("{} is a client key; a storage node needs the cluster secret (meta's {SECRET_FILE})", a.secret_file.display());
+    }
+    let meta: Vec<String> = a.meta.split(',').map(|s| s.trim().to_string()).collect();
+    // Bind first so that port 0 works, then advertise what was bound.
+    let probe = std::net::TcpListener::bind(&a.listen).with_context(|| format!("cannot listen on {}", a.listen))?;
+    let bound = probe.local_addr()?;
+    drop(probe);
+    let mut sc = StorageConfig::new(a.data.clone(), meta.clone());
+    sc.listen = bound.to_string();
+    sc.advertise = Some(match a.advertise {
+        Some(x) => x,
+        None => advertise_addr(&a.listen, bound, &meta[0]).await?,
+    });
+    sc.zone = a.zone;
+    sc.store = StoreOptions { reserve_free: parse_size(&a.reserve)?, ..StoreOptions::default() };
+    let node = cairn_storage::start(sc, creds).await.context("starting storage node")?;
+    println!("cairn storage: node {} listening on {} (data in {})", node.id, node.addr, a.data.display());
+    use std::io::Write;
+    std::io::stdout().flush()?;
+    shutdown_signal().await;
+    node.shutdown().await;
+    Ok(())
+}

@@ -1,0 +1,133 @@
+use cairn_proto::{
+    ClusterConfig, ClusterStatus, Credentials, MetaClient, MetaRequest, MetaResponse, OpenFile, Pool,
+};
+use cairn_types::{CairnPath, DirEntry, Error, Inode, Result, Version};
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Clone)]
+pub struct ClientConfig {
+    pub meta: Vec<String>,
+    pub creds: Credentials,
+    /// Chunk writes in flight per file.
+    pub write_window: usize,
+    /// Chunks fetched ahead per file.
+    pub read_ahead: usize,
+}
+
+impl ClientConfig {
+    pub fn new(meta: Vec<String>, creds: Credentials) -> ClientConfig {
+        ClientConfig { meta, creds, write_window: 3, read_ahead: 2 }
+    }
+}
+
+/// Options of one write.
+#[derive(Clone, Debug, Default)]
+pub struct PutOptions {
+    /// Copies per chunk; meta's default when None.
+    pub rep: Option<u8>,
+    /// None: create or overwrite. Some(Version(0)): only create.
+    /// Some(v): only replace version v.
+    pub expected: Option<Version>,
+    /// Chunk size; the cluster's when None.
+    pub chunk_size: Option<u64>,
+    pub mode: Option<u32>,
+}
+
+pub(crate) struct Inner {
+    pub meta: MetaClient,
+    pub storage: Pool,
+    pub config: ClusterConfig,
+    pub write_window: usize,
+    pub read_ahead: usize,
+}
+
+/// A handle on a cluster; cheap to clone, safe to share across tasks.
+#[derive(Clone)]
+pub struct Client {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl Client {
+    pub async fn connect(cfg: ClientConfig) -> Result<Client> {
+        let meta = MetaClient::new(cfg.meta.clone(), cfg.creds.clone());
+        let config = match meta.call(MetaRequest::Config).await? {
+            MetaResponse::Config(c) => c,
+            other => return Err(unexpected(other)),
+        };
+        let mut storage = Pool::new(cfg.creds);
+        storage.connect_timeout = Duration::from_secs(3);
+        Ok(Client {
+            inner: Arc::new(Inner {
+                meta,
+                storage,
+                config,
+                write_window: cfg.write_window.max(1),
+                read_ahead: cfg.read_ahead.max(1),
+            }),
+        })
+    }
+
+    pub fn cluster_config(&self) -> &ClusterConfig {
+        &self.inner.config
+    }
+
+    pub(crate) async fn meta(&self, req: MetaRequest) -> Result<MetaResponse> {
+        self.inner.meta.call(req).await
+    }
+
+    pub async fn stat(&self, path: &CairnPath) -> Result<Inode> {
+        match self.meta(MetaRequest::Stat { path: path.clone() }).await? {
+            MetaResponse::Inode(i) => Ok(i),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Inode, chunk locations and read capabilities of a file.
+    pub async fn locate(&self, path: &CairnPath) -> Result<OpenFile> {
+        match self.meta(MetaRequest::Open { path: path.clone() }).await? {
+            MetaResponse::Open(o) => Ok(o),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// One page of a directory listing, in name order, after `start_after`.
+    pub async fn list_page(&self, path: &CairnPath, start_after: Option<String>, limit: u32) -> Result<Vec<DirEntry>> {
+        match self.meta(MetaRequest::List { path: path.clone(), start_after, limit }).await? {
+            MetaResponse::Entries(e) => Ok(e),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub async fn mkdir(&self, path: &CairnPath, parents: bool) -> Result<Inode> {
+        match self.meta(MetaRequest::Mkdir { path: path.clone(), parents }).await? {
+            MetaResponse::Inode(i) => Ok(i),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub async fn remove(&self, path: &CairnPath, recursive: bool) -> Result<()> {
+        match self.meta(MetaRequest::Remove { path: path.clone(), recursive }).await? {
+            MetaResponse::Ok => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub async fn rename(&self, src: &CairnPath, dst: &CairnPath) -> Result<()> {
+        match self.meta(MetaRequest::Rename { src: src.clone(), dst: dst.clone() }).await? {
+            MetaResponse::Ok => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub async fn cluster_status(&self) -> Result<ClusterStatus> {
+        match self.meta(MetaRequest::ClusterStatus).await? {
+            MetaResponse::Status(s) => Ok(s),
+            other => Err(unexpected(other)),
+        }
+    }
+}
+
+pub(crate) fn unexpected(r: MetaResponse) -> Error {
+    Error::internal(format!("meta sent an unexpected answer: {r:?}"))
+}

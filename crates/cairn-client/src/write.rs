@@ -1,0 +1,192 @@
+use crate::client::{unexpected, Client, PutOptions};
+use bytes::Bytes;
+use cairn_proto::{ChunkAlloc, MetaRequest, MetaResponse, PutOutcome, StorageRequest, DATA_FRAME};
+use cairn_types::{BlockCrcs, CairnPath, Error, ErrorKind, Extent, Inode, NodeId, Result, BLOCK_SIZE};
+use std::collections::VecDeque;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tracing::warn;
+
+/// Attempts to place one chunk before a write gives up.
+const PLACE_ATTEMPTS: usize = 5;
+/// Largest chunk a client will make; bounds its memory per chunk in flight.
+pub const MAX_CHUNK: u64 = 256 << 20;
+const CHAIN_TIMEOUT: Duration = Duration::from_secs(300);
+
+impl Client {
+    /// Write `src` to `path` as a new version. Reads at most one chunk ahead
+    /// of the chunks in flight, so memory is bounded by
+    /// `(write_window + 1) * chunk_size` whatever the file size.
+    pub async fn put<R: AsyncRead + Unpin>(&self, path: &CairnPath, mut src: R, opts: PutOptions) -> Result<Inode> {
+        let chunk_size = opts.chunk_size.unwrap_or(self.inner.config.chunk_size);
+        if !(BLOCK_SIZE as u64..=MAX_CHUNK).contains(&chunk_size) {
+            return Err(Error::invalid(format!(
+                "chunk size {chunk_size} is outside {BLOCK_SIZE}..={MAX_CHUNK} bytes"
+            )));
+        }
+        let mut extents = Vec::new();
+        let mut inflight: VecDeque<tokio::task::JoinHandle<Result<Extent>>> = VecDeque::new();
+        let result: Result<()> = async {
+            loop {
+                let mut buf = Vec::with_capacity(chunk_size as usize);
+                (&mut src)
+                    .take(chunk_size)
+                    .read_to_end(&mut buf)
+                    .await
+                    .map_err(|e| Error::from(e).context("reading the input"))?;
+                if buf.is_empty() {
+                    break;
+                }
+                let last = (buf.len() as u64) < chunk_size;
+                while inflight.len() >= self.inner.write_window {
+                    extents.push(join(inflight.pop_front().unwrap()).await?);
+                }
+                let me = self.clone();
+                let p = path.clone();
+                let rep = opts.rep;
+                inflight.push_back(tokio::spawn(async move { me.write_chunk(&p, Bytes::from(buf), rep).await }));
+                if last {
+                    break;
+                }
+            }
+            while let Some(h) = inflight.pop_front() {
+                extents.push(join(h).await?);
+            }
+            Ok(())
+        }
+        .await;
+        if let Err(e) = result {
+            for h in inflight {
+                h.abort();
+            }
+            return Err(e);
+        }
+        self.commit(path, extents, opts.expected, opts.mode.unwrap_or(0o644), chunk_size).await
+    }
+
+    /// Write a whole buffer as `path`.
+    pub async fn put_bytes(&self, path: &CairnPath, data: &[u8], opts: PutOptions) -> Result<Inode> {
+        self.put(path, data, opts).await
+    }
+
+    /// Commit chunks already written as the next version of `path`.
+    pub async fn commit(
+        &self,
+        path: &CairnPath,
+        extents: Vec<Extent>,
+        expected: Option<cairn_types::Version>,
+        mode: u32,
+        chunk_size: u64,
+    ) -> Result<Inode> {
+        let req = MetaRequest::CommitFile { path: path.clone(), extents, expected, mode, chunk_size };
+        match self.meta(req).await? {
+            MetaResponse::Inode(i) => Ok(i),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Store one chunk on `rep` nodes. A node that fails is excluded and
+    /// the chunk placed again, so one dead node never fails a write while
+    /// enough others are live.
+    pub async fn write_chunk(&self, path: &CairnPath, data: Bytes, rep: Option<u8>) -> Result<Extent> {
+        let crcs = BlockCrcs::compute(&data);
+        let mut exclude: Vec<NodeId> = Vec::new();
+        let mut failures: Vec<String> = Vec::new();
+        for _ in 0..PLACE_ATTEMPTS {
+            let req = MetaRequest::AllocChunk { path: path.clone(), rep, exclude: exclude.clone() };
+            let alloc = match self.meta(req).await {
+                Ok(MetaResponse::Alloc(a)) => a,
+                Ok(other) => return Err(unexpected(other)),
+                Err(e) if failures.is_empty() => return Err(e),
+                Err(e) => return Err(e.context(format!("after failures ({})", failures.join("; ")))),
+            };
+            match self.send_chain(&alloc, &data, &crcs).await {
+                Ok(()) => {
+                    return Ok(Extent {
+                        chunk: alloc.chunk,
+                        len: data.len() as u64,
+                        crc: crcs.summary(),
+                        nodes: alloc.nodes.iter().map(|n| n.id).collect(),
+                    })
+                }
+                Err((node, addr, e)) => {
+                    warn!(chunk = %alloc.chunk, %node, %addr, "replica write failed, placing again: {e}");
+                    if e.kind == ErrorKind::Corrupt || e.kind == ErrorKind::InvalidInput {
+                        // Our own bytes or request were bad: another node will not help.
+                        return Err(e);
+                    }
+                    failures.push(format!("{addr}: {e}"));
+                    exclude.push(node);
+                }
+            }
+        }
+        Err(Error::unavailable(format!(
+            "could not store a chunk after {PLACE_ATTEMPTS} placements: {}",
+            failures.join("; ")
+        )))
+    }
+
+    /// Stream one chunk to the head of the chain and wait for the chain's
+    /// verdict. On failure, names the node to blame.
+    async fn send_chain(&self, alloc: &ChunkAlloc, data: &Bytes, crcs: &BlockCrcs) -> Result<(), (NodeId, String, Error)> {
+        let head = alloc.nodes.first().ok_or_else(|| {
+            (NodeId(0), String::new(), Error::internal("meta returned an empty placement"))
+        })?;
+        let blame_head = |e: Error| (head.id, head.addr.clone(), e);
+        let req = StorageRequest::PutChunk {
+            chunk: alloc.chunk,
+            len: data.len() as u64,
+            crcs: crcs.clone(),
+            cap: alloc.cap.clone(),
+            chain: alloc.nodes[1..].to_vec(),
+        };
+        let pool = &self.inner.storage;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let mut p = pool.get(&head.addr).await.map_err(blame_head)?;
+            let sent: Result<()> = async {
+                p.conn.send(&req).await?;
+                for piece in data.chunks(DATA_FRAME) {
+                    p.conn.write_frame(piece).await?;
+                }
+                p.conn.flush().await
+            }
+            .await;
+            if let Err(e) = sent {
+                pool.forget(&head.addr);
+                if p.reused && attempt == 1 {
+                    continue; // a stale pooled connection; try a fresh one
+                }
+                return Err(blame_head(e));
+            }
+            let outcome: Result<Result<PutOutcome, Error>> =
+                tokio::time::timeout(CHAIN_TIMEOUT, p.conn.recv()).await.unwrap_or_else(|_| {
+                    Err(Error::timeout(format!("{} did not acknowledge in {CHAIN_TIMEOUT:?}", head.addr)))
+                });
+            return match outcome {
+                Ok(Ok(PutOutcome::Stored)) => {
+                    pool.put(&head.addr, p.conn);
+                    Ok(())
+                }
+                Ok(Ok(PutOutcome::Failed { node, addr, error })) => {
+                    pool.put(&head.addr, p.conn);
+                    let addr = if addr.is_empty() {
+                        alloc.nodes.iter().find(|n| n.id == node).map(|n| n.addr.clone()).unwrap_or_default()
+                    } else {
+                        addr
+                    };
+                    Err((node, addr, error))
+                }
+                Ok(Err(e)) | Err(e) => {
+                    pool.forget(&head.addr);
+                    Err(blame_head(e))
+                }
+            };
+        }
+    }
+}
+
+async fn join<T>(h: tokio::task::JoinHandle<Result<T>>) -> Result<T> {
+    h.await.map_err(|e| Error::internal(format!("chunk task failed: {e}")))?
+}

@@ -1,0 +1,1484 @@
+//! The namespace: paths → inodes → versions → extents, written once against
+//! [`MetaStore`].
+//!
+//! Every operation reads what it needs, builds one [`Txn`] whose conditions pin
+//! every key it read (by revision, 0 where it relied on absence), commits, and
+//! retries from scratch on a conflict. Because each operation pins the whole
+//! chain of directory entries it resolved, operations on overlapping paths
+//! serialize, while creates of different names in one directory touch disjoint
+//! keys and never conflict (parent directories carry no mtime or link count).
+//!
+//! Key layout (ids big endian, so scans run in id and name order):
+//!
+//! | key | value | |
+//! | --- | --- | --- |
+//! | `r` | [`Inode`] | the root directory |
+//! | `d` parent(8) name | [`Inode`] | a directory entry with the child's full record inline, so a listing is one range scan and rename moves one value |
+//! | `n` id(8) | parent id and name | reserves the inode id (random ids, no hot counter key) and maps an inode back to its entry |
+//! | `t` id(8) | [`Inode`] | a detached directory whose contents the trash purger still has to delete |
+//! | `g` due_ms(8) chunk(16) | [`GarbageChunk`] | a chunk to delete from its nodes once `due_ms` has passed |
+//!
+//! Values are postcard-encoded [`Inode`]s; changing that type needs a versioned
+//! record type first.
+
+use crate::store::{prefix_end, Condition, MetaStore, Txn};
+use cairn_types::{now_ms, CairnPath, ChunkId, Error, ErrorKind, InodeId, Result, Version};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Attempts of one operation before it gives up with a retryable conflict.
+const MAX_ATTEMPTS: u32 = 20;
+/// Entries deleted per trash transaction.
+const PURGE_BATCH: usize = 256;
+/// Page size when walking every entry.
+const WALK_PAGE: usize = 1024;
+
+const ROOT_KEY: &[u8] = b"r";
+const ENTRY: u8 = b'd';
+const INODE: u8 = b'n';
+const TRASH: u8 = b't';
+const GARBAGE: u8 = b'g';
+
+pub use cairn_types::{DirEntry, Extent, GarbageChunk, Inode, InodeKind};
+
+/// Value of an `n` key.
+#[derive(Serialize, Deserialize)]
+struct InodeLink {
+    parent: InodeId,
+    name: String,
+}
+
+fn entry_key(parent: InodeId, name: &str) -> Vec<u8> {
+    let mut k = children_start(parent);
+    k.extend_from_slice(name.as_bytes());
+    k
+}
+
+fn children_start(parent: InodeId) -> Vec<u8> {
+    let mut k = Vec::with_capacity(9);
+    k.push(ENTRY);
+    k.extend_from_slice(&parent.0.to_be_bytes());
+    k
+}
+
+fn children_end(parent: InodeId) -> Vec<u8> {
+    prefix_end(&children_start(parent))
+}
+
+fn id_key(prefix: u8, id: InodeId) -> Vec<u8> {
+    let mut k = vec![prefix];
+    k.extend_from_slice(&id.0.to_be_bytes());
+    k
+}
+
+fn garbage_key(due_ms: u64, chunk: ChunkId) -> Vec<u8> {
+    let mut k = vec![GARBAGE];
+    k.extend_from_slice(&due_ms.to_be_bytes());
+    k.extend_from_slice(&chunk.0.to_be_bytes());
+    k
+}
+
+fn entry_name(key: &[u8]) -> Result<String> {
+    String::from_utf8(key[9..].to_vec())
+        .map_err(|_| Error::corrupt("directory entry name is not UTF-8"))
+}
+
+fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    postcard::to_allocvec(value).expect("namespace records always serialize")
+}
+
+fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
+    postcard::from_bytes(bytes)
+        .map_err(|e| Error::corrupt(format!("undecodable metadata record: {e}")))
+}
+
+/// Random, never 0 (unused) or 1 (the root); uniqueness is enforced by the `n` key.
+fn new_inode_id() -> InodeId {
+    InodeId(fastrand::u64(2..u64::MAX))
+}
+
+/// One optimistic transaction being built: reads pin their keys.
+struct Tx<'a> {
+    store: &'a dyn MetaStore,
+    pinned: HashSet<Vec<u8>>,
+    txn: Txn,
+}
+
+impl<'a> Tx<'a> {
+    fn new(store: &'a dyn MetaStore) -> Tx<'a> {
+        Tx {
+            store,
+            pinned: HashSet::new(),
+            txn: Txn::new(),
+        }
+    }
+
+    fn pin(&mut self, key: Vec<u8>, revision: u64) {
+        if self.pinned.insert(key.clone()) {
+            self.txn
+                .conditions
+                .push(Condition::Revision { key, revision });
+        }
+    }
+
+    async fn get<T: DeserializeOwned>(&mut self, key: Vec<u8>) -> Result<Option<T>> {
+        let got = self.store.get(&key).await?;
+        self.pin(key, got.as_ref().map_or(0, |g| g.1));
+        got.map(|(v, _)| decode(&v)).transpose()
+    }
+
+    /// Whether directory `dir` has no entries; if so, the commit requires it still has none.
+    async fn dir_is_empty(&mut self, dir: InodeId) -> Result<bool> {
+        let (start, end) = (children_start(dir), children_end(dir));
+        if self.store.scan(&start, &end, 1).await?.is_empty() {
+            self.txn
+                .conditions
+                .push(Condition::RangeEmpty { start, end });
+            Ok(true)
+        } else {
+            Ok(false)
+        }
+    }
+
+    /// Put a key that must not exist yet.
+    fn create<T: Serialize>(&mut self, key: Vec<u8>, value: &T) {
+        self.pin(key.clone(), 0);
+        self.put(key, value);
+    }
+
+    fn put<T: Serialize>(&mut self, key: Vec<u8>, value: &T) {
+        self.txn = std::mem::take(&mut self.txn).put(key, encode(value));
+    }
+
+    fn delete(&mut self, key: Vec<u8>) {
+        self.txn = std::mem::take(&mut self.txn).delete(key);
+    }
+
+    /// `None` when a condition failed and the operation should start over.
+    async fn commit(self) -> Result<Option<u64>> {
+        match self.store.commit(self.txn).await {
+            Ok(rev) => Ok(Some(rev)),
+            Err(e) if e.kind == ErrorKind::Conflict => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn root(&mut self) -> Result<Inode> {
+        self.get(ROOT_KEY.to_vec())
+            .await?
+            .ok_or_else(|| Error::internal("the root directory record is missing"))
+    }
+
+    /// Resolve `path` to a directory, pinning every entry on the way.
+    async fn resolve_dir(&mut self, path: &CairnPath) -> Result<Inode> {
+        let mut cur = self.root().await?;
+        let mut walked = CairnPath::root();
+        for name in path.components() {
+            walked = walked.join(name)?;
+            match self.get::<Inode>(entry_key(cur.id, name)).await? {
+                None => return Err(Error::not_found(format!("{walked} does not exist"))),
+                Some(i) if i.kind == InodeKind::File => {
+                    return Err(Error::not_dir(format!(
+                        "{walked} is a file, not a directory"
+                    )))
+                }
+                Some(i) => cur = i,
+            }
+        }
+        Ok(cur)
+    }
+
+    /// Resolve `path`'s parent and read its entry: (parent, entry key, entry).
+    async fn resolve_entry(&mut self, path: &CairnPath) -> Result<(Inode, Vec<u8>, Option<Inode>)> {
+        let (parent_path, name) = path.split_last().expect("callers handle the root");
+        let parent = self.resolve_dir(&parent_path).await?;
+        let key = entry_key(parent.id, name);
+        let entry = self.get(key.clone()).await?;
+        Ok((parent, key, entry))
+    }
+}
+
+async fn retry<T, F, Fut>(what: &str, mut attempt: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<Option<T>>>,
+{
+    for n in 0..MAX_ATTEMPTS {
+        if let Some(v) = attempt().await? {
+            return Ok(v);
+        }
+        let cap_us = 100u64 << n.min(7);
+        tokio::time::sleep(Duration::from_micros(fastrand::u64(0..=cap_us))).await;
+    }
+    Err(Error::conflict(format!(
+        "{what}: gave up after {MAX_ATTEMPTS} attempts because of concurrent updates to the same paths; retry"
+    )))
+}
+
+/// The file system namespace over a [`MetaStore`]. Cheap to clone.
+#[derive(Clone)]
+pub struct Namespace {
+    store: Arc<dyn MetaStore>,
+    gc_delay: Duration,
+}
+
+impl Namespace {
+    /// Open the namespace in `store`, creating the root directory if missing.
+    /// Chunks of replaced or removed files become due for deletion `gc_delay`
+    /// later, so readers of the old version can finish.
+    pub async fn open(store: Arc<dyn MetaStore>, gc_delay: Duration) -> Result<Namespace> {
+        let ns = Namespace { store, gc_delay };
+        retry("create the root directory", || ns.ensure_root_once()).await?;
+        Ok(ns)
+    }
+
+    async fn ensure_root_once(&self) -> Result<Option<()>> {
+        if self.store.get(ROOT_KEY).await?.is_some() {
+            return Ok(Some(()));
+        }
+        let root = new_dir(InodeId::ROOT, now_ms());
+        let mut tx = Tx::new(self.store.as_ref());
+        tx.create(ROOT_KEY.to_vec(), &root);
+        tx.put(
+            id_key(INODE, InodeId::ROOT),
+            &InodeLink {
+                parent: InodeId::ROOT,
+                name: String::new(),
+            },
+        );
+        Ok(tx.commit().await?.map(|_| ()))
+    }
+
+    fn due_ms(&self) -> u64 {
+        now_ms().saturating_add(self.gc_delay.as_millis() as u64)
+    }
+
+    /// Queue the chunks of `old` that `keep` does not reference for deletion.
+    fn add_garbage(&self, tx: &mut Tx<'_>, old: &[Extent], keep: &[Extent]) {
+        let keep: HashSet<ChunkId> = keep.iter().map(|e| e.chunk).collect();
+        let due = self.due_ms();
+        let mut seen = HashSet::new();
+        for e in old {
+            if !keep.contains(&e.chunk) && seen.insert(e.chunk) {
+                tx.put(
+                    garbage_key(due, e.chunk),
+                    &GarbageChunk {
+                        chunk: e.chunk,
+                        nodes: e.nodes.clone(),
+                    },
+                );
+            }
+        }
+    }
+
+    pub async fn lookup(&self, path: &CairnPath) -> Result<Inode> {
+        let mut tx = Tx::new(self.store.as_ref());
+        if path.is_root() {
+            return tx.root().await;
+        }
+        let (_, _, entry) = tx.resolve_entry(path).await?;
+        entry.ok_or_else(|| Error::not_found(format!("{path} does not exist")))
+    }
+
+    /// Create a directory; with `parents`, also missing ancestors, and an
+    /// existing directory is fine (`mkdir -p`). Otherwise an existing entry is
+    /// `AlreadyExists` and a missing parent `NotFound`.
+    pub async fn mkdir(&self, path: &CairnPath, parents: bool) -> Result<Inode> {
+        retry("mkdir", || self.mkdir_once(path, parents)).await
+    }
+
+    async fn mkdir_once(&self, path: &CairnPath, parents: bool) -> Result<Option<Inode>> {
+        let mut tx = Tx::new(self.store.as_ref());
+        let mut cur = tx.root().await?;
+        if path.is_root() {
+            return if parents {
+                Ok(Some(cur))
+            } else {
+                Err(Error::exists("/ already exists"))
+            };
+        }
+        let names: Vec<&str> = path.components().collect();
+        let mut walked = CairnPath::root();
+        let mut created = false;
+        let now = now_ms();
+        for (i, name) in names.iter().enumerate() {
+            walked = walked.join(name)?;
+            let last = i + 1 == names.len();
+            let key = entry_key(cur.id, name);
+            // Below a directory this transaction creates, nothing exists yet.
+            let existing = if created {
+                None
+            } else {
+                tx.get::<Inode>(key.clone()).await?
+            };
+            match existing {
+                Some(dir) if dir.kind == InodeKind::Directory => {
+                    if last {
+                        return if parents {
+                            Ok(Some(dir))
+                        } else {
+                            Err(Error::exists(format!("{walked} already exists")))
+                        };
+                    }
+                    cur = dir;
+                }
+                Some(_) if last => {
+                    return Err(Error::exists(format!("{walked} already exists as a file")))
+                }
+                Some(_) => {
+                    return Err(Error::not_dir(format!(
+                        "{walked} is a file, not a directory"
+                    )))
+                }
+                None if !last && !parents => {
+                    return Err(Error::not_found(format!(
+                        "{walked} does not exist; create parents too (mkdir -p) or create it first"
+                    )))
+                }
+                None => {
+                    let dir = new_dir(new_inode_id(), now);
+                    tx.create(
+                        id_key(INODE, dir.id),
+                        &InodeLink {
+                            parent: cur.id,
+                            name: name.to_string(),
+                        },
+                    );
+                    tx.put(key, &dir);
+                    created = true;
+                    cur = dir;
+                }
+            }
+        }
+        Ok(tx.commit().await?.map(|_| cur))
+    }
+
+    /// Create the file or replace its content with a new version, atomically.
+    /// `expected`: None = any (create or overwrite); `Some(Version(0))` = must
+    /// not exist; `Some(v)` = current version must be v. A failed expectation is
+    /// an error of kind `Conflict`. The parent must exist and be a directory
+    /// (`NotFound` / `NotADirectory`); replacing a directory is `IsADirectory`.
+    /// Chunks of the replaced version that the new one does not reuse become
+    /// garbage, due after the gc delay.
+    pub async fn commit_file(
+        &self,
+        path: &CairnPath,
+        extents: Vec<Extent>,
+        expected: Option<Version>,
+        mode: u32,
+        chunk_size: u64,
+    ) -> Result<Inode> {
+        let extents = &extents;
+        retry("commit file", || {
+            self.commit_file_once(path, extents, expected, mode, chunk_size)
+        })
+        .await
+    }
+
+    async fn commit_file_once(
+        &self,
+        path: &CairnPath,
+        extents: &[Extent],
+        expected: Option<Version>,
+        mode: u32,
+        chunk_size: u64,
+    ) -> Result<Option<Inode>> {
+        if path.is_root() {
+            return Err(Error::is_dir(
+                "/ is the root directory; it cannot be written as a file",
+            ));
+        }
+        let mut tx = Tx::new(self.store.as_ref());
+        let (parent, key, existing) = tx.resolve_entry(path).await?;
+        let now = now_ms();
+        let size = extents.iter().map(|e| e.len).sum();
+        let (id, version) = match existing {
+            Some(old) if old.kind == InodeKind::Directory => {
+                return Err(Error::is_dir(format!(
+                    "{path} is a directory; it cannot be written as a file"
+                )))
+            }
+            Some(old) => {
+                match expected {
+                    Some(Version(0)) => {
+                        return Err(Error::conflict(format!(
+                            "{path} already exists (version {}) but was expected not to exist",
+                            old.version
+                        )))
+                    }
+                    Some(v) if v != old.version => {
+                        return Err(Error::conflict(format!(
+                            "{path} is at version {}, not the expected version {v}; someone else changed it",
+                            old.version
+                        )))
+                    }
+                    _ => {}
+                }
+                self.add_garbage(&mut tx, &old.extents, extents);
+                (old.id, Version(old.version.0 + 1))
+            }
+            None => {
+                if let Some(v) = expected.filter(|v| v.0 != 0) {
+                    return Err(Error::conflict(format!(
+                        "{path} does not exist but was expected at version {v}; someone else removed or renamed it"
+                    )));
+                }
+                let id = new_inode_id();
+                let (_, name) = path.split_last().expect("not the root");
+                tx.create(
+                    id_key(INODE, id),
+                    &InodeLink {
+                        parent: parent.id,
+                        name: name.to_string(),
+                    },
+                );
+                (id, Version(1))
+            }
+        };
+        let inode = Inode {
+            id,
+            kind: InodeKind::File,
+            size,
+            version,
+            mtime_ms: now,
+            ctime_ms: now,
+            mode,
+            extents: extents.to_vec(),
+            chunk_size,
+        };
+        tx.put(key, &inode);
+        Ok(tx.commit().await?.map(|_| inode))
+    }
+
+    /// A page of directory `path` in name order, after `start_after` if given.
+    pub async fn list(
+        &self,
+        path: &CairnPath,
+        start_after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<DirEntry>> {
+        let dir = self.lookup(path).await?;
+        if dir.kind != InodeKind::Directory {
+            return Err(Error::not_dir(format!("{path} is a file, not a directory")));
+        }
+        let start = match start_after {
+            // Names never contain NUL, so name + NUL is the next possible key.
+            Some(name) => {
+                let mut k = entry_key(dir.id, name);
+                k.push(0);
+                k
+            }
+            None => children_start(dir.id),
+        };
+        let kvs = self
+            .store
+            .scan(&start, &children_end(dir.id), limit)
+            .await?;
+        kvs.iter()
+            .map(|kv| {
+                Ok(DirEntry {
+                    name: entry_name(&kv.key)?,
+                    inode: decode(&kv.value)?,
+                })
+            })
+            .collect()
+    }
+
+    /// Remove a file or an empty directory; a non-empty directory needs
+    /// `recursive` (else `DirectoryNotEmpty`). The root cannot be removed.
+    /// Recursive removal detaches the directory in one transaction (it is gone
+    /// for every reader at once) and leaves its contents to [`Self::purge_trash`].
+    pub async fn remove(&self, path: &CairnPath, recursive: bool) -> Result<()> {
+        if path.is_root() {
+            return Err(Error::invalid("the root directory cannot be removed"));
+        }
+        retry("remove", || self.remove_once(path, recursive)).await
+    }
+
+    async fn remove_once(&self, path: &CairnPath, recursive: bool) -> Result<Option<()>> {
+        let mut tx = Tx::new(self.store.as_ref());
+        let (_, key, entry) = tx.resolve_entry(path).await?;
+        let node = entry.ok_or_else(|| Error::not_found(format!("{path} does not exist")))?;
+        tx.delete(key);
+        match node.kind {
+            InodeKind::File => {
+                tx.delete(id_key(INODE, node.id));
+                self.add_garbage(&mut tx, &node.extents, &[]);
+            }
+            InodeKind::Directory => {
+                if tx.dir_is_empty(node.id).await? {
+                    tx.delete(id_key(INODE, node.id));
+                } else if recursive {
+                    tx.put(id_key(TRASH, node.id), &node);
+                } else {
+                    return Err(Error::not_empty(format!(
+                        "{path} is not empty; remove it recursively to delete it and everything below"
+                    )));
+                }
+            }
+        }
+        Ok(tx.commit().await?.map(|_| ()))
+    }
+
+    /// Atomic rename. Replacing a file is allowed (its chunks become garbage),
+    /// and so is replacing an empty directory with a directory. File over
+    /// directory is `IsADirectory`, directory over file `NotADirectory`, a
+    /// non-empty target `DirectoryNotEmpty`, a directory into its own subtree
+    /// `InvalidInput`; `src == dst` is a no-op.
+    pub async fn rename(&self, src: &CairnPath, dst: &CairnPath) -> Result<()> {
+        if src.is_root() || dst.is_root() {
+            return Err(Error::invalid(
+                "the root directory cannot be renamed or replaced",
+            ));
+        }
+        retry("rename", || self.rename_once(src, dst)).await
+    }
+
+    async fn rename_once(&self, src: &CairnPath, dst: &CairnPath) -> Result<Option<()>> {
+        let mut tx = Tx::new(self.store.as_ref());
+        let (_, src_key, moving) = tx.resolve_entry(src).await?;
+        let mut moving = moving.ok_or_else(|| Error::not_found(format!("{src} does not exist")))?;
+        if src == dst {
+            return Ok(Some(()));
+        }
+        if moving.kind == InodeKind::Directory && dst.starts_with(src) {
+            return Err(Error::invalid(format!(
+                "cannot move directory {src} into its own subtree ({dst})"
+            )));
+        }
+        let (dst_parent, dst_key, target) = tx.resolve_entry(dst).await?;
+        if let Some(target) = target {
+            match (moving.kind, target.kind) {
+                (InodeKind::File, InodeKind::Directory) => {
+                    return Err(Error::is_dir(format!(
+                        "cannot replace directory {dst} with file {src}"
+                    )))
+                }
+                (InodeKind::Directory, InodeKind::File) => {
+                    return Err(Error::not_dir(format!(
+                        "cannot replace file {dst} with directory {src}"
+                    )))
+                }
+                (InodeKind::Directory, InodeKind::Directory) => {
+                    if !tx.dir_is_empty(target.id).await? {
+                        return Err(Error::not_empty(format!(
+                            "cannot replace {dst}: it is a non-empty directory"
+                        )));
+                    }
+                }
+                (InodeKind::File, InodeKind::File) => {
+                    self.add_garbage(&mut tx, &target.extents, &moving.extents)
+                }
+            }
+            tx.delete(id_key(INODE, target.id));
+        }
+        moving.ctime_ms = now_ms();
+        let (_, dst_name) = dst.split_last().expect("not the root");
+        tx.delete(src_key);
+        tx.put(dst_key, &moving);
+        tx.put(
+            id_key(INODE, moving.id),
+            &InodeLink {
+                parent: dst_parent.id,
+                name: dst_name.to_string(),
+            },
+        );
+        Ok(tx.commit().await?.map(|_| ()))
+    }
+
+    /// Background work for the owner to call periodically: purges one batch of
+    /// trash, then returns up to `limit` garbage chunks whose delay has passed.
+    /// They stay listed (and are returned again) until [`Self::ack_garbage`].
+    pub async fn take_due_garbage(&self, limit: usize) -> Result<Vec<(Vec<u8>, GarbageChunk)>> {
+        self.purge_trash(PURGE_BATCH).await?;
+        let mut end = vec![GARBAGE];
+        end.extend_from_slice(&now_ms().saturating_add(1).to_be_bytes());
+        let kvs = self.store.scan(&[GARBAGE], &end, limit).await?;
+        kvs.into_iter()
+            .map(|kv| Ok((kv.key, decode(&kv.value)?)))
+            .collect()
+    }
+
+    /// Forget garbage chunks (keys from [`Self::take_due_garbage`]) once they
+    /// were deleted from their nodes.
+    pub async fn ack_garbage(&self, keys: Vec<Vec<u8>>) -> Result<()> {
+        if let Some(bad) = keys.iter().find(|k| k.len() != 25 || k[0] != GARBAGE) {
+            return Err(Error::invalid(format!("{bad:02x?} is not a garbage key")));
+        }
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let txn = keys.into_iter().fold(Txn::new(), |txn, k| txn.delete(k));
+        self.store.commit(txn).await.map(|_| ())
+    }
+
+    /// Delete up to `max_entries` entries of removed directory trees, a batch
+    /// per transaction, turning file chunks into garbage. Returns how many
+    /// records were deleted (a file's entry counts once, a directory twice:
+    /// its entry, then its emptied trash record); 0 when the trash is empty.
+    pub async fn purge_trash(&self, max_entries: usize) -> Result<usize> {
+        let mut done = 0;
+        while done < max_entries {
+            let n = retry("purge trash", || self.purge_batch_once(max_entries - done)).await?;
+            if n == 0 {
+                break;
+            }
+            done += n;
+        }
+        Ok(done)
+    }
+
+    async fn purge_batch_once(&self, max_entries: usize) -> Result<Option<usize>> {
+        let Some(trashed) = self
+            .store
+            .scan(&[TRASH], &[TRASH + 1], 1)
+            .await?
+            .into_iter()
+            .next()
+        else {
+            return Ok(Some(0));
+        };
+        let dir: Inode = decode(&trashed.value)?;
+        let mut tx = Tx::new(self.store.as_ref());
+        tx.pin(trashed.key.clone(), trashed.revision);
+        let (start, end) = (children_start(dir.id), children_end(dir.id));
+        let children = self
+            .store
+            .scan(&start, &end, max_entries.min(PURGE_BATCH))
+            .await?;
+        if children.is_empty() {
+            tx.txn.conditions.push(Condition::RangeEmpty { start, end });
+            tx.delete(trashed.key);
+            tx.delete(id_key(INODE, dir.id));
+            return Ok(tx.commit().await?.map(|_| 1));
+        }
+        for kv in &children {
+            let child: Inode = decode(&kv.value)?;
+            tx.pin(kv.key.clone(), kv.revision);
+            tx.delete(kv.key.clone());
+            match child.kind {
+                InodeKind::File => {
+                    tx.delete(id_key(INODE, child.id));
+                    self.add_garbage(&mut tx, &child.extents, &[]);
+                }
+                InodeKind::Directory => tx.put(id_key(TRASH, child.id), &child),
+            }
+        }
+        Ok(tx.commit().await?.map(|_| children.len()))
+    }
+
+    /// Call `f` on every extent of every committed file (not the trash, not
+    /// garbage). Pages through all entries; slow on big namespaces, meant for
+    /// accounting and repair planning. Not a snapshot: files changed meanwhile
+    /// may be seen in either version.
+    pub async fn for_each_chunk(&self, mut f: impl FnMut(&Extent) + Send) -> Result<()> {
+        let mut start = vec![ENTRY];
+        let end = vec![ENTRY + 1];
+        loop {
+            let page = self.store.scan(&start, &end, WALK_PAGE).await?;
+            for kv in &page {
+                let inode: Inode = decode(&kv.value)?;
+                inode.extents.iter().for_each(&mut f);
+            }
+            match page.last() {
+                Some(kv) if page.len() == WALK_PAGE => {
+                    start = kv.key.clone();
+                    start.push(0);
+                }
+                _ => return Ok(()),
+            }
+        }
+    }
+}
+
+fn new_dir(id: InodeId, now: u64) -> Inode {
+    Inode {
+        id,
+        kind: InodeKind::Directory,
+        size: 0,
+        version: Version(1),
+        mtime_ms: now,
+        ctime_ms: now,
+        mode: 0o755,
+        extents: Vec::new(),
+        chunk_size: 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store_redb::RedbStore;
+    use std::collections::BTreeMap;
+    use cairn_types::NodeId;
+
+    fn p(s: &str) -> CairnPath {
+        CairnPath::parse(s).unwrap()
+    }
+
+    fn ext(chunk: u128, len: u64) -> Extent {
+        Extent {
+            chunk: ChunkId(chunk),
+            len,
+            crc: 7,
+            nodes: vec![NodeId(1), NodeId(2)],
+        }
+    }
+
+    async fn open_ns(gc_delay: Duration) -> (tempfile::TempDir, Namespace) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(RedbStore::open(&dir.path().join("meta.redb")).unwrap());
+        (dir, Namespace::open(store, gc_delay).await.unwrap())
+    }
+
+    /// Every queued garbage chunk, due or not.
+    async fn pending_garbage(ns: &Namespace) -> Vec<ChunkId> {
+        let kvs = ns
+            .store
+            .scan(&[GARBAGE], &[GARBAGE + 1], usize::MAX)
+            .await
+            .unwrap();
+        kvs.iter()
+            .map(|kv| decode::<GarbageChunk>(&kv.value).unwrap().chunk)
+            .collect()
+    }
+
+    fn kind<T>(r: Result<T>) -> ErrorKind {
+        match r {
+            Ok(_) => panic!("expected an error"),
+            Err(e) => e.kind,
+        }
+    }
+
+    async fn names(ns: &Namespace, path: &str) -> Vec<String> {
+        ns.list(&p(path), None, usize::MAX)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.name)
+            .collect()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn mkdir_and_lookup() {
+        let (_d, ns) = open_ns(Duration::ZERO).await;
+        let root = ns.lookup(&CairnPath::root()).await.unwrap();
+        assert_eq!((root.id, root.kind), (InodeId::ROOT, InodeKind::Directory));
+        assert_eq!(kind(ns.mkdir(&p("/a/b"), false).await), ErrorKind::NotFound);
+        let c = ns.mkdir(&p("/a/b/c"), true).await.unwrap();
+        assert_eq!(c.kind, InodeKind::Directory);
+        assert_eq!(ns.lookup(&p("/a/b/c")).await.unwrap(), c);
+        assert_eq!(
+            ns.mkdir(&p("/a/b/c"), true).await.unwrap(),
+            c,
+            "mkdir -p of an existing dir is fine"
+        );
+        assert_eq!(
+            kind(ns.mkdir(&p("/a/b/c"), false).await),
+            ErrorKind::AlreadyExists
+        );
+        assert_eq!(
+            kind(ns.mkdir(&CairnPath::root(), false).await),
+            ErrorKind::AlreadyExists
+        );
+        assert_eq!(
+            ns.mkdir(&CairnPath::root(), true).await.unwrap().id,
+            InodeId::ROOT
+        );
+        ns.commit_file(&p("/a/f"), vec![], None, 0o644, 1 << 20)
+            .await
+            .unwrap();
+        assert_eq!(
+            kind(ns.mkdir(&p("/a/f"), true).await),
+            ErrorKind::AlreadyExists
+        );
+        assert_eq!(
+            kind(ns.mkdir(&p("/a/f/x"), true).await),
+            ErrorKind::NotADirectory
+        );
+        assert_eq!(
+            kind(ns.lookup(&p("/a/f/x")).await),
+            ErrorKind::NotADirectory
+        );
+        assert_eq!(kind(ns.lookup(&p("/nope")).await), ErrorKind::NotFound);
+        assert_eq!(names(&ns, "/a").await, vec!["b", "f"]);
+        assert_eq!(
+            kind(ns.list(&p("/a/f"), None, 10).await),
+            ErrorKind::NotADirectory
+        );
+        // Reopening keeps the root and everything else.
+        let ns2 = Namespace::open(ns.store.clone(), Duration::ZERO)
+            .await
+            .unwrap();
+        assert_eq!(ns2.lookup(&p("/a/b/c")).await.unwrap(), c);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn overwrite_bumps_version_and_collects_old_chunks_after_delay() {
+        let (_d, ns) = open_ns(Duration::from_millis(300)).await;
+        assert_eq!(
+            kind(ns.commit_file(&p("/x/f"), vec![], None, 0o644, 1).await),
+            ErrorKind::NotFound
+        );
+        let v1 = ns
+            .commit_file(&p("/f"), vec![ext(1, 10), ext(2, 5)], None, 0o644, 10)
+            .await
+            .unwrap();
+        assert_eq!(
+            (v1.version, v1.size, v1.kind),
+            (Version(1), 15, InodeKind::File)
+        );
+        assert!(pending_garbage(&ns).await.is_empty());
+        // An append reuses chunk 1 and replaces chunk 2.
+        let v2 = ns
+            .commit_file(&p("/f"), vec![ext(1, 10), ext(3, 10)], None, 0o600, 10)
+            .await
+            .unwrap();
+        assert_eq!(
+            (v2.id, v2.version, v2.size, v2.mode),
+            (v1.id, Version(2), 20, 0o600)
+        );
+        assert_eq!(ns.lookup(&p("/f")).await.unwrap(), v2);
+        assert_eq!(pending_garbage(&ns).await, vec![ChunkId(2)]);
+        assert!(
+            ns.take_due_garbage(100).await.unwrap().is_empty(),
+            "not due before the delay"
+        );
+        tokio::time::sleep(Duration::from_millis(350)).await;
+        let due = ns.take_due_garbage(100).await.unwrap();
+        assert_eq!(due.len(), 1);
+        assert_eq!(
+            due[0].1,
+            GarbageChunk {
+                chunk: ChunkId(2),
+                nodes: vec![NodeId(1), NodeId(2)]
+            }
+        );
+        assert_eq!(
+            ns.take_due_garbage(100).await.unwrap().len(),
+            1,
+            "listed again until acked"
+        );
+        assert_eq!(
+            kind(ns.ack_garbage(vec![b"d-not-garbage".to_vec()]).await),
+            ErrorKind::InvalidInput
+        );
+        ns.ack_garbage(due.into_iter().map(|(k, _)| k).collect())
+            .await
+            .unwrap();
+        assert!(ns.take_due_garbage(100).await.unwrap().is_empty());
+        assert!(pending_garbage(&ns).await.is_empty());
+        // Writing over a directory or the root.
+        ns.mkdir(&p("/d"), false).await.unwrap();
+        assert_eq!(
+            kind(ns.commit_file(&p("/d"), vec![], None, 0o644, 1).await),
+            ErrorKind::IsADirectory
+        );
+        assert_eq!(
+            kind(
+                ns.commit_file(&CairnPath::root(), vec![], None, 0o644, 1)
+                    .await
+            ),
+            ErrorKind::IsADirectory
+        );
+        // for_each_chunk sees the current version only.
+        let mut chunks = Vec::new();
+        ns.for_each_chunk(|e| chunks.push(e.chunk)).await.unwrap();
+        assert_eq!(chunks, vec![ChunkId(1), ChunkId(3)]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn expected_version_conditions() {
+        let (_d, ns) = open_ns(Duration::ZERO).await;
+        let f = p("/f");
+        assert_eq!(
+            kind(ns.commit_file(&f, vec![], Some(Version(1)), 0o644, 1).await),
+            ErrorKind::Conflict
+        );
+        let v1 = ns
+            .commit_file(&f, vec![ext(1, 1)], Some(Version(0)), 0o644, 1)
+            .await
+            .unwrap();
+        assert_eq!(v1.version, Version(1));
+        let err = ns
+            .commit_file(&f, vec![ext(2, 1)], Some(Version(0)), 0o644, 1)
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Conflict);
+        assert!(err.message.contains("expected not to exist"), "{err}");
+        let err = ns
+            .commit_file(&f, vec![ext(2, 1)], Some(Version(7)), 0o644, 1)
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Conflict);
+        assert!(err.message.contains("not the expected version 7"), "{err}");
+        let v2 = ns
+            .commit_file(&f, vec![ext(2, 1)], Some(Version(1)), 0o644, 1)
+            .await
+            .unwrap();
+        assert_eq!(v2.version, Version(2));
+        assert_eq!(ns.lookup(&f).await.unwrap().extents, vec![ext(2, 1)]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn rename_cases() {
+        let (_d, ns) = open_ns(Duration::ZERO).await;
+        ns.mkdir(&p("/a/b/c"), true).await.unwrap();
+        ns.mkdir(&p("/empty"), false).await.unwrap();
+        ns.mkdir(&p("/full/x"), true).await.unwrap();
+        let f = ns
+            .commit_file(&p("/a/f"), vec![ext(1, 1)], None, 0o644, 1)
+            .await
+            .unwrap();
+        ns.commit_file(&p("/g"), vec![ext(2, 1)], None, 0o644, 1)
+            .await
+            .unwrap();
+
+        // Plain move of a file to another directory keeps the inode.
+        ns.rename(&p("/a/f"), &p("/a/b/f2")).await.unwrap();
+        assert_eq!(kind(ns.lookup(&p("/a/f")).await), ErrorKind::NotFound);
+        let moved = ns.lookup(&p("/a/b/f2")).await.unwrap();
+        assert_eq!(
+            (moved.id, moved.version, &moved.extents),
+            (f.id, f.version, &f.extents)
+        );
+        // Replacing a file: the replaced file's chunks become garbage.
+        ns.rename(&p("/g"), &p("/a/b/f2")).await.unwrap();
+        assert_eq!(
+            ns.lookup(&p("/a/b/f2")).await.unwrap().extents,
+            vec![ext(2, 1)]
+        );
+        assert_eq!(pending_garbage(&ns).await, vec![ChunkId(1)]);
+        // A directory moves with its subtree, cheaply.
+        ns.rename(&p("/a/b"), &p("/moved")).await.unwrap();
+        assert_eq!(
+            ns.lookup(&p("/moved/c")).await.unwrap().kind,
+            InodeKind::Directory
+        );
+        assert_eq!(names(&ns, "/moved").await, vec!["c", "f2"]);
+        assert!(names(&ns, "/a").await.is_empty());
+        // Directory over an empty directory is allowed.
+        ns.rename(&p("/moved/c"), &p("/empty")).await.unwrap();
+        assert_eq!(names(&ns, "/moved").await, vec!["f2"]);
+        // Error cases.
+        assert_eq!(
+            kind(ns.rename(&p("/moved/f2"), &p("/full")).await),
+            ErrorKind::IsADirectory
+        );
+        assert_eq!(
+            kind(ns.rename(&p("/full"), &p("/moved/f2")).await),
+            ErrorKind::NotADirectory
+        );
+        assert_eq!(
+            kind(ns.rename(&p("/moved"), &p("/full")).await),
+            ErrorKind::DirectoryNotEmpty
+        );
+        assert_eq!(
+            kind(ns.rename(&p("/moved"), &p("/moved/c/d")).await),
+            ErrorKind::InvalidInput
+        );
+        assert_eq!(
+            kind(ns.rename(&p("/moved"), &p("/moved/x")).await),
+            ErrorKind::InvalidInput
+        );
+        assert_eq!(
+            kind(ns.rename(&p("/nope"), &p("/x")).await),
+            ErrorKind::NotFound
+        );
+        assert_eq!(
+            kind(ns.rename(&p("/moved/f2"), &p("/nope/x")).await),
+            ErrorKind::NotFound
+        );
+        assert_eq!(
+            kind(ns.rename(&CairnPath::root(), &p("/x")).await),
+            ErrorKind::InvalidInput
+        );
+        assert_eq!(
+            kind(ns.rename(&p("/moved"), &CairnPath::root()).await),
+            ErrorKind::InvalidInput
+        );
+        // src == dst is a no-op (when it exists).
+        ns.rename(&p("/moved"), &p("/moved")).await.unwrap();
+        assert_eq!(
+            kind(ns.rename(&p("/nope"), &p("/nope")).await),
+            ErrorKind::NotFound
+        );
+        assert_eq!(names(&ns, "/").await, vec!["a", "empty", "full", "moved"]);
+        // Renamed into a sibling's subtree is fine: /a into /full/x.
+        ns.rename(&p("/a"), &p("/full/x/a")).await.unwrap();
+        assert_eq!(
+            ns.lookup(&p("/full/x/a")).await.unwrap().kind,
+            InodeKind::Directory
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn remove_cases() {
+        let (_d, ns) = open_ns(Duration::ZERO).await;
+        ns.mkdir(&p("/d/e"), true).await.unwrap();
+        ns.commit_file(&p("/d/f"), vec![ext(1, 1), ext(2, 1)], None, 0o644, 1)
+            .await
+            .unwrap();
+        assert_eq!(
+            kind(ns.remove(&CairnPath::root(), true).await),
+            ErrorKind::InvalidInput
+        );
+        assert_eq!(
+            kind(ns.remove(&p("/nope"), false).await),
+            ErrorKind::NotFound
+        );
+        assert_eq!(
+            kind(ns.remove(&p("/d"), false).await),
+            ErrorKind::DirectoryNotEmpty
+        );
+        ns.remove(&p("/d/f"), false).await.unwrap();
+        let mut g = pending_garbage(&ns).await;
+        g.sort();
+        assert_eq!(g, vec![ChunkId(1), ChunkId(2)]);
+        ns.remove(&p("/d/e"), false).await.unwrap();
+        ns.remove(&p("/d"), false).await.unwrap();
+        assert!(names(&ns, "/").await.is_empty());
+        assert_eq!(
+            ns.purge_trash(100).await.unwrap(),
+            0,
+            "nothing went to the trash"
+        );
+        // Only the root's id record is left besides garbage.
+        let ids = ns.store.scan(&[INODE], &[INODE + 1], 10).await.unwrap();
+        assert_eq!(ids.len(), 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn recursive_remove_of_a_big_tree_is_atomic_then_purged() {
+        let (_d, ns) = open_ns(Duration::ZERO).await;
+        // 50 directories of 99 files: 5,000 entries, created by 32 concurrent workers.
+        let mut paths = Vec::new();
+        for d in 0..50 {
+            ns.mkdir(&p(&format!("/t/d{d:02}")), true).await.unwrap();
+            for f in 0..99 {
+                paths.push((p(&format!("/t/d{d:02}/f{f:02}")), (d * 100 + f) as u128));
+            }
+        }
+        let paths = Arc::new(std::sync::Mutex::new(paths));
+        let workers: Vec<_> = (0..32)
+            .map(|_| {
+                let (ns, paths) = (ns.clone(), paths.clone());
+                tokio::spawn(async move {
+                    loop {
+                        let Some((path, chunk)) = paths.lock().unwrap().pop() else {
+                            return;
+                        };
+                        ns.commit_file(&path, vec![ext(chunk, 1)], Some(Version(0)), 0o644, 1)
+                            .await
+                            .unwrap();
+                    }
+                })
+            })
+            .collect();
+        for w in workers {
+            w.await.unwrap();
+        }
+        let mut before = 0;
+        ns.for_each_chunk(|_| before += 1).await.unwrap();
+        assert_eq!(before, 50 * 99);
+
+        ns.remove(&p("/t"), true).await.unwrap();
+        assert_eq!(kind(ns.lookup(&p("/t/d00/f00")).await), ErrorKind::NotFound);
+        assert!(names(&ns, "/").await.is_empty());
+        assert_eq!(
+            kind(ns.mkdir(&p("/t/d00"), false).await),
+            ErrorKind::NotFound
+        );
+
+        let mut purged = 0;
+        loop {
+            let n = ns.purge_trash(1000).await.unwrap();
+            if n == 0 {
+                break;
+            }
+            assert!(n <= 1000);
+            purged += n;
+        }
+        // Each directory counts twice: its entry, then its finished trash record.
+        assert_eq!(purged, 1 + 2 * 50 + 50 * 99);
+        let mut garbage = pending_garbage(&ns).await;
+        garbage.sort();
+        let mut want: Vec<ChunkId> = (0..50)
+            .flat_map(|d| (0..99).map(move |f| ChunkId((d * 100 + f) as u128)))
+            .collect();
+        want.sort();
+        assert_eq!(garbage, want);
+        let mut after = 0;
+        ns.for_each_chunk(|_| after += 1).await.unwrap();
+        assert_eq!(after, 0);
+        assert_eq!(
+            ns.store
+                .scan(&[ENTRY], &[ENTRY + 1], 10)
+                .await
+                .unwrap()
+                .len(),
+            0
+        );
+        assert_eq!(
+            ns.store
+                .scan(&[INODE], &[INODE + 1], 10)
+                .await
+                .unwrap()
+                .len(),
+            1,
+            "only the root"
+        );
+        assert_eq!(ns.take_due_garbage(10_000).await.unwrap().len(), 50 * 99);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn listing_pages_in_name_order() {
+        let (_d, ns) = open_ns(Duration::ZERO).await;
+        ns.mkdir(&p("/big"), false).await.unwrap();
+        let tasks: Vec<_> = (0..3000u32)
+            .map(|i| {
+                let ns = ns.clone();
+                tokio::spawn(async move {
+                    ns.commit_file(
+                        &p(&format!("/big/n{:05}", (i * 7919) % 3000)),
+                        vec![],
+                        None,
+                        0o644,
+                        1,
+                    )
+                    .await
+                    .unwrap();
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        ns.mkdir(&p("/big/n00010/inner"), false).await.unwrap_err();
+        let mut seen = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let page = ns.list(&p("/big"), after.as_deref(), 128).await.unwrap();
+            if page.is_empty() {
+                break;
+            }
+            assert!(page.len() <= 128);
+            assert!(page
+                .iter()
+                .all(|e| e.inode.kind == InodeKind::File && e.inode.mode == 0o644));
+            after = Some(page.last().unwrap().name.clone());
+            seen.extend(page.into_iter().map(|e| e.name));
+        }
+        let want: Vec<String> = (0..3000).map(|i| format!("n{i:05}")).collect();
+        assert_eq!(seen, want);
+        assert_eq!(
+            ns.list(&p("/big"), Some("n02998"), 10).await.unwrap().len(),
+            1
+        );
+        assert_eq!(
+            ns.list(&p("/big"), Some("a"), 1).await.unwrap()[0].name,
+            "n00000"
+        );
+        assert!(ns.list(&p("/big"), None, 0).await.unwrap().is_empty());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_exclusive_creates_have_one_winner() {
+        let (_d, ns) = open_ns(Duration::ZERO).await;
+        ns.mkdir(&p("/dir"), false).await.unwrap();
+        let tasks: Vec<_> = (0..8u128)
+            .map(|i| {
+                let ns = ns.clone();
+                tokio::spawn(async move {
+                    ns.commit_file(&p("/dir/same"), vec![ext(i, 1)], Some(Version(0)), 0o644, 1)
+                        .await
+                })
+            })
+            .collect();
+        let mut winners = Vec::new();
+        for t in tasks {
+            match t.await.unwrap() {
+                Ok(inode) => winners.push(inode),
+                Err(e) => assert_eq!(e.kind, ErrorKind::Conflict, "{e}"),
+            }
+        }
+        assert_eq!(winners.len(), 1);
+        assert_eq!(ns.lookup(&p("/dir/same")).await.unwrap(), winners[0]);
+
+        // Different names in one directory never conflict with each other.
+        let tasks: Vec<_> = (0..64)
+            .map(|i| {
+                let ns = ns.clone();
+                tokio::spawn(async move {
+                    ns.commit_file(
+                        &p(&format!("/dir/f{i:02}")),
+                        vec![],
+                        Some(Version(0)),
+                        0o644,
+                        1,
+                    )
+                    .await
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap().unwrap();
+        }
+        assert_eq!(names(&ns, "/dir").await.len(), 65);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn create_racing_rmdir_never_orphans() {
+        // A create inside a directory that is concurrently removed (non-recursive)
+        // either lands before the rmdir (which then fails as non-empty) or fails.
+        for round in 0..20 {
+            let (_d, ns) = open_ns(Duration::ZERO).await;
+            ns.mkdir(&p("/d"), false).await.unwrap();
+            let a = {
+                let ns = ns.clone();
+                tokio::spawn(
+                    async move { ns.commit_file(&p("/d/f"), vec![], None, 0o644, 1).await },
+                )
+            };
+            let b = {
+                let ns = ns.clone();
+                tokio::spawn(async move { ns.remove(&p("/d"), false).await })
+            };
+            let (a, b) = (a.await.unwrap(), b.await.unwrap());
+            match (a, b) {
+                (Ok(_), Err(e)) => {
+                    assert_eq!(e.kind, ErrorKind::DirectoryNotEmpty, "round {round}");
+                    assert!(ns.lookup(&p("/d/f")).await.is_ok());
+                }
+                (Err(e), Ok(())) => assert_eq!(e.kind, ErrorKind::NotFound, "round {round}"),
+                other => panic!("round {round}: {other:?}"),
+            }
+            let orphans = ns
+                .store
+                .scan(&[ENTRY], &[ENTRY + 1], 10)
+                .await
+                .unwrap()
+                .len();
+            let visible = if ns.lookup(&p("/d")).await.is_ok() {
+                1 + names(&ns, "/d").await.len()
+            } else {
+                0
+            };
+            assert_eq!(orphans, visible, "round {round}");
+        }
+    }
+
+    // ---- model test ----
+
+    #[derive(Clone, Debug)]
+    enum ModelOp {
+        Mkdir(String, bool),
+        Commit(String),
+        Rename(String, String),
+        Remove(String, bool),
+    }
+
+    #[derive(Clone, Copy, Debug, PartialEq)]
+    enum K {
+        F,
+        D,
+    }
+
+    /// path ("/a/b") -> kind; the root is implicit.
+    type Model = BTreeMap<String, K>;
+
+    fn ancestors(path: &str) -> Vec<String> {
+        let parts: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+        (1..parts.len())
+            .map(|i| format!("/{}", parts[..i].join("/")))
+            .collect()
+    }
+
+    fn check_parent(m: &Model, path: &str) -> std::result::Result<(), ErrorKind> {
+        for a in ancestors(path) {
+            match m.get(&a) {
+                None => return Err(ErrorKind::NotFound),
+                Some(K::F) => return Err(ErrorKind::NotADirectory),
+                Some(K::D) => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn under(path: &str, dir: &str) -> bool {
+        path.starts_with(dir) && path.as_bytes().get(dir.len()) == Some(&b'/')
+    }
+
+    fn has_children(m: &Model, dir: &str) -> bool {
+        m.keys().any(|k| under(k, dir))
+    }
+
+    fn model_apply(m: &mut Model, op: &ModelOp) -> std::result::Result<(), ErrorKind> {
+        use ErrorKind::*;
+        match op {
+            ModelOp::Mkdir(path, parents) => {
+                let mut chain = ancestors(path);
+                chain.push(path.clone());
+                let last = chain.len() - 1;
+                let mut to_create = Vec::new();
+                for (i, a) in chain.iter().enumerate() {
+                    match (m.get(a), i == last) {
+                        (Some(K::D), true) => {
+                            return if *parents { Ok(()) } else { Err(AlreadyExists) }
+                        }
+                        (Some(K::D), false) => {}
+                        (Some(K::F), true) => return Err(AlreadyExists),
+                        (Some(K::F), false) => return Err(NotADirectory),
+                        (None, false) if !parents => return Err(NotFound),
+                        (None, _) => {
+                            // Once something is missing, everything below it is too.
+                            to_create.extend(chain[i..].iter().cloned());
+                            break;
+                        }
+                    }
+                }
+                for a in to_create {
+                    m.insert(a, K::D);
+                }
+                Ok(())
+            }
+            ModelOp::Commit(path) => {
+                check_parent(m, path)?;
+                if m.get(path) == Some(&K::D) {
+                    return Err(IsADirectory);
+                }
+                m.insert(path.clone(), K::F);
+                Ok(())
+            }
+            ModelOp::Remove(path, recursive) => {
+                check_parent(m, path)?;
+                match m.get(path) {
+                    None => Err(NotFound),
+                    Some(K::D) if has_children(m, path) && !recursive => Err(DirectoryNotEmpty),
+                    Some(_) => {
+                        m.retain(|k, _| k != path && !under(k, path));
+                        Ok(())
+                    }
+                }
+            }
+            ModelOp::Rename(src, dst) => {
+                check_parent(m, src)?;
+                let Some(&sk) = m.get(src) else {
+                    return Err(NotFound);
+                };
+                if src == dst {
+                    return Ok(());
+                }
+                if sk == K::D && under(dst, src) {
+                    return Err(InvalidInput);
+                }
+                check_parent(m, dst)?;
+                match (sk, m.get(dst)) {
+                    (K::F, Some(K::D)) => return Err(IsADirectory),
+                    (K::D, Some(K::F)) => return Err(NotADirectory),
+                    (K::D, Some(K::D)) if has_children(m, dst) => return Err(DirectoryNotEmpty),
+                    _ => {}
+                }
+                m.remove(dst);
+                let moved: Vec<(String, K)> = m
+                    .iter()
+                    .filter(|(k, _)| *k == src || under(k, src))
+                    .map(|(k, v)| (k.clone(), *v))
+                    .collect();
+                for (k, v) in moved {
+                    m.remove(&k);
+                    m.insert(format!("{dst}{}", &k[src.len()..]), v);
+                }
+                Ok(())
+            }
+        }
+    }
+
+    async fn ns_apply(ns: &Namespace, op: &ModelOp) -> std::result::Result<(), ErrorKind> {
+        let r = match op {
+            ModelOp::Mkdir(path, parents) => ns.mkdir(&p(path), *parents).await.map(|_| ()),
+            ModelOp::Commit(path) => ns
+                .commit_file(&p(path), vec![], None, 0o644, 1)
+                .await
+                .map(|_| ()),
+            ModelOp::Rename(a, b) => ns.rename(&p(a), &p(b)).await,
+            ModelOp::Remove(path, recursive) => ns.remove(&p(path), *recursive).await,
+        };
+        r.map_err(|e| e.kind)
+    }
+
+    async fn check_against_model(ns: &Namespace, m: &Model) {
+        let mut dirs = vec!["/".to_string()];
+        for (path, k) in m {
+            let inode = ns
+                .lookup(&p(path))
+                .await
+                .unwrap_or_else(|e| panic!("{path}: {e}"));
+            assert_eq!(inode.kind == InodeKind::Directory, *k == K::D, "{path}");
+            if *k == K::D {
+                dirs.push(path.clone());
+            }
+        }
+        for dir in dirs {
+            let want: Vec<String> = m
+                .keys()
+                .filter(|k| ancestors(k).last().map_or("/", |s| s.as_str()) == dir)
+                .map(|k| k.rsplit('/').next().unwrap().to_string())
+                .collect();
+            assert_eq!(names(ns, &dir).await, want, "listing of {dir}");
+        }
+        // Everything stored is reachable: no orphans.
+        let entries = ns
+            .store
+            .scan(&[ENTRY], &[ENTRY + 1], usize::MAX)
+            .await
+            .unwrap();
+        let trash = ns.store.scan(&[TRASH], &[TRASH + 1], 1).await.unwrap();
+        if trash.is_empty() {
+            assert_eq!(entries.len(), m.len());
+        }
+    }
+
+    fn model_path() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        proptest::collection::vec(prop_oneof![Just("a"), Just("b"), Just("c")], 1..=3)
+            .prop_map(|parts| format!("/{}", parts.join("/")))
+    }
+
+    fn model_op() -> impl proptest::strategy::Strategy<Value = ModelOp> {
+        use proptest::prelude::*;
+        prop_oneof![
+            (model_path(), any::<bool>()).prop_map(|(p, b)| ModelOp::Mkdir(p, b)),
+            model_path().prop_map(ModelOp::Commit),
+            (model_path(), model_path()).prop_map(|(a, b)| ModelOp::Rename(a, b)),
+            (model_path(), any::<bool>()).prop_map(|(p, b)| ModelOp::Remove(p, b)),
+        ]
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 24, ..Default::default() })]
+        #[test]
+        fn namespace_matches_model(ops in proptest::collection::vec(model_op(), 1..40)) {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async {
+                let (_d, ns) = open_ns(Duration::ZERO).await;
+                let mut model = Model::new();
+                for op in &ops {
+                    let want = model_apply(&mut model, op);
+                    let got = ns_apply(&ns, op).await;
+                    assert_eq!(got, want, "{op:?}");
+                    if fastrand::u8(..4) == 0 {
+                        ns.purge_trash(3).await.unwrap();
+                    }
+                }
+                check_against_model(&ns, &model).await;
+                while ns.purge_trash(100).await.unwrap() > 0 {}
+                check_against_model(&ns, &model).await;
+            });
+        }
+    }
+}

@@ -1,0 +1,367 @@
+//! The meta process: answers namespace and placement requests, tracks
+//! storage nodes, signs capabilities, and collects garbage chunks.
+
+use crate::namespace::Namespace;
+use crate::nodes::NodeTracker;
+use crate::store::MetaStore;
+use crate::store_redb::RedbStore;
+use cairn_proto::{
+    handshake, Capability, ChunkAlloc, ClusterConfig, ClusterSecret, ClusterStatus, Conn, Credentials,
+    Listener, MetaRequest, MetaResponse, MetaResult, OpenFile, Pool, Role, StorageRequest,
+};
+use cairn_types::{ChunkId, Error, ErrorKind, Extent, InodeKind, NodeId, Result};
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+use tracing::{debug, info, warn};
+
+#[derive(Clone, Debug)]
+pub struct MetaConfig {
+    pub data_dir: PathBuf,
+    pub listen: String,
+    pub chunk_size: u64,
+    /// Redundancy of files whose writer does not ask for one.
+    pub default_rep: u8,
+    /// A node silent this long is dead: no new chunks go to it, and its
+    /// copies no longer count.
+    pub dead_after: Duration,
+    /// How long a replaced or deleted version's chunks stay readable.
+    pub gc_delay: Duration,
+    pub gc_interval: Duration,
+}
+
+impl MetaConfig {
+    pub fn new(data_dir: impl Into<PathBuf>) -> MetaConfig {
+        MetaConfig {
+            data_dir: data_dir.into(),
+            listen: "127.0.0.1:0".into(),
+            chunk_size: 32 << 20,
+            default_rep: 3,
+            dead_after: Duration::from_secs(15),
+            gc_delay: Duration::from_secs(60),
+            gc_interval: Duration::from_secs(2),
+        }
+    }
+}
+
+/// File names inside meta's data directory.
+pub const SECRET_FILE: &str = "cluster.secret";
+pub const CLIENT_KEY_FILE: &str = "client.key";
+
+/// Load the cluster secret, or make one on first start (and the client key
+/// derived from it, for the CLI on this machine).
+pub fn load_or_create_secret(dir: &Path) -> Result<ClusterSecret> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::from(e).context(format!("creating {}", dir.display())))?;
+    let path = dir.join(SECRET_FILE);
+    let creds = if path.exists() {
+        Credentials::load(&path)?
+    } else {
+        let c = Credentials::Cluster(ClusterSecret::generate());
+        c.save(&path)?;
+        c
+    };
+    let secret = creds
+        .cluster()
+        .cloned()
+        .ok_or_else(|| Error::invalid(format!("{} holds a client key, not a cluster secret", path.display())))?;
+    let client = dir.join(CLIENT_KEY_FILE);
+    if !client.exists() {
+        Credentials::Client(secret.client_key()).save(&client)?;
+    }
+    Ok(secret)
+}
+
+pub struct Meta {
+    ns: Namespace,
+    nodes: NodeTracker,
+    secret: ClusterSecret,
+    chunk_size: u64,
+    default_rep: AtomicU8,
+    peers: Pool,
+    pending_garbage: AtomicU64,
+}
+
+pub struct MetaHandle {
+    pub addr: String,
+    pub secret: ClusterSecret,
+    pub meta: Arc<Meta>,
+    stop: watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl MetaHandle {
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+}
+
+impl Meta {
+    /// Change the default redundancy (the embedded server sets it from its
+    /// node count).
+    pub fn set_default_rep(&self, rep: u8) {
+        self.default_rep.store(rep, Ordering::Relaxed);
+    }
+}
+
+pub async fn start(cfg: MetaConfig) -> Result<MetaHandle> {
+    let secret = load_or_create_secret(&cfg.data_dir)?;
+    let db = cfg.data_dir.join("meta.redb");
+    let store: Arc<dyn MetaStore> = Arc::new(
+        RedbStore::open(&db).map_err(|e| e.context(format!("opening metadata store {}", db.display())))?,
+    );
+    let ns = Namespace::open(store.clone(), cfg.gc_delay).await?;
+    let nodes = NodeTracker::load(store, cfg.dead_after).await?;
+    let creds = Credentials::Cluster(secret.clone());
+    let listener = Listener::bind(&cfg.listen, creds.clone()).await?;
+    let addr = listener.local_addr().to_string();
+    let meta = Arc::new(Meta {
+        ns,
+        nodes,
+        secret: secret.clone(),
+        chunk_size: cfg.chunk_size,
+        default_rep: AtomicU8::new(cfg.default_rep),
+        peers: Pool::new(creds),
+        pending_garbage: AtomicU64::new(0),
+    });
+    let (stop, stop_rx) = watch::channel(false);
+    let tasks = vec![
+        tokio::spawn(accept_loop(meta.clone(), listener, stop_rx.clone())),
+        tokio::spawn(gc_worker(meta.clone(), cfg.gc_interval, stop_rx)),
+    ];
+    info!(%addr, data = %cfg.data_dir.display(), "meta serving");
+    Ok(MetaHandle { addr, secret, meta, stop, tasks })
+}
+
+async fn accept_loop(meta: Arc<Meta>, listener: Listener, mut stop: watch::Receiver<bool>) {
+    let creds = listener.credentials();
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return,
+            s = listener.accept() => match s {
+                Ok(s) => {
+                    let meta = meta.clone();
+                    let creds = creds.clone();
+                    let stop = stop.clone();
+                    tokio::spawn(async move {
+                        match handshake(s, &creds).await {
+                            Ok(conn) => serve_conn(meta, conn, stop).await,
+                            Err(e) => debug!("handshake failed: {e}"),
+                        }
+                    });
+                }
+                Err(e) => {
+                    warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+}
+
+async fn serve_conn(meta: Arc<Meta>, mut conn: Conn, mut stop: watch::Receiver<bool>) {
+    loop {
+        let req: MetaRequest = tokio::select! {
+            _ = stop.changed() => return,
+            r = conn.recv() => match r {
+                Ok(r) => r,
+                Err(e) => {
+                    if e.kind != ErrorKind::Unavailable {
+                        debug!(peer = %conn.peer, "bad request: {e}");
+                        let _ = conn.send(&MetaResult::Err(e)).await;
+                    }
+                    return;
+                }
+            },
+        };
+        let answer = meta.handle(conn.role, req).await;
+        if conn.send(&answer).await.is_err() {
+            return;
+        }
+    }
+}
+
+impl Meta {
+    pub async fn handle(&self, role: Role, req: MetaRequest) -> MetaResult {
+        let node_only = matches!(req, MetaRequest::Register { .. } | MetaRequest::Heartbeat { .. });
+        if node_only && role != Role::Node {
+            return Err(Error::denied("only storage nodes may register or heartbeat"));
+        }
+        match req {
+            MetaRequest::Register { node, addr, zone, stats } => {
+                info!(%node, %addr, %zone, "storage node registered");
+                self.nodes.register(node, addr, zone, stats).await?;
+                Ok(MetaResponse::Registered)
+            }
+            MetaRequest::Heartbeat { node, stats, deleted: _ } => {
+                self.nodes.heartbeat(node, stats)?;
+                Ok(MetaResponse::HeartbeatAck { delete: Vec::new() })
+            }
+            MetaRequest::Config => Ok(MetaResponse::Config(ClusterConfig {
+                chunk_size: self.chunk_size,
+                default_rep: self.default_rep.load(Ordering::Relaxed),
+            })),
+            MetaRequest::Stat { path } => Ok(MetaResponse::Inode(self.ns.lookup(&path).await?)),
+            MetaRequest::Open { path } => self.open(&path).await.map(MetaResponse::Open),
+            MetaRequest::List { path, start_after, limit } => {
+                let limit = (limit as usize).clamp(1, 10_000);
+                Ok(MetaResponse::Entries(self.ns.list(&path, start_after.as_deref(), limit).await?))
+            }
+            MetaRequest::Mkdir { path, parents } => Ok(MetaResponse::Inode(self.ns.mkdir(&path, parents).await?)),
+            MetaRequest::Remove { path, recursive } => {
+                self.ns.remove(&path, recursive).await?;
+                Ok(MetaResponse::Ok)
+            }
+            MetaRequest::Rename { src, dst } => {
+                self.ns.rename(&src, &dst).await?;
+                Ok(MetaResponse::Ok)
+            }
+            MetaRequest::AllocChunk { path: _, rep, exclude } => {
+                let rep = rep.unwrap_or_else(|| self.default_rep.load(Ordering::Relaxed)).max(1) as usize;
+                let nodes = self.nodes.place(rep, self.chunk_size, &exclude)?;
+                let mut id = [0u8; 16];
+                getrandom::getrandom(&mut id).expect("OS random source");
+                let chunk = ChunkId(u128::from_be_bytes(id));
+                let cap = Capability::sign(&self.secret, chunk, true);
+                Ok(MetaResponse::Alloc(ChunkAlloc { chunk, nodes, cap }))
+            }
+            MetaRequest::CommitFile { path, extents, expected, mode, chunk_size } => {
+                for e in &extents {
+                    if e.nodes.is_empty() {
+                        return Err(Error::invalid(format!("extent of chunk {} names no node", e.chunk)));
+                    }
+                    if let Some(n) = e.nodes.iter().find(|n| self.nodes.addr(**n).is_none()) {
+                        return Err(Error::invalid(format!("chunk {} names unknown node {n}", e.chunk)));
+                    }
+                }
+                let inode = self.ns.commit_file(&path, extents, expected, mode, chunk_size).await?;
+                Ok(MetaResponse::Inode(inode))
+            }
+            MetaRequest::ClusterStatus => Ok(MetaResponse::Status(self.status().await?)),
+            MetaRequest::ReportCorrupt { chunk, node, detail } => {
+                warn!(%chunk, %node, "client reported a corrupt replica: {detail}");
+                self.nodes.report_corrupt(chunk, node);
+                Ok(MetaResponse::Ok)
+            }
+        }
+    }
+
+    async fn open(&self, path: &cairn_types::CairnPath) -> Result<OpenFile> {
+        let mut inode = self.ns.lookup(path).await?;
+        if inode.kind == InodeKind::Directory {
+            return Err(Error::is_dir(format!("{path} is a directory")));
+        }
+        let mut ids = HashSet::new();
+        let mut caps = Vec::with_capacity(inode.extents.len());
+        for e in &mut inode.extents {
+            // Healthy, live replicas first; the client tries them in order.
+            e.nodes.sort_by_key(|n| (self.nodes.is_corrupt(e.chunk, *n), !self.nodes.is_live(*n)));
+            ids.extend(e.nodes.iter().copied());
+            caps.push(Capability::sign(&self.secret, e.chunk, false));
+        }
+        let nodes = ids.into_iter().filter_map(|id| self.nodes.addr(id)).collect();
+        Ok(OpenFile { inode, nodes, caps })
+    }
+
+    async fn status(&self) -> Result<ClusterStatus> {
+        let (mut chunks, mut bytes, mut under, mut unavailable) = (0u64, 0u64, 0u64, 0u64);
+        let live: HashSet<NodeId> = self
+            .nodes
+            .status()
+            .into_iter()
+            .filter(|n| n.state == cairn_proto::NodeState::Live)
+            .map(|n| n.id)
+            .collect();
+        let nodes = &self.nodes;
+        self.ns
+            .for_each_chunk(|e: &Extent| {
+                chunks += 1;
+                bytes += e.len;
+                let good = e.nodes.iter().filter(|n| live.contains(n) && !nodes.is_corrupt(e.chunk, **n)).count();
+                if good < e.nodes.len() {
+                    under += 1;
+                }
+                if good == 0 {
+                    unavailable += 1;
+                }
+            })
+            .await?;
+        Ok(ClusterStatus {
+            nodes: self.nodes.status(),
+            chunks,
+            logical_bytes: bytes,
+            under_replicated_chunks: under,
+            unavailable_chunks: unavailable,
+            corrupt_replicas: self.nodes.corrupt_replicas(),
+            pending_garbage_chunks: self.pending_garbage.load(Ordering::Relaxed),
+        })
+    }
+
+    /// One pass of garbage collection: empty a batch of the trash, then
+    /// delete due garbage chunks from every live node holding them. A chunk
+    /// on a node that is down stays pending until the node is back.
+    async fn collect_garbage(&self) -> Result<()> {
+        while self.ns.purge_trash(1000).await? > 0 {}
+        let due = self.ns.take_due_garbage(1000).await?;
+        self.pending_garbage.store(due.len() as u64, Ordering::Relaxed);
+        if due.is_empty() {
+            return Ok(());
+        }
+        let mut by_node: BTreeMap<NodeId, Vec<ChunkId>> = BTreeMap::new();
+        for (_, g) in &due {
+            for n in &g.nodes {
+                by_node.entry(*n).or_default().push(g.chunk);
+            }
+        }
+        let mut failed: HashSet<NodeId> = HashSet::new();
+        for (node, chunks) in by_node {
+            let Some(addr) = self.nodes.addr(node) else { continue }; // node forgotten: nothing to delete
+            if !self.nodes.is_live(node) {
+                failed.insert(node);
+                continue;
+            }
+            let r: Result<()> = async {
+                let mut p = self.peers.get(&addr.addr).await?;
+                let answer: Result<(), Error> =
+                    p.conn.call(&StorageRequest::DeleteChunks { chunks }, Duration::from_secs(30)).await?;
+                answer?;
+                self.peers.put(&addr.addr, p.conn);
+                Ok(())
+            }
+            .await;
+            if let Err(e) = r {
+                warn!(%node, "garbage collection on node failed: {e}");
+                failed.insert(node);
+            }
+        }
+        let done: Vec<Vec<u8>> = due
+            .into_iter()
+            .filter(|(_, g)| !g.nodes.iter().any(|n| failed.contains(n)))
+            .map(|(k, g)| {
+                self.nodes.forget_chunk(g.chunk);
+                k
+            })
+            .collect();
+        let n = done.len();
+        self.ns.ack_garbage(done).await?;
+        debug!(chunks = n, "garbage collected");
+        Ok(())
+    }
+}
+
+async fn gc_worker(meta: Arc<Meta>, every: Duration, mut stop: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+        if let Err(e) = meta.collect_garbage().await {
+            warn!("garbage collection: {e}");
+        }
+    }
+}

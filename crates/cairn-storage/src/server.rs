@@ -1,0 +1,439 @@
+//! The storage node process: serves chunk reads and writes over the wire,
+//! forwards writes down the replication chain, and keeps meta informed.
+
+use crate::chunk_store::{ChunkStore, StoreOptions};
+use cairn_proto::{
+    handshake, Capability, Conn, Credentials, GetChunkHeader, GetChunkResult, Listener, MetaClient,
+    MetaRequest, MetaResponse, NodeAddr, NodeStats, Pool, PutOutcome, Role, StorageRequest, DATA_FRAME,
+};
+use cairn_types::{BlockCrcs, ChunkId, Error, NodeId, Result, BLOCK_SIZE};
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::watch;
+use tracing::{debug, info, warn};
+
+/// How long one hop waits for the rest of the chain to answer a write.
+const CHAIN_TIMEOUT: Duration = Duration::from_secs(120);
+
+#[derive(Clone, Debug)]
+pub struct StorageConfig {
+    pub data_dir: PathBuf,
+    pub listen: String,
+    /// Address given to meta and peers; defaults to the bound address.
+    pub advertise: Option<String>,
+    pub meta: Vec<String>,
+    pub zone: String,
+    pub heartbeat: Duration,
+    pub store: StoreOptions,
+}
+
+impl StorageConfig {
+    pub fn new(data_dir: impl Into<PathBuf>, meta: Vec<String>) -> StorageConfig {
+        StorageConfig {
+            data_dir: data_dir.into(),
+            listen: "127.0.0.1:0".into(),
+            advertise: None,
+            meta,
+            zone: "default".into(),
+            heartbeat: Duration::from_secs(1),
+            store: StoreOptions::default(),
+        }
+    }
+}
+
+struct Node {
+    id: NodeId,
+    store: Arc<ChunkStore>,
+    secret: cairn_proto::ClusterSecret,
+    peers: Pool,
+    corrupt: Mutex<BTreeSet<ChunkId>>,
+}
+
+/// A running storage node. Dropping it does not stop it; call
+/// [`StorageHandle::shutdown`].
+pub struct StorageHandle {
+    pub id: NodeId,
+    pub addr: String,
+    stop: watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl StorageHandle {
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+}
+
+/// Load the node id kept in the data directory, or make one.
+fn load_node_id(dir: &Path) -> Result<NodeId> {
+    let path = dir.join("node.id");
+    match std::fs::read_to_string(&path) {
+        Ok(s) => s.trim().parse().map_err(|e: Error| e.context(path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let mut b = [0u8; 8];
+            getrandom::getrandom(&mut b).expect("OS random source");
+            let id = NodeId(u64::from_be_bytes(b));
+            let tmp = path.with_extension("tmp");
+            std::fs::write(&tmp, format!("{id}\n"))?;
+            std::fs::File::open(&tmp)?.sync_all()?;
+            std::fs::rename(&tmp, &path)?;
+            Ok(id)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Open the store, bind, register with meta, and serve until shut down.
+pub async fn start(cfg: StorageConfig, creds: Credentials) -> Result<StorageHandle> {
+    let secret = creds
+        .cluster()
+        .cloned()
+        .ok_or_else(|| Error::invalid("a storage node needs the cluster secret, not a client key"))?;
+    std::fs::create_dir_all(&cfg.data_dir)
+        .map_err(|e| Error::from(e).context(format!("creating {}", cfg.data_dir.display())))?;
+    let id = load_node_id(&cfg.data_dir)?;
+    let dir = cfg.data_dir.join("chunks");
+    let opts = cfg.store.clone();
+    let store = tokio::task::spawn_blocking(move || ChunkStore::open(&dir, opts))
+        .await
+        .map_err(|e| Error::internal(e.to_string()))??;
+    let listener = Listener::bind(&cfg.listen, creds.clone()).await?;
+    let addr = cfg.advertise.clone().unwrap_or_else(|| listener.local_addr().to_string());
+    let node = Arc::new(Node {
+        id,
+        store: Arc::new(store),
+        secret,
+        peers: Pool::new(creds.clone()),
+        corrupt: Mutex::new(BTreeSet::new()),
+    });
+    let (stop, stop_rx) = watch::channel(false);
+    let meta = Arc::new(MetaClient::new(cfg.meta.clone(), creds));
+    let mut tasks = Vec::new();
+    tasks.push(tokio::spawn(accept_loop(node.clone(), listener, stop_rx.clone())));
+    tasks.push(tokio::spawn(heartbeat_worker(
+        node.clone(),
+        meta,
+        addr.clone(),
+        cfg.zone.clone(),
+        cfg.heartbeat,
+        stop_rx,
+    )));
+    info!(node = %id, %addr, data = %cfg.data_dir.display(), "storage node serving");
+    Ok(StorageHandle { id, addr, stop, tasks })
+}
+
+async fn accept_loop(node: Arc<Node>, listener: Listener, mut stop: watch::Receiver<bool>) {
+    let creds = listener.credentials();
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return,
+            s = listener.accept() => match s {
+                Ok(s) => {
+                    let node = node.clone();
+                    let creds = creds.clone();
+                    let stop = stop.clone();
+                    tokio::spawn(async move {
+                        match handshake(s, &creds).await {
+                            Ok(conn) => serve_conn(node, conn, stop).await,
+                            Err(e) => debug!("handshake failed: {e}"),
+                        }
+                    });
+                }
+                Err(e) => {
+                    warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+}
+
+async fn serve_conn(node: Arc<Node>, mut conn: Conn, mut stop: watch::Receiver<bool>) {
+    loop {
+        let req: StorageRequest = tokio::select! {
+            _ = stop.changed() => return,
+            r = conn.recv() => match r {
+                Ok(r) => r,
+                Err(e) => {
+                    if e.kind != cairn_types::ErrorKind::Unavailable {
+                        debug!(peer = %conn.peer, "bad request: {e}");
+                        let _ = conn.send(&Err::<(), Error>(e)).await;
+                    }
+                    return;
+                }
+            },
+        };
+        let keep = match req {
+            StorageRequest::PutChunk { chunk, len, crcs, cap, chain } => {
+                handle_put(&node, &mut conn, chunk, len, crcs, cap, chain).await
+            }
+            StorageRequest::GetChunk { chunk, offset, len, cap } => {
+                handle_get(&node, &mut conn, chunk, offset, len, cap).await
+            }
+            StorageRequest::DeleteChunks { chunks } => {
+                let r = if conn.role != Role::Node {
+                    Err(Error::denied("deleting chunks needs the node role"))
+                } else {
+                    delete_chunks(&node, chunks).await
+                };
+                conn.send(&r).await
+            }
+            StorageRequest::Ping => conn.send(&Ok::<(), Error>(())).await,
+        };
+        if let Err(e) = keep {
+            debug!(peer = %conn.peer, "connection closed: {e}");
+            return;
+        }
+    }
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| Error::internal(format!("I/O task failed: {e}")))?
+}
+
+async fn delete_chunks(node: &Arc<Node>, chunks: Vec<ChunkId>) -> Result<()> {
+    let store = node.store.clone();
+    blocking(move || {
+        for c in chunks {
+            store.delete(c)?;
+        }
+        Ok(())
+    })
+    .await
+}
+
+/// Receive a chunk, store it, forward it down the chain. Returns Err only
+/// when the connection is unusable; failures of the write itself are sent
+/// to the caller as [`PutOutcome::Failed`].
+async fn handle_put(
+    node: &Arc<Node>,
+    conn: &mut Conn,
+    chunk: ChunkId,
+    len: u64,
+    crcs: BlockCrcs,
+    cap: Capability,
+    chain: Vec<NodeAddr>,
+) -> Result<()> {
+    let me = |error: Error| PutOutcome::Failed { node: node.id, addr: String::new(), error };
+    let mut failure: Option<PutOutcome> = None;
+    if let Err(e) = cap.check(&node.secret, chunk, true) {
+        failure = Some(me(e));
+    } else if crcs.0.len() != BlockCrcs::blocks_for(len) {
+        failure = Some(me(Error::invalid(format!(
+            "chunk {chunk}: {} block checksums for {len} bytes",
+            crcs.0.len()
+        ))));
+    }
+
+    let mut writer = None;
+    if failure.is_none() {
+        let store = node.store.clone();
+        let crcs2 = crcs.clone();
+        match blocking(move || store.begin_write(chunk, len, &crcs2)).await {
+            Ok(w) => writer = Some(w),
+            Err(e) => failure = Some(me(e)),
+        }
+    }
+
+    // Open the next hop. Its failure is reported, not fatal to our own copy.
+    let mut down: Option<(NodeAddr, cairn_proto::Pooled)> = None;
+    if failure.is_none() {
+        if let Some(next) = chain.first() {
+            let req = StorageRequest::PutChunk { chunk, len, crcs, cap, chain: chain[1..].to_vec() };
+            match node.peers.get(&next.addr).await {
+                Ok(mut p) => match p.conn.send(&req).await {
+                    Ok(()) => down = Some((next.clone(), p)),
+                    Err(error) => {
+                        failure = Some(PutOutcome::Failed { node: next.id, addr: next.addr.clone(), error })
+                    }
+                },
+                Err(error) => {
+                    failure = Some(PutOutcome::Failed { node: next.id, addr: next.addr.clone(), error })
+                }
+            }
+        }
+    }
+
+    // Stream: each frame is written locally while it is forwarded.
+    let mut received = 0u64;
+    let mut buf = Vec::with_capacity(DATA_FRAME);
+    while received < len {
+        conn.read_data_frame(&mut buf).await?;
+        received += buf.len() as u64;
+        if received > len {
+            return Err(Error::invalid(format!("chunk {chunk}: sender sent more than {len} bytes")));
+        }
+        let data = std::mem::take(&mut buf);
+        let fwd = async {
+            if let Some((next, p)) = down.as_mut() {
+                if let Err(error) = p.conn.write_frame(&data).await.and(p.conn.flush().await) {
+                    return Some(PutOutcome::Failed { node: next.id, addr: next.addr.clone(), error });
+                }
+            }
+            None
+        };
+        let local = async {
+            match writer.take() {
+                Some(mut w) => {
+                    let data = data.clone();
+                    blocking(move || w.write(&data).map(|_| w)).await.map(Some)
+                }
+                None => Ok(None),
+            }
+        };
+        let (fwd_err, local_res) = tokio::join!(fwd, local);
+        if let Some(f) = fwd_err {
+            down = None;
+            failure.get_or_insert(f);
+        }
+        match local_res {
+            Ok(w) => writer = w,
+            Err(e) => {
+                failure.get_or_insert(me(e));
+            }
+        }
+        buf = data;
+    }
+
+    if let Some(w) = writer.take() {
+        if let Err(e) = blocking(move || w.finish()).await {
+            failure.get_or_insert(me(e));
+        }
+    }
+    if let Some((next, mut p)) = down {
+        let answer: Result<Result<PutOutcome, Error>> =
+            tokio::time::timeout(CHAIN_TIMEOUT, p.conn.recv()).await.unwrap_or_else(|_| {
+                Err(Error::timeout(format!("{} did not acknowledge in {CHAIN_TIMEOUT:?}", next.addr)))
+            });
+        match answer {
+            Ok(Ok(PutOutcome::Stored)) => node.peers.put(&next.addr, p.conn),
+            Ok(Ok(f @ PutOutcome::Failed { .. })) => {
+                node.peers.put(&next.addr, p.conn);
+                failure.get_or_insert(f);
+            }
+            Ok(Err(error)) | Err(error) => {
+                failure.get_or_insert(PutOutcome::Failed { node: next.id, addr: next.addr.clone(), error });
+            }
+        }
+    }
+    let outcome = failure.unwrap_or(PutOutcome::Stored);
+    if let PutOutcome::Failed { error, .. } = &outcome {
+        warn!(%chunk, "write failed: {error}");
+    }
+    conn.send(&Ok::<PutOutcome, Error>(outcome)).await
+}
+
+async fn handle_get(
+    node: &Arc<Node>,
+    conn: &mut Conn,
+    chunk: ChunkId,
+    offset: u64,
+    len: u64,
+    cap: Capability,
+) -> Result<()> {
+    let store = node.store.clone();
+    let header: Result<GetChunkHeader> = async {
+        cap.check(&node.secret, chunk, false)?;
+        if offset % BLOCK_SIZE as u64 != 0 {
+            return Err(Error::invalid(format!("offset {offset} is not a multiple of {BLOCK_SIZE}")));
+        }
+        let info = store.info(chunk).ok_or_else(|| Error::not_found(format!("chunk {chunk} is not on this node")))?;
+        if offset.checked_add(len).is_none_or(|end| end > info.len) {
+            return Err(Error::invalid(format!(
+                "range {offset}+{len} is outside chunk {chunk} of {} bytes",
+                info.len
+            )));
+        }
+        let s = store.clone();
+        let crcs = blocking(move || s.read_crcs(chunk)).await?;
+        let first = (offset / BLOCK_SIZE as u64) as usize;
+        let last = BlockCrcs::blocks_for(offset + len);
+        Ok(GetChunkHeader { len, crcs: crcs.0[first..last].to_vec() })
+    }
+    .await;
+    let header = match header {
+        Ok(h) => h,
+        Err(e) => return conn.send(&GetChunkResult::Err(e)).await,
+    };
+    conn.send(&GetChunkResult::Ok(header)).await?;
+    let mut pos = offset;
+    let end = offset + len;
+    while pos < end {
+        let n = (end - pos).min(DATA_FRAME as u64);
+        let s = store.clone();
+        match blocking(move || s.read(chunk, pos, n)).await {
+            Ok(data) => conn.write_frame(&data).await?,
+            Err(e) => {
+                if e.kind == cairn_types::ErrorKind::Corrupt {
+                    warn!(%chunk, "corrupt replica: {e}");
+                    node.corrupt.lock().unwrap().insert(chunk);
+                }
+                return conn.abort_data(&e).await;
+            }
+        }
+        pos += n;
+    }
+    conn.flush().await
+}
+
+fn node_stats(node: &Node) -> NodeStats {
+    let s = node.store.stats();
+    NodeStats {
+        chunks: s.chunks,
+        used: s.live_bytes,
+        free: s.fs_free,
+        total: s.fs_total,
+        corrupt_chunks: node.corrupt.lock().unwrap().iter().copied().collect(),
+    }
+}
+
+/// Registers with meta, then heartbeats: reports capacity and corrupt
+/// chunks, deletes the garbage meta hands back, and acknowledges it on the
+/// next beat.
+async fn heartbeat_worker(
+    node: Arc<Node>,
+    meta: Arc<MetaClient>,
+    addr: String,
+    zone: String,
+    every: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut registered = false;
+    let mut deleted: Vec<ChunkId> = Vec::new();
+    loop {
+        let stats = node_stats(&node);
+        let req = if registered {
+            MetaRequest::Heartbeat { node: node.id, stats, deleted: deleted.clone() }
+        } else {
+            MetaRequest::Register { node: node.id, addr: addr.clone(), zone: zone.clone(), stats }
+        };
+        match meta.call(req).await {
+            Ok(MetaResponse::Registered) => {
+                info!(node = %node.id, "registered with meta");
+                registered = true;
+                continue;
+            }
+            Ok(MetaResponse::HeartbeatAck { delete }) => {
+                deleted.clear();
+                if !delete.is_empty() {
+                    match delete_chunks(&node, delete.clone()).await {
+                        Ok(()) => deleted = delete,
+                        Err(e) => warn!("deleting garbage chunks: {e}"),
+                    }
+                }
+            }
+            Ok(other) => warn!("unexpected answer from meta: {other:?}"),
+            Err(e) if e.kind == cairn_types::ErrorKind::NotFound => registered = false,
+            Err(e) => debug!("heartbeat failed: {e}"),
+        }
+        tokio::select! {
+            _ = stop.changed() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+    }
+}
