@@ -4,7 +4,7 @@ use crate::{config, Target};
 use anyhow::{Context, Result};
 use cairn_client::{Client, ClientConfig, PutOptions};
 use cairn_proto::{ClusterStatus, NodeState};
-use cairn_types::{format_bytes, parse_size, CairnPath, DirEntry, ErrorKind, Inode, InodeKind};
+use cairn_types::{format_bytes, parse_size, CairnPath, DirEntry, Inode, InodeKind};
 use serde_json::json;
 use std::io::Write;
 
@@ -207,10 +207,7 @@ pub async fn mkdir(t: &Target, p: &str, parents: bool) -> Result<()> {
 
 pub async fn rm(t: &Target, p: &str, recursive: bool) -> Result<()> {
     let c = connect(t).await?;
-    match c.remove(&path(p)?, recursive).await {
-        Err(e) if e.kind == ErrorKind::DirectoryNotEmpty => Err(anyhow::anyhow!("{e}; use 'cairn rm -r' to remove it and everything below")),
-        r => Ok(r?),
-    }
+    Ok(c.remove(&path(p)?, recursive).await?)
 }
 
 pub async fn mv(t: &Target, src: &str, dst: &str) -> Result<()> {

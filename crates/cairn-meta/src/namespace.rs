@@ -603,6 +603,20 @@ impl Namespace {
             .collect()
     }
 
+    /// Send chunks that were written but will never be committed (a commit
+    /// that failed its conditions) to garbage collection right away.
+    pub async fn discard(&self, extents: &[Extent]) -> Result<()> {
+        if extents.is_empty() {
+            return Ok(());
+        }
+        let due = now_ms();
+        let txn = extents.iter().fold(Txn::new(), |txn, e| {
+            let g = GarbageChunk { chunk: e.chunk, nodes: e.nodes.clone() };
+            txn.put(garbage_key(due, e.chunk), encode(&g))
+        });
+        self.store.commit(txn).await.map(|_| ())
+    }
+
     /// Forget garbage chunks (keys from [`Self::take_due_garbage`]) once they
     /// were deleted from their nodes.
     pub async fn ack_garbage(&self, keys: Vec<Vec<u8>>) -> Result<()> {

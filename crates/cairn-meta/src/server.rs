@@ -239,8 +239,16 @@ impl Meta {
                         return Err(Error::invalid(format!("chunk {} names unknown node {n}", e.chunk)));
                     }
                 }
-                let inode = self.ns.commit_file(&path, extents, expected, mode, chunk_size).await?;
-                Ok(MetaResponse::Inode(inode))
+                match self.ns.commit_file(&path, extents.clone(), expected, mode, chunk_size).await {
+                    Ok(inode) => Ok(MetaResponse::Inode(inode)),
+                    Err(e) => {
+                        // The chunks were written for this commit only.
+                        if let Err(ge) = self.ns.discard(&extents).await {
+                            warn!("could not discard the chunks of a failed commit: {ge}");
+                        }
+                        Err(e)
+                    }
+                }
             }
             MetaRequest::ClusterStatus => Ok(MetaResponse::Status(self.status().await?)),
             MetaRequest::ReportCorrupt { chunk, node, detail } => {

@@ -1,0 +1,173 @@
+//! In-process Cairn clusters for tests: one meta and N storage nodes on
+//! ports the OS picks, in a temp dir of their own, torn down on drop.
+//!
+//! Read first: [`TestCluster`]. Nodes can be stopped (the process-level
+//! equivalent of a crash without fsync loss: the store is closed) and
+//! restarted on the same directory; chunk files can be corrupted on purpose.
+
+use cairn_client::{Client, ClientConfig};
+use cairn_meta::server::{MetaConfig, MetaHandle};
+use cairn_proto::{Credentials, NodeState};
+use cairn_storage::{StorageConfig, StorageHandle};
+use std::future::Future;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+pub struct TestCluster {
+    pub dir: tempfile::TempDir,
+    pub meta: Option<MetaHandle>,
+    pub meta_cfg: MetaConfig,
+    pub nodes: Vec<Option<StorageHandle>>,
+    /// Addresses nodes had, so a restarted node keeps its address.
+    pub node_addrs: Vec<String>,
+}
+
+impl TestCluster {
+    /// Start meta with `default_rep` and `n` storage nodes, and wait until
+    /// every node is live.
+    pub async fn start(n: usize, default_rep: u8) -> TestCluster {
+        Self::start_with(n, |c| c.default_rep = default_rep).await
+    }
+
+    pub async fn start_with(n: usize, tweak: impl FnOnce(&mut MetaConfig)) -> TestCluster {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut meta_cfg = MetaConfig::new(dir.path().join("meta"));
+        meta_cfg.gc_interval = Duration::from_millis(200);
+        tweak(&mut meta_cfg);
+        let meta = cairn_meta::server::start(meta_cfg.clone()).await.expect("meta starts");
+        let mut c = TestCluster { dir, meta: Some(meta), meta_cfg, nodes: Vec::new(), node_addrs: Vec::new() };
+        for i in 0..n {
+            let h = c.spawn_node(i, "127.0.0.1:0".into()).await;
+            c.node_addrs.push(h.addr.clone());
+            c.nodes.push(Some(h));
+        }
+        c.wait_live(n).await;
+        c
+    }
+
+    pub fn meta_addr(&self) -> String {
+        self.meta.as_ref().expect("meta running").addr.clone()
+    }
+
+    pub fn node_dir(&self, i: usize) -> PathBuf {
+        self.dir.path().join(format!("node-{i}"))
+    }
+
+    fn secret(&self) -> cairn_proto::ClusterSecret {
+        cairn_meta::server::load_or_create_secret(&self.meta_cfg.data_dir).expect("secret")
+    }
+
+    async fn spawn_node(&self, i: usize, listen: String) -> StorageHandle {
+        self.try_spawn_node(i, listen).await.expect("storage node starts")
+    }
+
+    pub async fn client(&self) -> Client {
+        let creds = Credentials::Client(self.secret().client_key());
+        Client::connect(ClientConfig::new(vec![self.meta_addr()], creds)).await.expect("client connects")
+    }
+
+    /// Stop node `i` (its port closes; meta notices only after dead_after).
+    pub async fn stop_node(&mut self, i: usize) {
+        if let Some(h) = self.nodes[i].take() {
+            h.shutdown().await;
+        }
+    }
+
+    /// Start node `i` again on its old directory and address.
+    pub async fn restart_node(&mut self, i: usize) {
+        let addr = self.node_addrs[i].clone();
+        let end = Instant::now() + Duration::from_secs(10);
+        // The old socket or store lock may linger briefly; retry.
+        loop {
+            if let Ok(h) = self.try_spawn_node(i, addr.clone()).await {
+                self.nodes[i] = Some(h);
+                return;
+            }
+            assert!(Instant::now() < end, "node {i} did not restart");
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    async fn try_spawn_node(&self, i: usize, listen: String) -> cairn_types::Result<StorageHandle> {
+        let mut sc = StorageConfig::new(self.node_dir(i), vec![self.meta_addr()]);
+        sc.listen = listen;
+        sc.heartbeat = Duration::from_millis(200);
+        sc.store.reserve_free = 0;
+        cairn_storage::start(sc, Credentials::Cluster(self.secret())).await
+    }
+
+    pub async fn restart_meta(&mut self) {
+        if let Some(m) = self.meta.take() {
+            let addr = m.addr.clone();
+            m.shutdown().await;
+            self.meta_cfg.listen = addr;
+        }
+        let cfg = self.meta_cfg.clone();
+        let m = wait_for(Duration::from_secs(10), || {
+            let cfg = cfg.clone();
+            async move { cairn_meta::server::start(cfg).await.ok() }
+        })
+        .await;
+        self.meta = Some(m);
+    }
+
+    /// Wait until `n` nodes are live according to meta.
+    pub async fn wait_live(&self, n: usize) {
+        let c = self.client().await;
+        wait_for(Duration::from_secs(30), || async {
+            let s = c.cluster_status().await.ok()?;
+            (s.nodes.iter().filter(|x| x.state == NodeState::Live).count() >= n).then_some(())
+        })
+        .await;
+    }
+
+    /// Every segment file of node `i`.
+    pub fn segment_files(&self, i: usize) -> Vec<PathBuf> {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(self.node_dir(i).join("chunks"))
+            .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
+            .unwrap_or_default();
+        v.retain(|p| p.extension().is_some_and(|e| e == "log"));
+        v.sort();
+        v
+    }
+
+    pub async fn shutdown(mut self) {
+        for n in self.nodes.iter_mut() {
+            if let Some(h) = n.take() {
+                h.shutdown().await;
+            }
+        }
+        if let Some(m) = self.meta.take() {
+            m.shutdown().await;
+        }
+    }
+}
+
+/// Poll `f` until it yields Some, or panic after `deadline`.
+pub async fn wait_for<T, F, Fut>(deadline: Duration, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let end = Instant::now() + deadline;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(Instant::now() < end, "condition not met within {deadline:?}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// Deterministic pseudo-random bytes.
+pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
