@@ -1,0 +1,365 @@
+//! The real `cairn` binary as separate processes: started, SIGKILLed,
+//! restarted, driven through its CLI.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_cairn");
+
+/// A child process killed when dropped, so a failing test leaves nothing behind.
+struct Proc {
+    child: Child,
+    /// What the process printed on its first lines, e.g. its address.
+    banner: Vec<String>,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Proc {
+    fn sigkill(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    fn signal(&self, sig: i32) {
+        unsafe { libc::kill(self.child.id() as i32, sig) };
+    }
+}
+
+/// Spawn `cairn ARGS` and read stdout until a line containing `ready` appears.
+fn spawn(env: &Env, args: &[&str], ready: &str) -> Proc {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .env("XDG_CONFIG_HOME", env.dir.path().join("config"))
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn cairn");
+    let out = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines() {
+            let Ok(line) = line else { return };
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let mut banner = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => {
+                let done = line.contains(ready);
+                banner.push(line);
+                if done {
+                    // Keep draining stdout so the child never blocks on a full pipe.
+                    std::thread::spawn(move || while rx.recv().is_ok() {});
+                    return Proc { child, banner };
+                }
+            }
+            Err(_) => {
+                let _ = child.kill();
+                panic!("cairn {args:?} did not print {ready:?}; it printed {banner:?}");
+            }
+        }
+    }
+}
+
+struct Env {
+    dir: tempfile::TempDir,
+    meta: String,
+    secret: PathBuf,
+}
+
+impl Env {
+    fn new() -> Env {
+        Env { dir: tempfile::tempdir().unwrap(), meta: String::new(), secret: PathBuf::new() }
+    }
+
+    fn path(&self, p: &str) -> PathBuf {
+        self.dir.path().join(p)
+    }
+
+    /// Run a client command against this cluster.
+    fn cli(&self, args: &[&str]) -> Output {
+        self.cli_stdin(args, None)
+    }
+
+    fn cli_stdin(&self, args: &[&str], input: Option<&[u8]>) -> Output {
+        let mut cmd = Command::new(BIN);
+        cmd.args(args).env("XDG_CONFIG_HOME", self.path("config")).env("RUST_LOG", "error");
+        if !self.meta.is_empty() {
+            cmd.env("CAIRN_META", &self.meta).env("CAIRN_SECRET_FILE", &self.secret);
+        }
+        cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = cmd.spawn().unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        if let Some(data) = input {
+            stdin.write_all(data).unwrap();
+        }
+        drop(stdin);
+        child.wait_with_output().unwrap()
+    }
+
+    fn ok(&self, args: &[&str]) -> Vec<u8> {
+        let o = self.cli(args);
+        assert!(o.status.success(), "cairn {args:?} failed: {}", String::from_utf8_lossy(&o.stderr));
+        o.stdout
+    }
+
+    fn fails(&self, args: &[&str], expect: &str) {
+        let o = self.cli(args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "cairn {args:?} should fail");
+        assert!(err.contains(expect), "cairn {args:?}: stderr {err:?} lacks {expect:?}");
+    }
+
+    fn json(&self, args: &[&str]) -> serde_json::Value {
+        serde_json::from_slice(&self.ok(args)).expect("valid JSON")
+    }
+
+    fn start_meta(&self, listen: &str) -> Proc {
+        let data = self.path("meta");
+        spawn(
+            self,
+            &["meta", "--data", data.to_str().unwrap(), "--listen", listen, "--dead-after", "2s", "--gc-delay", "1s"],
+            "listening on",
+        )
+    }
+
+    fn start_storage(&self, i: usize) -> Proc {
+        let data = self.path(&format!("node-{i}"));
+        spawn(
+            self,
+            &[
+                "storage",
+                "--data",
+                data.to_str().unwrap(),
+                "--meta",
+                &self.meta,
+                "--listen",
+                "127.0.0.1:0",
+                "--secret-file",
+                self.path("meta/cluster.secret").to_str().unwrap(),
+                "--reserve",
+                "0",
+            ],
+            "listening on",
+        )
+    }
+
+    fn wait_live(&self, n: usize) {
+        wait(Duration::from_secs(30), || {
+            let s = self.json(&["cluster", "status", "--json"]);
+            s["nodes"].as_array().unwrap().iter().filter(|n| n["state"] == "live").count() == n
+        });
+    }
+}
+
+fn wait(limit: Duration, mut f: impl FnMut() -> bool) {
+    let end = Instant::now() + limit;
+    while !f() {
+        assert!(Instant::now() < end, "condition not met within {limit:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn pattern(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+fn addr_after(banner: &[String], marker: &str) -> String {
+    let line = banner.iter().find(|l| l.contains(marker)).expect("banner line");
+    line.split_whitespace()
+        .find(|w| w.contains(':') && w.chars().next().unwrap().is_ascii_digit())
+        .expect("an address")
+        .to_string()
+}
+
+#[test]
+fn separate_processes_survive_sigkill_of_any_of_them() {
+    let mut env = Env::new();
+    let meta = env.start_meta("127.0.0.1:0");
+    env.meta = addr_after(&meta.banner, "listening on");
+    env.secret = env.path("meta/client.key");
+    let mut nodes: Vec<Option<Proc>> = (0..3).map(|i| Some(env.start_storage(i))).collect();
+    env.wait_live(3);
+
+    let big = pattern(5_000_000, 1);
+    std::fs::write(env.path("big"), &big).unwrap();
+    env.ok(&["put", env.path("big").to_str().unwrap(), "/big", "--chunk-size", "1MiB"]);
+    let locate = env.json(&["locate", "/big", "--json"]);
+    assert_eq!(locate["chunks"].as_array().unwrap().len(), 5);
+    for c in locate["chunks"].as_array().unwrap() {
+        assert_eq!(c["nodes"].as_array().unwrap().len(), 3);
+    }
+    // Many small acknowledged writes, then SIGKILL of everything.
+    for i in 0..20 {
+        env.cli_stdin(&["put", "-", &format!("/small-{i}")], Some(&pattern(5000, i)));
+    }
+    nodes[0].take().unwrap().sigkill();
+    let got = env.path("got");
+    env.ok(&["get", "/big", got.to_str().unwrap()]);
+    assert!(std::fs::read(&got).unwrap() == big, "read with one node SIGKILLed");
+
+    // A write that cannot get three live nodes fails clearly and leaves nothing.
+    wait(Duration::from_secs(20), || {
+        let s = env.json(&["cluster", "status", "--json"]);
+        s["nodes"].as_array().unwrap().iter().filter(|n| n["state"] == "dead").count() == 1
+    });
+    let o = env.cli_stdin(&["put", "-", "/nope"], Some(b"data"));
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("2 of 3 storage node(s) live") && err.contains("rep=3"), "{err}");
+    env.fails(&["stat", "/nope"], "does not exist");
+    let s = env.json(&["cluster", "status", "--json"]);
+    assert!(s["under_replicated_chunks"].as_u64().unwrap() >= 25, "{s}");
+
+    meta.sigkill();
+    for n in nodes.iter_mut().flatten() {
+        n.signal(libc::SIGKILL);
+    }
+    drop(nodes);
+    let meta = env.start_meta(&env.meta.clone());
+    let _nodes: Vec<Proc> = (0..3).map(|i| env.start_storage(i)).collect();
+    env.wait_live(3);
+    env.ok(&["get", "/big", got.to_str().unwrap()]);
+    assert!(std::fs::read(&got).unwrap() == big, "read after SIGKILL of every process");
+    for i in 0..20 {
+        assert_eq!(env.ok(&["cat", &format!("/small-{i}")]), pattern(5000, i), "small-{i}");
+    }
+    let s = env.json(&["cluster", "status", "--json"]);
+    assert_eq!(s["under_replicated_chunks"], 0, "{s}");
+    drop(meta);
+}
+
+#[test]
+fn one_command_server_with_local_config_restarts_with_its_data() {
+    let env = Env::new();
+    let data = env.path("data");
+    let args = ["server", "--data", data.to_str().unwrap(), "--nodes", "3", "--listen", "127.0.0.1:0"];
+    let server = spawn(&env, &args, "try:");
+    assert!(server.banner.iter().any(|l| l.contains("rep=3")), "{:?}", server.banner);
+    // No --meta, no secret: the CLI finds the server through the config it wrote.
+    env.cli_stdin(&["put", "-", "/hello.txt"], Some(b"hello cairn\n"));
+    assert_eq!(env.ok(&["cat", "/hello.txt"]), b"hello cairn\n");
+    let stat = env.json(&["stat", "/hello.txt", "--json"]);
+    assert_eq!(stat["version"], 1);
+    assert_eq!(stat["size"], 12);
+
+    // Graceful shutdown on SIGTERM, then everything comes back.
+    server.signal(libc::SIGTERM);
+    let mut server = server;
+    let status = server.child.wait().unwrap();
+    assert!(status.success(), "server exited with {status}");
+    drop(server);
+    let server = spawn(&env, &["server", "--data", data.to_str().unwrap(), "--listen", "127.0.0.1:0"], "try:");
+    assert!(server.banner.iter().filter(|l| l.contains("storage")).count() >= 3, "node count remembered");
+    assert_eq!(env.ok(&["cat", "/hello.txt"]), b"hello cairn\n");
+    env.cli_stdin(&["put", "-", "/hello.txt"], Some(b"v2"));
+    assert_eq!(env.json(&["stat", "/hello.txt", "--json"])["version"], 2);
+
+    // SIGKILL, restart: the acknowledged overwrite is there.
+    server.sigkill();
+    let _server = spawn(&env, &["server", "--data", data.to_str().unwrap(), "--listen", "127.0.0.1:0"], "try:");
+    assert_eq!(env.ok(&["cat", "/hello.txt"]), b"v2");
+}
+
+#[test]
+fn cli_commands_and_their_errors() {
+    let env = Env::new();
+    let data = env.path("data");
+    let _server = spawn(&env, &["server", "--data", data.to_str().unwrap(), "--listen", "127.0.0.1:0"], "try:");
+
+    env.ok(&["mkdir", "-p", "/a/b/c"]);
+    env.ok(&["mkdir", "-p", "/a/b/c"]);
+    env.fails(&["mkdir", "/a"], "exists");
+    env.fails(&["mkdir", "/x/y"], "");
+    let f = env.path("local.bin");
+    std::fs::write(&f, pattern(100_000, 5)).unwrap();
+    env.ok(&["put", f.to_str().unwrap(), "/a/b/"]);
+    assert_eq!(env.ok(&["cat", "/a/b/local.bin"]), pattern(100_000, 5));
+    let ls = String::from_utf8(env.ok(&["ls", "/a/b"])).unwrap();
+    assert_eq!(ls, "c/\nlocal.bin\n");
+    let ls = String::from_utf8(env.ok(&["ls", "-l", "/a/b"])).unwrap();
+    assert!(ls.lines().any(|l| l.starts_with('-') && l.contains("100000") && l.ends_with("local.bin")), "{ls}");
+    let json = env.json(&["ls", "--json", "/a/b"]);
+    assert_eq!(json.as_array().unwrap().len(), 2);
+    assert_eq!(json[1]["path"], "/a/b/local.bin");
+
+    // Bad paths are refused before anything is sent.
+    env.fails(&["stat", "/a/../b"], "'..' is not allowed");
+    env.fails(&["mkdir", &format!("/{}", "n".repeat(256))], "limit is 255");
+    env.fails(&["put", f.to_str().unwrap(), "/a//b"], "empty name");
+    env.fails(&["put", f.to_str().unwrap(), "/a/b/local.bin/x"], "not a directory");
+    env.fails(&["get", "/missing", env.path("out").to_str().unwrap()], "does not exist");
+    assert!(!env.path("out").exists() && !env.path("out.cairn-part").exists());
+    env.fails(&["cat", "/a"], "is a directory");
+    env.fails(&["rm", "/a"], "not empty");
+    env.fails(&["put", env.path("no-such-local").to_str().unwrap(), "/z"], "cannot open");
+
+    // mv is atomic and replaces; rm -r removes a tree.
+    env.cli_stdin(&["put", "-", "/a/other"], Some(b"other"));
+    env.ok(&["mv", "/a/other", "/a/b/local.bin"]);
+    assert_eq!(env.ok(&["cat", "/a/b/local.bin"]), b"other");
+    env.ok(&["rm", "-r", "/a"]);
+    env.fails(&["stat", "/a/b"], "does not exist");
+    let status = env.json(&["cluster", "status", "--json"]);
+    assert_eq!(status["nodes"].as_array().unwrap().len(), 1);
+    assert_eq!(status["nodes"][0]["state"], "live");
+
+    // Wrong credentials: a clear refusal.
+    std::fs::write(env.path("bad.key"), format!("cairn-client-key-v1 {}\n", "ab".repeat(32))).unwrap();
+    let o = Command::new(BIN)
+        .args(["ls", "/", "--secret-file", env.path("bad.key").to_str().unwrap()])
+        .env("XDG_CONFIG_HOME", env.path("config"))
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("authentication failed"));
+}
+
+#[test]
+fn killed_writer_leaves_nothing_visible() {
+    let env = Env::new();
+    let data = env.path("data");
+    let _server = spawn(&env, &["server", "--data", data.to_str().unwrap(), "--listen", "127.0.0.1:0"], "try:");
+    let mut child = Command::new(BIN)
+        .args(["put", "-", "/partial", "--chunk-size", "1MiB"])
+        .env("XDG_CONFIG_HOME", env.path("config"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(&pattern(5_000_000, 9)).unwrap();
+    // Chunks are on the nodes by now; the version is not committed.
+    wait(Duration::from_secs(20), || {
+        let s = env.json(&["cluster", "status", "--json"]);
+        s["nodes"][0]["chunks"].as_u64().unwrap() >= 2
+    });
+    child.kill().unwrap();
+    child.wait().unwrap();
+    drop(stdin);
+    env.fails(&["stat", "/partial"], "does not exist");
+}
