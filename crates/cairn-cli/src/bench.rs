@@ -52,13 +52,23 @@ struct Pattern {
 
 impl Pattern {
     fn new(block: Arc<Vec<u8>>, len: u64) -> Pattern {
-        Pattern { block, left: len, pos: 0 }
+        Pattern {
+            block,
+            left: len,
+            pos: 0,
+        }
     }
 }
 
 impl AsyncRead for Pattern {
-    fn poll_read(mut self: Pin<&mut Self>, _: &mut TaskContext<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
-        let n = (buf.remaining() as u64).min(self.left).min((self.block.len() - self.pos) as u64) as usize;
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        _: &mut TaskContext<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let n = (buf.remaining() as u64)
+            .min(self.left)
+            .min((self.block.len() - self.pos) as u64) as usize;
         let pos = self.pos;
         buf.put_slice(&self.block[pos..pos + n]);
         self.pos = (pos + n) % self.block.len();
@@ -124,13 +134,29 @@ fn machine_limits(dir: &Path, size: u64, block: &[u8]) -> Result<serde_json::Val
         std::hint::black_box(&mut dst);
     }
     let memcpy = mbps(16 * (64 << 20), t.elapsed());
-    Ok(json!({"disk_write_mib_s": round(write), "disk_read_mib_s": round(read), "memcpy_mib_s": round(memcpy)}))
+    Ok(
+        json!({"disk_write_mib_s": round(write), "disk_read_mib_s": round(read), "memcpy_mib_s": round(memcpy)}),
+    )
 }
 
-async fn large(c: &Client, name: &str, size: u64, rep: u8, block: &Arc<Vec<u8>>) -> Result<(f64, f64)> {
+async fn large(
+    c: &Client,
+    name: &str,
+    size: u64,
+    rep: u8,
+    block: &Arc<Vec<u8>>,
+) -> Result<(f64, f64)> {
     let p = CairnPath::parse(name)?;
     let t = Instant::now();
-    c.put(&p, Pattern::new(block.clone(), size), PutOptions { rep: Some(rep), ..Default::default() }).await?;
+    c.put(
+        &p,
+        Pattern::new(block.clone(), size),
+        PutOptions {
+            rep: Some(rep),
+            ..Default::default()
+        },
+    )
+    .await?;
     let w = mbps(size, t.elapsed());
     let t = Instant::now();
     let n = c.get(&p, &mut tokio::io::sink()).await?;
@@ -200,14 +226,28 @@ pub async fn run(a: BenchArgs) -> Result<()> {
         let creds = Credentials::Cluster(meta.secret.clone());
         let mut nodes = Vec::new();
         for i in 0..a.nodes {
-            let sc = cairn_storage::StorageConfig::new(tmp.join(format!("node-{i}")), vec![meta.addr.clone()]);
+            let sc = cairn_storage::StorageConfig::new(
+                tmp.join(format!("node-{i}")),
+                vec![meta.addr.clone()],
+            );
             nodes.push(cairn_storage::start(sc, creds.clone()).await?);
         }
         let client_creds = Credentials::Client(meta.secret.client_key());
         let c = Client::connect(ClientConfig::new(vec![meta.addr.clone()], client_creds)).await?;
         let deadline = Instant::now() + Duration::from_secs(30);
-        while c.cluster_status().await?.nodes.iter().filter(|n| n.state == cairn_proto::NodeState::Live).count() < a.nodes {
-            anyhow::ensure!(Instant::now() < deadline, "storage nodes did not register within 30 s");
+        while c
+            .cluster_status()
+            .await?
+            .nodes
+            .iter()
+            .filter(|n| n.state == cairn_proto::NodeState::Live)
+            .count()
+            < a.nodes
+        {
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "storage nodes did not register within 30 s"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         handles = Some((meta, nodes));
@@ -221,7 +261,9 @@ pub async fn run(a: BenchArgs) -> Result<()> {
     let disk_w = limits["disk_write_mib_s"].as_f64().unwrap();
     let disk_r = limits["disk_read_mib_s"].as_f64().unwrap();
     let live = client.cluster_status().await?.nodes.len();
-    let (w1, r1) = large(&client, "/bench-rep1.bin", size, 1, &block).await.context("rep=1 large file")?;
+    let (w1, r1) = large(&client, "/bench-rep1.bin", size, 1, &block)
+        .await
+        .context("rep=1 large file")?;
     let mut out = json!({
         "large_file_bytes": size,
         "machine": limits,
@@ -229,11 +271,15 @@ pub async fn run(a: BenchArgs) -> Result<()> {
                  "write_ratio_to_disk": round(w1 / disk_w), "read_ratio_to_disk": round(r1 / disk_r)},
     });
     if live >= 3 {
-        let (w3, r3) = large(&client, "/bench-rep3.bin", size, 3, &block).await.context("rep=3 large file")?;
+        let (w3, r3) = large(&client, "/bench-rep3.bin", size, 3, &block)
+            .await
+            .context("rep=3 large file")?;
         out["rep3"] = json!({"write_mib_s": round(w3), "read_mib_s": round(r3),
                              "write_ratio_to_disk_over_3": round(w3 / (disk_w / 3.0))});
     }
-    let (puts, gets) = small(&client, a.small_count, small_size, a.concurrency).await.context("small files")?;
+    let (puts, gets) = small(&client, a.small_count, small_size, a.concurrency)
+        .await
+        .context("small files")?;
     out["small_files"] = json!({"count": a.small_count, "size": small_size, "concurrency": a.concurrency,
                                 "puts_per_s": puts.round(), "gets_per_s": gets.round()});
     println!("{}", serde_json::to_string_pretty(&out)?);

@@ -39,7 +39,12 @@ fn time_str(ms: u64) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + (m <= 2) as i64;
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 fn inode_json(path: &str, i: &Inode) -> serde_json::Value {
@@ -57,7 +62,13 @@ fn inode_json(path: &str, i: &Inode) -> serde_json::Value {
     })
 }
 
-pub async fn put(t: &Target, local: &str, dst: &str, rep: Option<u8>, chunk_size: Option<String>) -> Result<()> {
+pub async fn put(
+    t: &Target,
+    local: &str,
+    dst: &str,
+    rep: Option<u8>,
+    chunk_size: Option<String>,
+) -> Result<()> {
     let c = connect(t).await?;
     let mut dst = path(dst)?;
     // Like cp: putting into an existing directory keeps the local name.
@@ -79,7 +90,9 @@ pub async fn put(t: &Target, local: &str, dst: &str, rep: Option<u8>, chunk_size
     let inode = if local == "-" {
         c.put(&dst, tokio::io::stdin(), opts).await?
     } else {
-        let f = tokio::fs::File::open(local).await.with_context(|| format!("cannot open {local}"))?;
+        let f = tokio::fs::File::open(local)
+            .await
+            .with_context(|| format!("cannot open {local}"))?;
         c.put(&dst, f, opts).await?
     };
     eprintln!("{dst}: {} bytes, version {}", inode.size, inode.version);
@@ -97,14 +110,18 @@ pub async fn get(t: &Target, src: &str, local: &str) -> Result<()> {
     let reader = c.open(&src).await?;
     // Write beside the target and rename, so a failed get leaves no partial file.
     let tmp = format!("{local}.cairn-part");
-    let mut f = tokio::fs::File::create(&tmp).await.with_context(|| format!("cannot create {tmp}"))?;
+    let mut f = tokio::fs::File::create(&tmp)
+        .await
+        .with_context(|| format!("cannot create {tmp}"))?;
     let r = reader.copy_to(&mut f).await;
     if let Err(e) = r {
         let _ = tokio::fs::remove_file(&tmp).await;
         return Err(e.into());
     }
     f.sync_all().await?;
-    tokio::fs::rename(&tmp, local).await.with_context(|| format!("cannot rename {tmp} to {local}"))?;
+    tokio::fs::rename(&tmp, local)
+        .await
+        .with_context(|| format!("cannot rename {tmp} to {local}"))?;
     Ok(())
 }
 
@@ -115,7 +132,10 @@ pub async fn ls(t: &Target, p: &str, long: bool, json_out: bool) -> Result<()> {
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     if inode.kind == InodeKind::File {
         let (parent, name) = p.split_last().expect("the root is a directory");
-        let entry = DirEntry { name: name.to_string(), inode };
+        let entry = DirEntry {
+            name: name.to_string(),
+            inode,
+        };
         return print_entries(&mut out, &[entry], &parent, long, json_out, true, true);
     }
     let mut after: Option<String> = None;
@@ -162,9 +182,17 @@ fn print_entries(
         return Ok(());
     }
     for e in entries {
-        let slash = if e.inode.kind == InodeKind::Directory { "/" } else { "" };
+        let slash = if e.inode.kind == InodeKind::Directory {
+            "/"
+        } else {
+            ""
+        };
         if long {
-            let t = if e.inode.kind == InodeKind::Directory { 'd' } else { '-' };
+            let t = if e.inode.kind == InodeKind::Directory {
+                'd'
+            } else {
+                '-'
+            };
             writeln!(
                 out,
                 "{t} {:>12} v{:<4} {} {}{slash}",
@@ -215,7 +243,9 @@ pub async fn mv(t: &Target, src: &str, dst: &str) -> Result<()> {
     let src = path(src)?;
     let mut dst = path(dst)?;
     if let (Ok(d), Some((_, name))) = (c.stat(&dst).await, src.split_last()) {
-        if d.kind == InodeKind::Directory && c.stat(&src).await.map(|s| s.kind) == Ok(InodeKind::File) {
+        if d.kind == InodeKind::Directory
+            && c.stat(&src).await.map(|s| s.kind) == Ok(InodeKind::File)
+        {
             dst = dst.join(name)?;
         }
     }
@@ -232,10 +262,22 @@ pub async fn locate(t: &Target, p: &str, json_out: bool) -> Result<()> {
         status
             .as_ref()
             .and_then(|s| s.nodes.iter().find(|n| n.id == id))
-            .map(|n| if n.state == NodeState::Live { "live" } else { "dead" })
+            .map(|n| {
+                if n.state == NodeState::Live {
+                    "live"
+                } else {
+                    "dead"
+                }
+            })
             .unwrap_or("unknown")
     };
-    let addr = |id| open.nodes.iter().find(|n| n.id == id).map(|n| n.addr.clone()).unwrap_or_default();
+    let addr = |id| {
+        open.nodes
+            .iter()
+            .find(|n| n.id == id)
+            .map(|n| n.addr.clone())
+            .unwrap_or_default()
+    };
     let mut offset = 0u64;
     let mut rows = Vec::new();
     for (i, e) in open.inode.extents.iter().enumerate() {
@@ -244,25 +286,47 @@ pub async fn locate(t: &Target, p: &str, json_out: bool) -> Result<()> {
             .iter()
             .map(|n| json!({"id": n.to_string(), "addr": addr(*n), "state": state(*n)}))
             .collect();
-        rows.push(json!({"index": i, "chunk": e.chunk.to_string(), "offset": offset, "size": e.len,
-                         "crc32c": format!("{:08x}", e.crc), "nodes": nodes}));
+        rows.push(
+            json!({"index": i, "chunk": e.chunk.to_string(), "offset": offset, "size": e.len,
+                         "crc32c": format!("{:08x}", e.crc), "nodes": nodes}),
+        );
         offset += e.len;
     }
     if json_out {
-        println!("{}", json!({"path": p.as_str(), "size": open.inode.size, "version": open.inode.version.0, "chunks": rows}));
+        println!(
+            "{}",
+            json!({"path": p.as_str(), "size": open.inode.size, "version": open.inode.version.0, "chunks": rows})
+        );
         return Ok(());
     }
-    println!("{p}: {} bytes, version {}, {} chunk(s)", open.inode.size, open.inode.version, rows.len());
+    println!(
+        "{p}: {} bytes, version {}, {} chunk(s)",
+        open.inode.size,
+        open.inode.version,
+        rows.len()
+    );
     for r in rows {
         let nodes: Vec<String> = r["nodes"]
             .as_array()
             .unwrap()
             .iter()
-            .map(|n| format!("{}@{} ({})", n["id"].as_str().unwrap(), n["addr"].as_str().unwrap(), n["state"].as_str().unwrap()))
+            .map(|n| {
+                format!(
+                    "{}@{} ({})",
+                    n["id"].as_str().unwrap(),
+                    n["addr"].as_str().unwrap(),
+                    n["state"].as_str().unwrap()
+                )
+            })
             .collect();
         println!(
             "  #{:<4} {}  offset {:>12}  size {:>10}  crc32c {}  on {}",
-            r["index"], r["chunk"].as_str().unwrap(), r["offset"], r["size"], r["crc32c"].as_str().unwrap(), nodes.join(", ")
+            r["index"],
+            r["chunk"].as_str().unwrap(),
+            r["offset"],
+            r["size"],
+            r["crc32c"].as_str().unwrap(),
+            nodes.join(", ")
         );
     }
     Ok(())
@@ -299,26 +363,53 @@ pub async fn cluster_status(t: &Target, json_out: bool) -> Result<()> {
         println!("{}", status_json(&s));
         return Ok(());
     }
-    let live = s.nodes.iter().filter(|n| n.state == NodeState::Live).count();
+    let live = s
+        .nodes
+        .iter()
+        .filter(|n| n.state == NodeState::Live)
+        .count();
     println!("nodes: {live} live of {}", s.nodes.len());
-    println!("  {:<16}  {:<21}  {:<8}  {:<5}  {:>8}  {:>10}  {:>10}", "id", "addr", "zone", "state", "chunks", "used", "free");
+    println!(
+        "  {:<16}  {:<21}  {:<8}  {:<5}  {:>8}  {:>10}  {:>10}",
+        "id", "addr", "zone", "state", "chunks", "used", "free"
+    );
     for n in &s.nodes {
-        let state = if n.state == NodeState::Live { "live" } else { "DEAD" };
+        let state = if n.state == NodeState::Live {
+            "live"
+        } else {
+            "DEAD"
+        };
         println!(
             "  {:<16}  {:<21}  {:<8}  {:<5}  {:>8}  {:>10}  {:>10}",
-            n.id.to_string(), n.addr, n.zone, state, n.stats.chunks, format_bytes(n.stats.used), format_bytes(n.stats.free)
+            n.id.to_string(),
+            n.addr,
+            n.zone,
+            state,
+            n.stats.chunks,
+            format_bytes(n.stats.used),
+            format_bytes(n.stats.free)
         );
     }
-    println!("chunks: {} ({} of file data)", s.chunks, format_bytes(s.logical_bytes));
+    println!(
+        "chunks: {} ({} of file data)",
+        s.chunks,
+        format_bytes(s.logical_bytes)
+    );
     println!("under-replicated chunks: {}", s.under_replicated_chunks);
     if s.unavailable_chunks > 0 {
-        println!("UNAVAILABLE chunks (no live copy): {}", s.unavailable_chunks);
+        println!(
+            "UNAVAILABLE chunks (no live copy): {}",
+            s.unavailable_chunks
+        );
     }
     for (c, n) in &s.corrupt_replicas {
         println!("corrupt replica: chunk {c} on node {n}");
     }
     if s.pending_garbage_chunks > 0 {
-        println!("garbage chunks waiting for deletion: {}", s.pending_garbage_chunks);
+        println!(
+            "garbage chunks waiting for deletion: {}",
+            s.pending_garbage_chunks
+        );
     }
     Ok(())
 }

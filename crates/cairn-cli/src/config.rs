@@ -29,7 +29,8 @@ fn read_conf(path: &Path) -> Vec<(String, String)> {
 }
 
 pub fn write_client_conf(meta: &str, secret_file: &Path) -> Result<PathBuf> {
-    let path = client_conf_path().context("no HOME or XDG_CONFIG_HOME to write the client config to")?;
+    let path =
+        client_conf_path().context("no HOME or XDG_CONFIG_HOME to write the client config to")?;
     std::fs::create_dir_all(path.parent().unwrap())?;
     let abs = std::fs::canonicalize(secret_file).unwrap_or_else(|_| secret_file.to_path_buf());
     let text = format!(
@@ -41,8 +42,13 @@ pub fn write_client_conf(meta: &str, secret_file: &Path) -> Result<PathBuf> {
 }
 
 /// Meta addresses and credentials for a client command.
-pub fn resolve(meta_flag: Option<String>, secret_flag: Option<PathBuf>) -> Result<(Vec<String>, Credentials)> {
-    let conf = client_conf_path().map(|p| read_conf(&p)).unwrap_or_default();
+pub fn resolve(
+    meta_flag: Option<String>,
+    secret_flag: Option<PathBuf>,
+) -> Result<(Vec<String>, Credentials)> {
+    let conf = client_conf_path()
+        .map(|p| read_conf(&p))
+        .unwrap_or_default();
     let from_conf = |k: &str| conf.iter().find(|(ck, _)| ck == k).map(|(_, v)| v.clone());
     let meta = meta_flag
         .or_else(|| std::env::var("CAIRN_META").ok())
@@ -51,13 +57,21 @@ pub fn resolve(meta_flag: Option<String>, secret_flag: Option<PathBuf>) -> Resul
     let secret = secret_flag
         .or_else(|| std::env::var_os("CAIRN_SECRET_FILE").map(PathBuf::from))
         .or_else(|| from_conf("secret_file").map(PathBuf::from))
-        .unwrap_or_else(|| Path::new(DEFAULT_DATA).join("meta").join(cairn_meta::server::CLIENT_KEY_FILE));
+        .unwrap_or_else(|| {
+            Path::new(DEFAULT_DATA)
+                .join("meta")
+                .join(cairn_meta::server::CLIENT_KEY_FILE)
+        });
     let creds = Credentials::load(&secret).map_err(|e| {
         anyhow::anyhow!(
             "{e}\nhint: pass --secret-file or set CAIRN_SECRET_FILE to the cluster's client.key \
              (a 'cairn server' writes it to DATA/meta/client.key)"
         )
     })?;
-    let addrs = meta.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
+    let addrs = meta
+        .split(',')
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect();
     Ok((addrs, creds))
 }

@@ -9,7 +9,11 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
 #[derive(Parser)]
-#[command(name = "cairn", version, about = "Cairn: a distributed file system for fleets of machines")]
+#[command(
+    name = "cairn",
+    version,
+    about = "Cairn: a distributed file system for fleets of machines"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -136,14 +140,20 @@ enum ClusterCmd {
 fn init_logging(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 fn main() {
     let cli = Cli::parse();
     let is_role = matches!(cli.cmd, Cmd::Server(_) | Cmd::Meta(_) | Cmd::Storage(_));
     init_logging(if is_role { "info" } else { "warn" });
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
     let result = rt.block_on(run(cli.cmd));
     if let Err(e) = result {
         eprintln!("cairn: error: {e:#}");
@@ -157,16 +167,41 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
         Cmd::Server(a) => roles::server(a).await,
         Cmd::Meta(a) => roles::meta(a).await,
         Cmd::Storage(a) => roles::storage(a).await,
-        Cmd::Put { local, path, rep, chunk_size, target } => c::put(&target, &local, &path, rep, chunk_size).await,
-        Cmd::Get { path, local, target } => c::get(&target, &path, &local).await,
+        Cmd::Put {
+            local,
+            path,
+            rep,
+            chunk_size,
+            target,
+        } => c::put(&target, &local, &path, rep, chunk_size).await,
+        Cmd::Get {
+            path,
+            local,
+            target,
+        } => c::get(&target, &path, &local).await,
         Cmd::Cat { path, target } => c::get(&target, &path, "-").await,
-        Cmd::Ls { path, long, json, target } => c::ls(&target, &path, long, json).await,
+        Cmd::Ls {
+            path,
+            long,
+            json,
+            target,
+        } => c::ls(&target, &path, long, json).await,
         Cmd::Stat { path, json, target } => c::stat(&target, &path, json).await,
-        Cmd::Mkdir { path, parents, target } => c::mkdir(&target, &path, parents).await,
-        Cmd::Rm { path, recursive, target } => c::rm(&target, &path, recursive).await,
+        Cmd::Mkdir {
+            path,
+            parents,
+            target,
+        } => c::mkdir(&target, &path, parents).await,
+        Cmd::Rm {
+            path,
+            recursive,
+            target,
+        } => c::rm(&target, &path, recursive).await,
         Cmd::Mv { src, dst, target } => c::mv(&target, &src, &dst).await,
         Cmd::Locate { path, json, target } => c::locate(&target, &path, json).await,
-        Cmd::Cluster { cmd: ClusterCmd::Status { json, target } } => c::cluster_status(&target, json).await,
+        Cmd::Cluster {
+            cmd: ClusterCmd::Status { json, target },
+        } => c::cluster_status(&target, json).await,
         Cmd::Bench(a) => bench::run(a).await,
     }
 }

@@ -95,7 +95,8 @@ fn meta_config(data: PathBuf, listen: String, rep: u8, o: &MetaOpts) -> Result<M
 }
 
 async fn shutdown_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("signal handler");
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("signal handler");
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
@@ -103,7 +104,9 @@ async fn shutdown_signal() {
 }
 
 fn existing_nodes(data: &Path) -> usize {
-    (0..).take_while(|i| data.join(format!("node-{i}")).join("node.id").exists()).count()
+    (0..)
+        .take_while(|i| data.join(format!("node-{i}")).join("node.id").exists())
+        .count()
 }
 
 pub async fn server(a: ServerArgs) -> Result<()> {
@@ -117,13 +120,22 @@ pub async fn server(a: ServerArgs) -> Result<()> {
     }
     let meta_dir = a.data.join("meta");
     let cfg = meta_config(meta_dir.clone(), a.listen.clone(), rep, &a.meta)?;
-    let meta = cairn_meta::server::start(cfg).await.context("starting meta")?;
+    let meta = cairn_meta::server::start(cfg)
+        .await
+        .context("starting meta")?;
     let creds = Credentials::Cluster(meta.secret.clone());
     let mut storage = Vec::new();
     for i in 0..nodes {
         let mut sc = StorageConfig::new(a.data.join(format!("node-{i}")), vec![meta.addr.clone()]);
-        sc.store = StoreOptions { reserve_free: parse_size(&a.reserve)?, ..StoreOptions::default() };
-        storage.push(cairn_storage::start(sc, creds.clone()).await.with_context(|| format!("starting node-{i}"))?);
+        sc.store = StoreOptions {
+            reserve_free: parse_size(&a.reserve)?,
+            ..StoreOptions::default()
+        };
+        storage.push(
+            cairn_storage::start(sc, creds.clone())
+                .await
+                .with_context(|| format!("starting node-{i}"))?,
+        );
     }
     let key = meta_dir.join(CLIENT_KEY_FILE);
     let endpoints = serde_json::json!({
@@ -132,7 +144,10 @@ pub async fn server(a: ServerArgs) -> Result<()> {
         "client_key": std::fs::canonicalize(&key).unwrap_or(key.clone()),
         "rep": rep,
     });
-    std::fs::write(a.data.join("endpoints.json"), serde_json::to_string_pretty(&endpoints)?)?;
+    std::fs::write(
+        a.data.join("endpoints.json"),
+        serde_json::to_string_pretty(&endpoints)?,
+    )?;
     println!("cairn server: data in {}", a.data.display());
     println!("  meta        {}", meta.addr);
     for (i, s) in storage.iter().enumerate() {
@@ -142,7 +157,10 @@ pub async fn server(a: ServerArgs) -> Result<()> {
     println!("  client key  {}", key.display());
     if !a.no_client_conf {
         match config::write_client_conf(&meta.addr, &key) {
-            Ok(p) => println!("  client conf {} (the CLI on this machine uses it)", p.display()),
+            Ok(p) => println!(
+                "  client conf {} (the CLI on this machine uses it)",
+                p.display()
+            ),
             Err(e) => println!("  client conf not written: {e}"),
         }
     }
@@ -161,10 +179,18 @@ pub async fn server(a: ServerArgs) -> Result<()> {
 
 pub async fn meta(a: MetaArgs) -> Result<()> {
     let cfg = meta_config(a.data.clone(), a.listen, a.rep, &a.meta)?;
-    let meta = cairn_meta::server::start(cfg).await.context("starting meta")?;
+    let meta = cairn_meta::server::start(cfg)
+        .await
+        .context("starting meta")?;
     println!("cairn meta: listening on {}", meta.addr);
-    println!("  cluster secret {} (give it to storage nodes)", a.data.join(SECRET_FILE).display());
-    println!("  client key     {} (give it to clients)", a.data.join(CLIENT_KEY_FILE).display());
+    println!(
+        "  cluster secret {} (give it to storage nodes)",
+        a.data.join(SECRET_FILE).display()
+    );
+    println!(
+        "  client key     {} (give it to clients)",
+        a.data.join(CLIENT_KEY_FILE).display()
+    );
     use std::io::Write;
     std::io::stdout().flush()?;
     shutdown_signal().await;
@@ -174,24 +200,36 @@ pub async fn meta(a: MetaArgs) -> Result<()> {
 
 /// The address other hosts should use for a node listening on `listen`.
 async fn advertise_addr(listen: &str, bound: std::net::SocketAddr, meta: &str) -> Result<String> {
-    let ip: std::net::IpAddr = listen.rsplit_once(':').map(|(h, _)| h).unwrap_or(listen).trim_matches(['[', ']']).parse().unwrap_or(bound.ip());
+    let ip: std::net::IpAddr = listen
+        .rsplit_once(':')
+        .map(|(h, _)| h)
+        .unwrap_or(listen)
+        .trim_matches(['[', ']'])
+        .parse()
+        .unwrap_or(bound.ip());
     if !ip.is_unspecified() {
         return Ok(bound.to_string());
     }
     let s = tokio::net::TcpStream::connect(meta)
         .await
-        .with_context(|| format!("reaching meta at {meta} to learn this host's address (or pass --advertise)"))?;
+        .with_context(|| {
+            format!("reaching meta at {meta} to learn this host's address (or pass --advertise)")
+        })?;
     Ok(std::net::SocketAddr::new(s.local_addr()?.ip(), bound.port()).to_string())
 }
 
 pub async fn storage(a: StorageArgs) -> Result<()> {
     let creds = Credentials::load(&a.secret_file)?;
     if creds.cluster().is_none() {
-        bail!("{} is a client key; a storage node needs the cluster secret (meta's {SECRET_FILE})", a.secret_file.display());
+        bail!(
+            "{} is a client key; a storage node needs the cluster secret (meta's {SECRET_FILE})",
+            a.secret_file.display()
+        );
     }
     let meta: Vec<String> = a.meta.split(',').map(|s| s.trim().to_string()).collect();
     // Bind first so that port 0 works, then advertise what was bound.
-    let probe = std::net::TcpListener::bind(&a.listen).with_context(|| format!("cannot listen on {}", a.listen))?;
+    let probe = std::net::TcpListener::bind(&a.listen)
+        .with_context(|| format!("cannot listen on {}", a.listen))?;
     let bound = probe.local_addr()?;
     drop(probe);
     let mut sc = StorageConfig::new(a.data.clone(), meta.clone());
@@ -201,9 +239,19 @@ pub async fn storage(a: StorageArgs) -> Result<()> {
         None => advertise_addr(&a.listen, bound, &meta[0]).await?,
     });
     sc.zone = a.zone;
-    sc.store = StoreOptions { reserve_free: parse_size(&a.reserve)?, ..StoreOptions::default() };
-    let node = cairn_storage::start(sc, creds).await.context("starting storage node")?;
-    println!("cairn storage: node {} listening on {} (data in {})", node.id, node.addr, a.data.display());
+    sc.store = StoreOptions {
+        reserve_free: parse_size(&a.reserve)?,
+        ..StoreOptions::default()
+    };
+    let node = cairn_storage::start(sc, creds)
+        .await
+        .context("starting storage node")?;
+    println!(
+        "cairn storage: node {} listening on {} (data in {})",
+        node.id,
+        node.addr,
+        a.data.display()
+    );
     use std::io::Write;
     std::io::stdout().flush()?;
     shutdown_signal().await;

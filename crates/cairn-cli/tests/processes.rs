@@ -70,6 +70,7 @@ fn spawn(env: &Env, args: &[&str], ready: &str) -> Proc {
             }
             Err(_) => {
                 let _ = child.kill();
+                let _ = child.wait();
                 panic!("cairn {args:?} did not print {ready:?}; it printed {banner:?}");
             }
         }
@@ -84,7 +85,11 @@ struct Env {
 
 impl Env {
     fn new() -> Env {
-        Env { dir: tempfile::tempdir().unwrap(), meta: String::new(), secret: PathBuf::new() }
+        Env {
+            dir: tempfile::tempdir().unwrap(),
+            meta: String::new(),
+            secret: PathBuf::new(),
+        }
     }
 
     fn path(&self, p: &str) -> PathBuf {
@@ -98,11 +103,16 @@ impl Env {
 
     fn cli_stdin(&self, args: &[&str], input: Option<&[u8]>) -> Output {
         let mut cmd = Command::new(BIN);
-        cmd.args(args).env("XDG_CONFIG_HOME", self.path("config")).env("RUST_LOG", "error");
+        cmd.args(args)
+            .env("XDG_CONFIG_HOME", self.path("config"))
+            .env("RUST_LOG", "error");
         if !self.meta.is_empty() {
-            cmd.env("CAIRN_META", &self.meta).env("CAIRN_SECRET_FILE", &self.secret);
+            cmd.env("CAIRN_META", &self.meta)
+                .env("CAIRN_SECRET_FILE", &self.secret);
         }
-        cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         let mut child = cmd.spawn().unwrap();
         let mut stdin = child.stdin.take().unwrap();
         if let Some(data) = input {
@@ -114,7 +124,11 @@ impl Env {
 
     fn ok(&self, args: &[&str]) -> Vec<u8> {
         let o = self.cli(args);
-        assert!(o.status.success(), "cairn {args:?} failed: {}", String::from_utf8_lossy(&o.stderr));
+        assert!(
+            o.status.success(),
+            "cairn {args:?} failed: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
         o.stdout
     }
 
@@ -122,7 +136,10 @@ impl Env {
         let o = self.cli(args);
         let err = String::from_utf8_lossy(&o.stderr);
         assert!(!o.status.success(), "cairn {args:?} should fail");
-        assert!(err.contains(expect), "cairn {args:?}: stderr {err:?} lacks {expect:?}");
+        assert!(
+            err.contains(expect),
+            "cairn {args:?}: stderr {err:?} lacks {expect:?}"
+        );
     }
 
     fn json(&self, args: &[&str]) -> serde_json::Value {
@@ -133,7 +150,17 @@ impl Env {
         let data = self.path("meta");
         spawn(
             self,
-            &["meta", "--data", data.to_str().unwrap(), "--listen", listen, "--dead-after", "2s", "--gc-delay", "1s"],
+            &[
+                "meta",
+                "--data",
+                data.to_str().unwrap(),
+                "--listen",
+                listen,
+                "--dead-after",
+                "2s",
+                "--gc-delay",
+                "1s",
+            ],
             "listening on",
         )
     }
@@ -162,7 +189,13 @@ impl Env {
     fn wait_live(&self, n: usize) {
         wait(Duration::from_secs(30), || {
             let s = self.json(&["cluster", "status", "--json"]);
-            s["nodes"].as_array().unwrap().iter().filter(|n| n["state"] == "live").count() == n
+            s["nodes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|n| n["state"] == "live")
+                .count()
+                == n
         });
     }
 }
@@ -188,7 +221,10 @@ fn pattern(len: usize, seed: u64) -> Vec<u8> {
 }
 
 fn addr_after(banner: &[String], marker: &str) -> String {
-    let line = banner.iter().find(|l| l.contains(marker)).expect("banner line");
+    let line = banner
+        .iter()
+        .find(|l| l.contains(marker))
+        .expect("banner line");
     line.split_whitespace()
         .find(|w| w.contains(':') && w.chars().next().unwrap().is_ascii_digit())
         .expect("an address")
@@ -206,7 +242,13 @@ fn separate_processes_survive_sigkill_of_any_of_them() {
 
     let big = pattern(5_000_000, 1);
     std::fs::write(env.path("big"), &big).unwrap();
-    env.ok(&["put", env.path("big").to_str().unwrap(), "/big", "--chunk-size", "1MiB"]);
+    env.ok(&[
+        "put",
+        env.path("big").to_str().unwrap(),
+        "/big",
+        "--chunk-size",
+        "1MiB",
+    ]);
     let locate = env.json(&["locate", "/big", "--json"]);
     assert_eq!(locate["chunks"].as_array().unwrap().len(), 5);
     for c in locate["chunks"].as_array().unwrap() {
@@ -214,22 +256,37 @@ fn separate_processes_survive_sigkill_of_any_of_them() {
     }
     // Many small acknowledged writes, then SIGKILL of everything.
     for i in 0..20 {
-        env.cli_stdin(&["put", "-", &format!("/small-{i}")], Some(&pattern(5000, i)));
+        env.cli_stdin(
+            &["put", "-", &format!("/small-{i}")],
+            Some(&pattern(5000, i)),
+        );
     }
     nodes[0].take().unwrap().sigkill();
     let got = env.path("got");
     env.ok(&["get", "/big", got.to_str().unwrap()]);
-    assert!(std::fs::read(&got).unwrap() == big, "read with one node SIGKILLed");
+    assert!(
+        std::fs::read(&got).unwrap() == big,
+        "read with one node SIGKILLed"
+    );
 
     // A write that cannot get three live nodes fails clearly and leaves nothing.
     wait(Duration::from_secs(20), || {
         let s = env.json(&["cluster", "status", "--json"]);
-        s["nodes"].as_array().unwrap().iter().filter(|n| n["state"] == "dead").count() == 1
+        s["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|n| n["state"] == "dead")
+            .count()
+            == 1
     });
     let o = env.cli_stdin(&["put", "-", "/nope"], Some(b"data"));
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("2 of 3 storage node(s) live") && err.contains("rep=3"), "{err}");
+    assert!(
+        err.contains("2 of 3 storage node(s) live") && err.contains("rep=3"),
+        "{err}"
+    );
     env.fails(&["stat", "/nope"], "does not exist");
     let s = env.json(&["cluster", "status", "--json"]);
     assert!(s["under_replicated_chunks"].as_u64().unwrap() >= 25, "{s}");
@@ -243,9 +300,16 @@ fn separate_processes_survive_sigkill_of_any_of_them() {
     let _nodes: Vec<Proc> = (0..3).map(|i| env.start_storage(i)).collect();
     env.wait_live(3);
     env.ok(&["get", "/big", got.to_str().unwrap()]);
-    assert!(std::fs::read(&got).unwrap() == big, "read after SIGKILL of every process");
+    assert!(
+        std::fs::read(&got).unwrap() == big,
+        "read after SIGKILL of every process"
+    );
     for i in 0..20 {
-        assert_eq!(env.ok(&["cat", &format!("/small-{i}")]), pattern(5000, i), "small-{i}");
+        assert_eq!(
+            env.ok(&["cat", &format!("/small-{i}")]),
+            pattern(5000, i),
+            "small-{i}"
+        );
     }
     let s = env.json(&["cluster", "status", "--json"]);
     assert_eq!(s["under_replicated_chunks"], 0, "{s}");
@@ -256,9 +320,21 @@ fn separate_processes_survive_sigkill_of_any_of_them() {
 fn one_command_server_with_local_config_restarts_with_its_data() {
     let env = Env::new();
     let data = env.path("data");
-    let args = ["server", "--data", data.to_str().unwrap(), "--nodes", "3", "--listen", "127.0.0.1:0"];
+    let args = [
+        "server",
+        "--data",
+        data.to_str().unwrap(),
+        "--nodes",
+        "3",
+        "--listen",
+        "127.0.0.1:0",
+    ];
     let server = spawn(&env, &args, "try:");
-    assert!(server.banner.iter().any(|l| l.contains("rep=3")), "{:?}", server.banner);
+    assert!(
+        server.banner.iter().any(|l| l.contains("rep=3")),
+        "{:?}",
+        server.banner
+    );
     // No --meta, no secret: the CLI finds the server through the config it wrote.
     env.cli_stdin(&["put", "-", "/hello.txt"], Some(b"hello cairn\n"));
     assert_eq!(env.ok(&["cat", "/hello.txt"]), b"hello cairn\n");
@@ -272,15 +348,43 @@ fn one_command_server_with_local_config_restarts_with_its_data() {
     let status = server.child.wait().unwrap();
     assert!(status.success(), "server exited with {status}");
     drop(server);
-    let server = spawn(&env, &["server", "--data", data.to_str().unwrap(), "--listen", "127.0.0.1:0"], "try:");
-    assert!(server.banner.iter().filter(|l| l.contains("storage")).count() >= 3, "node count remembered");
+    let server = spawn(
+        &env,
+        &[
+            "server",
+            "--data",
+            data.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        "try:",
+    );
+    assert!(
+        server
+            .banner
+            .iter()
+            .filter(|l| l.contains("storage"))
+            .count()
+            >= 3,
+        "node count remembered"
+    );
     assert_eq!(env.ok(&["cat", "/hello.txt"]), b"hello cairn\n");
     env.cli_stdin(&["put", "-", "/hello.txt"], Some(b"v2"));
     assert_eq!(env.json(&["stat", "/hello.txt", "--json"])["version"], 2);
 
     // SIGKILL, restart: the acknowledged overwrite is there.
     server.sigkill();
-    let _server = spawn(&env, &["server", "--data", data.to_str().unwrap(), "--listen", "127.0.0.1:0"], "try:");
+    let _server = spawn(
+        &env,
+        &[
+            "server",
+            "--data",
+            data.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        "try:",
+    );
     assert_eq!(env.ok(&["cat", "/hello.txt"]), b"v2");
 }
 
@@ -288,7 +392,17 @@ fn one_command_server_with_local_config_restarts_with_its_data() {
 fn cli_commands_and_their_errors() {
     let env = Env::new();
     let data = env.path("data");
-    let _server = spawn(&env, &["server", "--data", data.to_str().unwrap(), "--listen", "127.0.0.1:0"], "try:");
+    let _server = spawn(
+        &env,
+        &[
+            "server",
+            "--data",
+            data.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        "try:",
+    );
 
     env.ok(&["mkdir", "-p", "/a/b/c"]);
     env.ok(&["mkdir", "-p", "/a/b/c"]);
@@ -301,7 +415,11 @@ fn cli_commands_and_their_errors() {
     let ls = String::from_utf8(env.ok(&["ls", "/a/b"])).unwrap();
     assert_eq!(ls, "c/\nlocal.bin\n");
     let ls = String::from_utf8(env.ok(&["ls", "-l", "/a/b"])).unwrap();
-    assert!(ls.lines().any(|l| l.starts_with('-') && l.contains("100000") && l.ends_with("local.bin")), "{ls}");
+    assert!(
+        ls.lines()
+            .any(|l| l.starts_with('-') && l.contains("100000") && l.ends_with("local.bin")),
+        "{ls}"
+    );
     let json = env.json(&["ls", "--json", "/a/b"]);
     assert_eq!(json.as_array().unwrap().len(), 2);
     assert_eq!(json[1]["path"], "/a/b/local.bin");
@@ -310,12 +428,21 @@ fn cli_commands_and_their_errors() {
     env.fails(&["stat", "/a/../b"], "'..' is not allowed");
     env.fails(&["mkdir", &format!("/{}", "n".repeat(256))], "limit is 255");
     env.fails(&["put", f.to_str().unwrap(), "/a//b"], "empty name");
-    env.fails(&["put", f.to_str().unwrap(), "/a/b/local.bin/x"], "not a directory");
-    env.fails(&["get", "/missing", env.path("out").to_str().unwrap()], "does not exist");
+    env.fails(
+        &["put", f.to_str().unwrap(), "/a/b/local.bin/x"],
+        "not a directory",
+    );
+    env.fails(
+        &["get", "/missing", env.path("out").to_str().unwrap()],
+        "does not exist",
+    );
     assert!(!env.path("out").exists() && !env.path("out.cairn-part").exists());
     env.fails(&["cat", "/a"], "is a directory");
     env.fails(&["rm", "/a"], "not empty");
-    env.fails(&["put", env.path("no-such-local").to_str().unwrap(), "/z"], "cannot open");
+    env.fails(
+        &["put", env.path("no-such-local").to_str().unwrap(), "/z"],
+        "cannot open",
+    );
 
     // mv is atomic and replaces; rm -r removes a tree.
     env.cli_stdin(&["put", "-", "/a/other"], Some(b"other"));
@@ -328,9 +455,18 @@ fn cli_commands_and_their_errors() {
     assert_eq!(status["nodes"][0]["state"], "live");
 
     // Wrong credentials: a clear refusal.
-    std::fs::write(env.path("bad.key"), format!("cairn-client-key-v1 {}\n", "ab".repeat(32))).unwrap();
+    std::fs::write(
+        env.path("bad.key"),
+        format!("cairn-client-key-v1 {}\n", "ab".repeat(32)),
+    )
+    .unwrap();
     let o = Command::new(BIN)
-        .args(["ls", "/", "--secret-file", env.path("bad.key").to_str().unwrap()])
+        .args([
+            "ls",
+            "/",
+            "--secret-file",
+            env.path("bad.key").to_str().unwrap(),
+        ])
         .env("XDG_CONFIG_HOME", env.path("config"))
         .output()
         .unwrap();
@@ -342,7 +478,17 @@ fn cli_commands_and_their_errors() {
 fn killed_writer_leaves_nothing_visible() {
     let env = Env::new();
     let data = env.path("data");
-    let _server = spawn(&env, &["server", "--data", data.to_str().unwrap(), "--listen", "127.0.0.1:0"], "try:");
+    let _server = spawn(
+        &env,
+        &[
+            "server",
+            "--data",
+            data.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        "try:",
+    );
     let mut child = Command::new(BIN)
         .args(["put", "-", "/partial", "--chunk-size", "1MiB"])
         .env("XDG_CONFIG_HOME", env.path("config"))

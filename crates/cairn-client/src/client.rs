@@ -1,5 +1,6 @@
 use cairn_proto::{
-    ClusterConfig, ClusterStatus, Credentials, MetaClient, MetaRequest, MetaResponse, OpenFile, Pool,
+    ClusterConfig, ClusterStatus, Credentials, MetaClient, MetaRequest, MetaResponse, OpenFile,
+    Pool,
 };
 use cairn_types::{CairnPath, DirEntry, Error, Inode, Result, Version};
 use std::sync::Arc;
@@ -17,7 +18,12 @@ pub struct ClientConfig {
 
 impl ClientConfig {
     pub fn new(meta: Vec<String>, creds: Credentials) -> ClientConfig {
-        ClientConfig { meta, creds, write_window: 3, read_ahead: 2 }
+        ClientConfig {
+            meta,
+            creds,
+            write_window: 3,
+            read_ahead: 2,
+        }
     }
 }
 
@@ -92,29 +98,59 @@ impl Client {
     }
 
     /// One page of a directory listing, in name order, after `start_after`.
-    pub async fn list_page(&self, path: &CairnPath, start_after: Option<String>, limit: u32) -> Result<Vec<DirEntry>> {
-        match self.meta(MetaRequest::List { path: path.clone(), start_after, limit }).await? {
+    pub async fn list_page(
+        &self,
+        path: &CairnPath,
+        start_after: Option<String>,
+        limit: u32,
+    ) -> Result<Vec<DirEntry>> {
+        match self
+            .meta(MetaRequest::List {
+                path: path.clone(),
+                start_after,
+                limit,
+            })
+            .await?
+        {
             MetaResponse::Entries(e) => Ok(e),
             other => Err(unexpected(other)),
         }
     }
 
     pub async fn mkdir(&self, path: &CairnPath, parents: bool) -> Result<Inode> {
-        match self.meta(MetaRequest::Mkdir { path: path.clone(), parents }).await? {
+        match self
+            .meta(MetaRequest::Mkdir {
+                path: path.clone(),
+                parents,
+            })
+            .await?
+        {
             MetaResponse::Inode(i) => Ok(i),
             other => Err(unexpected(other)),
         }
     }
 
     pub async fn remove(&self, path: &CairnPath, recursive: bool) -> Result<()> {
-        match self.meta(MetaRequest::Remove { path: path.clone(), recursive }).await? {
+        match self
+            .meta(MetaRequest::Remove {
+                path: path.clone(),
+                recursive,
+            })
+            .await?
+        {
             MetaResponse::Ok => Ok(()),
             other => Err(unexpected(other)),
         }
     }
 
     pub async fn rename(&self, src: &CairnPath, dst: &CairnPath) -> Result<()> {
-        match self.meta(MetaRequest::Rename { src: src.clone(), dst: dst.clone() }).await? {
+        match self
+            .meta(MetaRequest::Rename {
+                src: src.clone(),
+                dst: dst.clone(),
+            })
+            .await?
+        {
             MetaResponse::Ok => Ok(()),
             other => Err(unexpected(other)),
         }

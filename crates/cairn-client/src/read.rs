@@ -1,6 +1,8 @@
 use crate::client::Client;
 use cairn_proto::{Capability, GetChunkResult, MetaRequest, OpenFile, StorageRequest};
-use cairn_types::{BlockCrcs, CairnPath, Error, ErrorKind, Extent, Inode, NodeId, Result, BLOCK_SIZE};
+use cairn_types::{
+    BlockCrcs, CairnPath, Error, ErrorKind, Extent, Inode, NodeId, Result, BLOCK_SIZE,
+};
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
@@ -29,7 +31,12 @@ impl Client {
             pos += e.len;
         }
         let addrs = open.nodes.iter().map(|n| (n.id, n.addr.clone())).collect();
-        Ok(FileReader { client: self.clone(), open, starts, addrs })
+        Ok(FileReader {
+            client: self.clone(),
+            open,
+            starts,
+            addrs,
+        })
     }
 
     /// Read the whole file into `w`, with chunks fetched ahead in parallel.
@@ -90,11 +97,17 @@ impl FileReader {
                     next += 1;
                 }
                 let Some(h) = inflight.pop_front() else { break };
-                let data = h.await.map_err(|e| Error::internal(format!("read task failed: {e}")))??;
-                w.write_all(&data).await.map_err(|e| Error::from(e).context("writing the output"))?;
+                let data = h
+                    .await
+                    .map_err(|e| Error::internal(format!("read task failed: {e}")))??;
+                w.write_all(&data)
+                    .await
+                    .map_err(|e| Error::from(e).context("writing the output"))?;
                 written += data.len() as u64;
             }
-            w.flush().await.map_err(|e| Error::from(e).context("writing the output"))?;
+            w.flush()
+                .await
+                .map_err(|e| Error::from(e).context("writing the output"))?;
             Ok(())
         }
         .await;
@@ -110,7 +123,10 @@ impl FileReader {
         let ext = &self.open.inode.extents[idx];
         let cap = &self.open.caps[idx];
         let start = off - off % BLOCK_SIZE as u64;
-        let end = (off + len).div_ceil(BLOCK_SIZE as u64).saturating_mul(BLOCK_SIZE as u64).min(ext.len);
+        let end = (off + len)
+            .div_ceil(BLOCK_SIZE as u64)
+            .saturating_mul(BLOCK_SIZE as u64)
+            .min(ext.len);
         let mut failures = Vec::new();
         for node in &ext.nodes {
             let Some(addr) = self.addrs.get(node) else {
@@ -125,7 +141,11 @@ impl FileReader {
                 Err(e) => {
                     warn!(chunk = %ext.chunk, %node, %addr, "replica read failed, trying the next: {e}");
                     if e.kind == ErrorKind::Corrupt {
-                        let report = MetaRequest::ReportCorrupt { chunk: ext.chunk, node: *node, detail: e.message.clone() };
+                        let report = MetaRequest::ReportCorrupt {
+                            chunk: ext.chunk,
+                            node: *node,
+                            detail: e.message.clone(),
+                        };
                         let _ = self.client.meta(report).await;
                     }
                     failures.push(format!("{addr}: {e}"));
@@ -139,9 +159,21 @@ impl FileReader {
         )))
     }
 
-    async fn fetch_from(&self, addr: &str, ext: &Extent, cap: &Capability, off: u64, len: u64) -> Result<Vec<u8>> {
+    async fn fetch_from(
+        &self,
+        addr: &str,
+        ext: &Extent,
+        cap: &Capability,
+        off: u64,
+        len: u64,
+    ) -> Result<Vec<u8>> {
         let pool = &self.client.inner.storage;
-        let req = StorageRequest::GetChunk { chunk: ext.chunk, offset: off, len, cap: cap.clone() };
+        let req = StorageRequest::GetChunk {
+            chunk: ext.chunk,
+            offset: off,
+            len,
+            cap: cap.clone(),
+        };
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -150,7 +182,10 @@ impl FileReader {
                 p.conn.send(&req).await?;
                 let header = p.conn.recv::<GetChunkResult>().await??;
                 if header.len != len {
-                    return Err(Error::invalid(format!("{addr} offered {} bytes, asked {len}", header.len)));
+                    return Err(Error::invalid(format!(
+                        "{addr} offered {} bytes, asked {len}",
+                        header.len
+                    )));
                 }
                 let mut data = Vec::with_capacity(len as usize);
                 let mut frame = Vec::new();
@@ -160,7 +195,10 @@ impl FileReader {
                 }
                 let crcs = BlockCrcs(header.crcs);
                 if off == 0 && len == ext.len && crcs.summary() != ext.crc {
-                    return Err(Error::corrupt(format!("chunk {} checksums differ from meta's record", ext.chunk)));
+                    return Err(Error::corrupt(format!(
+                        "chunk {} checksums differ from meta's record",
+                        ext.chunk
+                    )));
                 }
                 if let Err(block) = crcs.verify(0, &data) {
                     return Err(Error::corrupt(format!(
@@ -172,7 +210,11 @@ impl FileReader {
                 Ok(data)
             })
             .await
-            .unwrap_or_else(|_| Err(Error::timeout(format!("{addr} took over {FETCH_TIMEOUT:?}"))));
+            .unwrap_or_else(|_| {
+                Err(Error::timeout(format!(
+                    "{addr} took over {FETCH_TIMEOUT:?}"
+                )))
+            });
             match r {
                 Ok(data) => {
                     pool.put(addr, p.conn);

@@ -1,7 +1,9 @@
 use crate::client::{unexpected, Client, PutOptions};
 use bytes::Bytes;
 use cairn_proto::{ChunkAlloc, MetaRequest, MetaResponse, PutOutcome, StorageRequest, DATA_FRAME};
-use cairn_types::{BlockCrcs, CairnPath, Error, ErrorKind, Extent, Inode, NodeId, Result, BLOCK_SIZE};
+use cairn_types::{
+    BlockCrcs, CairnPath, Error, ErrorKind, Extent, Inode, NodeId, Result, BLOCK_SIZE,
+};
 use std::collections::VecDeque;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt};
@@ -17,7 +19,12 @@ impl Client {
     /// Write `src` to `path` as a new version. Reads at most one chunk ahead
     /// of the chunks in flight, so memory is bounded by
     /// `(write_window + 1) * chunk_size` whatever the file size.
-    pub async fn put<R: AsyncRead + Unpin>(&self, path: &CairnPath, mut src: R, opts: PutOptions) -> Result<Inode> {
+    pub async fn put<R: AsyncRead + Unpin>(
+        &self,
+        path: &CairnPath,
+        mut src: R,
+        opts: PutOptions,
+    ) -> Result<Inode> {
         let chunk_size = opts.chunk_size.unwrap_or(self.inner.config.chunk_size);
         if !(BLOCK_SIZE as u64..=MAX_CHUNK).contains(&chunk_size) {
             return Err(Error::invalid(format!(
@@ -44,7 +51,9 @@ impl Client {
                 let me = self.clone();
                 let p = path.clone();
                 let rep = opts.rep;
-                inflight.push_back(tokio::spawn(async move { me.write_chunk(&p, Bytes::from(buf), rep).await }));
+                inflight.push_back(tokio::spawn(async move {
+                    me.write_chunk(&p, Bytes::from(buf), rep).await
+                }));
                 if last {
                     break;
                 }
@@ -61,11 +70,23 @@ impl Client {
             }
             return Err(e);
         }
-        self.commit(path, extents, opts.expected, opts.mode.unwrap_or(0o644), chunk_size).await
+        self.commit(
+            path,
+            extents,
+            opts.expected,
+            opts.mode.unwrap_or(0o644),
+            chunk_size,
+        )
+        .await
     }
 
     /// Write a whole buffer as `path`.
-    pub async fn put_bytes(&self, path: &CairnPath, data: &[u8], opts: PutOptions) -> Result<Inode> {
+    pub async fn put_bytes(
+        &self,
+        path: &CairnPath,
+        data: &[u8],
+        opts: PutOptions,
+    ) -> Result<Inode> {
         self.put(path, data, opts).await
     }
 
@@ -78,7 +99,13 @@ impl Client {
         mode: u32,
         chunk_size: u64,
     ) -> Result<Inode> {
-        let req = MetaRequest::CommitFile { path: path.clone(), extents, expected, mode, chunk_size };
+        let req = MetaRequest::CommitFile {
+            path: path.clone(),
+            extents,
+            expected,
+            mode,
+            chunk_size,
+        };
         match self.meta(req).await? {
             MetaResponse::Inode(i) => Ok(i),
             other => Err(unexpected(other)),
@@ -88,17 +115,28 @@ impl Client {
     /// Store one chunk on `rep` nodes. A node that fails is excluded and
     /// the chunk placed again, so one dead node never fails a write while
     /// enough others are live.
-    pub async fn write_chunk(&self, path: &CairnPath, data: Bytes, rep: Option<u8>) -> Result<Extent> {
+    pub async fn write_chunk(
+        &self,
+        path: &CairnPath,
+        data: Bytes,
+        rep: Option<u8>,
+    ) -> Result<Extent> {
         let crcs = BlockCrcs::compute(&data);
         let mut exclude: Vec<NodeId> = Vec::new();
         let mut failures: Vec<String> = Vec::new();
         for _ in 0..PLACE_ATTEMPTS {
-            let req = MetaRequest::AllocChunk { path: path.clone(), rep, exclude: exclude.clone() };
+            let req = MetaRequest::AllocChunk {
+                path: path.clone(),
+                rep,
+                exclude: exclude.clone(),
+            };
             let alloc = match self.meta(req).await {
                 Ok(MetaResponse::Alloc(a)) => a,
                 Ok(other) => return Err(unexpected(other)),
                 Err(e) if failures.is_empty() => return Err(e),
-                Err(e) => return Err(e.context(format!("after failures ({})", failures.join("; ")))),
+                Err(e) => {
+                    return Err(e.context(format!("after failures ({})", failures.join("; "))))
+                }
             };
             match self.send_chain(&alloc, &data, &crcs).await {
                 Ok(()) => {
@@ -128,9 +166,18 @@ impl Client {
 
     /// Stream one chunk to the head of the chain and wait for the chain's
     /// verdict. On failure, names the node to blame.
-    async fn send_chain(&self, alloc: &ChunkAlloc, data: &Bytes, crcs: &BlockCrcs) -> Result<(), (NodeId, String, Error)> {
+    async fn send_chain(
+        &self,
+        alloc: &ChunkAlloc,
+        data: &Bytes,
+        crcs: &BlockCrcs,
+    ) -> Result<(), (NodeId, String, Error)> {
         let head = alloc.nodes.first().ok_or_else(|| {
-            (NodeId(0), String::new(), Error::internal("meta returned an empty placement"))
+            (
+                NodeId(0),
+                String::new(),
+                Error::internal("meta returned an empty placement"),
+            )
         })?;
         let blame_head = |e: Error| (head.id, head.addr.clone(), e);
         let req = StorageRequest::PutChunk {
@@ -161,9 +208,14 @@ impl Client {
                 return Err(blame_head(e));
             }
             let outcome: Result<Result<PutOutcome, Error>> =
-                tokio::time::timeout(CHAIN_TIMEOUT, p.conn.recv()).await.unwrap_or_else(|_| {
-                    Err(Error::timeout(format!("{} did not acknowledge in {CHAIN_TIMEOUT:?}", head.addr)))
-                });
+                tokio::time::timeout(CHAIN_TIMEOUT, p.conn.recv())
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(Error::timeout(format!(
+                            "{} did not acknowledge in {CHAIN_TIMEOUT:?}",
+                            head.addr
+                        )))
+                    });
             return match outcome {
                 Ok(Ok(PutOutcome::Stored)) => {
                     pool.put(&head.addr, p.conn);
@@ -172,7 +224,12 @@ impl Client {
                 Ok(Ok(PutOutcome::Failed { node, addr, error })) => {
                     pool.put(&head.addr, p.conn);
                     let addr = if addr.is_empty() {
-                        alloc.nodes.iter().find(|n| n.id == node).map(|n| n.addr.clone()).unwrap_or_default()
+                        alloc
+                            .nodes
+                            .iter()
+                            .find(|n| n.id == node)
+                            .map(|n| n.addr.clone())
+                            .unwrap_or_default()
                     } else {
                         addr
                     };
@@ -188,5 +245,6 @@ impl Client {
 }
 
 async fn join<T>(h: tokio::task::JoinHandle<Result<T>>) -> Result<T> {
-    h.await.map_err(|e| Error::internal(format!("chunk task failed: {e}")))?
+    h.await
+        .map_err(|e| Error::internal(format!("chunk task failed: {e}")))?
 }

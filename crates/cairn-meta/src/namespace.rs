@@ -611,7 +611,10 @@ impl Namespace {
         }
         let due = now_ms();
         let txn = extents.iter().fold(Txn::new(), |txn, e| {
-            let g = GarbageChunk { chunk: e.chunk, nodes: e.nodes.clone() };
+            let g = GarbageChunk {
+                chunk: e.chunk,
+                nodes: e.nodes.clone(),
+            };
             txn.put(garbage_key(due, e.chunk), encode(&g))
         });
         self.store.commit(txn).await.map(|_| ())
@@ -727,8 +730,8 @@ fn new_dir(id: InodeId, now: u64) -> Inode {
 mod tests {
     use super::*;
     use crate::store_redb::RedbStore;
-    use std::collections::BTreeMap;
     use cairn_types::NodeId;
+    use std::collections::BTreeMap;
 
     fn p(s: &str) -> CairnPath {
         CairnPath::parse(s).unwrap()

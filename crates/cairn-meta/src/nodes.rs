@@ -47,14 +47,21 @@ impl NodeTracker {
         let mut nodes = BTreeMap::new();
         let end = crate::store::prefix_end(NODE_PREFIX);
         for kv in store.scan(NODE_PREFIX, &end, usize::MAX).await? {
-            let id = NodeId(u64::from_be_bytes(kv.key[NODE_PREFIX.len()..].try_into().map_err(|_| {
-                Error::corrupt("malformed node key in the metadata store")
-            })?));
+            let id = NodeId(u64::from_be_bytes(
+                kv.key[NODE_PREFIX.len()..]
+                    .try_into()
+                    .map_err(|_| Error::corrupt("malformed node key in the metadata store"))?,
+            ));
             let rec: NodeRecord = postcard::from_bytes(&kv.value)
                 .map_err(|e| Error::corrupt(format!("node record {id}: {e}")))?;
             nodes.insert(
                 id,
-                NodeEntry { addr: rec.addr, zone: rec.zone, stats: NodeStats::default(), last_heartbeat_ms: 0 },
+                NodeEntry {
+                    addr: rec.addr,
+                    zone: rec.zone,
+                    stats: NodeStats::default(),
+                    last_heartbeat_ms: 0,
+                },
             );
         }
         Ok(NodeTracker {
@@ -65,21 +72,39 @@ impl NodeTracker {
         })
     }
 
-    pub async fn register(&self, id: NodeId, addr: String, zone: String, stats: NodeStats) -> Result<()> {
-        let rec = NodeRecord { addr: addr.clone(), zone: zone.clone() };
+    pub async fn register(
+        &self,
+        id: NodeId,
+        addr: String,
+        zone: String,
+        stats: NodeStats,
+    ) -> Result<()> {
+        let rec = NodeRecord {
+            addr: addr.clone(),
+            zone: zone.clone(),
+        };
         let value = postcard::to_stdvec(&rec).map_err(|e| Error::internal(e.to_string()))?;
-        self.store.commit(Txn::new().put(node_key(id), value)).await?;
-        self.nodes
-            .lock()
-            .unwrap()
-            .insert(id, NodeEntry { addr, zone, stats: NodeStats::default(), last_heartbeat_ms: 0 });
+        self.store
+            .commit(Txn::new().put(node_key(id), value))
+            .await?;
+        self.nodes.lock().unwrap().insert(
+            id,
+            NodeEntry {
+                addr,
+                zone,
+                stats: NodeStats::default(),
+                last_heartbeat_ms: 0,
+            },
+        );
         self.heartbeat(id, stats)
     }
 
     /// NotFound for a node this meta does not know: it must register again.
     pub fn heartbeat(&self, id: NodeId, stats: NodeStats) -> Result<()> {
         let mut nodes = self.nodes.lock().unwrap();
-        let e = nodes.get_mut(&id).ok_or_else(|| Error::not_found(format!("node {id} is not registered")))?;
+        let e = nodes
+            .get_mut(&id)
+            .ok_or_else(|| Error::not_found(format!("node {id} is not registered")))?;
         // A replica the node no longer reports corrupt (deleted, rewritten) is clean again.
         let reported: BTreeSet<ChunkId> = stats.corrupt_chunks.iter().copied().collect();
         {
@@ -110,16 +135,24 @@ impl NodeTracker {
     }
 
     fn live(&self, e: &NodeEntry, now: u64) -> bool {
-        e.last_heartbeat_ms > 0 && now.saturating_sub(e.last_heartbeat_ms) <= self.dead_after.as_millis() as u64
+        e.last_heartbeat_ms > 0
+            && now.saturating_sub(e.last_heartbeat_ms) <= self.dead_after.as_millis() as u64
     }
 
     pub fn is_live(&self, id: NodeId) -> bool {
         let now = now_ms();
-        self.nodes.lock().unwrap().get(&id).is_some_and(|e| self.live(e, now))
+        self.nodes
+            .lock()
+            .unwrap()
+            .get(&id)
+            .is_some_and(|e| self.live(e, now))
     }
 
     pub fn addr(&self, id: NodeId) -> Option<NodeAddr> {
-        self.nodes.lock().unwrap().get(&id).map(|e| NodeAddr { id, addr: e.addr.clone() })
+        self.nodes.lock().unwrap().get(&id).map(|e| NodeAddr {
+            id,
+            addr: e.addr.clone(),
+        })
     }
 
     pub fn known(&self) -> usize {
@@ -128,7 +161,12 @@ impl NodeTracker {
 
     pub fn live_count(&self) -> usize {
         let now = now_ms();
-        self.nodes.lock().unwrap().values().filter(|e| self.live(e, now)).count()
+        self.nodes
+            .lock()
+            .unwrap()
+            .values()
+            .filter(|e| self.live(e, now))
+            .count()
     }
 
     pub fn status(&self) -> Vec<NodeStatus> {
@@ -141,7 +179,11 @@ impl NodeTracker {
                 id: *id,
                 addr: e.addr.clone(),
                 zone: e.zone.clone(),
-                state: if self.live(e, now) { NodeState::Live } else { NodeState::Dead },
+                state: if self.live(e, now) {
+                    NodeState::Live
+                } else {
+                    NodeState::Dead
+                },
                 last_heartbeat_ms: e.last_heartbeat_ms,
                 stats: e.stats.clone(),
             })
@@ -154,7 +196,8 @@ impl NodeTracker {
     pub fn place(&self, rep: usize, len: u64, exclude: &[NodeId]) -> Result<Vec<NodeAddr>> {
         let now = now_ms();
         let nodes = self.nodes.lock().unwrap();
-        let live: Vec<(&NodeId, &NodeEntry)> = nodes.iter().filter(|(_, e)| self.live(e, now)).collect();
+        let live: Vec<(&NodeId, &NodeEntry)> =
+            nodes.iter().filter(|(_, e)| self.live(e, now)).collect();
         let mut candidates: Vec<(NodeId, String, u64)> = live
             .iter()
             .filter(|(id, e)| !exclude.contains(id) && e.stats.free > len)
@@ -176,18 +219,30 @@ impl NodeTracker {
             msg.push_str(&format!(
                 "; {rep} needed for rep={rep}. Start more nodes with 'cairn storage' or write with a lower rep"
             ));
-            return Err(if full > 0 && live.len() >= rep { Error::no_space(msg) } else { Error::unavailable(msg) });
+            return Err(if full > 0 && live.len() >= rep {
+                Error::no_space(msg)
+            } else {
+                Error::unavailable(msg)
+            });
         }
         // Weighted sampling without replacement (Efraimidis-Spirakis keys).
         let mut keyed: Vec<(f64, NodeId, String)> = candidates
             .drain(..)
             .map(|(id, addr, free)| {
                 let w = (free.max(1) as f64).sqrt();
-                (fastrand::f64().max(f64::MIN_POSITIVE).powf(1.0 / w), id, addr)
+                (
+                    fastrand::f64().max(f64::MIN_POSITIVE).powf(1.0 / w),
+                    id,
+                    addr,
+                )
             })
             .collect();
         keyed.sort_by(|a, b| b.0.total_cmp(&a.0));
-        Ok(keyed.into_iter().take(rep).map(|(_, id, addr)| NodeAddr { id, addr }).collect())
+        Ok(keyed
+            .into_iter()
+            .take(rep)
+            .map(|(_, id, addr)| NodeAddr { id, addr })
+            .collect())
     }
 }
 
@@ -199,11 +254,25 @@ mod tests {
     #[tokio::test]
     async fn placement_is_distinct_and_live() {
         let dir = tempfile::tempdir().unwrap();
-        let store: Arc<dyn MetaStore> = Arc::new(RedbStore::open(&dir.path().join("m.redb")).unwrap());
-        let t = NodeTracker::load(store.clone(), Duration::from_secs(10)).await.unwrap();
-        let stats = NodeStats { free: 1 << 30, total: 1 << 31, ..Default::default() };
+        let store: Arc<dyn MetaStore> =
+            Arc::new(RedbStore::open(&dir.path().join("m.redb")).unwrap());
+        let t = NodeTracker::load(store.clone(), Duration::from_secs(10))
+            .await
+            .unwrap();
+        let stats = NodeStats {
+            free: 1 << 30,
+            total: 1 << 31,
+            ..Default::default()
+        };
         for i in 1..=4 {
-            t.register(NodeId(i), format!("127.0.0.1:{i}"), "z".into(), stats.clone()).await.unwrap();
+            t.register(
+                NodeId(i),
+                format!("127.0.0.1:{i}"),
+                "z".into(),
+                stats.clone(),
+            )
+            .await
+            .unwrap();
         }
         for _ in 0..200 {
             let p = t.place(3, 100, &[NodeId(2)]).unwrap();
@@ -215,7 +284,9 @@ mod tests {
         assert!(e.message.contains("4 of 4 storage node(s) live"), "{e}");
         assert!(t.place(1, 2 << 30, &[]).is_err());
         // Registrations survive a restart of meta, liveness does not.
-        let t2 = NodeTracker::load(store, Duration::from_secs(10)).await.unwrap();
+        let t2 = NodeTracker::load(store, Duration::from_secs(10))
+            .await
+            .unwrap();
         assert_eq!(t2.known(), 4);
         assert_eq!(t2.live_count(), 0);
         assert!(t2.heartbeat(NodeId(9), stats).is_err());

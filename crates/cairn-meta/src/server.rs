@@ -6,8 +6,9 @@ use crate::nodes::NodeTracker;
 use crate::store::MetaStore;
 use crate::store_redb::RedbStore;
 use cairn_proto::{
-    handshake, Capability, ChunkAlloc, ClusterConfig, ClusterSecret, ClusterStatus, Conn, Credentials,
-    Listener, MetaRequest, MetaResponse, MetaResult, OpenFile, Pool, Role, StorageRequest,
+    handshake, Capability, ChunkAlloc, ClusterConfig, ClusterSecret, ClusterStatus, Conn,
+    Credentials, Listener, MetaRequest, MetaResponse, MetaResult, OpenFile, Pool, Role,
+    StorageRequest,
 };
 use cairn_types::{ChunkId, Error, ErrorKind, Extent, InodeKind, NodeId, Result};
 use std::collections::{BTreeMap, HashSet};
@@ -54,7 +55,8 @@ pub const CLIENT_KEY_FILE: &str = "client.key";
 /// Load the cluster secret, or make one on first start (and the client key
 /// derived from it, for the CLI on this machine).
 pub fn load_or_create_secret(dir: &Path) -> Result<ClusterSecret> {
-    std::fs::create_dir_all(dir).map_err(|e| Error::from(e).context(format!("creating {}", dir.display())))?;
+    std::fs::create_dir_all(dir)
+        .map_err(|e| Error::from(e).context(format!("creating {}", dir.display())))?;
     let path = dir.join(SECRET_FILE);
     let creds = if path.exists() {
         Credentials::load(&path)?
@@ -63,10 +65,12 @@ pub fn load_or_create_secret(dir: &Path) -> Result<ClusterSecret> {
         c.save(&path)?;
         c
     };
-    let secret = creds
-        .cluster()
-        .cloned()
-        .ok_or_else(|| Error::invalid(format!("{} holds a client key, not a cluster secret", path.display())))?;
+    let secret = creds.cluster().cloned().ok_or_else(|| {
+        Error::invalid(format!(
+            "{} holds a client key, not a cluster secret",
+            path.display()
+        ))
+    })?;
     let client = dir.join(CLIENT_KEY_FILE);
     if !client.exists() {
         Credentials::Client(secret.client_key()).save(&client)?;
@@ -113,7 +117,8 @@ pub async fn start(cfg: MetaConfig) -> Result<MetaHandle> {
     let secret = load_or_create_secret(&cfg.data_dir)?;
     let db = cfg.data_dir.join("meta.redb");
     let store: Arc<dyn MetaStore> = Arc::new(
-        RedbStore::open(&db).map_err(|e| e.context(format!("opening metadata store {}", db.display())))?,
+        RedbStore::open(&db)
+            .map_err(|e| e.context(format!("opening metadata store {}", db.display())))?,
     );
     let ns = Namespace::open(store.clone(), cfg.gc_delay).await?;
     let nodes = NodeTracker::load(store, cfg.dead_after).await?;
@@ -135,7 +140,13 @@ pub async fn start(cfg: MetaConfig) -> Result<MetaHandle> {
         tokio::spawn(gc_worker(meta.clone(), cfg.gc_interval, stop_rx)),
     ];
     info!(%addr, data = %cfg.data_dir.display(), "meta serving");
-    Ok(MetaHandle { addr, secret, meta, stop, tasks })
+    Ok(MetaHandle {
+        addr,
+        secret,
+        meta,
+        stop,
+        tasks,
+    })
 }
 
 async fn accept_loop(meta: Arc<Meta>, listener: Listener, mut stop: watch::Receiver<bool>) {
@@ -188,17 +199,31 @@ async fn serve_conn(meta: Arc<Meta>, mut conn: Conn, mut stop: watch::Receiver<b
 
 impl Meta {
     pub async fn handle(&self, role: Role, req: MetaRequest) -> MetaResult {
-        let node_only = matches!(req, MetaRequest::Register { .. } | MetaRequest::Heartbeat { .. });
+        let node_only = matches!(
+            req,
+            MetaRequest::Register { .. } | MetaRequest::Heartbeat { .. }
+        );
         if node_only && role != Role::Node {
-            return Err(Error::denied("only storage nodes may register or heartbeat"));
+            return Err(Error::denied(
+                "only storage nodes may register or heartbeat",
+            ));
         }
         match req {
-            MetaRequest::Register { node, addr, zone, stats } => {
+            MetaRequest::Register {
+                node,
+                addr,
+                zone,
+                stats,
+            } => {
                 info!(%node, %addr, %zone, "storage node registered");
                 self.nodes.register(node, addr, zone, stats).await?;
                 Ok(MetaResponse::Registered)
             }
-            MetaRequest::Heartbeat { node, stats, deleted: _ } => {
+            MetaRequest::Heartbeat {
+                node,
+                stats,
+                deleted: _,
+            } => {
                 self.nodes.heartbeat(node, stats)?;
                 Ok(MetaResponse::HeartbeatAck { delete: Vec::new() })
             }
@@ -208,11 +233,19 @@ impl Meta {
             })),
             MetaRequest::Stat { path } => Ok(MetaResponse::Inode(self.ns.lookup(&path).await?)),
             MetaRequest::Open { path } => self.open(&path).await.map(MetaResponse::Open),
-            MetaRequest::List { path, start_after, limit } => {
+            MetaRequest::List {
+                path,
+                start_after,
+                limit,
+            } => {
                 let limit = (limit as usize).clamp(1, 10_000);
-                Ok(MetaResponse::Entries(self.ns.list(&path, start_after.as_deref(), limit).await?))
+                Ok(MetaResponse::Entries(
+                    self.ns.list(&path, start_after.as_deref(), limit).await?,
+                ))
             }
-            MetaRequest::Mkdir { path, parents } => Ok(MetaResponse::Inode(self.ns.mkdir(&path, parents).await?)),
+            MetaRequest::Mkdir { path, parents } => {
+                Ok(MetaResponse::Inode(self.ns.mkdir(&path, parents).await?))
+            }
             MetaRequest::Remove { path, recursive } => {
                 self.ns.remove(&path, recursive).await?;
                 Ok(MetaResponse::Ok)
@@ -221,8 +254,14 @@ impl Meta {
                 self.ns.rename(&src, &dst).await?;
                 Ok(MetaResponse::Ok)
             }
-            MetaRequest::AllocChunk { path: _, rep, exclude } => {
-                let rep = rep.unwrap_or_else(|| self.default_rep.load(Ordering::Relaxed)).max(1) as usize;
+            MetaRequest::AllocChunk {
+                path: _,
+                rep,
+                exclude,
+            } => {
+                let rep = rep
+                    .unwrap_or_else(|| self.default_rep.load(Ordering::Relaxed))
+                    .max(1) as usize;
                 let nodes = self.nodes.place(rep, self.chunk_size, &exclude)?;
                 let mut id = [0u8; 16];
                 getrandom::getrandom(&mut id).expect("OS random source");
@@ -230,16 +269,32 @@ impl Meta {
                 let cap = Capability::sign(&self.secret, chunk, true);
                 Ok(MetaResponse::Alloc(ChunkAlloc { chunk, nodes, cap }))
             }
-            MetaRequest::CommitFile { path, extents, expected, mode, chunk_size } => {
+            MetaRequest::CommitFile {
+                path,
+                extents,
+                expected,
+                mode,
+                chunk_size,
+            } => {
                 for e in &extents {
                     if e.nodes.is_empty() {
-                        return Err(Error::invalid(format!("extent of chunk {} names no node", e.chunk)));
+                        return Err(Error::invalid(format!(
+                            "extent of chunk {} names no node",
+                            e.chunk
+                        )));
                     }
                     if let Some(n) = e.nodes.iter().find(|n| self.nodes.addr(**n).is_none()) {
-                        return Err(Error::invalid(format!("chunk {} names unknown node {n}", e.chunk)));
+                        return Err(Error::invalid(format!(
+                            "chunk {} names unknown node {n}",
+                            e.chunk
+                        )));
                     }
                 }
-                match self.ns.commit_file(&path, extents.clone(), expected, mode, chunk_size).await {
+                match self
+                    .ns
+                    .commit_file(&path, extents.clone(), expected, mode, chunk_size)
+                    .await
+                {
                     Ok(inode) => Ok(MetaResponse::Inode(inode)),
                     Err(e) => {
                         // The chunks were written for this commit only.
@@ -251,7 +306,11 @@ impl Meta {
                 }
             }
             MetaRequest::ClusterStatus => Ok(MetaResponse::Status(self.status().await?)),
-            MetaRequest::ReportCorrupt { chunk, node, detail } => {
+            MetaRequest::ReportCorrupt {
+                chunk,
+                node,
+                detail,
+            } => {
                 warn!(%chunk, %node, "client reported a corrupt replica: {detail}");
                 self.nodes.report_corrupt(chunk, node);
                 Ok(MetaResponse::Ok)
@@ -268,11 +327,15 @@ impl Meta {
         let mut caps = Vec::with_capacity(inode.extents.len());
         for e in &mut inode.extents {
             // Healthy, live replicas first; the client tries them in order.
-            e.nodes.sort_by_key(|n| (self.nodes.is_corrupt(e.chunk, *n), !self.nodes.is_live(*n)));
+            e.nodes
+                .sort_by_key(|n| (self.nodes.is_corrupt(e.chunk, *n), !self.nodes.is_live(*n)));
             ids.extend(e.nodes.iter().copied());
             caps.push(Capability::sign(&self.secret, e.chunk, false));
         }
-        let nodes = ids.into_iter().filter_map(|id| self.nodes.addr(id)).collect();
+        let nodes = ids
+            .into_iter()
+            .filter_map(|id| self.nodes.addr(id))
+            .collect();
         Ok(OpenFile { inode, nodes, caps })
     }
 
@@ -290,7 +353,11 @@ impl Meta {
             .for_each_chunk(|e: &Extent| {
                 chunks += 1;
                 bytes += e.len;
-                let good = e.nodes.iter().filter(|n| live.contains(n) && !nodes.is_corrupt(e.chunk, **n)).count();
+                let good = e
+                    .nodes
+                    .iter()
+                    .filter(|n| live.contains(n) && !nodes.is_corrupt(e.chunk, **n))
+                    .count();
                 if good < e.nodes.len() {
                     under += 1;
                 }
@@ -316,7 +383,8 @@ impl Meta {
     async fn collect_garbage(&self) -> Result<()> {
         while self.ns.purge_trash(1000).await? > 0 {}
         let due = self.ns.take_due_garbage(1000).await?;
-        self.pending_garbage.store(due.len() as u64, Ordering::Relaxed);
+        self.pending_garbage
+            .store(due.len() as u64, Ordering::Relaxed);
         if due.is_empty() {
             return Ok(());
         }
@@ -328,15 +396,22 @@ impl Meta {
         }
         let mut failed: HashSet<NodeId> = HashSet::new();
         for (node, chunks) in by_node {
-            let Some(addr) = self.nodes.addr(node) else { continue }; // node forgotten: nothing to delete
+            let Some(addr) = self.nodes.addr(node) else {
+                continue;
+            }; // node forgotten: nothing to delete
             if !self.nodes.is_live(node) {
                 failed.insert(node);
                 continue;
             }
             let r: Result<()> = async {
                 let mut p = self.peers.get(&addr.addr).await?;
-                let answer: Result<(), Error> =
-                    p.conn.call(&StorageRequest::DeleteChunks { chunks }, Duration::from_secs(30)).await?;
+                let answer: Result<(), Error> = p
+                    .conn
+                    .call(
+                        &StorageRequest::DeleteChunks { chunks },
+                        Duration::from_secs(30),
+                    )
+                    .await?;
                 answer?;
                 self.peers.put(&addr.addr, p.conn);
                 Ok(())

@@ -99,8 +99,9 @@ impl Credentials {
     }
 
     pub fn load(path: &Path) -> Result<Credentials> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| Error::from(e).context(format!("reading secret file {}", path.display())))?;
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            Error::from(e).context(format!("reading secret file {}", path.display()))
+        })?;
         Credentials::decode(&text).map_err(|e| e.context(path.display()))
     }
 
@@ -109,8 +110,12 @@ impl Credentials {
         use std::io::Write;
         use std::os::unix::fs::OpenOptionsExt;
         let tmp = path.with_extension("tmp");
-        let mut f =
-            std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
         f.write_all(self.encode().as_bytes())?;
         f.sync_all()?;
         std::fs::rename(&tmp, path)?;
@@ -124,7 +129,9 @@ impl Credentials {
     /// Check a peer's proof for the role it claims. Only a cluster secret can
     /// check both roles; clients never verify peers.
     pub(crate) fn check(&self, role: Role, challenge: &[u8; 16], proof: &[u8; 32]) -> bool {
-        let Credentials::Cluster(s) = self else { return false };
+        let Credentials::Cluster(s) = self else {
+            return false;
+        };
         let key = match role {
             Role::Node => s.node_key(),
             Role::Client => s.client_key(),
@@ -163,7 +170,12 @@ impl Capability {
     pub fn sign(secret: &ClusterSecret, chunk: ChunkId, write: bool) -> Capability {
         let expires_ms = now_ms() + CAP_TTL_MS;
         let mac = Self::digest(&secret.cap_key(), chunk, write, expires_ms);
-        Capability { chunk, write, expires_ms, mac }
+        Capability {
+            chunk,
+            write,
+            expires_ms,
+            mac,
+        }
     }
 
     /// A write capability also allows reads of the same chunk.
@@ -173,7 +185,9 @@ impl Capability {
             return Err(Error::denied("chunk capability has a bad signature"));
         }
         if self.chunk != chunk || (write && !self.write) {
-            return Err(Error::denied(format!("capability does not cover this access to chunk {chunk}")));
+            return Err(Error::denied(format!(
+                "capability does not cover this access to chunk {chunk}"
+            )));
         }
         if self.expires_ms < now_ms() {
             return Err(Error::denied("chunk capability expired; ask meta again"));

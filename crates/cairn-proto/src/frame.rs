@@ -56,10 +56,16 @@ impl Conn {
     /// buffer fills.
     pub async fn write_frame(&mut self, body: &[u8]) -> Result<()> {
         if body.len() > MAX_FRAME {
-            return Err(Error::invalid(format!("frame of {} bytes exceeds {MAX_FRAME}", body.len())));
+            return Err(Error::invalid(format!(
+                "frame of {} bytes exceeds {MAX_FRAME}",
+                body.len()
+            )));
         }
         let peer = self.peer;
-        self.wr.write_u32(body.len() as u32).await.map_err(|e| closed(e, &peer))?;
+        self.wr
+            .write_u32(body.len() as u32)
+            .await
+            .map_err(|e| closed(e, &peer))?;
         self.wr.write_all(body).await.map_err(|e| closed(e, &peer))
     }
 
@@ -73,11 +79,16 @@ impl Conn {
         let peer = self.peer;
         let len = self.rd.read_u32().await.map_err(|e| closed(e, &peer))? as usize;
         if len > max.min(MAX_FRAME) {
-            return Err(Error::invalid(format!("peer {peer} sent a frame of {len} bytes (limit {max})")));
+            return Err(Error::invalid(format!(
+                "peer {peer} sent a frame of {len} bytes (limit {max})"
+            )));
         }
         buf.clear();
         buf.resize(len, 0);
-        self.rd.read_exact(buf).await.map_err(|e| closed(e, &peer))?;
+        self.rd
+            .read_exact(buf)
+            .await
+            .map_err(|e| closed(e, &peer))?;
         Ok(())
     }
 
@@ -119,7 +130,11 @@ impl Conn {
     }
 
     /// Send a request and wait for its response, all within `timeout`.
-    pub async fn call<Q: Serialize, A: DeserializeOwned>(&mut self, req: &Q, timeout: Duration) -> Result<A> {
+    pub async fn call<Q: Serialize, A: DeserializeOwned>(
+        &mut self,
+        req: &Q,
+        timeout: Duration,
+    ) -> Result<A> {
         let peer = self.peer;
         tokio::time::timeout(timeout, async {
             self.send(req).await?;
@@ -141,7 +156,11 @@ pub async fn connect(addr: &str, creds: &Credentials, timeout: Duration) -> Resu
         let challenge: [u8; 16] = challenge
             .try_into()
             .map_err(|_| Error::invalid(format!("{addr} is not a Cairn server (bad handshake)")))?;
-        conn.send(&Hello { role: creds.role(), proof: creds.prove(&challenge) }).await?;
+        conn.send(&Hello {
+            role: creds.role(),
+            proof: creds.prove(&challenge),
+        })
+        .await?;
         let verdict: Result<(), Error> = conn.recv().await?;
         verdict.map_err(|e| e.context(addr))?;
         Ok(conn)
@@ -166,7 +185,9 @@ impl Listener {
     }
 
     pub fn local_addr(&self) -> SocketAddr {
-        self.inner.local_addr().expect("bound socket has an address")
+        self.inner
+            .local_addr()
+            .expect("bound socket has an address")
     }
 
     /// Accept the next TCP connection. The handshake is done by
@@ -230,7 +251,9 @@ mod tests {
         let secret = ClusterSecret::generate();
         let (addr, h) = server(Credentials::Cluster(secret.clone())).await;
         let client = Credentials::Client(secret.client_key());
-        let mut c = connect(&addr, &client, Duration::from_secs(5)).await.unwrap();
+        let mut c = connect(&addr, &client, Duration::from_secs(5))
+            .await
+            .unwrap();
         c.write_frame(b"ping").await.unwrap();
         c.flush().await.unwrap();
         let pong: String = c.recv().await.unwrap();
@@ -242,7 +265,10 @@ mod tests {
     async fn wrong_key_is_refused() {
         let (addr, h) = server(Credentials::Cluster(ClusterSecret::generate())).await;
         let stranger = Credentials::Client(ClusterSecret::generate().client_key());
-        let e = connect(&addr, &stranger, Duration::from_secs(5)).await.err().unwrap();
+        let e = connect(&addr, &stranger, Duration::from_secs(5))
+            .await
+            .err()
+            .unwrap();
         assert_eq!(e.kind, cairn_types::ErrorKind::PermissionDenied);
         assert!(h.await.unwrap().is_err());
     }
@@ -251,7 +277,9 @@ mod tests {
     async fn oversized_and_garbage_frames_are_refused() {
         let secret = ClusterSecret::generate();
         let (addr, h) = server(Credentials::Cluster(secret.clone())).await;
-        let mut c = connect(&addr, &Credentials::Cluster(secret), Duration::from_secs(5)).await.unwrap();
+        let mut c = connect(&addr, &Credentials::Cluster(secret), Duration::from_secs(5))
+            .await
+            .unwrap();
         c.write_frame(&vec![0u8; 2048]).await.unwrap();
         c.flush().await.unwrap();
         let e = h.await.unwrap().unwrap_err();

@@ -28,25 +28,65 @@ pub struct NodeAddr {
 /// Requests to meta. Storage-node requests need the node role.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum MetaRequest {
-    Register { node: NodeId, addr: String, zone: String, stats: NodeStats },
-    Heartbeat { node: NodeId, stats: NodeStats, deleted: Vec<ChunkId> },
+    Register {
+        node: NodeId,
+        addr: String,
+        zone: String,
+        stats: NodeStats,
+    },
+    Heartbeat {
+        node: NodeId,
+        stats: NodeStats,
+        deleted: Vec<ChunkId>,
+    },
     /// Cluster-wide defaults a client needs before writing.
     Config,
-    Stat { path: CairnPath },
+    Stat {
+        path: CairnPath,
+    },
     /// Everything needed to read a file: its inode, where its chunks are, and
     /// read capabilities.
-    Open { path: CairnPath },
-    List { path: CairnPath, start_after: Option<String>, limit: u32 },
-    Mkdir { path: CairnPath, parents: bool },
-    Remove { path: CairnPath, recursive: bool },
-    Rename { src: CairnPath, dst: CairnPath },
+    Open {
+        path: CairnPath,
+    },
+    List {
+        path: CairnPath,
+        start_after: Option<String>,
+        limit: u32,
+    },
+    Mkdir {
+        path: CairnPath,
+        parents: bool,
+    },
+    Remove {
+        path: CairnPath,
+        recursive: bool,
+    },
+    Rename {
+        src: CairnPath,
+        dst: CairnPath,
+    },
     /// A new chunk id, `rep` distinct live nodes to write it to, and a write
     /// capability. `exclude` lists nodes that just failed this client.
-    AllocChunk { path: CairnPath, rep: Option<u8>, exclude: Vec<NodeId> },
-    CommitFile { path: CairnPath, extents: Vec<Extent>, expected: Option<Version>, mode: u32, chunk_size: u64 },
+    AllocChunk {
+        path: CairnPath,
+        rep: Option<u8>,
+        exclude: Vec<NodeId>,
+    },
+    CommitFile {
+        path: CairnPath,
+        extents: Vec<Extent>,
+        expected: Option<Version>,
+        mode: u32,
+        chunk_size: u64,
+    },
     ClusterStatus,
     /// A client found a corrupt replica while reading.
-    ReportCorrupt { chunk: ChunkId, node: NodeId, detail: String },
+    ReportCorrupt {
+        chunk: ChunkId,
+        node: NodeId,
+        detail: String,
+    },
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -122,12 +162,25 @@ pub enum StorageRequest {
     /// Followed by `len` bytes in data frames. The node writes them, forwards
     /// them to `chain[0]` (which gets `chain[1..]`), and answers once its own
     /// copy is durable and the rest of the chain has answered.
-    PutChunk { chunk: ChunkId, len: u64, crcs: BlockCrcs, cap: Capability, chain: Vec<NodeAddr> },
+    PutChunk {
+        chunk: ChunkId,
+        len: u64,
+        crcs: BlockCrcs,
+        cap: Capability,
+        chain: Vec<NodeAddr>,
+    },
     /// Answered by [`GetChunkHeader`] then the bytes in data frames.
     /// `offset` must be a multiple of [`cairn_types::BLOCK_SIZE`].
-    GetChunk { chunk: ChunkId, offset: u64, len: u64, cap: Capability },
+    GetChunk {
+        chunk: ChunkId,
+        offset: u64,
+        len: u64,
+        cap: Capability,
+    },
     /// Node role only (meta's garbage collector, peers).
-    DeleteChunks { chunks: Vec<ChunkId> },
+    DeleteChunks {
+        chunks: Vec<ChunkId>,
+    },
     Ping,
 }
 
@@ -136,7 +189,11 @@ pub enum StorageRequest {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum PutOutcome {
     Stored,
-    Failed { node: NodeId, addr: String, error: Error },
+    Failed {
+        node: NodeId,
+        addr: String,
+        error: Error,
+    },
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

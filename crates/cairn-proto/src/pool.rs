@@ -22,7 +22,11 @@ pub struct Pooled {
 
 impl Pool {
     pub fn new(creds: Credentials) -> Pool {
-        Pool { creds, idle: Mutex::new(HashMap::new()), connect_timeout: Duration::from_secs(5) }
+        Pool {
+            creds,
+            idle: Mutex::new(HashMap::new()),
+            connect_timeout: Duration::from_secs(5),
+        }
     }
 
     pub fn credentials(&self) -> &Credentials {
@@ -30,12 +34,20 @@ impl Pool {
     }
 
     pub async fn get(&self, addr: &str) -> Result<Pooled> {
-        let idle = self.idle.lock().unwrap().get_mut(addr).and_then(|v| v.pop());
+        let idle = self
+            .idle
+            .lock()
+            .unwrap()
+            .get_mut(addr)
+            .and_then(|v| v.pop());
         if let Some(conn) = idle {
             return Ok(Pooled { conn, reused: true });
         }
         let conn = connect(addr, &self.creds, self.connect_timeout).await?;
-        Ok(Pooled { conn, reused: false })
+        Ok(Pooled {
+            conn,
+            reused: false,
+        })
     }
 
     /// Give back a connection whose last exchange completed cleanly.
@@ -63,7 +75,11 @@ pub struct MetaClient {
 
 impl MetaClient {
     pub fn new(addrs: Vec<String>, creds: Credentials) -> MetaClient {
-        MetaClient { addrs, pool: Pool::new(creds), timeout: Duration::from_secs(60) }
+        MetaClient {
+            addrs,
+            pool: Pool::new(creds),
+            timeout: Duration::from_secs(60),
+        }
     }
 
     pub fn addrs(&self) -> &[String] {

@@ -4,7 +4,8 @@
 use crate::chunk_store::{ChunkStore, StoreOptions};
 use cairn_proto::{
     handshake, Capability, Conn, Credentials, GetChunkHeader, GetChunkResult, Listener, MetaClient,
-    MetaRequest, MetaResponse, NodeAddr, NodeStats, Pool, PutOutcome, Role, StorageRequest, DATA_FRAME,
+    MetaRequest, MetaResponse, NodeAddr, NodeStats, Pool, PutOutcome, Role, StorageRequest,
+    DATA_FRAME,
 };
 use cairn_types::{BlockCrcs, ChunkId, Error, NodeId, Result, BLOCK_SIZE};
 use std::collections::BTreeSet;
@@ -73,7 +74,10 @@ impl StorageHandle {
 fn load_node_id(dir: &Path) -> Result<NodeId> {
     let path = dir.join("node.id");
     match std::fs::read_to_string(&path) {
-        Ok(s) => s.trim().parse().map_err(|e: Error| e.context(path.display())),
+        Ok(s) => s
+            .trim()
+            .parse()
+            .map_err(|e: Error| e.context(path.display())),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let mut b = [0u8; 8];
             getrandom::getrandom(&mut b).expect("OS random source");
@@ -90,10 +94,9 @@ fn load_node_id(dir: &Path) -> Result<NodeId> {
 
 /// Open the store, bind, register with meta, and serve until shut down.
 pub async fn start(cfg: StorageConfig, creds: Credentials) -> Result<StorageHandle> {
-    let secret = creds
-        .cluster()
-        .cloned()
-        .ok_or_else(|| Error::invalid("a storage node needs the cluster secret, not a client key"))?;
+    let secret = creds.cluster().cloned().ok_or_else(|| {
+        Error::invalid("a storage node needs the cluster secret, not a client key")
+    })?;
     std::fs::create_dir_all(&cfg.data_dir)
         .map_err(|e| Error::from(e).context(format!("creating {}", cfg.data_dir.display())))?;
     let id = load_node_id(&cfg.data_dir)?;
@@ -103,7 +106,10 @@ pub async fn start(cfg: StorageConfig, creds: Credentials) -> Result<StorageHand
         .await
         .map_err(|e| Error::internal(e.to_string()))??;
     let listener = Listener::bind(&cfg.listen, creds.clone()).await?;
-    let addr = cfg.advertise.clone().unwrap_or_else(|| listener.local_addr().to_string());
+    let addr = cfg
+        .advertise
+        .clone()
+        .unwrap_or_else(|| listener.local_addr().to_string());
     let node = Arc::new(Node {
         id,
         store: Arc::new(store),
@@ -113,18 +119,24 @@ pub async fn start(cfg: StorageConfig, creds: Credentials) -> Result<StorageHand
     });
     let (stop, stop_rx) = watch::channel(false);
     let meta = Arc::new(MetaClient::new(cfg.meta.clone(), creds));
-    let mut tasks = Vec::new();
-    tasks.push(tokio::spawn(accept_loop(node.clone(), listener, stop_rx.clone())));
-    tasks.push(tokio::spawn(heartbeat_worker(
-        node.clone(),
-        meta,
-        addr.clone(),
-        cfg.zone.clone(),
-        cfg.heartbeat,
-        stop_rx,
-    )));
+    let tasks = vec![
+        tokio::spawn(accept_loop(node.clone(), listener, stop_rx.clone())),
+        tokio::spawn(heartbeat_worker(
+            node.clone(),
+            meta,
+            addr.clone(),
+            cfg.zone.clone(),
+            cfg.heartbeat,
+            stop_rx,
+        )),
+    ];
     info!(node = %id, %addr, data = %cfg.data_dir.display(), "storage node serving");
-    Ok(StorageHandle { id, addr, stop, tasks })
+    Ok(StorageHandle {
+        id,
+        addr,
+        stop,
+        tasks,
+    })
 }
 
 async fn accept_loop(node: Arc<Node>, listener: Listener, mut stop: watch::Receiver<bool>) {
@@ -169,12 +181,19 @@ async fn serve_conn(node: Arc<Node>, mut conn: Conn, mut stop: watch::Receiver<b
             },
         };
         let keep = match req {
-            StorageRequest::PutChunk { chunk, len, crcs, cap, chain } => {
-                handle_put(&node, &mut conn, chunk, len, crcs, cap, chain).await
-            }
-            StorageRequest::GetChunk { chunk, offset, len, cap } => {
-                handle_get(&node, &mut conn, chunk, offset, len, cap).await
-            }
+            StorageRequest::PutChunk {
+                chunk,
+                len,
+                crcs,
+                cap,
+                chain,
+            } => handle_put(&node, &mut conn, chunk, len, crcs, cap, chain).await,
+            StorageRequest::GetChunk {
+                chunk,
+                offset,
+                len,
+                cap,
+            } => handle_get(&node, &mut conn, chunk, offset, len, cap).await,
             StorageRequest::DeleteChunks { chunks } => {
                 let r = if conn.role != Role::Node {
                     Err(Error::denied("deleting chunks needs the node role"))
@@ -193,7 +212,9 @@ async fn serve_conn(node: Arc<Node>, mut conn: Conn, mut stop: watch::Receiver<b
 }
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
-    tokio::task::spawn_blocking(f).await.map_err(|e| Error::internal(format!("I/O task failed: {e}")))?
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::internal(format!("I/O task failed: {e}")))?
 }
 
 async fn delete_chunks(node: &Arc<Node>, chunks: Vec<ChunkId>) -> Result<()> {
@@ -219,7 +240,11 @@ async fn handle_put(
     cap: Capability,
     chain: Vec<NodeAddr>,
 ) -> Result<()> {
-    let me = |error: Error| PutOutcome::Failed { node: node.id, addr: String::new(), error };
+    let me = |error: Error| PutOutcome::Failed {
+        node: node.id,
+        addr: String::new(),
+        error,
+    };
     let mut failure: Option<PutOutcome> = None;
     if let Err(e) = cap.check(&node.secret, chunk, true) {
         failure = Some(me(e));
@@ -244,16 +269,30 @@ async fn handle_put(
     let mut down: Option<(NodeAddr, cairn_proto::Pooled)> = None;
     if failure.is_none() {
         if let Some(next) = chain.first() {
-            let req = StorageRequest::PutChunk { chunk, len, crcs, cap, chain: chain[1..].to_vec() };
+            let req = StorageRequest::PutChunk {
+                chunk,
+                len,
+                crcs,
+                cap,
+                chain: chain[1..].to_vec(),
+            };
             match node.peers.get(&next.addr).await {
                 Ok(mut p) => match p.conn.send(&req).await {
                     Ok(()) => down = Some((next.clone(), p)),
                     Err(error) => {
-                        failure = Some(PutOutcome::Failed { node: next.id, addr: next.addr.clone(), error })
+                        failure = Some(PutOutcome::Failed {
+                            node: next.id,
+                            addr: next.addr.clone(),
+                            error,
+                        })
                     }
                 },
                 Err(error) => {
-                    failure = Some(PutOutcome::Failed { node: next.id, addr: next.addr.clone(), error })
+                    failure = Some(PutOutcome::Failed {
+                        node: next.id,
+                        addr: next.addr.clone(),
+                        error,
+                    })
                 }
             }
         }
@@ -266,13 +305,19 @@ async fn handle_put(
         conn.read_data_frame(&mut buf).await?;
         received += buf.len() as u64;
         if received > len {
-            return Err(Error::invalid(format!("chunk {chunk}: sender sent more than {len} bytes")));
+            return Err(Error::invalid(format!(
+                "chunk {chunk}: sender sent more than {len} bytes"
+            )));
         }
         let data = std::mem::take(&mut buf);
         let fwd = async {
             if let Some((next, p)) = down.as_mut() {
                 if let Err(error) = p.conn.write_frame(&data).await.and(p.conn.flush().await) {
-                    return Some(PutOutcome::Failed { node: next.id, addr: next.addr.clone(), error });
+                    return Some(PutOutcome::Failed {
+                        node: next.id,
+                        addr: next.addr.clone(),
+                        error,
+                    });
                 }
             }
             None
@@ -307,9 +352,14 @@ async fn handle_put(
     }
     if let Some((next, mut p)) = down {
         let answer: Result<Result<PutOutcome, Error>> =
-            tokio::time::timeout(CHAIN_TIMEOUT, p.conn.recv()).await.unwrap_or_else(|_| {
-                Err(Error::timeout(format!("{} did not acknowledge in {CHAIN_TIMEOUT:?}", next.addr)))
-            });
+            tokio::time::timeout(CHAIN_TIMEOUT, p.conn.recv())
+                .await
+                .unwrap_or_else(|_| {
+                    Err(Error::timeout(format!(
+                        "{} did not acknowledge in {CHAIN_TIMEOUT:?}",
+                        next.addr
+                    )))
+                });
         match answer {
             Ok(Ok(PutOutcome::Stored)) => node.peers.put(&next.addr, p.conn),
             Ok(Ok(f @ PutOutcome::Failed { .. })) => {
@@ -317,7 +367,11 @@ async fn handle_put(
                 failure.get_or_insert(f);
             }
             Ok(Err(error)) | Err(error) => {
-                failure.get_or_insert(PutOutcome::Failed { node: next.id, addr: next.addr.clone(), error });
+                failure.get_or_insert(PutOutcome::Failed {
+                    node: next.id,
+                    addr: next.addr.clone(),
+                    error,
+                });
             }
         }
     }
@@ -339,10 +393,14 @@ async fn handle_get(
     let store = node.store.clone();
     let header: Result<GetChunkHeader> = async {
         cap.check(&node.secret, chunk, false)?;
-        if offset % BLOCK_SIZE as u64 != 0 {
-            return Err(Error::invalid(format!("offset {offset} is not a multiple of {BLOCK_SIZE}")));
+        if !offset.is_multiple_of(BLOCK_SIZE as u64) {
+            return Err(Error::invalid(format!(
+                "offset {offset} is not a multiple of {BLOCK_SIZE}"
+            )));
         }
-        let info = store.info(chunk).ok_or_else(|| Error::not_found(format!("chunk {chunk} is not on this node")))?;
+        let info = store
+            .info(chunk)
+            .ok_or_else(|| Error::not_found(format!("chunk {chunk} is not on this node")))?;
         if offset.checked_add(len).is_none_or(|end| end > info.len) {
             return Err(Error::invalid(format!(
                 "range {offset}+{len} is outside chunk {chunk} of {} bytes",
@@ -353,7 +411,10 @@ async fn handle_get(
         let crcs = blocking(move || s.read_crcs(chunk)).await?;
         let first = (offset / BLOCK_SIZE as u64) as usize;
         let last = BlockCrcs::blocks_for(offset + len);
-        Ok(GetChunkHeader { len, crcs: crcs.0[first..last].to_vec() })
+        Ok(GetChunkHeader {
+            len,
+            crcs: crcs.0[first..last].to_vec(),
+        })
     }
     .await;
     let header = match header {
@@ -408,9 +469,18 @@ async fn heartbeat_worker(
     loop {
         let stats = node_stats(&node);
         let req = if registered {
-            MetaRequest::Heartbeat { node: node.id, stats, deleted: deleted.clone() }
+            MetaRequest::Heartbeat {
+                node: node.id,
+                stats,
+                deleted: deleted.clone(),
+            }
         } else {
-            MetaRequest::Register { node: node.id, addr: addr.clone(), zone: zone.clone(), stats }
+            MetaRequest::Register {
+                node: node.id,
+                addr: addr.clone(),
+                zone: zone.clone(),
+                stats,
+            }
         };
         match meta.call(req).await {
             Ok(MetaResponse::Registered) => {

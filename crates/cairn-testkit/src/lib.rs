@@ -34,8 +34,16 @@ impl TestCluster {
         let mut meta_cfg = MetaConfig::new(dir.path().join("meta"));
         meta_cfg.gc_interval = Duration::from_millis(200);
         tweak(&mut meta_cfg);
-        let meta = cairn_meta::server::start(meta_cfg.clone()).await.expect("meta starts");
-        let mut c = TestCluster { dir, meta: Some(meta), meta_cfg, nodes: Vec::new(), node_addrs: Vec::new() };
+        let meta = cairn_meta::server::start(meta_cfg.clone())
+            .await
+            .expect("meta starts");
+        let mut c = TestCluster {
+            dir,
+            meta: Some(meta),
+            meta_cfg,
+            nodes: Vec::new(),
+            node_addrs: Vec::new(),
+        };
         for i in 0..n {
             let h = c.spawn_node(i, "127.0.0.1:0".into()).await;
             c.node_addrs.push(h.addr.clone());
@@ -58,12 +66,16 @@ impl TestCluster {
     }
 
     async fn spawn_node(&self, i: usize, listen: String) -> StorageHandle {
-        self.try_spawn_node(i, listen).await.expect("storage node starts")
+        self.try_spawn_node(i, listen)
+            .await
+            .expect("storage node starts")
     }
 
     pub async fn client(&self) -> Client {
         let creds = Credentials::Client(self.secret().client_key());
-        Client::connect(ClientConfig::new(vec![self.meta_addr()], creds)).await.expect("client connects")
+        Client::connect(ClientConfig::new(vec![self.meta_addr()], creds))
+            .await
+            .expect("client connects")
     }
 
     /// Stop node `i` (its port closes; meta notices only after dead_after).
@@ -116,7 +128,12 @@ impl TestCluster {
         let c = self.client().await;
         wait_for(Duration::from_secs(30), || async {
             let s = c.cluster_status().await.ok()?;
-            (s.nodes.iter().filter(|x| x.state == NodeState::Live).count() >= n).then_some(())
+            (s.nodes
+                .iter()
+                .filter(|x| x.state == NodeState::Live)
+                .count()
+                >= n)
+                .then_some(())
         })
         .await;
     }
@@ -154,7 +171,10 @@ where
         if let Some(v) = f().await {
             return v;
         }
-        assert!(Instant::now() < end, "condition not met within {deadline:?}");
+        assert!(
+            Instant::now() < end,
+            "condition not met within {deadline:?}"
+        );
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }

@@ -2,7 +2,9 @@
 //! loopback ports, talking over real TCP, storing on real disks.
 
 use cairn_client::PutOptions;
-use cairn_proto::{connect, Capability, ClusterSecret, Credentials, GetChunkResult, StorageRequest};
+use cairn_proto::{
+    connect, Capability, ClusterSecret, Credentials, GetChunkResult, StorageRequest,
+};
 use cairn_testkit::{pattern, wait_for, TestCluster};
 use cairn_types::{CairnPath, ErrorKind, Version};
 use std::time::Duration;
@@ -14,11 +16,16 @@ fn p(s: &str) -> CairnPath {
 
 /// Every test gets a hard deadline so a hang fails instead of stalling CI.
 async fn deadline<F: std::future::Future>(f: F) -> F::Output {
-    tokio::time::timeout(Duration::from_secs(180), f).await.expect("test exceeded its deadline")
+    tokio::time::timeout(Duration::from_secs(180), f)
+        .await
+        .expect("test exceeded its deadline")
 }
 
 fn small_chunks() -> PutOptions {
-    PutOptions { chunk_size: Some(256 * 1024), ..Default::default() }
+    PutOptions {
+        chunk_size: Some(256 * 1024),
+        ..Default::default()
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -27,13 +34,29 @@ async fn round_trip_of_many_sizes() {
         let c = TestCluster::start(3, 3).await;
         let cl = c.client().await;
         let chunk = 256 * 1024;
-        for (i, len) in [0, 1, 65535, 65536, 65537, chunk - 1, chunk, chunk + 1, 3 * chunk + 12345].into_iter().enumerate() {
+        for (i, len) in [
+            0,
+            1,
+            65535,
+            65536,
+            65537,
+            chunk - 1,
+            chunk,
+            chunk + 1,
+            3 * chunk + 12345,
+        ]
+        .into_iter()
+        .enumerate()
+        {
             let data = pattern(len, i as u64);
             let path = p(&format!("/f{i}"));
             let inode = cl.put_bytes(&path, &data, small_chunks()).await.unwrap();
             assert_eq!(inode.size, len as u64);
             assert_eq!(inode.extents.len(), len.div_ceil(chunk));
-            assert!(inode.extents.iter().all(|e| e.nodes.len() == 3), "three distinct replicas");
+            assert!(
+                inode.extents.iter().all(|e| e.nodes.len() == 3),
+                "three distinct replicas"
+            );
             for e in &inode.extents {
                 let mut ids = e.nodes.clone();
                 ids.sort();
@@ -44,7 +67,12 @@ async fn round_trip_of_many_sizes() {
             // Ranged reads across chunk and block boundaries.
             if len > 70000 {
                 let r = cl.open(&path).await.unwrap();
-                for (off, n) in [(1u64, 70000u64), (65535, 2), (chunk as u64 - 3, 10), (len as u64 - 5, 100)] {
+                for (off, n) in [
+                    (1u64, 70000u64),
+                    (65535, 2),
+                    (chunk as u64 - 3, 10),
+                    (len as u64 - 5, 100),
+                ] {
                     let got = r.read_at(off, n).await.unwrap();
                     let end = (off + n).min(len as u64) as usize;
                     assert_eq!(got, &data[off as usize..end], "range {off}+{n} of {len}");
@@ -89,7 +117,10 @@ async fn write_replaces_a_dead_node_and_refuses_without_enough_nodes() {
         let _ = dead;
         for i in 0..6 {
             let data = pattern(600_000, i);
-            let inode = cl.put_bytes(&p(&format!("/w{i}")), &data, small_chunks()).await.unwrap();
+            let inode = cl
+                .put_bytes(&p(&format!("/w{i}")), &data, small_chunks())
+                .await
+                .unwrap();
             assert_eq!(cl.get_bytes(&p(&format!("/w{i}"))).await.unwrap(), data);
             for e in inode.extents {
                 assert_eq!(e.nodes.len(), 3);
@@ -100,10 +131,19 @@ async fn write_replaces_a_dead_node_and_refuses_without_enough_nodes() {
         // Two nodes for rep=3: a clear error, nothing visible.
         let c = TestCluster::start(2, 3).await;
         let cl = c.client().await;
-        let e = cl.put_bytes(&p("/nope"), b"abc", PutOptions::default()).await.unwrap_err();
+        let e = cl
+            .put_bytes(&p("/nope"), b"abc", PutOptions::default())
+            .await
+            .unwrap_err();
         assert_eq!(e.kind, ErrorKind::Unavailable);
-        assert!(e.message.contains("2 of 2 storage node(s) live") && e.message.contains("rep=3"), "{e}");
-        assert_eq!(cl.stat(&p("/nope")).await.unwrap_err().kind, ErrorKind::NotFound);
+        assert!(
+            e.message.contains("2 of 2 storage node(s) live") && e.message.contains("rep=3"),
+            "{e}"
+        );
+        assert_eq!(
+            cl.stat(&p("/nope")).await.unwrap_err().kind,
+            ErrorKind::NotFound
+        );
         c.shutdown().await;
     })
     .await
@@ -115,10 +155,17 @@ async fn corrupt_replica_is_never_returned_and_is_reported() {
         let c = TestCluster::start(2, 2).await;
         let cl = c.client().await;
         let data = pattern(300_000, 3);
-        let inode = cl.put_bytes(&p("/c"), &data, PutOptions::default()).await.unwrap();
+        let inode = cl
+            .put_bytes(&p("/c"), &data, PutOptions::default())
+            .await
+            .unwrap();
         let first = inode.extents[0].nodes[0];
         // Flip a byte of the chunk data on the node clients try first.
-        let i = c.nodes.iter().position(|n| n.as_ref().unwrap().id == first).unwrap();
+        let i = c
+            .nodes
+            .iter()
+            .position(|n| n.as_ref().unwrap().id == first)
+            .unwrap();
         let seg = c.segment_files(i).pop().unwrap();
         let mut bytes = std::fs::read(&seg).unwrap();
         let at = bytes.len() - 1000;
@@ -147,17 +194,50 @@ async fn overwrite_versions_and_garbage_collection() {
         })
         .await;
         let cl = c.client().await;
-        let v1 = cl.put_bytes(&p("/v"), &pattern(500_000, 1), small_chunks()).await.unwrap();
+        let v1 = cl
+            .put_bytes(&p("/v"), &pattern(500_000, 1), small_chunks())
+            .await
+            .unwrap();
         assert_eq!(v1.version, Version(1));
-        let v2 = cl.put_bytes(&p("/v"), &pattern(10, 2), small_chunks()).await.unwrap();
+        let v2 = cl
+            .put_bytes(&p("/v"), &pattern(10, 2), small_chunks())
+            .await
+            .unwrap();
         assert_eq!(v2.version, Version(2));
         assert_eq!(cl.get_bytes(&p("/v")).await.unwrap(), pattern(10, 2));
         // Conditional writes.
-        let e = cl.put_bytes(&p("/v"), b"x", PutOptions { expected: Some(Version(0)), ..Default::default() }).await;
+        let e = cl
+            .put_bytes(
+                &p("/v"),
+                b"x",
+                PutOptions {
+                    expected: Some(Version(0)),
+                    ..Default::default()
+                },
+            )
+            .await;
         assert_eq!(e.unwrap_err().kind, ErrorKind::Conflict);
-        let e = cl.put_bytes(&p("/v"), b"x", PutOptions { expected: Some(Version(1)), ..Default::default() }).await;
+        let e = cl
+            .put_bytes(
+                &p("/v"),
+                b"x",
+                PutOptions {
+                    expected: Some(Version(1)),
+                    ..Default::default()
+                },
+            )
+            .await;
         assert_eq!(e.unwrap_err().kind, ErrorKind::Conflict);
-        cl.put_bytes(&p("/v"), b"x", PutOptions { expected: Some(Version(2)), ..Default::default() }).await.unwrap();
+        cl.put_bytes(
+            &p("/v"),
+            b"x",
+            PutOptions {
+                expected: Some(Version(2)),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
         // The chunks of versions 1 and 2 leave both nodes.
         wait_for(Duration::from_secs(20), || async {
             let s = cl.cluster_status().await.ok()?;
@@ -181,12 +261,16 @@ async fn readers_see_old_or_new_never_a_mix() {
         let c = TestCluster::start(2, 2).await;
         let cl = c.client().await;
         let len = 700_000;
-        cl.put_bytes(&p("/m"), &vec![0u8; len], small_chunks()).await.unwrap();
+        cl.put_bytes(&p("/m"), &vec![0u8; len], small_chunks())
+            .await
+            .unwrap();
         let writer = {
             let cl = cl.clone();
             tokio::spawn(async move {
                 for v in 1..=8u8 {
-                    cl.put_bytes(&p("/m"), &vec![v; len], small_chunks()).await.unwrap();
+                    cl.put_bytes(&p("/m"), &vec![v; len], small_chunks())
+                        .await
+                        .unwrap();
                 }
             })
         };
@@ -194,7 +278,10 @@ async fn readers_see_old_or_new_never_a_mix() {
         while !writer.is_finished() || reads < 3 {
             let got = cl.get_bytes(&p("/m")).await.unwrap();
             assert_eq!(got.len(), len);
-            assert!(got.iter().all(|b| *b == got[0]), "a read mixed two versions");
+            assert!(
+                got.iter().all(|b| *b == got[0]),
+                "a read mixed two versions"
+            );
             reads += 1;
         }
         writer.await.unwrap();
@@ -210,16 +297,41 @@ async fn namespace_through_the_wire() {
         let c = TestCluster::start(1, 1).await;
         let cl = c.client().await;
         cl.mkdir(&p("/a/b"), true).await.unwrap();
-        cl.put_bytes(&p("/a/b/f"), b"hello", PutOptions::default()).await.unwrap();
-        assert_eq!(cl.put_bytes(&p("/a/b/f/g"), b"x", PutOptions::default()).await.unwrap_err().kind, ErrorKind::NotADirectory);
-        assert_eq!(cl.put_bytes(&p("/missing/f"), b"x", PutOptions::default()).await.unwrap_err().kind, ErrorKind::NotFound);
-        assert_eq!(cl.remove(&p("/a"), false).await.unwrap_err().kind, ErrorKind::DirectoryNotEmpty);
-        cl.put_bytes(&p("/a/g"), b"other", PutOptions::default()).await.unwrap();
+        cl.put_bytes(&p("/a/b/f"), b"hello", PutOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(
+            cl.put_bytes(&p("/a/b/f/g"), b"x", PutOptions::default())
+                .await
+                .unwrap_err()
+                .kind,
+            ErrorKind::NotADirectory
+        );
+        assert_eq!(
+            cl.put_bytes(&p("/missing/f"), b"x", PutOptions::default())
+                .await
+                .unwrap_err()
+                .kind,
+            ErrorKind::NotFound
+        );
+        assert_eq!(
+            cl.remove(&p("/a"), false).await.unwrap_err().kind,
+            ErrorKind::DirectoryNotEmpty
+        );
+        cl.put_bytes(&p("/a/g"), b"other", PutOptions::default())
+            .await
+            .unwrap();
         cl.rename(&p("/a/g"), &p("/a/b/f")).await.unwrap();
         assert_eq!(cl.get_bytes(&p("/a/b/f")).await.unwrap(), b"other");
-        assert_eq!(cl.stat(&p("/a/g")).await.unwrap_err().kind, ErrorKind::NotFound);
+        assert_eq!(
+            cl.stat(&p("/a/g")).await.unwrap_err().kind,
+            ErrorKind::NotFound
+        );
         cl.remove(&p("/a"), true).await.unwrap();
-        assert_eq!(cl.stat(&p("/a/b/f")).await.unwrap_err().kind, ErrorKind::NotFound);
+        assert_eq!(
+            cl.stat(&p("/a/b/f")).await.unwrap_err().kind,
+            ErrorKind::NotFound
+        );
         assert!(cl.list_page(&p("/"), None, 100).await.unwrap().is_empty());
         c.shutdown().await;
     })
@@ -239,7 +351,15 @@ async fn listing_100k_entries_pages_in_order() {
             tasks.push(tokio::spawn(async move {
                 for i in (t..n).step_by(32) {
                     // Empty files: a metadata-only commit each.
-                    cl.commit(&p(&format!("/big/e{i:06}")), Vec::new(), None, 0o644, 1 << 20).await.unwrap();
+                    cl.commit(
+                        &p(&format!("/big/e{i:06}")),
+                        Vec::new(),
+                        None,
+                        0o644,
+                        1 << 20,
+                    )
+                    .await
+                    .unwrap();
                 }
             }));
         }
@@ -271,7 +391,9 @@ async fn restart_of_meta_and_nodes_keeps_everything() {
         let mut c = TestCluster::start(3, 3).await;
         let cl = c.client().await;
         let data = pattern(900_000, 11);
-        cl.put_bytes(&p("/keep"), &data, small_chunks()).await.unwrap();
+        cl.put_bytes(&p("/keep"), &data, small_chunks())
+            .await
+            .unwrap();
         c.restart_meta().await;
         for i in 0..3 {
             c.stop_node(i).await;
@@ -290,21 +412,37 @@ async fn bad_input_is_refused_and_servers_stay_up() {
     deadline(async {
         let c = TestCluster::start(1, 1).await;
         let cl = c.client().await;
-        let inode = cl.put_bytes(&p("/ok"), b"fine", PutOptions::default()).await.unwrap();
+        let inode = cl
+            .put_bytes(&p("/ok"), b"fine", PutOptions::default())
+            .await
+            .unwrap();
         let node_addr = c.nodes[0].as_ref().unwrap().addr.clone();
         let stranger = Credentials::Client(ClusterSecret::generate().client_key());
 
         // Garbage and truncated frames on both ports, with and without a handshake.
         for addr in [c.meta_addr(), node_addr.clone()] {
             let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
-            s.write_all(&[0xff, 0xff, 0xff, 0xff, 1, 2, 3]).await.unwrap();
+            s.write_all(&[0xff, 0xff, 0xff, 0xff, 1, 2, 3])
+                .await
+                .unwrap();
             drop(s);
-            assert_eq!(connect(&addr, &stranger, Duration::from_secs(5)).await.err().unwrap().kind, ErrorKind::PermissionDenied);
+            assert_eq!(
+                connect(&addr, &stranger, Duration::from_secs(5))
+                    .await
+                    .err()
+                    .unwrap()
+                    .kind,
+                ErrorKind::PermissionDenied
+            );
         }
         let client_creds = Credentials::Client(
-            cairn_meta::server::load_or_create_secret(&c.meta_cfg.data_dir).unwrap().client_key(),
+            cairn_meta::server::load_or_create_secret(&c.meta_cfg.data_dir)
+                .unwrap()
+                .client_key(),
         );
-        let mut conn = connect(&node_addr, &client_creds, Duration::from_secs(5)).await.unwrap();
+        let mut conn = connect(&node_addr, &client_creds, Duration::from_secs(5))
+            .await
+            .unwrap();
         conn.write_frame(&[9, 9, 9]).await.unwrap();
         conn.flush().await.unwrap();
         let r: Result<(), cairn_types::Error> = conn.recv().await.unwrap();
@@ -312,13 +450,27 @@ async fn bad_input_is_refused_and_servers_stay_up() {
 
         // A forged capability, an unknown chunk.
         let forged = Capability::sign(&ClusterSecret::generate(), inode.extents[0].chunk, false);
-        let mut conn = connect(&node_addr, &client_creds, Duration::from_secs(5)).await.unwrap();
-        let req = StorageRequest::GetChunk { chunk: inode.extents[0].chunk, offset: 0, len: 4, cap: forged };
+        let mut conn = connect(&node_addr, &client_creds, Duration::from_secs(5))
+            .await
+            .unwrap();
+        let req = StorageRequest::GetChunk {
+            chunk: inode.extents[0].chunk,
+            offset: 0,
+            len: 4,
+            cap: forged,
+        };
         let r: GetChunkResult = conn.call(&req, Duration::from_secs(5)).await.unwrap();
         assert_eq!(r.unwrap_err().kind, ErrorKind::PermissionDenied);
         // Clients cannot delete chunks.
-        let r: Result<(), cairn_types::Error> =
-            conn.call(&StorageRequest::DeleteChunks { chunks: vec![inode.extents[0].chunk] }, Duration::from_secs(5)).await.unwrap();
+        let r: Result<(), cairn_types::Error> = conn
+            .call(
+                &StorageRequest::DeleteChunks {
+                    chunks: vec![inode.extents[0].chunk],
+                },
+                Duration::from_secs(5),
+            )
+            .await
+            .unwrap();
         assert_eq!(r.unwrap_err().kind, ErrorKind::PermissionDenied);
 
         // Nothing changed, everything still serves.

@@ -60,7 +60,10 @@ macro_rules! ctor {
 
 impl Error {
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Error {
-        Error { kind, message: message.into() }
+        Error {
+            kind,
+            message: message.into(),
+        }
     }
     ctor!(not_found, NotFound);
     ctor!(exists, AlreadyExists);

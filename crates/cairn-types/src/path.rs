@@ -62,16 +62,25 @@ impl CairnPath {
             return None;
         }
         let idx = self.0.rfind('/').expect("validated paths start with /");
-        let parent = if idx == 0 { "/".to_string() } else { self.0[..idx].to_string() };
+        let parent = if idx == 0 {
+            "/".to_string()
+        } else {
+            self.0[..idx].to_string()
+        };
         Some((CairnPath(parent), &self.0[idx + 1..]))
     }
 
     pub fn join(&self, name: &str) -> Result<CairnPath> {
         validate_name(name)?;
-        let joined =
-            if self.is_root() { format!("/{name}") } else { format!("{}/{name}", self.0) };
+        let joined = if self.is_root() {
+            format!("/{name}")
+        } else {
+            format!("{}/{name}", self.0)
+        };
         if joined.len() > MAX_PATH_LEN {
-            return Err(Error::invalid(format!("path {joined:?} is longer than {MAX_PATH_LEN} bytes")));
+            return Err(Error::invalid(format!(
+                "path {joined:?} is longer than {MAX_PATH_LEN} bytes"
+            )));
         }
         Ok(CairnPath(joined))
     }
@@ -136,9 +145,19 @@ mod tests {
         let p = CairnPath::parse("/a/b/c").unwrap();
         let (parent, name) = p.split_last().unwrap();
         assert_eq!((parent.as_str(), name), ("/a/b", "c"));
-        assert_eq!(CairnPath::parse("/a").unwrap().split_last().unwrap().0.as_str(), "/");
+        assert_eq!(
+            CairnPath::parse("/a")
+                .unwrap()
+                .split_last()
+                .unwrap()
+                .0
+                .as_str(),
+            "/"
+        );
         assert!(p.starts_with(&CairnPath::parse("/a").unwrap()));
-        assert!(!CairnPath::parse("/ab").unwrap().starts_with(&CairnPath::parse("/a").unwrap()));
+        assert!(!CairnPath::parse("/ab")
+            .unwrap()
+            .starts_with(&CairnPath::parse("/a").unwrap()));
     }
 
     #[test]

@@ -6,7 +6,9 @@ pub fn parse_size(s: &str) -> Result<u64> {
     let t = s.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    let n: u64 = num.parse().map_err(|_| Error::invalid(format!("'{s}' is not a size like 64MiB")))?;
+    let n: u64 = num
+        .parse()
+        .map_err(|_| Error::invalid(format!("'{s}' is not a size like 64MiB")))?;
     let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1,
         "k" | "kb" | "kib" => 1 << 10,
@@ -15,7 +17,8 @@ pub fn parse_size(s: &str) -> Result<u64> {
         "t" | "tb" | "tib" => 1 << 40,
         _ => return Err(Error::invalid(format!("'{s}': unknown size unit '{unit}'"))),
     };
-    n.checked_mul(mult).ok_or_else(|| Error::invalid(format!("size '{s}' is too large")))
+    n.checked_mul(mult)
+        .ok_or_else(|| Error::invalid(format!("size '{s}' is too large")))
 }
 
 /// Parse `250ms`, `30s`, `5m`, `1h` (a bare number is seconds).
@@ -23,14 +26,19 @@ pub fn parse_duration(s: &str) -> Result<Duration> {
     let t = s.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    let n: u64 =
-        num.parse().map_err(|_| Error::invalid(format!("'{s}' is not a duration like 30s")))?;
+    let n: u64 = num
+        .parse()
+        .map_err(|_| Error::invalid(format!("'{s}' is not a duration like 30s")))?;
     Ok(match unit {
         "ms" => Duration::from_millis(n),
         "" | "s" => Duration::from_secs(n),
         "m" | "min" => Duration::from_secs(n * 60),
         "h" => Duration::from_secs(n * 3600),
-        _ => return Err(Error::invalid(format!("'{s}': unknown duration unit '{unit}'"))),
+        _ => {
+            return Err(Error::invalid(format!(
+                "'{s}': unknown duration unit '{unit}'"
+            )))
+        }
     })
 }
 
