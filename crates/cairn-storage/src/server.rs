@@ -1,7 +1,7 @@
 //! The storage node process: serves chunk reads and writes over the wire,
 //! forwards writes down the replication chain, and keeps meta informed.
 
-use crate::chunk_store::{ChunkStore, StoreOptions};
+use crate::chunk_store::{ChunkStore, ChunkWriter, StoreOptions};
 use cairn_proto::{
     handshake, Capability, Conn, Credentials, GetChunkHeader, GetChunkResult, Listener, MetaClient,
     MetaRequest, MetaResponse, NodeAddr, NodeStats, Pool, PutOutcome, Role, StorageRequest,
@@ -255,15 +255,11 @@ async fn handle_put(
         ))));
     }
 
-    let mut writer = None;
-    if failure.is_none() {
-        let store = node.store.clone();
-        let crcs2 = crcs.clone();
-        match blocking(move || store.begin_write(chunk, len, &crcs2)).await {
-            Ok(w) => writer = Some(w),
-            Err(e) => failure = Some(me(e)),
-        }
-    }
+    // The local copy is opened lazily, with the first frame, so that a small
+    // chunk costs one trip to the blocking pool (open, write, fsync) per node.
+    let crcs_local = Arc::new(crcs.clone());
+    let mut local_ok = failure.is_none();
+    let mut writer: Option<ChunkWriter> = None;
 
     // Open the next hop. Its failure is reported, not fatal to our own copy.
     let mut down: Option<(NodeAddr, cairn_proto::Pooled)> = None;
@@ -322,14 +318,13 @@ async fn handle_put(
             }
             None
         };
+        let last = received == len;
         let local = async {
-            match writer.take() {
-                Some(mut w) => {
-                    let data = data.clone();
-                    blocking(move || w.write(&data).map(|_| w)).await.map(Some)
-                }
-                None => Ok(None),
+            if !local_ok {
+                return Ok(None);
             }
+            let (store, crcs, w, data) = (node.store.clone(), crcs_local.clone(), writer.take(), data.clone());
+            blocking(move || local_step(&store, chunk, len, &crcs, w, &data, last)).await
         };
         let (fwd_err, local_res) = tokio::join!(fwd, local);
         if let Some(f) = fwd_err {
@@ -339,14 +334,15 @@ async fn handle_put(
         match local_res {
             Ok(w) => writer = w,
             Err(e) => {
+                local_ok = false;
                 failure.get_or_insert(me(e));
             }
         }
         buf = data;
     }
-
-    if let Some(w) = writer.take() {
-        if let Err(e) = blocking(move || w.finish()).await {
+    if len == 0 && local_ok {
+        let (store, crcs) = (node.store.clone(), crcs_local.clone());
+        if let Err(e) = blocking(move || local_step(&store, chunk, 0, &crcs, None, &[], true)).await {
             failure.get_or_insert(me(e));
         }
     }
@@ -380,6 +376,31 @@ async fn handle_put(
         warn!(%chunk, "write failed: {error}");
     }
     conn.send(&Ok::<PutOutcome, Error>(outcome)).await
+}
+
+/// One frame of a chunk into the local store: open the chunk on the first
+/// frame, write, and make it durable after the last.
+fn local_step(
+    store: &ChunkStore,
+    chunk: ChunkId,
+    len: u64,
+    crcs: &BlockCrcs,
+    w: Option<ChunkWriter>,
+    data: &[u8],
+    last: bool,
+) -> Result<Option<ChunkWriter>> {
+    let mut w = match w {
+        Some(w) => w,
+        None => store.begin_write(chunk, len, crcs)?,
+    };
+    if !data.is_empty() {
+        w.write(data)?;
+    }
+    if last {
+        w.finish()?;
+        return Ok(None);
+    }
+    Ok(Some(w))
 }
 
 async fn handle_get(
