@@ -188,10 +188,14 @@ impl FileReader {
                     )));
                 }
                 let mut data = Vec::with_capacity(len as usize);
-                let mut frame = Vec::new();
                 while (data.len() as u64) < len {
-                    p.conn.read_data_frame(&mut frame).await?;
-                    data.extend_from_slice(&frame);
+                    p.conn.read_data_frame_append(&mut data).await?;
+                }
+                if data.len() as u64 != len {
+                    return Err(Error::invalid(format!(
+                        "{addr} sent {} bytes, promised {len}",
+                        data.len()
+                    )));
                 }
                 let crcs = BlockCrcs(header.crcs);
                 if off == 0 && len == ext.len && crcs.summary() != ext.crc {

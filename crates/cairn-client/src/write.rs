@@ -68,6 +68,7 @@ impl Client {
             for h in inflight {
                 h.abort();
             }
+            self.discard(extents).await;
             return Err(e);
         }
         self.commit(
@@ -112,6 +113,17 @@ impl Client {
         }
     }
 
+    /// Best effort: tell meta these chunks will never be committed. If this
+    /// fails too, the chunks stay orphans on their nodes.
+    async fn discard(&self, extents: Vec<Extent>) {
+        if extents.is_empty() {
+            return;
+        }
+        if let Err(e) = self.meta(MetaRequest::Discard { extents }).await {
+            warn!("could not discard chunks of a failed write: {e}");
+        }
+    }
+
     /// Store one chunk on `rep` nodes. A node that fails is excluded and
     /// the chunk placed again, so one dead node never fails a write while
     /// enough others are live.
@@ -149,6 +161,14 @@ impl Client {
                 }
                 Err((node, addr, e)) => {
                     warn!(chunk = %alloc.chunk, %node, %addr, "replica write failed, placing again: {e}");
+                    // Some nodes of the chain may hold a copy: have them deleted.
+                    let partial = Extent {
+                        chunk: alloc.chunk,
+                        len: data.len() as u64,
+                        crc: crcs.summary(),
+                        nodes: alloc.nodes.iter().map(|n| n.id).collect(),
+                    };
+                    self.discard(vec![partial]).await;
                     if e.kind == ErrorKind::Corrupt || e.kind == ErrorKind::InvalidInput {
                         // Our own bytes or request were bad: another node will not help.
                         return Err(e);

@@ -306,6 +306,10 @@ impl Meta {
                 }
             }
             MetaRequest::ClusterStatus => Ok(MetaResponse::Status(self.status().await?)),
+            MetaRequest::Discard { extents } => {
+                self.ns.discard(&extents).await?;
+                Ok(MetaResponse::Ok)
+            }
             MetaRequest::ReportCorrupt {
                 chunk,
                 node,

@@ -116,6 +116,29 @@ impl Conn {
         Ok(())
     }
 
+    /// Read one data frame and append it to `out` without an intermediate
+    /// copy; returns its length. An aborted stream returns the sender's error.
+    pub async fn read_data_frame_append(&mut self, out: &mut Vec<u8>) -> Result<usize> {
+        let peer = self.peer;
+        let len = self.rd.read_u32().await.map_err(|e| closed(e, &peer))? as usize;
+        if len > DATA_FRAME {
+            return Err(Error::invalid(format!(
+                "peer {peer} sent a data frame of {len} bytes"
+            )));
+        }
+        if len == 0 {
+            let e: Error = self.recv().await?;
+            return Err(e);
+        }
+        let start = out.len();
+        out.resize(start + len, 0);
+        self.rd
+            .read_exact(&mut out[start..])
+            .await
+            .map_err(|e| closed(e, &peer))?;
+        Ok(len)
+    }
+
     /// Send one message and flush.
     pub async fn send<T: Serialize>(&mut self, msg: &T) -> Result<()> {
         let body = postcard::to_stdvec(msg).map_err(|e| Error::internal(format!("encode: {e}")))?;

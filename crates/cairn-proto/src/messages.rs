@@ -81,6 +81,11 @@ pub enum MetaRequest {
         chunk_size: u64,
     },
     ClusterStatus,
+    /// Chunks a client wrote but will not commit (its write failed or was
+    /// abandoned): delete them from these nodes.
+    Discard {
+        extents: Vec<Extent>,
+    },
     /// A client found a corrupt replica while reading.
     ReportCorrupt {
         chunk: ChunkId,

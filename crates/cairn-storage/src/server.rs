@@ -1,7 +1,7 @@
 //! The storage node process: serves chunk reads and writes over the wire,
 //! forwards writes down the replication chain, and keeps meta informed.
 
-use crate::chunk_store::{ChunkStore, ChunkWriter, StoreOptions};
+use crate::chunk_store::{ChunkStore, ChunkWriter, StoreOptions, MAX_CHUNK_LEN};
 use cairn_proto::{
     handshake, Capability, Conn, Credentials, GetChunkHeader, GetChunkResult, Listener, MetaClient,
     MetaRequest, MetaResponse, NodeAddr, NodeStats, Pool, PutOutcome, Role, StorageRequest,
@@ -86,6 +86,7 @@ fn load_node_id(dir: &Path) -> Result<NodeId> {
             std::fs::write(&tmp, format!("{id}\n"))?;
             std::fs::File::open(&tmp)?.sync_all()?;
             std::fs::rename(&tmp, &path)?;
+            std::fs::File::open(dir)?.sync_all()?;
             Ok(id)
         }
         Err(e) => Err(e.into()),
@@ -245,6 +246,12 @@ async fn handle_put(
         addr: String::new(),
         error,
     };
+    if len > MAX_CHUNK_LEN {
+        // Refuse without reading the bytes, and close the connection.
+        let e = Error::invalid(format!("chunk of {len} bytes exceeds {MAX_CHUNK_LEN}"));
+        conn.send(&Ok::<PutOutcome, Error>(me(e.clone()))).await?;
+        return Err(e);
+    }
     let mut failure: Option<PutOutcome> = None;
     if let Err(e) = cap.check(&node.secret, chunk, true) {
         failure = Some(me(e));
@@ -323,7 +330,12 @@ async fn handle_put(
             if !local_ok {
                 return Ok(None);
             }
-            let (store, crcs, w, data) = (node.store.clone(), crcs_local.clone(), writer.take(), data.clone());
+            let (store, crcs, w, data) = (
+                node.store.clone(),
+                crcs_local.clone(),
+                writer.take(),
+                data.clone(),
+            );
             blocking(move || local_step(&store, chunk, len, &crcs, w, &data, last)).await
         };
         let (fwd_err, local_res) = tokio::join!(fwd, local);
@@ -342,7 +354,8 @@ async fn handle_put(
     }
     if len == 0 && local_ok {
         let (store, crcs) = (node.store.clone(), crcs_local.clone());
-        if let Err(e) = blocking(move || local_step(&store, chunk, 0, &crcs, None, &[], true)).await {
+        if let Err(e) = blocking(move || local_step(&store, chunk, 0, &crcs, None, &[], true)).await
+        {
             failure.get_or_insert(me(e));
         }
     }
