@@ -7,6 +7,7 @@ use cairn_client::{Client, ClientConfig, PutOptions};
 use cairn_proto::Credentials;
 use cairn_types::{parse_size, CairnPath};
 use serde_json::json;
+use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
@@ -35,6 +36,9 @@ pub struct BenchArgs {
     /// Where the temporary cluster and the disk probe live (default: system temp dir)
     #[arg(long)]
     dir: Option<PathBuf>,
+    /// Repetitions; medians are reported
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
     /// Benchmark an existing cluster instead of starting a temporary one
     #[arg(long)]
     existing: bool,
@@ -93,29 +97,54 @@ fn mbps(bytes: u64, d: Duration) -> f64 {
     bytes as f64 / (1 << 20) as f64 / d.as_secs_f64()
 }
 
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Peak resident memory of this process (client and, for a temporary
+/// cluster, every server too), from /proc.
+fn peak_rss_mib() -> Option<f64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kb: f64 = s
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    Some(round(kb / 1024.0))
+}
+
 fn round(x: f64) -> f64 {
     (x * 100.0).round() / 100.0
 }
 
-/// Buffered sequential write (then fsync) and read of `size` bytes on the
-/// disk under `dir`, and memcpy bandwidth: the limits the figures are
-/// compared with.
-fn machine_limits(dir: &Path, size: u64, block: &[u8]) -> Result<serde_json::Value> {
+/// Buffered sequential write (durable every 32 MiB) and read (from the page
+/// cache, as the file was just written) of `size` bytes on the disk under
+/// `dir`, and memcpy bandwidth: the limits the figures are compared with.
+fn machine_limits(dir: &Path, size: u64, block: &[u8]) -> Result<[(&'static str, f64); 3]> {
     let path = dir.join("disk-probe.bin");
     let t = Instant::now();
     let mut f = std::fs::File::create(&path)?;
-    let mut left = size;
-    while left > 0 {
-        let n = left.min(block.len() as u64) as usize;
-        f.write_all(&block[..n])?;
-        left -= n as u64;
+    // The same I/O pattern as a storage node: 1 MiB writes, each 32 MiB
+    // made durable before the next, as a chunk is before it is acknowledged.
+    let mut written = 0u64;
+    while written < size {
+        let n = (size - written).min(1 << 20) as usize;
+        let at = (written % block.len() as u64) as usize;
+        f.write_all(&block[at..at + n])?;
+        written += n as u64;
+        if written % (32 << 20) == 0 || written == size {
+            f.sync_data()?;
+        }
     }
-    f.sync_all()?;
     let write = mbps(size, t.elapsed());
     drop(f);
     let t = Instant::now();
     let mut f = std::fs::File::open(&path)?;
-    let mut buf = vec![0u8; 4 << 20];
+    let mut buf = vec![0u8; 1 << 20];
     let mut read_bytes = 0u64;
     loop {
         let n = f.read(&mut buf)?;
@@ -134,9 +163,11 @@ fn machine_limits(dir: &Path, size: u64, block: &[u8]) -> Result<serde_json::Val
         std::hint::black_box(&mut dst);
     }
     let memcpy = mbps(16 * (64 << 20), t.elapsed());
-    Ok(
-        json!({"disk_write_mib_s": round(write), "disk_read_mib_s": round(read), "memcpy_mib_s": round(memcpy)}),
-    )
+    Ok([
+        ("disk_write_mib_s", write),
+        ("disk_read_mib_s", read),
+        ("memcpy_mib_s", memcpy),
+    ])
 }
 
 async fn large(
@@ -254,34 +285,56 @@ pub async fn run(a: BenchArgs) -> Result<()> {
         c
     };
 
-    let limits = {
-        let (dir, block) = (tmp.clone(), block.clone());
-        tokio::task::spawn_blocking(move || machine_limits(&dir, size, &block)).await??
-    };
-    let disk_w = limits["disk_write_mib_s"].as_f64().unwrap();
-    let disk_r = limits["disk_read_mib_s"].as_f64().unwrap();
+    // Every figure is measured `runs` times, interleaved with the machine's
+    // limits so that both see the same noise; medians are reported.
     let live = client.cluster_status().await?.nodes.len();
-    let (w1, r1) = large(&client, "/bench-rep1.bin", size, 1, &block)
-        .await
-        .context("rep=1 large file")?;
+    let mut samples: BTreeMap<&'static str, Vec<f64>> = BTreeMap::new();
+    for _ in 0..a.runs.max(1) {
+        let limits = {
+            let (dir, block) = (tmp.clone(), block.clone());
+            tokio::task::spawn_blocking(move || machine_limits(&dir, size, &block)).await??
+        };
+        for (k, v) in limits {
+            samples.entry(k).or_default().push(v);
+        }
+        let (w1, r1) = large(&client, "/bench-rep1.bin", size, 1, &block)
+            .await
+            .context("rep=1 large file")?;
+        samples.entry("rep1_write_mib_s").or_default().push(w1);
+        samples.entry("rep1_read_mib_s").or_default().push(r1);
+        if live >= 3 {
+            let (w3, r3) = large(&client, "/bench-rep3.bin", size, 3, &block)
+                .await
+                .context("rep=3 large file")?;
+            samples.entry("rep3_write_mib_s").or_default().push(w3);
+            samples.entry("rep3_read_mib_s").or_default().push(r3);
+        }
+        let (puts, gets) = small(&client, a.small_count, small_size, a.concurrency)
+            .await
+            .context("small files")?;
+        samples.entry("small_puts_per_s").or_default().push(puts);
+        samples.entry("small_gets_per_s").or_default().push(gets);
+    }
+    let m = |k: &str| samples.get(k).map(|v| median(v)).unwrap_or(f64::NAN);
+    let (disk_w, disk_r) = (m("disk_write_mib_s"), m("disk_read_mib_s"));
     let mut out = json!({
+        "runs": a.runs.max(1),
         "large_file_bytes": size,
-        "machine": limits,
-        "rep1": {"write_mib_s": round(w1), "read_mib_s": round(r1),
-                 "write_ratio_to_disk": round(w1 / disk_w), "read_ratio_to_disk": round(r1 / disk_r)},
+        "machine": {"disk_write_mib_s": round(disk_w), "disk_read_mib_s": round(disk_r),
+                    "memcpy_mib_s": round(m("memcpy_mib_s"))},
+        "rep1": {"write_mib_s": round(m("rep1_write_mib_s")), "read_mib_s": round(m("rep1_read_mib_s")),
+                 "write_ratio_to_disk": round(m("rep1_write_mib_s") / disk_w),
+                 "read_ratio_to_disk": round(m("rep1_read_mib_s") / disk_r),
+                 "read_ratio_to_memcpy": round(m("rep1_read_mib_s") / m("memcpy_mib_s"))},
+        "small_files": {"count": a.small_count, "size": small_size, "concurrency": a.concurrency,
+                        "puts_per_s": m("small_puts_per_s").round(), "gets_per_s": m("small_gets_per_s").round()},
+        "peak_rss_mib": peak_rss_mib(),
+        "samples": samples.iter().map(|(k, v)| (k.to_string(), json!(v.iter().map(|x| round(*x)).collect::<Vec<_>>()))).collect::<serde_json::Map<_, _>>(),
     });
     if live >= 3 {
-        let (w3, r3) = large(&client, "/bench-rep3.bin", size, 3, &block)
-            .await
-            .context("rep=3 large file")?;
-        out["rep3"] = json!({"write_mib_s": round(w3), "read_mib_s": round(r3),
-                             "write_ratio_to_disk_over_3": round(w3 / (disk_w / 3.0))});
+        out["rep3"] = json!({"write_mib_s": round(m("rep3_write_mib_s")), "read_mib_s": round(m("rep3_read_mib_s")),
+                             "write_ratio_to_disk_over_3": round(m("rep3_write_mib_s") / (disk_w / 3.0))});
     }
-    let (puts, gets) = small(&client, a.small_count, small_size, a.concurrency)
-        .await
-        .context("small files")?;
-    out["small_files"] = json!({"count": a.small_count, "size": small_size, "concurrency": a.concurrency,
-                                "puts_per_s": puts.round(), "gets_per_s": gets.round()});
     println!("{}", serde_json::to_string_pretty(&out)?);
 
     if let Some((meta, nodes)) = handles {

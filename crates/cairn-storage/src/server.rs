@@ -27,6 +27,8 @@ pub struct StorageConfig {
     pub meta: Vec<String>,
     pub zone: String,
     pub heartbeat: Duration,
+    /// How often sealed segments with mostly deleted data are rewritten.
+    pub compact_every: Duration,
     pub store: StoreOptions,
 }
 
@@ -39,6 +41,7 @@ impl StorageConfig {
             meta,
             zone: "default".into(),
             heartbeat: Duration::from_secs(1),
+            compact_every: Duration::from_secs(60),
             store: StoreOptions::default(),
         }
     }
@@ -128,8 +131,9 @@ pub async fn start(cfg: StorageConfig, creds: Credentials) -> Result<StorageHand
             addr.clone(),
             cfg.zone.clone(),
             cfg.heartbeat,
-            stop_rx,
+            stop_rx.clone(),
         )),
+        tokio::spawn(compaction_worker(node.clone(), cfg.compact_every, stop_rx)),
     ];
     info!(node = %id, %addr, data = %cfg.data_dir.display(), "storage node serving");
     Ok(StorageHandle {
@@ -484,6 +488,36 @@ fn node_stats(node: &Node) -> NodeStats {
         free: s.fs_free,
         total: s.fs_total,
         corrupt_chunks: node.corrupt.lock().unwrap().iter().copied().collect(),
+    }
+}
+
+/// Segment files below this share of live data are rewritten, so space
+/// freed by deleted chunks returns to the file system.
+const COMPACT_BELOW_LIVE_RATIO: f64 = 0.5;
+
+/// Reclaims the space of deleted chunks in the background.
+async fn compaction_worker(node: Arc<Node>, every: Duration, mut stop: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+        let store = node.store.clone();
+        match blocking(move || store.compact(COMPACT_BELOW_LIVE_RATIO)).await {
+            Ok(s) if s.segments_compacted > 0 => {
+                info!(
+                    segments = s.segments_compacted,
+                    freed = s.bytes_freed,
+                    "compacted"
+                );
+                if !s.corrupt.is_empty() {
+                    warn!(chunks = ?s.corrupt, "corrupt chunks found while compacting");
+                    node.corrupt.lock().unwrap().extend(s.corrupt);
+                }
+            }
+            Ok(_) => {}
+            Err(e) => warn!("compaction failed: {e}"),
+        }
     }
 }
 

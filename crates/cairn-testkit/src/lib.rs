@@ -104,7 +104,9 @@ impl TestCluster {
         let mut sc = StorageConfig::new(self.node_dir(i), vec![self.meta_addr()]);
         sc.listen = listen;
         sc.heartbeat = Duration::from_millis(200);
+        sc.compact_every = Duration::from_millis(200);
         sc.store.reserve_free = 0;
+        sc.store.segment_size = 4 << 20;
         cairn_storage::start(sc, Credentials::Cluster(self.secret())).await
     }
 
@@ -146,6 +148,15 @@ impl TestCluster {
         v.retain(|p| p.extension().is_some_and(|e| e == "log"));
         v.sort();
         v
+    }
+
+    /// Bytes of segment files on node `i`'s disk.
+    pub fn disk_bytes(&self, i: usize) -> u64 {
+        self.segment_files(i)
+            .iter()
+            .filter_map(|p| std::fs::metadata(p).ok())
+            .map(|m| m.len())
+            .sum()
     }
 
     pub async fn shutdown(mut self) {

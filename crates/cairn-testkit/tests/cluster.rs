@@ -487,3 +487,33 @@ async fn bad_input_is_refused_and_servers_stay_up() {
     })
     .await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleted_data_returns_disk_space() {
+    deadline(async {
+        let c = TestCluster::start_with(1, |m| {
+            m.default_rep = 1;
+            m.gc_delay = Duration::from_millis(100);
+        })
+        .await;
+        let cl = c.client().await;
+        for i in 0..12 {
+            cl.put_bytes(&p(&format!("/d{i}")), &pattern(1 << 20, i), small_chunks())
+                .await
+                .unwrap();
+        }
+        let before = c.disk_bytes(0);
+        assert!(before >= 12 << 20, "{before}");
+        for i in 0..12 {
+            cl.remove(&p(&format!("/d{i}")), false).await.unwrap();
+        }
+        // Garbage collection deletes the chunks; compaction drops the
+        // sealed segments, leaving at most the active one.
+        wait_for(Duration::from_secs(30), || async {
+            (c.disk_bytes(0) <= 5 << 20).then_some(())
+        })
+        .await;
+        c.shutdown().await;
+    })
+    .await
+}
