@@ -136,7 +136,7 @@ fn machine_limits(dir: &Path, size: u64, block: &[u8]) -> Result<[(&'static str,
         let at = (written % block.len() as u64) as usize;
         f.write_all(&block[at..at + n])?;
         written += n as u64;
-        if written % (32 << 20) == 0 || written == size {
+        if written.is_multiple_of(32 << 20) || written == size {
             f.sync_data()?;
         }
     }
