@@ -38,6 +38,8 @@ pub struct PutOptions {
     /// Chunk size; the cluster's when None.
     pub chunk_size: Option<u64>,
     pub mode: Option<u32>,
+    /// Extended attributes of the new version; None keeps the old ones.
+    pub xattrs: Option<cairn_types::Xattrs>,
 }
 
 pub(crate) struct Inner {

@@ -2,7 +2,7 @@ use crate::client::{unexpected, Client, PutOptions};
 use bytes::Bytes;
 use cairn_proto::{ChunkAlloc, MetaRequest, MetaResponse, PutOutcome, StorageRequest, DATA_FRAME};
 use cairn_types::{
-    BlockCrcs, CairnPath, Error, ErrorKind, Extent, Inode, NodeId, Result, BLOCK_SIZE,
+    BlockCrcs, CairnPath, Error, ErrorKind, Extent, Inode, NodeId, Result, Xattrs, BLOCK_SIZE,
 };
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -13,6 +13,8 @@ use tracing::warn;
 const PLACE_ATTEMPTS: usize = 5;
 /// Largest chunk a client will make; bounds its memory per chunk in flight.
 pub const MAX_CHUNK: u64 = 256 << 20;
+type FinishAttrs<'a> = Box<dyn FnOnce() -> Xattrs + Send + 'a>;
+
 const CHAIN_TIMEOUT: Duration = Duration::from_secs(300);
 
 impl Client {
@@ -22,8 +24,18 @@ impl Client {
     pub async fn put<R: AsyncRead + Unpin>(
         &self,
         path: &CairnPath,
+        src: R,
+        opts: PutOptions,
+    ) -> Result<Inode> {
+        self.put_inner(path, src, opts, None).await
+    }
+
+    async fn put_inner<R: AsyncRead + Unpin>(
+        &self,
+        path: &CairnPath,
         mut src: R,
         opts: PutOptions,
+        finish: Option<FinishAttrs<'_>>,
     ) -> Result<Inode> {
         let chunk_size = opts.chunk_size.unwrap_or(self.inner.config.chunk_size);
         if !(BLOCK_SIZE as u64..=MAX_CHUNK).contains(&chunk_size) {
@@ -71,14 +83,27 @@ impl Client {
             self.discard(extents).await;
             return Err(e);
         }
-        self.commit(
-            path,
-            extents,
-            opts.expected,
-            opts.mode.unwrap_or(0o644),
-            chunk_size,
-        )
-        .await
+        let xattrs = match finish {
+            Some(f) => Some(f()),
+            None => opts.xattrs,
+        };
+        let mode = opts.mode.unwrap_or(0o644);
+        self.commit(path, extents, opts.expected, mode, chunk_size, xattrs)
+            .await
+    }
+
+    /// [`Client::put`] whose extended attributes are computed from the
+    /// bytes written (an S3 gateway's MD5 ETag, say): `finish` runs after the
+    /// source is drained and every chunk stored, just before the commit.
+    pub async fn put_with_attrs<R: AsyncRead + Unpin>(
+        &self,
+        path: &CairnPath,
+        src: R,
+        opts: PutOptions,
+        finish: impl FnOnce() -> Xattrs + Send,
+    ) -> Result<Inode> {
+        self.put_inner(path, src, opts, Some(Box::new(finish)))
+            .await
     }
 
     /// Write a whole buffer as `path`.
@@ -99,6 +124,7 @@ impl Client {
         expected: Option<cairn_types::Version>,
         mode: u32,
         chunk_size: u64,
+        xattrs: Option<Xattrs>,
     ) -> Result<Inode> {
         let req = MetaRequest::CommitFile {
             path: path.clone(),
@@ -106,6 +132,7 @@ impl Client {
             expected,
             mode,
             chunk_size,
+            xattrs,
         };
         match self.meta(req).await? {
             MetaResponse::Inode(i) => Ok(i),

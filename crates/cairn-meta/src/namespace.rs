@@ -22,7 +22,7 @@
 //! record type first.
 
 use crate::store::{prefix_end, Condition, MetaStore, Txn};
-use cairn_types::{now_ms, CairnPath, ChunkId, Error, ErrorKind, InodeId, Result, Version};
+use cairn_types::{now_ms, CairnPath, ChunkId, Error, ErrorKind, InodeId, Result, Version, Xattrs};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
@@ -372,9 +372,26 @@ impl Namespace {
         mode: u32,
         chunk_size: u64,
     ) -> Result<Inode> {
+        self.commit_file_with(path, extents, expected, mode, chunk_size, None)
+            .await
+    }
+
+    /// [`Self::commit_file`] that also sets the file's extended attributes:
+    /// `None` keeps those of the version it replaces (none for a new file),
+    /// `Some` replaces them all, atomically with the content.
+    pub async fn commit_file_with(
+        &self,
+        path: &CairnPath,
+        extents: Vec<Extent>,
+        expected: Option<Version>,
+        mode: u32,
+        chunk_size: u64,
+        xattrs: Option<Xattrs>,
+    ) -> Result<Inode> {
         let extents = &extents;
+        let xattrs = &xattrs;
         retry("commit file", || {
-            self.commit_file_once(path, extents, expected, mode, chunk_size)
+            self.commit_file_once(path, extents, expected, mode, chunk_size, xattrs)
         })
         .await
     }
@@ -386,6 +403,7 @@ impl Namespace {
         expected: Option<Version>,
         mode: u32,
         chunk_size: u64,
+        xattrs: &Option<Xattrs>,
     ) -> Result<Option<Inode>> {
         if path.is_root() {
             return Err(Error::is_dir(
@@ -396,7 +414,7 @@ impl Namespace {
         let (parent, key, existing) = tx.resolve_entry(path).await?;
         let now = now_ms();
         let size = extents.iter().map(|e| e.len).sum();
-        let (id, version) = match existing {
+        let (id, version, kept_xattrs) = match existing {
             Some(old) if old.kind == InodeKind::Directory => {
                 return Err(Error::is_dir(format!(
                     "{path} is a directory; it cannot be written as a file"
@@ -419,7 +437,7 @@ impl Namespace {
                     _ => {}
                 }
                 self.add_garbage(&mut tx, &old.extents, extents);
-                (old.id, Version(old.version.0 + 1))
+                (old.id, Version(old.version.0 + 1), old.xattrs)
             }
             None => {
                 if let Some(v) = expected.filter(|v| v.0 != 0) {
@@ -436,7 +454,7 @@ impl Namespace {
                         name: name.to_string(),
                     },
                 );
-                (id, Version(1))
+                (id, Version(1), Xattrs::new())
             }
         };
         let inode = Inode {
@@ -449,6 +467,7 @@ impl Namespace {
             mode,
             extents: extents.to_vec(),
             chunk_size,
+            xattrs: xattrs.clone().unwrap_or(kept_xattrs),
         };
         tx.put(key, &inode);
         Ok(tx.commit().await?.map(|_| inode))
@@ -723,6 +742,7 @@ fn new_dir(id: InodeId, now: u64) -> Inode {
         mode: 0o755,
         extents: Vec::new(),
         chunk_size: 0,
+        xattrs: Xattrs::new(),
     }
 }
 

@@ -275,6 +275,7 @@ impl Meta {
                 expected,
                 mode,
                 chunk_size,
+                xattrs,
             } => {
                 for e in &extents {
                     if e.nodes.is_empty() {
@@ -292,7 +293,7 @@ impl Meta {
                 }
                 match self
                     .ns
-                    .commit_file(&path, extents.clone(), expected, mode, chunk_size)
+                    .commit_file_with(&path, extents.clone(), expected, mode, chunk_size, xattrs)
                     .await
                 {
                     Ok(inode) => Ok(MetaResponse::Inode(inode)),

@@ -73,12 +73,14 @@ pub enum MetaRequest {
         rep: Option<u8>,
         exclude: Vec<NodeId>,
     },
+    /// `xattrs`: None keeps the replaced version's, Some replaces them.
     CommitFile {
         path: CairnPath,
         extents: Vec<Extent>,
         expected: Option<Version>,
         mode: u32,
         chunk_size: u64,
+        xattrs: Option<cairn_types::Xattrs>,
     },
     ClusterStatus,
     /// Chunks a client wrote but will not commit (its write failed or was

@@ -365,6 +365,7 @@ async fn listing_100k_entries_pages_in_order() {
                         None,
                         0o644,
                         1 << 20,
+                        None,
                     )
                     .await
                     .unwrap();
@@ -513,6 +514,40 @@ async fn deleted_data_returns_disk_space() {
             (c.disk_bytes(0) <= 5 << 20).then_some(())
         })
         .await;
+        c.shutdown().await;
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn extended_attributes_follow_versions() {
+    deadline(async {
+        let c = TestCluster::start(1, 1).await;
+        let cl = c.client().await;
+        let attrs: cairn_types::Xattrs =
+            [("s3.content-type".to_string(), b"text/plain".to_vec())].into();
+        let opts = PutOptions {
+            xattrs: Some(attrs.clone()),
+            ..Default::default()
+        };
+        cl.put_bytes(&p("/x"), b"one", opts).await.unwrap();
+        assert_eq!(cl.stat(&p("/x")).await.unwrap().xattrs, attrs);
+        // An overwrite without attributes keeps them.
+        cl.put_bytes(&p("/x"), b"two", PutOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(cl.stat(&p("/x")).await.unwrap().xattrs, attrs);
+        // Attributes computed from the bytes, committed with them.
+        let i = cl
+            .put_with_attrs(&p("/x"), &b"three"[..], PutOptions::default(), || {
+                [("s3.etag".to_string(), b"abc".to_vec())].into()
+            })
+            .await
+            .unwrap();
+        assert_eq!(i.version, Version(3));
+        let got = cl.stat(&p("/x")).await.unwrap().xattrs;
+        assert_eq!(got.len(), 1);
+        assert_eq!(got["s3.etag"], b"abc");
         c.shutdown().await;
     })
     .await

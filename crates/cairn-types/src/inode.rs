@@ -31,7 +31,13 @@ pub struct Inode {
     /// Empty for directories.
     pub extents: Vec<Extent>,
     pub chunk_size: u64,
+    /// Extended attributes: user metadata of S3 objects (`s3.meta.*`,
+    /// `s3.content-type`, `s3.etag`), xattrs of the mount.
+    pub xattrs: Xattrs,
 }
+
+/// Extended attributes by name.
+pub type Xattrs = std::collections::BTreeMap<String, Vec<u8>>;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DirEntry {

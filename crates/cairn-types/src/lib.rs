@@ -15,7 +15,7 @@ mod units;
 pub use checksum::{BlockCrcs, BLOCK_SIZE};
 pub use error::{Error, ErrorKind, Result};
 pub use ids::{ChunkId, InodeId, NodeId, Version};
-pub use inode::{DirEntry, Extent, GarbageChunk, Inode, InodeKind};
+pub use inode::{DirEntry, Extent, GarbageChunk, Inode, InodeKind, Xattrs};
 pub use path::{CairnPath, MAX_NAME_LEN, MAX_PATH_LEN};
 pub use units::{format_bytes, parse_duration, parse_size};
 
