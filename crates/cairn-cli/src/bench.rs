@@ -42,6 +42,9 @@ pub struct BenchArgs {
     /// Benchmark an existing cluster instead of starting a temporary one
     #[arg(long)]
     existing: bool,
+    /// Also measure through an S3 gateway on the temporary cluster
+    #[arg(long, conflicts_with = "existing")]
+    s3: bool,
     #[command(flatten)]
     target: Target,
 }
@@ -93,7 +96,7 @@ fn random_block(len: usize) -> Vec<u8> {
         .collect()
 }
 
-fn mbps(bytes: u64, d: Duration) -> f64 {
+pub(crate) fn mbps(bytes: u64, d: Duration) -> f64 {
     bytes as f64 / (1 << 20) as f64 / d.as_secs_f64()
 }
 
@@ -285,6 +288,22 @@ pub async fn run(a: BenchArgs) -> Result<()> {
         c
     };
 
+    let gateway = if a.s3 {
+        client
+            .mkdir(
+                &CairnPath::parse(&format!("/{}", crate::bench_s3::BUCKET))?,
+                true,
+            )
+            .await?;
+        let cfg = cairn_s3::GatewayConfig {
+            listen: "127.0.0.1:0".into(),
+            domain: None,
+            unauthenticated: true,
+        };
+        Some(cairn_s3::start(client.clone(), cfg).await?)
+    } else {
+        None
+    };
     // Every figure is measured `runs` times, interleaved with the machine's
     // limits so that both see the same noise; medians are reported.
     let live = client.cluster_status().await?.nodes.len();
@@ -314,6 +333,19 @@ pub async fn run(a: BenchArgs) -> Result<()> {
             .context("small files")?;
         samples.entry("small_puts_per_s").or_default().push(puts);
         samples.entry("small_gets_per_s").or_default().push(gets);
+        if let Some(g) = &gateway {
+            let (w, r) = crate::bench_s3::large(g.addr, size, Pattern::new(block.clone(), size))
+                .await
+                .context("S3 large object")?;
+            samples.entry("s3_put_mib_s").or_default().push(w);
+            samples.entry("s3_get_mib_s").or_default().push(r);
+            let data = Arc::new(random_block(small_size));
+            let (p, g) = crate::bench_s3::small(g.addr, a.small_count, data, a.concurrency)
+                .await
+                .context("S3 small objects")?;
+            samples.entry("s3_small_puts_per_s").or_default().push(p);
+            samples.entry("s3_small_gets_per_s").or_default().push(g);
+        }
     }
     let m = |k: &str| samples.get(k).map(|v| median(v)).unwrap_or(f64::NAN);
     let (disk_w, disk_r) = (m("disk_write_mib_s"), m("disk_read_mib_s"));
@@ -334,6 +366,29 @@ pub async fn run(a: BenchArgs) -> Result<()> {
     if live >= 3 {
         out["rep3"] = json!({"write_mib_s": round(m("rep3_write_mib_s")), "read_mib_s": round(m("rep3_read_mib_s")),
                              "write_ratio_to_disk_over_3": round(m("rep3_write_mib_s") / (disk_w / 3.0))});
+    }
+    if let Some(g) = gateway {
+        let direct_w = m(if live >= 3 {
+            "rep3_write_mib_s"
+        } else {
+            "rep1_write_mib_s"
+        });
+        let direct_r = m(if live >= 3 {
+            "rep3_read_mib_s"
+        } else {
+            "rep1_read_mib_s"
+        });
+        out["s3"] = json!({
+            "note": "through the S3 gateway (plain HTTP/1.1, unsigned) on the same cluster, default redundancy",
+            "put_mib_s": round(m("s3_put_mib_s")), "get_mib_s": round(m("s3_get_mib_s")),
+            "put_ratio_to_direct": round(m("s3_put_mib_s") / direct_w),
+            "get_ratio_to_direct": round(m("s3_get_mib_s") / direct_r),
+            "small_puts_per_s": m("s3_small_puts_per_s").round(),
+            "small_gets_per_s": m("s3_small_gets_per_s").round(),
+            "small_puts_ratio_to_direct": round(m("s3_small_puts_per_s") / m("small_puts_per_s")),
+            "small_gets_ratio_to_direct": round(m("s3_small_gets_per_s") / m("small_gets_per_s")),
+        });
+        g.stop().await;
     }
     println!("{}", serde_json::to_string_pretty(&out)?);
 

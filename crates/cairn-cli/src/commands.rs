@@ -262,13 +262,7 @@ pub async fn locate(t: &Target, p: &str, json_out: bool) -> Result<()> {
         status
             .as_ref()
             .and_then(|s| s.nodes.iter().find(|n| n.id == id))
-            .map(|n| {
-                if n.state == NodeState::Live {
-                    "live"
-                } else {
-                    "dead"
-                }
-            })
+            .map(|n| n.state.as_str())
             .unwrap_or("unknown")
     };
     let addr = |id| {
@@ -338,7 +332,8 @@ pub fn status_json(s: &ClusterStatus) -> serde_json::Value {
         .iter()
         .map(|n| {
             json!({"id": n.id.to_string(), "addr": n.addr, "zone": n.zone,
-                   "state": if n.state == NodeState::Live { "live" } else { "dead" },
+                   "state": n.state.as_str(), "accepting_writes": n.stats.accepting_writes,
+                   "problem": n.stats.problem, "scrubbed_bytes": n.stats.scrubbed_bytes,
                    "last_heartbeat_ms": n.last_heartbeat_ms, "chunks": n.stats.chunks,
                    "used_bytes": n.stats.used, "free_bytes": n.stats.free, "total_bytes": n.stats.total,
                    "corrupt_chunks": n.stats.corrupt_chunks.iter().map(|c| c.to_string()).collect::<Vec<_>>()})
@@ -353,6 +348,9 @@ pub fn status_json(s: &ClusterStatus) -> serde_json::Value {
         "unavailable_chunks": s.unavailable_chunks,
         "corrupt_replicas": s.corrupt_replicas.iter().map(|(c, n)| json!({"chunk": c.to_string(), "node": n.to_string()})).collect::<Vec<_>>(),
         "pending_garbage_chunks": s.pending_garbage_chunks,
+        "repair": {"chunks_pending": s.repair.chunks_pending, "bytes_left": s.repair.bytes_left,
+                   "bytes_per_s": s.repair.bytes_per_s, "copies_done": s.repair.copies_done,
+                   "copies_failed": s.repair.copies_failed, "orphans_deleted": s.repair.orphans_deleted},
     })
 }
 
@@ -370,17 +368,13 @@ pub async fn cluster_status(t: &Target, json_out: bool) -> Result<()> {
         .count();
     println!("nodes: {live} live of {}", s.nodes.len());
     println!(
-        "  {:<16}  {:<21}  {:<8}  {:<5}  {:>8}  {:>10}  {:>10}",
+        "  {:<16}  {:<21}  {:<8}  {:<8}  {:>8}  {:>10}  {:>10}",
         "id", "addr", "zone", "state", "chunks", "used", "free"
     );
     for n in &s.nodes {
-        let state = if n.state == NodeState::Live {
-            "live"
-        } else {
-            "DEAD"
-        };
+        let state = n.state.as_str();
         println!(
-            "  {:<16}  {:<21}  {:<8}  {:<5}  {:>8}  {:>10}  {:>10}",
+            "  {:<16}  {:<21}  {:<8}  {:<8}  {:>8}  {:>10}  {:>10}",
             n.id.to_string(),
             n.addr,
             n.zone,
@@ -396,6 +390,19 @@ pub async fn cluster_status(t: &Target, json_out: bool) -> Result<()> {
         format_bytes(s.logical_bytes)
     );
     println!("under-replicated chunks: {}", s.under_replicated_chunks);
+    for n in &s.nodes {
+        if let Some(p) = &n.stats.problem {
+            println!("node {} takes no new chunks: {p}", n.id);
+        }
+    }
+    if s.repair.chunks_pending > 0 {
+        println!(
+            "repairing: {} chunk(s), {} left to copy at {}/s",
+            s.repair.chunks_pending,
+            format_bytes(s.repair.bytes_left),
+            format_bytes(s.repair.bytes_per_s)
+        );
+    }
     if s.unavailable_chunks > 0 {
         println!(
             "UNAVAILABLE chunks (no live copy): {}",
@@ -412,4 +419,69 @@ pub async fn cluster_status(t: &Target, json_out: bool) -> Result<()> {
         );
     }
     Ok(())
+}
+
+pub async fn key_create(
+    t: &Target,
+    name: &str,
+    read_only: bool,
+    bucket: Option<String>,
+    json_out: bool,
+) -> Result<()> {
+    let c = connect(t).await?;
+    let k = cairn_s3::create_key(&c, name, read_only, bucket).await?;
+    if json_out {
+        println!("{}", serde_json::to_string_pretty(&k)?);
+    } else {
+        println!("name        {}", k.name);
+        println!("access key  {}", k.access_key);
+        println!("secret key  {}", k.secret_key);
+        println!(
+            "rights      {}{}",
+            if k.read_only {
+                "read-only"
+            } else {
+                "read-write"
+            },
+            k.bucket
+                .as_ref()
+                .map(|b| format!(", bucket {b} only"))
+                .unwrap_or_default()
+        );
+    }
+    Ok(())
+}
+
+pub async fn drain(t: &Target, node: &str, wait: bool, undo: bool) -> Result<()> {
+    let c = connect(t).await?;
+    let id: cairn_types::NodeId = node.parse()?;
+    c.drain(id, undo).await?;
+    if undo {
+        eprintln!("node {id} takes new chunks again");
+        return Ok(());
+    }
+    eprintln!("draining node {id}: its chunks are being copied to other nodes");
+    if !wait {
+        eprintln!("follow with 'cairn cluster status'; the node is safe to stop when its state is 'drained'");
+        return Ok(());
+    }
+    loop {
+        let s = c.cluster_status().await?;
+        let n = s
+            .nodes
+            .iter()
+            .find(|n| n.id == id)
+            .context("the node disappeared")?;
+        if n.state == NodeState::Drained {
+            eprintln!("node {id} is drained: it can be stopped with no chunk short of redundancy");
+            return Ok(());
+        }
+        eprintln!(
+            "  {}: {} chunk(s) still to move cluster-wide, {} left",
+            n.state.as_str(),
+            s.repair.chunks_pending,
+            format_bytes(s.repair.bytes_left)
+        );
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    }
 }

@@ -1,8 +1,10 @@
 //! `cairn`: one binary for every role and every command.
 
 mod bench;
+mod bench_s3;
 mod commands;
 mod config;
+mod meta_tools;
 mod roles;
 
 use clap::{Parser, Subcommand};
@@ -124,6 +126,41 @@ enum Cmd {
     },
     /// Measure throughput against a cluster (a temporary local one by default); prints JSON
     Bench(bench::BenchArgs),
+    /// Run a front-end gateway alone against a cluster
+    Gateway {
+        #[command(subcommand)]
+        cmd: GatewayCmd,
+    },
+    /// S3 access keys
+    Key {
+        #[command(subcommand)]
+        cmd: KeyCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum GatewayCmd {
+    /// The S3-compatible HTTP API
+    S3(roles::GatewayArgs),
+}
+
+#[derive(Subcommand)]
+enum KeyCmd {
+    /// Make an S3 access key; prints the access key and secret
+    Create {
+        /// A name to recognise the key by
+        name: String,
+        /// Only reads (Get, Head, List)
+        #[arg(long)]
+        read_only: bool,
+        /// Only this bucket
+        #[arg(long)]
+        bucket: Option<String>,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        target: Target,
+    },
 }
 
 #[derive(Subcommand)]
@@ -132,6 +169,19 @@ enum ClusterCmd {
     Status {
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Move every chunk off a storage node so it can be stopped
+    Drain {
+        /// Node id (as `cairn cluster status` shows it)
+        node: String,
+        /// Wait until the node holds nothing any file needs
+        #[arg(long)]
+        wait: bool,
+        /// Stop draining; the node takes new chunks again
+        #[arg(long)]
+        undo: bool,
         #[command(flatten)]
         target: Target,
     },
@@ -148,7 +198,10 @@ fn init_logging(default: &str) {
 
 fn main() {
     let cli = Cli::parse();
-    let is_role = matches!(cli.cmd, Cmd::Server(_) | Cmd::Meta(_) | Cmd::Storage(_));
+    let is_role = matches!(
+        cli.cmd,
+        Cmd::Server(_) | Cmd::Meta(_) | Cmd::Storage(_) | Cmd::Gateway { .. }
+    );
     init_logging(if is_role { "info" } else { "warn" });
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -202,6 +255,28 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
         Cmd::Cluster {
             cmd: ClusterCmd::Status { json, target },
         } => c::cluster_status(&target, json).await,
+        Cmd::Cluster {
+            cmd:
+                ClusterCmd::Drain {
+                    node,
+                    wait,
+                    undo,
+                    target,
+                },
+        } => c::drain(&target, &node, wait, undo).await,
         Cmd::Bench(a) => bench::run(a).await,
+        Cmd::Gateway {
+            cmd: GatewayCmd::S3(a),
+        } => roles::gateway_s3(a).await,
+        Cmd::Key {
+            cmd:
+                KeyCmd::Create {
+                    name,
+                    read_only,
+                    bucket,
+                    json,
+                    target,
+                },
+        } => c::key_create(&target, &name, read_only, bucket, json).await,
     }
 }

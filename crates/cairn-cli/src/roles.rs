@@ -15,12 +15,25 @@ pub struct MetaOpts {
     /// Chunk size for new files
     #[arg(long, default_value = "32MiB")]
     chunk_size: String,
-    /// A storage node silent this long is dead
-    #[arg(long, default_value = "15s")]
+    /// A storage node silent this long is dead and its chunks are re-created
+    /// elsewhere (a grace period, so a restart does not start a repair storm)
+    #[arg(long, default_value = "5m")]
     dead_after: String,
     /// How long replaced or deleted data stays readable before its chunks are collected
     #[arg(long, default_value = "60s")]
     gc_delay: String,
+    /// Time between repair planner passes
+    #[arg(long, default_value = "30s")]
+    repair_interval: String,
+    /// Bytes per second repair may copy (0: unlimited)
+    #[arg(long, default_value = "64MiB")]
+    repair_bandwidth: String,
+    /// Chunk copies repair runs at once
+    #[arg(long, default_value_t = 4)]
+    repair_parallelism: usize,
+    /// How long a chunk may be written but uncommitted before it counts as an orphan
+    #[arg(long, default_value = "1h")]
+    orphan_after: String,
 }
 
 #[derive(clap::Args)]
@@ -43,8 +56,23 @@ pub struct ServerArgs {
     /// Do not write ~/.config/cairn/client.conf
     #[arg(long)]
     no_client_conf: bool,
+    /// S3 gateway listen address; "off" runs none
+    #[arg(long, default_value = "127.0.0.1:7480", env = "CAIRN_S3_LISTEN")]
+    s3_listen: String,
     #[command(flatten)]
     meta: MetaOpts,
+}
+
+#[derive(clap::Args)]
+pub struct GatewayArgs {
+    /// Listen address
+    #[arg(long, default_value = "127.0.0.1:7480", env = "CAIRN_S3_LISTEN")]
+    listen: String,
+    /// Base domain for virtual-hosted-style requests (bucket.DOMAIN)
+    #[arg(long, env = "CAIRN_S3_DOMAIN")]
+    domain: Option<String>,
+    #[command(flatten)]
+    target: crate::Target,
 }
 
 #[derive(clap::Args)]
@@ -56,8 +84,14 @@ pub struct MetaArgs {
     /// Default copies per chunk
     #[arg(long, default_value_t = 3)]
     rep: u8,
+    /// Metadata store: "embedded" (redb in --data) or
+    /// etcd://HOST:PORT[,HOST:PORT...][/prefix], which several meta servers can share
+    #[arg(long, default_value = "embedded", env = "CAIRN_META_STORE")]
+    store: String,
     #[command(flatten)]
     meta: MetaOpts,
+    #[command(subcommand)]
+    tool: Option<crate::meta_tools::MetaCmd>,
 }
 
 #[derive(clap::Args)]
@@ -82,6 +116,19 @@ pub struct StorageArgs {
     /// Space to leave free on the file system
     #[arg(long, default_value = "256MiB")]
     reserve: String,
+    /// Time between heartbeats to meta
+    #[arg(long, default_value = "1s")]
+    heartbeat: String,
+    /// Bytes per second the scrubber re-reads to find bit rot (0: off)
+    #[arg(long, default_value = "32MiB")]
+    scrub_rate: String,
+    /// Pause between two full scrubbing passes
+    #[arg(long, default_value = "30s")]
+    scrub_pause: String,
+    /// Size at which a segment file is sealed (deleted data is reclaimed
+    /// only from sealed segments)
+    #[arg(long, default_value = "256MiB")]
+    segment_size: String,
 }
 
 fn meta_config(data: PathBuf, listen: String, rep: u8, o: &MetaOpts) -> Result<MetaConfig> {
@@ -91,6 +138,10 @@ fn meta_config(data: PathBuf, listen: String, rep: u8, o: &MetaOpts) -> Result<M
     c.chunk_size = parse_size(&o.chunk_size)?;
     c.dead_after = parse_duration(&o.dead_after)?;
     c.gc_delay = parse_duration(&o.gc_delay)?;
+    c.repair.interval = parse_duration(&o.repair_interval)?;
+    c.repair.bandwidth = parse_size(&o.repair_bandwidth)?;
+    c.repair.parallelism = o.repair_parallelism.max(1);
+    c.repair.orphan_after = parse_duration(&o.orphan_after)?;
     Ok(c)
 }
 
@@ -138,11 +189,33 @@ pub async fn server(a: ServerArgs) -> Result<()> {
         );
     }
     let key = meta_dir.join(CLIENT_KEY_FILE);
+    let s3 = if a.s3_listen == "off" {
+        None
+    } else {
+        let client = cairn_client::Client::connect(cairn_client::ClientConfig::new(
+            vec![meta.addr.clone()],
+            Credentials::Client(meta.secret.client_key()),
+        ))
+        .await
+        .context("connecting the S3 gateway to meta")?;
+        let cfg = cairn_s3::GatewayConfig {
+            listen: a.s3_listen.clone(),
+            domain: None,
+            unauthenticated: false,
+        };
+        Some(
+            cairn_s3::start(client, cfg)
+                .await
+                .context("starting the S3 gateway")?,
+        )
+    };
+    let s3_url = s3.as_ref().map(|g| format!("http://{}", g.addr));
     let endpoints = serde_json::json!({
         "meta": meta.addr,
         "storage": storage.iter().map(|s| serde_json::json!({"id": s.id.to_string(), "addr": s.addr})).collect::<Vec<_>>(),
         "client_key": std::fs::canonicalize(&key).unwrap_or(key.clone()),
         "rep": rep,
+        "s3": s3_url,
     });
     std::fs::write(
         a.data.join("endpoints.json"),
@@ -155,6 +228,9 @@ pub async fn server(a: ServerArgs) -> Result<()> {
     }
     println!("  redundancy  rep={rep}");
     println!("  client key  {}", key.display());
+    if let Some(u) = &s3_url {
+        println!("  s3          {u} (make a key: cairn key create NAME)");
+    }
     if !a.no_client_conf {
         match config::write_client_conf(&meta.addr, &key) {
             Ok(p) => println!(
@@ -170,6 +246,9 @@ pub async fn server(a: ServerArgs) -> Result<()> {
 
     shutdown_signal().await;
     info!("shutting down");
+    if let Some(g) = s3 {
+        g.stop().await;
+    }
     for s in storage {
         s.shutdown().await;
     }
@@ -178,11 +257,17 @@ pub async fn server(a: ServerArgs) -> Result<()> {
 }
 
 pub async fn meta(a: MetaArgs) -> Result<()> {
-    let cfg = meta_config(a.data.clone(), a.listen, a.rep, &a.meta)?;
+    if let Some(tool) = a.tool {
+        return crate::meta_tools::run(tool).await;
+    }
+    let mut cfg = meta_config(a.data.clone(), a.listen, a.rep, &a.meta)?;
+    cfg.store = a.store.parse()?;
+    let store_name = cfg.store.to_string();
     let meta = cairn_meta::server::start(cfg)
         .await
         .context("starting meta")?;
     println!("cairn meta: listening on {}", meta.addr);
+    println!("  metadata       {store_name}");
     println!(
         "  cluster secret {} (give it to storage nodes)",
         a.data.join(SECRET_FILE).display()
@@ -239,9 +324,12 @@ pub async fn storage(a: StorageArgs) -> Result<()> {
         None => advertise_addr(&a.listen, bound, &meta[0]).await?,
     });
     sc.zone = a.zone;
+    sc.heartbeat = parse_duration(&a.heartbeat)?;
+    sc.scrub_rate = parse_size(&a.scrub_rate)?;
+    sc.scrub_pause = parse_duration(&a.scrub_pause)?;
     sc.store = StoreOptions {
         reserve_free: parse_size(&a.reserve)?,
-        ..StoreOptions::default()
+        segment_size: parse_size(&a.segment_size)?,
     };
     let node = cairn_storage::start(sc, creds)
         .await
@@ -256,5 +344,23 @@ pub async fn storage(a: StorageArgs) -> Result<()> {
     std::io::stdout().flush()?;
     shutdown_signal().await;
     node.shutdown().await;
+    Ok(())
+}
+
+pub async fn gateway_s3(a: GatewayArgs) -> Result<()> {
+    let client = crate::commands::connect(&a.target).await?;
+    let cfg = cairn_s3::GatewayConfig {
+        listen: a.listen,
+        domain: a.domain,
+        unauthenticated: false,
+    };
+    let g = cairn_s3::start(client, cfg)
+        .await
+        .context("starting the S3 gateway")?;
+    println!("cairn gateway s3: listening on http://{}", g.addr);
+    use std::io::Write;
+    std::io::stdout().flush()?;
+    shutdown_signal().await;
+    g.stop().await;
     Ok(())
 }

@@ -38,6 +38,8 @@ fn spawn(env: &Env, args: &[&str], ready: &str) -> Proc {
     let mut child = Command::new(BIN)
         .args(args)
         .env("XDG_CONFIG_HOME", env.dir.path().join("config"))
+        // `cairn server` serves S3 on a fixed port by default; tests run in parallel.
+        .env("CAIRN_S3_LISTEN", "127.0.0.1:0")
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

@@ -158,6 +158,14 @@ impl Client {
         }
     }
 
+    /// Move every chunk off `node` (or stop doing so).
+    pub async fn drain(&self, node: cairn_types::NodeId, undo: bool) -> Result<()> {
+        match self.meta(MetaRequest::Drain { node, undo }).await? {
+            MetaResponse::Ok => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
     pub async fn cluster_status(&self) -> Result<ClusterStatus> {
         match self.meta(MetaRequest::ClusterStatus).await? {
             MetaResponse::Status(s) => Ok(s),

@@ -140,6 +140,30 @@ impl Client {
         }
     }
 
+    /// Commit `dst` as the concatenation of the files `sources` and remove
+    /// them, atomically and without moving bytes (their chunks become
+    /// `dst`'s). `expected` and `xattrs` as in [`PutOptions`].
+    pub async fn compose(
+        &self,
+        dst: &CairnPath,
+        sources: Vec<CairnPath>,
+        expected: Option<cairn_types::Version>,
+        mode: u32,
+        xattrs: Option<Xattrs>,
+    ) -> Result<Inode> {
+        let req = MetaRequest::Compose {
+            dst: dst.clone(),
+            sources,
+            expected,
+            mode,
+            xattrs,
+        };
+        match self.meta(req).await? {
+            MetaResponse::Inode(i) => Ok(i),
+            other => Err(unexpected(other)),
+        }
+    }
+
     /// Best effort: tell meta these chunks will never be committed. If this
     /// fails too, the chunks stay orphans on their nodes.
     async fn discard(&self, extents: Vec<Extent>) {

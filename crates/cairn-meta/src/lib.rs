@@ -12,12 +12,18 @@
 //! crash at any moment leaves either the old or the new state; node liveness
 //! is rebuilt from heartbeats after a restart.
 
+pub mod dump;
 pub mod namespace;
 pub mod nodes;
+pub mod repair;
 pub mod server;
 pub mod store;
+pub mod store_etcd;
 pub mod store_redb;
+pub mod store_spec;
 
 pub use namespace::Namespace;
 pub use store::{Condition, KeyValue, MetaStore, Op, Txn};
+pub use store_etcd::{EtcdConfig, EtcdStore};
 pub use store_redb::RedbStore;
+pub use store_spec::StoreSpec;

@@ -22,7 +22,9 @@
 //! record type first.
 
 use crate::store::{prefix_end, Condition, MetaStore, Txn};
-use cairn_types::{now_ms, CairnPath, ChunkId, Error, ErrorKind, InodeId, Result, Version, Xattrs};
+use cairn_types::{
+    now_ms, CairnPath, ChunkId, Error, ErrorKind, InodeId, NodeId, Result, Version, Xattrs,
+};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
@@ -34,6 +36,8 @@ use std::time::Duration;
 const MAX_ATTEMPTS: u32 = 20;
 /// Entries deleted per trash transaction.
 const PURGE_BATCH: usize = 256;
+/// Operations (and conditions) after which a trash transaction stops taking entries.
+const PURGE_TXN_OPS: usize = 100;
 /// Page size when walking every entry.
 const WALK_PAGE: usize = 1024;
 
@@ -473,6 +477,118 @@ impl Namespace {
         Ok(tx.commit().await?.map(|_| inode))
     }
 
+    /// Commit `dst` as the concatenation of the files `sources`, in order,
+    /// and remove the sources, atomically. The chunks change owner instead of
+    /// being copied or collected: none of the sources' chunks becomes
+    /// garbage, while the chunks of a replaced `dst` do (unless reused).
+    /// `expected`, `mode` and `xattrs` as in [`Self::commit_file_with`]
+    /// (`xattrs: None` keeps the replaced version's). A source that is
+    /// missing is `NotFound`, a directory `IsADirectory`, one named twice or
+    /// equal to `dst` `InvalidInput`.
+    pub async fn compose(
+        &self,
+        dst: &CairnPath,
+        sources: &[CairnPath],
+        expected: Option<Version>,
+        mode: u32,
+        xattrs: Option<Xattrs>,
+    ) -> Result<Inode> {
+        let unique: HashSet<&CairnPath> = sources.iter().collect();
+        if unique.len() != sources.len() || unique.contains(dst) || dst.is_root() {
+            return Err(Error::invalid(format!(
+                "compose {dst}: the sources must be distinct files other than the destination"
+            )));
+        }
+        let xattrs = &xattrs;
+        retry("compose", || {
+            self.compose_once(dst, sources, expected, mode, xattrs)
+        })
+        .await
+    }
+
+    async fn compose_once(
+        &self,
+        dst: &CairnPath,
+        sources: &[CairnPath],
+        expected: Option<Version>,
+        mode: u32,
+        xattrs: &Option<Xattrs>,
+    ) -> Result<Option<Inode>> {
+        let mut tx = Tx::new(self.store.as_ref());
+        let mut extents = Vec::new();
+        let mut chunk_size = 0;
+        for src in sources {
+            let (_, key, entry) = tx.resolve_entry(src).await?;
+            let file = entry.ok_or_else(|| Error::not_found(format!("{src} does not exist")))?;
+            if file.kind == InodeKind::Directory {
+                return Err(Error::is_dir(format!("{src} is a directory, not a file")));
+            }
+            tx.delete(key);
+            tx.delete(id_key(INODE, file.id));
+            chunk_size = chunk_size.max(file.chunk_size);
+            extents.extend(file.extents);
+        }
+        let (parent, key, existing) = tx.resolve_entry(dst).await?;
+        let now = now_ms();
+        let (id, version, kept_xattrs) = match existing {
+            Some(old) if old.kind == InodeKind::Directory => {
+                return Err(Error::is_dir(format!(
+                    "{dst} is a directory; it cannot be written as a file"
+                )))
+            }
+            Some(old) => {
+                match expected {
+                    Some(Version(0)) => {
+                        return Err(Error::conflict(format!(
+                            "{dst} already exists (version {}) but was expected not to exist",
+                            old.version
+                        )))
+                    }
+                    Some(v) if v != old.version => {
+                        return Err(Error::conflict(format!(
+                            "{dst} is at version {}, not the expected version {v}; someone else changed it",
+                            old.version
+                        )))
+                    }
+                    _ => {}
+                }
+                self.add_garbage(&mut tx, &old.extents, &extents);
+                (old.id, Version(old.version.0 + 1), old.xattrs)
+            }
+            None => {
+                if let Some(v) = expected.filter(|v| v.0 != 0) {
+                    return Err(Error::conflict(format!(
+                        "{dst} does not exist but was expected at version {v}; someone else removed or renamed it"
+                    )));
+                }
+                let id = new_inode_id();
+                let (_, name) = dst.split_last().expect("not the root");
+                tx.create(
+                    id_key(INODE, id),
+                    &InodeLink {
+                        parent: parent.id,
+                        name: name.to_string(),
+                    },
+                );
+                (id, Version(1), Xattrs::new())
+            }
+        };
+        let inode = Inode {
+            id,
+            kind: InodeKind::File,
+            size: extents.iter().map(|e| e.len).sum(),
+            version,
+            mtime_ms: now,
+            ctime_ms: now,
+            mode,
+            extents,
+            chunk_size,
+            xattrs: xattrs.clone().unwrap_or(kept_xattrs),
+        };
+        tx.put(key, &inode);
+        Ok(tx.commit().await?.map(|_| inode))
+    }
+
     /// A page of directory `path` in name order, after `start_after` if given.
     pub async fn list(
         &self,
@@ -692,7 +808,15 @@ impl Namespace {
             tx.delete(id_key(INODE, dir.id));
             return Ok(tx.commit().await?.map(|_| 1));
         }
+        let mut taken = 0;
         for kv in &children {
+            // Stay within etcd's default limits (128 compares, 128 ops, 1.5 MiB
+            // per transaction): one file's own chunks may still exceed them.
+            let full = tx.txn.ops.len().max(tx.txn.conditions.len()) >= PURGE_TXN_OPS;
+            if taken > 0 && full {
+                break;
+            }
+            taken += 1;
             let child: Inode = decode(&kv.value)?;
             tx.pin(kv.key.clone(), kv.revision);
             tx.delete(kv.key.clone());
@@ -704,13 +828,99 @@ impl Namespace {
                 InodeKind::Directory => tx.put(id_key(TRASH, child.id), &child),
             }
         }
-        Ok(tx.commit().await?.map(|_| children.len()))
+        Ok(tx.commit().await?.map(|_| taken))
     }
 
     /// Call `f` on every extent of every committed file (not the trash, not
     /// garbage). Pages through all entries; slow on big namespaces, meant for
     /// accounting and repair planning. Not a snapshot: files changed meanwhile
     /// may be seen in either version.
+    /// A page of committed files, in key order after the entry key `after`,
+    /// for background planners: each with its entry key, to hand back to
+    /// [`Self::set_chunk_nodes`]. Directories are skipped, so a page may be
+    /// shorter than `limit`; the second value is the key to continue after
+    /// (None at the end).
+    pub async fn scan_files(
+        &self,
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<(Vec<(Vec<u8>, Inode)>, Option<Vec<u8>>)> {
+        let start = match after {
+            Some(k) => {
+                let mut s = k.to_vec();
+                s.push(0);
+                s
+            }
+            None => vec![ENTRY],
+        };
+        let page = self.store.scan(&start, &[ENTRY + 1], limit).await?;
+        let next = (page.len() == limit)
+            .then(|| page.last().map(|kv| kv.key.clone()))
+            .flatten();
+        let mut files = Vec::new();
+        for kv in page {
+            let inode: Inode = decode(&kv.value)?;
+            if inode.kind == InodeKind::File {
+                files.push((kv.key, inode));
+            }
+        }
+        Ok((files, next))
+    }
+
+    /// Replace the replica list of `chunk` in the file whose entry key is
+    /// `key` (from [`Self::scan_files`]), without changing its version. Returns
+    /// false if that file no longer holds the chunk (it was overwritten,
+    /// removed or renamed meanwhile): a copy made for it is then garbage.
+    pub async fn set_chunk_nodes(
+        &self,
+        key: &[u8],
+        chunk: ChunkId,
+        nodes: &[NodeId],
+    ) -> Result<bool> {
+        for _ in 0..MAX_ATTEMPTS {
+            let Some((value, rev)) = self.store.get(key).await? else {
+                return Ok(false);
+            };
+            let mut inode: Inode = decode(&value)?;
+            let Some(ext) = inode.extents.iter_mut().find(|e| e.chunk == chunk) else {
+                return Ok(false);
+            };
+            ext.nodes = nodes.to_vec();
+            let txn = Txn::new()
+                .when(key.to_vec(), rev)
+                .put(key.to_vec(), encode(&inode));
+            match self.store.commit(txn).await {
+                Ok(_) => return Ok(true),
+                Err(e) if e.kind == ErrorKind::Conflict => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(Error::conflict(format!(
+            "chunk {chunk}: its file kept changing; try again"
+        )))
+    }
+
+    /// Every chunk waiting in garbage (due or not): the orphan sweep leaves
+    /// these to the garbage collector and its delay.
+    pub async fn garbage_chunks(&self) -> Result<HashSet<ChunkId>> {
+        let mut out = HashSet::new();
+        let mut start = vec![GARBAGE];
+        loop {
+            let page = self.store.scan(&start, &[GARBAGE + 1], WALK_PAGE).await?;
+            for kv in &page {
+                let g: GarbageChunk = decode(&kv.value)?;
+                out.insert(g.chunk);
+            }
+            match page.last() {
+                Some(kv) if page.len() == WALK_PAGE => {
+                    start = kv.key.clone();
+                    start.push(0);
+                }
+                _ => return Ok(out),
+            }
+        }
+    }
+
     pub async fn for_each_chunk(&self, mut f: impl FnMut(&Extent) + Send) -> Result<()> {
         let mut start = vec![ENTRY];
         let end = vec![ENTRY + 1];
@@ -750,7 +960,7 @@ fn new_dir(id: InodeId, now: u64) -> Inode {
 mod tests {
     use super::*;
     use crate::store_redb::RedbStore;
-    use cairn_types::NodeId;
+
     use std::collections::BTreeMap;
 
     fn p(s: &str) -> CairnPath {
@@ -789,6 +999,54 @@ mod tests {
             Ok(_) => panic!("expected an error"),
             Err(e) => e.kind,
         }
+    }
+
+    #[tokio::test]
+    async fn compose_moves_chunks_without_collecting_them() {
+        let (_d, ns) = open_ns(Duration::ZERO).await;
+        ns.mkdir(&p("/up"), false).await.unwrap();
+        ns.mkdir(&p("/b"), false).await.unwrap();
+        ns.commit_file(&p("/up/1"), vec![ext(1, 10), ext(2, 5)], None, 0o644, 10)
+            .await
+            .unwrap();
+        ns.commit_file(&p("/up/2"), vec![ext(3, 7)], None, 0o644, 10)
+            .await
+            .unwrap();
+        ns.commit_file(&p("/b/o"), vec![ext(9, 1)], None, 0o644, 10)
+            .await
+            .unwrap();
+        let v = ns.lookup(&p("/b/o")).await.unwrap().version;
+        let sources = [p("/up/1"), p("/up/2")];
+        assert_eq!(
+            kind(
+                ns.compose(&p("/b/o"), &sources, Some(Version(0)), 0o644, None)
+                    .await
+            ),
+            ErrorKind::Conflict
+        );
+        let mut attrs = Xattrs::new();
+        attrs.insert("s3.etag".into(), b"x-2".to_vec());
+        let got = ns
+            .compose(&p("/b/o"), &sources, Some(v), 0o644, Some(attrs.clone()))
+            .await
+            .unwrap();
+        assert_eq!(got.size, 22);
+        assert_eq!(got.xattrs, attrs);
+        let chunks: Vec<_> = got.extents.iter().map(|e| e.chunk).collect();
+        assert_eq!(chunks, vec![ChunkId(1), ChunkId(2), ChunkId(3)]);
+        assert!(names(&ns, "/up").await.is_empty());
+        assert_eq!(pending_garbage(&ns).await, vec![ChunkId(9)]);
+        assert_eq!(
+            kind(ns.compose(&p("/b/o"), &sources, None, 0o644, None).await),
+            ErrorKind::NotFound
+        );
+        assert_eq!(
+            kind(
+                ns.compose(&p("/b/x"), &[p("/b/o"), p("/b/o")], None, 0o644, None)
+                    .await
+            ),
+            ErrorKind::InvalidInput
+        );
     }
 
     async fn names(ns: &Namespace, path: &str) -> Vec<String> {

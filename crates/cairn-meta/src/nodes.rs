@@ -17,6 +17,8 @@ const NODE_PREFIX: &[u8] = b"N/";
 struct NodeRecord {
     addr: String,
     zone: String,
+    /// Set by `cairn cluster drain`: move every chunk off this node.
+    draining: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -24,8 +26,14 @@ struct NodeEntry {
     addr: String,
     zone: String,
     stats: NodeStats,
-    /// 0 until the first heartbeat since this meta started.
+    /// Last heartbeat, or when this meta started for a node it has not
+    /// heard from yet: silence is counted from there, so a restart of meta
+    /// does not declare every node dead.
     last_heartbeat_ms: u64,
+    heard: bool,
+    draining: bool,
+    /// Draining and no longer holding any chunk a file needs.
+    drained: bool,
 }
 
 pub struct NodeTracker {
@@ -34,6 +42,9 @@ pub struct NodeTracker {
     /// Replicas clients reported corrupt, until the node stops reporting them.
     corrupt: Mutex<BTreeSet<(ChunkId, NodeId)>>,
     pub dead_after: Duration,
+    /// Silence after which a node gets no new chunks (but its copies still
+    /// count): a few missed heartbeats.
+    pub suspect_after: Duration,
 }
 
 fn node_key(id: NodeId) -> Vec<u8> {
@@ -60,7 +71,10 @@ impl NodeTracker {
                     addr: rec.addr,
                     zone: rec.zone,
                     stats: NodeStats::default(),
-                    last_heartbeat_ms: 0,
+                    last_heartbeat_ms: now_ms(),
+                    heard: false,
+                    draining: rec.draining,
+                    drained: false,
                 },
             );
         }
@@ -69,7 +83,16 @@ impl NodeTracker {
             nodes: Mutex::new(nodes),
             corrupt: Mutex::new(BTreeSet::new()),
             dead_after,
+            suspect_after: Duration::from_secs(5).min(dead_after),
         })
+    }
+
+    async fn persist(&self, id: NodeId, rec: &NodeRecord) -> Result<()> {
+        let value = postcard::to_stdvec(rec).map_err(|e| Error::internal(e.to_string()))?;
+        self.store
+            .commit(Txn::new().put(node_key(id), value))
+            .await?;
+        Ok(())
     }
 
     pub async fn register(
@@ -79,24 +102,57 @@ impl NodeTracker {
         zone: String,
         stats: NodeStats,
     ) -> Result<()> {
+        let draining = self
+            .nodes
+            .lock()
+            .unwrap()
+            .get(&id)
+            .is_some_and(|e| e.draining);
         let rec = NodeRecord {
             addr: addr.clone(),
             zone: zone.clone(),
+            draining,
         };
-        let value = postcard::to_stdvec(&rec).map_err(|e| Error::internal(e.to_string()))?;
-        self.store
-            .commit(Txn::new().put(node_key(id), value))
-            .await?;
-        self.nodes.lock().unwrap().insert(
-            id,
-            NodeEntry {
-                addr,
-                zone,
-                stats: NodeStats::default(),
-                last_heartbeat_ms: 0,
-            },
-        );
+        self.persist(id, &rec).await?;
+        let entry = NodeEntry {
+            addr,
+            zone,
+            stats: NodeStats::default(),
+            last_heartbeat_ms: now_ms(),
+            heard: true,
+            draining,
+            drained: false,
+        };
+        self.nodes.lock().unwrap().insert(id, entry);
         self.heartbeat(id, stats)
+    }
+
+    /// Start (or with `undo`, stop) moving every chunk off a node.
+    pub async fn set_draining(&self, id: NodeId, draining: bool) -> Result<()> {
+        let rec = {
+            let nodes = self.nodes.lock().unwrap();
+            let e = nodes
+                .get(&id)
+                .ok_or_else(|| Error::not_found(format!("no storage node {id}")))?;
+            NodeRecord {
+                addr: e.addr.clone(),
+                zone: e.zone.clone(),
+                draining,
+            }
+        };
+        self.persist(id, &rec).await?;
+        if let Some(e) = self.nodes.lock().unwrap().get_mut(&id) {
+            e.draining = draining;
+            e.drained = false;
+        }
+        Ok(())
+    }
+
+    /// The repair planner found that a draining node holds nothing needed.
+    pub fn set_drained(&self, id: NodeId, drained: bool) {
+        if let Some(e) = self.nodes.lock().unwrap().get_mut(&id) {
+            e.drained = e.draining && drained;
+        }
     }
 
     /// NotFound for a node this meta does not know: it must register again.
@@ -105,21 +161,26 @@ impl NodeTracker {
         let e = nodes
             .get_mut(&id)
             .ok_or_else(|| Error::not_found(format!("node {id} is not registered")))?;
-        // A replica the node no longer reports corrupt (deleted, rewritten) is clean again.
-        let reported: BTreeSet<ChunkId> = stats.corrupt_chunks.iter().copied().collect();
+        // The node's own list is authoritative for its copies: a chunk it no
+        // longer reports (deleted, replaced) is clean again.
         {
             let mut corrupt = self.corrupt.lock().unwrap();
-            for c in &reported {
-                corrupt.insert((*c, id));
-            }
+            corrupt.retain(|(_, n)| *n != id);
+            corrupt.extend(stats.corrupt_chunks.iter().map(|c| (*c, id)));
         }
         e.stats = stats;
         e.last_heartbeat_ms = now_ms();
+        e.heard = true;
         Ok(())
     }
 
     pub fn report_corrupt(&self, chunk: ChunkId, node: NodeId) {
         self.corrupt.lock().unwrap().insert((chunk, node));
+    }
+
+    /// The corrupt copy was deleted or replaced.
+    pub fn clear_corrupt(&self, chunk: ChunkId, node: NodeId) {
+        self.corrupt.lock().unwrap().remove(&(chunk, node));
     }
 
     pub fn forget_chunk(&self, chunk: ChunkId) {
@@ -134,18 +195,58 @@ impl NodeTracker {
         self.corrupt.lock().unwrap().iter().copied().collect()
     }
 
-    fn live(&self, e: &NodeEntry, now: u64) -> bool {
-        e.last_heartbeat_ms > 0
-            && now.saturating_sub(e.last_heartbeat_ms) <= self.dead_after.as_millis() as u64
+    fn state_of(&self, e: &NodeEntry, now: u64) -> NodeState {
+        let silent = now.saturating_sub(e.last_heartbeat_ms);
+        if silent > self.dead_after.as_millis() as u64 {
+            NodeState::Dead
+        } else if !e.heard || silent > self.suspect_after.as_millis() as u64 {
+            NodeState::Suspect
+        } else if e.drained {
+            NodeState::Drained
+        } else if e.draining {
+            NodeState::Draining
+        } else if !e.stats.accepting_writes {
+            NodeState::Full
+        } else {
+            NodeState::Live
+        }
     }
 
-    pub fn is_live(&self, id: NodeId) -> bool {
+    /// The node's state, or Dead for a node meta does not know.
+    pub fn state(&self, id: NodeId) -> NodeState {
         let now = now_ms();
-        self.nodes
-            .lock()
-            .unwrap()
+        let nodes = self.nodes.lock().unwrap();
+        nodes
             .get(&id)
-            .is_some_and(|e| self.live(e, now))
+            .map_or(NodeState::Dead, |e| self.state_of(e, now))
+    }
+
+    /// Whether the node answers, so its copies can be read.
+    pub fn is_live(&self, id: NodeId) -> bool {
+        self.state(id).is_up()
+    }
+
+    /// Nodes that answer, with their addresses.
+    pub fn up_nodes(&self) -> Vec<NodeAddr> {
+        let now = now_ms();
+        let nodes = self.nodes.lock().unwrap();
+        nodes
+            .iter()
+            .filter(|(_, e)| self.state_of(e, now).is_up())
+            .map(|(id, e)| NodeAddr {
+                id: *id,
+                addr: e.addr.clone(),
+            })
+            .collect()
+    }
+
+    pub fn draining_nodes(&self) -> Vec<NodeId> {
+        let nodes = self.nodes.lock().unwrap();
+        nodes
+            .iter()
+            .filter(|(_, e)| e.draining)
+            .map(|(id, _)| *id)
+            .collect()
     }
 
     pub fn addr(&self, id: NodeId) -> Option<NodeAddr> {
@@ -165,7 +266,7 @@ impl NodeTracker {
             .lock()
             .unwrap()
             .values()
-            .filter(|e| self.live(e, now))
+            .filter(|e| self.state_of(e, now).is_up())
             .count()
     }
 
@@ -179,11 +280,7 @@ impl NodeTracker {
                 id: *id,
                 addr: e.addr.clone(),
                 zone: e.zone.clone(),
-                state: if self.live(e, now) {
-                    NodeState::Live
-                } else {
-                    NodeState::Dead
-                },
+                state: self.state_of(e, now),
                 last_heartbeat_ms: e.last_heartbeat_ms,
                 stats: e.stats.clone(),
             })
@@ -196,30 +293,56 @@ impl NodeTracker {
     pub fn place(&self, rep: usize, len: u64, exclude: &[NodeId]) -> Result<Vec<NodeAddr>> {
         let now = now_ms();
         let nodes = self.nodes.lock().unwrap();
-        let live: Vec<(&NodeId, &NodeEntry)> =
-            nodes.iter().filter(|(_, e)| self.live(e, now)).collect();
-        let mut candidates: Vec<(NodeId, String, u64)> = live
+        let states: Vec<(NodeId, &NodeEntry, NodeState)> = nodes
             .iter()
-            .filter(|(id, e)| !exclude.contains(id) && e.stats.free > len)
-            .map(|(id, e)| (**id, e.addr.clone(), e.stats.free))
+            .map(|(id, e)| (*id, e, self.state_of(e, now)))
+            .collect();
+        // Only nodes in good standing take new chunks: not suspect, dead,
+        // draining, full or failing.
+        let live = states
+            .iter()
+            .filter(|(_, _, s)| *s == NodeState::Live)
+            .count();
+        let mut candidates: Vec<(NodeId, String, u64)> = states
+            .iter()
+            .filter(|(id, e, s)| {
+                *s == NodeState::Live && !exclude.contains(id) && e.stats.free > len
+            })
+            .map(|(id, e, _)| (*id, e.addr.clone(), e.stats.free))
             .collect();
         if candidates.len() < rep {
-            let full = live.iter().filter(|(_, e)| e.stats.free <= len).count();
+            let count =
+                |want: &[NodeState]| states.iter().filter(|(_, _, s)| want.contains(s)).count();
+            let full = count(&[NodeState::Full])
+                + states
+                    .iter()
+                    .filter(|(_, e, s)| *s == NodeState::Live && e.stats.free <= len)
+                    .count();
             let mut msg = format!(
-                "cannot place {rep} copies: {} of {} storage node(s) live",
-                live.len(),
+                "cannot place {rep} copies: {live} of {} storage node(s) live",
                 nodes.len()
             );
-            if full > 0 {
-                msg.push_str(&format!(", {full} of them full"));
+            let mut why = Vec::new();
+            for (n, what) in [
+                (count(&[NodeState::Dead, NodeState::Suspect]), "unreachable"),
+                (full, "full"),
+                (
+                    count(&[NodeState::Draining, NodeState::Drained]),
+                    "draining",
+                ),
+                (exclude.len(), "failed during this write"),
+            ] {
+                if n > 0 {
+                    why.push(format!("{n} {what}"));
+                }
             }
-            if !exclude.is_empty() {
-                msg.push_str(&format!(", {} failed during this write", exclude.len()));
+            if !why.is_empty() {
+                msg.push_str(&format!(" ({})", why.join(", ")));
             }
             msg.push_str(&format!(
                 "; {rep} needed for rep={rep}. Start more nodes with 'cairn storage' or write with a lower rep"
             ));
-            return Err(if full > 0 && live.len() >= rep {
+            return Err(if full > 0 && live + full >= rep {
                 Error::no_space(msg)
             } else {
                 Error::unavailable(msg)
@@ -262,6 +385,7 @@ mod tests {
         let stats = NodeStats {
             free: 1 << 30,
             total: 1 << 31,
+            accepting_writes: true,
             ..Default::default()
         };
         for i in 1..=4 {

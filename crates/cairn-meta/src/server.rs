@@ -3,8 +3,6 @@
 
 use crate::namespace::Namespace;
 use crate::nodes::NodeTracker;
-use crate::store::MetaStore;
-use crate::store_redb::RedbStore;
 use cairn_proto::{
     handshake, Capability, ChunkAlloc, ClusterConfig, ClusterSecret, ClusterStatus, Conn,
     Credentials, Listener, MetaRequest, MetaResponse, MetaResult, OpenFile, Pool, Role,
@@ -32,6 +30,9 @@ pub struct MetaConfig {
     /// How long a replaced or deleted version's chunks stay readable.
     pub gc_delay: Duration,
     pub gc_interval: Duration,
+    pub repair: crate::repair::RepairConfig,
+    /// Where the namespace lives: redb in `data_dir` (default) or etcd.
+    pub store: crate::store_spec::StoreSpec,
 }
 
 impl MetaConfig {
@@ -44,6 +45,8 @@ impl MetaConfig {
             dead_after: Duration::from_secs(15),
             gc_delay: Duration::from_secs(60),
             gc_interval: Duration::from_secs(2),
+            repair: crate::repair::RepairConfig::default(),
+            store: Default::default(),
         }
     }
 }
@@ -79,13 +82,20 @@ pub fn load_or_create_secret(dir: &Path) -> Result<ClusterSecret> {
 }
 
 pub struct Meta {
-    ns: Namespace,
-    nodes: NodeTracker,
-    secret: ClusterSecret,
-    chunk_size: u64,
+    pub(crate) ns: Namespace,
+    pub(crate) nodes: NodeTracker,
+    pub(crate) secret: ClusterSecret,
+    pub(crate) chunk_size: u64,
     default_rep: AtomicU8,
-    peers: Pool,
+    pub(crate) peers: Pool,
     pending_garbage: AtomicU64,
+    /// Chunks handed out (or being copied by repair) recently, with when:
+    /// the orphan sweep never touches them, and a commit may only name a
+    /// chunk still in here (or already in the file it replaces).
+    pub(crate) recent: std::sync::Mutex<std::collections::HashMap<ChunkId, u64>>,
+    pub(crate) repair_cfg: crate::repair::RepairConfig,
+    pub(crate) repair_status: std::sync::Mutex<cairn_proto::RepairStatus>,
+    pub(crate) started_ms: u64,
 }
 
 pub struct MetaHandle {
@@ -115,13 +125,10 @@ impl Meta {
 
 pub async fn start(cfg: MetaConfig) -> Result<MetaHandle> {
     let secret = load_or_create_secret(&cfg.data_dir)?;
-    let db = cfg.data_dir.join("meta.redb");
-    let store: Arc<dyn MetaStore> = Arc::new(
-        RedbStore::open(&db)
-            .map_err(|e| e.context(format!("opening metadata store {}", db.display())))?,
-    );
+    let store = cfg.store.open(&cfg.data_dir).await?;
     let ns = Namespace::open(store.clone(), cfg.gc_delay).await?;
-    let nodes = NodeTracker::load(store, cfg.dead_after).await?;
+    let mut nodes = NodeTracker::load(store, cfg.dead_after).await?;
+    nodes.suspect_after = cfg.repair.suspect_after.min(cfg.dead_after);
     let creds = Credentials::Cluster(secret.clone());
     let listener = Listener::bind(&cfg.listen, creds.clone()).await?;
     let addr = listener.local_addr().to_string();
@@ -133,11 +140,25 @@ pub async fn start(cfg: MetaConfig) -> Result<MetaHandle> {
         default_rep: AtomicU8::new(cfg.default_rep),
         peers: Pool::new(creds),
         pending_garbage: AtomicU64::new(0),
+        recent: Default::default(),
+        repair_cfg: {
+            let mut r = cfg.repair.clone();
+            // Several meta servers may share an etcd store, and each knows
+            // only the chunks it handed out: sweeping orphans (and refusing
+            // commits of chunks it does not know) is only sound for one.
+            if matches!(cfg.store, crate::store_spec::StoreSpec::Etcd(_)) {
+                r.single_meta = false;
+            }
+            r
+        },
+        repair_status: Default::default(),
+        started_ms: cairn_types::now_ms(),
     });
     let (stop, stop_rx) = watch::channel(false);
     let tasks = vec![
         tokio::spawn(accept_loop(meta.clone(), listener, stop_rx.clone())),
-        tokio::spawn(gc_worker(meta.clone(), cfg.gc_interval, stop_rx)),
+        tokio::spawn(gc_worker(meta.clone(), cfg.gc_interval, stop_rx.clone())),
+        tokio::spawn(crate::repair::repair_worker(meta.clone(), stop_rx)),
     ];
     info!(%addr, data = %cfg.data_dir.display(), "meta serving");
     Ok(MetaHandle {
@@ -219,13 +240,9 @@ impl Meta {
                 self.nodes.register(node, addr, zone, stats).await?;
                 Ok(MetaResponse::Registered)
             }
-            MetaRequest::Heartbeat {
-                node,
-                stats,
-                deleted: _,
-            } => {
+            MetaRequest::Heartbeat { node, stats } => {
                 self.nodes.heartbeat(node, stats)?;
-                Ok(MetaResponse::HeartbeatAck { delete: Vec::new() })
+                Ok(MetaResponse::Ok)
             }
             MetaRequest::Config => Ok(MetaResponse::Config(ClusterConfig {
                 chunk_size: self.chunk_size,
@@ -266,6 +283,10 @@ impl Meta {
                 let mut id = [0u8; 16];
                 getrandom::getrandom(&mut id).expect("OS random source");
                 let chunk = ChunkId(u128::from_be_bytes(id));
+                self.recent
+                    .lock()
+                    .unwrap()
+                    .insert(chunk, cairn_types::now_ms());
                 let cap = Capability::sign(&self.secret, chunk, true);
                 Ok(MetaResponse::Alloc(ChunkAlloc { chunk, nodes, cap }))
             }
@@ -291,6 +312,7 @@ impl Meta {
                         )));
                     }
                 }
+                self.check_commit_chunks(&path, &extents).await?;
                 match self
                     .ns
                     .commit_file_with(&path, extents.clone(), expected, mode, chunk_size, xattrs)
@@ -306,9 +328,25 @@ impl Meta {
                     }
                 }
             }
+            MetaRequest::Compose {
+                dst,
+                sources,
+                expected,
+                mode,
+                xattrs,
+            } => Ok(MetaResponse::Inode(
+                self.ns
+                    .compose(&dst, &sources, expected, mode, xattrs)
+                    .await?,
+            )),
             MetaRequest::ClusterStatus => Ok(MetaResponse::Status(self.status().await?)),
             MetaRequest::Discard { extents } => {
                 self.ns.discard(&extents).await?;
+                Ok(MetaResponse::Ok)
+            }
+            MetaRequest::Drain { node, undo } => {
+                info!(%node, undo, "drain requested");
+                self.nodes.set_draining(node, !undo).await?;
                 Ok(MetaResponse::Ok)
             }
             MetaRequest::ReportCorrupt {
@@ -320,6 +358,40 @@ impl Meta {
                 self.nodes.report_corrupt(chunk, node);
                 Ok(MetaResponse::Ok)
             }
+        }
+    }
+
+    /// A commit may name only chunks allocated within the orphan window
+    /// (so the orphan sweep cannot have collected them) or chunks the file
+    /// already holds. Anything else would commit a reference to bytes that
+    /// may be gone.
+    async fn check_commit_chunks(
+        &self,
+        path: &cairn_types::CairnPath,
+        extents: &[Extent],
+    ) -> Result<()> {
+        let stale: Vec<ChunkId> = {
+            let recent = self.recent.lock().unwrap();
+            extents
+                .iter()
+                .map(|e| e.chunk)
+                .filter(|c| !recent.contains_key(c))
+                .collect()
+        };
+        if stale.is_empty() || !self.repair_cfg.single_meta {
+            return Ok(());
+        }
+        let held: HashSet<ChunkId> = match self.ns.lookup(path).await {
+            Ok(i) => i.extents.iter().map(|e| e.chunk).collect(),
+            Err(_) => HashSet::new(),
+        };
+        match stale.iter().find(|c| !held.contains(c)) {
+            None => Ok(()),
+            Some(c) => Err(Error::conflict(format!(
+                "chunk {c} was not allocated by this meta within the last {:?} (meta restarted, or the write took too long); \
+                 its copies may have been collected: write the file again",
+                self.repair_cfg.orphan_after
+            ))),
         }
     }
 
@@ -345,28 +417,39 @@ impl Meta {
     }
 
     async fn status(&self) -> Result<ClusterStatus> {
+        use cairn_proto::NodeState as S;
         let (mut chunks, mut bytes, mut under, mut unavailable) = (0u64, 0u64, 0u64, 0u64);
-        let live: HashSet<NodeId> = self
+        let states: BTreeMap<NodeId, S> = self
             .nodes
             .status()
             .into_iter()
-            .filter(|n| n.state == cairn_proto::NodeState::Live)
-            .map(|n| n.id)
+            .map(|n| (n.id, n.state))
             .collect();
+        let state = |n: &NodeId| states.get(n).copied().unwrap_or(S::Dead);
         let nodes = &self.nodes;
         self.ns
             .for_each_chunk(|e: &Extent| {
                 chunks += 1;
                 bytes += e.len;
+                let intact = |n: &&NodeId| !nodes.is_corrupt(e.chunk, **n);
+                // A good copy is on a node in good standing; one on an
+                // unreachable or draining node does not count.
                 let good = e
                     .nodes
                     .iter()
-                    .filter(|n| live.contains(n) && !nodes.is_corrupt(e.chunk, **n))
+                    .filter(intact)
+                    .filter(|n| matches!(state(n), S::Live | S::Full))
+                    .count();
+                let readable = e
+                    .nodes
+                    .iter()
+                    .filter(intact)
+                    .filter(|n| state(n).is_up())
                     .count();
                 if good < e.nodes.len() {
                     under += 1;
                 }
-                if good == 0 {
+                if readable == 0 {
                     unavailable += 1;
                 }
             })
@@ -379,6 +462,7 @@ impl Meta {
             unavailable_chunks: unavailable,
             corrupt_replicas: self.nodes.corrupt_replicas(),
             pending_garbage_chunks: self.pending_garbage.load(Ordering::Relaxed),
+            repair: self.repair_status.lock().unwrap().clone(),
         })
     }
 

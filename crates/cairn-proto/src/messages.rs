@@ -16,6 +16,13 @@ pub struct NodeStats {
     pub total: u64,
     /// Chunks found corrupt since start (by reads or scrubbing).
     pub corrupt_chunks: Vec<ChunkId>,
+    /// False when the disk is full (free space under the node's reserve)
+    /// or failing: meta then places no new chunks here.
+    pub accepting_writes: bool,
+    /// Why the node is not accepting writes, for `cluster status`.
+    pub problem: Option<String>,
+    /// Bytes verified by the scrubber since start.
+    pub scrubbed_bytes: u64,
 }
 
 /// Where a node is and how to reach it.
@@ -34,10 +41,10 @@ pub enum MetaRequest {
         zone: String,
         stats: NodeStats,
     },
+    /// Sent every second or so to every meta server; meta answers `Ok`.
     Heartbeat {
         node: NodeId,
         stats: NodeStats,
-        deleted: Vec<ChunkId>,
     },
     /// Cluster-wide defaults a client needs before writing.
     Config,
@@ -88,11 +95,27 @@ pub enum MetaRequest {
     Discard {
         extents: Vec<Extent>,
     },
+    /// Move every chunk off a node (or stop doing so with `undo`).
+    Drain {
+        node: NodeId,
+        undo: bool,
+    },
     /// A client found a corrupt replica while reading.
     ReportCorrupt {
         chunk: ChunkId,
         node: NodeId,
         detail: String,
+    },
+    /// Commit `dst` as the concatenation of the files `sources` (in order)
+    /// and remove the sources, in one transaction, without copying bytes:
+    /// the chunks move from the sources to `dst` (an S3 multipart complete).
+    /// `expected` and `xattrs` as in `CommitFile`.
+    Compose {
+        dst: CairnPath,
+        sources: Vec<CairnPath>,
+        expected: Option<Version>,
+        mode: u32,
+        xattrs: Option<cairn_types::Xattrs>,
     },
 }
 
@@ -119,10 +142,54 @@ pub struct ChunkAlloc {
     pub cap: Capability,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// What meta makes of a node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum NodeState {
+    /// Heartbeating, taking new chunks.
     Live,
+    /// Missed a few heartbeats: no new chunks, copies still count.
+    Suspect,
+    /// Silent longer than the grace period: its copies are re-created elsewhere.
     Dead,
+    /// Live, but its disk is full or failing: no new chunks.
+    Full,
+    /// Being emptied on request: no new chunks, copies moving elsewhere.
+    Draining,
+    /// Drained: holds no chunk any file needs; safe to stop.
+    Drained,
+}
+
+impl NodeState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeState::Live => "live",
+            NodeState::Suspect => "suspect",
+            NodeState::Dead => "dead",
+            NodeState::Full => "full",
+            NodeState::Draining => "draining",
+            NodeState::Drained => "drained",
+        }
+    }
+
+    /// Whether the node answers (its copies can be read).
+    pub fn is_up(self) -> bool {
+        !matches!(self, NodeState::Dead | NodeState::Suspect)
+    }
+}
+
+/// Progress of the repair planner.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct RepairStatus {
+    /// Chunks the last full pass found short of redundancy or misplaced.
+    pub chunks_pending: u64,
+    /// Bytes those chunks still need copied.
+    pub bytes_left: u64,
+    /// Copy rate over the last pass.
+    pub bytes_per_s: u64,
+    pub copies_done: u64,
+    pub copies_failed: u64,
+    /// Unreferenced chunks deleted from nodes (orphans, surplus copies).
+    pub orphans_deleted: u64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -146,13 +213,13 @@ pub struct ClusterStatus {
     pub unavailable_chunks: u64,
     pub corrupt_replicas: Vec<(ChunkId, NodeId)>,
     pub pending_garbage_chunks: u64,
+    pub repair: RepairStatus,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum MetaResponse {
     Ok,
     Registered,
-    HeartbeatAck { delete: Vec<ChunkId> },
     Config(ClusterConfig),
     Inode(Inode),
     Open(OpenFile),
@@ -188,6 +255,17 @@ pub enum StorageRequest {
     DeleteChunks {
         chunks: Vec<ChunkId>,
     },
+    /// Node role only (meta's repair planner): fetch the chunk from
+    /// `source` with `cap`, verify it against `crc`, store it here.
+    Replicate {
+        chunk: ChunkId,
+        len: u64,
+        crc: u32,
+        source: NodeAddr,
+        cap: Capability,
+    },
+    /// Node role only: every chunk this node holds.
+    ListChunks,
     Ping,
 }
 

@@ -88,7 +88,7 @@ pub struct StoreOptions {
 impl Default for StoreOptions {
     fn default() -> StoreOptions {
         StoreOptions {
-            segment_size: 1 << 30,
+            segment_size: 256 << 20,
             reserve_free: 256 << 20,
         }
     }

@@ -29,6 +29,10 @@ pub struct StorageConfig {
     pub heartbeat: Duration,
     /// How often sealed segments with mostly deleted data are rewritten.
     pub compact_every: Duration,
+    /// Bytes per second the scrubber re-reads (0 = no scrubbing).
+    pub scrub_rate: u64,
+    /// Pause between two full scrubbing passes.
+    pub scrub_pause: Duration,
     pub store: StoreOptions,
 }
 
@@ -42,6 +46,8 @@ impl StorageConfig {
             zone: "default".into(),
             heartbeat: Duration::from_secs(1),
             compact_every: Duration::from_secs(60),
+            scrub_rate: 32 << 20,
+            scrub_pause: Duration::from_secs(30),
             store: StoreOptions::default(),
         }
     }
@@ -53,6 +59,12 @@ struct Node {
     secret: cairn_proto::ClusterSecret,
     peers: Pool,
     corrupt: Mutex<BTreeSet<ChunkId>>,
+    /// Space the node keeps free on its file system.
+    reserve: u64,
+    /// A disk failure seen by a write (EIO, fsync failure): the node stops
+    /// taking new chunks until restarted.
+    problem: Mutex<Option<String>>,
+    scrubbed: std::sync::atomic::AtomicU64,
 }
 
 /// A running storage node. Dropping it does not stop it; call
@@ -120,21 +132,42 @@ pub async fn start(cfg: StorageConfig, creds: Credentials) -> Result<StorageHand
         secret,
         peers: Pool::new(creds.clone()),
         corrupt: Mutex::new(BTreeSet::new()),
+        reserve: cfg.store.reserve_free,
+        problem: Mutex::new(None),
+        scrubbed: Default::default(),
     });
     let (stop, stop_rx) = watch::channel(false);
-    let meta = Arc::new(MetaClient::new(cfg.meta.clone(), creds));
-    let tasks = vec![
+    let mut tasks = vec![
         tokio::spawn(accept_loop(node.clone(), listener, stop_rx.clone())),
-        tokio::spawn(heartbeat_worker(
+        tokio::spawn(compaction_worker(
             node.clone(),
-            meta,
-            addr.clone(),
-            cfg.zone.clone(),
-            cfg.heartbeat,
+            cfg.compact_every,
             stop_rx.clone(),
         )),
-        tokio::spawn(compaction_worker(node.clone(), cfg.compact_every, stop_rx)),
+        tokio::spawn(scrub_worker(
+            node.clone(),
+            cfg.scrub_rate,
+            cfg.scrub_pause,
+            stop_rx.clone(),
+        )),
     ];
+    for m in &cfg.meta {
+        let client = MetaClient::new(vec![m.clone()], creds.clone());
+        let (node, addr, zone, stop) = (
+            node.clone(),
+            addr.clone(),
+            cfg.zone.clone(),
+            stop_rx.clone(),
+        );
+        tasks.push(tokio::spawn(heartbeat_worker(
+            node,
+            client,
+            addr,
+            zone,
+            cfg.heartbeat,
+            stop,
+        )));
+    }
     info!(node = %id, %addr, data = %cfg.data_dir.display(), "storage node serving");
     Ok(StorageHandle {
         id,
@@ -207,6 +240,28 @@ async fn serve_conn(node: Arc<Node>, mut conn: Conn, mut stop: watch::Receiver<b
                 };
                 conn.send(&r).await
             }
+            StorageRequest::Replicate {
+                chunk,
+                len,
+                crc,
+                source,
+                cap,
+            } => {
+                let r = if conn.role != Role::Node {
+                    Err(Error::denied("replicating chunks needs the node role"))
+                } else {
+                    replicate(&node, chunk, len, crc, &source, cap).await
+                };
+                conn.send(&r).await
+            }
+            StorageRequest::ListChunks => {
+                let r = if conn.role != Role::Node {
+                    Err(Error::denied("listing chunks needs the node role"))
+                } else {
+                    Ok(node.store.list())
+                };
+                conn.send(&r).await
+            }
             StorageRequest::Ping => conn.send(&Ok::<(), Error>(())).await,
         };
         if let Err(e) = keep {
@@ -224,13 +279,95 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
 
 async fn delete_chunks(node: &Arc<Node>, chunks: Vec<ChunkId>) -> Result<()> {
     let store = node.store.clone();
+    let deleted = chunks.clone();
     blocking(move || {
         for c in chunks {
             store.delete(c)?;
         }
         Ok(())
     })
-    .await
+    .await?;
+    // A deleted copy is no longer a corrupt one.
+    let mut corrupt = node.corrupt.lock().unwrap();
+    for c in deleted {
+        corrupt.remove(&c);
+    }
+    Ok(())
+}
+
+/// Copy a chunk from a peer (repair, drain, rebalance): stream it from
+/// `source` into the local store, verifying every block on the way and the
+/// whole against meta's checksum.
+async fn replicate(
+    node: &Arc<Node>,
+    chunk: ChunkId,
+    len: u64,
+    crc: u32,
+    source: &NodeAddr,
+    cap: Capability,
+) -> Result<()> {
+    if node.store.info(chunk).is_some_and(|i| i.crc_summary == crc)
+        && !node.corrupt.lock().unwrap().contains(&chunk)
+    {
+        return Ok(()); // already here, intact as far as we know
+    }
+    let ctx = |e: Error| e.context(format!("copying chunk {chunk} from {}", source.addr));
+    let mut p = node.peers.get(&source.addr).await.map_err(ctx)?;
+    let req = StorageRequest::GetChunk {
+        chunk,
+        offset: 0,
+        len,
+        cap,
+    };
+    let r: Result<()> = async {
+        p.conn.send(&req).await?;
+        let header = p.conn.recv::<GetChunkResult>().await??;
+        let crcs = BlockCrcs(header.crcs);
+        if header.len != len || crcs.summary() != crc {
+            return Err(Error::corrupt(
+                "the source's copy does not match meta's record",
+            ));
+        }
+        // A corrupt local copy is replaced, not kept.
+        let store = node.store.clone();
+        blocking(move || store.delete(chunk).map(|_| ())).await?;
+        let mut writer = None;
+        let mut received = 0u64;
+        let mut buf = Vec::with_capacity(DATA_FRAME);
+        let crcs = Arc::new(crcs);
+        while received < len || (len == 0 && writer.is_none()) {
+            if len > 0 {
+                p.conn.read_data_frame(&mut buf).await?;
+                received += buf.len() as u64;
+            }
+            let last = received >= len;
+            let (store, crcs, w, data) = (
+                node.store.clone(),
+                crcs.clone(),
+                writer.take(),
+                std::mem::take(&mut buf),
+            );
+            let (w, data) = blocking(move || {
+                local_step(&store, chunk, len, &crcs, w, &data, last).map(|w| (w, data))
+            })
+            .await?;
+            writer = w;
+            buf = data;
+            if last {
+                break;
+            }
+        }
+        Ok(())
+    }
+    .await;
+    match r {
+        Ok(()) => {
+            node.peers.put(&source.addr, p.conn);
+            node.corrupt.lock().unwrap().remove(&chunk);
+            Ok(())
+        }
+        Err(e) => Err(ctx(e)),
+    }
 }
 
 /// Receive a chunk, store it, forward it down the chain. Returns Err only
@@ -351,6 +488,11 @@ async fn handle_put(
             Ok(w) => writer = w,
             Err(e) => {
                 local_ok = false;
+                if e.kind == cairn_types::ErrorKind::Internal {
+                    // An I/O failure of our disk, not of this request.
+                    warn!("disk problem, no longer taking new chunks: {e}");
+                    *node.problem.lock().unwrap() = Some(format!("disk error: {e}"));
+                }
                 failure.get_or_insert(me(e));
             }
         }
@@ -482,12 +624,69 @@ async fn handle_get(
 
 fn node_stats(node: &Node) -> NodeStats {
     let s = node.store.stats();
+    let free = s.fs_free.saturating_sub(node.reserve);
+    let mut problem = node.problem.lock().unwrap().clone();
+    if problem.is_none() && free == 0 {
+        problem = Some(format!(
+            "disk full: {} free, {} reserved",
+            cairn_types::format_bytes(s.fs_free),
+            cairn_types::format_bytes(node.reserve)
+        ));
+    }
     NodeStats {
         chunks: s.chunks,
         used: s.live_bytes,
-        free: s.fs_free,
+        free,
         total: s.fs_total,
         corrupt_chunks: node.corrupt.lock().unwrap().iter().copied().collect(),
+        accepting_writes: problem.is_none(),
+        problem,
+        scrubbed_bytes: node.scrubbed.load(std::sync::atomic::Ordering::Relaxed),
+    }
+}
+
+/// Re-reads every chunk at a bounded rate and checks its checksums, so bit
+/// rot is found before a reader needs the copy; corrupt chunks are reported
+/// to meta with the next heartbeat, and meta has them replaced.
+async fn scrub_worker(
+    node: Arc<Node>,
+    rate: u64,
+    pause: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    if rate == 0 {
+        return;
+    }
+    loop {
+        for chunk in node.store.list() {
+            let Some(info) = node.store.info(chunk) else {
+                continue;
+            };
+            let store = node.store.clone();
+            let started = std::time::Instant::now();
+            match blocking(move || store.verify(chunk)).await {
+                Ok(()) => {}
+                Err(e) if e.kind == cairn_types::ErrorKind::Corrupt => {
+                    warn!(%chunk, "scrubber found a corrupt chunk: {e}");
+                    node.corrupt.lock().unwrap().insert(chunk);
+                }
+                Err(e) if e.kind == cairn_types::ErrorKind::NotFound => {} // deleted meanwhile
+                Err(e) => warn!(%chunk, "scrubber could not read chunk: {e}"),
+            }
+            node.scrubbed
+                .fetch_add(info.len, std::sync::atomic::Ordering::Relaxed);
+            // Throttle: this chunk's share of the rate, less the time it took.
+            let budget = Duration::from_secs_f64(info.len as f64 / rate as f64);
+            let wait = budget.saturating_sub(started.elapsed());
+            tokio::select! {
+                _ = stop.changed() => return,
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+        tokio::select! {
+            _ = stop.changed() => return,
+            _ = tokio::time::sleep(pause) => {}
+        }
     }
 }
 
@@ -521,26 +720,24 @@ async fn compaction_worker(node: Arc<Node>, every: Duration, mut stop: watch::Re
     }
 }
 
-/// Registers with meta, then heartbeats: reports capacity and corrupt
-/// chunks, deletes the garbage meta hands back, and acknowledges it on the
-/// next beat.
+/// Registers with one meta server, then heartbeats it: capacity, health
+/// and corrupt chunks. A node runs one of these per meta server, so every
+/// meta (several share an etcd store) knows which nodes are live.
 async fn heartbeat_worker(
     node: Arc<Node>,
-    meta: Arc<MetaClient>,
+    meta: MetaClient,
     addr: String,
     zone: String,
     every: Duration,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut registered = false;
-    let mut deleted: Vec<ChunkId> = Vec::new();
     loop {
         let stats = node_stats(&node);
         let req = if registered {
             MetaRequest::Heartbeat {
                 node: node.id,
                 stats,
-                deleted: deleted.clone(),
             }
         } else {
             MetaRequest::Register {
@@ -552,19 +749,11 @@ async fn heartbeat_worker(
         };
         match meta.call(req).await {
             Ok(MetaResponse::Registered) => {
-                info!(node = %node.id, "registered with meta");
+                info!(node = %node.id, meta = %meta.addrs().join(","), "registered with meta");
                 registered = true;
                 continue;
             }
-            Ok(MetaResponse::HeartbeatAck { delete }) => {
-                deleted.clear();
-                if !delete.is_empty() {
-                    match delete_chunks(&node, delete.clone()).await {
-                        Ok(()) => deleted = delete,
-                        Err(e) => warn!("deleting garbage chunks: {e}"),
-                    }
-                }
-            }
+            Ok(MetaResponse::Ok) => {}
             Ok(other) => warn!("unexpected answer from meta: {other:?}"),
             Err(e) if e.kind == cairn_types::ErrorKind::NotFound => registered = false,
             Err(e) => debug!("heartbeat failed: {e}"),

@@ -5,9 +5,11 @@
 //! equivalent of a crash without fsync loss: the store is closed) and
 //! restarted on the same directory; chunk files can be corrupted on purpose.
 
+pub mod etcd;
+
 use cairn_client::{Client, ClientConfig};
 use cairn_meta::server::{MetaConfig, MetaHandle};
-use cairn_proto::{Credentials, NodeState};
+use cairn_proto::Credentials;
 use cairn_storage::{StorageConfig, StorageHandle};
 use std::future::Future;
 use std::path::PathBuf;
@@ -20,7 +22,12 @@ pub struct TestCluster {
     pub nodes: Vec<Option<StorageHandle>>,
     /// Addresses nodes had, so a restarted node keeps its address.
     pub node_addrs: Vec<String>,
+    /// Applied to every storage node's config (also on restart).
+    pub node_tweak: NodeTweak,
 }
+
+/// Changes a test makes to storage node `i`'s config.
+pub type NodeTweak = std::sync::Arc<dyn Fn(usize, &mut StorageConfig) + Send + Sync>;
 
 impl TestCluster {
     /// Start meta with `default_rep` and `n` storage nodes, and wait until
@@ -30,6 +37,15 @@ impl TestCluster {
     }
 
     pub async fn start_with(n: usize, tweak: impl FnOnce(&mut MetaConfig)) -> TestCluster {
+        Self::start_full(n, tweak, std::sync::Arc::new(|_, _| {})).await
+    }
+
+    /// Start with changes to meta's config and to each node's.
+    pub async fn start_full(
+        n: usize,
+        tweak: impl FnOnce(&mut MetaConfig),
+        node_tweak: NodeTweak,
+    ) -> TestCluster {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut meta_cfg = MetaConfig::new(dir.path().join("meta"));
         meta_cfg.gc_interval = Duration::from_millis(200);
@@ -43,6 +59,7 @@ impl TestCluster {
             meta_cfg,
             nodes: Vec::new(),
             node_addrs: Vec::new(),
+            node_tweak,
         };
         for i in 0..n {
             let h = c.spawn_node(i, "127.0.0.1:0".into()).await;
@@ -107,6 +124,8 @@ impl TestCluster {
         sc.compact_every = Duration::from_millis(200);
         sc.store.reserve_free = 0;
         sc.store.segment_size = 4 << 20;
+        sc.scrub_rate = 0;
+        (self.node_tweak)(i, &mut sc);
         cairn_storage::start(sc, Credentials::Cluster(self.secret())).await
     }
 
@@ -130,14 +149,25 @@ impl TestCluster {
         let c = self.client().await;
         wait_for(Duration::from_secs(30), || async {
             let s = c.cluster_status().await.ok()?;
-            (s.nodes
-                .iter()
-                .filter(|x| x.state == NodeState::Live)
-                .count()
-                >= n)
-                .then_some(())
+            (s.nodes.iter().filter(|x| x.state.is_up()).count() >= n).then_some(())
         })
         .await;
+    }
+
+    /// Start one more storage node; returns its index.
+    pub async fn add_node(&mut self) -> usize {
+        let i = self.nodes.len();
+        let h = self.spawn_node(i, "127.0.0.1:0".into()).await;
+        self.node_addrs.push(h.addr.clone());
+        self.nodes.push(Some(h));
+        i
+    }
+
+    /// Index of the node with id `id`.
+    pub fn node_index(&self, id: cairn_types::NodeId) -> Option<usize> {
+        self.nodes
+            .iter()
+            .position(|n| n.as_ref().is_some_and(|h| h.id == id))
     }
 
     /// Every segment file of node `i`.
@@ -201,4 +231,14 @@ pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
             x as u8
         })
         .collect()
+}
+
+/// Log to the test's output when RUST_LOG is set.
+pub fn init_logs() {
+    if std::env::var_os("RUST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
+    }
 }

@@ -1,0 +1,524 @@
+//! The repair planner: restores redundancy after node loss, bit rot and
+//! drains, and sweeps chunks no file references from the nodes.
+//!
+//! Each pass walks every committed file. A copy counts if its node is in
+//! good standing (live or full) or only briefly silent (suspect: a restart
+//! must not start a repair storm) and the node has not reported it
+//! corrupt. A chunk with fewer counting copies than its file asked for is
+//! copied node-to-node (meta never touches the bytes) from a readable copy
+//! to a node chosen by placement, throttled in bandwidth and parallelism;
+//! then the file's replica list is updated, conditioned on the file still
+//! holding the chunk. Copies replaced on reachable nodes (corrupt,
+//! draining) are deleted; copies on dead nodes are swept if those nodes
+//! come back.
+//!
+//! The orphan sweep deletes, from every reachable node, chunks that no file
+//! references, that are not waiting in garbage, and that were not handed out
+//! within `orphan_after` (a write in progress): leftovers of crashed
+//! writers, of a meta crash between a write and its commit, and surplus
+//! copies of a node that rejoined after its chunks were re-created
+//! elsewhere. The namespace is walked twice around the nodes' listings, and
+//! a chunk is only deleted if neither walk saw it, so a rename racing the
+//! walk cannot make a live chunk look orphaned.
+
+use crate::server::Meta;
+use cairn_proto::{Capability, NodeState, StorageRequest};
+use cairn_types::{now_ms, ChunkId, Error, Extent, NodeId, Result};
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::{watch, Semaphore};
+use tracing::{debug, info, warn};
+
+#[derive(Clone, Debug)]
+pub struct RepairConfig {
+    /// Time between planner passes.
+    pub interval: Duration,
+    /// Bytes per second repair may copy in all (0: unlimited).
+    pub bandwidth: u64,
+    /// Chunk copies in flight at once.
+    pub parallelism: usize,
+    /// How long a handed-out chunk may stay uncommitted before the sweep
+    /// may collect it; also the least time after a meta start before the
+    /// first sweep.
+    pub orphan_after: Duration,
+    /// Silence after which a node takes no new chunks.
+    pub suspect_after: Duration,
+    /// This meta is the only one: it knows every chunk handed out, so it
+    /// may sweep orphans. False on a shared (etcd) store.
+    pub single_meta: bool,
+}
+
+impl Default for RepairConfig {
+    fn default() -> RepairConfig {
+        RepairConfig {
+            interval: Duration::from_secs(30),
+            bandwidth: 64 << 20,
+            parallelism: 4,
+            orphan_after: Duration::from_secs(3600),
+            suspect_after: Duration::from_secs(5),
+            single_meta: true,
+        }
+    }
+}
+
+const SCAN_PAGE: usize = 1000;
+const RPC_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// One chunk short of its copies.
+struct Task {
+    key: Vec<u8>,
+    ext: Extent,
+    /// Copies that count.
+    keep: Vec<NodeId>,
+    /// Readable copies to copy from.
+    sources: Vec<NodeId>,
+    /// Copies to replace (dead, corrupt, draining), worst first.
+    replace: Vec<NodeId>,
+    /// Where the new copy goes, for a rebalancing move; placement decides
+    /// otherwise.
+    target: Option<NodeId>,
+}
+
+/// Plans moves of healthy copies from the fullest live nodes to the
+/// emptiest (a node just added, say), a bounded number per pass.
+struct Balancer {
+    /// Projected bytes used per live node.
+    used: HashMap<NodeId, u64>,
+    mean: u64,
+    slack: u64,
+    budget: usize,
+}
+
+impl Balancer {
+    fn new(meta: &Meta, budget: usize) -> Balancer {
+        let used: HashMap<NodeId, u64> = meta
+            .nodes
+            .status()
+            .into_iter()
+            .filter(|n| n.state == NodeState::Live)
+            .map(|n| (n.id, n.stats.used))
+            .collect();
+        let mean = if used.is_empty() {
+            0
+        } else {
+            used.values().sum::<u64>() / used.len() as u64
+        };
+        // Imbalance under two chunks or a tenth of the mean is left alone.
+        let slack = (2 * meta.chunk_size).max(mean / 10);
+        let budget = if used.len() < 2 { 0 } else { budget };
+        Balancer {
+            used,
+            mean,
+            slack,
+            budget,
+        }
+    }
+
+    fn plan(&mut self, key: &[u8], ext: &Extent) -> Option<Task> {
+        if self.budget == 0 {
+            return None;
+        }
+        let from = *ext
+            .nodes
+            .iter()
+            .filter(|n| {
+                self.used
+                    .get(n)
+                    .is_some_and(|u| *u > self.mean + self.slack)
+            })
+            .max_by_key(|n| self.used[n])?;
+        let to = self
+            .used
+            .iter()
+            .filter(|(n, u)| !ext.nodes.contains(n) && **u + self.slack < self.mean)
+            .min_by_key(|(_, u)| **u)
+            .map(|(n, _)| *n)?;
+        self.budget -= 1;
+        *self.used.get_mut(&from).unwrap() -= ext.len;
+        *self.used.get_mut(&to).unwrap() += ext.len;
+        let keep = ext.nodes.iter().copied().filter(|n| *n != from).collect();
+        Some(Task {
+            key: key.to_vec(),
+            ext: ext.clone(),
+            keep,
+            sources: vec![from],
+            replace: vec![from],
+            target: Some(to),
+        })
+    }
+}
+
+pub(crate) async fn repair_worker(meta: Arc<Meta>, mut stop: watch::Receiver<bool>) {
+    let mut last_sweep = Instant::now();
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return,
+            _ = tokio::time::sleep(meta.repair_cfg.interval) => {}
+        }
+        let orphan_after = meta.repair_cfg.orphan_after;
+        let up_long_enough =
+            now_ms().saturating_sub(meta.started_ms) > orphan_after.as_millis() as u64;
+        let sweep = meta.repair_cfg.single_meta
+            && up_long_enough
+            && last_sweep.elapsed() >= orphan_after / 2;
+        tokio::select! {
+            _ = stop.changed() => return,
+            r = meta.repair_pass(sweep) => match r {
+                Ok(()) => if sweep { last_sweep = Instant::now() },
+                Err(e) => warn!("repair pass failed: {e}"),
+            }
+        }
+    }
+}
+
+/// Spaces copies out so that they average `bandwidth` bytes per second.
+struct Throttle {
+    bandwidth: u64,
+    next: Mutex<Instant>,
+}
+
+impl Throttle {
+    async fn take(&self, bytes: u64) {
+        if self.bandwidth == 0 {
+            return;
+        }
+        let start = {
+            let mut next = self.next.lock().unwrap();
+            let start = (*next).max(Instant::now());
+            *next = start + Duration::from_secs_f64(bytes as f64 / self.bandwidth as f64);
+            start
+        };
+        tokio::time::sleep_until(start.into()).await;
+    }
+}
+
+impl Meta {
+    /// Every chunk each node should hold, from one walk of the namespace,
+    /// and the chunks that need copies.
+    /// Returns what each node should hold, repairs, and rebalancing moves.
+    async fn walk(
+        &self,
+        plan: bool,
+    ) -> Result<(HashMap<NodeId, HashSet<ChunkId>>, Vec<Task>, Vec<Task>)> {
+        let mut expected: HashMap<NodeId, HashSet<ChunkId>> = HashMap::new();
+        let mut tasks = Vec::new();
+        let mut moves = Vec::new();
+        let mut balancer = Balancer::new(
+            self,
+            if plan {
+                self.repair_cfg.parallelism.max(1) * 4
+            } else {
+                0
+            },
+        );
+        let mut cursor: Option<Vec<u8>> = None;
+        loop {
+            let (files, next) = self.ns.scan_files(cursor.as_deref(), SCAN_PAGE).await?;
+            for (key, inode) in files {
+                for ext in inode.extents {
+                    for n in &ext.nodes {
+                        expected.entry(*n).or_default().insert(ext.chunk);
+                    }
+                    if plan {
+                        if let Some(t) = self.classify(&key, &ext) {
+                            tasks.push(t);
+                        } else if let Some(m) = balancer.plan(&key, &ext) {
+                            moves.push(m);
+                        }
+                    }
+                }
+            }
+            match next {
+                Some(k) => cursor = Some(k),
+                None => return Ok((expected, tasks, moves)),
+            }
+        }
+    }
+
+    fn classify(&self, key: &[u8], ext: &Extent) -> Option<Task> {
+        let (mut keep, mut sources, mut replace) = (Vec::new(), Vec::new(), Vec::new());
+        for n in &ext.nodes {
+            let state = self.nodes.state(*n);
+            let corrupt = self.nodes.is_corrupt(ext.chunk, *n);
+            let counts = !corrupt
+                && matches!(
+                    state,
+                    NodeState::Live | NodeState::Full | NodeState::Suspect
+                );
+            if counts {
+                keep.push(*n);
+            } else {
+                replace.push(*n);
+            }
+            if !corrupt && state.is_up() {
+                sources.push(*n);
+            }
+        }
+        if replace.is_empty() {
+            return None;
+        }
+        // Prefer copying from nodes in good standing.
+        sources.sort_by_key(|n| !keep.contains(n));
+        Some(Task {
+            key: key.to_vec(),
+            ext: ext.clone(),
+            keep,
+            sources,
+            replace,
+            target: None,
+        })
+    }
+
+    /// One planner pass; with `sweep`, also collect orphans.
+    pub(crate) async fn repair_pass(self: &Arc<Self>, sweep: bool) -> Result<()> {
+        let started = Instant::now();
+        let (expected, mut tasks, moves) = self.walk(true).await?;
+        // Rebalance only a healthy cluster: repairs come first.
+        let rebalancing = tasks.is_empty() && !moves.is_empty();
+        if rebalancing {
+            debug!(
+                moves = moves.len(),
+                "rebalancing towards the emptiest nodes"
+            );
+            tasks = moves;
+        }
+        let draining = self.nodes.draining_nodes();
+        for d in &draining {
+            let holds = expected.get(d).is_some_and(|s| !s.is_empty());
+            self.nodes.set_drained(*d, !holds);
+        }
+        let bytes_left: u64 = tasks
+            .iter()
+            .map(|t| t.ext.len * t.replace.len() as u64)
+            .sum();
+        {
+            let mut st = self.repair_status.lock().unwrap();
+            st.chunks_pending = tasks.len() as u64;
+            st.bytes_left = bytes_left;
+        }
+        if !tasks.is_empty() {
+            info!(chunks = tasks.len(), bytes = bytes_left, "repairing");
+        }
+        let throttle = Arc::new(Throttle {
+            bandwidth: self.repair_cfg.bandwidth,
+            next: Mutex::new(Instant::now()),
+        });
+        let permits = Arc::new(Semaphore::new(self.repair_cfg.parallelism.max(1)));
+        let mut set = tokio::task::JoinSet::new();
+        for task in tasks {
+            let permit = permits
+                .clone()
+                .acquire_owned()
+                .await
+                .expect("semaphore open");
+            let (me, throttle) = (self.clone(), throttle.clone());
+            set.spawn(async move {
+                let _permit = permit;
+                let len = task.ext.len;
+                let n = task.replace.len() as u64;
+                throttle.take(len * n).await;
+                let r = me.repair_chunk(task).await;
+                let mut st = me.repair_status.lock().unwrap();
+                st.bytes_left = st.bytes_left.saturating_sub(len * n);
+                st.chunks_pending = st.chunks_pending.saturating_sub(1);
+                match r {
+                    Ok(copies) => {
+                        st.copies_done += copies;
+                        copies * len
+                    }
+                    Err(e) => {
+                        st.copies_failed += 1;
+                        debug!("repair of a chunk failed: {e}");
+                        0
+                    }
+                }
+            });
+        }
+        let mut copied = 0u64;
+        while let Some(r) = set.join_next().await {
+            copied += r.unwrap_or(0);
+        }
+        if copied > 0 {
+            let rate = (copied as f64 / started.elapsed().as_secs_f64()) as u64;
+            self.repair_status.lock().unwrap().bytes_per_s = rate;
+            info!(bytes = copied, rate, "repair pass done");
+        }
+        if sweep {
+            self.sweep_orphans(expected).await?;
+        }
+        Ok(())
+    }
+
+    /// Copy one chunk to new nodes until it has its copies again; returns
+    /// how many copies were made.
+    async fn repair_chunk(&self, task: Task) -> Result<u64> {
+        let Task {
+            key,
+            ext,
+            keep,
+            sources,
+            replace,
+            target: forced,
+        } = task;
+        if sources.is_empty() {
+            return Err(Error::unavailable(format!(
+                "chunk {}: no readable copy left",
+                ext.chunk
+            )));
+        }
+        let mut exclude = ext.nodes.clone();
+        let mut made = Vec::new();
+        let mut healed = Vec::new();
+        let mut last_err = None;
+        for bad in &replace {
+            // A corrupt copy on a reachable node is rewritten where it is
+            // (new bytes, new place in the node's log); anything else moves.
+            let in_place = self.nodes.is_corrupt(ext.chunk, *bad) && self.nodes.state(*bad).is_up();
+            let target = if in_place || forced.is_some() {
+                match self.nodes.addr(forced.unwrap_or(*bad)) {
+                    Some(a) => a,
+                    None => continue,
+                }
+            } else {
+                match self.nodes.place(1, ext.len, &exclude) {
+                    Ok(mut t) => t.remove(0),
+                    Err(e) => {
+                        last_err = Some(e);
+                        continue;
+                    }
+                }
+            };
+            exclude.push(target.id);
+            self.recent.lock().unwrap().insert(ext.chunk, now_ms());
+            for src in &sources {
+                let Some(source) = self.nodes.addr(*src) else {
+                    continue;
+                };
+                let cap = Capability::sign(&self.secret, ext.chunk, false);
+                let req = StorageRequest::Replicate {
+                    chunk: ext.chunk,
+                    len: ext.len,
+                    crc: ext.crc,
+                    source,
+                    cap,
+                };
+                match self.node_call::<()>(&target.addr, &req).await {
+                    Ok(()) => {
+                        if in_place {
+                            self.nodes.clear_corrupt(ext.chunk, *bad);
+                            healed.push(*bad);
+                        } else {
+                            made.push(target.id);
+                        }
+                        break;
+                    }
+                    Err(e) => last_err = Some(e),
+                }
+            }
+        }
+        if made.is_empty() && healed.is_empty() {
+            return Err(last_err.unwrap_or_else(|| Error::unavailable("no copy could be made")));
+        }
+        let copies = (made.len() + healed.len()) as u64;
+        if made.is_empty() {
+            return Ok(copies); // healed in place: the list is unchanged
+        }
+        // The list keeps its length (the redundancy the file asked for): a
+        // copy still to be replaced stays listed until it is.
+        let want = ext.nodes.len();
+        let mut list: Vec<NodeId> = keep
+            .iter()
+            .chain(healed.iter())
+            .chain(made.iter())
+            .copied()
+            .collect();
+        let mut released = Vec::new();
+        for n in replace.iter().rev().filter(|n| !healed.contains(n)) {
+            if list.len() < want {
+                list.push(*n);
+            } else {
+                released.push(*n);
+            }
+        }
+        if !self.ns.set_chunk_nodes(&key, ext.chunk, &list).await? {
+            // The file let go of the chunk meanwhile: our copies are garbage.
+            self.ns
+                .discard(&[Extent {
+                    nodes: made.clone(),
+                    ..ext
+                }])
+                .await?;
+            return Ok(0);
+        }
+        for n in released {
+            if self.nodes.is_corrupt(ext.chunk, n) || self.nodes.state(n).is_up() {
+                if let Some(a) = self.nodes.addr(n) {
+                    let req = StorageRequest::DeleteChunks {
+                        chunks: vec![ext.chunk],
+                    };
+                    if self.node_call::<()>(&a.addr, &req).await.is_ok() {
+                        self.nodes.clear_corrupt(ext.chunk, n);
+                    }
+                }
+            }
+        }
+        Ok(copies)
+    }
+
+    pub(crate) async fn node_call<T: serde::de::DeserializeOwned>(
+        &self,
+        addr: &str,
+        req: &StorageRequest,
+    ) -> Result<T> {
+        let mut p = self.peers.get(addr).await?;
+        let answer: Result<T, Error> = p.conn.call(req, RPC_TIMEOUT).await?;
+        self.peers.put(addr, p.conn);
+        answer
+    }
+
+    async fn sweep_orphans(&self, first: HashMap<NodeId, HashSet<ChunkId>>) -> Result<()> {
+        let horizon = now_ms().saturating_sub(self.repair_cfg.orphan_after.as_millis() as u64);
+        self.recent.lock().unwrap().retain(|_, t| *t >= horizon);
+        let mut listings = Vec::new();
+        for node in self.nodes.up_nodes() {
+            match self
+                .node_call::<Vec<ChunkId>>(&node.addr, &StorageRequest::ListChunks)
+                .await
+            {
+                Ok(chunks) => listings.push((node, chunks)),
+                Err(e) => debug!(node = %node.id, "cannot list chunks for the orphan sweep: {e}"),
+            }
+        }
+        let (second, _, _) = self.walk(false).await?;
+        let garbage = self.ns.garbage_chunks().await?;
+        let mut deleted = 0u64;
+        for (node, chunks) in listings {
+            let referenced = |c: &ChunkId| {
+                first.get(&node.id).is_some_and(|s| s.contains(c))
+                    || second.get(&node.id).is_some_and(|s| s.contains(c))
+            };
+            let orphans: Vec<ChunkId> = {
+                let recent = self.recent.lock().unwrap();
+                chunks
+                    .into_iter()
+                    .filter(|c| !referenced(c) && !garbage.contains(c) && !recent.contains_key(c))
+                    .collect()
+            };
+            for batch in orphans.chunks(1000) {
+                let req = StorageRequest::DeleteChunks {
+                    chunks: batch.to_vec(),
+                };
+                match self.node_call::<()>(&node.addr, &req).await {
+                    Ok(()) => deleted += batch.len() as u64,
+                    Err(e) => warn!(node = %node.id, "orphan sweep could not delete: {e}"),
+                }
+            }
+        }
+        if deleted > 0 {
+            info!(chunks = deleted, "orphan sweep deleted unreferenced chunks");
+        }
+        self.repair_status.lock().unwrap().orphans_deleted += deleted;
+        Ok(())
+    }
+}

@@ -1,0 +1,127 @@
+//! Streaming between HTTP bodies and the client library, with bounded
+//! buffers: an upload is hashed (MD5, for the ETag) on its way into
+//! [`cairn_client::Client::put_with_attrs`]; a download is a byte stream fed
+//! by a task that reads the file a chunk or a slice at a time.
+
+use cairn_client::FileReader;
+use futures_util::TryStreamExt;
+use md5::{Digest, Md5};
+use s3s::dto::StreamingBlob;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
+use tokio_util::io::{ReaderStream, StreamReader};
+
+/// Largest slice read at a time for ranged downloads.
+const RANGE_SLICE: u64 = 4 << 20;
+/// Bytes buffered between the reading task and the HTTP response.
+const PIPE: usize = 1 << 20;
+
+/// An upload body as an `AsyncRead` (s3s has already decoded aws-chunked).
+pub fn blob_reader(blob: StreamingBlob) -> impl AsyncRead + Unpin + Send {
+    StreamReader::new(blob.map_err(std::io::Error::other))
+}
+
+/// Hashes what passes through; also counts it.
+pub struct Hashing<R> {
+    inner: R,
+    state: Arc<Mutex<(Md5, u64)>>,
+}
+
+impl<R> Hashing<R> {
+    pub fn new(inner: R) -> (Hashing<R>, HashHandle) {
+        let state = Arc::new(Mutex::new((Md5::new(), 0)));
+        (
+            Hashing {
+                inner,
+                state: state.clone(),
+            },
+            HashHandle(state),
+        )
+    }
+}
+
+/// The far end of a [`Hashing`] reader, to read the digest once it is drained.
+#[derive(Clone)]
+pub struct HashHandle(Arc<Mutex<(Md5, u64)>>);
+
+impl HashHandle {
+    /// The MD5 so far and the byte count.
+    pub fn digest(&self) -> ([u8; 16], u64) {
+        let st = self.0.lock().unwrap();
+        (st.0.clone().finalize().into(), st.1)
+    }
+}
+
+impl<R: AsyncRead + Unpin> AsyncRead for Hashing<R> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = &r {
+            let new = &buf.filled()[before..];
+            let mut st = self.state.lock().unwrap();
+            st.0.update(new);
+            st.1 += new.len() as u64;
+        }
+        r
+    }
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Bytes `[start, end)` of an open file version as a response body. A full
+/// read streams chunks with read-ahead; a range reads only what it needs.
+pub fn download(reader: FileReader, start: u64, end: u64) -> StreamingBlob {
+    let (mut w, r) = tokio::io::duplex(PIPE);
+    let whole = start == 0 && end == reader.size();
+    tokio::spawn(async move {
+        let result = if whole {
+            reader.copy_to(&mut w).await.map(|_| ())
+        } else {
+            async {
+                let mut pos = start;
+                while pos < end {
+                    let n = RANGE_SLICE.min(end - pos);
+                    let data = reader.read_at(pos, n).await?;
+                    if data.is_empty() {
+                        break;
+                    }
+                    pos += data.len() as u64;
+                    w.write_all(&data).await?;
+                }
+                w.flush().await?;
+                Ok::<(), cairn_types::Error>(())
+            }
+            .await
+        };
+        if let Err(e) = result {
+            // Dropping the pipe early ends the body short of its
+            // Content-Length: the client sees a broken download, never
+            // wrong bytes.
+            tracing::warn!("download failed midway: {e}");
+        }
+    });
+    StreamingBlob::wrap(ReaderStream::with_capacity(r, 256 << 10))
+}
+
+/// Read and drop a request body that will not be stored, up to a limit,
+/// so that an early error answer leaves the connection usable. Past the
+/// limit the connection is closed instead.
+pub async fn drain(blob: Option<StreamingBlob>) {
+    const LIMIT: usize = 8 << 20;
+    let Some(mut blob) = blob else { return };
+    let mut seen = 0;
+    while let Ok(Some(b)) = blob.try_next().await {
+        seen += b.len();
+        if seen > LIMIT {
+            return;
+        }
+    }
+}

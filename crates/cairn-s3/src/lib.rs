@@ -1,0 +1,147 @@
+//! The S3-compatible HTTP gateway of Cairn.
+//!
+//! Owns the S3 view of the namespace: buckets are top-level directories,
+//! object keys are paths below them ([`names`]), object attributes
+//! (ETag, Content-Type, user metadata) are file xattrs committed with the
+//! content ([`attrs`]), access keys live in `/.cairn/s3/keys` ([`keys`]),
+//! multipart uploads in `/.cairn/s3/uploads` ([`multipart`]). S3 error
+//! codes are chosen only here ([`error`]). The S3 protocol itself (SigV4
+//! headers and presigned URLs, aws-chunked bodies, XML, routing) is the
+//! `s3s` crate's.
+//!
+//! Does not own storage: every byte goes through [`cairn_client::Client`],
+//! like any other front end. Called by the `cairn` binary
+//! (`cairn gateway s3`, and inside `cairn server`). Read first:
+//! [`start`], [`CairnS3`].
+//!
+//! Guarantees: a PUT or multipart completion is visible all at once or not
+//! at all (one metadata commit); a reader sees the old or the new object,
+//! never a mix; conditional writes (`If-None-Match: *`, `If-Match`) are
+//! checked atomically with the commit, so of two racing writers one gets
+//! `PreconditionFailed`. Memory per request is bounded by the client's
+//! write window and read-ahead, whatever the object size.
+
+pub mod attrs;
+pub mod body;
+pub mod error;
+mod gateway;
+pub mod keys;
+pub mod listing;
+pub mod multipart;
+pub mod names;
+
+pub use gateway::CairnS3;
+pub use keys::{create_key, KeyRecord, KeyStore};
+
+use cairn_client::Client;
+use hyper_util::rt::TokioIo;
+use s3s::service::S3ServiceBuilder;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+/// How the gateway listens.
+#[derive(Clone, Debug)]
+pub struct GatewayConfig {
+    pub listen: String,
+    /// Base domain for virtual-hosted-style requests (`bucket.DOMAIN`);
+    /// path-style requests work either way.
+    pub domain: Option<String>,
+    /// Serve without authentication: every request is allowed. Only for
+    /// `cairn bench` on its private temporary cluster, to time the gateway
+    /// without a signing client.
+    #[doc(hidden)]
+    pub unauthenticated: bool,
+}
+
+/// A running gateway; stops when dropped or on [`GatewayHandle::stop`].
+pub struct GatewayHandle {
+    pub addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl GatewayHandle {
+    pub async fn stop(mut self) {
+        let _ = self.stop.send(true);
+        if let Some(t) = self.task.take() {
+            let _ = t.await;
+        }
+    }
+
+    /// Run until the gateway stops (it stops only when told to).
+    pub async fn wait(mut self) {
+        if let Some(t) = self.task.take() {
+            let _ = t.await;
+        }
+    }
+}
+
+impl Drop for GatewayHandle {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+/// Bind and serve the S3 API over `client`.
+pub async fn start(client: Client, cfg: GatewayConfig) -> cairn_types::Result<GatewayHandle> {
+    let listener = TcpListener::bind(&cfg.listen).await.map_err(|e| {
+        cairn_types::Error::from(e).context(format!("binding the S3 gateway to {}", cfg.listen))
+    })?;
+    let addr = listener.local_addr()?;
+    let keys = Arc::new(KeyStore::new(client.clone()));
+    let mut b = S3ServiceBuilder::new(CairnS3::new(client));
+    if !cfg.unauthenticated {
+        b.set_auth(keys::Auth(keys.clone()));
+        b.set_access(keys::Auth(keys));
+    }
+    if let Some(d) = &cfg.domain {
+        let host = s3s::host::SingleDomain::new(d).map_err(|e| {
+            cairn_types::Error::invalid(format!("{d:?} is not a usable S3 domain: {e}"))
+        })?;
+        b.set_host(host);
+    }
+    let service = b.build();
+    let (stop, mut stopped) = watch::channel(false);
+    let task = tokio::spawn(async move {
+        loop {
+            let (sock, peer) = tokio::select! {
+                r = listener.accept() => match r {
+                    Ok(x) => x,
+                    Err(e) => {
+                        warn!("S3 gateway accept failed: {e}");
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                _ = stopped.changed() => break,
+            };
+            let _ = sock.set_nodelay(true);
+            let svc = service.clone();
+            let mut conn_stop = stopped.clone();
+            tokio::spawn(async move {
+                let conn = hyper::server::conn::http1::Builder::new()
+                    .keep_alive(true)
+                    .serve_connection(TokioIo::new(sock), svc);
+                tokio::pin!(conn);
+                tokio::select! {
+                    r = conn.as_mut() => {
+                        if let Err(e) = r {
+                            tracing::debug!(%peer, "S3 connection ended: {e}");
+                        }
+                    }
+                    _ = conn_stop.changed() => {}
+                }
+            });
+        }
+        info!("S3 gateway stopped");
+    });
+    info!(%addr, "S3 gateway listening");
+    Ok(GatewayHandle {
+        addr,
+        stop,
+        task: Some(task),
+    })
+}

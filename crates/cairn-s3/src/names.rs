@@ -1,0 +1,88 @@
+//! Bucket names and object keys to Cairn paths. A bucket is a top-level
+//! directory; a key `a/b/c` is the file `/<bucket>/a/b/c`. Keys that have no
+//! faithful path (empty components as in `a//b`, `.` or `..` components, a
+//! trailing `/`, a leading `/`) are refused, never rewritten.
+
+use cairn_types::CairnPath;
+use s3s::{s3_error, S3Result};
+
+/// Top-level directory the gateway keeps its own state in (keys, uploads).
+/// Its name is not a valid bucket name, so it is never listed as one.
+pub const SYSTEM_DIR: &str = ".cairn";
+
+/// Where uploads are staged before they are moved to their key.
+pub fn staging_dir() -> CairnPath {
+    CairnPath::parse(&format!("/{SYSTEM_DIR}/s3/staging")).expect("valid path")
+}
+
+pub fn bucket_path(bucket: &str) -> S3Result<CairnPath> {
+    if !s3s::path::check_bucket_name(bucket) || bucket.starts_with('.') {
+        return Err(s3_error!(
+            InvalidBucketName,
+            "{bucket:?} is not a valid bucket name"
+        ));
+    }
+    CairnPath::root()
+        .join(bucket)
+        .map_err(|e| s3_error!(InvalidBucketName, "{e}"))
+}
+
+/// Whether a top-level directory name is shown as a bucket.
+pub fn is_bucket_name(name: &str) -> bool {
+    s3s::path::check_bucket_name(name) && !name.starts_with('.')
+}
+
+pub fn object_path(bucket: &str, key: &str) -> S3Result<CairnPath> {
+    check_key(key)?;
+    let mut p = bucket_path(bucket)?;
+    for c in key.split('/') {
+        p = p
+            .join(c)
+            .map_err(|e| s3_error!(InvalidArgument, "key {key:?}: {e}"))?;
+    }
+    Ok(p)
+}
+
+/// Refuse keys that would not round-trip through a path.
+pub fn check_key(key: &str) -> S3Result<()> {
+    if key.len() > 1024 {
+        return Err(s3_error!(KeyTooLongError));
+    }
+    if key.is_empty() {
+        return Err(s3_error!(InvalidArgument, "empty object key"));
+    }
+    if key.ends_with('/') {
+        return Err(s3_error!(
+            InvalidArgument,
+            "key {key:?} ends with '/': Cairn stores objects as files and prefixes as directories, so folder-marker objects are not supported"
+        ));
+    }
+    for c in key.split('/') {
+        CairnPath::root().join(c).map_err(|e| {
+            s3_error!(
+                InvalidArgument,
+                "key {key:?} has no file-system path ({e}); Cairn refuses keys with empty, '.' or '..' components"
+            )
+        })?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_map_or_are_refused() {
+        assert_eq!(
+            object_path("bkt", "a/b.txt").unwrap().as_str(),
+            "/bkt/a/b.txt"
+        );
+        for bad in ["", "a//b", "a/../b", "./a", "a/", "/a", "a/./b", ".."] {
+            assert!(object_path("bkt", bad).is_err(), "{bad:?}");
+        }
+        assert!(bucket_path(".cairn").is_err());
+        assert!(bucket_path("Bad_Bucket").is_err());
+        assert!(!is_bucket_name(SYSTEM_DIR));
+    }
+}

@@ -1,0 +1,141 @@
+//! Real S3 clients against a gateway on an in-process cluster: boto3, the
+//! aws CLI, rclone and s3fs, each as a subprocess with a hard timeout.
+//! CI installs them (`.ci/run`); set CAIRN_S3_SKIP_CLIENTS=1 to skip these
+//! tests on a machine without them.
+
+use cairn_s3::{create_key, GatewayConfig, GatewayHandle};
+use cairn_testkit::TestCluster;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct Setup {
+    _cluster: TestCluster,
+    gateway: GatewayHandle,
+    env: Vec<(String, String)>,
+}
+
+async fn setup() -> Setup {
+    // Small chunks so that objects and parts span several of them.
+    let cluster = TestCluster::start_with(2, |c| {
+        c.default_rep = 2;
+        c.chunk_size = 1 << 20;
+    })
+    .await;
+    let client = cluster.client().await;
+    let gateway = cairn_s3::start(
+        client.clone(),
+        GatewayConfig {
+            listen: "127.0.0.1:0".into(),
+            domain: None,
+            unauthenticated: false,
+        },
+    )
+    .await
+    .unwrap();
+    let rw = create_key(&client, "rw", false, None).await.unwrap();
+    let ro = create_key(&client, "ro", true, None).await.unwrap();
+    let one = create_key(&client, "one", false, Some("boto".into()))
+        .await
+        .unwrap();
+    let env = vec![
+        ("S3_ENDPOINT".into(), format!("http://{}", gateway.addr)),
+        ("S3_AK".into(), rw.access_key),
+        ("S3_SK".into(), rw.secret_key),
+        ("S3_RO_AK".into(), ro.access_key),
+        ("S3_RO_SK".into(), ro.secret_key),
+        ("S3_ONE_AK".into(), one.access_key),
+        ("S3_ONE_SK".into(), one.secret_key),
+    ];
+    Setup {
+        _cluster: cluster,
+        gateway,
+        env,
+    }
+}
+
+fn skip() -> bool {
+    std::env::var("CAIRN_S3_SKIP_CLIENTS").is_ok_and(|v| v == "1")
+}
+
+/// Run a client script to completion within `limit`, killing it past that.
+async fn run(s: &Setup, program: &str, script: &str, limit: Duration) {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/clients");
+    let mut cmd = Command::new(program);
+    cmd.arg(dir.join(script))
+        .current_dir(&dir)
+        .envs(s.env.iter().cloned())
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let what = format!("{program} {script}");
+    let out = tokio::task::spawn_blocking(move || {
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run {what} ({e}); .ci/run installs the S3 clients"));
+        let start = Instant::now();
+        loop {
+            if child.try_wait().unwrap().is_some() {
+                return (what, child.wait_with_output().unwrap());
+            }
+            if start.elapsed() > limit {
+                let _ = child.kill();
+                let out = child.wait_with_output().unwrap();
+                panic!(
+                    "{what} did not finish in {limit:?}\nstdout:\n{}\nstderr:\n{}",
+                    String::from_utf8_lossy(&out.stdout),
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    })
+    .await
+    .unwrap();
+    let (what, out) = out;
+    assert!(
+        out.status.success(),
+        "{what} failed ({})\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn boto3_suite() {
+    if skip() {
+        return;
+    }
+    let s = setup().await;
+    run(&s, "python3", "boto3_suite.py", Duration::from_secs(120)).await;
+    s.gateway.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aws_cli_round_trip() {
+    if skip() {
+        return;
+    }
+    let s = setup().await;
+    run(&s, "bash", "awscli.sh", Duration::from_secs(120)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rclone_round_trip() {
+    if skip() {
+        return;
+    }
+    let s = setup().await;
+    run(&s, "bash", "rclone.sh", Duration::from_secs(90)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3fs_round_trip() {
+    if skip() {
+        return;
+    }
+    let s = setup().await;
+    run(&s, "python3", "s3fs_roundtrip.py", Duration::from_secs(90)).await;
+}

@@ -1,0 +1,258 @@
+"""boto3 against the Cairn gateway: objects, metadata, listing semantics,
+ranges, conditions, copies, multipart, presigned URLs, errors."""
+import hashlib
+import os
+import threading
+import urllib.request
+
+from boto3.s3.transfer import TransferConfig
+from common import ENDPOINT, client, code, expect_error
+from botocore.exceptions import ClientError
+
+s3 = client()
+B = "boto"
+s3.create_bucket(Bucket=B)
+assert B in [b["Name"] for b in s3.list_buckets()["Buckets"]]
+assert ".cairn" not in [b["Name"] for b in s3.list_buckets()["Buckets"]]
+expect_error("BucketAlreadyOwnedByYou", s3.create_bucket, Bucket=B)
+s3.head_bucket(Bucket=B)
+
+# Put, get, head: ETag is the MD5, headers and metadata round-trip.
+body = os.urandom(300_000)
+r = s3.put_object(
+    Bucket=B, Key="dir/obj.bin", Body=body, ContentType="application/x-test",
+    Metadata={"Color": "blue", "n": "1"}, CacheControl="max-age=60",
+    ContentDisposition="attachment", ContentLanguage="en",
+)
+md5 = hashlib.md5(body).hexdigest()
+assert r["ETag"] == f'"{md5}"', r["ETag"]
+g = s3.get_object(Bucket=B, Key="dir/obj.bin")
+assert g["Body"].read() == body
+assert g["ContentType"] == "application/x-test"
+assert g["Metadata"] == {"color": "blue", "n": "1"}, g["Metadata"]
+assert g["CacheControl"] == "max-age=60"
+assert g["ContentDisposition"] == "attachment"
+assert g["ContentLength"] == len(body)
+h = s3.head_object(Bucket=B, Key="dir/obj.bin")
+assert h["ETag"] == f'"{md5}"' and h["ContentLength"] == len(body)
+
+# Ranges.
+assert s3.get_object(Bucket=B, Key="dir/obj.bin", Range="bytes=10-19")["Body"].read() == body[10:20]
+r = s3.get_object(Bucket=B, Key="dir/obj.bin", Range="bytes=-100")
+assert r["Body"].read() == body[-100:] and r["ContentRange"] == f"bytes {len(body)-100}-{len(body)-1}/{len(body)}"
+assert s3.get_object(Bucket=B, Key="dir/obj.bin", Range="bytes=299990-")["Body"].read() == body[299990:]
+expect_error("InvalidRange", s3.get_object, Bucket=B, Key="dir/obj.bin", Range="bytes=400000-")
+
+# Conditional GETs.
+etag = f'"{md5}"'
+s3.get_object(Bucket=B, Key="dir/obj.bin", IfMatch=etag)
+expect_error("PreconditionFailed", s3.get_object, Bucket=B, Key="dir/obj.bin", IfMatch='"nope"')
+expect_error("304", s3.get_object, Bucket=B, Key="dir/obj.bin", IfNoneMatch=etag)
+lm = h["LastModified"]
+expect_error("304", s3.get_object, Bucket=B, Key="dir/obj.bin", IfModifiedSince=lm)
+import datetime
+s3.get_object(Bucket=B, Key="dir/obj.bin", IfModifiedSince=lm - datetime.timedelta(days=1))
+
+# Missing things.
+expect_error("NoSuchKey", s3.get_object, Bucket=B, Key="nope")
+expect_error("NoSuchKey", s3.get_object, Bucket=B, Key="dir")  # a prefix is no object
+expect_error("NoSuchBucket", s3.get_object, Bucket="no-such-bucket", Key="x")
+expect_error("NoSuchBucket", s3.list_objects_v2, Bucket="no-such-bucket")
+expect_error("404", s3.head_object, Bucket=B, Key="nope")
+
+# Keys without a faithful path are refused, not mangled.
+for bad in ["a//b", "a/../b", "trailing/", "./x"]:
+    expect_error("InvalidArgument", s3.put_object, Bucket=B, Key=bad, Body=b"x")
+
+# CopyObject with both metadata directives.
+c = s3.copy_object(Bucket=B, Key="copy1", CopySource={"Bucket": B, "Key": "dir/obj.bin"})
+assert c["CopyObjectResult"]["ETag"] == etag
+h = s3.head_object(Bucket=B, Key="copy1")
+assert h["Metadata"] == {"color": "blue", "n": "1"} and h["ContentType"] == "application/x-test"
+s3.copy_object(Bucket=B, Key="copy2", CopySource={"Bucket": B, "Key": "dir/obj.bin"},
+               MetadataDirective="REPLACE", Metadata={"k": "v"}, ContentType="text/plain")
+h = s3.head_object(Bucket=B, Key="copy2")
+assert h["Metadata"] == {"k": "v"} and h["ContentType"] == "text/plain"
+assert s3.get_object(Bucket=B, Key="copy2")["Body"].read() == body
+expect_error("InvalidRequest", s3.copy_object, Bucket=B, Key="copy1", CopySource={"Bucket": B, "Key": "copy1"})
+s3.copy_object(Bucket=B, Key="copy1", CopySource={"Bucket": B, "Key": "copy1"},
+               MetadataDirective="REPLACE", Metadata={"x": "y"})
+assert s3.head_object(Bucket=B, Key="copy1")["Metadata"] == {"x": "y"}
+
+# Listing semantics (v1 and v2) on a bucket of its own.
+L = "listing"
+s3.create_bucket(Bucket=L)
+keys = ["a-b", "a.txt", "a/b", "a/c/d", "a/c/e", "a0", "b/x", "b/y/z", "c"]
+for k in keys:
+    s3.put_object(Bucket=L, Key=k, Body=k.encode())
+r = s3.list_objects_v2(Bucket=L)
+assert [o["Key"] for o in r["Contents"]] == sorted(keys), [o["Key"] for o in r["Contents"]]
+assert r["KeyCount"] == len(keys) and not r["IsTruncated"]
+r = s3.list_objects_v2(Bucket=L, Delimiter="/")
+assert [o["Key"] for o in r["Contents"]] == ["a-b", "a.txt", "a0", "c"]
+assert [p["Prefix"] for p in r["CommonPrefixes"]] == ["a/", "b/"]
+r = s3.list_objects_v2(Bucket=L, Prefix="a/", Delimiter="/")
+assert [o["Key"] for o in r["Contents"]] == ["a/b"] and [p["Prefix"] for p in r["CommonPrefixes"]] == ["a/c/"]
+r = s3.list_objects_v2(Bucket=L, Prefix="a")
+assert [o["Key"] for o in r["Contents"]] == [k for k in sorted(keys) if k.startswith("a")]
+r = s3.list_objects_v2(Bucket=L, Prefix="a/c/")
+assert [o["Key"] for o in r["Contents"]] == ["a/c/d", "a/c/e"]
+r = s3.list_objects_v2(Bucket=L, StartAfter="a/b")
+assert [o["Key"] for o in r["Contents"]] == [k for k in sorted(keys) if k > "a/b"]
+r = s3.list_objects_v2(Bucket=L, Delimiter="-")
+assert [p["Prefix"] for p in r["CommonPrefixes"]] == ["a-"], r.get("CommonPrefixes")
+# A key cannot be both an object and a prefix of others in a file system.
+expect_error("InvalidRequest", s3.put_object, Bucket=L, Key="a", Body=b"x")
+expect_error("InvalidRequest", s3.put_object, Bucket=L, Key="c/d", Body=b"x")
+r = s3.list_objects_v2(Bucket=L, MaxKeys=0)
+assert r["KeyCount"] == 0
+# Paging with continuation tokens, with and without a delimiter.
+for delim in [None, "/"]:
+    seen, token = [], None
+    while True:
+        kw = {"Bucket": L, "MaxKeys": 2}
+        if delim:
+            kw["Delimiter"] = delim
+        if token:
+            kw["ContinuationToken"] = token
+        r = s3.list_objects_v2(**kw)
+        assert r["KeyCount"] <= 2
+        seen += [o["Key"] for o in r.get("Contents", [])] + [p["Prefix"] for p in r.get("CommonPrefixes", [])]
+        if not r["IsTruncated"]:
+            break
+        token = r["NextContinuationToken"]
+    want = sorted(keys) if not delim else sorted(["a-b", "a.txt", "a0", "c", "a/", "b/"])
+    assert sorted(seen) == want and len(seen) == len(want), (delim, seen)
+# v1 with markers.
+seen, marker = [], ""
+while True:
+    r = s3.list_objects(Bucket=L, MaxKeys=3, Marker=marker)
+    seen += [o["Key"] for o in r.get("Contents", [])]
+    if not r["IsTruncated"]:
+        break
+    marker = r.get("NextMarker") or r["Contents"][-1]["Key"]
+assert seen == sorted(keys), seen
+r = s3.list_objects(Bucket=L, Delimiter="/", Prefix="b/")
+assert [o["Key"] for o in r["Contents"]] == ["b/x"] and [p["Prefix"] for p in r["CommonPrefixes"]] == ["b/y/"]
+
+# DeleteObjects, then BucketNotEmpty / delete bucket.
+expect_error("BucketNotEmpty", s3.delete_bucket, Bucket=L)
+r = s3.delete_objects(Bucket=L, Delete={"Objects": [{"Key": k} for k in keys]})
+assert len(r["Deleted"]) == len(keys) and not r.get("Errors")
+assert s3.list_objects_v2(Bucket=L)["KeyCount"] == 0
+s3.delete_bucket(Bucket=L)
+expect_error("NoSuchBucket", s3.head_bucket, Bucket=L) if False else None
+try:
+    s3.head_bucket(Bucket=L)
+    raise AssertionError("bucket still there")
+except ClientError as e:
+    assert code(e) in ("404", "NoSuchBucket")
+
+# Conditional writes: of racing writers exactly one wins.
+def race(n, tag, **kw):
+    results = []
+    def put(i):
+        try:
+            s3.put_object(Bucket=B, Key="race", Body=f"{tag} writer {i}".encode() * 1000, **kw)
+            results.append("ok")
+        except ClientError as e:
+            results.append(code(e))
+    ts = [threading.Thread(target=put, args=(i,)) for i in range(n)]
+    [t.start() for t in ts]
+    [t.join() for t in ts]
+    return results
+res = race(4, "create", IfNoneMatch="*")
+assert res.count("ok") == 1 and res.count("PreconditionFailed") == 3, res
+cur = s3.head_object(Bucket=B, Key="race")["ETag"]
+res = race(4, "replace", IfMatch=cur)
+assert res.count("ok") == 1 and res.count("PreconditionFailed") == 3, res
+expect_error("PreconditionFailed", s3.put_object, Bucket=B, Key="race", Body=b"x", IfMatch=cur)
+expect_error("PreconditionFailed", s3.put_object, Bucket=B, Key="race", Body=b"x", IfNoneMatch="*")
+# The same under a prefix (the staged write path).
+expect_error("PreconditionFailed", s3.put_object, Bucket=B, Key="dir/obj.bin", Body=b"x", IfNoneMatch="*")
+s3.put_object(Bucket=B, Key="dir/new", Body=b"x", IfNoneMatch="*")
+
+# Multipart through upload_file with a small threshold: ETag is "-N".
+path = "/tmp/cairn-boto-mp-%d" % os.getpid()
+data = os.urandom(12 * 1024 * 1024 + 12345)
+with open(path, "wb") as f:
+    f.write(data)
+cfg = TransferConfig(multipart_threshold=5 * 1024 * 1024, multipart_chunksize=5 * 1024 * 1024, max_concurrency=3)
+s3.upload_file(path, B, "mp/big.bin", Config=cfg, ExtraArgs={"Metadata": {"m": "1"}, "ContentType": "video/x"})
+h = s3.head_object(Bucket=B, Key="mp/big.bin")
+assert h["ETag"].endswith('-3"'), h["ETag"]
+parts = [hashlib.md5(data[i:i + 5 * 1024 * 1024]).digest() for i in range(0, len(data), 5 * 1024 * 1024)]
+assert h["ETag"] == '"%s-3"' % hashlib.md5(b"".join(parts)).hexdigest()
+assert h["Metadata"] == {"m": "1"} and h["ContentType"] == "video/x" and h["ContentLength"] == len(data)
+s3.download_file(B, "mp/big.bin", path + ".out", Config=cfg)
+assert open(path + ".out", "rb").read() == data
+os.remove(path)
+os.remove(path + ".out")
+
+# Multipart by hand: list parts and uploads, part copy, abort, too-small parts.
+up = s3.create_multipart_upload(Bucket=B, Key="mp/manual")["UploadId"]
+assert up in [u["UploadId"] for u in s3.list_multipart_uploads(Bucket=B)["Uploads"]]
+p1 = s3.upload_part(Bucket=B, Key="mp/manual", UploadId=up, PartNumber=1, Body=data[: 5 * 1024 * 1024])
+p2 = s3.upload_part_copy(Bucket=B, Key="mp/manual", UploadId=up, PartNumber=2,
+                         CopySource={"Bucket": B, "Key": "dir/obj.bin"}, CopySourceRange="bytes=0-999")
+lp = s3.list_parts(Bucket=B, Key="mp/manual", UploadId=up)
+assert [p["PartNumber"] for p in lp["Parts"]] == [1, 2] and lp["Parts"][1]["Size"] == 1000
+parts = [{"PartNumber": 1, "ETag": p1["ETag"]}, {"PartNumber": 2, "ETag": p2["CopyPartResult"]["ETag"]}]
+expect_error("InvalidPartOrder", s3.complete_multipart_upload, Bucket=B, Key="mp/manual", UploadId=up,
+             MultipartUpload={"Parts": parts[::-1]})
+s3.complete_multipart_upload(Bucket=B, Key="mp/manual", UploadId=up, MultipartUpload={"Parts": parts})
+assert s3.get_object(Bucket=B, Key="mp/manual")["Body"].read() == data[: 5 * 1024 * 1024] + body[:1000]
+expect_error("NoSuchUpload", s3.list_parts, Bucket=B, Key="mp/manual", UploadId=up)
+up = s3.create_multipart_upload(Bucket=B, Key="mp/small")["UploadId"]
+a = s3.upload_part(Bucket=B, Key="mp/small", UploadId=up, PartNumber=1, Body=b"tiny")
+b = s3.upload_part(Bucket=B, Key="mp/small", UploadId=up, PartNumber=2, Body=b"tiny")
+expect_error("EntityTooSmall", s3.complete_multipart_upload, Bucket=B, Key="mp/small", UploadId=up,
+             MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": a["ETag"]}, {"PartNumber": 2, "ETag": b["ETag"]}]})
+s3.abort_multipart_upload(Bucket=B, Key="mp/small", UploadId=up)
+expect_error("NoSuchUpload", s3.abort_multipart_upload, Bucket=B, Key="mp/small", UploadId=up)
+# A completion with If-None-Match on an existing key loses.
+up = s3.create_multipart_upload(Bucket=B, Key="dir/obj.bin")["UploadId"]
+a = s3.upload_part(Bucket=B, Key="dir/obj.bin", UploadId=up, PartNumber=1, Body=b"x")
+expect_error("PreconditionFailed", s3.complete_multipart_upload, Bucket=B, Key="dir/obj.bin", UploadId=up,
+             IfNoneMatch="*", MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": a["ETag"]}]})
+s3.abort_multipart_upload(Bucket=B, Key="dir/obj.bin", UploadId=up)
+
+# Presigned URLs (SigV4; botocore's default for presigning is still SigV2).
+v4 = client(signature_version="s3v4")
+url = v4.generate_presigned_url("get_object", Params={"Bucket": B, "Key": "dir/obj.bin"}, ExpiresIn=60)
+assert urllib.request.urlopen(url).read() == body
+assert "X-Amz-Signature=" in url
+url = v4.generate_presigned_url("put_object", Params={"Bucket": B, "Key": "presigned"}, ExpiresIn=60)
+assert "X-Amz-Signature=" in url.rsplit("&", 1)[1]
+req = urllib.request.Request(url, data=b"via presigned put", method="PUT")
+urllib.request.urlopen(req).read()
+assert s3.get_object(Bucket=B, Key="presigned")["Body"].read() == b"via presigned put"
+bad = url[:-1] + ("0" if url[-1] != "0" else "1")  # the signature ends the URL
+try:
+    urllib.request.urlopen(urllib.request.Request(bad, data=b"x", method="PUT"))
+    raise AssertionError("a tampered presigned URL worked")
+except urllib.error.HTTPError as e:
+    assert e.code == 403, e.code
+
+# Virtual-hosted style is refused politely without a domain; path style is the default.
+# Authentication and rights.
+expect_error("SignatureDoesNotMatch", client(sk="wrong" * 8).list_buckets)
+expect_error("InvalidAccessKeyId", client(ak="CKNOSUCHKEY000000000", sk="x" * 40).list_buckets)
+ro = client(os.environ["S3_RO_AK"], os.environ["S3_RO_SK"])
+assert ro.get_object(Bucket=B, Key="dir/obj.bin")["Body"].read() == body
+expect_error("AccessDenied", ro.put_object, Bucket=B, Key="ro", Body=b"x")
+expect_error("AccessDenied", ro.delete_object, Bucket=B, Key="dir/obj.bin")
+expect_error("AccessDenied", ro.create_bucket, Bucket="ro-bucket")
+only = client(os.environ["S3_ONE_AK"], os.environ["S3_ONE_SK"])
+assert [b["Name"] for b in only.list_buckets()["Buckets"]] == [B]
+only.put_object(Bucket=B, Key="only", Body=b"x")
+s3.create_bucket(Bucket="other")
+expect_error("AccessDenied", only.list_objects_v2, Bucket="other")
+expect_error("AccessDenied", only.copy_object, Bucket=B, Key="c", CopySource={"Bucket": "other", "Key": "x"})
+s3.delete_bucket(Bucket="other")
+
+# Clean up everything; the bucket goes.
+keys = [o["Key"] for o in s3.list_objects_v2(Bucket=B)["Contents"]]
+s3.delete_objects(Bucket=B, Delete={"Objects": [{"Key": k} for k in keys]})
+s3.delete_bucket(Bucket=B)
+print("boto3 suite passed")

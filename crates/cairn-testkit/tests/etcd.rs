@@ -1,0 +1,474 @@
+//! The metadata store on a real 3-member etcd cluster: the `MetaStore`
+//! conformance suite, two namespaces (as two meta servers would) racing on
+//! the same names, member loss, total loss and recovery, and migration from
+//! the embedded store.
+
+use cairn_meta::store::conformance_suite;
+use cairn_meta::{dump, MetaStore, Namespace, RedbStore, Txn};
+use cairn_testkit::etcd::EtcdCluster;
+use cairn_types::{CairnPath, ErrorKind, InodeId, InodeKind, Version};
+use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn p(s: &str) -> CairnPath {
+    CairnPath::parse(s).unwrap()
+}
+
+/// A hang fails the test instead of stalling CI.
+async fn deadline<F: std::future::Future>(f: F) -> F::Output {
+    tokio::time::timeout(Duration::from_secs(90), f)
+        .await
+        .expect("test exceeded its deadline")
+}
+
+async fn namespace(c: &EtcdCluster, prefix: &str) -> Namespace {
+    let store: Arc<dyn MetaStore> = Arc::new(c.store(prefix).await);
+    Namespace::open(store, Duration::from_secs(60))
+        .await
+        .unwrap()
+}
+
+/// Every entry under `dir`, depth first, as (path, inode id, kind).
+async fn walk(ns: &Namespace, dir: &str) -> Vec<(String, InodeId, InodeKind)> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_string()];
+    while let Some(d) = todo.pop() {
+        let mut after: Option<String> = None;
+        loop {
+            let page = ns.list(&p(&d), after.as_deref(), 100).await.unwrap();
+            for e in &page {
+                let path = format!("{}/{}", d.trim_end_matches('/'), e.name);
+                if e.inode.kind == InodeKind::Directory {
+                    todo.push(path.clone());
+                }
+                out.push((path, e.inode.id, e.inode.kind));
+            }
+            match page.last() {
+                Some(l) if page.len() == 100 => after = Some(l.name.clone()),
+                _ => break,
+            }
+        }
+    }
+    out
+}
+
+/// The namespace's own invariants, checked on the raw keys: one entry per
+/// inode, no inode reserved without an entry (no orphan), no entry whose
+/// parent directory is gone.
+async fn check_consistent(ns: &Namespace, store: &dyn MetaStore) -> Vec<(String, InodeId)> {
+    let tree = walk(ns, "/").await;
+    let ids: HashSet<InodeId> = tree.iter().map(|t| t.1).collect();
+    assert_eq!(ids.len(), tree.len(), "an inode appears under two names");
+    let entries = store.scan(b"d", b"e", usize::MAX).await.unwrap();
+    assert_eq!(
+        entries.len(),
+        tree.len(),
+        "directory entries unreachable from the root (orphans)"
+    );
+    let links = store.scan(b"n", b"o", usize::MAX).await.unwrap();
+    assert_eq!(
+        links.len(),
+        tree.len() + 1,
+        "inode ids reserved without an entry (the +1 is the root)"
+    );
+    for (path, id, _) in &tree {
+        assert_eq!(ns.lookup(&p(path)).await.unwrap().id, *id, "{path}");
+    }
+    tree.into_iter().map(|(p, id, _)| (p, id)).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance_on_etcd() {
+    deadline(async {
+        let c = EtcdCluster::start(3).await;
+        conformance_suite(Arc::new(c.store("conformance").await)).await;
+        // Prefixes isolate namespaces sharing one cluster.
+        let other = c.store("other").await;
+        assert_eq!(other.get(b"a").await.unwrap(), None);
+        assert!(other.scan(b"", b"\xff", 10).await.unwrap().is_empty());
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_meta_servers_race_on_the_same_names() {
+    deadline(async {
+        let c = EtcdCluster::start(3).await;
+        let a = namespace(&c, "race").await;
+        let b = namespace(&c, "race").await;
+        a.mkdir(&p("/d"), true).await.unwrap();
+        b.mkdir(&p("/d"), true).await.unwrap();
+        const NAMES: usize = 40;
+
+        // Creates: both servers create every name; exactly one wins each.
+        let create = |ns: Namespace| {
+            tokio::spawn(async move {
+                let mut won = BTreeMap::new();
+                for i in 0..NAMES {
+                    let path = p(&format!("/d/f{i}"));
+                    match ns
+                        .commit_file(&path, vec![], Some(Version(0)), 0o644, 1 << 20)
+                        .await
+                    {
+                        Ok(inode) => {
+                            won.insert(i, inode.id);
+                        }
+                        Err(e) => assert!(
+                            matches!(e.kind, ErrorKind::Conflict | ErrorKind::AlreadyExists),
+                            "{e}"
+                        ),
+                    }
+                }
+                won
+            })
+        };
+        let (wa, wb) = (create(a.clone()), create(b.clone()));
+        let (wa, wb) = (wa.await.unwrap(), wb.await.unwrap());
+        assert_eq!(
+            wa.len() + wb.len(),
+            NAMES,
+            "every name has exactly one winner"
+        );
+        for (i, id) in wa.iter().chain(wb.iter()) {
+            assert_eq!(a.lookup(&p(&format!("/d/f{i}"))).await.unwrap().id, *id);
+        }
+
+        // Renames to fresh names and deletes, on the same sources from both
+        // servers at once; plus read-modify-write updates of one counter file.
+        a.commit_file(&p("/counter"), vec![], Some(Version(0)), 0o644, 1)
+            .await
+            .unwrap();
+        let deleted = Arc::new(AtomicU64::new(0));
+        let bumps = Arc::new(AtomicU64::new(0));
+        let churn = |ns: Namespace, who: &'static str| {
+            let (deleted, bumps) = (deleted.clone(), bumps.clone());
+            tokio::spawn(async move {
+                for i in 0..NAMES {
+                    let src = p(&format!("/d/f{i}"));
+                    let r = if i % 3 == 0 {
+                        ns.remove(&src, false).await.map(|_| true)
+                    } else {
+                        ns.rename(&src, &p(&format!("/d/r{i}-{who}")))
+                            .await
+                            .map(|_| false)
+                    };
+                    match r {
+                        Ok(true) => {
+                            deleted.fetch_add(1, Ordering::SeqCst);
+                        }
+                        Ok(false) => {}
+                        Err(e) => assert!(
+                            matches!(e.kind, ErrorKind::NotFound | ErrorKind::Conflict),
+                            "{e}"
+                        ),
+                    }
+                    let cur = ns.lookup(&p("/counter")).await.unwrap().version;
+                    if ns
+                        .commit_file(&p("/counter"), vec![], Some(cur), 0o644, 1)
+                        .await
+                        .is_ok()
+                    {
+                        bumps.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+            })
+        };
+        let (ta, tb) = (churn(a.clone(), "a"), churn(b.clone(), "b"));
+        ta.await.unwrap();
+        tb.await.unwrap();
+
+        let store = c.store("race").await;
+        let tree = check_consistent(&a, &store).await;
+        let files: Vec<_> = tree.iter().filter(|(p, _)| p.starts_with("/d/")).collect();
+        assert_eq!(
+            files.len() as u64,
+            NAMES as u64 - deleted.load(Ordering::SeqCst),
+            "created files = present + acknowledged deletes: {files:?}"
+        );
+        assert!(
+            files.iter().all(|(p, _)| p.starts_with("/d/r")),
+            "every surviving file was renamed exactly once: {files:?}"
+        );
+        assert_eq!(
+            a.lookup(&p("/counter")).await.unwrap().version.0,
+            1 + bumps.load(Ordering::SeqCst),
+            "no lost update"
+        );
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_continues_when_the_leader_member_is_killed() {
+    deadline(async {
+        let mut c = EtcdCluster::start(3).await;
+        let ns = namespace(&c, "kill1").await;
+        ns.mkdir(&p("/w"), false).await.unwrap();
+        let mut acked = Vec::new();
+        let mut failed = 0;
+        let mut i = 0;
+        let started = Instant::now();
+        let mut killed_at = None;
+        // Write for a while; kill one member early on. Writes whose outcome
+        // is unknown may fail (retryable); every acknowledged one must stay,
+        // and writes must succeed again soon after.
+        while i < 150 {
+            if i == 30 {
+                // The leader: the member whose loss costs an election.
+                let leader = c.leader().await.expect("a leader");
+                c.kill(leader);
+                killed_at = Some(Instant::now());
+            }
+            let path = format!("/w/f{i}");
+            match ns
+                .commit_file(&p(&path), vec![], Some(Version(0)), 0o644, 1)
+                .await
+            {
+                Ok(_) => acked.push(path),
+                Err(e) => {
+                    assert!(e.kind.is_retryable(), "{e}");
+                    failed += 1;
+                }
+            }
+            i += 1;
+        }
+        let since_kill = killed_at.unwrap().elapsed();
+        assert!(failed <= 10, "{failed} writes failed after one member died");
+        assert!(acked.len() >= 140);
+        for path in &acked {
+            ns.lookup(&p(path)).await.unwrap();
+        }
+        // A fresh connection through the surviving members works too.
+        let ns2 = namespace(&c, "kill1").await;
+        // Writes reported as failed may still have been applied.
+        let all = walk(&ns2, "/w").await.len();
+        assert!(all >= acked.len() && all <= 150, "{all}");
+        eprintln!(
+            "one member killed: {} acked, {failed} failed, {since_kill:?} since kill, {:?} total",
+            acked.len(),
+            started.elapsed()
+        );
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn all_members_down_is_unavailable_then_recovers() {
+    deadline(async {
+        let mut c = EtcdCluster::start(3).await;
+        let mut cfg = c.config("down");
+        cfg.timeout = Duration::from_secs(2);
+        let store: Arc<dyn MetaStore> =
+            Arc::new(cairn_meta::EtcdStore::connect(cfg.clone()).await.unwrap());
+        let ns = Namespace::open(store.clone(), Duration::from_secs(60))
+            .await
+            .unwrap();
+        ns.mkdir(&p("/keep"), false).await.unwrap();
+        for i in 0..10 {
+            ns.commit_file(&p(&format!("/keep/f{i}")), vec![], None, 0o644, 1)
+                .await
+                .unwrap();
+        }
+        for i in 0..3 {
+            c.kill(i);
+        }
+        let t = Instant::now();
+        let err = ns.lookup(&p("/keep/f1")).await.unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Unavailable, "{err}");
+        assert!(
+            err.message.contains(&c.endpoints()[0]),
+            "the error names the endpoints: {err}"
+        );
+        assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+        let err = ns
+            .commit_file(&p("/keep/new"), vec![], None, 0o644, 1)
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Unavailable, "{err}");
+        let err = cairn_meta::EtcdStore::connect(cfg).await.err().unwrap();
+        assert_eq!(err.kind, ErrorKind::Unavailable, "{err}");
+        eprintln!("error while etcd is down: {err}");
+
+        for i in 0..3 {
+            c.restart(i);
+        }
+        c.wait_healthy(Duration::from_secs(30)).await;
+        // The same store object recovers by itself.
+        let t = Instant::now();
+        loop {
+            match ns.lookup(&p("/keep/f9")).await {
+                Ok(_) => break,
+                Err(e) if t.elapsed() < Duration::from_secs(20) => {
+                    assert!(e.kind.is_retryable(), "{e}");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(e) => panic!("no recovery: {e}"),
+            }
+        }
+        ns.commit_file(&p("/keep/after"), vec![], Some(Version(0)), 0o644, 1)
+            .await
+            .unwrap();
+        let tree = check_consistent(&ns, store.as_ref()).await;
+        let names: HashSet<_> = tree.iter().map(|t| t.0.as_str()).collect();
+        for i in 0..10 {
+            assert!(names.contains(format!("/keep/f{i}").as_str()));
+        }
+        assert!(names.contains("/keep/after"));
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn export_from_embedded_import_into_etcd() {
+    deadline(async {
+        let c = EtcdCluster::start(3).await;
+        let dir = tempfile::tempdir().unwrap();
+        let redb: Arc<dyn MetaStore> =
+            Arc::new(RedbStore::open(&dir.path().join("meta.redb")).unwrap());
+        let src = Namespace::open(redb.clone(), Duration::from_secs(60))
+            .await
+            .unwrap();
+        src.mkdir(&p("/a/b/c"), true).await.unwrap();
+        for i in 0..300 {
+            src.commit_file(&p(&format!("/a/b/f{i:03}")), vec![], None, 0o600, 4096)
+                .await
+                .unwrap();
+        }
+        src.commit_file(&p("/a/top"), vec![], None, 0o644, 1)
+            .await
+            .unwrap();
+        src.rename(&p("/a/top"), &p("/a/b/c/moved")).await.unwrap();
+
+        let mut dumped = Vec::new();
+        let out = dump::export(redb.as_ref(), &mut dumped).await.unwrap();
+        let etcd: Arc<dyn MetaStore> = Arc::new(c.store("migrated").await);
+        let got = dump::import(etcd.as_ref(), &mut dumped.as_slice(), false)
+            .await
+            .unwrap();
+        assert_eq!(out, got);
+        // A second import must not merge into what is there.
+        let err = dump::import(etcd.as_ref(), &mut dumped.as_slice(), false)
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind, ErrorKind::AlreadyExists);
+
+        let dst = Namespace::open(etcd.clone(), Duration::from_secs(60))
+            .await
+            .unwrap();
+        let mut before: Vec<_> = walk(&src, "/")
+            .await
+            .into_iter()
+            .map(|(p, id, _)| (p, id))
+            .collect();
+        let mut after = check_consistent(&dst, etcd.as_ref()).await;
+        before.sort();
+        after.sort();
+        assert_eq!(before, after);
+        assert_eq!(
+            dst.lookup(&p("/a/b/f007")).await.unwrap(),
+            src.lookup(&p("/a/b/f007")).await.unwrap()
+        );
+        // And the migrated namespace keeps working.
+        dst.commit_file(&p("/a/b/f007"), vec![], None, 0o600, 4096)
+            .await
+            .unwrap();
+        assert_eq!(
+            dst.lookup(&p("/a/b/f007")).await.unwrap().version,
+            Version(2)
+        );
+        // Recursive removal purges in transactions within etcd's default limits.
+        dst.remove(&p("/a"), true).await.unwrap();
+        while dst.purge_trash(10_000).await.unwrap() > 0 {}
+        let left = check_consistent(&dst, etcd.as_ref()).await;
+        assert!(left.is_empty(), "{left:?}");
+        let garbage = etcd.scan(b"g", b"h", usize::MAX).await.unwrap();
+        assert!(garbage.is_empty(), "empty files leave no garbage");
+        etcd.commit(Txn::new()).await.unwrap();
+    })
+    .await
+}
+
+/// Two meta servers over one etcd cluster, storage nodes heartbeating both,
+/// a client listing both: when the meta it uses dies, it fails over, and
+/// every acknowledged file is still there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_meta_servers_on_etcd_and_client_failover() {
+    deadline(async {
+        use cairn_client::{Client, ClientConfig, PutOptions};
+        use cairn_meta::server::{MetaConfig, CLIENT_KEY_FILE, SECRET_FILE};
+        use cairn_meta::store_spec::StoreSpec;
+        use cairn_proto::Credentials;
+
+        let etcd = EtcdCluster::start(3).await;
+        let dir = tempfile::tempdir().unwrap();
+        let meta_cfg = |name: &str| {
+            let mut m = MetaConfig::new(dir.path().join(name));
+            m.store = StoreSpec::Etcd(etcd.config("/two-metas/"));
+            m.default_rep = 2;
+            m
+        };
+        let a = cairn_meta::server::start(meta_cfg("meta-a")).await.unwrap();
+        // Every meta server of a cluster holds the same secret.
+        std::fs::create_dir_all(dir.path().join("meta-b")).unwrap();
+        for f in [SECRET_FILE, CLIENT_KEY_FILE] {
+            std::fs::copy(
+                dir.path().join("meta-a").join(f),
+                dir.path().join("meta-b").join(f),
+            )
+            .unwrap();
+        }
+        let b = cairn_meta::server::start(meta_cfg("meta-b")).await.unwrap();
+        let metas = vec![a.addr.clone(), b.addr.clone()];
+        let creds = Credentials::Cluster(a.secret.clone());
+        let mut nodes = Vec::new();
+        for i in 0..3 {
+            let mut sc = cairn_storage::StorageConfig::new(
+                dir.path().join(format!("node-{i}")),
+                metas.clone(),
+            );
+            sc.heartbeat = Duration::from_millis(200);
+            sc.store.reserve_free = 0;
+            nodes.push(cairn_storage::start(sc, creds.clone()).await.unwrap());
+        }
+        let client_creds = Credentials::Client(a.secret.client_key());
+        let cl = Client::connect(ClientConfig::new(metas.clone(), client_creds.clone()))
+            .await
+            .unwrap();
+        // Both metas see the nodes live.
+        for m in [&a.addr, &b.addr] {
+            let only = Client::connect(ClientConfig::new(vec![m.clone()], client_creds.clone()))
+                .await
+                .unwrap();
+            cairn_testkit::wait_for(Duration::from_secs(30), || async {
+                let s = only.cluster_status().await.ok()?;
+                (s.nodes
+                    .iter()
+                    .filter(|n| n.state == cairn_proto::NodeState::Live)
+                    .count()
+                    == 3)
+                    .then_some(())
+            })
+            .await;
+        }
+        let before = cairn_testkit::pattern(700_000, 1);
+        cl.put_bytes(&p("/before"), &before, PutOptions::default())
+            .await
+            .unwrap();
+        a.shutdown().await;
+        // The same client now talks to meta B.
+        assert_eq!(cl.get_bytes(&p("/before")).await.unwrap(), before);
+        let after = cairn_testkit::pattern(300_000, 2);
+        cl.put_bytes(&p("/after"), &after, PutOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(cl.get_bytes(&p("/after")).await.unwrap(), after);
+        assert_eq!(cl.list_page(&p("/"), None, 10).await.unwrap().len(), 2);
+        for n in nodes {
+            n.shutdown().await;
+        }
+        b.shutdown().await;
+    })
+    .await
+}
