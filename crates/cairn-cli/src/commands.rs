@@ -348,6 +348,7 @@ pub fn status_json(s: &ClusterStatus) -> serde_json::Value {
         "unavailable_chunks": s.unavailable_chunks,
         "corrupt_replicas": s.corrupt_replicas.iter().map(|(c, n)| json!({"chunk": c.to_string(), "node": n.to_string()})).collect::<Vec<_>>(),
         "pending_garbage_chunks": s.pending_garbage_chunks,
+        "leader": s.leader,
         "repair": {"chunks_pending": s.repair.chunks_pending, "bytes_left": s.repair.bytes_left,
                    "bytes_per_s": s.repair.bytes_per_s, "copies_done": s.repair.copies_done,
                    "copies_failed": s.repair.copies_failed, "orphans_deleted": s.repair.orphans_deleted},
@@ -366,6 +367,14 @@ pub async fn cluster_status(t: &Target, json_out: bool) -> Result<()> {
         .iter()
         .filter(|n| n.state == NodeState::Live)
         .count();
+    println!(
+        "meta: {}",
+        if s.leader {
+            "leader (runs repair and garbage collection)"
+        } else {
+            "standby (another meta server runs repair and garbage collection)"
+        }
+    );
     println!("nodes: {live} live of {}", s.nodes.len());
     println!(
         "  {:<16}  {:<21}  {:<8}  {:<8}  {:>8}  {:>10}  {:>10}",

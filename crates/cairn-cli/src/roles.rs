@@ -188,6 +188,16 @@ pub async fn server(a: ServerArgs) -> Result<()> {
                 .with_context(|| format!("starting node-{i}"))?,
         );
     }
+    // Serve only once every node has registered its (new) address, so the
+    // first request after a restart does not go to where a node used to be.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while storage.iter().any(|s| !meta.meta.node_state(s.id).is_up()) {
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "storage nodes did not register with meta within 30 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     let key = meta_dir.join(CLIENT_KEY_FILE);
     let s3 = if a.s3_listen == "off" {
         None

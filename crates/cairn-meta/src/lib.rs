@@ -12,7 +12,9 @@
 //! crash at any moment leaves either the old or the new state; node liveness
 //! is rebuilt from heartbeats after a restart.
 
+pub(crate) mod alloc;
 pub mod dump;
+pub mod election;
 pub mod namespace;
 pub mod nodes;
 pub mod repair;

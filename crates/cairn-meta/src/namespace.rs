@@ -46,6 +46,7 @@ const ENTRY: u8 = b'd';
 const INODE: u8 = b'n';
 const TRASH: u8 = b't';
 const GARBAGE: u8 = b'g';
+// `A` (allocation records, crate::alloc), `N/` (nodes) are used elsewhere.
 
 pub use cairn_types::{DirEntry, Extent, GarbageChunk, Inode, InodeKind};
 

@@ -44,9 +44,12 @@ pub struct RepairConfig {
     pub orphan_after: Duration,
     /// Silence after which a node takes no new chunks.
     pub suspect_after: Duration,
-    /// This meta is the only one: it knows every chunk handed out, so it
-    /// may sweep orphans. False on a shared (etcd) store.
-    pub single_meta: bool,
+    /// Several meta servers may share the store (etcd): each allocation is
+    /// then also recorded in the store (see `crate::alloc`), so that the
+    /// leader's orphan sweep and every meta's commit check know the chunks
+    /// the others handed out. False (embedded store): allocations are known
+    /// in memory only.
+    pub shared_store: bool,
 }
 
 impl Default for RepairConfig {
@@ -57,7 +60,7 @@ impl Default for RepairConfig {
             parallelism: 4,
             orphan_after: Duration::from_secs(3600),
             suspect_after: Duration::from_secs(5),
-            single_meta: true,
+            shared_store: false,
         }
     }
 }
@@ -151,17 +154,31 @@ impl Balancer {
 
 pub(crate) async fn repair_worker(meta: Arc<Meta>, mut stop: watch::Receiver<bool>) {
     let mut last_sweep = Instant::now();
+    // Since when this meta has been leader, as far as the passes saw.
+    let mut leader_since: Option<Instant> = None;
     loop {
         tokio::select! {
             _ = stop.changed() => return,
             _ = tokio::time::sleep(meta.repair_cfg.interval) => {}
         }
         let orphan_after = meta.repair_cfg.orphan_after;
+        let horizon = now_ms().saturating_sub(orphan_after.as_millis() as u64);
+        // Every meta prunes its own allocations (a follower never sweeps).
+        meta.recent.lock().unwrap().retain(|_, t| *t >= horizon);
+        if !meta.election.is_leader() {
+            leader_since = None;
+            continue;
+        }
+        let since = *leader_since.get_or_insert_with(Instant::now);
         let up_long_enough =
             now_ms().saturating_sub(meta.started_ms) > orphan_after.as_millis() as u64;
-        let sweep = meta.repair_cfg.single_meta
-            && up_long_enough
-            && last_sweep.elapsed() >= orphan_after / 2;
+        // Repair copies are protected by the repairer's in-memory `recent`
+        // map only (on a shared store the leader is the only repairer). A
+        // previous leader's copies still in flight are not in ours, so a
+        // new leader waits out the orphan window before its first sweep.
+        let leader_long_enough = !meta.repair_cfg.shared_store || since.elapsed() >= orphan_after;
+        let sweep =
+            up_long_enough && leader_long_enough && last_sweep.elapsed() >= orphan_after / 2;
         tokio::select! {
             _ = stop.changed() => return,
             r = meta.repair_pass(sweep) => match r {
@@ -390,6 +407,10 @@ impl Meta {
                 }
             };
             exclude.push(target.id);
+            // Protects the new copy from the orphan sweep until the list
+            // names it. In memory only, also on a shared store: there the
+            // leader is the only repairer and the only sweeper (a new
+            // leader waits out the orphan window, see repair_worker).
             self.recent.lock().unwrap().insert(ext.chunk, now_ms());
             for src in &sources {
                 let Some(source) = self.nodes.addr(*src) else {
@@ -490,8 +511,24 @@ impl Meta {
                 Err(e) => debug!(node = %node.id, "cannot list chunks for the orphan sweep: {e}"),
             }
         }
+        // Allocation records (other meta servers' allocations on a shared
+        // store), read after the listings: a chunk a node listed was
+        // allocated, so recorded, before it was written. Records are only
+        // removed once expired or discarded (see crate::alloc).
+        let mut allocated: HashSet<ChunkId> = HashSet::new();
+        let mut expired: Vec<ChunkId> = Vec::new();
+        for (chunk, at) in crate::alloc::all(self.store.as_ref()).await? {
+            if at >= horizon {
+                allocated.insert(chunk);
+            } else {
+                expired.push(chunk);
+            }
+        }
         let (second, _, _) = self.walk(false).await?;
         let garbage = self.ns.garbage_chunks().await?;
+        if !self.election.is_leader() {
+            return Ok(()); // another meta may be repairing now
+        }
         let mut deleted = 0u64;
         for (node, chunks) in listings {
             let referenced = |c: &ChunkId| {
@@ -502,7 +539,12 @@ impl Meta {
                 let recent = self.recent.lock().unwrap();
                 chunks
                     .into_iter()
-                    .filter(|c| !referenced(c) && !garbage.contains(c) && !recent.contains_key(c))
+                    .filter(|c| {
+                        !referenced(c)
+                            && !garbage.contains(c)
+                            && !recent.contains_key(c)
+                            && !allocated.contains(c)
+                    })
                     .collect()
             };
             for batch in orphans.chunks(1000) {
@@ -514,6 +556,11 @@ impl Meta {
                     Err(e) => warn!(node = %node.id, "orphan sweep could not delete: {e}"),
                 }
             }
+        }
+        // Expired records protect nothing (a commit naming their chunk is
+        // refused), whether or not the chunk was committed meanwhile.
+        if let Err(e) = crate::alloc::forget(self.store.as_ref(), &expired).await {
+            warn!("orphan sweep could not delete expired allocation records: {e}");
         }
         if deleted > 0 {
             info!(chunks = deleted, "orphan sweep deleted unreferenced chunks");

@@ -83,6 +83,8 @@ pub fn load_or_create_secret(dir: &Path) -> Result<ClusterSecret> {
 
 pub struct Meta {
     pub(crate) ns: Namespace,
+    /// The store under `ns`, for allocation records (`crate::alloc`).
+    pub(crate) store: std::sync::Arc<dyn crate::store::MetaStore>,
     pub(crate) nodes: NodeTracker,
     pub(crate) secret: ClusterSecret,
     pub(crate) chunk_size: u64,
@@ -96,6 +98,8 @@ pub struct Meta {
     pub(crate) repair_cfg: crate::repair::RepairConfig,
     pub(crate) repair_status: std::sync::Mutex<cairn_proto::RepairStatus>,
     pub(crate) started_ms: u64,
+    /// Whether this meta runs the background work (repair, GC, sweep).
+    pub(crate) election: crate::election::Election,
 }
 
 pub struct MetaHandle {
@@ -113,6 +117,20 @@ impl MetaHandle {
             let _ = t.await;
         }
     }
+
+    /// Stop as abruptly as a SIGKILL would, as far as the rest of the
+    /// cluster can tell: no clean hand-over (the etcd leader lease is not
+    /// revoked, so another meta takes over only once it expires).
+    pub async fn kill(self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+        for t in self.tasks {
+            let _ = t.await;
+        }
+        // Dropping the sender ends every open connection.
+        drop(self.stop);
+    }
 }
 
 impl Meta {
@@ -121,19 +139,42 @@ impl Meta {
     pub fn set_default_rep(&self, rep: u8) {
         self.default_rep.store(rep, Ordering::Relaxed);
     }
+
+    /// Whether this meta server runs the background work now (always, on
+    /// the embedded store; the etcd election's winner otherwise).
+    pub fn is_leader(&self) -> bool {
+        self.election.is_leader()
+    }
+
+    /// What meta makes of a storage node right now.
+    pub fn node_state(&self, node: NodeId) -> cairn_proto::NodeState {
+        self.nodes.state(node)
+    }
 }
 
 pub async fn start(cfg: MetaConfig) -> Result<MetaHandle> {
     let secret = load_or_create_secret(&cfg.data_dir)?;
     let store = cfg.store.open(&cfg.data_dir).await?;
     let ns = Namespace::open(store.clone(), cfg.gc_delay).await?;
-    let mut nodes = NodeTracker::load(store, cfg.dead_after).await?;
+    let mut nodes = NodeTracker::load(store.clone(), cfg.dead_after).await?;
     nodes.suspect_after = cfg.repair.suspect_after.min(cfg.dead_after);
     let creds = Credentials::Cluster(secret.clone());
     let listener = Listener::bind(&cfg.listen, creds.clone()).await?;
     let addr = listener.local_addr().to_string();
+    let (stop, stop_rx) = watch::channel(false);
+    let mut tasks = Vec::new();
+    let election = match &cfg.store {
+        crate::store_spec::StoreSpec::Embedded => crate::election::Election::always(),
+        crate::store_spec::StoreSpec::Etcd(c) => {
+            let (e, task) =
+                crate::election::Election::etcd(c.clone(), addr.clone(), stop_rx.clone());
+            tasks.push(task);
+            e
+        }
+    };
     let meta = Arc::new(Meta {
         ns,
+        store,
         nodes,
         secret: secret.clone(),
         chunk_size: cfg.chunk_size,
@@ -144,22 +185,21 @@ pub async fn start(cfg: MetaConfig) -> Result<MetaHandle> {
         repair_cfg: {
             let mut r = cfg.repair.clone();
             // Several meta servers may share an etcd store, and each knows
-            // only the chunks it handed out: sweeping orphans (and refusing
-            // commits of chunks it does not know) is only sound for one.
-            if matches!(cfg.store, crate::store_spec::StoreSpec::Etcd(_)) {
-                r.single_meta = false;
-            }
+            // only the chunks it handed out in memory: record allocations
+            // in the store, for the leader's orphan sweep and for commits
+            // through another meta.
+            r.shared_store = matches!(cfg.store, crate::store_spec::StoreSpec::Etcd(_));
             r
         },
         repair_status: Default::default(),
         started_ms: cairn_types::now_ms(),
+        election,
     });
-    let (stop, stop_rx) = watch::channel(false);
-    let tasks = vec![
+    tasks.extend([
         tokio::spawn(accept_loop(meta.clone(), listener, stop_rx.clone())),
         tokio::spawn(gc_worker(meta.clone(), cfg.gc_interval, stop_rx.clone())),
         tokio::spawn(crate::repair::repair_worker(meta.clone(), stop_rx)),
-    ];
+    ]);
     info!(%addr, data = %cfg.data_dir.display(), "meta serving");
     Ok(MetaHandle {
         addr,
@@ -283,10 +323,13 @@ impl Meta {
                 let mut id = [0u8; 16];
                 getrandom::getrandom(&mut id).expect("OS random source");
                 let chunk = ChunkId(u128::from_be_bytes(id));
-                self.recent
-                    .lock()
-                    .unwrap()
-                    .insert(chunk, cairn_types::now_ms());
+                let now = cairn_types::now_ms();
+                if self.repair_cfg.shared_store {
+                    // One store write per chunk, so that every meta server
+                    // (and the sweeping leader) knows of it.
+                    crate::alloc::record(self.store.as_ref(), chunk, now).await?;
+                }
+                self.recent.lock().unwrap().insert(chunk, now);
                 let cap = Capability::sign(&self.secret, chunk, true);
                 Ok(MetaResponse::Alloc(ChunkAlloc { chunk, nodes, cap }))
             }
@@ -321,7 +364,7 @@ impl Meta {
                     Ok(inode) => Ok(MetaResponse::Inode(inode)),
                     Err(e) => {
                         // The chunks were written for this commit only.
-                        if let Err(ge) = self.ns.discard(&extents).await {
+                        if let Err(ge) = self.discard(&extents).await {
                             warn!("could not discard the chunks of a failed commit: {ge}");
                         }
                         Err(e)
@@ -341,7 +384,7 @@ impl Meta {
             )),
             MetaRequest::ClusterStatus => Ok(MetaResponse::Status(self.status().await?)),
             MetaRequest::Discard { extents } => {
-                self.ns.discard(&extents).await?;
+                self.discard(&extents).await?;
                 Ok(MetaResponse::Ok)
             }
             MetaRequest::Drain { node, undo } => {
@@ -361,16 +404,32 @@ impl Meta {
         }
     }
 
+    /// Send chunks that will never be committed to garbage collection, and
+    /// drop their allocation records (the garbage record protects them from
+    /// the orphan sweep now).
+    async fn discard(&self, extents: &[Extent]) -> Result<()> {
+        self.ns.discard(extents).await?;
+        if self.repair_cfg.shared_store {
+            let chunks: Vec<ChunkId> = extents.iter().map(|e| e.chunk).collect();
+            if let Err(e) = crate::alloc::forget(self.store.as_ref(), &chunks).await {
+                // They expire and the sweep deletes them.
+                debug!("could not drop the allocation records of discarded chunks: {e}");
+            }
+        }
+        Ok(())
+    }
+
     /// A commit may name only chunks allocated within the orphan window
     /// (so the orphan sweep cannot have collected them) or chunks the file
     /// already holds. Anything else would commit a reference to bytes that
-    /// may be gone.
+    /// may be gone. On a shared store, a chunk another meta handed out is
+    /// known from its allocation record.
     async fn check_commit_chunks(
         &self,
         path: &cairn_types::CairnPath,
         extents: &[Extent],
     ) -> Result<()> {
-        let stale: Vec<ChunkId> = {
+        let mut stale: Vec<ChunkId> = {
             let recent = self.recent.lock().unwrap();
             extents
                 .iter()
@@ -378,7 +437,19 @@ impl Meta {
                 .filter(|c| !recent.contains_key(c))
                 .collect()
         };
-        if stale.is_empty() || !self.repair_cfg.single_meta {
+        if !stale.is_empty() && self.repair_cfg.shared_store {
+            let horizon = cairn_types::now_ms()
+                .saturating_sub(self.repair_cfg.orphan_after.as_millis() as u64);
+            let mut unknown = Vec::new();
+            for c in stale {
+                match crate::alloc::allocated_at(self.store.as_ref(), c).await? {
+                    Some(at) if at >= horizon => {}
+                    _ => unknown.push(c),
+                }
+            }
+            stale = unknown;
+        }
+        if stale.is_empty() {
             return Ok(());
         }
         let held: HashSet<ChunkId> = match self.ns.lookup(path).await {
@@ -388,7 +459,7 @@ impl Meta {
         match stale.iter().find(|c| !held.contains(c)) {
             None => Ok(()),
             Some(c) => Err(Error::conflict(format!(
-                "chunk {c} was not allocated by this meta within the last {:?} (meta restarted, or the write took too long); \
+                "chunk {c} was not allocated within the last {:?} (meta restarted, or the write took too long); \
                  its copies may have been collected: write the file again",
                 self.repair_cfg.orphan_after
             ))),
@@ -463,6 +534,7 @@ impl Meta {
             corrupt_replicas: self.nodes.corrupt_replicas(),
             pending_garbage_chunks: self.pending_garbage.load(Ordering::Relaxed),
             repair: self.repair_status.lock().unwrap().clone(),
+            leader: self.election.is_leader(),
         })
     }
 
@@ -531,6 +603,9 @@ async fn gc_worker(meta: Arc<Meta>, every: Duration, mut stop: watch::Receiver<b
         tokio::select! {
             _ = stop.changed() => return,
             _ = tokio::time::sleep(every) => {}
+        }
+        if !meta.election.is_leader() {
+            continue;
         }
         if let Err(e) = meta.collect_garbage().await {
             warn!("garbage collection: {e}");

@@ -214,6 +214,10 @@ pub struct ClusterStatus {
     pub corrupt_replicas: Vec<(ChunkId, NodeId)>,
     pub pending_garbage_chunks: u64,
     pub repair: RepairStatus,
+    /// Whether the meta server that answered runs the background work
+    /// (repair, garbage collection): always with one meta server; with
+    /// several on etcd, the one that won the election.
+    pub leader: bool,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -101,7 +101,7 @@ pub async fn start(client: Client, cfg: GatewayConfig) -> cairn_types::Result<Ga
         let host = s3s::host::SingleDomain::new(d).map_err(|e| {
             cairn_types::Error::invalid(format!("{d:?} is not a usable S3 domain: {e}"))
         })?;
-        b.set_host(host);
+        b.set_host(DomainWithPort(host));
     }
     let service = b.build();
     let (stop, mut stopped) = watch::channel(false);
@@ -144,4 +144,19 @@ pub async fn start(client: Client, cfg: GatewayConfig) -> cairn_types::Result<Ga
         stop,
         task: Some(task),
     })
+}
+
+/// s3s matches the Host header against the base domain as it comes, but
+/// clients send `bucket.domain:port` whenever the port is not 80: strip a
+/// numeric port before matching.
+struct DomainWithPort(s3s::host::SingleDomain);
+
+impl s3s::host::S3Host for DomainWithPort {
+    fn parse_host_header<'a>(&'a self, host: &'a str) -> s3s::S3Result<s3s::host::VirtualHost<'a>> {
+        let bare = match host.rsplit_once(':') {
+            Some((h, port)) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => h,
+            _ => host,
+        };
+        self.0.parse_host_header(bare)
+    }
 }

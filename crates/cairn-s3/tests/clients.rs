@@ -16,6 +16,10 @@ struct Setup {
 }
 
 async fn setup() -> Setup {
+    setup_with_domain(None).await
+}
+
+async fn setup_with_domain(domain: Option<String>) -> Setup {
     // Small chunks so that objects and parts span several of them.
     let cluster = TestCluster::start_with(2, |c| {
         c.default_rep = 2;
@@ -27,7 +31,7 @@ async fn setup() -> Setup {
         client.clone(),
         GatewayConfig {
             listen: "127.0.0.1:0".into(),
-            domain: None,
+            domain,
             unauthenticated: false,
         },
     )
@@ -138,4 +142,14 @@ async fn s3fs_round_trip() {
     }
     let s = setup().await;
     run(&s, "python3", "s3fs_roundtrip.py", Duration::from_secs(90)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn boto3_virtual_hosted_style() {
+    if skip() {
+        return;
+    }
+    let s = setup_with_domain(Some("s3.test".into())).await;
+    run(&s, "python3", "virtual_host.py", Duration::from_secs(60)).await;
+    s.gateway.stop().await;
 }

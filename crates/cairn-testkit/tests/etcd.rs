@@ -472,3 +472,394 @@ async fn two_meta_servers_on_etcd_and_client_failover() {
     })
     .await
 }
+
+/// Two meta servers on one etcd cluster: exactly one is leader (runs repair
+/// and garbage collection). The leader dies without a hand-over (its lease
+/// is not revoked) while a client writes: the other takes over within
+/// seconds, writes go on, no acknowledged file is lost, and the new
+/// leader's repair planner re-creates the copies of a storage node that
+/// dies afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_dies_and_the_other_meta_takes_over_the_background_work() {
+    deadline(async {
+        use cairn_client::{Client, ClientConfig, PutOptions};
+        use cairn_meta::server::{MetaConfig, CLIENT_KEY_FILE, SECRET_FILE};
+        use cairn_meta::store_spec::StoreSpec;
+        use cairn_proto::{Credentials, NodeState};
+
+        let etcd = EtcdCluster::start(3).await;
+        let dir = tempfile::tempdir().unwrap();
+        let meta_cfg = |name: &str| {
+            let mut m = MetaConfig::new(dir.path().join(name));
+            m.store = StoreSpec::Etcd(etcd.config("/election/"));
+            m.default_rep = 2;
+            m.dead_after = Duration::from_millis(1500);
+            m.gc_delay = Duration::from_millis(100);
+            m.repair.interval = Duration::from_millis(200);
+            m.repair.suspect_after = Duration::from_millis(1000);
+            m.repair.bandwidth = 0;
+            m
+        };
+        let a = cairn_meta::server::start(meta_cfg("meta-a")).await.unwrap();
+        std::fs::create_dir_all(dir.path().join("meta-b")).unwrap();
+        for f in [SECRET_FILE, CLIENT_KEY_FILE] {
+            std::fs::copy(
+                dir.path().join("meta-a").join(f),
+                dir.path().join("meta-b").join(f),
+            )
+            .unwrap();
+        }
+        let b = cairn_meta::server::start(meta_cfg("meta-b")).await.unwrap();
+        let mut metas = vec![Some(a), Some(b)];
+        let addrs: Vec<String> = metas
+            .iter()
+            .map(|m| m.as_ref().unwrap().addr.clone())
+            .collect();
+        let secret = metas[0].as_ref().unwrap().secret.clone();
+        let creds = Credentials::Cluster(secret.clone());
+        let mut nodes = Vec::new();
+        for i in 0..4 {
+            let mut sc = cairn_storage::StorageConfig::new(
+                dir.path().join(format!("node-{i}")),
+                addrs.clone(),
+            );
+            sc.heartbeat = Duration::from_millis(200);
+            sc.store.reserve_free = 0;
+            nodes.push(Some(cairn_storage::start(sc, creds.clone()).await.unwrap()));
+        }
+        let client_creds = Credentials::Client(secret.client_key());
+        let cl = Client::connect(ClientConfig::new(addrs.clone(), client_creds.clone()))
+            .await
+            .unwrap();
+        // One client per meta server, to ask each what it is.
+        let mut only = Vec::new();
+        for m in &addrs {
+            only.push(
+                Client::connect(ClientConfig::new(vec![m.clone()], client_creds.clone()))
+                    .await
+                    .unwrap(),
+            );
+        }
+        // Exactly one leader, and both metas see every node live.
+        let leader = cairn_testkit::wait_for(Duration::from_secs(30), || async {
+            let mut leaders = Vec::new();
+            for (i, c) in only.iter().enumerate() {
+                let s = c.cluster_status().await.ok()?;
+                if s.nodes
+                    .iter()
+                    .filter(|n| n.state == NodeState::Live)
+                    .count()
+                    != 4
+                {
+                    return None;
+                }
+                if s.leader {
+                    leaders.push(i);
+                }
+            }
+            (leaders.len() == 1).then(|| leaders[0])
+        })
+        .await;
+        let other = 1 - leader;
+        assert!(!only[other].cluster_status().await.unwrap().leader);
+
+        // A writer that keeps going through the kill.
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let acked = Arc::new(std::sync::Mutex::new(Vec::<(String, u64)>::new()));
+        let opts = PutOptions {
+            chunk_size: Some(256 * 1024),
+            ..Default::default()
+        };
+        let writer = {
+            let (cl, stop, acked, opts) = (cl.clone(), stop.clone(), acked.clone(), opts.clone());
+            tokio::spawn(async move {
+                let mut i = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let path = format!("/w{i}");
+                    if cl
+                        .put_bytes(&p(&path), &cairn_testkit::pattern(300_000, i), opts.clone())
+                        .await
+                        .is_ok()
+                    {
+                        acked.lock().unwrap().push((path, i));
+                    }
+                    i += 1;
+                }
+            })
+        };
+        cairn_testkit::wait_for(Duration::from_secs(30), || async {
+            (acked.lock().unwrap().len() >= 3).then_some(())
+        })
+        .await;
+        // The leader dies without handing over.
+        let killed = Instant::now();
+        metas[leader].take().unwrap().kill().await;
+        cairn_testkit::wait_for(Duration::from_secs(15), || async {
+            only[other]
+                .cluster_status()
+                .await
+                .ok()?
+                .leader
+                .then_some(())
+        })
+        .await;
+        let took = killed.elapsed();
+        assert!(took < Duration::from_secs(10), "takeover took {took:?}");
+        // Writes continue.
+        let at_takeover = acked.lock().unwrap().len();
+        cairn_testkit::wait_for(Duration::from_secs(30), || async {
+            (acked.lock().unwrap().len() >= at_takeover + 3).then_some(())
+        })
+        .await;
+        stop.store(true, Ordering::Relaxed);
+        writer.await.unwrap();
+        let acked = acked.lock().unwrap().clone();
+        for (path, seed) in &acked {
+            assert_eq!(
+                cl.get_bytes(&p(path)).await.unwrap(),
+                cairn_testkit::pattern(300_000, *seed),
+                "{path} lost"
+            );
+        }
+
+        // The new leader repairs: a storage node dies, its copies come back.
+        let survivor = &only[other];
+        let dead_node = nodes[0].as_ref().unwrap().id;
+        nodes[0].take().unwrap().shutdown().await;
+        cairn_testkit::wait_for(Duration::from_secs(60), || async {
+            let s = survivor.cluster_status().await.ok()?;
+            if s.under_replicated_chunks != 0 || s.repair.copies_done == 0 {
+                return None;
+            }
+            for (path, _) in &acked {
+                let open = survivor.locate(&p(path)).await.ok()?;
+                for e in &open.inode.extents {
+                    let distinct: HashSet<_> = e.nodes.iter().collect();
+                    if distinct.len() != 2 || e.nodes.contains(&dead_node) {
+                        return None;
+                    }
+                }
+            }
+            Some(())
+        })
+        .await;
+        for (path, seed) in &acked {
+            assert_eq!(
+                cl.get_bytes(&p(path)).await.unwrap(),
+                cairn_testkit::pattern(300_000, *seed)
+            );
+        }
+        for n in nodes.into_iter().flatten() {
+            n.shutdown().await;
+        }
+        for m in metas.into_iter().flatten() {
+            m.shutdown().await;
+        }
+    })
+    .await
+}
+
+/// Two meta servers on one etcd cluster: the leader's orphan sweep knows
+/// the chunks the other meta handed out (allocation records in etcd). A
+/// chunk written through meta B and never committed is swept by the leader
+/// (whichever it is) after the orphan window and cannot be committed late;
+/// a chunk written through B and committed through A in time is accepted;
+/// one written through the follower is not swept while a sweep runs within
+/// its window; expired allocation records are deleted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orphan_sweep_with_two_meta_servers() {
+    deadline(async {
+        use cairn_client::{Client, ClientConfig, PutOptions};
+        use cairn_meta::server::{MetaConfig, CLIENT_KEY_FILE, SECRET_FILE};
+        use cairn_meta::store_spec::StoreSpec;
+        use cairn_proto::{Credentials, NodeState};
+
+        let etcd = EtcdCluster::start(3).await;
+        let dir = tempfile::tempdir().unwrap();
+        let orphan_after = Duration::from_secs(3);
+        let meta_cfg = |name: &str| {
+            let mut m = MetaConfig::new(dir.path().join(name));
+            m.store = StoreSpec::Etcd(etcd.config("/sweep/"));
+            m.default_rep = 2;
+            m.gc_delay = Duration::from_millis(100);
+            m.repair.interval = Duration::from_millis(200);
+            m.repair.orphan_after = orphan_after;
+            m.repair.bandwidth = 0;
+            m
+        };
+        let a = cairn_meta::server::start(meta_cfg("meta-a")).await.unwrap();
+        std::fs::create_dir_all(dir.path().join("meta-b")).unwrap();
+        for f in [SECRET_FILE, CLIENT_KEY_FILE] {
+            std::fs::copy(
+                dir.path().join("meta-a").join(f),
+                dir.path().join("meta-b").join(f),
+            )
+            .unwrap();
+        }
+        let b = cairn_meta::server::start(meta_cfg("meta-b")).await.unwrap();
+        let addrs = vec![a.addr.clone(), b.addr.clone()];
+        let creds = Credentials::Cluster(a.secret.clone());
+        let mut nodes = Vec::new();
+        for i in 0..3 {
+            let mut sc = cairn_storage::StorageConfig::new(
+                dir.path().join(format!("node-{i}")),
+                addrs.clone(),
+            );
+            sc.heartbeat = Duration::from_millis(200);
+            sc.store.reserve_free = 0;
+            nodes.push(cairn_storage::start(sc, creds.clone()).await.unwrap());
+        }
+        let client_creds = Credentials::Client(a.secret.client_key());
+        let mut only = Vec::new();
+        for m in &addrs {
+            only.push(
+                Client::connect(ClientConfig::new(vec![m.clone()], client_creds.clone()))
+                    .await
+                    .unwrap(),
+            );
+        }
+        let (ca, cb) = (&only[0], &only[1]);
+        let leader = cairn_testkit::wait_for(Duration::from_secs(30), || async {
+            let mut leaders = Vec::new();
+            for (i, c) in only.iter().enumerate() {
+                let s = c.cluster_status().await.ok()?;
+                let live = s.nodes.iter().filter(|n| n.state == NodeState::Live);
+                if live.count() != 3 {
+                    return None;
+                }
+                if s.leader {
+                    leaders.push(i);
+                }
+            }
+            (leaders.len() == 1).then(|| leaders[0])
+        })
+        .await;
+        let stored = || async {
+            let s = ca.cluster_status().await.ok()?;
+            Some(s.nodes.iter().map(|n| n.stats.chunks).sum::<u64>())
+        };
+        let swept = || async {
+            let mut n = 0;
+            for c in &only {
+                n += c.cluster_status().await.ok()?.repair.orphans_deleted;
+            }
+            Some(n)
+        };
+        let opts = PutOptions {
+            chunk_size: Some(256 * 1024),
+            ..Default::default()
+        };
+        ca.put_bytes(
+            &p("/kept"),
+            &cairn_testkit::pattern(100_000, 1),
+            opts.clone(),
+        )
+        .await
+        .unwrap();
+        // Written through B, never committed.
+        let orphan = cb
+            .write_chunk(
+                &p("/lost"),
+                bytes::Bytes::from(cairn_testkit::pattern(50_000, 2)),
+                None,
+            )
+            .await
+            .unwrap();
+        // Written through B, committed through A in time: A knows of it
+        // only from the allocation record.
+        let late = cb
+            .write_chunk(
+                &p("/late"),
+                bytes::Bytes::from(cairn_testkit::pattern(60_000, 3)),
+                None,
+            )
+            .await
+            .unwrap();
+        ca.commit(&p("/late"), vec![late], None, 0o644, 256 * 1024, None)
+            .await
+            .unwrap();
+        cairn_testkit::wait_for(Duration::from_secs(20), || async {
+            (stored().await? == 3 * 2).then_some(())
+        })
+        .await;
+        // The leader sweeps B's orphan (both copies) after the window.
+        cairn_testkit::wait_for(Duration::from_secs(40), || async {
+            (swept().await? >= 2 && stored().await? == 2 * 2).then_some(())
+        })
+        .await;
+        assert!(
+            only[leader]
+                .cluster_status()
+                .await
+                .unwrap()
+                .repair
+                .orphans_deleted
+                >= 2,
+            "the leader swept"
+        );
+        // Committing it now would reference deleted bytes: refused, on
+        // either meta.
+        for c in [ca, cb] {
+            let e = c
+                .commit(
+                    &p("/lost"),
+                    vec![orphan.clone()],
+                    None,
+                    0o644,
+                    256 * 1024,
+                    None,
+                )
+                .await
+                .unwrap_err();
+            assert_eq!(e.kind, ErrorKind::Conflict, "{e}");
+        }
+        // A chunk the follower hands out survives the leader's sweeps
+        // within its window, and the leader accepts its commit.
+        let follower = &only[1 - leader];
+        let before = swept().await.unwrap();
+        let fresh = follower
+            .write_chunk(
+                &p("/fresh"),
+                bytes::Bytes::from(cairn_testkit::pattern(70_000, 4)),
+                None,
+            )
+            .await
+            .unwrap();
+        let written = Instant::now();
+        tokio::time::sleep(orphan_after * 2 / 3).await;
+        only[leader]
+            .commit(&p("/fresh"), vec![fresh], None, 0o644, 256 * 1024, None)
+            .await
+            .unwrap();
+        assert!(written.elapsed() < orphan_after);
+        assert_eq!(swept().await.unwrap(), before, "nothing else was swept");
+        for (path, len, seed) in [
+            ("/kept", 100_000, 1),
+            ("/late", 60_000, 3),
+            ("/fresh", 70_000, 4),
+        ] {
+            assert_eq!(
+                ca.get_bytes(&p(path)).await.unwrap(),
+                cairn_testkit::pattern(len, seed),
+                "{path}"
+            );
+        }
+        // Allocation records expire and are deleted by the sweep.
+        let store = etcd.store("/sweep/").await;
+        cairn_testkit::wait_for(Duration::from_secs(30), || async {
+            store
+                .scan(b"A", b"B", 10)
+                .await
+                .ok()?
+                .is_empty()
+                .then_some(())
+        })
+        .await;
+        for n in nodes {
+            n.shutdown().await;
+        }
+        a.shutdown().await;
+        b.shutdown().await;
+    })
+    .await
+}
