@@ -4,9 +4,8 @@
 use crate::namespace::Namespace;
 use crate::nodes::NodeTracker;
 use cairn_proto::{
-    handshake, Capability, ChunkAlloc, ClusterConfig, ClusterSecret, ClusterStatus, Conn,
-    Credentials, Listener, MetaRequest, MetaResponse, MetaResult, OpenFile, Pool, Role,
-    StorageRequest,
+    Capability, ChunkAlloc, ClusterConfig, ClusterSecret, ClusterStatus, Conn, Credentials,
+    Listener, MetaRequest, MetaResponse, MetaResult, OpenFile, Pool, Role, StorageRequest,
 };
 use cairn_types::{ChunkId, Error, ErrorKind, Extent, InodeKind, NodeId, Result};
 use std::collections::{BTreeMap, HashSet};
@@ -196,7 +195,12 @@ pub async fn start(cfg: MetaConfig) -> Result<MetaHandle> {
         election,
     });
     tasks.extend([
-        tokio::spawn(accept_loop(meta.clone(), listener, stop_rx.clone())),
+        tokio::spawn({
+            let meta = meta.clone();
+            listener.serve(stop_rx.clone(), move |conn, stop| {
+                serve_conn(meta.clone(), conn, stop)
+            })
+        }),
         tokio::spawn(gc_worker(meta.clone(), cfg.gc_interval, stop_rx.clone())),
         tokio::spawn(crate::repair::repair_worker(meta.clone(), stop_rx)),
     ]);
@@ -208,32 +212,6 @@ pub async fn start(cfg: MetaConfig) -> Result<MetaHandle> {
         stop,
         tasks,
     })
-}
-
-async fn accept_loop(meta: Arc<Meta>, listener: Listener, mut stop: watch::Receiver<bool>) {
-    let creds = listener.credentials();
-    loop {
-        tokio::select! {
-            _ = stop.changed() => return,
-            s = listener.accept() => match s {
-                Ok(s) => {
-                    let meta = meta.clone();
-                    let creds = creds.clone();
-                    let stop = stop.clone();
-                    tokio::spawn(async move {
-                        match handshake(s, &creds).await {
-                            Ok(conn) => serve_conn(meta, conn, stop).await,
-                            Err(e) => debug!("handshake failed: {e}"),
-                        }
-                    });
-                }
-                Err(e) => {
-                    warn!("accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            }
-        }
-    }
 }
 
 async fn serve_conn(meta: Arc<Meta>, mut conn: Conn, mut stop: watch::Receiver<bool>) {

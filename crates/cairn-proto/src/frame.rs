@@ -224,6 +224,37 @@ impl Listener {
     pub fn credentials(&self) -> Credentials {
         self.creds.clone()
     }
+
+    /// Accept connections until `stop` turns true. Each connection is
+    /// authenticated in a task of its own (a slow or hostile peer never
+    /// stalls the accept loop) and then handed to `serve` with the stop signal.
+    pub async fn serve<F, Fut>(self, mut stop: tokio::sync::watch::Receiver<bool>, serve: F)
+    where
+        F: Fn(Conn, tokio::sync::watch::Receiver<bool>) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let serve = std::sync::Arc::new(serve);
+        loop {
+            tokio::select! {
+                _ = stop.changed() => return,
+                s = self.accept() => match s {
+                    Ok(s) => {
+                        let (creds, stop, serve) = (self.creds.clone(), stop.clone(), serve.clone());
+                        tokio::spawn(async move {
+                            match handshake(s, &creds).await {
+                                Ok(conn) => serve(conn, stop).await,
+                                Err(e) => tracing::debug!("handshake failed: {e}"),
+                            }
+                        });
+                    }
+                    Err(e) => {
+                        tracing::warn!("accept failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// Server side of the handshake: challenge, check the proof, answer.

@@ -3,7 +3,7 @@
 
 use crate::chunk_store::{ChunkStore, ChunkWriter, StoreOptions, MAX_CHUNK_LEN};
 use cairn_proto::{
-    handshake, Capability, Conn, Credentials, GetChunkHeader, GetChunkResult, Listener, MetaClient,
+    Capability, Conn, Credentials, GetChunkHeader, GetChunkResult, Listener, MetaClient,
     MetaRequest, MetaResponse, NodeAddr, NodeStats, Pool, PutOutcome, Role, StorageRequest,
     DATA_FRAME,
 };
@@ -138,7 +138,12 @@ pub async fn start(cfg: StorageConfig, creds: Credentials) -> Result<StorageHand
     });
     let (stop, stop_rx) = watch::channel(false);
     let mut tasks = vec![
-        tokio::spawn(accept_loop(node.clone(), listener, stop_rx.clone())),
+        tokio::spawn({
+            let node = node.clone();
+            listener.serve(stop_rx.clone(), move |conn, stop| {
+                serve_conn(node.clone(), conn, stop)
+            })
+        }),
         tokio::spawn(compaction_worker(
             node.clone(),
             cfg.compact_every,
@@ -175,32 +180,6 @@ pub async fn start(cfg: StorageConfig, creds: Credentials) -> Result<StorageHand
         stop,
         tasks,
     })
-}
-
-async fn accept_loop(node: Arc<Node>, listener: Listener, mut stop: watch::Receiver<bool>) {
-    let creds = listener.credentials();
-    loop {
-        tokio::select! {
-            _ = stop.changed() => return,
-            s = listener.accept() => match s {
-                Ok(s) => {
-                    let node = node.clone();
-                    let creds = creds.clone();
-                    let stop = stop.clone();
-                    tokio::spawn(async move {
-                        match handshake(s, &creds).await {
-                            Ok(conn) => serve_conn(node, conn, stop).await,
-                            Err(e) => debug!("handshake failed: {e}"),
-                        }
-                    });
-                }
-                Err(e) => {
-                    warn!("accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            }
-        }
-    }
 }
 
 async fn serve_conn(node: Arc<Node>, mut conn: Conn, mut stop: watch::Receiver<bool>) {
