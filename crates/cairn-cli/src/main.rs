@@ -5,6 +5,7 @@ mod bench_s3;
 mod commands;
 mod config;
 mod meta_tools;
+mod mount;
 mod roles;
 
 use clap::{Parser, Subcommand};
@@ -124,6 +125,8 @@ enum Cmd {
         #[command(subcommand)]
         cmd: ClusterCmd,
     },
+    /// Mount the namespace as a POSIX file system (FUSE); runs until unmounted or Ctrl-C
+    Mount(mount::MountArgs),
     /// Measure throughput against a cluster (a temporary local one by default); prints JSON
     Bench(bench::BenchArgs),
     /// Run a front-end gateway alone against a cluster
@@ -264,6 +267,7 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
                     target,
                 },
         } => c::drain(&target, &node, wait, undo).await,
+        Cmd::Mount(a) => mount::run(a).await,
         Cmd::Bench(a) => bench::run(a).await,
         Cmd::Gateway {
             cmd: GatewayCmd::S3(a),

@@ -1,0 +1,766 @@
+//! The `fuser::Filesystem` implementation.
+//!
+//! fuser runs one session thread that decodes kernel requests and calls
+//! these handlers. Each handler only validates its arguments, then spawns
+//! a task on the tokio runtime that does the work and answers through the
+//! reply object (replies are `Send`), so the session thread never waits on
+//! the network or the disk and many requests (kernel read-ahead, parallel
+//! programs) are in flight at once. That is simpler than fuser's
+//! multi-threaded loop and scales with the runtime, not with a thread count.
+
+use crate::error::{check_name, errno};
+use crate::inode_table::InodeTable;
+use crate::staging::{StageTable, Staged};
+use cairn_client::{Client, FileReader, PutOptions};
+use cairn_types::{CairnPath, ErrorKind, Inode, InodeKind, Version};
+use fuser::{
+    FileAttr, FileType, Filesystem, KernelConfig, ReplyAttr, ReplyCreate, ReplyData,
+    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request, TimeOrNow,
+};
+use libc::c_int;
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::runtime::Handle;
+use tracing::warn;
+
+/// Attribute and entry cache lifetime: short, so other mounts' changes show
+/// within a second.
+const TTL: Duration = Duration::from_secs(1);
+/// Entries asked of meta per readdir call: about what fits the kernel's
+/// one-page readdir buffer, so little is fetched twice.
+const DIR_PAGE: u32 = 128;
+/// Largest kernel read and write request.
+pub const MAX_IO: u32 = 1 << 20;
+const RENAME_NOREPLACE: u32 = 1;
+const RENAME_EXCHANGE: u32 = 2;
+
+type Errno = c_int;
+
+enum OpenHandle {
+    /// Opened read-only with nothing staged: reads go to that version.
+    Reader(Arc<FileReader>),
+    Staged(Arc<Staged>),
+    Dir(Arc<Mutex<DirCursor>>),
+}
+
+/// Where a directory listing is: the names of the offsets last handed out,
+/// since the kernel resumes from one of them.
+struct DirCursor {
+    names: HashMap<i64, String>,
+}
+
+pub(crate) struct Shared {
+    client: Client,
+    read_only: bool,
+    uid: u32,
+    gid: u32,
+    inodes: Mutex<InodeTable>,
+    stages: StageTable,
+    handles: Mutex<HashMap<u64, OpenHandle>>,
+    next_fh: AtomicU64,
+}
+
+pub struct CairnFs {
+    shared: Arc<Shared>,
+    rt: Handle,
+    /// Dropped with the session: tells the mount the kernel let go.
+    pub(crate) _ended: tokio::sync::oneshot::Sender<()>,
+}
+
+impl CairnFs {
+    pub(crate) fn new(
+        client: Client,
+        rt: Handle,
+        cache_dir: std::path::PathBuf,
+        read_only: bool,
+        ended: tokio::sync::oneshot::Sender<()>,
+    ) -> CairnFs {
+        // SAFETY: getuid/getgid cannot fail and touch no memory.
+        let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+        CairnFs {
+            shared: Arc::new(Shared {
+                client,
+                read_only,
+                uid,
+                gid,
+                inodes: Mutex::new(InodeTable::new()),
+                stages: StageTable::new(cache_dir),
+                handles: Mutex::new(HashMap::new()),
+                next_fh: AtomicU64::new(1),
+            }),
+            rt,
+            _ended: ended,
+        }
+    }
+
+    fn spawn<F>(&self, f: impl FnOnce(Arc<Shared>) -> F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        self.rt.spawn(f(self.shared.clone()));
+    }
+}
+
+fn ms_to_time(ms: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(ms)
+}
+
+impl Shared {
+    fn attr(&self, inode: &Inode, size: Option<u64>) -> FileAttr {
+        let (kind, default_perm, nlink) = match inode.kind {
+            InodeKind::Directory => (FileType::Directory, 0o755, 2),
+            InodeKind::File => (FileType::RegularFile, 0o644, 1),
+        };
+        let perm = match inode.mode & 0o7777 {
+            0 => default_perm,
+            p => p as u16,
+        };
+        let size = size.unwrap_or(inode.size);
+        FileAttr {
+            ino: inode.id.0,
+            size,
+            blocks: size.div_ceil(512),
+            atime: ms_to_time(inode.mtime_ms),
+            mtime: ms_to_time(inode.mtime_ms),
+            ctime: ms_to_time(inode.ctime_ms.max(inode.mtime_ms)),
+            crtime: ms_to_time(inode.ctime_ms),
+            kind,
+            perm,
+            nlink,
+            uid: self.uid,
+            gid: self.gid,
+            rdev: 0,
+            blksize: MAX_IO,
+            flags: 0,
+        }
+    }
+
+    fn path(&self, ino: u64) -> Result<CairnPath, Errno> {
+        self.inodes.lock().unwrap().path(ino).ok_or(libc::ENOENT)
+    }
+
+    fn child(&self, parent: u64, name: &OsStr) -> Result<CairnPath, Errno> {
+        let name = check_name(name)?;
+        let dir = self.path(parent)?;
+        dir.join(name).map_err(|e| errno(&e))
+    }
+
+    fn writable(&self) -> Result<(), Errno> {
+        if self.read_only {
+            Err(libc::EROFS)
+        } else {
+            Ok(())
+        }
+    }
+
+    fn add_handle(&self, h: OpenHandle) -> u64 {
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        self.handles.lock().unwrap().insert(fh, h);
+        fh
+    }
+
+    fn staged_handle(&self, fh: u64) -> Result<Arc<Staged>, Errno> {
+        match self.handles.lock().unwrap().get(&fh) {
+            Some(OpenHandle::Staged(s)) => Ok(s.clone()),
+            _ => Err(libc::EBADF),
+        }
+    }
+
+    async fn stat(&self, path: &CairnPath) -> Result<Inode, Errno> {
+        self.client.stat(path).await.map_err(|e| errno(&e))
+    }
+
+    /// Attributes of `ino`, with the staged size when this mount has it open
+    /// for writing.
+    async fn getattr(&self, ino: u64) -> Result<FileAttr, Errno> {
+        let staged = self.stages.peek(ino);
+        let inode = match self.path(ino) {
+            Ok(path) => match self.stat(&path).await {
+                // The name now belongs to another file: this ino is gone.
+                Ok(i) if i.id.0 != ino => None,
+                Ok(i) => Some(i),
+                Err(libc::ENOENT) => None,
+                Err(e) => return Err(e),
+            },
+            Err(_) => None,
+        };
+        let inode = match (inode, &staged) {
+            (Some(i), _) => i,
+            (None, Some(s)) => s.inode(),
+            (None, None) => return Err(libc::ENOENT),
+        };
+        let size = match staged {
+            Some(s) => Some(s.len().await.map_err(|e| errno(&e))?),
+            None => None,
+        };
+        Ok(self.attr(&inode, size))
+    }
+
+    /// Stage `ino` for writing: copied from Cairn on first use unless
+    /// `truncate`.
+    async fn stage(
+        &self,
+        ino: u64,
+        path: &CairnPath,
+        truncate: bool,
+    ) -> Result<Arc<Staged>, Errno> {
+        let client = self.client.clone();
+        let dir = self.stages.cache_dir.clone();
+        let p = path.clone();
+        let (staged, fresh) = self
+            .stages
+            .acquire(ino, || async move {
+                let reader = client.open(&p).await?;
+                let inode = reader.inode().clone();
+                if inode.kind == InodeKind::Directory {
+                    return Err(cairn_types::Error::is_dir(format!("{p} is a directory")));
+                }
+                let copy = (!truncate && inode.size > 0).then_some(reader);
+                Staged::create(&dir, ino, inode, copy).await
+            })
+            .await
+            .map_err(|e| errno(&e))?;
+        if truncate && (fresh || staged.len().await.map_err(|e| errno(&e))? > 0) {
+            if let Err(e) = staged.set_len(0).await {
+                self.stages.release(ino);
+                return Err(errno(&e));
+            }
+        }
+        Ok(staged)
+    }
+
+    async fn upload(&self, staged: &Staged) -> Result<(), Errno> {
+        // Unlinked on this mount while open: nothing to write back to.
+        let Ok(path) = self.path(staged.ino) else {
+            return Ok(());
+        };
+        staged.upload(&self.client, &path).await.map_err(|e| {
+            warn!(%path, "writing back failed: {e}");
+            errno(&e)
+        })
+    }
+
+    async fn open(&self, ino: u64, flags: i32) -> Result<u64, Errno> {
+        let path = self.path(ino)?;
+        let write = flags & libc::O_ACCMODE != libc::O_RDONLY;
+        if write {
+            self.writable()?;
+            let staged = self.stage(ino, &path, flags & libc::O_TRUNC != 0).await?;
+            return Ok(self.add_handle(OpenHandle::Staged(staged)));
+        }
+        if let Some(staged) = self.stages.share(ino) {
+            // This mount's unsaved writes are the file's content here.
+            return Ok(self.add_handle(OpenHandle::Staged(staged)));
+        }
+        let reader = self.client.open(&path).await.map_err(|e| errno(&e))?;
+        if reader.inode().kind == InodeKind::Directory {
+            return Err(libc::EISDIR);
+        }
+        Ok(self.add_handle(OpenHandle::Reader(Arc::new(reader))))
+    }
+
+    async fn read(&self, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>, Errno> {
+        let h = match self.handles.lock().unwrap().get(&fh) {
+            Some(OpenHandle::Reader(r)) => OpenHandle::Reader(r.clone()),
+            Some(OpenHandle::Staged(s)) => OpenHandle::Staged(s.clone()),
+            _ => return Err(libc::EBADF),
+        };
+        let r = match h {
+            OpenHandle::Reader(r) => r.read_at(offset, size as u64).await,
+            OpenHandle::Staged(s) => s.read_at(offset, size as usize).await,
+            OpenHandle::Dir(_) => unreachable!(),
+        };
+        r.map_err(|e| errno(&e))
+    }
+
+    async fn create(
+        &self,
+        path: CairnPath,
+        mode: u32,
+        flags: i32,
+    ) -> Result<(FileAttr, u64), Errno> {
+        self.writable()?;
+        let opts = PutOptions {
+            expected: Some(Version(0)),
+            mode: Some(mode & 0o7777),
+            ..PutOptions::default()
+        };
+        let inode = match self.client.put_bytes(&path, &[], opts).await {
+            Ok(i) => i,
+            // Created by someone else since the kernel's lookup.
+            Err(e) if matches!(e.kind, ErrorKind::Conflict | ErrorKind::AlreadyExists) => {
+                if flags & libc::O_EXCL != 0 {
+                    return Err(libc::EEXIST);
+                }
+                self.stat(&path).await?
+            }
+            Err(e) => return Err(errno(&e)),
+        };
+        let ino = inode.id.0;
+        self.inodes.lock().unwrap().remember(ino, path.clone());
+        let staged = match self.stage(ino, &path, flags & libc::O_TRUNC != 0).await {
+            Ok(s) => s,
+            Err(e) => {
+                self.inodes.lock().unwrap().forget(ino, 1);
+                return Err(e);
+            }
+        };
+        let size = staged.len().await.map_err(|e| errno(&e))?;
+        let attr = self.attr(&inode, Some(size));
+        Ok((attr, self.add_handle(OpenHandle::Staged(staged))))
+    }
+
+    async fn truncate(&self, ino: u64, size: u64) -> Result<(), Errno> {
+        self.writable()?;
+        if let Some(staged) = self.stages.peek(ino) {
+            // Written back with the handle's next flush.
+            return staged.set_len(size).await.map_err(|e| errno(&e));
+        }
+        let path = self.path(ino)?;
+        let staged = self.stage(ino, &path, size == 0).await?;
+        let r = async {
+            staged.set_len(size).await.map_err(|e| errno(&e))?;
+            self.upload(&staged).await
+        }
+        .await;
+        self.stages.release(ino);
+        r
+    }
+
+    /// The entries after `offset`: "." and ".." (offsets 1 and 2), then one
+    /// page of the listing (offsets from 3 on).
+    async fn readdir(
+        &self,
+        ino: u64,
+        fh: u64,
+        offset: i64,
+    ) -> Result<Vec<(u64, i64, FileType, String)>, Errno> {
+        let cursor = match self.handles.lock().unwrap().get(&fh) {
+            Some(OpenHandle::Dir(c)) => c.clone(),
+            _ => return Err(libc::EBADF),
+        };
+        let path = self.path(ino)?;
+        let mut out = Vec::new();
+        if offset < 1 {
+            out.push((ino, 1, FileType::Directory, ".".to_string()));
+        }
+        if offset < 2 {
+            out.push((ino, 2, FileType::Directory, "..".to_string()));
+        }
+        let start_after = if offset <= 2 {
+            None
+        } else {
+            let name = cursor.lock().unwrap().names.get(&offset).cloned();
+            Some(name.ok_or(libc::EINVAL)?)
+        };
+        let page = self
+            .client
+            .list_page(&path, start_after, DIR_PAGE)
+            .await
+            .map_err(|e| errno(&e))?;
+        let mut names = HashMap::new();
+        let mut next = offset.max(2);
+        for entry in page {
+            next += 1;
+            let kind = match entry.inode.kind {
+                InodeKind::Directory => FileType::Directory,
+                InodeKind::File => FileType::RegularFile,
+            };
+            names.insert(next, entry.name.clone());
+            out.push((entry.inode.id.0, next, kind, entry.name));
+        }
+        cursor.lock().unwrap().names = names;
+        Ok(out)
+    }
+
+    async fn rename(&self, src: CairnPath, dst: CairnPath, flags: u32) -> Result<(), Errno> {
+        self.writable()?;
+        if flags & RENAME_EXCHANGE != 0 {
+            return Err(libc::EINVAL);
+        }
+        if flags & RENAME_NOREPLACE != 0 {
+            // Not atomic with the rename: meta's rename has no
+            // expected-absent form yet.
+            match self.stat(&dst).await {
+                Ok(_) => return Err(libc::EEXIST),
+                Err(libc::ENOENT) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.client
+            .rename(&src, &dst)
+            .await
+            .map_err(|e| errno(&e))?;
+        self.inodes.lock().unwrap().renamed(&src, &dst);
+        Ok(())
+    }
+
+    async fn statfs(&self) -> Result<(u64, u64), Errno> {
+        let s = self.client.cluster_status().await.map_err(|e| errno(&e))?;
+        let total = s.nodes.iter().map(|n| n.stats.total).sum();
+        let free = s.nodes.iter().map(|n| n.stats.free).sum();
+        Ok((total, free))
+    }
+}
+
+/// Answer a reply with a handler's result.
+macro_rules! answer {
+    ($r:expr, |$v:pat_param| $ok:expr, $reply:ident $(,)?) => {
+        match $r {
+            Ok($v) => $ok,
+            Err(e) => $reply.error(e),
+        }
+    };
+}
+
+impl Filesystem for CairnFs {
+    fn init(&mut self, _req: &Request<'_>, config: &mut KernelConfig) -> Result<(), c_int> {
+        let _ = config.set_max_write(MAX_IO);
+        let _ = config.set_max_readahead(MAX_IO);
+        // O_TRUNC arrives with open (not as a separate truncate that would
+        // commit an empty version first); lookups and readdirs in one
+        // directory run in parallel.
+        let wanted = fuser::consts::FUSE_ATOMIC_O_TRUNC | fuser::consts::FUSE_PARALLEL_DIROPS;
+        if let Err(missing) = config.add_capabilities(wanted) {
+            let _ = config.add_capabilities(wanted & !missing);
+        }
+        Ok(())
+    }
+
+    fn lookup(&mut self, _req: &Request<'_>, parent: u64, name: &OsStr, reply: ReplyEntry) {
+        let path = match self.shared.child(parent, name) {
+            Ok(p) => p,
+            Err(e) => return reply.error(e),
+        };
+        self.spawn(|s| async move {
+            let r = async {
+                let inode = s.stat(&path).await?;
+                let ino = inode.id.0;
+                s.inodes.lock().unwrap().remember(ino, path);
+                let size = match s.stages.peek(ino) {
+                    Some(st) => Some(st.len().await.map_err(|e| errno(&e))?),
+                    None => None,
+                };
+                Ok(s.attr(&inode, size))
+            }
+            .await;
+            answer!(r, |a| reply.entry(&TTL, &a, 0), reply);
+        });
+    }
+
+    fn forget(&mut self, _req: &Request<'_>, ino: u64, nlookup: u64) {
+        self.shared.inodes.lock().unwrap().forget(ino, nlookup);
+    }
+
+    fn getattr(&mut self, _req: &Request<'_>, ino: u64, _fh: Option<u64>, reply: ReplyAttr) {
+        self.spawn(|s| async move {
+            answer!(s.getattr(ino).await, |a| reply.attr(&TTL, &a), reply);
+        });
+    }
+
+    fn setattr(
+        &mut self,
+        _req: &Request<'_>,
+        ino: u64,
+        _mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        _atime: Option<TimeOrNow>,
+        _mtime: Option<TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        _fh: Option<u64>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<u32>,
+        reply: ReplyAttr,
+    ) {
+        // chmod and utimens are accepted and not kept in this cut (so cp,
+        // tar and touch work); handing a file to another owner is refused.
+        if uid.is_some_and(|u| u != self.shared.uid) || gid.is_some_and(|g| g != self.shared.gid) {
+            return reply.error(libc::EPERM);
+        }
+        self.spawn(|s| async move {
+            let r = async {
+                if let Some(size) = size {
+                    s.truncate(ino, size).await?;
+                }
+                s.getattr(ino).await
+            }
+            .await;
+            answer!(r, |a| reply.attr(&TTL, &a), reply);
+        });
+    }
+
+    fn mkdir(
+        &mut self,
+        _req: &Request<'_>,
+        parent: u64,
+        name: &OsStr,
+        _mode: u32,
+        _umask: u32,
+        reply: ReplyEntry,
+    ) {
+        let path = match self.shared.child(parent, name) {
+            Ok(p) => p,
+            Err(e) => return reply.error(e),
+        };
+        self.spawn(|s| async move {
+            let r = async {
+                s.writable()?;
+                let inode = s.client.mkdir(&path, false).await.map_err(|e| errno(&e))?;
+                s.inodes.lock().unwrap().remember(inode.id.0, path);
+                Ok(s.attr(&inode, None))
+            }
+            .await;
+            answer!(r, |a| reply.entry(&TTL, &a, 0), reply);
+        });
+    }
+
+    fn unlink(&mut self, _req: &Request<'_>, parent: u64, name: &OsStr, reply: ReplyEmpty) {
+        self.remove(parent, name, false, reply);
+    }
+
+    fn rmdir(&mut self, _req: &Request<'_>, parent: u64, name: &OsStr, reply: ReplyEmpty) {
+        self.remove(parent, name, true, reply);
+    }
+
+    fn rename(
+        &mut self,
+        _req: &Request<'_>,
+        parent: u64,
+        name: &OsStr,
+        newparent: u64,
+        newname: &OsStr,
+        flags: u32,
+        reply: ReplyEmpty,
+    ) {
+        let paths = self
+            .shared
+            .child(parent, name)
+            .and_then(|src| Ok((src, self.shared.child(newparent, newname)?)));
+        let (src, dst) = match paths {
+            Ok(p) => p,
+            Err(e) => return reply.error(e),
+        };
+        self.spawn(|s| async move {
+            answer!(s.rename(src, dst, flags).await, |()| reply.ok(), reply);
+        });
+    }
+
+    fn open(&mut self, _req: &Request<'_>, ino: u64, flags: i32, reply: ReplyOpen) {
+        self.spawn(|s| async move {
+            // No FOPEN_KEEP_CACHE: the kernel drops its cached pages on every
+            // open, which is what makes close-to-open hold across mounts.
+            answer!(s.open(ino, flags).await, |fh| reply.opened(fh, 0), reply);
+        });
+    }
+
+    fn read(
+        &mut self,
+        _req: &Request<'_>,
+        _ino: u64,
+        fh: u64,
+        offset: i64,
+        size: u32,
+        _flags: i32,
+        _lock_owner: Option<u64>,
+        reply: ReplyData,
+    ) {
+        self.spawn(|s| async move {
+            let r = s.read(fh, offset.max(0) as u64, size).await;
+            answer!(r, |d| reply.data(&d), reply);
+        });
+    }
+
+    fn write(
+        &mut self,
+        _req: &Request<'_>,
+        _ino: u64,
+        fh: u64,
+        offset: i64,
+        data: &[u8],
+        _write_flags: u32,
+        _flags: i32,
+        _lock_owner: Option<u64>,
+        reply: ReplyWrite,
+    ) {
+        let staged = match self.shared.staged_handle(fh) {
+            Ok(s) => s,
+            Err(e) => return reply.error(e),
+        };
+        let data = data.to_vec();
+        self.spawn(|_| async move {
+            let r = staged.write_at(data, offset.max(0) as u64).await;
+            answer!(r.map_err(|e| errno(&e)), |n| reply.written(n as u32), reply);
+        });
+    }
+
+    fn flush(&mut self, _req: &Request<'_>, _ino: u64, fh: u64, _lock: u64, reply: ReplyEmpty) {
+        self.sync(fh, reply);
+    }
+
+    fn fsync(
+        &mut self,
+        _req: &Request<'_>,
+        _ino: u64,
+        fh: u64,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        self.sync(fh, reply);
+    }
+
+    fn release(
+        &mut self,
+        _req: &Request<'_>,
+        ino: u64,
+        fh: u64,
+        _flags: i32,
+        _lock_owner: Option<u64>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        let h = self.shared.handles.lock().unwrap().remove(&fh);
+        let Some(OpenHandle::Staged(staged)) = h else {
+            return reply.ok();
+        };
+        self.spawn(|s| async move {
+            let r = s.upload(&staged).await;
+            drop(staged);
+            s.stages.release(ino);
+            answer!(r, |()| reply.ok(), reply);
+        });
+    }
+
+    fn opendir(&mut self, _req: &Request<'_>, _ino: u64, _flags: i32, reply: ReplyOpen) {
+        let cursor = DirCursor {
+            names: HashMap::new(),
+        };
+        let fh = self
+            .shared
+            .add_handle(OpenHandle::Dir(Arc::new(Mutex::new(cursor))));
+        reply.opened(fh, 0);
+    }
+
+    fn readdir(
+        &mut self,
+        _req: &Request<'_>,
+        ino: u64,
+        fh: u64,
+        offset: i64,
+        mut reply: ReplyDirectory,
+    ) {
+        self.spawn(|s| async move {
+            match s.readdir(ino, fh, offset).await {
+                Ok(entries) => {
+                    for (child, off, kind, name) in entries {
+                        if reply.add(child, off, kind, name) {
+                            break;
+                        }
+                    }
+                    reply.ok();
+                }
+                Err(e) => reply.error(e),
+            }
+        });
+    }
+
+    fn releasedir(
+        &mut self,
+        _req: &Request<'_>,
+        _ino: u64,
+        fh: u64,
+        _flags: i32,
+        reply: ReplyEmpty,
+    ) {
+        self.shared.handles.lock().unwrap().remove(&fh);
+        reply.ok();
+    }
+
+    fn statfs(&mut self, _req: &Request<'_>, _ino: u64, reply: ReplyStatfs) {
+        self.spawn(|s| async move {
+            const BSIZE: u64 = 4096;
+            answer!(
+                s.statfs().await,
+                |(total, free)| {
+                    let (blocks, bfree) = (total / BSIZE, free / BSIZE);
+                    reply.statfs(
+                        blocks,
+                        bfree,
+                        bfree,
+                        u64::MAX / 2,
+                        u64::MAX / 2,
+                        BSIZE as u32,
+                        255,
+                        BSIZE as u32,
+                    )
+                },
+                reply,
+            );
+        });
+    }
+
+    fn create(
+        &mut self,
+        _req: &Request<'_>,
+        parent: u64,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        flags: i32,
+        reply: ReplyCreate,
+    ) {
+        let path = match self.shared.child(parent, name) {
+            Ok(p) => p,
+            Err(e) => return reply.error(e),
+        };
+        self.spawn(|s| async move {
+            answer!(
+                s.create(path, mode & !umask, flags).await,
+                |(attr, fh)| reply.created(&TTL, &attr, 0, fh, 0),
+                reply,
+            );
+        });
+    }
+}
+
+impl CairnFs {
+    fn remove(&mut self, parent: u64, name: &OsStr, dir: bool, reply: ReplyEmpty) {
+        let path = match self.shared.child(parent, name) {
+            Ok(p) => p,
+            Err(e) => return reply.error(e),
+        };
+        self.spawn(|s| async move {
+            let r = async {
+                s.writable()?;
+                let inode = s.stat(&path).await?;
+                match (inode.kind, dir) {
+                    (InodeKind::Directory, false) => return Err(libc::EISDIR),
+                    (InodeKind::File, true) => return Err(libc::ENOTDIR),
+                    _ => {}
+                }
+                s.client.remove(&path, false).await.map_err(|e| errno(&e))?;
+                s.inodes.lock().unwrap().unlinked(&path);
+                Ok(())
+            }
+            .await;
+            answer!(r, |()| reply.ok(), reply);
+        });
+    }
+
+    fn sync(&mut self, fh: u64, reply: ReplyEmpty) {
+        let staged = match self.shared.handles.lock().unwrap().get(&fh) {
+            Some(OpenHandle::Staged(s)) => s.clone(),
+            _ => return reply.ok(),
+        };
+        self.spawn(|s| async move {
+            answer!(s.upload(&staged).await, |()| reply.ok(), reply);
+        });
+    }
+}

@@ -1,0 +1,144 @@
+//! `cairn mount`: the Cairn namespace as a POSIX file system through FUSE.
+//!
+//! Owns the translation from kernel requests to [`cairn_client::Client`]
+//! calls, the ino ↔ path table, the local staging of files open for writing,
+//! and the mapping of error kinds to errno (nowhere else). Does not own
+//! reading or writing file bytes from storage nodes (the client does) nor
+//! any policy. Called by `cairn mount` in cairn-cli and by tests.
+//!
+//! Read first: [`mount`], then `fs.rs` (the handlers), `staging.rs`.
+//!
+//! Consistency is close-to-open: a file written through the mount becomes a
+//! new Cairn version when it is flushed (every close), fsynced or released,
+//! and an open anywhere after that sees it. Until then the writes live only
+//! in the local cache file: if this process dies, unflushed writes are lost,
+//! never half-applied (a version is committed whole or not at all).
+//! Attributes and entries are cached by the kernel for one second.
+//!
+//! Not in this cut: symlinks, hard links, extended attributes (ENOSYS from
+//! fuser's defaults), persisted chmod/chown/utimens (accepted, not kept;
+//! chown to another user is EPERM), atomic `RENAME_NOREPLACE` (checked just
+//! before the rename), a bounded cache size.
+
+mod error;
+mod fs;
+mod inode_table;
+mod staging;
+
+pub use error::{errno, MountError};
+
+use cairn_client::Client;
+use fuser::{BackgroundSession, MountOption};
+use std::path::{Path, PathBuf};
+use tokio::runtime::Handle;
+
+/// How to mount.
+#[derive(Clone, Debug)]
+pub struct MountOptions {
+    /// Where files open for writing are staged.
+    pub cache_dir: PathBuf,
+    pub read_only: bool,
+    /// Let other users than the mounting one use the mount (needs
+    /// `user_allow_other` in /etc/fuse.conf unless root).
+    pub allow_other: bool,
+}
+
+/// A live mount; dropping it unmounts.
+pub struct Mount {
+    mountpoint: PathBuf,
+    session: Option<BackgroundSession>,
+    ended: Option<tokio::sync::oneshot::Receiver<()>>,
+}
+
+/// Mount `client`'s namespace on `mountpoint`. Requests run on `rt`.
+pub fn mount(
+    client: Client,
+    rt: Handle,
+    mountpoint: &Path,
+    opts: MountOptions,
+) -> Result<Mount, MountError> {
+    std::fs::create_dir_all(&opts.cache_dir).map_err(|source| MountError::CacheDir {
+        path: opts.cache_dir.clone(),
+        source,
+    })?;
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let fs = fs::CairnFs::new(client, rt, opts.cache_dir.clone(), opts.read_only, tx);
+    let mut options = vec![
+        MountOption::FSName("cairn".into()),
+        MountOption::Subtype("cairn".into()),
+        MountOption::DefaultPermissions,
+        MountOption::NoAtime,
+        MountOption::CUSTOM(format!("max_read={}", fs::MAX_IO)),
+    ];
+    options.push(if opts.read_only {
+        MountOption::RO
+    } else {
+        MountOption::RW
+    });
+    if opts.allow_other {
+        options.push(MountOption::AllowOther);
+    }
+    let session =
+        fuser::spawn_mount2(fs, mountpoint, &options).map_err(|source| MountError::Mount {
+            path: mountpoint.to_path_buf(),
+            source,
+        })?;
+    Ok(Mount {
+        mountpoint: mountpoint.to_path_buf(),
+        session: Some(session),
+        ended: Some(rx),
+    })
+}
+
+impl Mount {
+    pub fn mountpoint(&self) -> &Path {
+        &self.mountpoint
+    }
+
+    /// Resolves when the kernel ends the session (`fusermount3 -u`, `umount`).
+    pub async fn ended(&mut self) {
+        if let Some(rx) = self.ended.as_mut() {
+            let _ = rx.await;
+            self.ended = None;
+        }
+    }
+
+    /// Unmount now. A busy mount point is detached lazily (`fusermount3 -u
+    /// -z`): it disappears once the last program inside leaves.
+    pub fn unmount(mut self) {
+        self.unmount_inner();
+    }
+
+    fn unmount_inner(&mut self) {
+        let Some(session) = self.session.take() else {
+            return;
+        };
+        drop(session);
+        if is_mounted(&self.mountpoint) {
+            let _ = std::process::Command::new("fusermount3")
+                .args(["-u", "-z"])
+                .arg(&self.mountpoint)
+                .stderr(std::process::Stdio::null())
+                .status();
+        }
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        self.unmount_inner();
+    }
+}
+
+fn is_mounted(mountpoint: &Path) -> bool {
+    let Ok(canon) = mountpoint.canonicalize() else {
+        return false;
+    };
+    let Ok(mounts) = std::fs::read_to_string("/proc/self/mounts") else {
+        return false;
+    };
+    let want = canon.to_string_lossy().replace(' ', "\\040");
+    mounts
+        .lines()
+        .any(|l| l.split(' ').nth(1) == Some(want.as_str()))
+}

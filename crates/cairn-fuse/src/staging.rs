@@ -1,0 +1,211 @@
+//! Files open for writing, staged in a local cache file.
+//!
+//! Cairn versions are immutable, so a write at any offset cannot change
+//! stored chunks: the file is staged whole in an (unlinked) cache file under
+//! `--cache-dir` — copied from Cairn on open unless truncated, streamed
+//! chunk by chunk, never whole in memory — and uploaded as a new version on
+//! flush, fsync and release. All handles of one ino on this mount share one
+//! staged file, so they see each other's writes.
+
+use cairn_client::{Client, FileReader, PutOptions};
+use cairn_types::{CairnPath, Error, Inode, Result};
+use std::collections::HashMap;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use tokio::io::{AsyncSeekExt, AsyncWriteExt};
+use tokio::sync::OnceCell;
+
+pub struct Staged {
+    pub ino: u64,
+    file: Arc<std::fs::File>,
+    /// Last known inode (mode, times); the size is the cache file's.
+    inode: Mutex<Inode>,
+    /// (writes so far, writes included in the last upload).
+    generations: Mutex<(u64, u64)>,
+    /// One upload at a time; a write during an upload is uploaded next time.
+    upload: tokio::sync::Mutex<()>,
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::internal(format!("cache file task failed: {e}")))?
+        .map_err(|e| Error::from(e).context("cache file"))
+}
+
+impl Staged {
+    /// A new empty cache file; filled from `reader` when given.
+    pub async fn create(
+        cache_dir: &Path,
+        ino: u64,
+        inode: Inode,
+        reader: Option<FileReader>,
+    ) -> Result<Staged> {
+        let dir = cache_dir.to_path_buf();
+        let file = Arc::new(blocking(move || tempfile::tempfile_in(dir)).await?);
+        if let Some(reader) = reader {
+            let mut out = tokio::fs::File::from_std(file.try_clone()?);
+            reader.copy_to(&mut out).await?;
+            out.flush().await?;
+        }
+        Ok(Staged {
+            ino,
+            file,
+            inode: Mutex::new(inode),
+            generations: Mutex::new((0, 0)),
+            upload: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    pub fn inode(&self) -> Inode {
+        self.inode.lock().unwrap().clone()
+    }
+
+    fn mark_dirty(&self) {
+        self.generations.lock().unwrap().0 += 1;
+    }
+
+    pub async fn len(&self) -> Result<u64> {
+        let f = self.file.clone();
+        blocking(move || f.metadata().map(|m| m.len())).await
+    }
+
+    pub async fn write_at(&self, data: Vec<u8>, offset: u64) -> Result<usize> {
+        let f = self.file.clone();
+        let n = data.len();
+        blocking(move || f.write_all_at(&data, offset)).await?;
+        self.mark_dirty();
+        Ok(n)
+    }
+
+    pub async fn read_at(&self, offset: u64, len: usize) -> Result<Vec<u8>> {
+        let f = self.file.clone();
+        blocking(move || {
+            let mut buf = vec![0u8; len];
+            let mut got = 0;
+            while got < len {
+                match f.read_at(&mut buf[got..], offset + got as u64)? {
+                    0 => break,
+                    n => got += n,
+                }
+            }
+            buf.truncate(got);
+            Ok(buf)
+        })
+        .await
+    }
+
+    pub async fn set_len(&self, len: u64) -> Result<()> {
+        let f = self.file.clone();
+        blocking(move || f.set_len(len)).await?;
+        self.mark_dirty();
+        Ok(())
+    }
+
+    /// Upload the cache file as the next version of `path` if anything
+    /// changed since the last upload. Last writer wins, as with a local file
+    /// two programs rewrite.
+    pub async fn upload(&self, client: &Client, path: &CairnPath) -> Result<()> {
+        let _one = self.upload.lock().await;
+        let generation = {
+            let g = self.generations.lock().unwrap();
+            if g.0 == g.1 {
+                return Ok(());
+            }
+            g.0
+        };
+        let mut src = tokio::fs::File::from_std(self.file.try_clone()?);
+        src.seek(std::io::SeekFrom::Start(0)).await?;
+        let mode = self.inode.lock().unwrap().mode;
+        let opts = PutOptions {
+            mode: Some(mode),
+            ..PutOptions::default()
+        };
+        let inode = client.put(path, src, opts).await?;
+        *self.inode.lock().unwrap() = inode;
+        let mut g = self.generations.lock().unwrap();
+        g.1 = g.1.max(generation);
+        Ok(())
+    }
+}
+
+struct Slot {
+    cell: Arc<OnceCell<Arc<Staged>>>,
+    opens: usize,
+}
+
+/// Staged files by ino, each with the number of handles (or truncates) using it.
+pub struct StageTable {
+    pub cache_dir: PathBuf,
+    slots: Mutex<HashMap<u64, Slot>>,
+}
+
+impl StageTable {
+    pub fn new(cache_dir: PathBuf) -> StageTable {
+        StageTable {
+            cache_dir,
+            slots: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The staged file of `ino`, made by `init` if this mount has none yet.
+    /// Pair every successful call with [`StageTable::release`].
+    pub async fn acquire<F, Fut>(&self, ino: u64, init: F) -> Result<(Arc<Staged>, bool)>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<Staged>>,
+    {
+        let cell = {
+            let mut slots = self.slots.lock().unwrap();
+            let slot = slots.entry(ino).or_insert_with(|| Slot {
+                cell: Arc::new(OnceCell::new()),
+                opens: 0,
+            });
+            slot.opens += 1;
+            slot.cell.clone()
+        };
+        let mut fresh = false;
+        let r = cell
+            .get_or_try_init(|| async {
+                fresh = true;
+                init().await.map(Arc::new)
+            })
+            .await;
+        match r {
+            Ok(s) => Ok((s.clone(), fresh)),
+            Err(e) => {
+                self.release(ino);
+                Err(e)
+            }
+        }
+    }
+
+    /// Drop one use; the staged file goes when its last user does.
+    pub fn release(&self, ino: u64) {
+        let mut slots = self.slots.lock().unwrap();
+        if let Some(slot) = slots.get_mut(&ino) {
+            slot.opens -= 1;
+            if slot.opens == 0 {
+                slots.remove(&ino);
+            }
+        }
+    }
+
+    /// One more use of the staged file of `ino`, if one is ready.
+    pub fn share(&self, ino: u64) -> Option<Arc<Staged>> {
+        let mut slots = self.slots.lock().unwrap();
+        let slot = slots.get_mut(&ino)?;
+        let staged = slot.cell.get()?.clone();
+        slot.opens += 1;
+        Some(staged)
+    }
+
+    /// The staged file of `ino` if one is open and ready.
+    pub fn peek(&self, ino: u64) -> Option<Arc<Staged>> {
+        let slots = self.slots.lock().unwrap();
+        slots.get(&ino).and_then(|s| s.cell.get().cloned())
+    }
+}
