@@ -1,10 +1,13 @@
 //! The meta service: the namespace (paths → inodes → versions → extents),
-//! the node tracker, placement, capabilities and garbage collection.
+//! the node tracker, placement, capabilities, garbage collection, and the
+//! repair planner ([`repair`]: re-replication, drain, rebalance, orphan
+//! sweep) that one meta at a time runs ([`election`]).
 //!
 //! Owns every piece of metadata and no file bytes. The namespace is written
 //! once against [`MetaStore`] (ordered keys, range scans, atomic
 //! transactions with revision conditions); [`RedbStore`] is the embedded
-//! implementation, group-committing concurrent transactions into one fsync.
+//! implementation, group-committing concurrent transactions into one fsync;
+//! [`store_etcd`] shares one namespace between several meta servers.
 //! Called over the wire by clients and storage nodes ([`server`]).
 //!
 //! Read first: [`MetaStore`], [`Namespace`], [`server::Meta::handle`].
