@@ -419,49 +419,8 @@ impl Namespace {
         let (parent, key, existing) = tx.resolve_entry(path).await?;
         let now = now_ms();
         let size = extents.iter().map(|e| e.len).sum();
-        let (id, version, kept_xattrs) = match existing {
-            Some(old) if old.kind == InodeKind::Directory => {
-                return Err(Error::is_dir(format!(
-                    "{path} is a directory; it cannot be written as a file"
-                )))
-            }
-            Some(old) => {
-                match expected {
-                    Some(Version(0)) => {
-                        return Err(Error::conflict(format!(
-                            "{path} already exists (version {}) but was expected not to exist",
-                            old.version
-                        )))
-                    }
-                    Some(v) if v != old.version => {
-                        return Err(Error::conflict(format!(
-                            "{path} is at version {}, not the expected version {v}; someone else changed it",
-                            old.version
-                        )))
-                    }
-                    _ => {}
-                }
-                self.add_garbage(&mut tx, &old.extents, extents);
-                (old.id, Version(old.version.0 + 1), old.xattrs)
-            }
-            None => {
-                if let Some(v) = expected.filter(|v| v.0 != 0) {
-                    return Err(Error::conflict(format!(
-                        "{path} does not exist but was expected at version {v}; someone else removed or renamed it"
-                    )));
-                }
-                let id = new_inode_id();
-                let (_, name) = path.split_last().expect("not the root");
-                tx.create(
-                    id_key(INODE, id),
-                    &InodeLink {
-                        parent: parent.id,
-                        name: name.to_string(),
-                    },
-                );
-                (id, Version(1), Xattrs::new())
-            }
-        };
+        let (id, version, kept_xattrs) =
+            self.next_version(&mut tx, path, &parent, existing, expected, extents)?;
         let inode = Inode {
             id,
             kind: InodeKind::File,
@@ -507,6 +466,60 @@ impl Namespace {
         .await
     }
 
+    /// Identity, version and inherited attributes of the file version about
+    /// to be written at `path` over `existing`, checking `expected`: the
+    /// replaced version's chunks not in `extents` become garbage, a new file
+    /// gets a fresh inode id.
+    fn next_version(
+        &self,
+        tx: &mut Tx<'_>,
+        path: &CairnPath,
+        parent: &Inode,
+        existing: Option<Inode>,
+        expected: Option<Version>,
+        extents: &[Extent],
+    ) -> Result<(InodeId, Version, Xattrs)> {
+        match existing {
+            Some(old) if old.kind == InodeKind::Directory => Err(Error::is_dir(format!(
+                "{path} is a directory; it cannot be written as a file"
+            ))),
+            Some(old) => {
+                match expected {
+                    Some(Version(0)) => {
+                        return Err(Error::conflict(format!(
+                            "{path} already exists (version {}) but was expected not to exist",
+                            old.version
+                        )))
+                    }
+                    Some(v) if v != old.version => {
+                        return Err(Error::conflict(format!(
+                            "{path} is at version {}, not the expected version {v}; someone else changed it",
+                            old.version
+                        )))
+                    }
+                    _ => {}
+                }
+                self.add_garbage(tx, &old.extents, extents);
+                Ok((old.id, Version(old.version.0 + 1), old.xattrs))
+            }
+            None => {
+                if let Some(v) = expected.filter(|v| v.0 != 0) {
+                    return Err(Error::conflict(format!(
+                        "{path} does not exist but was expected at version {v}; someone else removed or renamed it"
+                    )));
+                }
+                let id = new_inode_id();
+                let (_, name) = path.split_last().expect("not the root");
+                let link = InodeLink {
+                    parent: parent.id,
+                    name: name.to_string(),
+                };
+                tx.create(id_key(INODE, id), &link);
+                Ok((id, Version(1), Xattrs::new()))
+            }
+        }
+    }
+
     async fn compose_once(
         &self,
         dst: &CairnPath,
@@ -531,49 +544,8 @@ impl Namespace {
         }
         let (parent, key, existing) = tx.resolve_entry(dst).await?;
         let now = now_ms();
-        let (id, version, kept_xattrs) = match existing {
-            Some(old) if old.kind == InodeKind::Directory => {
-                return Err(Error::is_dir(format!(
-                    "{dst} is a directory; it cannot be written as a file"
-                )))
-            }
-            Some(old) => {
-                match expected {
-                    Some(Version(0)) => {
-                        return Err(Error::conflict(format!(
-                            "{dst} already exists (version {}) but was expected not to exist",
-                            old.version
-                        )))
-                    }
-                    Some(v) if v != old.version => {
-                        return Err(Error::conflict(format!(
-                            "{dst} is at version {}, not the expected version {v}; someone else changed it",
-                            old.version
-                        )))
-                    }
-                    _ => {}
-                }
-                self.add_garbage(&mut tx, &old.extents, &extents);
-                (old.id, Version(old.version.0 + 1), old.xattrs)
-            }
-            None => {
-                if let Some(v) = expected.filter(|v| v.0 != 0) {
-                    return Err(Error::conflict(format!(
-                        "{dst} does not exist but was expected at version {v}; someone else removed or renamed it"
-                    )));
-                }
-                let id = new_inode_id();
-                let (_, name) = dst.split_last().expect("not the root");
-                tx.create(
-                    id_key(INODE, id),
-                    &InodeLink {
-                        parent: parent.id,
-                        name: name.to_string(),
-                    },
-                );
-                (id, Version(1), Xattrs::new())
-            }
-        };
+        let (id, version, kept_xattrs) =
+            self.next_version(&mut tx, dst, &parent, existing, expected, &extents)?;
         let inode = Inode {
             id,
             kind: InodeKind::File,

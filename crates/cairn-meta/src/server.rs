@@ -23,8 +23,9 @@ pub struct MetaConfig {
     pub chunk_size: u64,
     /// Redundancy of files whose writer does not ask for one.
     pub default_rep: u8,
-    /// A node silent this long is dead: no new chunks go to it, and its
-    /// copies no longer count.
+    /// A node silent this long is dead and the repair planner re-creates
+    /// its copies elsewhere (a shorter silence only makes it suspect: no new
+    /// chunks, copies still counted).
     pub dead_after: Duration,
     /// How long a replaced or deleted version's chunks stay readable.
     pub gc_delay: Duration,
