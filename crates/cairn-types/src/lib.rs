@@ -6,6 +6,7 @@
 //! Read first: [`CairnPath`], [`ChunkId`], [`Error`], [`BlockCrcs`].
 
 mod checksum;
+pub mod cues;
 mod error;
 mod ids;
 mod inode;
@@ -13,6 +14,7 @@ mod path;
 mod units;
 
 pub use checksum::{BlockCrcs, BLOCK_SIZE};
+pub use cues::{split_path_cues, Consistency, Cues, PlaceScheme, VersionPolicy, Writability};
 pub use error::{Error, ErrorKind, Result};
 pub use ids::{ChunkId, InodeId, NodeId, Version};
 pub use inode::{DirEntry, Extent, GarbageChunk, Inode, InodeKind, Xattrs};

@@ -1,0 +1,647 @@
+//! Semantic cues: the policy of a path, after WheelFS.
+//!
+//! A [`Cues`] value holds any subset of the cue families; `None` means "not
+//! said here, inherit". Cues attach to directories (inherited by everything
+//! below), to files, and to single accesses, written inside a path:
+//! `/data/.cue/rep=2,lax/logs/run1.bin` or `/data/.maxtime=250,anyversion/f`
+//! (see [`split_path_cues`]). WheelFS's names (`.RepLevel=2`, `.EventualConsistency`,
+//! ...) are accepted as aliases. Parsing is strict: an unknown name or a bad
+//! value is an error, never ignored.
+//!
+//! Placement, redundancy and writability cues are *persistent*: fixed on a
+//! file when it is created ([`Cues::persistent`]). Consistency, timing and read
+//! cues apply per operation, from the path or from directories.
+
+use crate::{parse_duration, CairnPath, Error, Result};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// Most copies a cue may ask for.
+pub const MAX_REP: u8 = 16;
+
+/// How the copies of a chunk are spread over storage nodes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum PlaceScheme {
+    /// `rep` distinct live nodes, uniformly at random.
+    Random,
+    /// Nodes are cut into fixed sets of `rep` in join order; all copies of a
+    /// chunk go to one set.
+    Buddy,
+    /// Each copy to the least-loaded live node (bytes stored, then node id).
+    MinCopy,
+    /// Copysets: random permutations cut into groups of `rep`.
+    Copyset,
+    /// Copies in as many different zones as possible.
+    Spread,
+    /// First copy on the writer's own host, the rest at random.
+    Local,
+}
+
+impl PlaceScheme {
+    pub const ALL: [PlaceScheme; 6] = [
+        PlaceScheme::Random,
+        PlaceScheme::Buddy,
+        PlaceScheme::MinCopy,
+        PlaceScheme::Copyset,
+        PlaceScheme::Spread,
+        PlaceScheme::Local,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            PlaceScheme::Random => "random",
+            PlaceScheme::Buddy => "buddy",
+            PlaceScheme::MinCopy => "min_copy",
+            PlaceScheme::Copyset => "copyset",
+            PlaceScheme::Spread => "spread",
+            PlaceScheme::Local => "local",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<PlaceScheme> {
+        let norm = normalize(s);
+        PlaceScheme::ALL
+            .into_iter()
+            .find(|p| normalize(p.name()) == norm)
+            .ok_or_else(|| {
+                Error::invalid(format!(
+                    "unknown placement scheme {s:?}; one of random, buddy, min_copy, copyset, spread, local"
+                ))
+            })
+    }
+}
+
+impl fmt::Display for PlaceScheme {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Whether metadata may be served from a client's cache.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Consistency {
+    /// Every open sees the newest committed version.
+    Strict,
+    /// Cached metadata may be used for up to `maxtime` (or a few seconds).
+    Lax,
+}
+
+/// Which version a read returns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum VersionPolicy {
+    /// The newest committed version, asking meta.
+    Latest,
+    /// Any version this client has, without asking meta if it has one.
+    AnyVersion,
+    /// The newest version reachable within `maxtime`.
+    BestVersion,
+}
+
+/// Whether a file may change after it is created.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Writability {
+    /// Created once, never modified; cacheable forever.
+    WriteOnce,
+    WriteMany,
+}
+
+/// A set of cues; `None` fields are not set here and come from the parent.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Cues {
+    /// Copies per chunk.
+    pub rep: Option<u8>,
+    /// Copies durable before a write is acknowledged; the rest follow in the
+    /// background.
+    pub sync: Option<u8>,
+    pub place: Option<PlaceScheme>,
+    /// Keep all copies in this zone.
+    pub site: Option<String>,
+    /// Spread copies over this many zones.
+    pub rep_sites: Option<u8>,
+    /// All chunks of a file (or of a directory subtree) on one node set.
+    pub keep_together: Option<bool>,
+    pub consistency: Option<Consistency>,
+    pub version: Option<VersionPolicy>,
+    /// How long an operation waits on unreachable nodes, in milliseconds.
+    pub maxtime_ms: Option<u64>,
+    pub writability: Option<Writability>,
+    /// Fetch the whole file on first read.
+    pub wholefile: Option<bool>,
+    /// Spread reads over all replicas rather than the nearest.
+    pub hotspot: Option<bool>,
+}
+
+/// Canonical cue names, for error messages and help.
+pub const CUE_NAMES: &str = "rep=N, sync=N, place=random|buddy|min_copy|copyset|spread|local, \
+site=ZONE, rep_sites=N, keep_together, strict, lax, latest, anyversion, bestversion, \
+maxtime=MS, writeonce, writemany, wholefile, hotspot \
+(WheelFS aliases: .RepLevel, .SyncLevel, .Site, .KeepTogether, .RepSites, \
+.EventualConsistency, .MaxTime, .WholeFile, .Hotspot, .WriteOnce, .AnyVersion, .BestVersion, .Lax)";
+
+/// Lower case without `_`, `-` or a leading `.`, so `.RepLevel`, `rep_level`
+/// and `replevel` compare equal.
+fn normalize(s: &str) -> String {
+    s.trim()
+        .trim_start_matches('.')
+        .chars()
+        .filter(|c| *c != '_' && *c != '-')
+        .flat_map(char::to_lowercase)
+        .collect()
+}
+
+/// The canonical name a (normalized) cue name stands for.
+fn canonical(norm: &str) -> Option<&'static str> {
+    Some(match norm {
+        "rep" | "replevel" => "rep",
+        "sync" | "synclevel" => "sync",
+        "place" | "placement" => "place",
+        "site" => "site",
+        "repsites" => "rep_sites",
+        "keeptogether" => "keep_together",
+        "strict" | "strictconsistency" => "strict",
+        "lax" | "eventualconsistency" => "lax",
+        "latest" | "latestversion" => "latest",
+        "anyversion" => "anyversion",
+        "bestversion" => "bestversion",
+        "maxtime" => "maxtime",
+        "writeonce" => "writeonce",
+        "writemany" => "writemany",
+        "wholefile" => "wholefile",
+        "hotspot" | "hot" => "hotspot",
+        _ => return None,
+    })
+}
+
+/// Whether `item` (`name` or `name=value`) names a known cue.
+fn is_cue_item(item: &str) -> bool {
+    let name = item.split_once('=').map_or(item, |(n, _)| n);
+    canonical(&normalize(name)).is_some()
+}
+
+fn parse_count(name: &str, v: Option<&str>) -> Result<u8> {
+    let v = v.ok_or_else(|| Error::invalid(format!("cue {name} needs a value, as {name}=2")))?;
+    match v.trim().parse::<u8>() {
+        Ok(n) if (1..=MAX_REP).contains(&n) => Ok(n),
+        _ => Err(Error::invalid(format!(
+            "cue {name}={v}: expected a whole number from 1 to {MAX_REP}"
+        ))),
+    }
+}
+
+fn parse_flag(name: &str, v: Option<&str>) -> Result<bool> {
+    match v.map(|v| v.trim().to_ascii_lowercase()).as_deref() {
+        None | Some("true") | Some("1") | Some("yes") => Ok(true),
+        Some("false") | Some("0") | Some("no") => Ok(false),
+        Some(other) => Err(Error::invalid(format!(
+            "cue {name}={other}: a flag takes no value, or true/false"
+        ))),
+    }
+}
+
+fn no_value(name: &str, v: Option<&str>) -> Result<()> {
+    match v {
+        None => Ok(()),
+        Some(v) => Err(Error::invalid(format!(
+            "cue {name} takes no value (got {name}={v})"
+        ))),
+    }
+}
+
+impl Cues {
+    /// Parse a comma-separated cue list: `rep=2,place=buddy,lax`. Items may
+    /// carry WheelFS's leading dot. Empty items are ignored; the empty string
+    /// is no cues. Later items override earlier ones.
+    pub fn parse(list: &str) -> Result<Cues> {
+        let mut c = Cues::default();
+        for item in list.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+            c.apply_item(item)?;
+        }
+        Ok(c)
+    }
+
+    fn apply_item(&mut self, item: &str) -> Result<()> {
+        let (name, value) = match item.split_once('=') {
+            Some((n, v)) => (n, Some(v)),
+            None => (item, None),
+        };
+        let Some(canon) = canonical(&normalize(name)) else {
+            return Err(Error::invalid(format!(
+                "unknown cue {name:?}; known cues: {CUE_NAMES}"
+            )));
+        };
+        match canon {
+            "rep" => self.rep = Some(parse_count(canon, value)?),
+            "sync" => self.sync = Some(parse_count(canon, value)?),
+            "rep_sites" => self.rep_sites = Some(parse_count(canon, value)?),
+            "place" => {
+                let v = value
+                    .ok_or_else(|| Error::invalid("cue place needs a value, as place=buddy"))?;
+                self.place = Some(PlaceScheme::parse(v)?);
+            }
+            "site" => {
+                let v = value.map(str::trim).unwrap_or("");
+                if v.is_empty() || v.contains(['/', ',', '=']) {
+                    return Err(Error::invalid(format!(
+                        "cue site needs a zone name without '/', ',' or '=', as site=rack1 (got {item:?})"
+                    )));
+                }
+                self.site = Some(v.to_string());
+            }
+            "keep_together" => self.keep_together = Some(parse_flag(canon, value)?),
+            "wholefile" => self.wholefile = Some(parse_flag(canon, value)?),
+            "hotspot" => self.hotspot = Some(parse_flag(canon, value)?),
+            "strict" | "lax" => {
+                no_value(canon, value)?;
+                self.consistency = Some(if canon == "strict" {
+                    Consistency::Strict
+                } else {
+                    Consistency::Lax
+                });
+            }
+            "latest" | "anyversion" | "bestversion" => {
+                no_value(canon, value)?;
+                self.version = Some(match canon {
+                    "latest" => VersionPolicy::Latest,
+                    "anyversion" => VersionPolicy::AnyVersion,
+                    _ => VersionPolicy::BestVersion,
+                });
+            }
+            "writeonce" | "writemany" => {
+                no_value(canon, value)?;
+                self.writability = Some(if canon == "writeonce" {
+                    Writability::WriteOnce
+                } else {
+                    Writability::WriteMany
+                });
+            }
+            "maxtime" => {
+                let v = value.map(str::trim).ok_or_else(|| {
+                    Error::invalid("cue maxtime needs a value, as maxtime=250 (ms) or maxtime=2s")
+                })?;
+                let ms = match v.parse::<u64>() {
+                    Ok(ms) => ms,
+                    Err(_) => parse_duration(v)
+                        .map_err(|e| e.context(format!("cue maxtime={v}")))?
+                        .as_millis() as u64,
+                };
+                if ms == 0 {
+                    return Err(Error::invalid("cue maxtime must be more than 0 ms"));
+                }
+                self.maxtime_ms = Some(ms);
+            }
+            _ => unreachable!("every canonical name is handled"),
+        }
+        Ok(())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        *self == Cues::default()
+    }
+
+    /// `self` overridden by whatever `child` sets.
+    pub fn merge(&self, child: &Cues) -> Cues {
+        Cues {
+            rep: child.rep.or(self.rep),
+            sync: child.sync.or(self.sync),
+            place: child.place.or(self.place),
+            site: child.site.clone().or_else(|| self.site.clone()),
+            rep_sites: child.rep_sites.or(self.rep_sites),
+            keep_together: child.keep_together.or(self.keep_together),
+            consistency: child.consistency.or(self.consistency),
+            version: child.version.or(self.version),
+            maxtime_ms: child.maxtime_ms.or(self.maxtime_ms),
+            writability: child.writability.or(self.writability),
+            wholefile: child.wholefile.or(self.wholefile),
+            hotspot: child.hotspot.or(self.hotspot),
+        }
+    }
+
+    /// The cues fixed on a file when it is created: redundancy, durability,
+    /// placement and writability.
+    pub fn persistent(&self) -> Cues {
+        Cues {
+            rep: self.rep,
+            sync: self.sync,
+            place: self.place,
+            site: self.site.clone(),
+            rep_sites: self.rep_sites,
+            keep_together: self.keep_together,
+            writability: self.writability,
+            ..Cues::default()
+        }
+    }
+
+    /// The cues that apply per operation: consistency, timing, reading.
+    pub fn per_operation(&self) -> Cues {
+        Cues {
+            consistency: self.consistency,
+            version: self.version,
+            maxtime_ms: self.maxtime_ms,
+            wholefile: self.wholefile,
+            hotspot: self.hotspot,
+            ..Cues::default()
+        }
+    }
+
+    /// Whether this set is self-consistent once `default_rep` fills an unset
+    /// `rep`: `sync` no more than `rep`.
+    pub fn check(&self, default_rep: u8) -> Result<()> {
+        let rep = self.rep.unwrap_or(default_rep);
+        if let Some(sync) = self.sync {
+            if sync > rep {
+                return Err(Error::invalid(format!(
+                    "cue sync={sync} asks for more durable copies than rep={rep}"
+                )));
+            }
+        }
+        if let (Some(sites), Some(site)) = (self.rep_sites, &self.site) {
+            if sites > 1 {
+                return Err(Error::invalid(format!(
+                    "cues site={site} and rep_sites={sites} contradict: one zone cannot be {sites} zones"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn is_write_once(&self) -> bool {
+        self.writability == Some(Writability::WriteOnce)
+    }
+}
+
+impl fmt::Display for Cues {
+    /// The canonical list, `rep=2,place=buddy,lax`; empty for no cues.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut items: Vec<String> = Vec::new();
+        let flag = |name: &str, v: Option<bool>| match v {
+            Some(true) => Some(name.to_string()),
+            Some(false) => Some(format!("{name}=false")),
+            None => None,
+        };
+        if let Some(n) = self.rep {
+            items.push(format!("rep={n}"));
+        }
+        if let Some(n) = self.sync {
+            items.push(format!("sync={n}"));
+        }
+        if let Some(p) = self.place {
+            items.push(format!("place={p}"));
+        }
+        if let Some(s) = &self.site {
+            items.push(format!("site={s}"));
+        }
+        if let Some(n) = self.rep_sites {
+            items.push(format!("rep_sites={n}"));
+        }
+        items.extend(flag("keep_together", self.keep_together));
+        if let Some(c) = self.consistency {
+            items.push(match c {
+                Consistency::Strict => "strict".into(),
+                Consistency::Lax => "lax".into(),
+            });
+        }
+        if let Some(v) = self.version {
+            items.push(match v {
+                VersionPolicy::Latest => "latest".into(),
+                VersionPolicy::AnyVersion => "anyversion".into(),
+                VersionPolicy::BestVersion => "bestversion".into(),
+            });
+        }
+        if let Some(ms) = self.maxtime_ms {
+            items.push(format!("maxtime={ms}"));
+        }
+        if let Some(w) = self.writability {
+            items.push(match w {
+                Writability::WriteOnce => "writeonce".into(),
+                Writability::WriteMany => "writemany".into(),
+            });
+        }
+        items.extend(flag("wholefile", self.wholefile));
+        items.extend(flag("hotspot", self.hotspot));
+        f.write_str(&items.join(","))
+    }
+}
+
+/// Split the cue components out of a raw path: `.cue/LIST` (the component
+/// after `.cue` is a cue list) or a component that starts with `.` and whose
+/// first item names a known cue (`.maxtime=250,anyversion`, `.RepLevel=2`).
+/// Returns the path without them and the cues, later components overriding
+/// earlier ones. Other dot names (`.git`, `.bashrc`) are ordinary names; a
+/// file literally named like a cue (`.lax`) cannot be addressed by path.
+pub fn split_path_cues(raw: &str) -> Result<(CairnPath, Cues)> {
+    let mut cues = Cues::default();
+    let mut kept: Vec<&str> = Vec::new();
+    let mut parts = raw.split('/');
+    while let Some(part) = parts.next() {
+        if part == ".cue" {
+            let list = parts.next().filter(|l| !l.is_empty()).ok_or_else(|| {
+                Error::invalid(format!(
+                    "path {raw:?}: '.cue' must be followed by a cue list, as /data/.cue/rep=2,lax/file"
+                ))
+            })?;
+            let c = Cues::parse(list).map_err(|e| e.context(format!("path {raw:?}")))?;
+            cues = cues.merge(&c);
+        } else if part.starts_with('.')
+            && part.len() > 1
+            && is_cue_item(part.split(',').next().unwrap_or(""))
+        {
+            let c = Cues::parse(part).map_err(|e| e.context(format!("path {raw:?}")))?;
+            cues = cues.merge(&c);
+        } else {
+            kept.push(part);
+        }
+    }
+    let joined = kept.join("/");
+    let path = if joined.is_empty() || joined.chars().all(|c| c == '/') {
+        CairnPath::root()
+    } else {
+        CairnPath::parse(&joined)?
+    };
+    Ok((path, cues))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn parses_canonical_names_and_aliases() {
+        let c = Cues::parse("rep=2,place=buddy,lax,maxtime=250").unwrap();
+        assert_eq!(c.rep, Some(2));
+        assert_eq!(c.place, Some(PlaceScheme::Buddy));
+        assert_eq!(c.consistency, Some(Consistency::Lax));
+        assert_eq!(c.maxtime_ms, Some(250));
+        let w = Cues::parse(
+            ".RepLevel=3,.SyncLevel=2,.Site=rack1,.KeepTogether,.EventualConsistency,.MaxTime=1s,.WholeFile,.Hotspot,.WriteOnce,.AnyVersion",
+        )
+        .unwrap();
+        assert_eq!(w.rep, Some(3));
+        assert_eq!(w.sync, Some(2));
+        assert_eq!(w.site.as_deref(), Some("rack1"));
+        assert_eq!(w.keep_together, Some(true));
+        assert_eq!(w.consistency, Some(Consistency::Lax));
+        assert_eq!(w.maxtime_ms, Some(1000));
+        assert_eq!(w.wholefile, Some(true));
+        assert_eq!(w.hotspot, Some(true));
+        assert!(w.is_write_once());
+        assert_eq!(w.version, Some(VersionPolicy::AnyVersion));
+        assert_eq!(
+            Cues::parse(".RepSites=2,.BestVersion").unwrap().rep_sites,
+            Some(2)
+        );
+        assert_eq!(
+            Cues::parse("place=MinCopy").unwrap().place,
+            Some(PlaceScheme::MinCopy)
+        );
+        assert!(Cues::parse("").unwrap().is_empty());
+    }
+
+    #[test]
+    fn rejects_bad_cues_with_a_reason() {
+        for (bad, says) in [
+            ("rep=0", "1 to 16"),
+            ("rep=17", "1 to 16"),
+            ("rep=two", "whole number"),
+            ("rep", "needs a value"),
+            ("place=nearest", "unknown placement scheme"),
+            ("colour=red", "unknown cue"),
+            ("lax=1", "takes no value"),
+            ("maxtime=soon", "maxtime"),
+            ("maxtime=0", "more than 0"),
+            ("keep_together=maybe", "true/false"),
+            ("site=", "zone name"),
+        ] {
+            let e = Cues::parse(bad).unwrap_err();
+            assert!(e.message.contains(says), "{bad}: {e}");
+        }
+        assert!(Cues::parse("rep=2,sync=3").unwrap().check(3).is_err());
+        assert!(Cues::parse("sync=3").unwrap().check(2).is_err());
+        assert!(Cues::parse("sync=2").unwrap().check(3).is_ok());
+        assert!(Cues::parse("site=a,rep_sites=2").unwrap().check(3).is_err());
+    }
+
+    #[test]
+    fn path_cues_are_stripped_and_collected() {
+        let (p, c) = split_path_cues("/data/.cue/rep=2,lax/logs/run1.bin").unwrap();
+        assert_eq!(p.as_str(), "/data/logs/run1.bin");
+        assert_eq!(c.rep, Some(2));
+        assert_eq!(c.consistency, Some(Consistency::Lax));
+        let (p, c) = split_path_cues("/data/.maxtime=250,anyversion/file").unwrap();
+        assert_eq!(p.as_str(), "/data/file");
+        assert_eq!(c.maxtime_ms, Some(250));
+        assert_eq!(c.version, Some(VersionPolicy::AnyVersion));
+        let (p, c) = split_path_cues("/w/.EventualConsistency/.MaxTime=100/.git/x").unwrap();
+        assert_eq!(p.as_str(), "/w/.git/x");
+        assert_eq!(c.consistency, Some(Consistency::Lax));
+        assert_eq!(c.maxtime_ms, Some(100));
+        let (p, c) = split_path_cues("/.cue/rep=1/").unwrap();
+        assert!(p.is_root());
+        assert_eq!(c.rep, Some(1));
+        // Later components override earlier ones.
+        let (_, c) = split_path_cues("/.cue/rep=1/a/.RepLevel=3/b").unwrap();
+        assert_eq!(c.rep, Some(3));
+        assert!(split_path_cues("/data/.cue/").is_err());
+        assert!(split_path_cues("/data/.cue").is_err());
+        let e = split_path_cues("/data/.cue/rep=2,colour=red/f").unwrap_err();
+        assert!(e.message.contains("unknown cue"), "{e}");
+        assert!(e.message.contains("/data/.cue/"), "{e}");
+        assert!(split_path_cues("/data/.maxtime=soon/f").is_err());
+        let (p, c) = split_path_cues("/home/.bashrc").unwrap();
+        assert_eq!(p.as_str(), "/home/.bashrc");
+        assert!(c.is_empty());
+    }
+
+    fn arb_cues() -> impl Strategy<Value = Cues> {
+        let count = proptest::option::of(1u8..=MAX_REP);
+        (
+            (
+                count.clone(),
+                count.clone(),
+                proptest::option::of(0usize..6),
+            ),
+            (
+                proptest::option::of("[a-z][a-z0-9]{0,6}"),
+                count,
+                proptest::option::of(any::<bool>()),
+            ),
+            (
+                proptest::option::of(any::<bool>()),
+                proptest::option::of(0u8..3),
+                proptest::option::of(1u64..100_000),
+            ),
+            (
+                proptest::option::of(any::<bool>()),
+                proptest::option::of(any::<bool>()),
+                proptest::option::of(any::<bool>()),
+            ),
+        )
+            .prop_map(
+                |((rep, sync, place), (site, rep_sites, kt), (strict, ver, mt), (wo, wf, hs))| {
+                    Cues {
+                        rep,
+                        sync,
+                        place: place.map(|i| PlaceScheme::ALL[i]),
+                        site,
+                        rep_sites,
+                        keep_together: kt,
+                        consistency: strict.map(|s| {
+                            if s {
+                                Consistency::Strict
+                            } else {
+                                Consistency::Lax
+                            }
+                        }),
+                        version: ver.map(|v| match v {
+                            0 => VersionPolicy::Latest,
+                            1 => VersionPolicy::AnyVersion,
+                            _ => VersionPolicy::BestVersion,
+                        }),
+                        maxtime_ms: mt,
+                        writability: wo.map(|w| {
+                            if w {
+                                Writability::WriteOnce
+                            } else {
+                                Writability::WriteMany
+                            }
+                        }),
+                        wholefile: wf,
+                        hotspot: hs,
+                    }
+                },
+            )
+    }
+
+    proptest! {
+        #[test]
+        fn display_parses_back(c in arb_cues()) {
+            prop_assert_eq!(Cues::parse(&c.to_string()).unwrap(), c);
+        }
+
+        #[test]
+        fn merge_is_override_and_associative(a in arb_cues(), b in arb_cues(), c in arb_cues()) {
+            // Child values win; unset child values inherit.
+            let m = a.merge(&b);
+            prop_assert_eq!(m.rep, b.rep.or(a.rep));
+            prop_assert_eq!(&m.site, &b.site.clone().or(a.site.clone()));
+            prop_assert_eq!(a.merge(&b).merge(&c), a.merge(&b.merge(&c)));
+            prop_assert_eq!(Cues::default().merge(&a), a.clone());
+            prop_assert_eq!(a.merge(&Cues::default()), a.clone());
+            // The two halves together are the whole.
+            prop_assert_eq!(a.persistent().merge(&a.per_operation()), a.clone());
+        }
+
+        #[test]
+        fn path_cue_components_never_change_the_path(c in arb_cues(), dirs in proptest::collection::vec("[a-z]{1,8}", 1..4)) {
+            let plain = format!("/{}", dirs.join("/"));
+            let with = if c.is_empty() {
+                plain.clone()
+            } else {
+                format!("/{}/.cue/{}/{}", dirs[0], c, dirs[1..].join("/"))
+            };
+            let (p, got) = split_path_cues(&with).unwrap();
+            prop_assert_eq!(p.as_str(), plain.as_str());
+            prop_assert_eq!(got, c);
+        }
+    }
+}
