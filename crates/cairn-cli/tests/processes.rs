@@ -511,3 +511,68 @@ fn killed_writer_leaves_nothing_visible() {
     drop(stdin);
     env.fails(&["stat", "/partial"], "does not exist");
 }
+
+/// `maxtime` bounds how long a read waits on a node that stopped answering
+/// (SIGSTOP: its connections open but nothing comes back, as in a
+/// partition). Without it, the read would wait for the two-minute fetch
+/// timeout.
+#[test]
+fn maxtime_bounds_reads_from_a_node_that_stopped_answering() {
+    let mut env = Env::new();
+    let meta = env.start_meta("127.0.0.1:0");
+    env.meta = addr_after(&meta.banner, "listening on");
+    env.secret = env.path("meta/client.key");
+    let nodes: Vec<Proc> = (0..2).map(|i| env.start_storage(i)).collect();
+    env.wait_live(2);
+    let node_id = |i: usize| {
+        std::fs::read_to_string(env.path(&format!("node-{i}/node.id")))
+            .unwrap()
+            .trim()
+            .to_string()
+    };
+    let holders = |path: &str| -> Vec<String> {
+        let l = env.json(&["locate", path, "--json"]);
+        l["chunks"][0]["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| {
+                n["id"]
+                    .as_str()
+                    .map(String::from)
+                    .unwrap_or_else(|| n["id"].to_string())
+            })
+            .collect()
+    };
+    env.cli_stdin(&["put", "-", "/.cue/rep=2/two"], Some(b"two copies"));
+    // Single-copy files until one lands on the node listed first for /two.
+    let first = holders("/two")[0].clone();
+    let victim = (0..2)
+        .find(|i| first.contains(&node_id(*i)))
+        .expect("a holder");
+    let mut lonely = None;
+    for i in 0..20 {
+        let p = format!("/one-{i}");
+        env.cli_stdin(
+            &["put", "-", &format!("/.RepLevel=1/one-{i}")],
+            Some(b"one copy"),
+        );
+        if holders(&p)[0].contains(&node_id(victim)) {
+            lonely = Some(p);
+            break;
+        }
+    }
+    let lonely = lonely.expect("some single-copy file on the victim node");
+
+    nodes[victim].signal(libc::SIGSTOP);
+    let t = Instant::now();
+    assert_eq!(env.ok(&["cat", "/.cue/maxtime=1000/two"]), b"two copies");
+    assert!(t.elapsed() < Duration::from_secs(30), "{:?}", t.elapsed());
+    let t = Instant::now();
+    env.fails(&["cat", &format!("/.maxtime=500{lonely}")], "maxtime");
+    assert!(t.elapsed() < Duration::from_secs(30), "{:?}", t.elapsed());
+    nodes[victim].signal(libc::SIGCONT);
+    assert_eq!(env.ok(&["cat", &lonely]), b"one copy");
+    drop(nodes);
+    drop(meta);
+}

@@ -81,6 +81,21 @@ struct Task {
     /// Where the new copy goes, for a rebalancing move; placement decides
     /// otherwise.
     target: Option<NodeId>,
+    /// Copies the chunk should have: its file's `rep` cue (the length of
+    /// its list for files written before cues).
+    want: usize,
+    /// The file's cues, for placing new copies.
+    cues: cairn_types::Cues,
+}
+
+impl Task {
+    /// Bad copies to replace plus copies never made.
+    fn copies_to_make(&self) -> usize {
+        self.replace.len()
+            + self
+                .want
+                .saturating_sub(self.keep.len() + self.replace.len())
+    }
 }
 
 /// Plans moves of healthy copies from the fullest live nodes to the
@@ -148,6 +163,8 @@ impl Balancer {
             sources: vec![from],
             replace: vec![from],
             target: Some(to),
+            want: ext.nodes.len(),
+            cues: cairn_types::Cues::default(),
         })
     }
 }
@@ -160,6 +177,7 @@ pub(crate) async fn repair_worker(meta: Arc<Meta>, mut stop: watch::Receiver<boo
         tokio::select! {
             _ = stop.changed() => return,
             _ = tokio::time::sleep(meta.repair_cfg.interval) => {}
+            _ = meta.repair_kick.notified() => {}
         }
         let orphan_after = meta.repair_cfg.orphan_after;
         let horizon = now_ms().saturating_sub(orphan_after.as_millis() as u64);
@@ -233,14 +251,14 @@ impl Meta {
         loop {
             let (files, next) = self.ns.scan_files(cursor.as_deref(), SCAN_PAGE).await?;
             for (key, inode) in files {
-                for ext in inode.extents {
+                for ext in &inode.extents {
                     for n in &ext.nodes {
                         expected.entry(*n).or_default().insert(ext.chunk);
                     }
                     if plan {
-                        if let Some(t) = self.classify(&key, &ext) {
+                        if let Some(t) = self.classify(&key, ext, &inode.cues) {
                             tasks.push(t);
-                        } else if let Some(m) = balancer.plan(&key, &ext) {
+                        } else if let Some(m) = balancer.plan(&key, ext) {
                             moves.push(m);
                         }
                     }
@@ -253,7 +271,8 @@ impl Meta {
         }
     }
 
-    fn classify(&self, key: &[u8], ext: &Extent) -> Option<Task> {
+    fn classify(&self, key: &[u8], ext: &Extent, cues: &cairn_types::Cues) -> Option<Task> {
+        let want = cues.rep.map_or(ext.nodes.len(), |r| r as usize);
         let (mut keep, mut sources, mut replace) = (Vec::new(), Vec::new(), Vec::new());
         for n in &ext.nodes {
             let state = self.nodes.state(*n);
@@ -272,7 +291,7 @@ impl Meta {
                 sources.push(*n);
             }
         }
-        if replace.is_empty() {
+        if replace.is_empty() && keep.len() >= want {
             return None;
         }
         // Prefer copying from nodes in good standing.
@@ -284,6 +303,8 @@ impl Meta {
             sources,
             replace,
             target: None,
+            want,
+            cues: cues.clone(),
         })
     }
 
@@ -307,7 +328,7 @@ impl Meta {
         }
         let bytes_left: u64 = tasks
             .iter()
-            .map(|t| t.ext.len * t.replace.len() as u64)
+            .map(|t| t.ext.len * t.copies_to_make() as u64)
             .sum();
         {
             let mut st = self.repair_status.lock().unwrap();
@@ -333,7 +354,7 @@ impl Meta {
             set.spawn(async move {
                 let _permit = permit;
                 let len = task.ext.len;
-                let n = task.replace.len() as u64;
+                let n = task.copies_to_make() as u64;
                 throttle.take(len * n).await;
                 let r = me.repair_chunk(task).await;
                 let mut st = me.repair_status.lock().unwrap();
@@ -377,6 +398,8 @@ impl Meta {
             sources,
             replace,
             target: forced,
+            want,
+            cues: _cues,
         } = task;
         if sources.is_empty() {
             return Err(Error::unavailable(format!(
@@ -388,12 +411,26 @@ impl Meta {
         let mut made = Vec::new();
         let mut healed = Vec::new();
         let mut last_err = None;
-        for bad in &replace {
+        // Each bad copy is replaced; copies the chunk never had (its write
+        // made only `sync` of them) are added.
+        let missing = want.saturating_sub(keep.len() + replace.len());
+        let slots: Vec<Option<NodeId>> = replace
+            .iter()
+            .copied()
+            .map(Some)
+            .chain(std::iter::repeat_n(None, missing))
+            .collect();
+        for slot in &slots {
             // A corrupt copy on a reachable node is rewritten where it is
             // (new bytes, new place in the node's log); anything else moves.
-            let in_place = self.nodes.is_corrupt(ext.chunk, *bad) && self.nodes.state(*bad).is_up();
+            let in_place = slot.is_some_and(|bad| {
+                self.nodes.is_corrupt(ext.chunk, bad) && self.nodes.state(bad).is_up()
+            });
             let target = if in_place || forced.is_some() {
-                match self.nodes.addr(forced.unwrap_or(*bad)) {
+                let Some(at) = forced.or(*slot) else {
+                    continue;
+                };
+                match self.nodes.addr(at) {
                     Some(a) => a,
                     None => continue,
                 }
@@ -426,9 +463,9 @@ impl Meta {
                 };
                 match self.node_call::<()>(&target.addr, &req).await {
                     Ok(()) => {
-                        if in_place {
-                            self.nodes.clear_corrupt(ext.chunk, *bad);
-                            healed.push(*bad);
+                        if let Some(bad) = slot.filter(|_| in_place) {
+                            self.nodes.clear_corrupt(ext.chunk, bad);
+                            healed.push(bad);
                         } else {
                             made.push(target.id);
                         }
@@ -445,9 +482,9 @@ impl Meta {
         if made.is_empty() {
             return Ok(copies); // healed in place: the list is unchanged
         }
-        // The list keeps its length (the redundancy the file asked for): a
-        // copy still to be replaced stays listed until it is.
-        let want = ext.nodes.len();
+        // The list keeps the length the file asked for: a copy still to be
+        // replaced stays listed until it is.
+        let want = want.max(ext.nodes.len());
         let mut list: Vec<NodeId> = keep
             .iter()
             .chain(healed.iter())
