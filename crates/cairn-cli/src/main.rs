@@ -2,6 +2,7 @@
 
 mod bench;
 mod bench_s3;
+mod bench_schemes;
 mod commands;
 mod config;
 mod meta_tools;
@@ -239,7 +240,15 @@ fn main() {
         cli.cmd,
         Cmd::Server(_) | Cmd::Meta(_) | Cmd::Storage(_) | Cmd::Gateway { .. }
     );
-    init_logging(if is_role { "info" } else { "warn" });
+    // A benchmark's failure experiments fail reads on purpose: only errors.
+    let is_bench = matches!(cli.cmd, Cmd::Bench(_));
+    init_logging(if is_role {
+        "info"
+    } else if is_bench {
+        "error"
+    } else {
+        "warn"
+    });
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -658,6 +658,9 @@ impl Namespace {
         let mut tx = Tx::new(self.store.as_ref());
         let mut extents = Vec::new();
         let mut chunk_size = 0;
+        // The chunks were placed by the first source's cues: the result
+        // carries them (a staged S3 upload, say, placed as its key asked).
+        let mut src_cues: Option<Cues> = None;
         for src in sources {
             let (_, key, entry) = tx.resolve_entry(src).await?;
             let file = entry.ok_or_else(|| Error::not_found(format!("{src} does not exist")))?;
@@ -667,6 +670,7 @@ impl Namespace {
             tx.delete(key);
             tx.delete(id_key(INODE, file.id));
             chunk_size = chunk_size.max(file.chunk_size);
+            src_cues.get_or_insert_with(|| file.cues.persistent());
             extents.extend(file.extents);
         }
         let (parent, key, existing) = tx.resolve_entry(dst).await?;
@@ -678,7 +682,7 @@ impl Namespace {
             existing,
             expected,
             &extents,
-            &Cues::default(),
+            &src_cues.unwrap_or_default(),
         )?;
         let inode = Inode {
             id,

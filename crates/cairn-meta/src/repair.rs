@@ -25,7 +25,7 @@ use crate::server::Meta;
 use cairn_proto::{Capability, NodeState, StorageRequest};
 use cairn_types::{now_ms, ChunkId, Error, Extent, NodeId, Result};
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{watch, Semaphore};
 use tracing::{debug, info, warn};
@@ -207,27 +207,6 @@ pub(crate) async fn repair_worker(meta: Arc<Meta>, mut stop: watch::Receiver<boo
     }
 }
 
-/// Spaces copies out so that they average `bandwidth` bytes per second.
-struct Throttle {
-    bandwidth: u64,
-    next: Mutex<Instant>,
-}
-
-impl Throttle {
-    async fn take(&self, bytes: u64) {
-        if self.bandwidth == 0 {
-            return;
-        }
-        let start = {
-            let mut next = self.next.lock().unwrap();
-            let start = (*next).max(Instant::now());
-            *next = start + Duration::from_secs_f64(bytes as f64 / self.bandwidth as f64);
-            start
-        };
-        tokio::time::sleep_until(start.into()).await;
-    }
-}
-
 impl Meta {
     /// Every chunk each node should hold, from one walk of the namespace,
     /// and the chunks that need copies.
@@ -338,10 +317,7 @@ impl Meta {
         if !tasks.is_empty() {
             info!(chunks = tasks.len(), bytes = bytes_left, "repairing");
         }
-        let throttle = Arc::new(Throttle {
-            bandwidth: self.repair_cfg.bandwidth,
-            next: Mutex::new(Instant::now()),
-        });
+        let throttle = Arc::new(cairn_proto::Throttle::new(self.repair_cfg.bandwidth));
         let permits = Arc::new(Semaphore::new(self.repair_cfg.parallelism.max(1)));
         let mut set = tokio::task::JoinSet::new();
         for task in tasks {
