@@ -26,6 +26,8 @@ pub struct StorageConfig {
     pub advertise: Option<String>,
     pub meta: Vec<String>,
     pub zone: String,
+    /// The machine this node runs on, for `place=local`.
+    pub host: String,
     pub heartbeat: Duration,
     /// How often sealed segments with mostly deleted data are rewritten.
     pub compact_every: Duration,
@@ -44,6 +46,7 @@ impl StorageConfig {
             advertise: None,
             meta,
             zone: "default".into(),
+            host: hostname(),
             heartbeat: Duration::from_secs(1),
             compact_every: Duration::from_secs(60),
             scrub_rate: 32 << 20,
@@ -65,6 +68,26 @@ struct Node {
     /// taking new chunks until restarted.
     problem: Mutex<Option<String>>,
     scrubbed: std::sync::atomic::AtomicU64,
+    host: String,
+}
+
+/// This machine's host name, or `localhost` when it has none.
+pub fn hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for its length; gethostname writes at most
+    // that many bytes.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    let name = if rc == 0 {
+        let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
+        String::from_utf8_lossy(&buf[..end]).trim().to_string()
+    } else {
+        String::new()
+    };
+    if name.is_empty() {
+        "localhost".into()
+    } else {
+        name
+    }
 }
 
 /// A running storage node. Dropping it does not stop it; call
@@ -135,6 +158,7 @@ pub async fn start(cfg: StorageConfig, creds: Credentials) -> Result<StorageHand
         reserve: cfg.store.reserve_free,
         problem: Mutex::new(None),
         scrubbed: Default::default(),
+        host: cfg.host.clone(),
     });
     let (stop, stop_rx) = watch::channel(false);
     let mut tasks = vec![
@@ -621,6 +645,7 @@ fn node_stats(node: &Node) -> NodeStats {
         accepting_writes: problem.is_none(),
         problem,
         scrubbed_bytes: node.scrubbed.load(std::sync::atomic::Ordering::Relaxed),
+        host: node.host.clone(),
     }
 }
 
