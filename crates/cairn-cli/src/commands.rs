@@ -346,7 +346,7 @@ pub fn status_json(s: &ClusterStatus) -> serde_json::Value {
         .nodes
         .iter()
         .map(|n| {
-            json!({"id": n.id.to_string(), "addr": n.addr, "zone": n.zone,
+            json!({"id": n.id.to_string(), "addr": n.addr, "zone": n.zone, "host": n.host,
                    "state": n.state.as_str(), "accepting_writes": n.stats.accepting_writes,
                    "problem": n.stats.problem, "scrubbed_bytes": n.stats.scrubbed_bytes,
                    "last_heartbeat_ms": n.last_heartbeat_ms, "chunks": n.stats.chunks,
@@ -392,16 +392,17 @@ pub async fn cluster_status(t: &Target, json_out: bool) -> Result<()> {
     );
     println!("nodes: {live} live of {}", s.nodes.len());
     println!(
-        "  {:<16}  {:<21}  {:<8}  {:<8}  {:>8}  {:>10}  {:>10}",
-        "id", "addr", "zone", "state", "chunks", "used", "free"
+        "  {:<16}  {:<21}  {:<8}  {:<12}  {:<8}  {:>8}  {:>10}  {:>10}",
+        "id", "addr", "zone", "host", "state", "chunks", "used", "free"
     );
     for n in &s.nodes {
         let state = n.state.as_str();
         println!(
-            "  {:<16}  {:<21}  {:<8}  {:<8}  {:>8}  {:>10}  {:>10}",
+            "  {:<16}  {:<21}  {:<8}  {:<12}  {:<8}  {:>8}  {:>10}  {:>10}",
             n.id.to_string(),
             n.addr,
             n.zone,
+            n.host,
             state,
             n.stats.chunks,
             format_bytes(n.stats.used),

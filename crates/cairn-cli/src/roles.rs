@@ -110,6 +110,9 @@ pub struct StorageArgs {
     advertise: Option<String>,
     #[arg(long, default_value = "default")]
     zone: String,
+    /// The machine's name, for `place=local` (default: its hostname)
+    #[arg(long, env = "CAIRN_HOST")]
+    host: Option<String>,
     /// The cluster secret (meta's DATA/cluster.secret)
     #[arg(long, env = "CAIRN_SECRET_FILE")]
     secret_file: PathBuf,
@@ -338,6 +341,9 @@ pub async fn storage(a: StorageArgs) -> Result<()> {
         None => advertise_addr(&a.listen, bound, &meta[0]).await?,
     });
     sc.zone = a.zone;
+    if let Some(h) = a.host {
+        sc.host = h;
+    }
     sc.heartbeat = parse_duration(&a.heartbeat)?;
     sc.scrub_rate = parse_size(&a.scrub_rate)?;
     sc.scrub_pause = parse_duration(&a.scrub_pause)?;

@@ -140,7 +140,11 @@ impl Client {
 
     /// Inode, chunk locations and read capabilities of a file.
     pub async fn locate(&self, path: &CairnPath) -> Result<OpenFile> {
-        match self.meta(MetaRequest::Open { path: path.clone() }).await? {
+        let req = MetaRequest::Open {
+            path: path.clone(),
+            host: self.inner.host.clone(),
+        };
+        match self.meta(req).await? {
             MetaResponse::Open(o) => Ok(o),
             other => Err(unexpected(other)),
         }

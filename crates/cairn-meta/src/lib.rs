@@ -20,6 +20,7 @@ pub mod dump;
 pub mod election;
 pub mod namespace;
 pub mod nodes;
+pub mod placement;
 pub mod repair;
 pub mod server;
 pub mod store;

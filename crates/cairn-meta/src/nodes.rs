@@ -2,16 +2,32 @@
 //! they are, and whether they are live. Registrations are persisted so a
 //! restarted meta can serve reads before the first heartbeats arrive;
 //! liveness is in memory only, rebuilt from heartbeats.
+//!
+//! Placement itself is [`crate::placement`]; the tracker feeds it the node
+//! table (state, zone, host, join order, load) and keeps the load current
+//! between heartbeats by counting what it allocates.
 
+use crate::placement::{NodeInfo, PlaceRequest, Placer, PlacerConfig};
 use crate::store::{MetaStore, Txn};
 use cairn_proto::{NodeAddr, NodeState, NodeStats, NodeStatus};
-use cairn_types::{now_ms, ChunkId, Error, NodeId, Result};
+use cairn_types::{now_ms, ChunkId, Cues, Error, NodeId, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 const NODE_PREFIX: &[u8] = b"N/";
+
+/// Persisted node records, oldest first; [`NodeRecord`] is the current one.
+mod v1 {
+    #[derive(serde::Deserialize)]
+    pub(super) struct NodeRecord {
+        pub addr: String,
+        pub zone: String,
+        pub draining: bool,
+    }
+}
 
 #[derive(Serialize, Deserialize)]
 struct NodeRecord {
@@ -19,13 +35,46 @@ struct NodeRecord {
     zone: String,
     /// Set by `cairn cluster drain`: move every chunk off this node.
     draining: bool,
+    host: String,
+    /// Order of first registration: buddy sets and copysets are cut in this
+    /// order, so it must survive restarts of meta.
+    join_seq: u64,
+}
+
+impl NodeRecord {
+    /// The current record, or a v1 one (join order and host unknown: the
+    /// caller assigns a join sequence).
+    fn decode(bytes: &[u8]) -> std::result::Result<(NodeRecord, bool), postcard::Error> {
+        // A v1 record is a strict prefix of a v2 one, so v2 fails on it.
+        match postcard::from_bytes::<NodeRecord>(bytes) {
+            Ok(r) => Ok((r, false)),
+            Err(_) => {
+                let old: v1::NodeRecord = postcard::from_bytes(bytes)?;
+                Ok((
+                    NodeRecord {
+                        addr: old.addr,
+                        zone: old.zone,
+                        draining: old.draining,
+                        host: String::new(),
+                        join_seq: 0,
+                    },
+                    true,
+                ))
+            }
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
 struct NodeEntry {
     addr: String,
     zone: String,
+    host: String,
+    join_seq: u64,
     stats: NodeStats,
+    /// Bytes placed here since the last heartbeat, which `stats.used` does
+    /// not show yet (counted at the chunk size, an upper bound).
+    allocated: u64,
     /// Last heartbeat, or when this meta started for a node it has not
     /// heard from yet: silence is counted from there, so a restart of meta
     /// does not declare every node dead.
@@ -41,10 +90,27 @@ pub struct NodeTracker {
     nodes: Mutex<BTreeMap<NodeId, NodeEntry>>,
     /// Replicas clients reported corrupt, until the node stops reporting them.
     corrupt: Mutex<BTreeSet<(ChunkId, NodeId)>>,
+    /// Join sequence for the next new node.
+    next_seq: AtomicU64,
+    placer: Mutex<(Placer, fastrand::Rng)>,
     pub dead_after: Duration,
     /// Silence after which a node gets no new chunks (but its copies still
     /// count): a few missed heartbeats.
     pub suspect_after: Duration,
+}
+
+fn encode(rec: &NodeRecord) -> Result<Vec<u8>> {
+    postcard::to_stdvec(rec).map_err(|e| Error::internal(e.to_string()))
+}
+
+fn record(e: &NodeEntry, draining: bool) -> NodeRecord {
+    NodeRecord {
+        addr: e.addr.clone(),
+        zone: e.zone.clone(),
+        draining,
+        host: e.host.clone(),
+        join_seq: e.join_seq,
+    }
 }
 
 fn node_key(id: NodeId) -> Vec<u8> {
@@ -56,6 +122,7 @@ fn node_key(id: NodeId) -> Vec<u8> {
 impl NodeTracker {
     pub async fn load(store: Arc<dyn MetaStore>, dead_after: Duration) -> Result<NodeTracker> {
         let mut nodes = BTreeMap::new();
+        let mut migrate = Vec::new();
         let end = crate::store::prefix_end(NODE_PREFIX);
         for kv in store.scan(NODE_PREFIX, &end, usize::MAX).await? {
             let id = NodeId(u64::from_be_bytes(
@@ -63,13 +130,19 @@ impl NodeTracker {
                     .try_into()
                     .map_err(|_| Error::corrupt("malformed node key in the metadata store"))?,
             ));
-            let rec: NodeRecord = postcard::from_bytes(&kv.value)
+            let (rec, old) = NodeRecord::decode(&kv.value)
                 .map_err(|e| Error::corrupt(format!("node record {id}: {e}")))?;
+            if old {
+                migrate.push(id);
+            }
             nodes.insert(
                 id,
                 NodeEntry {
                     addr: rec.addr,
                     zone: rec.zone,
+                    host: rec.host,
+                    join_seq: rec.join_seq,
+                    allocated: 0,
                     stats: NodeStats::default(),
                     last_heartbeat_ms: now_ms(),
                     heard: false,
@@ -78,19 +151,36 @@ impl NodeTracker {
                 },
             );
         }
+        // v1 records join after every numbered node, in id order; written
+        // back so the order is fixed from now on.
+        let mut next = nodes.values().map(|e| e.join_seq + 1).max().unwrap_or(1);
+        let mut txn = Txn::new();
+        for id in &migrate {
+            let e = nodes.get_mut(id).expect("just loaded");
+            e.join_seq = next;
+            next += 1;
+            txn = txn.put(node_key(*id), encode(&record(e, e.draining))?);
+        }
+        if !migrate.is_empty() {
+            store.commit(txn).await?;
+        }
         Ok(NodeTracker {
             store,
             nodes: Mutex::new(nodes),
             corrupt: Mutex::new(BTreeSet::new()),
+            next_seq: AtomicU64::new(next),
+            placer: Mutex::new((
+                Placer::new(Vec::new(), PlacerConfig::default()),
+                fastrand::Rng::new(),
+            )),
             dead_after,
             suspect_after: Duration::from_secs(5).min(dead_after),
         })
     }
 
     async fn persist(&self, id: NodeId, rec: &NodeRecord) -> Result<()> {
-        let value = postcard::to_stdvec(rec).map_err(|e| Error::internal(e.to_string()))?;
         self.store
-            .commit(Txn::new().put(node_key(id), value))
+            .commit(Txn::new().put(node_key(id), encode(rec)?))
             .await?;
         Ok(())
     }
@@ -102,21 +192,30 @@ impl NodeTracker {
         zone: String,
         stats: NodeStats,
     ) -> Result<()> {
-        let draining = self
+        let known = self
             .nodes
             .lock()
             .unwrap()
             .get(&id)
-            .is_some_and(|e| e.draining);
+            .map(|e| (e.draining, e.join_seq));
+        let (draining, join_seq) = match known {
+            Some(k) => k,
+            None => (false, self.next_seq.fetch_add(1, Ordering::Relaxed)),
+        };
         let rec = NodeRecord {
             addr: addr.clone(),
             zone: zone.clone(),
             draining,
+            host: stats.host.clone(),
+            join_seq,
         };
         self.persist(id, &rec).await?;
         let entry = NodeEntry {
             addr,
             zone,
+            host: rec.host,
+            join_seq,
+            allocated: 0,
             stats: NodeStats::default(),
             last_heartbeat_ms: now_ms(),
             heard: true,
@@ -134,11 +233,7 @@ impl NodeTracker {
             let e = nodes
                 .get(&id)
                 .ok_or_else(|| Error::not_found(format!("no storage node {id}")))?;
-            NodeRecord {
-                addr: e.addr.clone(),
-                zone: e.zone.clone(),
-                draining,
-            }
+            record(e, draining)
         };
         self.persist(id, &rec).await?;
         if let Some(e) = self.nodes.lock().unwrap().get_mut(&id) {
@@ -168,7 +263,11 @@ impl NodeTracker {
             corrupt.retain(|(_, n)| *n != id);
             corrupt.extend(stats.corrupt_chunks.iter().map(|c| (*c, id)));
         }
+        if !stats.host.is_empty() {
+            e.host = stats.host.clone();
+        }
         e.stats = stats;
+        e.allocated = 0;
         e.last_heartbeat_ms = now_ms();
         e.heard = true;
         Ok(())
@@ -280,6 +379,7 @@ impl NodeTracker {
                 id: *id,
                 addr: e.addr.clone(),
                 zone: e.zone.clone(),
+                host: e.host.clone(),
                 state: self.state_of(e, now),
                 last_heartbeat_ms: e.last_heartbeat_ms,
                 stats: e.stats.clone(),
@@ -288,83 +388,84 @@ impl NodeTracker {
     }
 
     /// `rep` distinct live nodes with room for `len` bytes, none of
-    /// `exclude`, chosen at random weighted towards free space so nodes fill
-    /// evenly.
+    /// `exclude`, by the default scheme (random, weighted towards free space
+    /// so nodes fill evenly).
     pub fn place(&self, rep: usize, len: u64, exclude: &[NodeId]) -> Result<Vec<NodeAddr>> {
+        let cues = Cues::default();
+        self.place_with(&PlaceRequest {
+            cues: &cues,
+            default_rep: rep.min(u8::MAX as usize) as u8,
+            want: rep,
+            have: &[],
+            exclude,
+            len,
+            writer_host: None,
+            together_key: None,
+        })
+    }
+
+    /// Nodes for `req.want` copies by the request's cues (see
+    /// [`crate::placement`]); only live nodes take chunks. The bytes placed
+    /// count towards each node's load until its next heartbeat reports them.
+    pub fn place_with(&self, req: &PlaceRequest) -> Result<Vec<NodeAddr>> {
         let now = now_ms();
-        let nodes = self.nodes.lock().unwrap();
-        let states: Vec<(NodeId, &NodeEntry, NodeState)> = nodes
+        let mut nodes = self.nodes.lock().unwrap();
+        let infos: Vec<NodeInfo> = nodes
             .iter()
-            .map(|(id, e)| (*id, e, self.state_of(e, now)))
-            .collect();
-        // Only nodes in good standing take new chunks: not suspect, dead,
-        // draining, full or failing.
-        let live = states
-            .iter()
-            .filter(|(_, _, s)| *s == NodeState::Live)
-            .count();
-        let mut candidates: Vec<(NodeId, String, u64)> = states
-            .iter()
-            .filter(|(id, e, s)| {
-                *s == NodeState::Live && !exclude.contains(id) && e.stats.free > len
+            .map(|(id, e)| NodeInfo {
+                id: *id,
+                zone: e.zone.clone(),
+                host: e.host.clone(),
+                join_seq: e.join_seq,
+                used: e.stats.used.saturating_add(e.allocated),
+                free: e.stats.free.saturating_sub(e.allocated),
+                // Only nodes in good standing take new chunks: not suspect,
+                // dead, draining, full or failing.
+                accepting: self.state_of(e, now) == NodeState::Live,
             })
-            .map(|(id, e, _)| (*id, e.addr.clone(), e.stats.free))
             .collect();
-        if candidates.len() < rep {
-            let count =
-                |want: &[NodeState]| states.iter().filter(|(_, _, s)| want.contains(s)).count();
-            let full = count(&[NodeState::Full])
-                + states
-                    .iter()
-                    .filter(|(_, e, s)| *s == NodeState::Live && e.stats.free <= len)
-                    .count();
-            let mut msg = format!(
-                "cannot place {rep} copies: {live} of {} storage node(s) live",
+        let placed = {
+            let mut guard = self.placer.lock().unwrap();
+            let (placer, rng) = &mut *guard;
+            placer.update(infos);
+            placer.place(req, rng)
+        };
+        let ids = placed.map_err(|e| {
+            let count = |want: &[NodeState]| {
+                nodes
+                    .values()
+                    .filter(|e| want.contains(&self.state_of(e, now)))
+                    .count()
+            };
+            let mut state = format!(
+                "{} of {} storage node(s) live",
+                count(&[NodeState::Live]),
                 nodes.len()
             );
-            let mut why = Vec::new();
             for (n, what) in [
                 (count(&[NodeState::Dead, NodeState::Suspect]), "unreachable"),
-                (full, "full"),
+                (count(&[NodeState::Full]), "full"),
                 (
                     count(&[NodeState::Draining, NodeState::Drained]),
                     "draining",
                 ),
-                (exclude.len(), "failed during this write"),
             ] {
                 if n > 0 {
-                    why.push(format!("{n} {what}"));
+                    state.push_str(&format!(", {n} {what}"));
                 }
             }
-            if !why.is_empty() {
-                msg.push_str(&format!(" ({})", why.join(", ")));
-            }
-            msg.push_str(&format!(
-                "; {rep} needed for rep={rep}. Start more nodes with 'cairn storage' or write with a lower rep"
-            ));
-            return Err(if full > 0 && live + full >= rep {
-                Error::no_space(msg)
-            } else {
-                Error::unavailable(msg)
-            });
-        }
-        // Weighted sampling without replacement (Efraimidis-Spirakis keys).
-        let mut keyed: Vec<(f64, NodeId, String)> = candidates
-            .drain(..)
-            .map(|(id, addr, free)| {
-                let w = (free.max(1) as f64).sqrt();
-                (
-                    fastrand::f64().max(f64::MIN_POSITIVE).powf(1.0 / w),
-                    id,
-                    addr,
-                )
-            })
-            .collect();
-        keyed.sort_by(|a, b| b.0.total_cmp(&a.0));
-        Ok(keyed
+            Error::new(e.kind, format!("{} [cluster: {state}]", e.message))
+        })?;
+        Ok(ids
             .into_iter()
-            .take(rep)
-            .map(|(_, id, addr)| NodeAddr { id, addr })
+            .map(|id| {
+                let e = nodes.get_mut(&id).expect("placer only knows tracked nodes");
+                e.allocated = e.allocated.saturating_add(req.len);
+                NodeAddr {
+                    id,
+                    addr: e.addr.clone(),
+                }
+            })
             .collect())
     }
 }
@@ -414,5 +515,149 @@ mod tests {
         assert_eq!(t2.known(), 4);
         assert_eq!(t2.live_count(), 0);
         assert!(t2.heartbeat(NodeId(9), stats).is_err());
+    }
+
+    fn stats(host: &str) -> NodeStats {
+        NodeStats {
+            free: 1 << 30,
+            total: 1 << 31,
+            accepting_writes: true,
+            host: host.into(),
+            ..Default::default()
+        }
+    }
+
+    async fn tracker(store: Arc<dyn MetaStore>) -> NodeTracker {
+        NodeTracker::load(store, Duration::from_secs(10))
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn host_and_join_order_survive_restarts_and_v1_records_migrate() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn MetaStore> =
+            Arc::new(RedbStore::open(&dir.path().join("m.redb")).unwrap());
+        // A node registered by a meta from before join sequences.
+        let old = postcard::to_stdvec(&("127.0.0.1:9", "z", false)).unwrap();
+        store
+            .commit(Txn::new().put(node_key(NodeId(50)), old))
+            .await
+            .unwrap();
+        let t = tracker(store.clone()).await;
+        for (id, host) in [(7, "b"), (3, "a")] {
+            t.register(
+                NodeId(id),
+                format!("127.0.0.1:{id}"),
+                "z".into(),
+                stats(host),
+            )
+            .await
+            .unwrap();
+        }
+        let seqs = |t: &NodeTracker| -> Vec<(u64, u64, String)> {
+            let nodes = t.nodes.lock().unwrap();
+            let mut v: Vec<_> = nodes
+                .iter()
+                .map(|(id, e)| (e.join_seq, id.0, e.host.clone()))
+                .collect();
+            v.sort();
+            v
+        };
+        let before = seqs(&t);
+        assert_eq!(
+            before.iter().map(|s| s.1).collect::<Vec<_>>(),
+            [50, 7, 3],
+            "{before:?}"
+        );
+        assert_eq!(before[1].2, "b");
+        let status = t.status();
+        assert_eq!(status.iter().find(|s| s.id == NodeId(3)).unwrap().host, "a");
+        // Registering again keeps the place in the order.
+        t.register(NodeId(7), "127.0.0.1:77".into(), "z".into(), stats("b"))
+            .await
+            .unwrap();
+        assert_eq!(seqs(&t), before);
+        let t2 = tracker(store.clone()).await;
+        assert_eq!(seqs(&t2), before);
+        t2.register(NodeId(1), "127.0.0.1:1".into(), "z".into(), stats("c"))
+            .await
+            .unwrap();
+        assert_eq!(seqs(&t2).last().unwrap().1, 1);
+    }
+
+    #[tokio::test]
+    async fn place_with_follows_cues_and_counts_allocations() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn MetaStore> =
+            Arc::new(RedbStore::open(&dir.path().join("m.redb")).unwrap());
+        let t = tracker(store).await;
+        for i in 1..=4 {
+            t.register(
+                NodeId(i),
+                format!("127.0.0.1:{i}"),
+                "z".into(),
+                stats(&format!("host-{i}")),
+            )
+            .await
+            .unwrap();
+        }
+        let local = Cues::parse("place=local,rep=2").unwrap();
+        for _ in 0..20 {
+            let got = t
+                .place_with(&PlaceRequest {
+                    cues: &local,
+                    default_rep: 3,
+                    want: 2,
+                    have: &[],
+                    exclude: &[],
+                    len: 100,
+                    writer_host: Some("host-3"),
+                    together_key: None,
+                })
+                .unwrap();
+            assert_eq!(got[0].id, NodeId(3));
+            assert_ne!(got[1].id, NodeId(3));
+        }
+        // Until the next heartbeat, allocations count as load: min_copy
+        // goes round the nodes instead of hitting the emptiest one.
+        for i in 1..=4 {
+            t.heartbeat(NodeId(i), stats("h")).unwrap();
+        }
+        let min = Cues::parse("place=min_copy,rep=1").unwrap();
+        let mut seen = BTreeSet::new();
+        for _ in 0..4 {
+            let got = t
+                .place_with(&PlaceRequest {
+                    cues: &min,
+                    default_rep: 3,
+                    want: 1,
+                    have: &[],
+                    exclude: &[],
+                    len: 1 << 20,
+                    writer_host: None,
+                    together_key: None,
+                })
+                .unwrap();
+            seen.insert(got[0].id);
+        }
+        assert_eq!(seen.len(), 4);
+        let site = Cues::parse("site=elsewhere").unwrap();
+        let e = t
+            .place_with(&PlaceRequest {
+                cues: &site,
+                default_rep: 1,
+                want: 1,
+                have: &[],
+                exclude: &[],
+                len: 1,
+                writer_host: None,
+                together_key: None,
+            })
+            .unwrap_err();
+        assert!(
+            e.message.contains("[cluster: 4 of 4 storage node(s) live]"),
+            "{e}"
+        );
     }
 }

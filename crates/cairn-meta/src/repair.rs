@@ -375,7 +375,7 @@ impl Meta {
             replace,
             target: forced,
             want,
-            cues: _cues,
+            cues,
         } = task;
         if sources.is_empty() {
             return Err(Error::unavailable(format!(
@@ -411,7 +411,20 @@ impl Meta {
                     None => continue,
                 }
             } else {
-                match self.nodes.place(1, ext.len, &exclude) {
+                // New copies follow the file's placement cues, next to the
+                // copies it keeps (a buddy set is completed, say).
+                let have: Vec<NodeId> = keep.iter().chain(made.iter()).copied().collect();
+                let req = crate::placement::PlaceRequest {
+                    cues: &cues,
+                    default_rep: want.max(1) as u8,
+                    want: 1,
+                    have: &have,
+                    exclude: &exclude,
+                    len: ext.len,
+                    writer_host: None,
+                    together_key: None,
+                };
+                match self.nodes.place_with(&req) {
                     Ok(mut t) => t.remove(0),
                     Err(e) => {
                         last_err = Some(e);

@@ -280,7 +280,10 @@ impl Meta {
                 default_rep: self.default_rep.load(Ordering::Relaxed),
             })),
             MetaRequest::Stat { path } => Ok(MetaResponse::Inode(self.ns.lookup(&path).await?)),
-            MetaRequest::Open { path } => self.open(&path).await.map(MetaResponse::Open),
+            MetaRequest::Open { path, host } => self
+                .open(&path, host.as_deref())
+                .await
+                .map(MetaResponse::Open),
             MetaRequest::List {
                 path,
                 start_after,
@@ -523,8 +526,21 @@ impl Meta {
             }),
             _ => None,
         };
-        let _ = (host, together);
-        let mut nodes = self.nodes.place(rep as usize, self.chunk_size, exclude)?;
+        let req = crate::placement::PlaceRequest {
+            cues: &eff,
+            default_rep,
+            want: rep as usize,
+            have: &[],
+            exclude,
+            len: self.chunk_size,
+            writer_host: host,
+            together_key: together,
+        };
+        let mut nodes = self
+            .nodes
+            .place_with(&req)
+            .map_err(|e| e.context(format!("writing {path} with cues {eff}")))?;
+        // The first `sync` are written now; the planner makes the others.
         nodes.truncate(sync);
         let mut id = [0u8; 16];
         getrandom::getrandom(&mut id).expect("OS random source");
@@ -545,7 +561,7 @@ impl Meta {
         }))
     }
 
-    async fn open(&self, path: &cairn_types::CairnPath) -> Result<OpenFile> {
+    async fn open(&self, path: &cairn_types::CairnPath, host: Option<&str>) -> Result<OpenFile> {
         let r = self.ns.cues(path).await?;
         let mut inode = r
             .entry
@@ -555,10 +571,43 @@ impl Meta {
         }
         let mut ids = HashSet::new();
         let mut caps = Vec::with_capacity(inode.extents.len());
-        for e in &mut inode.extents {
-            // Healthy, live replicas first; the client tries them in order.
-            e.nodes
-                .sort_by_key(|n| (self.nodes.is_corrupt(e.chunk, *n), !self.nodes.is_live(*n)));
+        // How near each node is to the reader: 0 its own host, 1 a zone
+        // where the reader's host runs nodes, 2 elsewhere.
+        let status = self.nodes.status();
+        let my_zones: HashSet<&str> = status
+            .iter()
+            .filter(|n| host.is_some_and(|h| h == n.host))
+            .map(|n| n.zone.as_str())
+            .collect();
+        let nearness: BTreeMap<NodeId, u8> = status
+            .iter()
+            .map(|n| {
+                let d = if host.is_some_and(|h| h == n.host) {
+                    0
+                } else if my_zones.contains(n.zone.as_str()) {
+                    1
+                } else {
+                    2
+                };
+                (n.id, d)
+            })
+            .collect();
+        for (i, e) in inode.extents.iter_mut().enumerate() {
+            // Healthy, live replicas first, then nearest; the client tries
+            // them in order.
+            let key = |n: &NodeId| {
+                (
+                    self.nodes.is_corrupt(e.chunk, *n),
+                    !self.nodes.is_live(*n),
+                    nearness.get(n).copied().unwrap_or(2),
+                )
+            };
+            e.nodes.sort_by_key(key);
+            // The best equally good replicas take turns, chunk by chunk.
+            if let Some(first) = e.nodes.first().map(key) {
+                let tied = e.nodes.iter().take_while(|n| key(n) == first).count();
+                e.nodes[..tied].rotate_left(i % tied.max(1));
+            }
             ids.extend(e.nodes.iter().copied());
             caps.push(Capability::sign(&self.secret, e.chunk, false));
         }

@@ -25,6 +25,10 @@ pub struct NodeStats {
     pub problem: Option<String>,
     /// Bytes verified by the scrubber since start.
     pub scrubbed_bytes: u64,
+    /// The machine the node runs on (`--host`, default its hostname), for
+    /// `place=local`. Rides with the stats rather than on `Register` alone
+    /// so a meta that restarted learns it from the next heartbeat.
+    pub host: String,
 }
 
 /// Where a node is and how to reach it.
@@ -57,6 +61,10 @@ pub enum MetaRequest {
     /// read capabilities.
     Open {
         path: CairnPath,
+        /// The reader's host: each chunk's replicas come nearest first
+        /// (same host, then same zone), equally near ones rotated from
+        /// chunk to chunk so a large read draws on all of them.
+        host: Option<String>,
     },
     List {
         path: CairnPath,
@@ -224,6 +232,7 @@ pub struct NodeStatus {
     pub id: NodeId,
     pub addr: String,
     pub zone: String,
+    pub host: String,
     pub state: NodeState,
     pub last_heartbeat_ms: u64,
     pub stats: NodeStats,

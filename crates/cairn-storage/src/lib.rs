@@ -15,4 +15,4 @@ pub mod server;
 pub use chunk_store::{
     ChunkInfo, ChunkStore, ChunkWriter, CompactStats, StoreOptions, StoreStats, MAX_CHUNK_LEN,
 };
-pub use server::{start, StorageConfig, StorageHandle};
+pub use server::{hostname, start, StorageConfig, StorageHandle};

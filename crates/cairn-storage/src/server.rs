@@ -26,6 +26,8 @@ pub struct StorageConfig {
     pub advertise: Option<String>,
     pub meta: Vec<String>,
     pub zone: String,
+    /// The machine this node runs on, for `place=local`.
+    pub host: String,
     pub heartbeat: Duration,
     /// How often sealed segments with mostly deleted data are rewritten.
     pub compact_every: Duration,
@@ -48,6 +50,7 @@ impl StorageConfig {
             advertise: None,
             meta,
             zone: "default".into(),
+            host: hostname(),
             heartbeat: Duration::from_secs(1),
             compact_every: Duration::from_secs(60),
             scrub_rate: 32 << 20,
@@ -73,6 +76,26 @@ struct Node {
     /// Limits on chunk bytes in and out (`StorageConfig::throttle`).
     rate_in: cairn_proto::Throttle,
     rate_out: cairn_proto::Throttle,
+    host: String,
+}
+
+/// This machine's host name, or `localhost` when it has none.
+pub fn hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for its length; gethostname writes at most
+    // that many bytes.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    let name = if rc == 0 {
+        let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
+        String::from_utf8_lossy(&buf[..end]).trim().to_string()
+    } else {
+        String::new()
+    };
+    if name.is_empty() {
+        "localhost".into()
+    } else {
+        name
+    }
 }
 
 /// A running storage node. Dropping it does not stop it; call
@@ -145,6 +168,7 @@ pub async fn start(cfg: StorageConfig, creds: Credentials) -> Result<StorageHand
         scrubbed: Default::default(),
         rate_in: cairn_proto::Throttle::new(cfg.throttle),
         rate_out: cairn_proto::Throttle::new(cfg.throttle),
+        host: cfg.host.clone(),
     });
     let (stop, stop_rx) = watch::channel(false);
     let mut tasks = vec![
@@ -636,6 +660,7 @@ fn node_stats(node: &Node) -> NodeStats {
         accepting_writes: problem.is_none(),
         problem,
         scrubbed_bytes: node.scrubbed.load(std::sync::atomic::Ordering::Relaxed),
+        host: node.host.clone(),
     }
 }
 

@@ -26,7 +26,8 @@ pub struct TestCluster {
     pub node_tweak: NodeTweak,
 }
 
-/// Changes a test makes to storage node `i`'s config.
+/// Changes a test makes to storage node `i`'s config (its `host` starts as
+/// `host-<i>`, its `zone` as `default`).
 pub type NodeTweak = std::sync::Arc<dyn Fn(usize, &mut StorageConfig) + Send + Sync>;
 
 impl TestCluster {
@@ -125,6 +126,9 @@ impl TestCluster {
         sc.store.reserve_free = 0;
         sc.store.segment_size = 4 << 20;
         sc.scrub_rate = 0;
+        // One "machine" per node, so place=local can be told apart
+        // in-process; a tweak may put several nodes on one host.
+        sc.host = format!("host-{i}");
         (self.node_tweak)(i, &mut sc);
         cairn_storage::start(sc, Credentials::Cluster(self.secret())).await
     }

@@ -552,3 +552,26 @@ async fn extended_attributes_follow_versions() {
     })
     .await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_report_their_host() {
+    deadline(async {
+        // Nodes 1 and 2 share a machine; node 0 has its own.
+        let c = TestCluster::start_full(
+            3,
+            |m| m.default_rep = 1,
+            std::sync::Arc::new(|i, sc: &mut cairn_storage::StorageConfig| {
+                if i > 0 {
+                    sc.host = "shared".into();
+                }
+            }),
+        )
+        .await;
+        let s = c.client().await.cluster_status().await.unwrap();
+        let mut hosts: Vec<String> = s.nodes.iter().map(|n| n.host.clone()).collect();
+        hosts.sort();
+        assert_eq!(hosts, ["host-0", "shared", "shared"]);
+        c.shutdown().await;
+    })
+    .await
+}
