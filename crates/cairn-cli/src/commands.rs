@@ -23,6 +23,7 @@ fn kind_str(i: &Inode) -> &'static str {
     match i.kind {
         InodeKind::File => "file",
         InodeKind::Directory => "directory",
+        InodeKind::Symlink => "symlink",
     }
 }
 
@@ -59,6 +60,9 @@ fn inode_json(path: &str, i: &Inode) -> serde_json::Value {
         "ctime_ms": i.ctime_ms,
         "chunks": i.extents.len(),
         "chunk_size": i.chunk_size,
+        "target": i.target,
+        "uid": i.uid,
+        "gid": i.gid,
     })
 }
 
@@ -130,7 +134,7 @@ pub async fn ls(t: &Target, p: &str, long: bool, json_out: bool) -> Result<()> {
     let p = path(p)?;
     let inode = c.stat(&p).await?;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-    if inode.kind == InodeKind::File {
+    if inode.kind != InodeKind::Directory {
         let (parent, name) = p.split_last().expect("the root is a directory");
         let entry = DirEntry {
             name: name.to_string(),
@@ -188,14 +192,18 @@ fn print_entries(
             ""
         };
         if long {
-            let t = if e.inode.kind == InodeKind::Directory {
-                'd'
-            } else {
-                '-'
+            let t = match e.inode.kind {
+                InodeKind::Directory => 'd',
+                InodeKind::File => '-',
+                InodeKind::Symlink => 'l',
+            };
+            let arrow = match &e.inode.target {
+                Some(target) => format!(" -> {target}"),
+                None => String::new(),
             };
             writeln!(
                 out,
-                "{t} {:>12} v{:<4} {} {}{slash}",
+                "{t} {:>12} v{:<4} {} {}{slash}{arrow}",
                 e.inode.size,
                 e.inode.version.0,
                 time_str(e.inode.mtime_ms),
@@ -217,10 +225,16 @@ pub async fn stat(t: &Target, p: &str, json_out: bool) -> Result<()> {
     } else {
         println!("path:     {p}");
         println!("type:     {}", kind_str(&i));
+        if let Some(target) = &i.target {
+            println!("target:   {target}");
+        }
         println!("size:     {} ({})", i.size, format_bytes(i.size));
         println!("version:  {}", i.version);
         println!("chunks:   {}", i.extents.len());
         println!("mode:     {:o}", i.mode);
+        if let (Some(uid), Some(gid)) = (i.uid, i.gid) {
+            println!("owner:    {uid}:{gid}");
+        }
         println!("modified: {}", time_str(i.mtime_ms));
         println!("inode:    {}", i.id);
     }
@@ -244,7 +258,9 @@ pub async fn mv(t: &Target, src: &str, dst: &str) -> Result<()> {
     let mut dst = path(dst)?;
     if let (Ok(d), Some((_, name))) = (c.stat(&dst).await, src.split_last()) {
         if d.kind == InodeKind::Directory
-            && c.stat(&src).await.map(|s| s.kind) == Ok(InodeKind::File)
+            && c.stat(&src)
+                .await
+                .is_ok_and(|s| s.kind != InodeKind::Directory)
         {
             dst = dst.join(name)?;
         }

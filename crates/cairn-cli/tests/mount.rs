@@ -101,7 +101,13 @@ fn mount_serves_files_and_ends_on_sigterm_and_fusermount() {
     std::fs::create_dir(&mnt).unwrap();
     let m = mnt.to_str().unwrap();
     let cache = dir.path().join("cache");
-    let mount_args = ["mount", m, "--cache-dir", cache.to_str().unwrap()];
+    let mount_args = [
+        "mount",
+        m,
+        "--foreground",
+        "--cache-dir",
+        cache.to_str().unwrap(),
+    ];
     let _server = spawn(
         &config,
         &[
@@ -141,4 +147,190 @@ fn mount_serves_files_and_ends_on_sigterm_and_fusermount() {
         .unwrap();
     assert!(st.success());
     mount.exits_ok(Duration::from_secs(20));
+}
+
+/// A background mount found by its pid: killed and detached when dropped.
+struct Daemon {
+    pid: i32,
+    mountpoint: PathBuf,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if alive(self.pid) {
+            unsafe { libc::kill(self.pid, libc::SIGKILL) };
+        }
+        let _ = Command::new("fusermount3")
+            .args(["-u", "-z"])
+            .arg(&self.mountpoint)
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+fn alive(pid: i32) -> bool {
+    // Not our child (it was re-parented when the daemon's parent exited):
+    // signal 0 says whether it still exists.
+    unsafe { libc::kill(pid, 0) == 0 }
+}
+
+/// Run `cairn` to completion with a deadline (a background mount that kept
+/// our pipes would hang `output()`).
+fn run_with_deadline(config: &Path, args: &[&str], limit: Duration) -> std::process::Output {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args)
+        .env("XDG_CONFIG_HOME", config)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(cmd.output().expect("run cairn"));
+    });
+    rx.recv_timeout(limit)
+        .unwrap_or_else(|_| panic!("cairn {args:?} did not finish within {limit:?}"))
+}
+
+#[test]
+fn mount_backgrounds_once_live_and_caps_its_cache() {
+    if !Path::new("/dev/fuse").exists() || Command::new("fusermount3").arg("-V").output().is_err() {
+        eprintln!("skipping: needs /dev/fuse and fusermount3 (Debian: fuse3)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config");
+    let data = dir.path().join("data");
+    let mnt = dir.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let m = mnt.to_str().unwrap();
+    let cache = dir.path().join("cache");
+    let _server = spawn(
+        &config,
+        &[
+            "server",
+            "--data",
+            data.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        "try:",
+        None,
+    );
+
+    // The parent returns 0 only once the mount is live, and leaves the
+    // mount running in the background.
+    let args = [
+        "mount",
+        m,
+        "--cache-dir",
+        cache.to_str().unwrap(),
+        "--cache-size",
+        "1MiB",
+    ];
+    let out = run_with_deadline(&config, &args, Duration::from_secs(60));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}\n{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let pid: i32 = stdout
+        .split("(pid ")
+        .nth(1)
+        .and_then(|s| s.split(')').next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no pid in {stdout:?}"));
+    let daemon = Daemon {
+        pid,
+        mountpoint: mnt.clone(),
+    };
+    assert!(
+        is_mounted(&mnt),
+        "the parent exited before the mount was live"
+    );
+    assert!(alive(pid));
+
+    // Files open for writing may stage 1 MiB together; past it, ENOSPC.
+    let script = format!(
+        r#"import errno, os
+def write_all(f, data):
+    while data:
+        data = data[f.write(data):]
+open("{m}/small", "wb").write(b"x" * 600_000)
+f = open("{m}/big", "wb", buffering=0)
+try:
+    write_all(f, b"y" * (2 << 20))
+    raise AssertionError("wrote 2 MiB through a 1 MiB cache")
+except OSError as e:
+    assert e.errno == errno.ENOSPC, e
+f.close()
+a = open("{m}/a", "wb", buffering=0); a.write(b"1" * 700_000)
+b = open("{m}/b", "wb", buffering=0)
+try:
+    b.write(b"2" * 700_000)
+    raise AssertionError("two open files staged 1.4 MiB through a 1 MiB cache")
+except OSError as e:
+    assert e.errno == errno.ENOSPC, e
+a.close()
+b.write(b"2" * 700_000); b.close()
+assert os.path.getsize("{m}/b") == 700_000 and os.path.getsize("{m}/small") == 600_000
+"#
+    );
+    let py = Command::new("python3")
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    assert!(
+        py.status.success(),
+        "{}",
+        String::from_utf8_lossy(&py.stderr)
+    );
+
+    // The CLI shows what the mount made: symlinks, owners.
+    std::os::unix::fs::symlink("small", mnt.join("link")).unwrap();
+    let ls = run_with_deadline(&config, &["ls", "-l", "/"], Duration::from_secs(30));
+    let ls = String::from_utf8_lossy(&ls.stdout);
+    assert!(
+        ls.lines()
+            .any(|l| l.starts_with('l') && l.ends_with("link -> small")),
+        "{ls}"
+    );
+    let st = run_with_deadline(&config, &["stat", "/link"], Duration::from_secs(30));
+    let st = String::from_utf8_lossy(&st.stdout);
+    assert!(
+        st.contains("symlink") && st.contains("target:   small"),
+        "{st}"
+    );
+    let st = run_with_deadline(&config, &["stat", "/small"], Duration::from_secs(30));
+    let owner = unsafe { format!("owner:    {}:{}", libc::getuid(), libc::getgid()) };
+    assert!(String::from_utf8_lossy(&st.stdout).contains(&owner));
+
+    // `fusermount3 -u` ends the background process.
+    assert!(Command::new("fusermount3")
+        .arg("-u")
+        .arg(&mnt)
+        .status()
+        .unwrap()
+        .success());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while alive(pid) {
+        assert!(
+            Instant::now() < deadline,
+            "the background mount did not exit"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(daemon);
+
+    // A mount that cannot start makes the parent fail, with the reason.
+    let missing = dir.path().join("no-such-dir");
+    let bad = [
+        "mount",
+        missing.to_str().unwrap(),
+        "--cache-dir",
+        cache.to_str().unwrap(),
+    ];
+    let out = run_with_deadline(&config, &bad, Duration::from_secs(60));
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("before mounting"), "{err}");
 }

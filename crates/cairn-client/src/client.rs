@@ -2,7 +2,9 @@ use cairn_proto::{
     ClusterConfig, ClusterStatus, Credentials, MetaClient, MetaRequest, MetaResponse, OpenFile,
     Pool,
 };
-use cairn_types::{CairnPath, DirEntry, Error, Inode, Result, Version};
+use cairn_types::{
+    AttrChanges, CairnPath, DirEntry, Error, Inode, InodeId, NewNode, Result, Version,
+};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -154,6 +156,47 @@ impl Client {
             .await?
         {
             MetaResponse::Ok => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Create an empty file, a directory or a symlink with `mode` and owner,
+    /// atomically; `AlreadyExists` if `path` exists.
+    pub async fn make_node(
+        &self,
+        path: &CairnPath,
+        node: NewNode,
+        mode: u32,
+        owner: (Option<u32>, Option<u32>),
+    ) -> Result<Inode> {
+        let req = MetaRequest::MakeNode {
+            path: path.clone(),
+            node,
+            mode,
+            uid: owner.0,
+            gid: owner.1,
+        };
+        match self.meta(req).await? {
+            MetaResponse::Inode(i) => Ok(i),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Change attributes of `path` (of inode `id` only, when given) in one
+    /// transaction; the content and its version stay.
+    pub async fn set_attr(
+        &self,
+        path: &CairnPath,
+        id: Option<InodeId>,
+        changes: AttrChanges,
+    ) -> Result<Inode> {
+        let req = MetaRequest::SetAttr {
+            path: path.clone(),
+            id,
+            changes,
+        };
+        match self.meta(req).await? {
+            MetaResponse::Inode(i) => Ok(i),
             other => Err(unexpected(other)),
         }
     }

@@ -23,7 +23,9 @@
 
 use crate::store::{prefix_end, Condition, MetaStore, Txn};
 use cairn_types::{
-    now_ms, CairnPath, ChunkId, Error, ErrorKind, InodeId, NodeId, Result, Version, Xattrs,
+    now_ms, AttrChanges, CairnPath, ChunkId, Error, ErrorKind, InodeId, NewNode, NodeId, Result,
+    Version, XattrOp, XattrWhen, Xattrs, MAX_NAME_LEN, MAX_TARGET_LEN, MAX_XATTRS_LEN,
+    MAX_XATTR_VALUE_LEN,
 };
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -186,9 +188,10 @@ impl<'a> Tx<'a> {
             walked = walked.join(name)?;
             match self.get::<Inode>(entry_key(cur.id, name)).await? {
                 None => return Err(Error::not_found(format!("{walked} does not exist"))),
-                Some(i) if i.kind == InodeKind::File => {
+                Some(i) if i.kind != InodeKind::Directory => {
                     return Err(Error::not_dir(format!(
-                        "{walked} is a file, not a directory"
+                        "{walked} is a {}, not a directory",
+                        kind_name(i.kind)
                     )))
                 }
                 Some(i) => cur = i,
@@ -419,7 +422,7 @@ impl Namespace {
         let (parent, key, existing) = tx.resolve_entry(path).await?;
         let now = now_ms();
         let size = extents.iter().map(|e| e.len).sum();
-        let (id, version, kept_xattrs) =
+        let (id, version, kept) =
             self.next_version(&mut tx, path, &parent, existing, expected, extents)?;
         let inode = Inode {
             id,
@@ -431,7 +434,10 @@ impl Namespace {
             mode,
             extents: extents.to_vec(),
             chunk_size,
-            xattrs: xattrs.clone().unwrap_or(kept_xattrs),
+            xattrs: xattrs.clone().unwrap_or(kept.xattrs),
+            uid: kept.uid,
+            gid: kept.gid,
+            target: None,
         };
         tx.put(key, &inode);
         Ok(tx.commit().await?.map(|_| inode))
@@ -466,10 +472,10 @@ impl Namespace {
         .await
     }
 
-    /// Identity, version and inherited attributes of the file version about
-    /// to be written at `path` over `existing`, checking `expected`: the
-    /// replaced version's chunks not in `extents` become garbage, a new file
-    /// gets a fresh inode id.
+    /// Identity, version and inherited attributes (extended attributes,
+    /// owner) of the file version about to be written at `path` over
+    /// `existing`, checking `expected`: the replaced version's chunks not in
+    /// `extents` become garbage, a new file gets a fresh inode id.
     fn next_version(
         &self,
         tx: &mut Tx<'_>,
@@ -478,7 +484,7 @@ impl Namespace {
         existing: Option<Inode>,
         expected: Option<Version>,
         extents: &[Extent],
-    ) -> Result<(InodeId, Version, Xattrs)> {
+    ) -> Result<(InodeId, Version, Kept)> {
         match existing {
             Some(old) if old.kind == InodeKind::Directory => Err(Error::is_dir(format!(
                 "{path} is a directory; it cannot be written as a file"
@@ -500,7 +506,12 @@ impl Namespace {
                     _ => {}
                 }
                 self.add_garbage(tx, &old.extents, extents);
-                Ok((old.id, Version(old.version.0 + 1), old.xattrs))
+                let kept = Kept {
+                    xattrs: old.xattrs,
+                    uid: old.uid,
+                    gid: old.gid,
+                };
+                Ok((old.id, Version(old.version.0 + 1), kept))
             }
             None => {
                 if let Some(v) = expected.filter(|v| v.0 != 0) {
@@ -515,7 +526,12 @@ impl Namespace {
                     name: name.to_string(),
                 };
                 tx.create(id_key(INODE, id), &link);
-                Ok((id, Version(1), Xattrs::new()))
+                let kept = Kept {
+                    xattrs: Xattrs::new(),
+                    uid: None,
+                    gid: None,
+                };
+                Ok((id, Version(1), kept))
             }
         }
     }
@@ -534,8 +550,11 @@ impl Namespace {
         for src in sources {
             let (_, key, entry) = tx.resolve_entry(src).await?;
             let file = entry.ok_or_else(|| Error::not_found(format!("{src} does not exist")))?;
-            if file.kind == InodeKind::Directory {
-                return Err(Error::is_dir(format!("{src} is a directory, not a file")));
+            if file.kind != InodeKind::File {
+                return Err(Error::is_dir(format!(
+                    "{src} is a {}, not a file",
+                    kind_name(file.kind)
+                )));
             }
             tx.delete(key);
             tx.delete(id_key(INODE, file.id));
@@ -544,7 +563,7 @@ impl Namespace {
         }
         let (parent, key, existing) = tx.resolve_entry(dst).await?;
         let now = now_ms();
-        let (id, version, kept_xattrs) =
+        let (id, version, kept) =
             self.next_version(&mut tx, dst, &parent, existing, expected, &extents)?;
         let inode = Inode {
             id,
@@ -556,8 +575,118 @@ impl Namespace {
             mode,
             extents,
             chunk_size,
-            xattrs: xattrs.clone().unwrap_or(kept_xattrs),
+            xattrs: xattrs.clone().unwrap_or(kept.xattrs),
+            uid: kept.uid,
+            gid: kept.gid,
+            target: None,
         };
+        tx.put(key, &inode);
+        Ok(tx.commit().await?.map(|_| inode))
+    }
+
+    /// Change the attributes of `path` (mode, owner, mtime, extended
+    /// attributes) in one conditional transaction; the content and its
+    /// version stay. With `id`, `path` must still name that inode (else
+    /// `NotFound`: it was removed or replaced meanwhile). An extended
+    /// attribute precondition that fails is `NotFound` or `AlreadyExists`
+    /// (see [`XattrWhen`]), and nothing changes.
+    pub async fn set_attr(
+        &self,
+        path: &CairnPath,
+        id: Option<InodeId>,
+        changes: &AttrChanges,
+    ) -> Result<Inode> {
+        retry("set attributes", || self.set_attr_once(path, id, changes)).await
+    }
+
+    async fn set_attr_once(
+        &self,
+        path: &CairnPath,
+        id: Option<InodeId>,
+        changes: &AttrChanges,
+    ) -> Result<Option<Inode>> {
+        let mut tx = Tx::new(self.store.as_ref());
+        let (key, mut inode) = if path.is_root() {
+            (ROOT_KEY.to_vec(), tx.root().await?)
+        } else {
+            let (_, key, entry) = tx.resolve_entry(path).await?;
+            let inode = entry.ok_or_else(|| Error::not_found(format!("{path} does not exist")))?;
+            (key, inode)
+        };
+        if id.is_some_and(|id| id != inode.id) {
+            return Err(Error::not_found(format!(
+                "{path} was removed or replaced by another file meanwhile"
+            )));
+        }
+        apply_changes(path, &mut inode, changes)?;
+        tx.put(key, &inode);
+        Ok(tx.commit().await?.map(|_| inode))
+    }
+
+    /// Create an empty file, a directory or a symbolic link at `path` with
+    /// this mode and owner, in one transaction. An existing entry of any
+    /// kind is `AlreadyExists`; a missing parent `NotFound`.
+    pub async fn make_node(
+        &self,
+        path: &CairnPath,
+        node: &NewNode,
+        mode: u32,
+        uid: Option<u32>,
+        gid: Option<u32>,
+    ) -> Result<Inode> {
+        if path.is_root() {
+            return Err(Error::exists("/ already exists"));
+        }
+        if let NewNode::Symlink { target } = node {
+            if target.is_empty() || target.len() > MAX_TARGET_LEN || target.contains('\0') {
+                return Err(Error::invalid(format!(
+                    "symbolic link target of {} bytes; it must be 1 to {MAX_TARGET_LEN} bytes without NUL",
+                    target.len()
+                )));
+            }
+        }
+        retry("create", || self.make_node_once(path, node, mode, uid, gid)).await
+    }
+
+    async fn make_node_once(
+        &self,
+        path: &CairnPath,
+        node: &NewNode,
+        mode: u32,
+        uid: Option<u32>,
+        gid: Option<u32>,
+    ) -> Result<Option<Inode>> {
+        let mut tx = Tx::new(self.store.as_ref());
+        let (parent, key, existing) = tx.resolve_entry(path).await?;
+        if let Some(e) = existing {
+            return Err(Error::exists(format!(
+                "{path} already exists as a {}",
+                kind_name(e.kind)
+            )));
+        }
+        let now = now_ms();
+        let mut inode = new_dir(new_inode_id(), now);
+        inode.mode = mode & 0o7777;
+        inode.uid = uid;
+        inode.gid = gid;
+        match node {
+            NewNode::Directory => {}
+            NewNode::File => inode.kind = InodeKind::File,
+            NewNode::Symlink { target } => {
+                inode.kind = InodeKind::Symlink;
+                inode.size = target.len() as u64;
+                inode.mode = 0o777;
+                inode.target = Some(target.clone());
+            }
+        }
+        let (_, name) = path.split_last().expect("not the root");
+        tx.create(
+            id_key(INODE, inode.id),
+            &InodeLink {
+                parent: parent.id,
+                name: name.to_string(),
+            },
+        );
         tx.put(key, &inode);
         Ok(tx.commit().await?.map(|_| inode))
     }
@@ -613,7 +742,7 @@ impl Namespace {
         let node = entry.ok_or_else(|| Error::not_found(format!("{path} does not exist")))?;
         tx.delete(key);
         match node.kind {
-            InodeKind::File => {
+            InodeKind::File | InodeKind::Symlink => {
                 tx.delete(id_key(INODE, node.id));
                 self.add_garbage(&mut tx, &node.extents, &[]);
             }
@@ -660,27 +789,31 @@ impl Namespace {
         }
         let (dst_parent, dst_key, target) = tx.resolve_entry(dst).await?;
         if let Some(target) = target {
-            match (moving.kind, target.kind) {
-                (InodeKind::File, InodeKind::Directory) => {
+            let dirs = (
+                moving.kind == InodeKind::Directory,
+                target.kind == InodeKind::Directory,
+            );
+            match dirs {
+                (false, true) => {
                     return Err(Error::is_dir(format!(
-                        "cannot replace directory {dst} with file {src}"
+                        "cannot replace directory {dst} with {} {src}",
+                        kind_name(moving.kind)
                     )))
                 }
-                (InodeKind::Directory, InodeKind::File) => {
+                (true, false) => {
                     return Err(Error::not_dir(format!(
-                        "cannot replace file {dst} with directory {src}"
+                        "cannot replace {} {dst} with directory {src}",
+                        kind_name(target.kind)
                     )))
                 }
-                (InodeKind::Directory, InodeKind::Directory) => {
+                (true, true) => {
                     if !tx.dir_is_empty(target.id).await? {
                         return Err(Error::not_empty(format!(
                             "cannot replace {dst}: it is a non-empty directory"
                         )));
                     }
                 }
-                (InodeKind::File, InodeKind::File) => {
-                    self.add_garbage(&mut tx, &target.extents, &moving.extents)
-                }
+                (false, false) => self.add_garbage(&mut tx, &target.extents, &moving.extents),
             }
             tx.delete(id_key(INODE, target.id));
         }
@@ -794,7 +927,7 @@ impl Namespace {
             tx.pin(kv.key.clone(), kv.revision);
             tx.delete(kv.key.clone());
             match child.kind {
-                InodeKind::File => {
+                InodeKind::File | InodeKind::Symlink => {
                     tx.delete(id_key(INODE, child.id));
                     self.add_garbage(&mut tx, &child.extents, &[]);
                 }
@@ -926,7 +1059,93 @@ fn new_dir(id: InodeId, now: u64) -> Inode {
         extents: Vec::new(),
         chunk_size: 0,
         xattrs: Xattrs::new(),
+        uid: None,
+        gid: None,
+        target: None,
     }
+}
+
+/// What a new version of a file inherits from the one it replaces.
+struct Kept {
+    xattrs: Xattrs,
+    uid: Option<u32>,
+    gid: Option<u32>,
+}
+
+fn kind_name(kind: InodeKind) -> &'static str {
+    match kind {
+        InodeKind::File => "file",
+        InodeKind::Directory => "directory",
+        InodeKind::Symlink => "symbolic link",
+    }
+}
+
+/// Apply `changes` to `inode` (validated against the limits), or say why not.
+fn apply_changes(path: &CairnPath, inode: &mut Inode, changes: &AttrChanges) -> Result<()> {
+    if let Some(mode) = changes.mode {
+        inode.mode = mode & 0o7777;
+    }
+    if changes.uid.is_some() {
+        inode.uid = changes.uid;
+    }
+    if changes.gid.is_some() {
+        inode.gid = changes.gid;
+    }
+    if let Some(mtime) = changes.mtime_ms {
+        inode.mtime_ms = mtime;
+    }
+    for op in &changes.xattrs {
+        match op {
+            XattrOp::Set { name, value, when } => {
+                if name.is_empty() || name.len() > MAX_NAME_LEN {
+                    return Err(Error::invalid(format!(
+                        "extended attribute name of {} bytes; the limit is {MAX_NAME_LEN}",
+                        name.len()
+                    )));
+                }
+                if value.len() > MAX_XATTR_VALUE_LEN {
+                    return Err(Error::invalid(format!(
+                        "extended attribute {name} of {path}: value of {} bytes; the limit is {MAX_XATTR_VALUE_LEN}",
+                        value.len()
+                    )));
+                }
+                let present = inode.xattrs.contains_key(name);
+                match (when, present) {
+                    (XattrWhen::Create, true) => {
+                        return Err(Error::exists(format!(
+                            "extended attribute {name} of {path} is already set"
+                        )))
+                    }
+                    (XattrWhen::Replace, false) => {
+                        return Err(Error::not_found(format!(
+                            "extended attribute {name} of {path} is not set"
+                        )))
+                    }
+                    _ => {}
+                }
+                inode.xattrs.insert(name.clone(), value.clone());
+            }
+            XattrOp::Remove { name } => {
+                if inode.xattrs.remove(name).is_none() {
+                    return Err(Error::not_found(format!(
+                        "extended attribute {name} of {path} is not set"
+                    )));
+                }
+            }
+        }
+    }
+    let adds = changes
+        .xattrs
+        .iter()
+        .any(|op| matches!(op, XattrOp::Set { .. }));
+    let total: usize = inode.xattrs.iter().map(|(k, v)| k.len() + v.len()).sum();
+    if adds && total > MAX_XATTRS_LEN {
+        return Err(Error::no_space(format!(
+            "extended attributes of {path} would take {total} bytes; the limit is {MAX_XATTRS_LEN}"
+        )));
+    }
+    inode.ctime_ms = now_ms();
+    Ok(())
 }
 
 #[cfg(test)]
@@ -972,6 +1191,206 @@ mod tests {
             Ok(_) => panic!("expected an error"),
             Err(e) => e.kind,
         }
+    }
+
+    fn set(name: &str, value: &[u8], when: XattrWhen) -> XattrOp {
+        XattrOp::Set {
+            name: name.to_string(),
+            value: value.to_vec(),
+            when,
+        }
+    }
+
+    #[tokio::test]
+    async fn set_attr_changes_attributes_in_one_transaction() {
+        let (_d, ns) = open_ns(Duration::ZERO).await;
+        let f = ns
+            .commit_file(&p("/f"), vec![ext(1, 10)], None, 0o644, 10)
+            .await
+            .unwrap();
+        assert_eq!((f.uid, f.gid), (None, None));
+        let changes = AttrChanges {
+            mode: Some(0o100600),
+            uid: Some(1000),
+            gid: Some(100),
+            mtime_ms: Some(1_000_000),
+            xattrs: vec![set("user.a", b"1", XattrWhen::Create)],
+        };
+        let got = ns.set_attr(&p("/f"), Some(f.id), &changes).await.unwrap();
+        assert_eq!(got.mode, 0o600, "the file type bits are not kept");
+        assert_eq!(
+            (got.uid, got.gid, got.mtime_ms),
+            (Some(1000), Some(100), 1_000_000)
+        );
+        assert_eq!(got.version, f.version, "attributes are no new version");
+        assert_eq!(got.extents, f.extents);
+        assert_eq!(ns.lookup(&p("/f")).await.unwrap(), got);
+
+        // Preconditions: nothing changes when one fails.
+        let both = AttrChanges {
+            mode: Some(0o777),
+            xattrs: vec![
+                set("user.b", b"2", XattrWhen::Always),
+                set("user.a", b"x", XattrWhen::Create),
+            ],
+            ..AttrChanges::default()
+        };
+        let e = ns.set_attr(&p("/f"), None, &both).await.unwrap_err();
+        assert_eq!(e.kind, ErrorKind::AlreadyExists, "{e}");
+        let replace = AttrChanges {
+            xattrs: vec![set("user.zz", b"2", XattrWhen::Replace)],
+            ..AttrChanges::default()
+        };
+        assert_eq!(
+            kind(ns.set_attr(&p("/f"), None, &replace).await),
+            ErrorKind::NotFound
+        );
+        let remove = AttrChanges {
+            xattrs: vec![XattrOp::Remove {
+                name: "user.zz".into(),
+            }],
+            ..AttrChanges::default()
+        };
+        assert_eq!(
+            kind(ns.set_attr(&p("/f"), None, &remove).await),
+            ErrorKind::NotFound
+        );
+        assert_eq!(ns.lookup(&p("/f")).await.unwrap(), got);
+
+        // A new version keeps owner and attributes; a wrong id is NotFound.
+        let v2 = ns
+            .commit_file(&p("/f"), vec![ext(2, 3)], None, 0o640, 10)
+            .await
+            .unwrap();
+        assert_eq!((v2.uid, v2.gid), (Some(1000), Some(100)));
+        assert_eq!(v2.xattrs.get("user.a").map(Vec::as_slice), Some(&b"1"[..]));
+        let other = AttrChanges {
+            mode: Some(0o600),
+            ..AttrChanges::default()
+        };
+        assert_eq!(
+            kind(ns.set_attr(&p("/f"), Some(InodeId(12345)), &other).await),
+            ErrorKind::NotFound
+        );
+        assert_eq!(
+            kind(ns.set_attr(&p("/nope"), None, &other).await),
+            ErrorKind::NotFound
+        );
+
+        // Limits: a value over 64 KiB, then the total.
+        let big = AttrChanges {
+            xattrs: vec![set(
+                "user.big",
+                &vec![0; MAX_XATTR_VALUE_LEN + 1],
+                XattrWhen::Always,
+            )],
+            ..AttrChanges::default()
+        };
+        assert_eq!(
+            kind(ns.set_attr(&p("/f"), None, &big).await),
+            ErrorKind::InvalidInput
+        );
+        let mut total = AttrChanges::default();
+        for i in 0..5 {
+            total.xattrs.push(set(
+                &format!("user.v{i}"),
+                &vec![0; MAX_XATTR_VALUE_LEN],
+                XattrWhen::Always,
+            ));
+        }
+        assert_eq!(
+            kind(ns.set_attr(&p("/f"), None, &total).await),
+            ErrorKind::NoSpace
+        );
+
+        // The root too.
+        let root = ns.set_attr(&p("/"), None, &other).await.unwrap();
+        assert_eq!(root.mode, 0o600);
+        assert_eq!(ns.lookup(&p("/")).await.unwrap().mode, 0o600);
+    }
+
+    #[tokio::test]
+    async fn make_node_and_symlinks() {
+        let (_d, ns) = open_ns(Duration::ZERO).await;
+        let d = ns
+            .make_node(&p("/d"), &NewNode::Directory, 0o700, Some(7), Some(8))
+            .await
+            .unwrap();
+        assert_eq!(
+            (d.kind, d.mode, d.uid, d.gid),
+            (InodeKind::Directory, 0o700, Some(7), Some(8))
+        );
+        let f = ns
+            .make_node(&p("/d/f"), &NewNode::File, 0o600, Some(7), Some(8))
+            .await
+            .unwrap();
+        assert_eq!(
+            (f.kind, f.size, f.version),
+            (InodeKind::File, 0, Version(1))
+        );
+        let link = NewNode::Symlink {
+            target: "../elsewhere/x".into(),
+        };
+        let l = ns
+            .make_node(&p("/d/l"), &link, 0, Some(7), Some(8))
+            .await
+            .unwrap();
+        assert_eq!(l.kind, InodeKind::Symlink);
+        assert_eq!(l.target.as_deref(), Some("../elsewhere/x"));
+        assert_eq!(l.size, 14);
+        for path in ["/d", "/d/f", "/d/l"] {
+            let e = ns
+                .make_node(&p(path), &NewNode::File, 0o644, None, None)
+                .await
+                .unwrap_err();
+            assert_eq!(e.kind, ErrorKind::AlreadyExists, "{path}: {e}");
+        }
+        assert_eq!(
+            kind(
+                ns.make_node(&p("/missing/f"), &NewNode::File, 0o644, None, None)
+                    .await
+            ),
+            ErrorKind::NotFound
+        );
+        let bad = NewNode::Symlink {
+            target: String::new(),
+        };
+        assert_eq!(
+            kind(ns.make_node(&p("/d/e"), &bad, 0, None, None).await),
+            ErrorKind::InvalidInput
+        );
+        // A symlink is no directory in a Cairn path (the kernel follows links).
+        assert_eq!(
+            kind(
+                ns.make_node(&p("/d/l/x"), &NewNode::File, 0o644, None, None)
+                    .await
+            ),
+            ErrorKind::NotADirectory
+        );
+        // Rename over a file, never over a directory; then remove.
+        ns.rename(&p("/d/l"), &p("/d/f")).await.unwrap();
+        assert_eq!(
+            ns.lookup(&p("/d/f")).await.unwrap().target.as_deref(),
+            Some("../elsewhere/x")
+        );
+        ns.mkdir(&p("/d/sub"), false).await.unwrap();
+        assert_eq!(
+            kind(ns.rename(&p("/d/f"), &p("/d/sub")).await),
+            ErrorKind::IsADirectory
+        );
+        assert_eq!(
+            kind(ns.rename(&p("/d/sub"), &p("/d/f")).await),
+            ErrorKind::NotADirectory
+        );
+        ns.remove(&p("/d/f"), false).await.unwrap();
+        assert_eq!(names(&ns, "/d").await, vec!["sub".to_string()]);
+        // Symlinks in a trashed tree are purged.
+        ns.make_node(&p("/d/sub/l"), &link, 0, None, None)
+            .await
+            .unwrap();
+        ns.remove(&p("/d"), true).await.unwrap();
+        while ns.purge_trash(100).await.unwrap() > 0 {}
+        assert!(names(&ns, "/").await.is_empty());
     }
 
     #[tokio::test]

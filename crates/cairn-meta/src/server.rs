@@ -362,6 +362,18 @@ impl Meta {
                     .await?,
             )),
             MetaRequest::ClusterStatus => Ok(MetaResponse::Status(self.status().await?)),
+            MetaRequest::MakeNode {
+                path,
+                node,
+                mode,
+                uid,
+                gid,
+            } => Ok(MetaResponse::Inode(
+                self.ns.make_node(&path, &node, mode, uid, gid).await?,
+            )),
+            MetaRequest::SetAttr { path, id, changes } => Ok(MetaResponse::Inode(
+                self.ns.set_attr(&path, id, &changes).await?,
+            )),
             MetaRequest::Discard { extents } => {
                 self.discard(&extents).await?;
                 Ok(MetaResponse::Ok)
@@ -449,6 +461,11 @@ impl Meta {
         let mut inode = self.ns.lookup(path).await?;
         if inode.kind == InodeKind::Directory {
             return Err(Error::is_dir(format!("{path} is a directory")));
+        }
+        if let Some(target) = &inode.target {
+            return Err(Error::invalid(format!(
+                "{path} is a symbolic link to {target}; open its target instead"
+            )));
         }
         let mut ids = HashSet::new();
         let mut caps = Vec::with_capacity(inode.extents.len());

@@ -5,6 +5,7 @@
 //! Owns no I/O. Every other crate depends on it; it depends on nothing of ours.
 //! Read first: [`CairnPath`], [`ChunkId`], [`Error`], [`BlockCrcs`].
 
+mod attrs;
 mod checksum;
 mod error;
 mod ids;
@@ -12,6 +13,9 @@ mod inode;
 mod path;
 mod units;
 
+pub use attrs::{
+    AttrChanges, NewNode, XattrOp, XattrWhen, MAX_TARGET_LEN, MAX_XATTRS_LEN, MAX_XATTR_VALUE_LEN,
+};
 pub use checksum::{BlockCrcs, BLOCK_SIZE};
 pub use error::{Error, ErrorKind, Result};
 pub use ids::{ChunkId, InodeId, NodeId, Version};
