@@ -90,24 +90,6 @@ pub enum MetaRequest {
         xattrs: Option<cairn_types::Xattrs>,
     },
     ClusterStatus,
-    /// Create an empty file, a directory or a symlink with this mode and
-    /// owner in one transaction (the mount's create, mkdir, symlink); an
-    /// existing entry is `AlreadyExists`. Answers the new inode.
-    MakeNode {
-        path: CairnPath,
-        node: cairn_types::NewNode,
-        mode: u32,
-        uid: Option<u32>,
-        gid: Option<u32>,
-    },
-    /// Change mode, owner, mtime and extended attributes of `path` in one
-    /// transaction (chmod, chown, utimens, setxattr, removexattr); with `id`,
-    /// only if `path` still names that inode. Answers the updated inode.
-    SetAttr {
-        path: CairnPath,
-        id: Option<cairn_types::InodeId>,
-        changes: cairn_types::AttrChanges,
-    },
     /// Chunks a client wrote but will not commit (its write failed or was
     /// abandoned): delete them from these nodes.
     Discard {
@@ -134,6 +116,25 @@ pub enum MetaRequest {
         expected: Option<Version>,
         mode: u32,
         xattrs: Option<cairn_types::Xattrs>,
+    },
+    // New variants go last: postcard numbers variants by position.
+    /// Create an empty file, a directory or a symlink with this mode and
+    /// owner in one transaction (the mount's create, mkdir, symlink); an
+    /// existing entry is `AlreadyExists`. Answers the new inode.
+    MakeNode {
+        path: CairnPath,
+        node: cairn_types::NewNode,
+        mode: u32,
+        uid: Option<u32>,
+        gid: Option<u32>,
+    },
+    /// Change mode, owner, mtime and extended attributes of `path` in one
+    /// transaction (chmod, chown, utimens, setxattr, removexattr); with `id`,
+    /// only if `path` still names that inode. Answers the updated inode.
+    SetAttr {
+        path: CairnPath,
+        id: Option<cairn_types::InodeId>,
+        changes: cairn_types::AttrChanges,
     },
 }
 
