@@ -18,8 +18,10 @@
 //! | `t` id(8) | [`Inode`] | a detached directory whose contents the trash purger still has to delete |
 //! | `g` due_ms(8) chunk(16) | [`GarbageChunk`] | a chunk to delete from its nodes once `due_ms` has passed |
 //!
-//! Values are postcard-encoded [`Inode`]s; changing that type needs a versioned
-//! record type first.
+//! Values are postcard-encoded [`Inode`]s. Postcard records carry no field
+//! names, so every layout an older version wrote stays readable through
+//! [`Record`]: `v1` is the inode before owners and symlinks (`uid`, `gid`,
+//! `target`), read as an inode without them.
 
 use crate::store::{prefix_end, Condition, MetaStore, Txn};
 use cairn_types::{
@@ -98,9 +100,83 @@ fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     postcard::to_allocvec(value).expect("namespace records always serialize")
 }
 
-fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
+fn decode<T: Record>(bytes: &[u8]) -> Result<T> {
+    T::decode(bytes)
+}
+
+fn postcard_decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
     postcard::from_bytes(bytes)
         .map_err(|e| Error::corrupt(format!("undecodable metadata record: {e}")))
+}
+
+/// A value the namespace stores, decoded from any layout it had.
+trait Record: Sized {
+    fn decode(bytes: &[u8]) -> Result<Self>;
+}
+
+impl Record for InodeLink {
+    fn decode(bytes: &[u8]) -> Result<Self> {
+        postcard_decode(bytes)
+    }
+}
+
+impl Record for GarbageChunk {
+    fn decode(bytes: &[u8]) -> Result<Self> {
+        postcard_decode(bytes)
+    }
+}
+
+impl Record for Inode {
+    /// The current layout, else v1. A v1 record ends where the current
+    /// layout's new fields begin, so it never decodes as the current one.
+    fn decode(bytes: &[u8]) -> Result<Self> {
+        postcard_decode(bytes).or_else(|e| match postcard::from_bytes::<v1::Inode>(bytes) {
+            Ok(old) => Ok(old.into()),
+            Err(_) => Err(e),
+        })
+    }
+}
+
+/// Layouts of [`Inode`] written by earlier versions.
+mod v1 {
+    use cairn_types::{Extent, InodeId, InodeKind, Version, Xattrs};
+    use serde::{Deserialize, Serialize};
+
+    /// Before owners and symlinks: `InodeKind` had only `File` and
+    /// `Directory`, which keep their numbers.
+    #[derive(Serialize, Deserialize)]
+    pub struct Inode {
+        pub id: InodeId,
+        pub kind: InodeKind,
+        pub size: u64,
+        pub version: Version,
+        pub mtime_ms: u64,
+        pub ctime_ms: u64,
+        pub mode: u32,
+        pub extents: Vec<Extent>,
+        pub chunk_size: u64,
+        pub xattrs: Xattrs,
+    }
+
+    impl From<Inode> for super::Inode {
+        fn from(o: Inode) -> super::Inode {
+            super::Inode {
+                id: o.id,
+                kind: o.kind,
+                size: o.size,
+                version: o.version,
+                mtime_ms: o.mtime_ms,
+                ctime_ms: o.ctime_ms,
+                mode: o.mode,
+                extents: o.extents,
+                chunk_size: o.chunk_size,
+                xattrs: o.xattrs,
+                uid: None,
+                gid: None,
+                target: None,
+            }
+        }
+    }
 }
 
 /// Random, never 0 (unused) or 1 (the root); uniqueness is enforced by the `n` key.
@@ -132,7 +208,7 @@ impl<'a> Tx<'a> {
         }
     }
 
-    async fn get<T: DeserializeOwned>(&mut self, key: Vec<u8>) -> Result<Option<T>> {
+    async fn get<T: Record>(&mut self, key: Vec<u8>) -> Result<Option<T>> {
         let got = self.store.get(&key).await?;
         self.pin(key, got.as_ref().map_or(0, |g| g.1));
         got.map(|(v, _)| decode(&v)).transpose()
@@ -1307,6 +1383,62 @@ mod tests {
         let root = ns.set_attr(&p("/"), None, &other).await.unwrap();
         assert_eq!(root.mode, 0o600);
         assert_eq!(ns.lookup(&p("/")).await.unwrap().mode, 0o600);
+    }
+
+    #[tokio::test]
+    async fn inodes_of_the_v1_layout_still_decode() {
+        let (_d, ns) = open_ns(Duration::ZERO).await;
+        ns.mkdir(&p("/d"), false).await.unwrap();
+        let d = ns.lookup(&p("/d")).await.unwrap();
+        let mut xattrs = Xattrs::new();
+        xattrs.insert("s3.etag".into(), b"e".to_vec());
+        let old = v1::Inode {
+            id: InodeId(77),
+            kind: InodeKind::File,
+            size: 10,
+            version: Version(3),
+            mtime_ms: 5,
+            ctime_ms: 6,
+            mode: 0o640,
+            extents: vec![ext(1, 10)],
+            chunk_size: 10,
+            xattrs,
+        };
+        // As an older meta wrote it, entry and inode link.
+        let txn = Txn::new().put(entry_key(d.id, "old"), encode(&old)).put(
+            id_key(INODE, InodeId(77)),
+            encode(&InodeLink {
+                parent: d.id,
+                name: "old".into(),
+            }),
+        );
+        ns.store.commit(txn).await.unwrap();
+        let got = ns.lookup(&p("/d/old")).await.unwrap();
+        assert_eq!(
+            (got.id, got.size, got.version, got.mode),
+            (InodeId(77), 10, Version(3), 0o640)
+        );
+        assert_eq!((got.uid, got.gid, got.target), (None, None, None));
+        assert_eq!(
+            got.xattrs.get("s3.etag").map(Vec::as_slice),
+            Some(&b"e"[..])
+        );
+        assert_eq!(names(&ns, "/d").await, vec!["old".to_string()]);
+        // Changing it writes the current layout.
+        let changes = AttrChanges {
+            uid: Some(9),
+            ..AttrChanges::default()
+        };
+        ns.set_attr(&p("/d/old"), None, &changes).await.unwrap();
+        assert_eq!(ns.lookup(&p("/d/old")).await.unwrap().uid, Some(9));
+        let v2 = ns
+            .commit_file(&p("/d/old"), vec![ext(2, 4)], Some(Version(3)), 0o600, 10)
+            .await
+            .unwrap();
+        assert_eq!((v2.version, v2.uid), (Version(4), Some(9)));
+        ns.remove(&p("/d"), true).await.unwrap();
+        while ns.purge_trash(100).await.unwrap() > 0 {}
+        assert!(pending_garbage(&ns).await.contains(&ChunkId(2)));
     }
 
     #[tokio::test]
