@@ -106,12 +106,17 @@ pub async fn put(
 pub async fn get(t: &Target, src: &str, local: &str) -> Result<()> {
     let c = connect(t).await?;
     let src = path(src)?;
+    let reader = c.open(&src).await?;
+    // A symlink (made through a mount) has no bytes of its own; Cairn paths
+    // do not follow links.
+    if let Some(target) = &reader.inode().target {
+        anyhow::bail!("{src} is a symbolic link to {target}; read its target instead");
+    }
     if local == "-" {
         let mut out = tokio::io::stdout();
-        c.get(&src, &mut out).await?;
+        reader.copy_to(&mut out).await?;
         return Ok(());
     }
-    let reader = c.open(&src).await?;
     // Write beside the target and rename, so a failed get leaves no partial file.
     let tmp = format!("{local}.cairn-part");
     let mut f = tokio::fs::File::create(&tmp)

@@ -45,8 +45,20 @@ impl Proc {
 }
 
 fn spawn(config: &Path, args: &[&str], ready: &str, mountpoint: Option<&Path>) -> Proc {
+    spawn_env(config, args, ready, mountpoint, &[]).0
+}
+
+/// [`spawn`] with more environment; also returns the line that said `ready`.
+fn spawn_env(
+    config: &Path,
+    args: &[&str],
+    ready: &str,
+    mountpoint: Option<&Path>,
+    envs: &[(&str, &str)],
+) -> (Proc, String) {
     let mut child = Command::new(BIN)
         .args(args)
+        .envs(envs.iter().copied())
         .env("XDG_CONFIG_HOME", config)
         .env("CAIRN_S3_LISTEN", "off")
         .env("RUST_LOG", "warn")
@@ -72,7 +84,7 @@ fn spawn(config: &Path, args: &[&str], ready: &str, mountpoint: Option<&Path>) -
         match rx.recv_timeout(left) {
             Ok(line) if line.contains(ready) => {
                 std::thread::spawn(move || while rx.recv().is_ok() {});
-                return proc;
+                return (proc, line);
             }
             Ok(_) => {}
             Err(_) => panic!("cairn {args:?} did not print {ready:?}"),
@@ -300,6 +312,9 @@ assert os.path.getsize("{m}/b") == 700_000 and os.path.getsize("{m}/small") == 6
         st.contains("symlink") && st.contains("target:   small"),
         "{st}"
     );
+    let cat = run_with_deadline(&config, &["cat", "/link"], Duration::from_secs(30));
+    assert!(!cat.status.success());
+    assert!(String::from_utf8_lossy(&cat.stderr).contains("symbolic link to small"));
     let st = run_with_deadline(&config, &["stat", "/small"], Duration::from_secs(30));
     let owner = unsafe { format!("owner:    {}:{}", libc::getuid(), libc::getgid()) };
     assert!(String::from_utf8_lossy(&st.stdout).contains(&owner));
@@ -333,4 +348,152 @@ assert os.path.getsize("{m}/b") == 700_000 and os.path.getsize("{m}/small") == 6
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("before mounting"), "{err}");
+}
+
+#[test]
+fn read_through_the_mount_completes_when_a_storage_process_is_killed() {
+    if !Path::new("/dev/fuse").exists() || Command::new("fusermount3").arg("-V").output().is_err() {
+        eprintln!("skipping: needs /dev/fuse and fusermount3 (Debian: fuse3)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = |p: &str| dir.path().join(p);
+    let config = d("config");
+    std::fs::create_dir(d("mnt")).unwrap();
+    let (_meta, banner) = spawn_env(
+        &config,
+        &[
+            "meta",
+            "--data",
+            d("meta").to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        "listening on",
+        None,
+        &[],
+    );
+    let meta = banner
+        .split_whitespace()
+        .find(|w| w.contains(':') && w.starts_with(|c: char| c.is_ascii_digit()))
+        .expect("meta's address")
+        .to_string();
+    let client_key = d("meta/client.key");
+    let env = [
+        ("CAIRN_META", meta.as_str()),
+        ("CAIRN_SECRET_FILE", client_key.to_str().unwrap()),
+    ];
+    let secret = d("meta/cluster.secret");
+    let mut nodes: Vec<Proc> = (0..2)
+        .map(|i| {
+            let data = d(&format!("node-{i}"));
+            let args = [
+                "storage",
+                "--data",
+                data.to_str().unwrap(),
+                "--meta",
+                &meta,
+                "--listen",
+                "127.0.0.1:0",
+                "--secret-file",
+                secret.to_str().unwrap(),
+                "--reserve",
+                "0",
+            ];
+            spawn_env(&config, &args, "listening on", None, &[]).0
+        })
+        .collect();
+    let cli = |args: &[&str]| {
+        let out = Command::new(BIN)
+            .args(args)
+            .envs(env.iter().copied())
+            .env("XDG_CONFIG_HOME", &config)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "cairn {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let s: String = String::from_utf8(cli(&["cluster", "status"])).unwrap();
+        if s.matches(" live").count() >= 2 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "nodes never live: {s}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // 40 MiB in 256 KiB chunks, two copies each.
+    let big = d("big");
+    let mut data = vec![0u8; 40 << 20];
+    for (i, b) in data.iter_mut().enumerate() {
+        *b = (i.wrapping_mul(2654435761) >> 13) as u8;
+    }
+    std::fs::write(&big, &data).unwrap();
+    cli(&[
+        "put",
+        big.to_str().unwrap(),
+        "/big",
+        "--rep",
+        "2",
+        "--chunk-size",
+        "256KiB",
+    ]);
+    let mnt = d("mnt");
+    let cache = d("cache");
+    let mount_args = [
+        "mount",
+        mnt.to_str().unwrap(),
+        "--foreground",
+        "--cache-dir",
+        cache.to_str().unwrap(),
+    ];
+    let _mount = spawn_env(&config, &mount_args, "mounted on", Some(&mnt), &env).0;
+
+    let script = format!(
+        r#"import os, sys, time
+want = open("{big}", "rb").read()
+got = bytearray()
+with open("{mnt}/big", "rb", buffering=0) as f:
+    got += f.read(2 << 20)
+    open("{started}", "w").close()
+    deadline = time.time() + 60
+    while not os.path.exists("{go}"):
+        assert time.time() < deadline, "never told to go on"
+        time.sleep(0.02)
+    while True:
+        b = f.read(1 << 20)
+        if not b:
+            break
+        got += b
+assert bytes(got) == want, "content differs"
+"#,
+        big = big.display(),
+        mnt = mnt.display(),
+        started = d("started").display(),
+        go = d("go").display(),
+    );
+    let reader = std::thread::spawn(move || {
+        Command::new("timeout")
+            .args(["-s", "KILL", "120", "python3", "-c", &script])
+            .output()
+            .unwrap()
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !d("started").exists() {
+        assert!(Instant::now() < deadline, "the reader never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let node = nodes.remove(0);
+    drop(node); // SIGKILL
+    std::fs::write(d("go"), b"").unwrap();
+    let out = reader.join().unwrap();
+    assert!(
+        out.status.success(),
+        "read through the mount failed after a storage node was killed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

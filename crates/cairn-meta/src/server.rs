@@ -462,11 +462,6 @@ impl Meta {
         if inode.kind == InodeKind::Directory {
             return Err(Error::is_dir(format!("{path} is a directory")));
         }
-        if let Some(target) = &inode.target {
-            return Err(Error::invalid(format!(
-                "{path} is a symbolic link to {target}; open its target instead"
-            )));
-        }
         let mut ids = HashSet::new();
         let mut caps = Vec::with_capacity(inode.extents.len());
         for e in &mut inode.extents {
