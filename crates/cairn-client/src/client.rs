@@ -201,6 +201,19 @@ impl Client {
         }
     }
 
+    /// [`Client::rename`] that fails with `AlreadyExists` instead of
+    /// replacing an existing `dst`, atomically.
+    pub async fn rename_noreplace(&self, src: &CairnPath, dst: &CairnPath) -> Result<()> {
+        let req = MetaRequest::RenameNoReplace {
+            src: src.clone(),
+            dst: dst.clone(),
+        };
+        match self.meta(req).await? {
+            MetaResponse::Ok => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
     /// Move every chunk off `node` (or stop doing so).
     pub async fn drain(&self, node: cairn_types::NodeId, undo: bool) -> Result<()> {
         match self.meta(MetaRequest::Drain { node, undo }).await? {

@@ -444,22 +444,13 @@ impl Shared {
         if flags & RENAME_EXCHANGE != 0 {
             return Err(libc::EINVAL);
         }
-        if flags & RENAME_NOREPLACE != 0 {
-            // Not atomic with the rename: meta's rename has no
-            // expected-absent form yet.
-            match self.stat(&dst).await {
-                Ok(_) => return Err(libc::EEXIST),
-                Err(libc::ENOENT) => {}
-                Err(e) => return Err(e),
-            }
-        }
         let reading = self
             .handles
             .lock()
             .unwrap()
             .values()
             .any(|h| matches!(h, OpenHandle::Reader(_)));
-        if reading {
+        if reading && flags & RENAME_NOREPLACE == 0 {
             // A file the rename replaces goes like an unlinked one.
             if let Ok(old) = self.stat(&dst).await {
                 if old.kind == InodeKind::File {
@@ -467,10 +458,12 @@ impl Shared {
                 }
             }
         }
-        self.client
-            .rename(&src, &dst)
-            .await
-            .map_err(|e| errno(&e))?;
+        let renamed = if flags & RENAME_NOREPLACE != 0 {
+            self.client.rename_noreplace(&src, &dst).await
+        } else {
+            self.client.rename(&src, &dst).await
+        };
+        renamed.map_err(|e| errno(&e))?;
         self.inodes.lock().unwrap().renamed(&src, &dst);
         Ok(())
     }

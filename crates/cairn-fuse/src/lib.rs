@@ -22,7 +22,7 @@
 //! reports.
 //!
 //! Not in this cut: hard links (`EPERM`: a name is a file's only record in
-//! Cairn), atomic `RENAME_NOREPLACE` (checked just before the rename).
+//! Cairn).
 
 mod error;
 mod fs;

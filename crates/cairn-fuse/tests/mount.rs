@@ -230,6 +230,7 @@ def renameat2(a, b, flags):
         raise OSError(ctypes.get_errno(), "renameat2")
 open(m + "/r1", "w").write("1"); open(m + "/r2", "w").write("2")
 expect(errno.EEXIST, renameat2, m + "/r1", m + "/r2", RENAME_NOREPLACE)
+expect(errno.EEXIST, renameat2, m + "/r1", m + "/d", RENAME_NOREPLACE)
 renameat2(m + "/r1", m + "/r3", RENAME_NOREPLACE)
 os.rename(m + "/r3", m + "/d/r")
 os.rename(m + "/d/r", m + "/r2")

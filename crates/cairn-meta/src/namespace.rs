@@ -843,15 +843,26 @@ impl Namespace {
     /// non-empty target `DirectoryNotEmpty`, a directory into its own subtree
     /// `InvalidInput`; `src == dst` is a no-op.
     pub async fn rename(&self, src: &CairnPath, dst: &CairnPath) -> Result<()> {
+        self.rename_with(src, dst, true).await
+    }
+
+    /// [`Self::rename`]; without `replace`, an existing `dst` of any kind is
+    /// `AlreadyExists`, checked in the same transaction (`RENAME_NOREPLACE`).
+    pub async fn rename_with(&self, src: &CairnPath, dst: &CairnPath, replace: bool) -> Result<()> {
         if src.is_root() || dst.is_root() {
             return Err(Error::invalid(
                 "the root directory cannot be renamed or replaced",
             ));
         }
-        retry("rename", || self.rename_once(src, dst)).await
+        retry("rename", || self.rename_once(src, dst, replace)).await
     }
 
-    async fn rename_once(&self, src: &CairnPath, dst: &CairnPath) -> Result<Option<()>> {
+    async fn rename_once(
+        &self,
+        src: &CairnPath,
+        dst: &CairnPath,
+        replace: bool,
+    ) -> Result<Option<()>> {
         let mut tx = Tx::new(self.store.as_ref());
         let (_, src_key, moving) = tx.resolve_entry(src).await?;
         let mut moving = moving.ok_or_else(|| Error::not_found(format!("{src} does not exist")))?;
@@ -865,6 +876,12 @@ impl Namespace {
         }
         let (dst_parent, dst_key, target) = tx.resolve_entry(dst).await?;
         if let Some(target) = target {
+            if !replace {
+                return Err(Error::exists(format!(
+                    "{dst} already exists as a {} (rename without replacing)",
+                    kind_name(target.kind)
+                )));
+            }
             let dirs = (
                 moving.kind == InodeKind::Directory,
                 target.kind == InodeKind::Directory,
@@ -1439,6 +1456,28 @@ mod tests {
         ns.remove(&p("/d"), true).await.unwrap();
         while ns.purge_trash(100).await.unwrap() > 0 {}
         assert!(pending_garbage(&ns).await.contains(&ChunkId(2)));
+    }
+
+    #[tokio::test]
+    async fn rename_without_replace_refuses_any_existing_target() {
+        let (_d, ns) = open_ns(Duration::ZERO).await;
+        ns.commit_file(&p("/a"), vec![ext(1, 1)], None, 0o644, 1)
+            .await
+            .unwrap();
+        ns.commit_file(&p("/b"), vec![ext(2, 1)], None, 0o644, 1)
+            .await
+            .unwrap();
+        ns.mkdir(&p("/d"), false).await.unwrap();
+        for dst in ["/b", "/d"] {
+            let e = ns.rename_with(&p("/a"), &p(dst), false).await.unwrap_err();
+            assert_eq!(e.kind, ErrorKind::AlreadyExists, "{dst}: {e}");
+        }
+        assert_eq!(ns.lookup(&p("/b")).await.unwrap().size, 1);
+        assert!(pending_garbage(&ns).await.is_empty());
+        ns.rename_with(&p("/a"), &p("/d/a"), false).await.unwrap();
+        assert_eq!(names(&ns, "/d").await, vec!["a".to_string()]);
+        ns.rename_with(&p("/d/a"), &p("/b"), true).await.unwrap();
+        assert_eq!(pending_garbage(&ns).await, vec![ChunkId(2)]);
     }
 
     #[tokio::test]

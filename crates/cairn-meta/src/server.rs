@@ -290,6 +290,10 @@ impl Meta {
                 self.ns.rename(&src, &dst).await?;
                 Ok(MetaResponse::Ok)
             }
+            MetaRequest::RenameNoReplace { src, dst } => {
+                self.ns.rename_with(&src, &dst, false).await?;
+                Ok(MetaResponse::Ok)
+            }
             MetaRequest::AllocChunk {
                 path: _,
                 rep,

@@ -136,6 +136,12 @@ pub enum MetaRequest {
         id: Option<cairn_types::InodeId>,
         changes: cairn_types::AttrChanges,
     },
+    /// `Rename` that fails with `AlreadyExists` if `dst` exists, checked in
+    /// the rename's transaction (`RENAME_NOREPLACE`).
+    RenameNoReplace {
+        src: CairnPath,
+        dst: CairnPath,
+    },
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
