@@ -34,10 +34,11 @@ impl Shared {
                 })
                 .collect()
         };
-        // A staged file here already is what this mount's handles see.
         let Some((_, first)) = readers.first() else {
             return;
         };
+        // A staged file of it here (a writer) is kept already; readers of
+        // an older version read that from Cairn until the garbage delay.
         if self.stages.peek(ino).is_some() {
             return;
         }
