@@ -29,6 +29,7 @@ fn kind_str(i: &Inode) -> &'static str {
     match i.kind {
         InodeKind::File => "file",
         InodeKind::Directory => "directory",
+        InodeKind::Symlink => "symlink",
     }
 }
 
@@ -66,6 +67,9 @@ fn inode_json(path: &str, i: &Inode) -> serde_json::Value {
         "chunks": i.extents.len(),
         "chunk_size": i.chunk_size,
         "cues": i.cues.to_string(),
+        "target": i.target,
+        "uid": i.uid,
+        "gid": i.gid,
     })
 }
 
@@ -115,6 +119,11 @@ pub async fn get(t: &Target, src: &str, local: &str) -> Result<()> {
     let c = connect(t).await?;
     let (src, cues) = cued(src)?;
     let reader = c.open_cued(&src, &cues).await?;
+    // A symlink (made through a mount) has no bytes of its own; Cairn paths
+    // do not follow links.
+    if let Some(target) = &reader.inode().target {
+        anyhow::bail!("{src} is a symbolic link to {target}; read its target instead");
+    }
     if local == "-" {
         let mut out = tokio::io::stdout();
         reader.copy_to(&mut out).await?;
@@ -142,7 +151,7 @@ pub async fn ls(t: &Target, p: &str, long: bool, json_out: bool) -> Result<()> {
     let p = path(p)?;
     let inode = c.stat(&p).await?;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-    if inode.kind == InodeKind::File {
+    if inode.kind != InodeKind::Directory {
         let (parent, name) = p.split_last().expect("the root is a directory");
         let entry = DirEntry {
             name: name.to_string(),
@@ -200,14 +209,18 @@ fn print_entries(
             ""
         };
         if long {
-            let t = if e.inode.kind == InodeKind::Directory {
-                'd'
-            } else {
-                '-'
+            let t = match e.inode.kind {
+                InodeKind::Directory => 'd',
+                InodeKind::File => '-',
+                InodeKind::Symlink => 'l',
+            };
+            let arrow = match &e.inode.target {
+                Some(target) => format!(" -> {target}"),
+                None => String::new(),
             };
             writeln!(
                 out,
-                "{t} {:>12} v{:<4} {} {}{slash}",
+                "{t} {:>12} v{:<4} {} {}{slash}{arrow}",
                 e.inode.size,
                 e.inode.version.0,
                 time_str(e.inode.mtime_ms),
@@ -229,10 +242,16 @@ pub async fn stat(t: &Target, p: &str, json_out: bool) -> Result<()> {
     } else {
         println!("path:     {p}");
         println!("type:     {}", kind_str(&i));
+        if let Some(target) = &i.target {
+            println!("target:   {target}");
+        }
         println!("size:     {} ({})", i.size, format_bytes(i.size));
         println!("version:  {}", i.version);
         println!("chunks:   {}", i.extents.len());
         println!("mode:     {:o}", i.mode);
+        if let (Some(uid), Some(gid)) = (i.uid, i.gid) {
+            println!("owner:    {uid}:{gid}");
+        }
         println!("modified: {}", time_str(i.mtime_ms));
         println!("inode:    {}", i.id);
         if !i.cues.is_empty() {
@@ -259,7 +278,9 @@ pub async fn mv(t: &Target, src: &str, dst: &str) -> Result<()> {
     let mut dst = path(dst)?;
     if let (Ok(d), Some((_, name))) = (c.stat(&dst).await, src.split_last()) {
         if d.kind == InodeKind::Directory
-            && c.stat(&src).await.map(|s| s.kind) == Ok(InodeKind::File)
+            && c.stat(&src)
+                .await
+                .is_ok_and(|s| s.kind != InodeKind::Directory)
         {
             dst = dst.join(name)?;
         }

@@ -1,9 +1,24 @@
-//! `cairn mount`: the FUSE mount in the foreground until Ctrl-C, SIGTERM or
-//! `fusermount3 -u`.
+//! `cairn mount`: the FUSE mount, in the background by default.
+//!
+//! Daemon mode re-runs this binary with `--foreground` in a new session
+//! (stdin and stdout detached, stderr to a log file) rather than forking:
+//! the tokio runtime is already running, and forking a multi-threaded
+//! process is unsound. The parent waits for the child's "mounted on" line,
+//! so it exits 0 only once the mount is live, and with the child's error
+//! otherwise.
 
 use crate::{commands, Target};
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
+use std::io::{BufRead, BufReader};
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+/// Set in the daemon's environment, with the parent's pid as the value.
+const DAEMON_ENV: &str = "CAIRN_MOUNT_DAEMON";
+/// What the mount prints on stdout once it is live; scripts and the
+/// daemon's parent wait for it.
+const READY: &str = "cairn: mounted on";
 
 #[derive(clap::Args)]
 pub struct MountArgs {
@@ -12,9 +27,16 @@ pub struct MountArgs {
     /// Where files open for writing are staged [default: /var/tmp/cairn-mount]
     #[arg(long, env = "CAIRN_CACHE_DIR")]
     cache_dir: Option<PathBuf>,
-    /// Stay in the foreground (the only mode for now)
+    /// Cap on the bytes staged in the cache directory at once (e.g. 10GiB);
+    /// writes past it fail with ENOSPC until files are closed [default: no cap]
+    #[arg(long, env = "CAIRN_CACHE_SIZE")]
+    cache_size: Option<String>,
+    /// Stay attached to the terminal instead of running in the background
     #[arg(long)]
     foreground: bool,
+    /// The background mount's log (stderr) [default: CACHE_DIR/mount.log]
+    #[arg(long)]
+    log_file: Option<PathBuf>,
     /// Let other users use the mount
     #[arg(long)]
     allow_other: bool,
@@ -25,12 +47,28 @@ pub struct MountArgs {
     target: Target,
 }
 
+impl MountArgs {
+    fn cache_dir(&self) -> PathBuf {
+        self.cache_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("/var/tmp/cairn-mount"))
+    }
+}
+
 pub async fn run(a: MountArgs) -> Result<()> {
+    let cache_size = a
+        .cache_size
+        .as_deref()
+        .map(cairn_types::parse_size)
+        .transpose()
+        .context("--cache-size")?;
+    if !a.foreground {
+        return tokio::task::spawn_blocking(move || daemonize(&a)).await?;
+    }
     let client = commands::connect(&a.target).await?;
     let opts = cairn_fuse::MountOptions {
-        cache_dir: a
-            .cache_dir
-            .unwrap_or_else(|| PathBuf::from("/var/tmp/cairn-mount")),
+        cache_dir: a.cache_dir(),
+        cache_size,
         read_only: a.ro,
         allow_other: a.allow_other,
     };
@@ -42,11 +80,17 @@ pub async fn run(a: MountArgs) -> Result<()> {
             .with_context(|| format!("cannot mount on {}", a.mountpoint.display()))?;
     tracing::info!(mountpoint = %a.mountpoint.display(), "mounted");
     // On stdout, like the server's banner: scripts wait for this line.
-    println!("cairn: mounted on {}", a.mountpoint.display());
+    println!(
+        "{READY} {} (pid {})",
+        a.mountpoint.display(),
+        std::process::id()
+    );
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
+        _ = hup.recv(), if std::env::var_os(DAEMON_ENV).is_none() => {}
         _ = mount.ended() => {
             eprintln!("cairn: unmounted");
             return Ok(());
@@ -55,4 +99,64 @@ pub async fn run(a: MountArgs) -> Result<()> {
     tokio::task::spawn_blocking(move || mount.unmount()).await?;
     eprintln!("cairn: unmounted");
     Ok(())
+}
+
+/// Start the mount as a detached child and return once it is live.
+fn daemonize(a: &MountArgs) -> Result<()> {
+    let cache_dir = a.cache_dir();
+    std::fs::create_dir_all(&cache_dir)
+        .with_context(|| format!("cannot create cache directory {}", cache_dir.display()))?;
+    let log_path = a
+        .log_file
+        .clone()
+        .unwrap_or_else(|| cache_dir.join("mount.log"));
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .with_context(|| format!("cannot open log file {}", log_path.display()))?;
+    let exe = std::env::current_exe().context("cannot find the cairn binary to run")?;
+    let mut args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    args.push("--foreground".into());
+    let mut cmd = Command::new(exe);
+    cmd.args(args)
+        .env(DAEMON_ENV, std::process::id().to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(log);
+    // SAFETY: setsid is async-signal-safe; nothing else runs between fork
+    // and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().context("cannot start the background mount")?;
+    let out = child.stdout.take().expect("piped");
+    for line in BufReader::new(out).lines() {
+        let line = line.context("reading the background mount's output")?;
+        if line.starts_with(READY) {
+            println!("{line}");
+            eprintln!(
+                "cairn: running in the background; log in {}",
+                log_path.display()
+            );
+            return Ok(());
+        }
+    }
+    // Its stdout closed before the mount was live: it failed.
+    let status = child.wait()?;
+    let tail = std::fs::read_to_string(&log_path).unwrap_or_default();
+    let last = tail
+        .lines()
+        .rev()
+        .find(|l| l.contains("error"))
+        .unwrap_or("see the log");
+    bail!(
+        "the background mount exited ({status}) before mounting: {last} (log: {})",
+        log_path.display()
+    )
 }

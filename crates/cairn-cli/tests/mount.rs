@@ -45,8 +45,20 @@ impl Proc {
 }
 
 fn spawn(config: &Path, args: &[&str], ready: &str, mountpoint: Option<&Path>) -> Proc {
+    spawn_env(config, args, ready, mountpoint, &[]).0
+}
+
+/// [`spawn`] with more environment; also returns the line that said `ready`.
+fn spawn_env(
+    config: &Path,
+    args: &[&str],
+    ready: &str,
+    mountpoint: Option<&Path>,
+    envs: &[(&str, &str)],
+) -> (Proc, String) {
     let mut child = Command::new(BIN)
         .args(args)
+        .envs(envs.iter().copied())
         .env("XDG_CONFIG_HOME", config)
         .env("CAIRN_S3_LISTEN", "off")
         .env("RUST_LOG", "warn")
@@ -72,7 +84,7 @@ fn spawn(config: &Path, args: &[&str], ready: &str, mountpoint: Option<&Path>) -
         match rx.recv_timeout(left) {
             Ok(line) if line.contains(ready) => {
                 std::thread::spawn(move || while rx.recv().is_ok() {});
-                return proc;
+                return (proc, line);
             }
             Ok(_) => {}
             Err(_) => panic!("cairn {args:?} did not print {ready:?}"),
@@ -101,7 +113,13 @@ fn mount_serves_files_and_ends_on_sigterm_and_fusermount() {
     std::fs::create_dir(&mnt).unwrap();
     let m = mnt.to_str().unwrap();
     let cache = dir.path().join("cache");
-    let mount_args = ["mount", m, "--cache-dir", cache.to_str().unwrap()];
+    let mount_args = [
+        "mount",
+        m,
+        "--foreground",
+        "--cache-dir",
+        cache.to_str().unwrap(),
+    ];
     let _server = spawn(
         &config,
         &[
@@ -141,4 +159,341 @@ fn mount_serves_files_and_ends_on_sigterm_and_fusermount() {
         .unwrap();
     assert!(st.success());
     mount.exits_ok(Duration::from_secs(20));
+}
+
+/// A background mount found by its pid: killed and detached when dropped.
+struct Daemon {
+    pid: i32,
+    mountpoint: PathBuf,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if alive(self.pid) {
+            unsafe { libc::kill(self.pid, libc::SIGKILL) };
+        }
+        let _ = Command::new("fusermount3")
+            .args(["-u", "-z"])
+            .arg(&self.mountpoint)
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+fn alive(pid: i32) -> bool {
+    // Not our child (it was re-parented when the daemon's parent exited):
+    // signal 0 says whether it still exists.
+    unsafe { libc::kill(pid, 0) == 0 }
+}
+
+/// Run `cairn` to completion with a deadline (a background mount that kept
+/// our pipes would hang `output()`).
+fn run_with_deadline(config: &Path, args: &[&str], limit: Duration) -> std::process::Output {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args)
+        .env("XDG_CONFIG_HOME", config)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(cmd.output().expect("run cairn"));
+    });
+    rx.recv_timeout(limit)
+        .unwrap_or_else(|_| panic!("cairn {args:?} did not finish within {limit:?}"))
+}
+
+#[test]
+fn mount_backgrounds_once_live_and_caps_its_cache() {
+    if !Path::new("/dev/fuse").exists() || Command::new("fusermount3").arg("-V").output().is_err() {
+        eprintln!("skipping: needs /dev/fuse and fusermount3 (Debian: fuse3)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config");
+    let data = dir.path().join("data");
+    let mnt = dir.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let m = mnt.to_str().unwrap();
+    let cache = dir.path().join("cache");
+    let _server = spawn(
+        &config,
+        &[
+            "server",
+            "--data",
+            data.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        "try:",
+        None,
+    );
+
+    // The parent returns 0 only once the mount is live, and leaves the
+    // mount running in the background.
+    let args = [
+        "mount",
+        m,
+        "--cache-dir",
+        cache.to_str().unwrap(),
+        "--cache-size",
+        "1MiB",
+    ];
+    let out = run_with_deadline(&config, &args, Duration::from_secs(60));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}\n{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let pid: i32 = stdout
+        .split("(pid ")
+        .nth(1)
+        .and_then(|s| s.split(')').next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no pid in {stdout:?}"));
+    let daemon = Daemon {
+        pid,
+        mountpoint: mnt.clone(),
+    };
+    assert!(
+        is_mounted(&mnt),
+        "the parent exited before the mount was live"
+    );
+    assert!(alive(pid));
+
+    // Files open for writing may stage 1 MiB together; past it, ENOSPC.
+    let script = format!(
+        r#"import errno, os
+def write_all(f, data):
+    while data:
+        data = data[f.write(data):]
+open("{m}/small", "wb").write(b"x" * 600_000)
+f = open("{m}/big", "wb", buffering=0)
+try:
+    write_all(f, b"y" * (2 << 20))
+    raise AssertionError("wrote 2 MiB through a 1 MiB cache")
+except OSError as e:
+    assert e.errno == errno.ENOSPC, e
+f.close()
+a = open("{m}/a", "wb", buffering=0); a.write(b"1" * 700_000)
+b = open("{m}/b", "wb", buffering=0)
+try:
+    b.write(b"2" * 700_000)
+    raise AssertionError("two open files staged 1.4 MiB through a 1 MiB cache")
+except OSError as e:
+    assert e.errno == errno.ENOSPC, e
+a.close()
+b.write(b"2" * 700_000); b.close()
+assert os.path.getsize("{m}/b") == 700_000 and os.path.getsize("{m}/small") == 600_000
+"#
+    );
+    let py = Command::new("python3")
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    assert!(
+        py.status.success(),
+        "{}",
+        String::from_utf8_lossy(&py.stderr)
+    );
+
+    // The CLI shows what the mount made: symlinks, owners.
+    std::os::unix::fs::symlink("small", mnt.join("link")).unwrap();
+    let ls = run_with_deadline(&config, &["ls", "-l", "/"], Duration::from_secs(30));
+    let ls = String::from_utf8_lossy(&ls.stdout);
+    assert!(
+        ls.lines()
+            .any(|l| l.starts_with('l') && l.ends_with("link -> small")),
+        "{ls}"
+    );
+    let st = run_with_deadline(&config, &["stat", "/link"], Duration::from_secs(30));
+    let st = String::from_utf8_lossy(&st.stdout);
+    assert!(
+        st.contains("symlink") && st.contains("target:   small"),
+        "{st}"
+    );
+    let cat = run_with_deadline(&config, &["cat", "/link"], Duration::from_secs(30));
+    assert!(!cat.status.success());
+    assert!(String::from_utf8_lossy(&cat.stderr).contains("symbolic link to small"));
+    let st = run_with_deadline(&config, &["stat", "/small"], Duration::from_secs(30));
+    let owner = unsafe { format!("owner:    {}:{}", libc::getuid(), libc::getgid()) };
+    assert!(String::from_utf8_lossy(&st.stdout).contains(&owner));
+
+    // `fusermount3 -u` ends the background process.
+    assert!(Command::new("fusermount3")
+        .arg("-u")
+        .arg(&mnt)
+        .status()
+        .unwrap()
+        .success());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while alive(pid) {
+        assert!(
+            Instant::now() < deadline,
+            "the background mount did not exit"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(daemon);
+
+    // A mount that cannot start makes the parent fail, with the reason.
+    let missing = dir.path().join("no-such-dir");
+    let bad = [
+        "mount",
+        missing.to_str().unwrap(),
+        "--cache-dir",
+        cache.to_str().unwrap(),
+    ];
+    let out = run_with_deadline(&config, &bad, Duration::from_secs(60));
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("before mounting"), "{err}");
+}
+
+#[test]
+fn read_through_the_mount_completes_when_a_storage_process_is_killed() {
+    if !Path::new("/dev/fuse").exists() || Command::new("fusermount3").arg("-V").output().is_err() {
+        eprintln!("skipping: needs /dev/fuse and fusermount3 (Debian: fuse3)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = |p: &str| dir.path().join(p);
+    let config = d("config");
+    std::fs::create_dir(d("mnt")).unwrap();
+    let (_meta, banner) = spawn_env(
+        &config,
+        &[
+            "meta",
+            "--data",
+            d("meta").to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        "listening on",
+        None,
+        &[],
+    );
+    let meta = banner
+        .split_whitespace()
+        .find(|w| w.contains(':') && w.starts_with(|c: char| c.is_ascii_digit()))
+        .expect("meta's address")
+        .to_string();
+    let client_key = d("meta/client.key");
+    let env = [
+        ("CAIRN_META", meta.as_str()),
+        ("CAIRN_SECRET_FILE", client_key.to_str().unwrap()),
+    ];
+    let secret = d("meta/cluster.secret");
+    let mut nodes: Vec<Proc> = (0..2)
+        .map(|i| {
+            let data = d(&format!("node-{i}"));
+            let args = [
+                "storage",
+                "--data",
+                data.to_str().unwrap(),
+                "--meta",
+                &meta,
+                "--listen",
+                "127.0.0.1:0",
+                "--secret-file",
+                secret.to_str().unwrap(),
+                "--reserve",
+                "0",
+            ];
+            spawn_env(&config, &args, "listening on", None, &[]).0
+        })
+        .collect();
+    let cli = |args: &[&str]| {
+        let out = Command::new(BIN)
+            .args(args)
+            .envs(env.iter().copied())
+            .env("XDG_CONFIG_HOME", &config)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "cairn {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let s: String = String::from_utf8(cli(&["cluster", "status"])).unwrap();
+        if s.matches(" live").count() >= 2 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "nodes never live: {s}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // 40 MiB in 256 KiB chunks, two copies each.
+    let big = d("big");
+    let mut data = vec![0u8; 40 << 20];
+    for (i, b) in data.iter_mut().enumerate() {
+        *b = (i.wrapping_mul(2654435761) >> 13) as u8;
+    }
+    std::fs::write(&big, &data).unwrap();
+    cli(&[
+        "put",
+        big.to_str().unwrap(),
+        "/big",
+        "--rep",
+        "2",
+        "--chunk-size",
+        "256KiB",
+    ]);
+    let mnt = d("mnt");
+    let cache = d("cache");
+    let mount_args = [
+        "mount",
+        mnt.to_str().unwrap(),
+        "--foreground",
+        "--cache-dir",
+        cache.to_str().unwrap(),
+    ];
+    let _mount = spawn_env(&config, &mount_args, "mounted on", Some(&mnt), &env).0;
+
+    let script = format!(
+        r#"import os, sys, time
+want = open("{big}", "rb").read()
+got = bytearray()
+with open("{mnt}/big", "rb", buffering=0) as f:
+    got += f.read(2 << 20)
+    open("{started}", "w").close()
+    deadline = time.time() + 60
+    while not os.path.exists("{go}"):
+        assert time.time() < deadline, "never told to go on"
+        time.sleep(0.02)
+    while True:
+        b = f.read(1 << 20)
+        if not b:
+            break
+        got += b
+assert bytes(got) == want, "content differs"
+"#,
+        big = big.display(),
+        mnt = mnt.display(),
+        started = d("started").display(),
+        go = d("go").display(),
+    );
+    let reader = std::thread::spawn(move || {
+        Command::new("timeout")
+            .args(["-s", "KILL", "120", "python3", "-c", &script])
+            .output()
+            .unwrap()
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !d("started").exists() {
+        assert!(Instant::now() < deadline, "the reader never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let node = nodes.remove(0);
+    drop(node); // SIGKILL
+    std::fs::write(d("go"), b"").unwrap();
+    let out = reader.join().unwrap();
+    assert!(
+        out.status.success(),
+        "read through the mount failed after a storage node was killed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -3,7 +3,9 @@ use cairn_proto::{
     ClusterConfig, ClusterStatus, Credentials, MetaClient, MetaRequest, MetaResponse, OpenFile,
     PathCues, Pool,
 };
-use cairn_types::{CairnPath, Cues, DirEntry, Error, Inode, Result, Version};
+use cairn_types::{
+    AttrChanges, CairnPath, Cues, DirEntry, Error, Inode, InodeId, NewNode, Result, Version,
+};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -240,9 +242,67 @@ impl Client {
         }
     }
 
+    /// Create an empty file, a directory or a symlink with `mode` and owner,
+    /// atomically; `AlreadyExists` if `path` exists.
+    pub async fn make_node(
+        &self,
+        path: &CairnPath,
+        node: NewNode,
+        mode: u32,
+        owner: (Option<u32>, Option<u32>),
+    ) -> Result<Inode> {
+        self.inner.files.invalidate(path);
+        let req = MetaRequest::MakeNode {
+            path: path.clone(),
+            node,
+            mode,
+            uid: owner.0,
+            gid: owner.1,
+        };
+        match self.meta(req).await? {
+            MetaResponse::Inode(i) => Ok(i),
+            other => Err(unexpected(other)),
+        }
+    }
+
     /// Bytes in the chunk cache.
     pub fn cached_bytes(&self) -> u64 {
         self.inner.chunks.bytes()
+    }
+
+    /// Change attributes of `path` (of inode `id` only, when given) in one
+    /// transaction; the content and its version stay.
+    pub async fn set_attr(
+        &self,
+        path: &CairnPath,
+        id: Option<InodeId>,
+        changes: AttrChanges,
+    ) -> Result<Inode> {
+        self.inner.files.invalidate(path);
+        let req = MetaRequest::SetAttr {
+            path: path.clone(),
+            id,
+            changes,
+        };
+        match self.meta(req).await? {
+            MetaResponse::Inode(i) => Ok(i),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// [`Client::rename`] that fails with `AlreadyExists` instead of
+    /// replacing an existing `dst`, atomically.
+    pub async fn rename_noreplace(&self, src: &CairnPath, dst: &CairnPath) -> Result<()> {
+        self.inner.files.invalidate(src);
+        self.inner.files.invalidate(dst);
+        let req = MetaRequest::RenameNoReplace {
+            src: src.clone(),
+            dst: dst.clone(),
+        };
+        match self.meta(req).await? {
+            MetaResponse::Ok => Ok(()),
+            other => Err(unexpected(other)),
+        }
     }
 
     /// Move every chunk off `node` (or stop doing so).

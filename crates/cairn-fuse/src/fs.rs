@@ -11,11 +11,17 @@
 use crate::error::{check_name, errno};
 use crate::inode_table::InodeTable;
 use crate::staging::{StageTable, Staged};
-use cairn_client::{Client, FileReader, PutOptions};
-use cairn_types::{CairnPath, ErrorKind, Inode, InodeKind, Version};
+use crate::xattr;
+
+mod attrs;
+use cairn_client::{Client, FileReader};
+use cairn_types::{
+    now_ms, AttrChanges, CairnPath, ErrorKind, Inode, InodeKind, NewNode, XattrOp, MAX_TARGET_LEN,
+};
 use fuser::{
     FileAttr, FileType, Filesystem, KernelConfig, ReplyAttr, ReplyCreate, ReplyData,
-    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request, TimeOrNow,
+    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr,
+    Request, TimeOrNow,
 };
 use libc::c_int;
 use std::collections::HashMap;
@@ -76,6 +82,7 @@ impl CairnFs {
         client: Client,
         rt: Handle,
         cache_dir: std::path::PathBuf,
+        cache_size: Option<u64>,
         read_only: bool,
         ended: tokio::sync::oneshot::Sender<()>,
     ) -> CairnFs {
@@ -88,7 +95,7 @@ impl CairnFs {
                 uid,
                 gid,
                 inodes: Mutex::new(InodeTable::new()),
-                stages: StageTable::new(cache_dir),
+                stages: StageTable::new(cache_dir, cache_size),
                 handles: Mutex::new(HashMap::new()),
                 next_fh: AtomicU64::new(1),
             }),
@@ -109,16 +116,35 @@ fn ms_to_time(ms: u64) -> SystemTime {
     UNIX_EPOCH + Duration::from_millis(ms)
 }
 
+fn time_to_ms(t: TimeOrNow) -> u64 {
+    match t {
+        TimeOrNow::Now => now_ms(),
+        TimeOrNow::SpecificTime(t) => t
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64),
+    }
+}
+
+fn file_type(kind: InodeKind) -> FileType {
+    match kind {
+        InodeKind::Directory => FileType::Directory,
+        InodeKind::File => FileType::RegularFile,
+        InodeKind::Symlink => FileType::Symlink,
+    }
+}
+
 impl Shared {
     fn attr(&self, inode: &Inode, size: Option<u64>) -> FileAttr {
-        let (kind, default_perm, nlink) = match inode.kind {
-            InodeKind::Directory => (FileType::Directory, 0o755, 2),
-            InodeKind::File => (FileType::RegularFile, 0o644, 1),
+        let (default_perm, nlink) = match inode.kind {
+            InodeKind::Directory => (0o755, 2),
+            InodeKind::File => (0o644, 1),
+            InodeKind::Symlink => (0o777, 1),
         };
         let perm = match inode.mode & 0o7777 {
             0 => default_perm,
             p => p as u16,
         };
+        let kind = file_type(inode.kind);
         let size = size.unwrap_or(inode.size);
         FileAttr {
             ino: inode.id.0,
@@ -131,8 +157,9 @@ impl Shared {
             kind,
             perm,
             nlink,
-            uid: self.uid,
-            gid: self.gid,
+            // Files written by the CLI or S3 have no owner: the mounting user's.
+            uid: inode.uid.unwrap_or(self.uid),
+            gid: inode.gid.unwrap_or(self.gid),
             rdev: 0,
             blksize: MAX_IO,
             flags: 0,
@@ -178,6 +205,18 @@ impl Shared {
     /// for writing.
     async fn getattr(&self, ino: u64) -> Result<FileAttr, Errno> {
         let staged = self.stages.peek(ino);
+        let inode = self.inode(ino).await?;
+        let size = match staged {
+            Some(s) => Some(s.len().await.map_err(|e| errno(&e))?),
+            None => None,
+        };
+        Ok(self.attr(&inode, size))
+    }
+
+    /// The current record of `ino`: from meta while its name still leads to
+    /// it, else what this mount has staged of it (open, unlinked).
+    async fn inode(&self, ino: u64) -> Result<Inode, Errno> {
+        let staged = self.stages.peek(ino);
         let inode = match self.path(ino) {
             Ok(path) => match self.stat(&path).await {
                 // The name now belongs to another file: this ino is gone.
@@ -191,13 +230,13 @@ impl Shared {
         let inode = match (inode, &staged) {
             (Some(i), _) => i,
             (None, Some(s)) => s.inode(),
-            (None, None) => return Err(libc::ENOENT),
+            (None, None) => match self.open_reader(ino) {
+                // Removed (here or elsewhere) while a program has it open.
+                Some(r) => r.inode().clone(),
+                None => return Err(libc::ENOENT),
+            },
         };
-        let size = match staged {
-            Some(s) => Some(s.len().await.map_err(|e| errno(&e))?),
-            None => None,
-        };
-        Ok(self.attr(&inode, size))
+        Ok(inode)
     }
 
     /// Stage `ino` for writing: copied from Cairn on first use unless
@@ -210,6 +249,7 @@ impl Shared {
     ) -> Result<Arc<Staged>, Errno> {
         let client = self.client.clone();
         let dir = self.stages.cache_dir.clone();
+        let budget = self.stages.budget.clone();
         let p = path.clone();
         let (staged, fresh) = self
             .stages
@@ -220,7 +260,7 @@ impl Shared {
                     return Err(cairn_types::Error::is_dir(format!("{p} is a directory")));
                 }
                 let copy = (!truncate && inode.size > 0).then_some(reader);
-                Staged::create(&dir, ino, inode, copy).await
+                Staged::create(&dir, budget, ino, inode, copy).await
             })
             .await
             .map_err(|e| errno(&e))?;
@@ -282,27 +322,52 @@ impl Shared {
         path: CairnPath,
         mode: u32,
         flags: i32,
+        owner: (u32, u32),
     ) -> Result<(FileAttr, u64), Errno> {
         self.writable()?;
-        let opts = PutOptions {
-            expected: Some(Version(0)),
-            mode: Some(mode & 0o7777),
-            ..PutOptions::default()
-        };
-        let inode = match self.client.put_bytes(&path, &[], opts).await {
-            Ok(i) => i,
+        let made = self
+            .client
+            .make_node(
+                &path,
+                NewNode::File,
+                mode & 0o7777,
+                (Some(owner.0), Some(owner.1)),
+            )
+            .await;
+        let (inode, fresh) = match made {
+            Ok(i) => (i, true),
             // Created by someone else since the kernel's lookup.
-            Err(e) if matches!(e.kind, ErrorKind::Conflict | ErrorKind::AlreadyExists) => {
+            Err(e) if e.kind == ErrorKind::AlreadyExists => {
                 if flags & libc::O_EXCL != 0 {
                     return Err(libc::EEXIST);
                 }
-                self.stat(&path).await?
+                let i = self.stat(&path).await?;
+                match i.kind {
+                    InodeKind::File => {}
+                    InodeKind::Directory => return Err(libc::EISDIR),
+                    InodeKind::Symlink => return Err(libc::EEXIST),
+                }
+                (i, false)
             }
             Err(e) => return Err(errno(&e)),
         };
         let ino = inode.id.0;
         self.inodes.lock().unwrap().remember(ino, path.clone());
-        let staged = match self.stage(ino, &path, flags & libc::O_TRUNC != 0).await {
+        let staged = if fresh {
+            // Empty and just made: nothing to read from Cairn.
+            let dir = self.stages.cache_dir.clone();
+            let budget = self.stages.budget.clone();
+            self.stages
+                .acquire(ino, || {
+                    Staged::create(&dir, budget, ino, inode.clone(), None)
+                })
+                .await
+                .map(|(s, _)| s)
+                .map_err(|e| errno(&e))
+        } else {
+            self.stage(ino, &path, flags & libc::O_TRUNC != 0).await
+        };
+        let staged = match staged {
             Ok(s) => s,
             Err(e) => {
                 self.inodes.lock().unwrap().forget(ino, 1);
@@ -366,10 +431,7 @@ impl Shared {
         let mut next = offset.max(2);
         for entry in page {
             next += 1;
-            let kind = match entry.inode.kind {
-                InodeKind::Directory => FileType::Directory,
-                InodeKind::File => FileType::RegularFile,
-            };
+            let kind = file_type(entry.inode.kind);
             names.insert(next, entry.name.clone());
             out.push((entry.inode.id.0, next, kind, entry.name));
         }
@@ -382,19 +444,26 @@ impl Shared {
         if flags & RENAME_EXCHANGE != 0 {
             return Err(libc::EINVAL);
         }
-        if flags & RENAME_NOREPLACE != 0 {
-            // Not atomic with the rename: meta's rename has no
-            // expected-absent form yet.
-            match self.stat(&dst).await {
-                Ok(_) => return Err(libc::EEXIST),
-                Err(libc::ENOENT) => {}
-                Err(e) => return Err(e),
+        let reading = self
+            .handles
+            .lock()
+            .unwrap()
+            .values()
+            .any(|h| matches!(h, OpenHandle::Reader(_)));
+        if reading && flags & RENAME_NOREPLACE == 0 {
+            // A file the rename replaces goes like an unlinked one.
+            if let Ok(old) = self.stat(&dst).await {
+                if old.kind == InodeKind::File {
+                    self.keep_for_open_readers(old.id.0).await;
+                }
             }
         }
-        self.client
-            .rename(&src, &dst)
-            .await
-            .map_err(|e| errno(&e))?;
+        let renamed = if flags & RENAME_NOREPLACE != 0 {
+            self.client.rename_noreplace(&src, &dst).await
+        } else {
+            self.client.rename(&src, &dst).await
+        };
+        renamed.map_err(|e| errno(&e))?;
         self.inodes.lock().unwrap().renamed(&src, &dst);
         Ok(())
     }
@@ -466,12 +535,12 @@ impl Filesystem for CairnFs {
         &mut self,
         _req: &Request<'_>,
         ino: u64,
-        _mode: Option<u32>,
+        mode: Option<u32>,
         uid: Option<u32>,
         gid: Option<u32>,
         size: Option<u64>,
         _atime: Option<TimeOrNow>,
-        _mtime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
         _ctime: Option<SystemTime>,
         _fh: Option<u64>,
         _crtime: Option<SystemTime>,
@@ -480,45 +549,154 @@ impl Filesystem for CairnFs {
         _flags: Option<u32>,
         reply: ReplyAttr,
     ) {
-        // chmod and utimens are accepted and not kept in this cut (so cp,
-        // tar and touch work); handing a file to another owner is refused.
-        if uid.is_some_and(|u| u != self.shared.uid) || gid.is_some_and(|g| g != self.shared.gid) {
-            return reply.error(libc::EPERM);
-        }
+        // Who may change what (chown only by root, chmod and utimens by the
+        // owner) the kernel has checked: the mount runs with
+        // `default_permissions`. atime is not kept (`noatime`).
+        let changes = AttrChanges {
+            mode: mode.map(|m| m & 0o7777),
+            uid,
+            gid,
+            mtime_ms: mtime.map(time_to_ms),
+            xattrs: Vec::new(),
+        };
         self.spawn(|s| async move {
-            let r = async {
-                if let Some(size) = size {
-                    s.truncate(ino, size).await?;
-                }
-                s.getattr(ino).await
-            }
-            .await;
-            answer!(r, |a| reply.attr(&TTL, &a), reply);
+            answer!(
+                s.setattr(ino, size, changes).await,
+                |a| reply.attr(&TTL, &a),
+                reply
+            );
         });
     }
 
     fn mkdir(
         &mut self,
-        _req: &Request<'_>,
+        req: &Request<'_>,
         parent: u64,
         name: &OsStr,
-        _mode: u32,
-        _umask: u32,
+        mode: u32,
+        umask: u32,
         reply: ReplyEntry,
     ) {
-        let path = match self.shared.child(parent, name) {
-            Ok(p) => p,
+        self.make(req, parent, name, NewNode::Directory, mode & !umask, reply);
+    }
+
+    fn mknod(
+        &mut self,
+        req: &Request<'_>,
+        parent: u64,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        _rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        // Regular files only: Cairn has no devices, FIFOs or sockets.
+        if mode & libc::S_IFMT != libc::S_IFREG {
+            return reply.error(libc::EPERM);
+        }
+        self.make(req, parent, name, NewNode::File, mode & !umask, reply);
+    }
+
+    fn symlink(
+        &mut self,
+        req: &Request<'_>,
+        parent: u64,
+        link_name: &OsStr,
+        target: &std::path::Path,
+        reply: ReplyEntry,
+    ) {
+        let target = target.as_os_str();
+        if target.len() > MAX_TARGET_LEN {
+            return reply.error(libc::ENAMETOOLONG);
+        }
+        let Some(target) = target.to_str() else {
+            return reply.error(libc::EINVAL);
+        };
+        let node = NewNode::Symlink {
+            target: target.to_string(),
+        };
+        self.make(req, parent, link_name, node, 0o777, reply);
+    }
+
+    fn readlink(&mut self, _req: &Request<'_>, ino: u64, reply: ReplyData) {
+        self.spawn(|s| async move {
+            answer!(s.readlink(ino).await, |t| reply.data(&t), reply);
+        });
+    }
+
+    fn link(
+        &mut self,
+        _req: &Request<'_>,
+        _ino: u64,
+        _newparent: u64,
+        _newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
+        // POSIX's errno for a file system without hard links: a name is
+        // the file's one record in Cairn (see the README's Mount section).
+        reply.error(libc::EPERM);
+    }
+
+    fn setxattr(
+        &mut self,
+        _req: &Request<'_>,
+        ino: u64,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
+        position: u32,
+        reply: ReplyEmpty,
+    ) {
+        if name == xattr::CUES {
+            let value = value.to_vec();
+            return self.spawn(|s| async move {
+                answer!(s.set_cues(ino, Some(&value)).await, |()| reply.ok(), reply);
+            });
+        }
+        let op = xattr::key(name, true).and_then(|name| {
+            if position != 0 {
+                return Err(libc::EINVAL);
+            }
+            Ok(XattrOp::Set {
+                name,
+                value: value.to_vec(),
+                when: xattr::when(flags)?,
+            })
+        });
+        self.change_xattr(ino, op, reply);
+    }
+
+    fn removexattr(&mut self, _req: &Request<'_>, ino: u64, name: &OsStr, reply: ReplyEmpty) {
+        if name == xattr::CUES {
+            return self.spawn(|s| async move {
+                answer!(s.set_cues(ino, None).await, |()| reply.ok(), reply);
+            });
+        }
+        let op = xattr::key(name, false).map(|name| XattrOp::Remove { name });
+        self.change_xattr(ino, op, reply);
+    }
+
+    fn getxattr(
+        &mut self,
+        _req: &Request<'_>,
+        ino: u64,
+        name: &OsStr,
+        size: u32,
+        reply: ReplyXattr,
+    ) {
+        let key = match xattr::key(name, false) {
+            Ok(k) => k,
             Err(e) => return reply.error(e),
         };
         self.spawn(|s| async move {
-            let r = async {
-                s.writable()?;
-                let inode = s.client.mkdir(&path, false).await.map_err(|e| errno(&e))?;
-                s.inodes.lock().unwrap().remember(inode.id.0, path);
-                Ok(s.attr(&inode, None))
-            }
-            .await;
-            answer!(r, |a| reply.entry(&TTL, &a, 0), reply);
+            let r = s.getxattr(ino, &key).await;
+            reply_xattr(r, size, reply);
+        });
+    }
+
+    fn listxattr(&mut self, _req: &Request<'_>, ino: u64, size: u32, reply: ReplyXattr) {
+        self.spawn(|s| async move {
+            reply_xattr(s.listxattr(ino).await, size, reply);
         });
     }
 
@@ -708,7 +886,7 @@ impl Filesystem for CairnFs {
 
     fn create(
         &mut self,
-        _req: &Request<'_>,
+        req: &Request<'_>,
         parent: u64,
         name: &OsStr,
         mode: u32,
@@ -720,9 +898,10 @@ impl Filesystem for CairnFs {
             Ok(p) => p,
             Err(e) => return reply.error(e),
         };
+        let owner = (req.uid(), req.gid());
         self.spawn(|s| async move {
             answer!(
-                s.create(path, mode & !umask, flags).await,
+                s.create(path, mode & !umask, flags, owner).await,
                 |(attr, fh)| reply.created(&TTL, &attr, 0, fh, 0),
                 reply,
             );
@@ -740,10 +919,13 @@ impl CairnFs {
             let r = async {
                 s.writable()?;
                 let inode = s.stat(&path).await?;
-                match (inode.kind, dir) {
-                    (InodeKind::Directory, false) => return Err(libc::EISDIR),
-                    (InodeKind::File, true) => return Err(libc::ENOTDIR),
+                match (inode.kind == InodeKind::Directory, dir) {
+                    (true, false) => return Err(libc::EISDIR),
+                    (false, true) => return Err(libc::ENOTDIR),
                     _ => {}
+                }
+                if inode.kind == InodeKind::File {
+                    s.keep_for_open_readers(inode.id.0).await;
                 }
                 s.client.remove(&path, false).await.map_err(|e| errno(&e))?;
                 s.inodes.lock().unwrap().unlinked(&path);
@@ -751,6 +933,43 @@ impl CairnFs {
             }
             .await;
             answer!(r, |()| reply.ok(), reply);
+        });
+    }
+
+    fn make(
+        &mut self,
+        req: &Request<'_>,
+        parent: u64,
+        name: &OsStr,
+        node: NewNode,
+        mode: u32,
+        reply: ReplyEntry,
+    ) {
+        let path = match self.shared.child(parent, name) {
+            Ok(p) => p,
+            Err(e) => return reply.error(e),
+        };
+        let owner = (req.uid(), req.gid());
+        self.spawn(|s| async move {
+            answer!(
+                s.make(path, node, mode, owner).await,
+                |a| reply.entry(&TTL, &a, 0),
+                reply
+            );
+        });
+    }
+
+    fn change_xattr(&mut self, ino: u64, op: Result<XattrOp, Errno>, reply: ReplyEmpty) {
+        let op = match op.and_then(|op| self.shared.writable().map(|()| op)) {
+            Ok(op) => op,
+            Err(e) => return reply.error(e),
+        };
+        let changes = AttrChanges {
+            xattrs: vec![op],
+            ..AttrChanges::default()
+        };
+        self.spawn(|s| async move {
+            answer!(s.change_attrs(ino, changes).await, |_| reply.ok(), reply);
         });
     }
 
@@ -762,5 +981,17 @@ impl CairnFs {
         self.spawn(|s| async move {
             answer!(s.upload(&staged).await, |()| reply.ok(), reply);
         });
+    }
+}
+
+fn reply_xattr(r: Result<Vec<u8>, Errno>, size: u32, reply: ReplyXattr) {
+    let data = match r {
+        Ok(d) => d,
+        Err(e) => return reply.error(e),
+    };
+    match xattr::fit(data.len(), size) {
+        Ok(xattr::Fit::Size(n)) => reply.size(n),
+        Ok(xattr::Fit::Data) => reply.data(&data),
+        Err(e) => reply.error(e),
     }
 }

@@ -15,15 +15,20 @@
 //! never half-applied (a version is committed whole or not at all).
 //! Attributes and entries are cached by the kernel for one second.
 //!
-//! Not in this cut: symlinks, hard links, extended attributes (ENOSYS from
-//! fuser's defaults), persisted chmod/chown/utimens (accepted, not kept;
-//! chown to another user is EPERM), atomic `RENAME_NOREPLACE` (checked just
-//! before the rename), a bounded cache size.
+//! Mode, owner, mtime and `user.*` extended attributes live in meta and
+//! change in one transaction each (`SetAttr`); files, directories and
+//! symlinks are created with their owner and mode in one (`MakeNode`). The
+//! kernel checks permissions (`default_permissions`) against what getattr
+//! reports.
+//!
+//! Not in this cut: hard links (`EPERM`: a name is a file's only record in
+//! Cairn).
 
 mod error;
 mod fs;
 mod inode_table;
 mod staging;
+mod xattr;
 
 pub use error::{errno, MountError};
 
@@ -37,6 +42,8 @@ use tokio::runtime::Handle;
 pub struct MountOptions {
     /// Where files open for writing are staged.
     pub cache_dir: PathBuf,
+    /// Cap on the bytes staged there at once (None: the disk's free space).
+    pub cache_size: Option<u64>,
     pub read_only: bool,
     /// Let other users than the mounting one use the mount (needs
     /// `user_allow_other` in /etc/fuse.conf unless root).
@@ -62,7 +69,14 @@ pub fn mount(
         source,
     })?;
     let (tx, rx) = tokio::sync::oneshot::channel();
-    let fs = fs::CairnFs::new(client, rt, opts.cache_dir.clone(), opts.read_only, tx);
+    let fs = fs::CairnFs::new(
+        client,
+        rt,
+        opts.cache_dir.clone(),
+        opts.cache_size,
+        opts.read_only,
+        tx,
+    );
     let mut options = vec![
         MountOption::FSName("cairn".into()),
         MountOption::Subtype("cairn".into()),

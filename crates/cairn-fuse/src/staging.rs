@@ -6,19 +6,65 @@
 //! chunk by chunk, never whole in memory — and uploaded as a new version on
 //! flush, fsync and release. All handles of one ino on this mount share one
 //! staged file, so they see each other's writes.
+//!
+//! `--cache-size` caps the bytes of all staged files together
+//! ([`CacheBudget`]): a write, truncate or open for writing that would go
+//! over it fails with `ENOSPC` (every staged byte belongs to a file still
+//! open, so there is nothing clean to evict), and the space comes back when
+//! the file's last handle is released.
 
 use cairn_client::{Client, FileReader, PutOptions};
 use cairn_types::{CairnPath, Error, Inode, Result};
 use std::collections::HashMap;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 use tokio::sync::OnceCell;
 
+/// The byte cap on all staged files of one mount.
+pub struct CacheBudget {
+    limit: Option<u64>,
+    used: AtomicU64,
+}
+
+impl CacheBudget {
+    pub fn new(limit: Option<u64>) -> CacheBudget {
+        CacheBudget {
+            limit,
+            used: AtomicU64::new(0),
+        }
+    }
+
+    fn take(&self, n: u64) -> Result<()> {
+        let Some(limit) = self.limit else {
+            self.used.fetch_add(n, Ordering::Relaxed);
+            return Ok(());
+        };
+        self.used
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |used| {
+                used.checked_add(n).filter(|&total| total <= limit)
+            })
+            .map(|_| ())
+            .map_err(|used| {
+                Error::no_space(format!(
+                    "the mount's cache is full: {used} of {limit} bytes (--cache-size) are held by files open for writing, {n} more needed; close some or raise --cache-size"
+                ))
+            })
+    }
+
+    fn give_back(&self, n: u64) {
+        self.used.fetch_sub(n, Ordering::Relaxed);
+    }
+}
+
 pub struct Staged {
     pub ino: u64,
     file: Arc<std::fs::File>,
+    budget: Arc<CacheBudget>,
+    /// Bytes charged to the budget: the cache file's length.
+    charged: Mutex<u64>,
     /// Last known inode (mode, times); the size is the cache file's.
     inode: Mutex<Inode>,
     /// (writes so far, writes included in the last upload).
@@ -40,24 +86,78 @@ impl Staged {
     /// A new empty cache file; filled from `reader` when given.
     pub async fn create(
         cache_dir: &Path,
+        budget: Arc<CacheBudget>,
         ino: u64,
         inode: Inode,
         reader: Option<FileReader>,
     ) -> Result<Staged> {
         let dir = cache_dir.to_path_buf();
         let file = Arc::new(blocking(move || tempfile::tempfile_in(dir)).await?);
-        if let Some(reader) = reader {
-            let mut out = tokio::fs::File::from_std(file.try_clone()?);
-            reader.copy_to(&mut out).await?;
-            out.flush().await?;
-        }
-        Ok(Staged {
+        let staged = Staged {
             ino,
             file,
+            budget,
+            charged: Mutex::new(0),
             inode: Mutex::new(inode),
             generations: Mutex::new((0, 0)),
             upload: tokio::sync::Mutex::new(()),
-        })
+        };
+        if let Some(reader) = reader {
+            staged.charge_len(reader.inode().size)?;
+            let mut out = tokio::fs::File::from_std(staged.file.try_clone()?);
+            reader.copy_to(&mut out).await?;
+            out.flush().await?;
+        }
+        Ok(staged)
+    }
+
+    /// Copy the version `reader` has open into this (new, empty) file, a
+    /// bounded piece at a time.
+    pub async fn fill_from(&self, reader: &FileReader) -> Result<()> {
+        const PIECE: u64 = 4 << 20;
+        self.charge_len(reader.size())?;
+        let mut off = 0;
+        while off < reader.size() {
+            let data = reader.read_at(off, PIECE).await?;
+            let n = data.len() as u64;
+            let f = self.file.clone();
+            blocking(move || f.write_all_at(&data, off)).await?;
+            off += n;
+        }
+        Ok(())
+    }
+
+    /// Charge the budget for a cache file of `len` bytes (or give back).
+    fn charge_len(&self, len: u64) -> Result<()> {
+        let mut charged = self.charged.lock().unwrap();
+        if len > *charged {
+            self.budget.take(len - *charged)?;
+        } else {
+            self.budget.give_back(*charged - len);
+        }
+        *charged = len;
+        Ok(())
+    }
+
+    /// Charge for growing to at least `len` (a write at any offset).
+    fn charge_at_least(&self, len: u64) -> Result<()> {
+        let mut charged = self.charged.lock().unwrap();
+        if len > *charged {
+            self.budget.take(len - *charged)?;
+            *charged = len;
+        }
+        Ok(())
+    }
+
+    /// Take attributes changed meanwhile (mode, owner) into the next upload.
+    pub fn set_inode(&self, inode: Inode) {
+        *self.inode.lock().unwrap() = inode;
+    }
+
+    /// Whether writes since the last upload are still only here.
+    pub fn is_dirty(&self) -> bool {
+        let g = self.generations.lock().unwrap();
+        g.0 != g.1
     }
 
     pub fn inode(&self) -> Inode {
@@ -76,6 +176,7 @@ impl Staged {
     pub async fn write_at(&self, data: Vec<u8>, offset: u64) -> Result<usize> {
         let f = self.file.clone();
         let n = data.len();
+        self.charge_at_least(offset.saturating_add(n as u64))?;
         blocking(move || f.write_all_at(&data, offset)).await?;
         self.mark_dirty();
         Ok(n)
@@ -100,7 +201,14 @@ impl Staged {
 
     pub async fn set_len(&self, len: u64) -> Result<()> {
         let f = self.file.clone();
+        let grow = len > *self.charged.lock().unwrap();
+        if grow {
+            self.charge_len(len)?;
+        }
         blocking(move || f.set_len(len)).await?;
+        if !grow {
+            self.charge_len(len)?;
+        }
         self.mark_dirty();
         Ok(())
     }
@@ -132,6 +240,12 @@ impl Staged {
     }
 }
 
+impl Drop for Staged {
+    fn drop(&mut self) {
+        self.budget.give_back(*self.charged.get_mut().unwrap());
+    }
+}
+
 struct Slot {
     cell: Arc<OnceCell<Arc<Staged>>>,
     opens: usize,
@@ -140,13 +254,15 @@ struct Slot {
 /// Staged files by ino, each with the number of handles (or truncates) using it.
 pub struct StageTable {
     pub cache_dir: PathBuf,
+    pub budget: Arc<CacheBudget>,
     slots: Mutex<HashMap<u64, Slot>>,
 }
 
 impl StageTable {
-    pub fn new(cache_dir: PathBuf) -> StageTable {
+    pub fn new(cache_dir: PathBuf, cache_size: Option<u64>) -> StageTable {
         StageTable {
             cache_dir,
+            budget: Arc::new(CacheBudget::new(cache_size)),
             slots: Mutex::new(HashMap::new()),
         }
     }
@@ -207,5 +323,24 @@ impl StageTable {
     pub fn peek(&self, ino: u64) -> Option<Arc<Staged>> {
         let slots = self.slots.lock().unwrap();
         slots.get(&ino).and_then(|s| s.cell.get().cloned())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn budget_refuses_past_the_cap_and_takes_back() {
+        let b = CacheBudget::new(Some(100));
+        b.take(60).unwrap();
+        let e = b.take(41).unwrap_err();
+        assert_eq!(e.kind, cairn_types::ErrorKind::NoSpace, "{e}");
+        b.take(40).unwrap();
+        b.give_back(50);
+        b.take(50).unwrap();
+        assert_eq!(b.used.load(Ordering::Relaxed), 100);
+        let unlimited = CacheBudget::new(None);
+        unlimited.take(u64::MAX / 2).unwrap();
     }
 }

@@ -30,7 +30,7 @@ fn fuse_available() -> bool {
 struct Env {
     mounts: Vec<Mount>,
     dirs: Vec<tempfile::TempDir>,
-    _cluster: TestCluster,
+    cluster: TestCluster,
     /// Last to go: the mounts and the cluster run on it.
     _rt: tokio::runtime::Runtime,
     done: Arc<AtomicBool>,
@@ -38,12 +38,24 @@ struct Env {
 
 impl Env {
     fn new(n_mounts: usize) -> Env {
+        Env::with(n_mounts, false, |_| {})
+    }
+
+    /// `allow_other` lets tests act as other users (root may set it).
+    fn with(
+        n_mounts: usize,
+        allow_other: bool,
+        tweak: impl FnOnce(&mut cairn_meta::server::MetaConfig),
+    ) -> Env {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build()
             .unwrap();
-        let cluster = rt.block_on(TestCluster::start(2, 2));
+        let cluster = rt.block_on(TestCluster::start_with(2, |c| {
+            c.default_rep = 2;
+            tweak(c);
+        }));
         let mut mounts = Vec::new();
         let mut dirs = Vec::new();
         for _ in 0..n_mounts {
@@ -52,8 +64,9 @@ impl Env {
             let client = rt.block_on(cluster.client());
             let opts = MountOptions {
                 cache_dir: dir.path().join("cache"),
+                cache_size: None,
                 read_only: false,
-                allow_other: false,
+                allow_other,
             };
             let m = cairn_fuse::mount(client, rt.handle().clone(), &dir.path().join("mnt"), opts)
                 .expect("mount");
@@ -86,7 +99,7 @@ impl Env {
         Env {
             mounts,
             dirs,
-            _cluster: cluster,
+            cluster,
             _rt: rt,
             done,
         }
@@ -98,6 +111,14 @@ impl Env {
 
     fn scratch(&self) -> PathBuf {
         self.dirs[0].path().to_path_buf()
+    }
+
+    fn cluster_client(&self) -> cairn_client::Client {
+        self._rt.block_on(self.cluster.client())
+    }
+
+    fn stop_node(&mut self, i: usize) {
+        self._rt.block_on(self.cluster.stop_node(i));
     }
 }
 
@@ -209,6 +230,7 @@ def renameat2(a, b, flags):
         raise OSError(ctypes.get_errno(), "renameat2")
 open(m + "/r1", "w").write("1"); open(m + "/r2", "w").write("2")
 expect(errno.EEXIST, renameat2, m + "/r1", m + "/r2", RENAME_NOREPLACE)
+expect(errno.EEXIST, renameat2, m + "/r1", m + "/d", RENAME_NOREPLACE)
 renameat2(m + "/r1", m + "/r3", RENAME_NOREPLACE)
 os.rename(m + "/r3", m + "/d/r")
 os.rename(m + "/d/r", m + "/r2")
@@ -252,5 +274,392 @@ fn close_to_open_across_two_mounts() {
          echo two > {a}/shared; test \"$(cat {b}/shared)\" = two; \
          exec 3>{b}/shared; echo three >&3; exec 3>&-; test \"$(cat {a}/shared)\" = three; \
          mkdir {b}/dir; sleep 1.2; test -d {a}/dir"
+    ));
+}
+
+#[test]
+fn attributes_and_xattrs_persist_across_mounts_and_are_enforced() {
+    if !fuse_available() {
+        return;
+    }
+    let env = Env::with(2, true, |_| {});
+    let (a, b) = (env.mnt(0), env.mnt(1));
+    let (a, b) = (a.display(), b.display());
+    // chmod, chown, touch -d on mount a; mount b (which never looked at
+    // these files, so nothing is cached there) sees them.
+    sh(&format!(
+        "mkdir {a}/d; echo data > {a}/d/f; chmod 640 {a}/d/f; chown 1234:2345 {a}/d/f; \
+         touch -m -d '2001-02-03 04:05:06 UTC' {a}/d/f; chmod 1777 {a}/d; \
+         test \"$(stat -c '%a %u %g %Y' {b}/d/f)\" = '640 1234 2345 981173106'; \
+         test \"$(stat -c '%a' {b}/d)\" = 1777; \
+         echo more >> {a}/d/f; test \"$(stat -c '%a %u %g' {b}/d/f)\" = '640 1234 2345'; \
+         cp -p {a}/d/f {a}/d/copy; test \"$(stat -c '%Y' {a}/d/f)\" = \"$(stat -c '%Y' {b}/d/copy)\""
+    ));
+    // The kernel checks permissions against what the mount reports.
+    sh(&format!(
+        "as() {{ setpriv --reuid=\"$1\" --regid=\"$1\" --clear-groups -- \"${{@:2}}\"; }}; \
+         echo secret > {a}/d/private; chmod 600 {a}/d/private; \
+         if as 65534 cat {a}/d/private 2>/dev/null; then echo 'read a 600 root file'; exit 1; fi; \
+         as 65534 sh -c 'echo mine > {a}/d/nobody.txt'; \
+         test \"$(stat -c '%u %g %a' {b}/d/nobody.txt)\" = '65534 65534 644'; \
+         as 65534 chmod 600 {a}/d/nobody.txt; \
+         if as 65534 chown 0 {a}/d/nobody.txt 2>/dev/null; then echo 'chown by a user'; exit 1; fi; \
+         if as 1000 cat {a}/d/nobody.txt 2>/dev/null; then echo 'read another user 600 file'; exit 1; fi; \
+         as 65534 mkdir {a}/d/sub; test \"$(stat -c '%u' {b}/d/sub)\" = 65534; \
+         chmod 755 {a}/d; if as 65534 touch {a}/d/new 2>/dev/null; then echo 'wrote a 755 root dir'; exit 1; fi"
+    ));
+    // Extended attributes: user.* only, kept across versions, errnos.
+    sh(&format!(
+        r#"python3 - <<'EOF'
+import ctypes, errno, os
+a, b = "{a}", "{b}"
+def expect(code, fn, *args):
+    try:
+        fn(*args)
+    except OSError as e:
+        assert e.errno == code, f"{{fn.__name__}}{{args[1:]}}: got {{errno.errorcode[e.errno]}}, want {{errno.errorcode[code]}}"
+        return
+    raise AssertionError(f"{{fn.__name__}}{{args[1:]}} succeeded, want {{errno.errorcode[code]}}")
+f = a + "/x"
+open(f, "w").write("v1")
+os.setxattr(f, "user.color", b"blue")
+os.setxattr(f, "user.empty", b"")
+os.setxattr(f, "user.big", os.urandom(60000))
+assert os.getxattr(b + "/x", "user.color") == b"blue"
+assert os.getxattr(b + "/x", "user.empty") == b""
+assert sorted(os.listxattr(b + "/x")) == ["user.big", "user.color", "user.empty"]
+open(f, "w").write("v2, a new version")
+assert os.getxattr(b + "/x", "user.color") == b"blue", "kept across versions"
+expect(errno.ENODATA, os.getxattr, f, "user.missing")
+expect(errno.ENODATA, os.removexattr, f, "user.missing")
+expect(errno.EEXIST, os.setxattr, f, "user.color", b"red", os.XATTR_CREATE)
+expect(errno.ENODATA, os.setxattr, f, "user.nope", b"x", os.XATTR_REPLACE)
+os.setxattr(f, "user.color", b"red", os.XATTR_REPLACE)
+os.setxattr(f, "user.shape", b"round", os.XATTR_CREATE)
+expect(errno.ENOTSUP, os.setxattr, f, "trusted.x", b"1")
+expect(errno.ENODATA, os.getxattr, f, "security.capability")
+expect(errno.ENOENT, os.getxattr, a + "/missing", "user.color")
+expect(errno.E2BIG, os.setxattr, f, "user.huge", b"x" * 70000)
+libc = ctypes.CDLL(None, use_errno=True)
+def raw_get(path, name, size):
+    buf = ctypes.create_string_buffer(max(size, 1))
+    n = libc.getxattr(path.encode(), name.encode(), buf if size else None, ctypes.c_size_t(size))
+    if n < 0:
+        raise OSError(ctypes.get_errno(), "getxattr")
+    return n, buf.raw[:n] if size else None
+def raw_list(path, size):
+    buf = ctypes.create_string_buffer(max(size, 1))
+    n = libc.listxattr(path.encode(), buf if size else None, ctypes.c_size_t(size))
+    if n < 0:
+        raise OSError(ctypes.get_errno(), "listxattr")
+    return n
+assert raw_get(f, "user.color", 0) == (3, None), "size probe"
+assert raw_get(f, "user.color", 3) == (3, b"red")
+expect(errno.ERANGE, raw_get, f, "user.color", 2)
+want = len(b"user.big\0user.color\0user.empty\0user.shape\0")
+assert raw_list(f, 0) == want
+expect(errno.ERANGE, raw_list, f, want - 1)
+os.removexattr(f, "user.color")
+assert "user.color" not in os.listxattr(b + "/x")
+d = a + "/xd"; os.mkdir(d); os.setxattr(d, "user.dir", b"1")
+assert os.getxattr(b + "/xd", "user.dir") == b"1"
+EOF"#
+    ));
+}
+
+#[test]
+fn symlinks_links_and_their_errnos() {
+    if !fuse_available() {
+        return;
+    }
+    let env = Env::new(2);
+    let (a, b) = (env.mnt(0), env.mnt(1));
+    let (a, b) = (a.display(), b.display());
+    sh(&format!(
+        r#"python3 - <<'EOF'
+import errno, os, stat
+a, b = "{a}", "{b}"
+def expect(code, fn, *args):
+    try:
+        fn(*args)
+    except OSError as e:
+        assert e.errno == code, f"{{fn.__name__}}{{args}}: got {{errno.errorcode[e.errno]}}, want {{errno.errorcode[code]}}"
+        return
+    raise AssertionError(f"{{fn.__name__}}{{args}} succeeded, want {{errno.errorcode[code]}}")
+os.mkdir(a + "/dir"); open(a + "/dir/target", "w").write("pointed at")
+os.symlink("dir/target", a + "/rel")
+os.symlink("/nonexistent/abs", a + "/dangling")
+os.symlink("dir", a + "/dirlink")
+assert os.readlink(b + "/rel") == "dir/target"
+assert open(b + "/rel").read() == "pointed at"
+assert stat.S_ISLNK(os.lstat(b + "/rel").st_mode)
+assert os.lstat(b + "/rel").st_size == len("dir/target")
+assert os.readlink(b + "/dangling") == "/nonexistent/abs"
+assert os.listdir(b + "/dirlink") == ["target"]
+assert sorted(os.listdir(b)) == ["dangling", "dir", "dirlink", "rel"]
+expect(errno.ENOENT, open, b + "/dangling")
+expect(errno.EEXIST, os.symlink, "x", a + "/rel")
+expect(errno.EEXIST, os.symlink, "x", a + "/dir")
+expect(errno.EINVAL, os.readlink, a + "/dir/target")
+expect(errno.ENOTDIR, os.rmdir, a + "/dangling")
+# Hard links and special files are refused cleanly (EPERM, not ENOSYS).
+expect(errno.EPERM, os.link, a + "/dir/target", a + "/hard")
+expect(errno.EPERM, os.mkfifo, a + "/fifo")
+os.mknod(a + "/plain", 0o600 | stat.S_IFREG)
+assert stat.S_ISREG(os.stat(b + "/plain").st_mode)
+# rename and remove symlinks
+os.rename(a + "/rel", a + "/dir/moved")
+assert os.readlink(b + "/dir/moved") == "dir/target"
+os.rename(a + "/dangling", a + "/plain")
+# (a, which renamed it: b may cache "plain" as the file it was for 1 s)
+assert os.readlink(a + "/plain") == "/nonexistent/abs"
+os.unlink(a + "/plain"); os.unlink(a + "/dirlink")
+assert not os.path.lexists(a + "/plain") and not os.path.lexists(a + "/dirlink")
+assert os.path.isdir(a + "/dir")
+EOF"#
+    ));
+    // What the CLI shows of a symlink.
+    let client = env.cluster_client();
+    let rt = &env._rt;
+    let inode = rt
+        .block_on(client.stat(&cairn_types::CairnPath::parse("/dir/moved").unwrap()))
+        .unwrap();
+    assert_eq!(inode.kind, cairn_types::InodeKind::Symlink);
+    assert_eq!(inode.target.as_deref(), Some("dir/target"));
+}
+
+#[test]
+fn tar_rsync_git_and_sqlite_in_the_mount() {
+    if !fuse_available() {
+        return;
+    }
+    let tools = ["tar", "rsync", "git"];
+    if let Some(t) = tools
+        .iter()
+        .find(|t| Command::new(t).arg("--version").output().is_err())
+    {
+        panic!("{t} is not installed (Debian: apt-get install {t}; .ci/run installs it)");
+    }
+    let env = Env::new(1);
+    let (mnt, tmp) = (env.mnt(0), env.scratch());
+    let (mnt, tmp) = (mnt.display(), tmp.display());
+    // A tree with symlinks, modes and old mtimes.
+    sh(&format!(
+        "src={tmp}/src; mkdir -p $src/a/b $src/empty; echo top > $src/top; \
+         head -c 2000000 /dev/urandom > $src/a/blob; for i in $(seq 1 50); do echo $i > $src/a/b/f$i; done; \
+         ln -s ../top $src/a/up; ln -s a/b $src/blink; ln -s /does/not/exist $src/dangling; \
+         chmod 600 $src/a/b/f1; chmod 755 $src/a/b/f2; chmod 700 $src/empty; \
+         touch -h -d '2010-01-01 00:00:00 UTC' $src/a/b/f3; \
+         mkdir {mnt}/t; tar -C $src -cf - . | tar -C {mnt}/t -xpf -; \
+         diff -r --no-dereference $src {mnt}/t; \
+         test \"$(readlink {mnt}/t/a/up)\" = ../top; test \"$(stat -c %a {mnt}/t/a/b/f1)\" = 600; \
+         test \"$(stat -c %Y {mnt}/t/a/b/f3)\" = \"$(stat -c %Y $src/a/b/f3)\"; \
+         mkdir {tmp}/back; tar -C {mnt}/t -cf - . | tar -C {tmp}/back -xpf -; \
+         diff -r --no-dereference $src {tmp}/back; \
+         rsync -a $src/ {mnt}/r/; diff -r --no-dereference $src {mnt}/r; \
+         test \"$(stat -c '%a %Y' {mnt}/r/a/b/f3)\" = \"$(stat -c '%a %Y' $src/a/b/f3)\"; \
+         test \"$(stat -c %a {mnt}/r/empty)\" = 700; \
+         echo changed > $src/a/b/f9; rsync -a --delete $src/ {mnt}/r/; diff -r --no-dereference $src {mnt}/r"
+    ));
+    // git: a repository in the mount, then cloned out of it.
+    sh(&format!(
+        "export GIT_AUTHOR_NAME=t GIT_AUTHOR_EMAIL=t@x GIT_COMMITTER_NAME=t GIT_COMMITTER_EMAIL=t@x HOME={tmp}; \
+         git config --global --add safe.directory '*'; \
+         git init -q {mnt}/repo; cd {mnt}/repo; cp -r {tmp}/src/a .; echo '# hi' > README.md; \
+         git add -A; git commit -qm first; echo more >> README.md; git commit -qam second; \
+         git status --porcelain | (! grep .); git fsck --no-progress; \
+         git clone -q {mnt}/repo {tmp}/clone; test \"$(git -C {tmp}/clone log --format=%s | tr '\\n' ' ')\" = 'second first '; \
+         diff -r --no-dereference {tmp}/src/a {tmp}/clone/a; \
+         git clone -q --bare {tmp}/clone {mnt}/bare.git; git -C {mnt}/bare.git log --oneline | wc -l | grep -qx 2"
+    ));
+    // sqlite: many small transactions at random offsets in one file, then
+    // read back, also by a fresh connection.
+    sh(&format!(
+        r#"python3 - <<'EOF'
+import os, random, sqlite3
+random.seed(3)
+db = "{mnt}/test.db"
+con = sqlite3.connect(db)
+con.execute("create table t (k integer primary key, v blob)")
+want = {{}}
+for i in range(300):
+    k = random.randrange(1000)
+    v = os.urandom(random.randrange(1, 3000))
+    con.execute("insert or replace into t values (?, ?)", (k, v))
+    want[k] = v
+    if i % 10 == 0:
+        con.commit()
+    if i % 50 == 49:
+        for dk in random.sample(sorted(want), 5):
+            con.execute("delete from t where k = ?", (dk,)); del want[dk]
+con.commit(); con.close()
+con = sqlite3.connect(db)
+assert con.execute("pragma integrity_check").fetchone()[0] == "ok"
+got = dict(con.execute("select k, v from t"))
+assert got == want, (len(got), len(want))
+EOF"#
+    ));
+}
+
+#[test]
+fn read_completes_when_a_storage_node_dies() {
+    if !fuse_available() {
+        return;
+    }
+    // 256 KiB chunks, two copies each: most of the file is read after the
+    // kill, from the surviving copies.
+    let mut env = Env::with(1, false, |c| c.chunk_size = 256 << 10);
+    let (mnt, tmp) = (env.mnt(0), env.scratch());
+    sh(&format!(
+        "head -c 40M /dev/urandom > {t}/big; cp {t}/big {m}/big; sha256sum < {t}/big > {t}/want",
+        t = tmp.display(),
+        m = mnt.display()
+    ));
+    let script = format!(
+        r#"import hashlib, os, time
+h = hashlib.sha256()
+with open("{m}/big", "rb", buffering=0) as f:
+    h.update(f.read(2 << 20))
+    open("{t}/started", "w").close()
+    deadline = time.time() + 60
+    while not os.path.exists("{t}/go"):
+        assert time.time() < deadline, "never told to go on"
+        time.sleep(0.02)
+    while True:
+        b = f.read(1 << 20)
+        if not b:
+            break
+        h.update(b)
+print(h.hexdigest() + "  -")"#,
+        m = mnt.display(),
+        t = tmp.display()
+    );
+    let reader = std::thread::spawn(move || {
+        Command::new("timeout")
+            .args(["-s", "KILL", "120", "python3", "-c", &script])
+            .output()
+            .unwrap()
+    });
+    let started = tmp.join("started");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !started.exists() {
+        assert!(std::time::Instant::now() < deadline, "reader never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    env.stop_node(0);
+    std::fs::write(tmp.join("go"), b"").unwrap();
+    let out = reader.join().unwrap();
+    assert!(
+        out.status.success(),
+        "read failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let want = std::fs::read_to_string(tmp.join("want")).unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), want);
+}
+
+#[test]
+fn removed_file_stays_readable_by_handles_that_have_it_open() {
+    if !fuse_available() {
+        return;
+    }
+    // Chunks of removed files are deleted from the nodes at once.
+    let env = Env::with(2, false, |c| {
+        c.gc_delay = Duration::ZERO;
+        c.chunk_size = 1 << 20;
+    });
+    let (a, b) = (env.mnt(0), env.mnt(1));
+    sh(&format!(
+        r#"python3 - <<'EOF'
+import hashlib, os, time
+a, b = "{a}", "{b}"
+data = os.urandom(6 << 20)
+open(a + "/f", "wb").write(data)
+ra = open(a + "/f", "rb", buffering=0)
+rb = os.open(b + "/f", os.O_RDONLY)
+assert ra.read(1000) == data[:1000]
+wa = open(a + "/w", "w+b", buffering=0); wa.write(b"abc")
+os.unlink(a + "/f"); os.unlink(a + "/w")
+assert not os.path.exists(a + "/f")
+assert os.fstat(ra.fileno()).st_size == len(data), "fstat of an unlinked open file"
+# Wait until the chunks are gone from the nodes: mount b, which only had
+# it open for reading from Cairn, cannot read it any more.
+deadline = time.time() + 60
+while True:
+    os.posix_fadvise(rb, 0, 0, os.POSIX_FADV_DONTNEED)
+    try:
+        os.pread(rb, 1 << 20, 0)
+    except OSError:
+        break
+    assert time.time() < deadline, "the removed file's chunks were never collected"
+    time.sleep(0.1)
+# Mount a's handle kept a copy.
+assert ra.read() == data[1000:]
+assert os.pread(ra.fileno(), 10, 5 << 20) == data[5 << 20:(5 << 20) + 10]
+wa.write(b"def"); wa.seek(0)
+assert os.pread(wa.fileno(), 6, 0) == b"abcdef"
+ra.close(); wa.close(); os.close(rb)
+assert sorted(os.listdir(a)) == []
+EOF"#,
+        a = a.display(),
+        b = b.display()
+    ));
+}
+
+/// Cues through the mount: `user.cairn.cues` shows a path's effective cues,
+/// sets a directory's (files created below follow them) and clears them.
+#[test]
+fn cues_are_readable_and_settable_as_an_xattr() {
+    if !fuse_available() {
+        return;
+    }
+    let env = Env::new(1);
+    let m = env.mnt(0);
+    let m = m.display();
+    sh(&format!(
+        r#"mkdir {m}/one
+python3 - <<'PY'
+import errno, os
+d = "{m}/one"
+try:
+    os.getxattr(d, "user.cairn.cues")
+    raise SystemExit("no cues yet, expected ENODATA")
+except OSError as e:
+    assert e.errno == errno.ENODATA, e
+os.setxattr(d, "user.cairn.cues", b"rep=1,lax")
+assert os.getxattr(d, "user.cairn.cues") == b"rep=1,lax"
+assert "user.cairn.cues" in os.listxattr(d)
+with open(d + "/f", "wb") as f:
+    f.write(b"x" * 100000)
+# The file inherits: its effective cues are the directory's, and the
+# persistent ones (rep=1) were fixed on it when it was created.
+assert os.getxattr(d + "/f", "user.cairn.cues") == b"rep=1,lax"
+assert "user.cairn.cues" in os.listxattr(d + "/f")
+try:
+    os.setxattr(d, "user.cairn.cues", b"colour=red")
+    raise SystemExit("a bad cue must be refused")
+except OSError as e:
+    assert e.errno == errno.EINVAL, e
+assert os.getxattr(d, "user.cairn.cues") == b"rep=1,lax", "unchanged"
+PY"#
+    ));
+    let c = env.cluster_client();
+    let f = env
+        ._rt
+        .block_on(c.stat(&cairn_types::CairnPath::parse("/one/f").unwrap()))
+        .unwrap();
+    assert!(f.extents.iter().all(|e| e.nodes.len() == 1), "{f:?}");
+    assert_eq!(f.cues.rep, Some(1));
+    sh(&format!(
+        r#"python3 -c '
+import os, errno
+d = "{m}/one"
+os.removexattr(d, "user.cairn.cues")
+try:
+    os.getxattr(d, "user.cairn.cues")
+    raise SystemExit("cleared")
+except OSError as e:
+    assert e.errno == errno.ENODATA, e
+'"#
     ));
 }

@@ -18,12 +18,16 @@
 //! | `t` id(8) | [`Inode`] | a detached directory whose contents the trash purger still has to delete |
 //! | `g` due_ms(8) chunk(16) | [`GarbageChunk`] | a chunk to delete from its nodes once `due_ms` has passed |
 //!
-//! Values are postcard-encoded [`Inode`]s; changing that type needs a versioned
-//! record type first.
+//! Values are postcard-encoded [`Inode`]s. Postcard records carry no field
+//! names, so every layout an older version wrote stays readable through
+//! [`Record`]: `v1` is the inode before owners and symlinks (`uid`, `gid`,
+//! `target`), read as an inode without them.
 
 use crate::store::{prefix_end, Condition, MetaStore, Txn};
 use cairn_types::{
-    now_ms, CairnPath, ChunkId, Cues, Error, ErrorKind, InodeId, NodeId, Result, Version, Xattrs,
+    now_ms, AttrChanges, CairnPath, ChunkId, Cues, Error, ErrorKind, InodeId, NewNode, NodeId,
+    Result, Version, XattrOp, XattrWhen, Xattrs, MAX_NAME_LEN, MAX_TARGET_LEN, MAX_XATTRS_LEN,
+    MAX_XATTR_VALUE_LEN,
 };
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -96,9 +100,84 @@ fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     postcard::to_allocvec(value).expect("namespace records always serialize")
 }
 
-fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
+fn decode<T: Record>(bytes: &[u8]) -> Result<T> {
+    T::decode(bytes)
+}
+
+fn postcard_decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
     postcard::from_bytes(bytes)
         .map_err(|e| Error::corrupt(format!("undecodable metadata record: {e}")))
+}
+
+/// A value the namespace stores, decoded from any layout it had.
+trait Record: Sized {
+    fn decode(bytes: &[u8]) -> Result<Self>;
+}
+
+impl Record for InodeLink {
+    fn decode(bytes: &[u8]) -> Result<Self> {
+        postcard_decode(bytes)
+    }
+}
+
+impl Record for GarbageChunk {
+    fn decode(bytes: &[u8]) -> Result<Self> {
+        postcard_decode(bytes)
+    }
+}
+
+impl Record for Inode {
+    /// The current layout, else v1. A v1 record ends where the current
+    /// layout's new fields begin, so it never decodes as the current one.
+    fn decode(bytes: &[u8]) -> Result<Self> {
+        postcard_decode(bytes).or_else(|e| match postcard::from_bytes::<v1::Inode>(bytes) {
+            Ok(old) => Ok(old.into()),
+            Err(_) => Err(e),
+        })
+    }
+}
+
+/// Layouts of [`Inode`] written by earlier versions.
+mod v1 {
+    use cairn_types::{Extent, InodeId, InodeKind, Version, Xattrs};
+    use serde::{Deserialize, Serialize};
+
+    /// Before owners, symlinks and cues: `InodeKind` had only `File` and
+    /// `Directory`, which keep their numbers.
+    #[derive(Serialize, Deserialize)]
+    pub struct Inode {
+        pub id: InodeId,
+        pub kind: InodeKind,
+        pub size: u64,
+        pub version: Version,
+        pub mtime_ms: u64,
+        pub ctime_ms: u64,
+        pub mode: u32,
+        pub extents: Vec<Extent>,
+        pub chunk_size: u64,
+        pub xattrs: Xattrs,
+    }
+
+    impl From<Inode> for super::Inode {
+        fn from(o: Inode) -> super::Inode {
+            super::Inode {
+                id: o.id,
+                kind: o.kind,
+                size: o.size,
+                version: o.version,
+                mtime_ms: o.mtime_ms,
+                ctime_ms: o.ctime_ms,
+                mode: o.mode,
+                extents: o.extents,
+                chunk_size: o.chunk_size,
+                xattrs: o.xattrs,
+                uid: None,
+                gid: None,
+                target: None,
+                cues: cairn_types::Cues::default(),
+            }
+        }
+    }
 }
 
 /// Random, never 0 (unused) or 1 (the root); uniqueness is enforced by the `n` key.
@@ -137,7 +216,7 @@ impl<'a> Tx<'a> {
         }
     }
 
-    async fn get<T: DeserializeOwned>(&mut self, key: Vec<u8>) -> Result<Option<T>> {
+    async fn get<T: Record>(&mut self, key: Vec<u8>) -> Result<Option<T>> {
         let got = self.store.get(&key).await?;
         self.pin(key, got.as_ref().map_or(0, |g| g.1));
         got.map(|(v, _)| decode(&v)).transpose()
@@ -195,9 +274,10 @@ impl<'a> Tx<'a> {
             walked = walked.join(name)?;
             match self.get::<Inode>(entry_key(cur.id, name)).await? {
                 None => return Err(Error::not_found(format!("{walked} does not exist"))),
-                Some(i) if i.kind == InodeKind::File => {
+                Some(i) if i.kind != InodeKind::Directory => {
                     return Err(Error::not_dir(format!(
-                        "{walked} is a file, not a directory"
+                        "{walked} is a {}, not a directory",
+                        kind_name(i.kind)
                     )))
                 }
                 Some(i) => {
@@ -535,7 +615,7 @@ impl Namespace {
         let (parent, key, existing) = tx.resolve_entry(path).await?;
         let now = now_ms();
         let size = extents.iter().map(|e| e.len).sum();
-        let (id, version, kept_xattrs, cues) =
+        let (id, version, kept) =
             self.next_version(&mut tx, path, &parent, existing, expected, extents, cues)?;
         let inode = Inode {
             id,
@@ -547,8 +627,11 @@ impl Namespace {
             mode,
             extents: extents.to_vec(),
             chunk_size,
-            xattrs: xattrs.clone().unwrap_or(kept_xattrs),
-            cues,
+            xattrs: xattrs.clone().unwrap_or(kept.xattrs),
+            uid: kept.uid,
+            gid: kept.gid,
+            target: None,
+            cues: kept.cues,
         };
         tx.put(key, &inode);
         Ok(tx.commit().await?.map(|_| inode))
@@ -583,13 +666,14 @@ impl Namespace {
         .await
     }
 
-    /// Identity, version and inherited attributes of the file version about
-    /// to be written at `path` over `existing`, checking `expected`: the
-    /// replaced version's chunks not in `extents` become garbage, a new file
-    /// gets a fresh inode id. The file's cues: a new file fixes the
-    /// persistent cues it inherits (`tx.inherited`, from resolving the
-    /// parent) overridden by `req`'s; a new version keeps the file's own,
-    /// overridden by `req`'s. A write-once file refuses a new version.
+    /// Identity, version and inherited attributes (extended attributes,
+    /// owner, cues) of the file version about to be written at `path` over
+    /// `existing`, checking `expected`: the replaced version's chunks not in
+    /// `extents` become garbage, a new file gets a fresh inode id. The
+    /// file's cues: a new file fixes the persistent cues it inherits
+    /// (`tx.inherited`, from resolving the parent) overridden by `req`'s; a
+    /// new version keeps the file's own, overridden by `req`'s. A write-once
+    /// file refuses a new version.
     #[allow(clippy::too_many_arguments)]
     fn next_version(
         &self,
@@ -600,7 +684,7 @@ impl Namespace {
         expected: Option<Version>,
         extents: &[Extent],
         req: &Cues,
-    ) -> Result<(InodeId, Version, Xattrs, Cues)> {
+    ) -> Result<(InodeId, Version, Kept)> {
         match existing {
             Some(old) if old.kind == InodeKind::Directory => Err(Error::is_dir(format!(
                 "{path} is a directory; it cannot be written as a file"
@@ -625,8 +709,13 @@ impl Namespace {
                     _ => {}
                 }
                 self.add_garbage(tx, &old.extents, extents);
-                let cues = old.cues.merge(&req.persistent());
-                Ok((old.id, Version(old.version.0 + 1), old.xattrs, cues))
+                let kept = Kept {
+                    xattrs: old.xattrs,
+                    uid: old.uid,
+                    gid: old.gid,
+                    cues: old.cues.merge(&req.persistent()),
+                };
+                Ok((old.id, Version(old.version.0 + 1), kept))
             }
             None => {
                 if let Some(v) = expected.filter(|v| v.0 != 0) {
@@ -641,8 +730,13 @@ impl Namespace {
                     name: name.to_string(),
                 };
                 tx.create(id_key(INODE, id), &link);
-                let cues = tx.inherited.persistent().merge(&req.persistent());
-                Ok((id, Version(1), Xattrs::new(), cues))
+                let kept = Kept {
+                    xattrs: Xattrs::new(),
+                    uid: None,
+                    gid: None,
+                    cues: tx.inherited.persistent().merge(&req.persistent()),
+                };
+                Ok((id, Version(1), kept))
             }
         }
     }
@@ -664,8 +758,11 @@ impl Namespace {
         for src in sources {
             let (_, key, entry) = tx.resolve_entry(src).await?;
             let file = entry.ok_or_else(|| Error::not_found(format!("{src} does not exist")))?;
-            if file.kind == InodeKind::Directory {
-                return Err(Error::is_dir(format!("{src} is a directory, not a file")));
+            if file.kind != InodeKind::File {
+                return Err(Error::is_dir(format!(
+                    "{src} is a {}, not a file",
+                    kind_name(file.kind)
+                )));
             }
             tx.delete(key);
             tx.delete(id_key(INODE, file.id));
@@ -675,7 +772,7 @@ impl Namespace {
         }
         let (parent, key, existing) = tx.resolve_entry(dst).await?;
         let now = now_ms();
-        let (id, version, kept_xattrs, cues) = self.next_version(
+        let (id, version, kept) = self.next_version(
             &mut tx,
             dst,
             &parent,
@@ -694,9 +791,119 @@ impl Namespace {
             mode,
             extents,
             chunk_size,
-            xattrs: xattrs.clone().unwrap_or(kept_xattrs),
-            cues,
+            xattrs: xattrs.clone().unwrap_or(kept.xattrs),
+            uid: kept.uid,
+            gid: kept.gid,
+            target: None,
+            cues: kept.cues,
         };
+        tx.put(key, &inode);
+        Ok(tx.commit().await?.map(|_| inode))
+    }
+
+    /// Change the attributes of `path` (mode, owner, mtime, extended
+    /// attributes) in one conditional transaction; the content and its
+    /// version stay. With `id`, `path` must still name that inode (else
+    /// `NotFound`: it was removed or replaced meanwhile). An extended
+    /// attribute precondition that fails is `NotFound` or `AlreadyExists`
+    /// (see [`XattrWhen`]), and nothing changes.
+    pub async fn set_attr(
+        &self,
+        path: &CairnPath,
+        id: Option<InodeId>,
+        changes: &AttrChanges,
+    ) -> Result<Inode> {
+        retry("set attributes", || self.set_attr_once(path, id, changes)).await
+    }
+
+    async fn set_attr_once(
+        &self,
+        path: &CairnPath,
+        id: Option<InodeId>,
+        changes: &AttrChanges,
+    ) -> Result<Option<Inode>> {
+        let mut tx = Tx::new(self.store.as_ref());
+        let (key, mut inode) = if path.is_root() {
+            (ROOT_KEY.to_vec(), tx.root().await?)
+        } else {
+            let (_, key, entry) = tx.resolve_entry(path).await?;
+            let inode = entry.ok_or_else(|| Error::not_found(format!("{path} does not exist")))?;
+            (key, inode)
+        };
+        if id.is_some_and(|id| id != inode.id) {
+            return Err(Error::not_found(format!(
+                "{path} was removed or replaced by another file meanwhile"
+            )));
+        }
+        apply_changes(path, &mut inode, changes)?;
+        tx.put(key, &inode);
+        Ok(tx.commit().await?.map(|_| inode))
+    }
+
+    /// Create an empty file, a directory or a symbolic link at `path` with
+    /// this mode and owner, in one transaction. An existing entry of any
+    /// kind is `AlreadyExists`; a missing parent `NotFound`.
+    pub async fn make_node(
+        &self,
+        path: &CairnPath,
+        node: &NewNode,
+        mode: u32,
+        uid: Option<u32>,
+        gid: Option<u32>,
+    ) -> Result<Inode> {
+        if path.is_root() {
+            return Err(Error::exists("/ already exists"));
+        }
+        if let NewNode::Symlink { target } = node {
+            if target.is_empty() || target.len() > MAX_TARGET_LEN || target.contains('\0') {
+                return Err(Error::invalid(format!(
+                    "symbolic link target of {} bytes; it must be 1 to {MAX_TARGET_LEN} bytes without NUL",
+                    target.len()
+                )));
+            }
+        }
+        retry("create", || self.make_node_once(path, node, mode, uid, gid)).await
+    }
+
+    async fn make_node_once(
+        &self,
+        path: &CairnPath,
+        node: &NewNode,
+        mode: u32,
+        uid: Option<u32>,
+        gid: Option<u32>,
+    ) -> Result<Option<Inode>> {
+        let mut tx = Tx::new(self.store.as_ref());
+        let (parent, key, existing) = tx.resolve_entry(path).await?;
+        if let Some(e) = existing {
+            return Err(Error::exists(format!(
+                "{path} already exists as a {}",
+                kind_name(e.kind)
+            )));
+        }
+        let now = now_ms();
+        let mut inode = new_dir(new_inode_id(), now);
+        inode.mode = mode & 0o7777;
+        inode.uid = uid;
+        inode.gid = gid;
+        match node {
+            NewNode::Directory => {}
+            NewNode::File => inode.kind = InodeKind::File,
+            NewNode::Symlink { target } => {
+                inode.kind = InodeKind::Symlink;
+                inode.size = target.len() as u64;
+                inode.mode = 0o777;
+                inode.target = Some(target.clone());
+            }
+        }
+        let (_, name) = path.split_last().expect("not the root");
+        tx.create(
+            id_key(INODE, inode.id),
+            &InodeLink {
+                parent: parent.id,
+                name: name.to_string(),
+            },
+        );
         tx.put(key, &inode);
         Ok(tx.commit().await?.map(|_| inode))
     }
@@ -752,7 +959,7 @@ impl Namespace {
         let node = entry.ok_or_else(|| Error::not_found(format!("{path} does not exist")))?;
         tx.delete(key);
         match node.kind {
-            InodeKind::File => {
+            InodeKind::File | InodeKind::Symlink => {
                 tx.delete(id_key(INODE, node.id));
                 self.add_garbage(&mut tx, &node.extents, &[]);
             }
@@ -777,15 +984,26 @@ impl Namespace {
     /// non-empty target `DirectoryNotEmpty`, a directory into its own subtree
     /// `InvalidInput`; `src == dst` is a no-op.
     pub async fn rename(&self, src: &CairnPath, dst: &CairnPath) -> Result<()> {
+        self.rename_with(src, dst, true).await
+    }
+
+    /// [`Self::rename`]; without `replace`, an existing `dst` of any kind is
+    /// `AlreadyExists`, checked in the same transaction (`RENAME_NOREPLACE`).
+    pub async fn rename_with(&self, src: &CairnPath, dst: &CairnPath, replace: bool) -> Result<()> {
         if src.is_root() || dst.is_root() {
             return Err(Error::invalid(
                 "the root directory cannot be renamed or replaced",
             ));
         }
-        retry("rename", || self.rename_once(src, dst)).await
+        retry("rename", || self.rename_once(src, dst, replace)).await
     }
 
-    async fn rename_once(&self, src: &CairnPath, dst: &CairnPath) -> Result<Option<()>> {
+    async fn rename_once(
+        &self,
+        src: &CairnPath,
+        dst: &CairnPath,
+        replace: bool,
+    ) -> Result<Option<()>> {
         let mut tx = Tx::new(self.store.as_ref());
         let (_, src_key, moving) = tx.resolve_entry(src).await?;
         let mut moving = moving.ok_or_else(|| Error::not_found(format!("{src} does not exist")))?;
@@ -799,27 +1017,37 @@ impl Namespace {
         }
         let (dst_parent, dst_key, target) = tx.resolve_entry(dst).await?;
         if let Some(target) = target {
-            match (moving.kind, target.kind) {
-                (InodeKind::File, InodeKind::Directory) => {
+            if !replace {
+                return Err(Error::exists(format!(
+                    "{dst} already exists as a {} (rename without replacing)",
+                    kind_name(target.kind)
+                )));
+            }
+            let dirs = (
+                moving.kind == InodeKind::Directory,
+                target.kind == InodeKind::Directory,
+            );
+            match dirs {
+                (false, true) => {
                     return Err(Error::is_dir(format!(
-                        "cannot replace directory {dst} with file {src}"
+                        "cannot replace directory {dst} with {} {src}",
+                        kind_name(moving.kind)
                     )))
                 }
-                (InodeKind::Directory, InodeKind::File) => {
+                (true, false) => {
                     return Err(Error::not_dir(format!(
-                        "cannot replace file {dst} with directory {src}"
+                        "cannot replace {} {dst} with directory {src}",
+                        kind_name(target.kind)
                     )))
                 }
-                (InodeKind::Directory, InodeKind::Directory) => {
+                (true, true) => {
                     if !tx.dir_is_empty(target.id).await? {
                         return Err(Error::not_empty(format!(
                             "cannot replace {dst}: it is a non-empty directory"
                         )));
                     }
                 }
-                (InodeKind::File, InodeKind::File) => {
-                    self.add_garbage(&mut tx, &target.extents, &moving.extents)
-                }
+                (false, false) => self.add_garbage(&mut tx, &target.extents, &moving.extents),
             }
             tx.delete(id_key(INODE, target.id));
         }
@@ -933,7 +1161,7 @@ impl Namespace {
             tx.pin(kv.key.clone(), kv.revision);
             tx.delete(kv.key.clone());
             match child.kind {
-                InodeKind::File => {
+                InodeKind::File | InodeKind::Symlink => {
                     tx.delete(id_key(INODE, child.id));
                     self.add_garbage(&mut tx, &child.extents, &[]);
                 }
@@ -1068,8 +1296,95 @@ fn new_dir(id: InodeId, now: u64) -> Inode {
         extents: Vec::new(),
         chunk_size: 0,
         xattrs: Xattrs::new(),
+        uid: None,
+        gid: None,
+        target: None,
         cues: Cues::default(),
     }
+}
+
+/// What a new version of a file inherits from the one it replaces.
+struct Kept {
+    xattrs: Xattrs,
+    uid: Option<u32>,
+    gid: Option<u32>,
+    cues: Cues,
+}
+
+fn kind_name(kind: InodeKind) -> &'static str {
+    match kind {
+        InodeKind::File => "file",
+        InodeKind::Directory => "directory",
+        InodeKind::Symlink => "symbolic link",
+    }
+}
+
+/// Apply `changes` to `inode` (validated against the limits), or say why not.
+fn apply_changes(path: &CairnPath, inode: &mut Inode, changes: &AttrChanges) -> Result<()> {
+    if let Some(mode) = changes.mode {
+        inode.mode = mode & 0o7777;
+    }
+    if changes.uid.is_some() {
+        inode.uid = changes.uid;
+    }
+    if changes.gid.is_some() {
+        inode.gid = changes.gid;
+    }
+    if let Some(mtime) = changes.mtime_ms {
+        inode.mtime_ms = mtime;
+    }
+    for op in &changes.xattrs {
+        match op {
+            XattrOp::Set { name, value, when } => {
+                if name.is_empty() || name.len() > MAX_NAME_LEN {
+                    return Err(Error::invalid(format!(
+                        "extended attribute name of {} bytes; the limit is {MAX_NAME_LEN}",
+                        name.len()
+                    )));
+                }
+                if value.len() > MAX_XATTR_VALUE_LEN {
+                    return Err(Error::invalid(format!(
+                        "extended attribute {name} of {path}: value of {} bytes; the limit is {MAX_XATTR_VALUE_LEN}",
+                        value.len()
+                    )));
+                }
+                let present = inode.xattrs.contains_key(name);
+                match (when, present) {
+                    (XattrWhen::Create, true) => {
+                        return Err(Error::exists(format!(
+                            "extended attribute {name} of {path} is already set"
+                        )))
+                    }
+                    (XattrWhen::Replace, false) => {
+                        return Err(Error::not_found(format!(
+                            "extended attribute {name} of {path} is not set"
+                        )))
+                    }
+                    _ => {}
+                }
+                inode.xattrs.insert(name.clone(), value.clone());
+            }
+            XattrOp::Remove { name } => {
+                if inode.xattrs.remove(name).is_none() {
+                    return Err(Error::not_found(format!(
+                        "extended attribute {name} of {path} is not set"
+                    )));
+                }
+            }
+        }
+    }
+    let adds = changes
+        .xattrs
+        .iter()
+        .any(|op| matches!(op, XattrOp::Set { .. }));
+    let total: usize = inode.xattrs.iter().map(|(k, v)| k.len() + v.len()).sum();
+    if adds && total > MAX_XATTRS_LEN {
+        return Err(Error::no_space(format!(
+            "extended attributes of {path} would take {total} bytes; the limit is {MAX_XATTRS_LEN}"
+        )));
+    }
+    inode.ctime_ms = now_ms();
+    Ok(())
 }
 
 #[cfg(test)]
@@ -1115,6 +1430,284 @@ mod tests {
             Ok(_) => panic!("expected an error"),
             Err(e) => e.kind,
         }
+    }
+
+    fn set(name: &str, value: &[u8], when: XattrWhen) -> XattrOp {
+        XattrOp::Set {
+            name: name.to_string(),
+            value: value.to_vec(),
+            when,
+        }
+    }
+
+    #[tokio::test]
+    async fn set_attr_changes_attributes_in_one_transaction() {
+        let (_d, ns) = open_ns(Duration::ZERO).await;
+        let f = ns
+            .commit_file(&p("/f"), vec![ext(1, 10)], None, 0o644, 10)
+            .await
+            .unwrap();
+        assert_eq!((f.uid, f.gid), (None, None));
+        let changes = AttrChanges {
+            mode: Some(0o100600),
+            uid: Some(1000),
+            gid: Some(100),
+            mtime_ms: Some(1_000_000),
+            xattrs: vec![set("user.a", b"1", XattrWhen::Create)],
+        };
+        let got = ns.set_attr(&p("/f"), Some(f.id), &changes).await.unwrap();
+        assert_eq!(got.mode, 0o600, "the file type bits are not kept");
+        assert_eq!(
+            (got.uid, got.gid, got.mtime_ms),
+            (Some(1000), Some(100), 1_000_000)
+        );
+        assert_eq!(got.version, f.version, "attributes are no new version");
+        assert_eq!(got.extents, f.extents);
+        assert_eq!(ns.lookup(&p("/f")).await.unwrap(), got);
+
+        // Preconditions: nothing changes when one fails.
+        let both = AttrChanges {
+            mode: Some(0o777),
+            xattrs: vec![
+                set("user.b", b"2", XattrWhen::Always),
+                set("user.a", b"x", XattrWhen::Create),
+            ],
+            ..AttrChanges::default()
+        };
+        let e = ns.set_attr(&p("/f"), None, &both).await.unwrap_err();
+        assert_eq!(e.kind, ErrorKind::AlreadyExists, "{e}");
+        let replace = AttrChanges {
+            xattrs: vec![set("user.zz", b"2", XattrWhen::Replace)],
+            ..AttrChanges::default()
+        };
+        assert_eq!(
+            kind(ns.set_attr(&p("/f"), None, &replace).await),
+            ErrorKind::NotFound
+        );
+        let remove = AttrChanges {
+            xattrs: vec![XattrOp::Remove {
+                name: "user.zz".into(),
+            }],
+            ..AttrChanges::default()
+        };
+        assert_eq!(
+            kind(ns.set_attr(&p("/f"), None, &remove).await),
+            ErrorKind::NotFound
+        );
+        assert_eq!(ns.lookup(&p("/f")).await.unwrap(), got);
+
+        // A new version keeps owner and attributes; a wrong id is NotFound.
+        let v2 = ns
+            .commit_file(&p("/f"), vec![ext(2, 3)], None, 0o640, 10)
+            .await
+            .unwrap();
+        assert_eq!((v2.uid, v2.gid), (Some(1000), Some(100)));
+        assert_eq!(v2.xattrs.get("user.a").map(Vec::as_slice), Some(&b"1"[..]));
+        let other = AttrChanges {
+            mode: Some(0o600),
+            ..AttrChanges::default()
+        };
+        assert_eq!(
+            kind(ns.set_attr(&p("/f"), Some(InodeId(12345)), &other).await),
+            ErrorKind::NotFound
+        );
+        assert_eq!(
+            kind(ns.set_attr(&p("/nope"), None, &other).await),
+            ErrorKind::NotFound
+        );
+
+        // Limits: a value over 64 KiB, then the total.
+        let big = AttrChanges {
+            xattrs: vec![set(
+                "user.big",
+                &vec![0; MAX_XATTR_VALUE_LEN + 1],
+                XattrWhen::Always,
+            )],
+            ..AttrChanges::default()
+        };
+        assert_eq!(
+            kind(ns.set_attr(&p("/f"), None, &big).await),
+            ErrorKind::InvalidInput
+        );
+        let mut total = AttrChanges::default();
+        for i in 0..5 {
+            total.xattrs.push(set(
+                &format!("user.v{i}"),
+                &vec![0; MAX_XATTR_VALUE_LEN],
+                XattrWhen::Always,
+            ));
+        }
+        assert_eq!(
+            kind(ns.set_attr(&p("/f"), None, &total).await),
+            ErrorKind::NoSpace
+        );
+
+        // The root too.
+        let root = ns.set_attr(&p("/"), None, &other).await.unwrap();
+        assert_eq!(root.mode, 0o600);
+        assert_eq!(ns.lookup(&p("/")).await.unwrap().mode, 0o600);
+    }
+
+    #[tokio::test]
+    async fn inodes_of_the_v1_layout_still_decode() {
+        let (_d, ns) = open_ns(Duration::ZERO).await;
+        ns.mkdir(&p("/d"), false).await.unwrap();
+        let d = ns.lookup(&p("/d")).await.unwrap();
+        let mut xattrs = Xattrs::new();
+        xattrs.insert("s3.etag".into(), b"e".to_vec());
+        let old = v1::Inode {
+            id: InodeId(77),
+            kind: InodeKind::File,
+            size: 10,
+            version: Version(3),
+            mtime_ms: 5,
+            ctime_ms: 6,
+            mode: 0o640,
+            extents: vec![ext(1, 10)],
+            chunk_size: 10,
+            xattrs,
+        };
+        // As an older meta wrote it, entry and inode link.
+        let txn = Txn::new().put(entry_key(d.id, "old"), encode(&old)).put(
+            id_key(INODE, InodeId(77)),
+            encode(&InodeLink {
+                parent: d.id,
+                name: "old".into(),
+            }),
+        );
+        ns.store.commit(txn).await.unwrap();
+        let got = ns.lookup(&p("/d/old")).await.unwrap();
+        assert_eq!(
+            (got.id, got.size, got.version, got.mode),
+            (InodeId(77), 10, Version(3), 0o640)
+        );
+        assert_eq!((got.uid, got.gid, got.target), (None, None, None));
+        assert_eq!(
+            got.xattrs.get("s3.etag").map(Vec::as_slice),
+            Some(&b"e"[..])
+        );
+        assert_eq!(names(&ns, "/d").await, vec!["old".to_string()]);
+        // Changing it writes the current layout.
+        let changes = AttrChanges {
+            uid: Some(9),
+            ..AttrChanges::default()
+        };
+        ns.set_attr(&p("/d/old"), None, &changes).await.unwrap();
+        assert_eq!(ns.lookup(&p("/d/old")).await.unwrap().uid, Some(9));
+        let v2 = ns
+            .commit_file(&p("/d/old"), vec![ext(2, 4)], Some(Version(3)), 0o600, 10)
+            .await
+            .unwrap();
+        assert_eq!((v2.version, v2.uid), (Version(4), Some(9)));
+        ns.remove(&p("/d"), true).await.unwrap();
+        while ns.purge_trash(100).await.unwrap() > 0 {}
+        assert!(pending_garbage(&ns).await.contains(&ChunkId(2)));
+    }
+
+    #[tokio::test]
+    async fn rename_without_replace_refuses_any_existing_target() {
+        let (_d, ns) = open_ns(Duration::ZERO).await;
+        ns.commit_file(&p("/a"), vec![ext(1, 1)], None, 0o644, 1)
+            .await
+            .unwrap();
+        ns.commit_file(&p("/b"), vec![ext(2, 1)], None, 0o644, 1)
+            .await
+            .unwrap();
+        ns.mkdir(&p("/d"), false).await.unwrap();
+        for dst in ["/b", "/d"] {
+            let e = ns.rename_with(&p("/a"), &p(dst), false).await.unwrap_err();
+            assert_eq!(e.kind, ErrorKind::AlreadyExists, "{dst}: {e}");
+        }
+        assert_eq!(ns.lookup(&p("/b")).await.unwrap().size, 1);
+        assert!(pending_garbage(&ns).await.is_empty());
+        ns.rename_with(&p("/a"), &p("/d/a"), false).await.unwrap();
+        assert_eq!(names(&ns, "/d").await, vec!["a".to_string()]);
+        ns.rename_with(&p("/d/a"), &p("/b"), true).await.unwrap();
+        assert_eq!(pending_garbage(&ns).await, vec![ChunkId(2)]);
+    }
+
+    #[tokio::test]
+    async fn make_node_and_symlinks() {
+        let (_d, ns) = open_ns(Duration::ZERO).await;
+        let d = ns
+            .make_node(&p("/d"), &NewNode::Directory, 0o700, Some(7), Some(8))
+            .await
+            .unwrap();
+        assert_eq!(
+            (d.kind, d.mode, d.uid, d.gid),
+            (InodeKind::Directory, 0o700, Some(7), Some(8))
+        );
+        let f = ns
+            .make_node(&p("/d/f"), &NewNode::File, 0o600, Some(7), Some(8))
+            .await
+            .unwrap();
+        assert_eq!(
+            (f.kind, f.size, f.version),
+            (InodeKind::File, 0, Version(1))
+        );
+        let link = NewNode::Symlink {
+            target: "../elsewhere/x".into(),
+        };
+        let l = ns
+            .make_node(&p("/d/l"), &link, 0, Some(7), Some(8))
+            .await
+            .unwrap();
+        assert_eq!(l.kind, InodeKind::Symlink);
+        assert_eq!(l.target.as_deref(), Some("../elsewhere/x"));
+        assert_eq!(l.size, 14);
+        for path in ["/d", "/d/f", "/d/l"] {
+            let e = ns
+                .make_node(&p(path), &NewNode::File, 0o644, None, None)
+                .await
+                .unwrap_err();
+            assert_eq!(e.kind, ErrorKind::AlreadyExists, "{path}: {e}");
+        }
+        assert_eq!(
+            kind(
+                ns.make_node(&p("/missing/f"), &NewNode::File, 0o644, None, None)
+                    .await
+            ),
+            ErrorKind::NotFound
+        );
+        let bad = NewNode::Symlink {
+            target: String::new(),
+        };
+        assert_eq!(
+            kind(ns.make_node(&p("/d/e"), &bad, 0, None, None).await),
+            ErrorKind::InvalidInput
+        );
+        // A symlink is no directory in a Cairn path (the kernel follows links).
+        assert_eq!(
+            kind(
+                ns.make_node(&p("/d/l/x"), &NewNode::File, 0o644, None, None)
+                    .await
+            ),
+            ErrorKind::NotADirectory
+        );
+        // Rename over a file, never over a directory; then remove.
+        ns.rename(&p("/d/l"), &p("/d/f")).await.unwrap();
+        assert_eq!(
+            ns.lookup(&p("/d/f")).await.unwrap().target.as_deref(),
+            Some("../elsewhere/x")
+        );
+        ns.mkdir(&p("/d/sub"), false).await.unwrap();
+        assert_eq!(
+            kind(ns.rename(&p("/d/f"), &p("/d/sub")).await),
+            ErrorKind::IsADirectory
+        );
+        assert_eq!(
+            kind(ns.rename(&p("/d/sub"), &p("/d/f")).await),
+            ErrorKind::NotADirectory
+        );
+        ns.remove(&p("/d/f"), false).await.unwrap();
+        assert_eq!(names(&ns, "/d").await, vec!["sub".to_string()]);
+        // Symlinks in a trashed tree are purged.
+        ns.make_node(&p("/d/sub/l"), &link, 0, None, None)
+            .await
+            .unwrap();
+        ns.remove(&p("/d"), true).await.unwrap();
+        while ns.purge_trash(100).await.unwrap() > 0 {}
+        assert!(names(&ns, "/").await.is_empty());
     }
 
     #[tokio::test]

@@ -305,6 +305,10 @@ impl Meta {
                 self.ns.rename(&src, &dst).await?;
                 Ok(MetaResponse::Ok)
             }
+            MetaRequest::RenameNoReplace { src, dst } => {
+                self.ns.rename_with(&src, &dst, false).await?;
+                Ok(MetaResponse::Ok)
+            }
             MetaRequest::AllocChunk {
                 path,
                 cues,
@@ -407,6 +411,18 @@ impl Meta {
                 info!(%path, cues = %inode.cues, "cues set");
                 Ok(MetaResponse::Inode(inode))
             }
+            MetaRequest::MakeNode {
+                path,
+                node,
+                mode,
+                uid,
+                gid,
+            } => Ok(MetaResponse::Inode(
+                self.ns.make_node(&path, &node, mode, uid, gid).await?,
+            )),
+            MetaRequest::SetAttr { path, id, changes } => Ok(MetaResponse::Inode(
+                self.ns.set_attr(&path, id, &changes).await?,
+            )),
             MetaRequest::Discard { extents } => {
                 self.discard(&extents).await?;
                 Ok(MetaResponse::Ok)

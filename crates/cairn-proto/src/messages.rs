@@ -146,6 +146,31 @@ pub enum MetaRequest {
         mode: u32,
         xattrs: Option<cairn_types::Xattrs>,
     },
+    // New variants go last: postcard numbers variants by position.
+    /// Create an empty file, a directory or a symlink with this mode and
+    /// owner in one transaction (the mount's create, mkdir, symlink); an
+    /// existing entry is `AlreadyExists`. Answers the new inode.
+    MakeNode {
+        path: CairnPath,
+        node: cairn_types::NewNode,
+        mode: u32,
+        uid: Option<u32>,
+        gid: Option<u32>,
+    },
+    /// Change mode, owner, mtime and extended attributes of `path` in one
+    /// transaction (chmod, chown, utimens, setxattr, removexattr); with `id`,
+    /// only if `path` still names that inode. Answers the updated inode.
+    SetAttr {
+        path: CairnPath,
+        id: Option<cairn_types::InodeId>,
+        changes: cairn_types::AttrChanges,
+    },
+    /// `Rename` that fails with `AlreadyExists` if `dst` exists, checked in
+    /// the rename's transaction (`RENAME_NOREPLACE`).
+    RenameNoReplace {
+        src: CairnPath,
+        dst: CairnPath,
+    },
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

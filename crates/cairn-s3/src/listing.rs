@@ -111,7 +111,7 @@ impl Level {
 fn sort_name(e: &DirEntry) -> String {
     match e.inode.kind {
         InodeKind::Directory => format!("{}/", e.name),
-        InodeKind::File => e.name.clone(),
+        InodeKind::File | InodeKind::Symlink => e.name.clone(),
     }
 }
 
@@ -156,6 +156,8 @@ impl Walker<'_> {
                     )))
                 }
                 InodeKind::Directory => top.pending.push(e.name),
+                // A symlink of the mount is no object: S3 has no links.
+                InodeKind::Symlink => {}
             }
         }
     }

@@ -5,6 +5,8 @@ use serde::{Deserialize, Serialize};
 pub enum InodeKind {
     File,
     Directory,
+    /// A symbolic link; its target is [`Inode::target`].
+    Symlink,
 }
 
 /// One chunk of a file: it holds file bytes `[sum of earlier lens, + len)`.
@@ -34,6 +36,12 @@ pub struct Inode {
     /// Extended attributes: user metadata of S3 objects (`s3.meta.*`,
     /// `s3.content-type`, `s3.etag`), xattrs of the mount.
     pub xattrs: Xattrs,
+    /// Owner and group as the mount reports them; None (written by the CLI
+    /// or S3) shows as the mounting user.
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    /// Where a symbolic link points; None for files and directories.
+    pub target: Option<String>,
     /// Cues set on this path: on a directory, inherited by everything below;
     /// on a file, its persistent cues fixed at creation plus any set since.
     pub cues: crate::Cues,

@@ -5,6 +5,7 @@
 //! Owns no I/O. Every other crate depends on it; it depends on nothing of ours.
 //! Read first: [`CairnPath`], [`ChunkId`], [`Error`], [`BlockCrcs`].
 
+mod attrs;
 mod checksum;
 pub mod cues;
 mod error;
@@ -13,6 +14,9 @@ mod inode;
 mod path;
 mod units;
 
+pub use attrs::{
+    AttrChanges, NewNode, XattrOp, XattrWhen, MAX_TARGET_LEN, MAX_XATTRS_LEN, MAX_XATTR_VALUE_LEN,
+};
 pub use checksum::{BlockCrcs, BLOCK_SIZE};
 pub use cues::{split_path_cues, Consistency, Cues, PlaceScheme, VersionPolicy, Writability};
 pub use error::{Error, ErrorKind, Result};
