@@ -130,7 +130,13 @@ fn table(r: &SimReport) -> String {
     for s in &r.results {
         let _ = write!(out, "{:<9} {:>48}", s.scheme, "");
         for f in &s.failures {
-            let _ = write!(out, " {:>9.2e}", f.expected_lost_fraction);
+            let v = f.expected_lost_fraction;
+            let v = if v == 0.0 {
+                "0".to_string()
+            } else {
+                format!("{v:.2e}")
+            };
+            let _ = write!(out, " {v:>9}");
         }
         out.push('\n');
     }
