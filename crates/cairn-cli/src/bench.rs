@@ -45,6 +45,9 @@ pub struct BenchArgs {
     /// Also measure through an S3 gateway on the temporary cluster
     #[arg(long, conflicts_with = "existing")]
     s3: bool,
+    /// Compare placement schemes instead (see the --scheme-* options)
+    #[command(flatten)]
+    schemes: crate::bench_schemes::SchemeArgs,
     #[command(flatten)]
     target: Target,
 }
@@ -242,6 +245,10 @@ async fn small(c: &Client, count: usize, size: usize, conc: usize) -> Result<(f6
 }
 
 pub async fn run(a: BenchArgs) -> Result<()> {
+    if a.schemes.schemes.is_some() {
+        let base = a.dir.clone().unwrap_or_else(std::env::temp_dir);
+        return crate::bench_schemes::run(a.schemes, &base, a.runs).await;
+    }
     let size = parse_size(&a.size)?;
     let small_size = parse_size(&a.small_size)? as usize;
     let base = a.dir.clone().unwrap_or_else(std::env::temp_dir);

@@ -4,7 +4,7 @@ use crate::{config, Target};
 use anyhow::{Context, Result};
 use cairn_client::{Client, ClientConfig, PutOptions};
 use cairn_proto::{ClusterStatus, NodeState};
-use cairn_types::{format_bytes, parse_size, CairnPath, DirEntry, Inode, InodeKind};
+use cairn_types::{format_bytes, parse_size, CairnPath, Cues, DirEntry, Inode, InodeKind};
 use serde_json::json;
 use std::io::Write;
 
@@ -15,8 +15,14 @@ pub async fn connect(t: &Target) -> Result<Client> {
     })
 }
 
-fn path(raw: &str) -> Result<CairnPath> {
-    Ok(CairnPath::parse(raw)?)
+/// A path, with any cue components (`/.cue/rep=2/...`) checked and dropped.
+pub(crate) fn path(raw: &str) -> Result<CairnPath> {
+    Ok(cairn_types::split_path_cues(raw)?.0)
+}
+
+/// A path and the cues written inside it.
+pub(crate) fn cued(raw: &str) -> Result<(CairnPath, Cues)> {
+    Ok(cairn_types::split_path_cues(raw)?)
 }
 
 fn kind_str(i: &Inode) -> &'static str {
@@ -59,6 +65,7 @@ fn inode_json(path: &str, i: &Inode) -> serde_json::Value {
         "ctime_ms": i.ctime_ms,
         "chunks": i.extents.len(),
         "chunk_size": i.chunk_size,
+        "cues": i.cues.to_string(),
     })
 }
 
@@ -68,9 +75,13 @@ pub async fn put(
     dst: &str,
     rep: Option<u8>,
     chunk_size: Option<String>,
+    cue: Option<String>,
 ) -> Result<()> {
     let c = connect(t).await?;
-    let mut dst = path(dst)?;
+    let (mut dst, mut cues) = cued(dst)?;
+    if let Some(list) = cue {
+        cues = cues.merge(&Cues::parse(&list)?);
+    }
     // Like cp: putting into an existing directory keeps the local name.
     if let Ok(i) = c.stat(&dst).await {
         if i.kind == InodeKind::Directory {
@@ -85,6 +96,7 @@ pub async fn put(
     let opts = PutOptions {
         rep,
         chunk_size: chunk_size.map(|s| parse_size(&s)).transpose()?,
+        cues,
         ..PutOptions::default()
     };
     let inode = if local == "-" {
@@ -101,13 +113,13 @@ pub async fn put(
 
 pub async fn get(t: &Target, src: &str, local: &str) -> Result<()> {
     let c = connect(t).await?;
-    let src = path(src)?;
+    let (src, cues) = cued(src)?;
+    let reader = c.open_cued(&src, &cues).await?;
     if local == "-" {
         let mut out = tokio::io::stdout();
-        c.get(&src, &mut out).await?;
+        reader.copy_to(&mut out).await?;
         return Ok(());
     }
-    let reader = c.open(&src).await?;
     // Write beside the target and rename, so a failed get leaves no partial file.
     let tmp = format!("{local}.cairn-part");
     let mut f = tokio::fs::File::create(&tmp)
@@ -223,6 +235,9 @@ pub async fn stat(t: &Target, p: &str, json_out: bool) -> Result<()> {
         println!("mode:     {:o}", i.mode);
         println!("modified: {}", time_str(i.mtime_ms));
         println!("inode:    {}", i.id);
+        if !i.cues.is_empty() {
+            println!("cues:     {}", i.cues);
+        }
     }
     Ok(())
 }
@@ -494,4 +509,63 @@ pub async fn drain(t: &Target, node: &str, wait: bool, undo: bool) -> Result<()>
         );
         tokio::time::sleep(std::time::Duration::from_secs(2)).await;
     }
+}
+
+/// `cairn cue get`: own, inherited and effective cues.
+pub async fn cue_get(t: &Target, p: &str, json_out: bool) -> Result<()> {
+    let c = connect(t).await?;
+    let p = path(p)?;
+    let pc = c.cues(&p).await?;
+    let own = pc.own.clone().unwrap_or_default();
+    if json_out {
+        println!(
+            "{}",
+            json!({
+                "path": p.as_str(),
+                "exists": pc.own.is_some(),
+                "own": own.to_string(),
+                "inherited": pc.inherited.to_string(),
+                "effective": pc.effective.to_string(),
+            })
+        );
+    } else {
+        let show = |c: &Cues| {
+            if c.is_empty() {
+                "(none)".to_string()
+            } else {
+                c.to_string()
+            }
+        };
+        println!("path:      {p}");
+        println!("own:       {}", show(&own));
+        println!("inherited: {}", show(&pc.inherited));
+        println!("effective: {}", show(&pc.effective));
+    }
+    Ok(())
+}
+
+/// `cairn cue set PATH LIST` (merged over the path's own cues) and `cairn
+/// cue clear PATH`.
+pub async fn cue_set(t: &Target, p: &str, list: Option<&str>) -> Result<()> {
+    let c = connect(t).await?;
+    let p = path(p)?;
+    let inode = match list {
+        Some(l) => {
+            let cues = Cues::parse(l)?;
+            if cues.is_empty() {
+                anyhow::bail!("no cues given; to remove a path's cues use 'cairn cue clear {p}'");
+            }
+            c.set_cues(&p, &cues, false).await?
+        }
+        None => c.set_cues(&p, &Cues::default(), true).await?,
+    };
+    eprintln!(
+        "{p}: cues {}",
+        if inode.cues.is_empty() {
+            "(none)".to_string()
+        } else {
+            inode.cues.to_string()
+        }
+    );
+    Ok(())
 }

@@ -2,6 +2,7 @@
 
 mod bench;
 mod bench_s3;
+mod bench_schemes;
 mod commands;
 mod config;
 mod meta_tools;
@@ -52,6 +53,10 @@ enum Cmd {
         /// Chunk size, e.g. 32MiB (default: the cluster's)
         #[arg(long)]
         chunk_size: Option<String>,
+        /// Cues for this write, e.g. rep=2,place=buddy (also possible inside
+        /// the path: /data/.cue/rep=2/file)
+        #[arg(long)]
+        cue: Option<String>,
         #[command(flatten)]
         target: Target,
     },
@@ -121,6 +126,11 @@ enum Cmd {
         #[command(flatten)]
         target: Target,
     },
+    /// Semantic cues of a path: redundancy, placement, consistency (inherited by everything below a directory)
+    Cue {
+        #[command(subcommand)]
+        cmd: CueCmd,
+    },
     /// Cluster operations
     Cluster {
         #[command(subcommand)]
@@ -142,6 +152,31 @@ enum Cmd {
     Key {
         #[command(subcommand)]
         cmd: KeyCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum CueCmd {
+    /// Show a path's own, inherited and effective cues
+    Get {
+        path: String,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Set cues on a path, over those it has: e.g. rep=2,place=buddy,lax
+    Set {
+        path: String,
+        cues: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Remove a path's own cues (it inherits again)
+    Clear {
+        path: String,
+        #[command(flatten)]
+        target: Target,
     },
 }
 
@@ -209,7 +244,15 @@ fn main() {
         cli.cmd,
         Cmd::Server(_) | Cmd::Meta(_) | Cmd::Storage(_) | Cmd::Gateway { .. }
     );
-    init_logging(if is_role { "info" } else { "warn" });
+    // A benchmark's failure experiments fail reads on purpose: only errors.
+    let is_bench = matches!(cli.cmd, Cmd::Bench(_));
+    init_logging(if is_role {
+        "info"
+    } else if is_bench {
+        "error"
+    } else {
+        "warn"
+    });
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -232,8 +275,9 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
             path,
             rep,
             chunk_size,
+            cue,
             target,
-        } => c::put(&target, &local, &path, rep, chunk_size).await,
+        } => c::put(&target, &local, &path, rep, chunk_size, cue).await,
         Cmd::Get {
             path,
             local,
@@ -259,6 +303,15 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
         } => c::rm(&target, &path, recursive).await,
         Cmd::Mv { src, dst, target } => c::mv(&target, &src, &dst).await,
         Cmd::Locate { path, json, target } => c::locate(&target, &path, json).await,
+        Cmd::Cue {
+            cmd: CueCmd::Get { path, json, target },
+        } => c::cue_get(&target, &path, json).await,
+        Cmd::Cue {
+            cmd: CueCmd::Set { path, cues, target },
+        } => c::cue_set(&target, &path, Some(&cues)).await,
+        Cmd::Cue {
+            cmd: CueCmd::Clear { path, target },
+        } => c::cue_set(&target, &path, None).await,
         Cmd::Cluster {
             cmd: ClusterCmd::Status { json, target },
         } => c::cluster_status(&target, json).await,

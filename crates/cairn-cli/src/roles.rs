@@ -132,6 +132,10 @@ pub struct StorageArgs {
     /// only from sealed segments)
     #[arg(long, default_value = "256MiB")]
     segment_size: String,
+    /// Limit chunk data in and out of this node to this many bytes per
+    /// second each way, e.g. 50MiB (0: unlimited); to emulate slow nodes
+    #[arg(long, default_value = "0")]
+    throttle: String,
 }
 
 fn meta_config(data: PathBuf, listen: String, rep: u8, o: &MetaOpts) -> Result<MetaConfig> {
@@ -343,6 +347,7 @@ pub async fn storage(a: StorageArgs) -> Result<()> {
     sc.heartbeat = parse_duration(&a.heartbeat)?;
     sc.scrub_rate = parse_size(&a.scrub_rate)?;
     sc.scrub_pause = parse_duration(&a.scrub_pause)?;
+    sc.throttle = parse_size(&a.throttle)?;
     sc.store = StoreOptions {
         reserve_free: parse_size(&a.reserve)?,
         segment_size: parse_size(&a.segment_size)?,

@@ -511,3 +511,131 @@ fn killed_writer_leaves_nothing_visible() {
     drop(stdin);
     env.fails(&["stat", "/partial"], "does not exist");
 }
+
+/// `maxtime` bounds how long a read waits on a node that stopped answering
+/// (SIGSTOP: its connections open but nothing comes back, as in a
+/// partition). Without it, the read would wait for the two-minute fetch
+/// timeout.
+#[test]
+fn maxtime_bounds_reads_from_a_node_that_stopped_answering() {
+    let mut env = Env::new();
+    let meta = env.start_meta("127.0.0.1:0");
+    env.meta = addr_after(&meta.banner, "listening on");
+    env.secret = env.path("meta/client.key");
+    let nodes: Vec<Proc> = (0..2).map(|i| env.start_storage(i)).collect();
+    env.wait_live(2);
+    let node_id = |i: usize| {
+        std::fs::read_to_string(env.path(&format!("node-{i}/node.id")))
+            .unwrap()
+            .trim()
+            .to_string()
+    };
+    let holders = |path: &str| -> Vec<String> {
+        let l = env.json(&["locate", path, "--json"]);
+        l["chunks"][0]["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| {
+                n["id"]
+                    .as_str()
+                    .map(String::from)
+                    .unwrap_or_else(|| n["id"].to_string())
+            })
+            .collect()
+    };
+    env.cli_stdin(&["put", "-", "/.cue/rep=2/two"], Some(b"two copies"));
+    // Single-copy files until one lands on the node listed first for /two.
+    let first = holders("/two")[0].clone();
+    let victim = (0..2)
+        .find(|i| first.contains(&node_id(*i)))
+        .expect("a holder");
+    let mut lonely = None;
+    for i in 0..20 {
+        let p = format!("/one-{i}");
+        env.cli_stdin(
+            &["put", "-", &format!("/.RepLevel=1/one-{i}")],
+            Some(b"one copy"),
+        );
+        if holders(&p)[0].contains(&node_id(victim)) {
+            lonely = Some(p);
+            break;
+        }
+    }
+    let lonely = lonely.expect("some single-copy file on the victim node");
+
+    nodes[victim].signal(libc::SIGSTOP);
+    let t = Instant::now();
+    assert_eq!(env.ok(&["cat", "/.cue/maxtime=1000/two"]), b"two copies");
+    assert!(t.elapsed() < Duration::from_secs(30), "{:?}", t.elapsed());
+    let t = Instant::now();
+    env.fails(&["cat", &format!("/.maxtime=500{lonely}")], "maxtime");
+    assert!(t.elapsed() < Duration::from_secs(30), "{:?}", t.elapsed());
+    nodes[victim].signal(libc::SIGCONT);
+    assert_eq!(env.ok(&["cat", &lonely]), b"one copy");
+    drop(nodes);
+    drop(meta);
+}
+
+/// `cairn bench --schemes` on a small cluster of real storage processes:
+/// valid JSON, and the damage it reports from metadata is what reading the
+/// files finds.
+#[test]
+fn scheme_benchmark_reports_damage_that_reads_confirm() {
+    let env = Env::new();
+    let dir = env.path("bench");
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = env.ok(&[
+        "bench",
+        "--dir",
+        dir.to_str().unwrap(),
+        "--runs",
+        "2",
+        "--schemes",
+        "random,buddy,min_copy",
+        "--scheme-nodes",
+        "5",
+        "--scheme-rep",
+        "2",
+        "--scheme-files",
+        "12",
+        "--scheme-file-size",
+        "512KiB",
+        "--scheme-chunk-size",
+        "128KiB",
+        "--scheme-sizes",
+        "256KiB,1MiB",
+        "--scheme-kill",
+        "1,2,4",
+        "--scheme-throttle",
+        "64MiB",
+    ]);
+    let v: serde_json::Value = serde_json::from_slice(&out).expect("JSON");
+    assert_eq!(v["store_load"].as_array().unwrap().len(), 3 * 2, "{v}");
+    for s in v["store_load"].as_array().unwrap() {
+        assert_eq!(s["store_s"].as_array().unwrap().len(), 2);
+        assert!(s["store_mib_s_median"].as_f64().unwrap() > 0.0);
+    }
+    let failures = v["failures"].as_array().unwrap();
+    assert_eq!(failures.len(), 3);
+    for f in failures {
+        // 12 files of 4 chunks, 2 copies each.
+        assert_eq!(f["fragments"], 12 * 4 * 2, "{f}");
+        let steps = f["steps"].as_array().unwrap();
+        assert_eq!(steps.len(), 3);
+        let mut last = (0, 0);
+        for s in steps {
+            let damaged = s["damaged_files"].as_u64().unwrap();
+            let lost = s["lost_fragments"].as_u64().unwrap();
+            assert_eq!(damaged, s["unreadable_files"].as_u64().unwrap(), "{f}");
+            assert!(damaged >= last.0 && lost >= last.1, "cumulative: {f}");
+            last = (damaged, lost);
+        }
+        // One node of five down: no file lost with two copies on distinct nodes.
+        assert_eq!(steps[0]["damaged_files"], 0, "{f}");
+        // Four of five down: at most one node's worth of fragments survives.
+        assert!(steps[2]["lost_fragments"].as_u64().unwrap() >= 48, "{f}");
+    }
+    // Nothing left behind.
+    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0);
+}

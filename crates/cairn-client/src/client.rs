@@ -1,8 +1,9 @@
+use crate::cache::{ChunkCache, MetaCache};
 use cairn_proto::{
     ClusterConfig, ClusterStatus, Credentials, MetaClient, MetaRequest, MetaResponse, OpenFile,
-    Pool,
+    PathCues, Pool,
 };
-use cairn_types::{CairnPath, DirEntry, Error, Inode, Result, Version};
+use cairn_types::{CairnPath, Cues, DirEntry, Error, Inode, Result, Version};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,6 +15,15 @@ pub struct ClientConfig {
     pub write_window: usize,
     /// Chunks fetched ahead per file.
     pub read_ahead: usize,
+    /// This machine's host name, for `place=local` (the storage node on
+    /// the writer's host gets the first copy) and for reading from the
+    /// nearest copy.
+    pub host: Option<String>,
+    /// Byte budget of the in-memory chunk cache (0: none).
+    pub cache_bytes: u64,
+    /// Files whose metadata is kept for the consistency cues (`lax`,
+    /// `anyversion`, `bestversion`, `writeonce`).
+    pub meta_cache_entries: usize,
 }
 
 impl ClientConfig {
@@ -23,6 +33,9 @@ impl ClientConfig {
             creds,
             write_window: 3,
             read_ahead: 2,
+            host: local_host_name(),
+            cache_bytes: 64 << 20,
+            meta_cache_entries: 10_000,
         }
     }
 }
@@ -40,6 +53,34 @@ pub struct PutOptions {
     pub mode: Option<u32>,
     /// Extended attributes of the new version; None keeps the old ones.
     pub xattrs: Option<cairn_types::Xattrs>,
+    /// The writer's cues (from its path, say): placement and redundancy
+    /// for a new file, over those it inherits. `rep`, if set, overrides
+    /// their `rep`.
+    pub cues: Cues,
+}
+
+impl PutOptions {
+    /// The cues this write asks for.
+    pub(crate) fn request_cues(&self) -> Cues {
+        let mut c = self.cues.clone();
+        if self.rep.is_some() {
+            c.rep = self.rep;
+        }
+        c
+    }
+}
+
+/// The machine's host name (`CAIRN_HOST` overrides it), as storage nodes
+/// report theirs.
+pub fn local_host_name() -> Option<String> {
+    if let Ok(h) = std::env::var("CAIRN_HOST") {
+        return Some(h).filter(|h| !h.is_empty());
+    }
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
 }
 
 pub(crate) struct Inner {
@@ -48,6 +89,9 @@ pub(crate) struct Inner {
     pub config: ClusterConfig,
     pub write_window: usize,
     pub read_ahead: usize,
+    pub host: Option<String>,
+    pub chunks: ChunkCache,
+    pub files: MetaCache,
 }
 
 /// A handle on a cluster; cheap to clone, safe to share across tasks.
@@ -72,6 +116,9 @@ impl Client {
                 config,
                 write_window: cfg.write_window.max(1),
                 read_ahead: cfg.read_ahead.max(1),
+                host: cfg.host,
+                chunks: ChunkCache::new(cfg.cache_bytes),
+                files: MetaCache::new(cfg.meta_cache_entries),
             }),
         })
     }
@@ -93,7 +140,11 @@ impl Client {
 
     /// Inode, chunk locations and read capabilities of a file.
     pub async fn locate(&self, path: &CairnPath) -> Result<OpenFile> {
-        match self.meta(MetaRequest::Open { path: path.clone() }).await? {
+        let req = MetaRequest::Open {
+            path: path.clone(),
+            host: self.inner.host.clone(),
+        };
+        match self.meta(req).await? {
             MetaResponse::Open(o) => Ok(o),
             other => Err(unexpected(other)),
         }
@@ -133,6 +184,7 @@ impl Client {
     }
 
     pub async fn remove(&self, path: &CairnPath, recursive: bool) -> Result<()> {
+        self.inner.files.invalidate(path);
         match self
             .meta(MetaRequest::Remove {
                 path: path.clone(),
@@ -146,6 +198,8 @@ impl Client {
     }
 
     pub async fn rename(&self, src: &CairnPath, dst: &CairnPath) -> Result<()> {
+        self.inner.files.invalidate(src);
+        self.inner.files.invalidate(dst);
         match self
             .meta(MetaRequest::Rename {
                 src: src.clone(),
@@ -156,6 +210,39 @@ impl Client {
             MetaResponse::Ok => Ok(()),
             other => Err(unexpected(other)),
         }
+    }
+
+    /// The cues of `path`: its own, inherited, effective.
+    pub async fn cues(&self, path: &CairnPath) -> Result<PathCues> {
+        match self
+            .meta(MetaRequest::GetCues { path: path.clone() })
+            .await?
+        {
+            MetaResponse::Cues(c) => Ok(c),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Merge `cues` over `path`'s own (or replace them, `replace`; empty
+    /// `cues` with `replace` clears them).
+    pub async fn set_cues(&self, path: &CairnPath, cues: &Cues, replace: bool) -> Result<Inode> {
+        self.inner.files.invalidate(path);
+        match self
+            .meta(MetaRequest::SetCues {
+                path: path.clone(),
+                cues: cues.clone(),
+                replace,
+            })
+            .await?
+        {
+            MetaResponse::Inode(i) => Ok(i),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Bytes in the chunk cache.
+    pub fn cached_bytes(&self) -> u64 {
+        self.inner.chunks.bytes()
     }
 
     /// Move every chunk off `node` (or stop doing so).

@@ -7,13 +7,21 @@
 //! replica, verify every block checksum, fail over, read ahead). Does not own
 //! policy: redundancy and placement come from meta.
 //!
-//! Guarantees: a `put` returns only after every chunk is durable on all its
-//! replicas and the new version is committed; until then nothing of it is
-//! visible. A read never returns bytes whose checksum does not match.
+//! Guarantees: a `put` returns only after every chunk is durable on as many
+//! replicas as its cues demand (all of them, or `sync=N`) and the new version
+//! is committed; until then nothing of it is visible. A read never returns
+//! bytes whose checksum does not match.
+//!
+//! Cues a client applies itself: the consistency cues decide whether an open
+//! may use cached metadata (`lax`, `anyversion`, `bestversion`, write-once
+//! files) and how long it waits on unreachable nodes (`maxtime`); `wholefile`
+//! fetches a whole file on first read; `hotspot` spreads reads over all
+//! replicas. Chunk data is cached in memory within a byte budget.
 
+mod cache;
 mod client;
 mod read;
 mod write;
 
-pub use client::{Client, ClientConfig, PutOptions};
+pub use client::{local_host_name, Client, ClientConfig, PutOptions};
 pub use read::FileReader;

@@ -1,10 +1,14 @@
+use crate::cache::CachedOpen;
 use crate::client::Client;
+use bytes::Bytes;
 use cairn_proto::{Capability, GetChunkResult, MetaRequest, OpenFile, StorageRequest};
 use cairn_types::{
-    BlockCrcs, CairnPath, Error, ErrorKind, Extent, Inode, NodeId, Result, BLOCK_SIZE,
+    BlockCrcs, CairnPath, Consistency, Cues, Error, ErrorKind, Extent, Inode, NodeId, Result,
+    VersionPolicy, BLOCK_SIZE,
 };
 use std::collections::{HashMap, VecDeque};
-use std::time::Duration;
+use std::future::Future;
+use std::time::{Duration, Instant};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tracing::warn;
 
@@ -19,11 +23,91 @@ pub struct FileReader {
     /// File offset where each extent starts.
     starts: Vec<u64>,
     addrs: HashMap<NodeId, String>,
+    /// The effective cues of this open (the file's, the opener's on top).
+    cues: Cues,
+    /// With `wholefile`: every chunk, fetched on the first read.
+    whole: tokio::sync::OnceCell<Vec<Bytes>>,
 }
+
+/// How long `lax` lets cached metadata be used without `maxtime`.
+const LAX_TTL: Duration = Duration::from_secs(3);
+
+/// Whether a cached open may be used without asking meta, per the cues.
+fn cache_usable(c: &CachedOpen, cues: &Cues) -> bool {
+    if c.open.inode.cues.is_write_once() || cues.version == Some(VersionPolicy::AnyVersion) {
+        return true;
+    }
+    cues.consistency == Some(Consistency::Lax)
+        && c.fetched.elapsed() < cues.maxtime_ms.map_or(LAX_TTL, Duration::from_millis)
+}
+
+/// Read capabilities in a cached open this old are refreshed when meta
+/// can be reached.
+const CAP_REFRESH: Duration = Duration::from_millis(cairn_proto::CAP_TTL_MS / 2);
 
 impl Client {
     pub async fn open(&self, path: &CairnPath) -> Result<FileReader> {
-        let open = self.locate(path).await?;
+        self.open_cued(path, &Cues::default()).await
+    }
+
+    /// Open `path` with the opener's cues (from its path, say) over the
+    /// file's. The consistency cues decide whether cached metadata will do:
+    /// `strict`/`latest` (the default) always ask meta; `lax` uses what is
+    /// cached for `maxtime` (3 s without); `anyversion` uses any cached
+    /// version without asking; `bestversion` asks, and settles for the
+    /// cached version if meta cannot answer within `maxtime`. Write-once
+    /// files are cached for good.
+    pub async fn open_cued(&self, path: &CairnPath, cues: &Cues) -> Result<FileReader> {
+        let files = &self.inner.files;
+        let cached = files.get(path);
+        if let Some(c) = &cached {
+            let eff = c.open.cues.merge(cues);
+            if cache_usable(c, &eff) && c.fetched.elapsed() < CAP_REFRESH {
+                return Ok(self.reader(c.open.clone(), eff));
+            }
+        }
+        let maxtime = cached
+            .as_ref()
+            .map_or(cues.maxtime_ms, |c| c.open.cues.merge(cues).maxtime_ms)
+            .map(Duration::from_millis);
+        let fresh = match maxtime {
+            Some(t) => tokio::time::timeout(t, self.locate(path))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(Error::timeout(format!(
+                        "meta did not answer for {path} within maxtime={}ms",
+                        t.as_millis()
+                    )))
+                }),
+            None => self.locate(path).await,
+        };
+        match fresh {
+            Ok(open) => {
+                files.insert(path, open.clone());
+                let eff = open.cues.merge(cues);
+                Ok(self.reader(open, eff))
+            }
+            Err(e) if matches!(e.kind, ErrorKind::Unavailable | ErrorKind::Timeout) => {
+                // Meta is out of reach: a cache the cues allow will do.
+                match cached {
+                    Some(c) => {
+                        let eff = c.open.cues.merge(cues);
+                        let settle = eff.version == Some(VersionPolicy::BestVersion);
+                        if settle || cache_usable(&c, &eff) {
+                            warn!(%path, version = %c.open.inode.version, "meta unreachable; reading the cached version: {e}");
+                            Ok(self.reader(c.open, eff))
+                        } else {
+                            Err(e)
+                        }
+                    }
+                    None => Err(e),
+                }
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn reader(&self, open: OpenFile, cues: Cues) -> FileReader {
         let mut starts = Vec::with_capacity(open.inode.extents.len());
         let mut pos = 0;
         for e in &open.inode.extents {
@@ -31,12 +115,14 @@ impl Client {
             pos += e.len;
         }
         let addrs = open.nodes.iter().map(|n| (n.id, n.addr.clone())).collect();
-        Ok(FileReader {
+        FileReader {
             client: self.clone(),
             open,
             starts,
             addrs,
-        })
+            cues,
+            whole: tokio::sync::OnceCell::new(),
+        }
     }
 
     /// Read the whole file into `w`, with chunks fetched ahead in parallel.
@@ -61,9 +147,27 @@ impl FileReader {
         self.open.inode.size
     }
 
+    /// The effective cues of this open.
+    pub fn cues(&self) -> &Cues {
+        &self.cues
+    }
+
     /// Read up to `len` bytes at `offset` (fewer at the end of the file).
     pub async fn read_at(&self, offset: u64, len: u64) -> Result<Vec<u8>> {
         let end = offset.saturating_add(len).min(self.size());
+        if self.cues.wholefile == Some(true) && end > offset {
+            let whole = self.whole.get_or_try_init(|| self.fetch_whole()).await?;
+            let mut out = Vec::with_capacity((end - offset) as usize);
+            let mut pos = offset;
+            while pos < end {
+                let idx = self.starts.partition_point(|s| *s <= pos) - 1;
+                let in_chunk = (pos - self.starts[idx]) as usize;
+                let n = (whole[idx].len() - in_chunk).min((end - pos) as usize);
+                out.extend_from_slice(&whole[idx][in_chunk..in_chunk + n]);
+                pos += n as u64;
+            }
+            return Ok(out);
+        }
         let mut out = Vec::with_capacity(end.saturating_sub(offset) as usize);
         let mut pos = offset;
         while pos < end {
@@ -117,8 +221,31 @@ impl FileReader {
         result.map(|_| written)
     }
 
-    /// Bytes `[off, off+len)` of extent `idx`, from the first replica that
-    /// can serve them intact.
+    /// Every chunk of the file, `read_ahead` at a time (`wholefile`).
+    async fn fetch_whole(&self) -> Result<Vec<Bytes>> {
+        let ahead = self.client.inner.read_ahead;
+        let mut out = Vec::with_capacity(self.open.inode.extents.len());
+        for group in (0..self.open.inode.extents.len())
+            .collect::<Vec<_>>()
+            .chunks(ahead)
+        {
+            let parts = futures_join_all(group.iter().map(|&idx| {
+                let len = self.open.inode.extents[idx].len;
+                self.fetch(idx, 0, len)
+            }))
+            .await;
+            for p in parts {
+                out.push(Bytes::from(p?));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Bytes `[off, off+len)` of extent `idx`: from the chunk cache, else
+    /// from the first replica that serves them intact. With `maxtime`, the
+    /// replicas share that budget: one that does not answer in its share is
+    /// given up for the next, and the read fails with a timeout once the
+    /// budget is spent. With `hotspot`, replicas are tried from a random one.
     async fn fetch(&self, idx: usize, off: u64, len: u64) -> Result<Vec<u8>> {
         let ext = &self.open.inode.extents[idx];
         let cap = &self.open.caps[idx];
@@ -127,15 +254,46 @@ impl FileReader {
             .div_ceil(BLOCK_SIZE as u64)
             .saturating_mul(BLOCK_SIZE as u64)
             .min(ext.len);
+        let skip = (off - start) as usize;
+        let cache = &self.client.inner.chunks;
+        if let Some(data) = cache.get(ext.chunk, start, end - start) {
+            return Ok(data[skip..skip + len as usize].to_vec());
+        }
+        let mut order: Vec<NodeId> = ext.nodes.clone();
+        if self.cues.hotspot == Some(true) && !order.is_empty() {
+            let k = fastrand::usize(..order.len());
+            order.rotate_left(k);
+        }
+        let deadline = self
+            .cues
+            .maxtime_ms
+            .map(|ms| Instant::now() + Duration::from_millis(ms));
         let mut failures = Vec::new();
-        for node in &ext.nodes {
+        for (i, node) in order.iter().enumerate() {
             let Some(addr) = self.addrs.get(node) else {
                 failures.push(format!("node {node}: address unknown"));
                 continue;
             };
-            match self.fetch_from(addr, ext, cap, start, end - start).await {
+            let attempt = self.fetch_from(addr, ext, cap, start, end - start);
+            let got = match deadline {
+                None => attempt.await,
+                Some(d) => {
+                    let left = d.saturating_duration_since(Instant::now());
+                    let share = left / (order.len() - i) as u32;
+                    tokio::time::timeout(share, attempt)
+                        .await
+                        .unwrap_or_else(|_| {
+                            Err(Error::timeout(format!(
+                                "no answer within {}ms (maxtime)",
+                                share.as_millis()
+                            )))
+                        })
+                }
+            };
+            match got {
                 Ok(data) => {
-                    let skip = (off - start) as usize;
+                    let data = Bytes::from(data);
+                    cache.insert(ext.chunk, start, data.clone());
                     return Ok(data[skip..skip + len as usize].to_vec());
                 }
                 Err(e) => {
@@ -152,11 +310,15 @@ impl FileReader {
                 }
             }
         }
-        Err(Error::unavailable(format!(
+        let msg = format!(
             "no replica of chunk {} could be read ({})",
             ext.chunk,
             failures.join("; ")
-        )))
+        );
+        Err(match deadline {
+            Some(_) => Error::timeout(msg),
+            None => Error::unavailable(msg),
+        })
     }
 
     async fn fetch_from(
@@ -237,4 +399,31 @@ impl FileReader {
             }
         }
     }
+}
+
+/// Run futures concurrently and collect their results in order (what
+/// `futures::future::join_all` does, without the dependency).
+async fn futures_join_all<F: Future>(futs: impl IntoIterator<Item = F>) -> Vec<F::Output> {
+    let mut futs: Vec<std::pin::Pin<Box<F>>> = futs.into_iter().map(Box::pin).collect();
+    let mut out: Vec<Option<F::Output>> = futs.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (f, o) in futs.iter_mut().zip(out.iter_mut()) {
+            if o.is_none() {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => *o = Some(v),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    out.into_iter()
+        .map(|o| o.expect("every future finished"))
+        .collect()
 }

@@ -2,7 +2,7 @@ use crate::client::{unexpected, Client, PutOptions};
 use bytes::Bytes;
 use cairn_proto::{ChunkAlloc, MetaRequest, MetaResponse, PutOutcome, StorageRequest, DATA_FRAME};
 use cairn_types::{
-    BlockCrcs, CairnPath, Error, ErrorKind, Extent, Inode, NodeId, Result, Xattrs, BLOCK_SIZE,
+    BlockCrcs, CairnPath, Cues, Error, ErrorKind, Extent, Inode, NodeId, Result, Xattrs, BLOCK_SIZE,
 };
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -43,8 +43,10 @@ impl Client {
                 "chunk size {chunk_size} is outside {BLOCK_SIZE}..={MAX_CHUNK} bytes"
             )));
         }
+        let mut cues = opts.request_cues();
         let mut extents = Vec::new();
-        let mut inflight: VecDeque<tokio::task::JoinHandle<Result<Extent>>> = VecDeque::new();
+        let mut rep = None;
+        let mut inflight: VecDeque<tokio::task::JoinHandle<Result<(Extent, u8)>>> = VecDeque::new();
         let result: Result<()> = async {
             loop {
                 let mut buf = Vec::with_capacity(chunk_size as usize);
@@ -58,20 +60,24 @@ impl Client {
                 }
                 let last = (buf.len() as u64) < chunk_size;
                 while inflight.len() >= self.inner.write_window {
-                    extents.push(join(inflight.pop_front().unwrap()).await?);
+                    let (e, r) = join(inflight.pop_front().unwrap()).await?;
+                    extents.push(e);
+                    rep = Some(r);
                 }
                 let me = self.clone();
                 let p = path.clone();
-                let rep = opts.rep;
+                let c = cues.clone();
                 inflight.push_back(tokio::spawn(async move {
-                    me.write_chunk(&p, Bytes::from(buf), rep).await
+                    me.write_chunk_cued(&p, Bytes::from(buf), &c).await
                 }));
                 if last {
                     break;
                 }
             }
             while let Some(h) = inflight.pop_front() {
-                extents.push(join(h).await?);
+                let (e, r) = join(h).await?;
+                extents.push(e);
+                rep = Some(r);
             }
             Ok(())
         }
@@ -88,8 +94,20 @@ impl Client {
             None => opts.xattrs,
         };
         let mode = opts.mode.unwrap_or(0o644);
-        self.commit(path, extents, opts.expected, mode, chunk_size, xattrs)
-            .await
+        // The redundancy the chunks were placed for becomes the file's.
+        if cues.rep.is_none() {
+            cues.rep = rep;
+        }
+        self.commit_cued(
+            path,
+            extents,
+            opts.expected,
+            mode,
+            chunk_size,
+            xattrs,
+            &cues,
+        )
+        .await
     }
 
     /// [`Client::put`] whose extended attributes are computed from the
@@ -126,6 +144,25 @@ impl Client {
         chunk_size: u64,
         xattrs: Option<Xattrs>,
     ) -> Result<Inode> {
+        let cues = Cues::default();
+        self.commit_cued(path, extents, expected, mode, chunk_size, xattrs, &cues)
+            .await
+    }
+
+    /// [`Client::commit`] with the writer's cues (their persistent part is
+    /// fixed on a new file).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn commit_cued(
+        &self,
+        path: &CairnPath,
+        extents: Vec<Extent>,
+        expected: Option<cairn_types::Version>,
+        mode: u32,
+        chunk_size: u64,
+        xattrs: Option<Xattrs>,
+        cues: &Cues,
+    ) -> Result<Inode> {
+        self.inner.files.invalidate(path);
         let req = MetaRequest::CommitFile {
             path: path.clone(),
             extents,
@@ -133,6 +170,7 @@ impl Client {
             mode,
             chunk_size,
             xattrs,
+            cues: cues.clone(),
         };
         match self.meta(req).await? {
             MetaResponse::Inode(i) => Ok(i),
@@ -175,22 +213,38 @@ impl Client {
         }
     }
 
-    /// Store one chunk on `rep` nodes. A node that fails is excluded and
-    /// the chunk placed again, so one dead node never fails a write while
-    /// enough others are live.
+    /// Store one chunk of `path` on `rep` nodes (meta's default if None).
     pub async fn write_chunk(
         &self,
         path: &CairnPath,
         data: Bytes,
         rep: Option<u8>,
     ) -> Result<Extent> {
+        let cues = Cues {
+            rep,
+            ..Cues::default()
+        };
+        Ok(self.write_chunk_cued(path, data, &cues).await?.0)
+    }
+
+    /// Store one chunk of `path` where its cues (over the writer's `cues`)
+    /// place it; returns its extent and the file's redundancy. A node that
+    /// fails is excluded and the chunk placed again, so one dead node never
+    /// fails a write while enough others are live.
+    pub async fn write_chunk_cued(
+        &self,
+        path: &CairnPath,
+        data: Bytes,
+        cues: &Cues,
+    ) -> Result<(Extent, u8)> {
         let crcs = BlockCrcs::compute(&data);
         let mut exclude: Vec<NodeId> = Vec::new();
         let mut failures: Vec<String> = Vec::new();
         for _ in 0..PLACE_ATTEMPTS {
             let req = MetaRequest::AllocChunk {
                 path: path.clone(),
-                rep,
+                cues: cues.clone(),
+                host: self.inner.host.clone(),
                 exclude: exclude.clone(),
             };
             let alloc = match self.meta(req).await {
@@ -203,12 +257,13 @@ impl Client {
             };
             match self.send_chain(&alloc, &data, &crcs).await {
                 Ok(()) => {
-                    return Ok(Extent {
+                    let ext = Extent {
                         chunk: alloc.chunk,
                         len: data.len() as u64,
                         crc: crcs.summary(),
                         nodes: alloc.nodes.iter().map(|n| n.id).collect(),
-                    })
+                    };
+                    return Ok((ext, alloc.rep));
                 }
                 Err((node, addr, e)) => {
                     warn!(chunk = %alloc.chunk, %node, %addr, "replica write failed, placing again: {e}");

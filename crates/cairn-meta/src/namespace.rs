@@ -23,7 +23,7 @@
 
 use crate::store::{prefix_end, Condition, MetaStore, Txn};
 use cairn_types::{
-    now_ms, CairnPath, ChunkId, Error, ErrorKind, InodeId, NodeId, Result, Version, Xattrs,
+    now_ms, CairnPath, ChunkId, Cues, Error, ErrorKind, InodeId, NodeId, Result, Version, Xattrs,
 };
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -111,6 +111,11 @@ struct Tx<'a> {
     store: &'a dyn MetaStore,
     pinned: HashSet<Vec<u8>>,
     txn: Txn,
+    /// Cues of the directory last resolved, merged from the root down.
+    inherited: Cues,
+    /// The deepest directory on that walk whose own cues say
+    /// `keep_together`: its subtree's chunks share one node set.
+    together: Option<InodeId>,
 }
 
 impl<'a> Tx<'a> {
@@ -119,6 +124,8 @@ impl<'a> Tx<'a> {
             store,
             pinned: HashSet::new(),
             txn: Txn::new(),
+            inherited: Cues::default(),
+            together: None,
         }
     }
 
@@ -181,6 +188,8 @@ impl<'a> Tx<'a> {
     /// Resolve `path` to a directory, pinning every entry on the way.
     async fn resolve_dir(&mut self, path: &CairnPath) -> Result<Inode> {
         let mut cur = self.root().await?;
+        let mut inherited = cur.cues.clone();
+        let mut together = cur.cues.keep_together.filter(|t| *t).map(|_| cur.id);
         let mut walked = CairnPath::root();
         for name in path.components() {
             walked = walked.join(name)?;
@@ -191,9 +200,19 @@ impl<'a> Tx<'a> {
                         "{walked} is a file, not a directory"
                     )))
                 }
-                Some(i) => cur = i,
+                Some(i) => {
+                    inherited = inherited.merge(&i.cues);
+                    match i.cues.keep_together {
+                        Some(true) => together = Some(i.id),
+                        Some(false) => together = None,
+                        None => {}
+                    }
+                    cur = i
+                }
             }
         }
+        self.inherited = inherited;
+        self.together = together;
         Ok(cur)
     }
 
@@ -222,6 +241,19 @@ where
     Err(Error::conflict(format!(
         "{what}: gave up after {MAX_ATTEMPTS} attempts because of concurrent updates to the same paths; retry"
     )))
+}
+
+/// What [`Namespace::cues`] finds for a path.
+#[derive(Clone, Debug)]
+pub struct ResolvedCues {
+    /// The file or directory there, if any.
+    pub entry: Option<Inode>,
+    /// Merged from the root down to the parent directory.
+    pub inherited: Cues,
+    /// `inherited` overridden by the entry's own cues.
+    pub effective: Cues,
+    /// The directory whose `keep_together` subtree this path is in.
+    pub together: Option<InodeId>,
 }
 
 /// The file system namespace over a [`MetaStore`]. Cheap to clone.
@@ -287,6 +319,76 @@ impl Namespace {
         }
         let (_, _, entry) = tx.resolve_entry(path).await?;
         entry.ok_or_else(|| Error::not_found(format!("{path} does not exist")))
+    }
+
+    /// The entry at `path` (None if missing; its parent must exist) with
+    /// the cues it inherits and its effective ones.
+    pub async fn cues(&self, path: &CairnPath) -> Result<ResolvedCues> {
+        let mut tx = Tx::new(self.store.as_ref());
+        if path.is_root() {
+            let root = tx.root().await?;
+            let effective = root.cues.clone();
+            let together = effective.keep_together.filter(|t| *t).map(|_| root.id);
+            return Ok(ResolvedCues {
+                entry: Some(root),
+                inherited: Cues::default(),
+                effective,
+                together,
+            });
+        }
+        let (_, _, entry) = tx.resolve_entry(path).await?;
+        let inherited = std::mem::take(&mut tx.inherited);
+        let effective = match &entry {
+            Some(i) => inherited.merge(&i.cues),
+            None => inherited.clone(),
+        };
+        let mut together = tx.together;
+        if let Some(i) = entry.as_ref().filter(|i| i.kind == InodeKind::Directory) {
+            match i.cues.keep_together {
+                Some(true) => together = Some(i.id),
+                Some(false) => together = None,
+                None => {}
+            }
+        }
+        Ok(ResolvedCues {
+            entry,
+            inherited,
+            effective,
+            together,
+        })
+    }
+
+    /// Set cues on the file or directory at `path`: merged over its own
+    /// (`replace: false`) or instead of them (`replace: true`; with empty
+    /// `cues`, a clear). Changing a directory's cues affects files created
+    /// below it from now on; files keep the persistent cues they were
+    /// created with.
+    pub async fn set_cues(&self, path: &CairnPath, cues: &Cues, replace: bool) -> Result<Inode> {
+        retry("set cues", || self.set_cues_once(path, cues, replace)).await
+    }
+
+    async fn set_cues_once(
+        &self,
+        path: &CairnPath,
+        cues: &Cues,
+        replace: bool,
+    ) -> Result<Option<Inode>> {
+        let mut tx = Tx::new(self.store.as_ref());
+        let (key, mut inode) = if path.is_root() {
+            (ROOT_KEY.to_vec(), tx.root().await?)
+        } else {
+            let (_, key, entry) = tx.resolve_entry(path).await?;
+            let inode = entry.ok_or_else(|| Error::not_found(format!("{path} does not exist")))?;
+            (key, inode)
+        };
+        inode.cues = if replace {
+            cues.clone()
+        } else {
+            inode.cues.merge(cues)
+        };
+        inode.ctime_ms = now_ms();
+        tx.put(key, &inode);
+        Ok(tx.commit().await?.map(|_| inode))
     }
 
     /// Create a directory; with `parents`, also missing ancestors, and an
@@ -377,13 +479,24 @@ impl Namespace {
         mode: u32,
         chunk_size: u64,
     ) -> Result<Inode> {
-        self.commit_file_with(path, extents, expected, mode, chunk_size, None)
-            .await
+        self.commit_file_with(
+            path,
+            extents,
+            expected,
+            mode,
+            chunk_size,
+            None,
+            &Cues::default(),
+        )
+        .await
     }
 
     /// [`Self::commit_file`] that also sets the file's extended attributes:
     /// `None` keeps those of the version it replaces (none for a new file),
-    /// `Some` replaces them all, atomically with the content.
+    /// `Some` replaces them all, atomically with the content. The persistent
+    /// part of `cues` (from the writer's path) is fixed on the file; see
+    /// [`Self::next_version`].
+    #[allow(clippy::too_many_arguments)]
     pub async fn commit_file_with(
         &self,
         path: &CairnPath,
@@ -392,15 +505,17 @@ impl Namespace {
         mode: u32,
         chunk_size: u64,
         xattrs: Option<Xattrs>,
+        cues: &Cues,
     ) -> Result<Inode> {
         let extents = &extents;
         let xattrs = &xattrs;
         retry("commit file", || {
-            self.commit_file_once(path, extents, expected, mode, chunk_size, xattrs)
+            self.commit_file_once(path, extents, expected, mode, chunk_size, xattrs, cues)
         })
         .await
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn commit_file_once(
         &self,
         path: &CairnPath,
@@ -409,6 +524,7 @@ impl Namespace {
         mode: u32,
         chunk_size: u64,
         xattrs: &Option<Xattrs>,
+        cues: &Cues,
     ) -> Result<Option<Inode>> {
         if path.is_root() {
             return Err(Error::is_dir(
@@ -419,8 +535,8 @@ impl Namespace {
         let (parent, key, existing) = tx.resolve_entry(path).await?;
         let now = now_ms();
         let size = extents.iter().map(|e| e.len).sum();
-        let (id, version, kept_xattrs) =
-            self.next_version(&mut tx, path, &parent, existing, expected, extents)?;
+        let (id, version, kept_xattrs, cues) =
+            self.next_version(&mut tx, path, &parent, existing, expected, extents, cues)?;
         let inode = Inode {
             id,
             kind: InodeKind::File,
@@ -432,6 +548,7 @@ impl Namespace {
             extents: extents.to_vec(),
             chunk_size,
             xattrs: xattrs.clone().unwrap_or(kept_xattrs),
+            cues,
         };
         tx.put(key, &inode);
         Ok(tx.commit().await?.map(|_| inode))
@@ -469,7 +586,11 @@ impl Namespace {
     /// Identity, version and inherited attributes of the file version about
     /// to be written at `path` over `existing`, checking `expected`: the
     /// replaced version's chunks not in `extents` become garbage, a new file
-    /// gets a fresh inode id.
+    /// gets a fresh inode id. The file's cues: a new file fixes the
+    /// persistent cues it inherits (`tx.inherited`, from resolving the
+    /// parent) overridden by `req`'s; a new version keeps the file's own,
+    /// overridden by `req`'s. A write-once file refuses a new version.
+    #[allow(clippy::too_many_arguments)]
     fn next_version(
         &self,
         tx: &mut Tx<'_>,
@@ -478,10 +599,14 @@ impl Namespace {
         existing: Option<Inode>,
         expected: Option<Version>,
         extents: &[Extent],
-    ) -> Result<(InodeId, Version, Xattrs)> {
+        req: &Cues,
+    ) -> Result<(InodeId, Version, Xattrs, Cues)> {
         match existing {
             Some(old) if old.kind == InodeKind::Directory => Err(Error::is_dir(format!(
                 "{path} is a directory; it cannot be written as a file"
+            ))),
+            Some(old) if old.cues.is_write_once() => Err(Error::denied(format!(
+                "{path} is write-once (cue writeonce): it can be read or removed, not modified"
             ))),
             Some(old) => {
                 match expected {
@@ -500,7 +625,8 @@ impl Namespace {
                     _ => {}
                 }
                 self.add_garbage(tx, &old.extents, extents);
-                Ok((old.id, Version(old.version.0 + 1), old.xattrs))
+                let cues = old.cues.merge(&req.persistent());
+                Ok((old.id, Version(old.version.0 + 1), old.xattrs, cues))
             }
             None => {
                 if let Some(v) = expected.filter(|v| v.0 != 0) {
@@ -515,7 +641,8 @@ impl Namespace {
                     name: name.to_string(),
                 };
                 tx.create(id_key(INODE, id), &link);
-                Ok((id, Version(1), Xattrs::new()))
+                let cues = tx.inherited.persistent().merge(&req.persistent());
+                Ok((id, Version(1), Xattrs::new(), cues))
             }
         }
     }
@@ -531,6 +658,9 @@ impl Namespace {
         let mut tx = Tx::new(self.store.as_ref());
         let mut extents = Vec::new();
         let mut chunk_size = 0;
+        // The chunks were placed by the first source's cues: the result
+        // carries them (a staged S3 upload, say, placed as its key asked).
+        let mut src_cues: Option<Cues> = None;
         for src in sources {
             let (_, key, entry) = tx.resolve_entry(src).await?;
             let file = entry.ok_or_else(|| Error::not_found(format!("{src} does not exist")))?;
@@ -540,12 +670,20 @@ impl Namespace {
             tx.delete(key);
             tx.delete(id_key(INODE, file.id));
             chunk_size = chunk_size.max(file.chunk_size);
+            src_cues.get_or_insert_with(|| file.cues.persistent());
             extents.extend(file.extents);
         }
         let (parent, key, existing) = tx.resolve_entry(dst).await?;
         let now = now_ms();
-        let (id, version, kept_xattrs) =
-            self.next_version(&mut tx, dst, &parent, existing, expected, &extents)?;
+        let (id, version, kept_xattrs, cues) = self.next_version(
+            &mut tx,
+            dst,
+            &parent,
+            existing,
+            expected,
+            &extents,
+            &src_cues.unwrap_or_default(),
+        )?;
         let inode = Inode {
             id,
             kind: InodeKind::File,
@@ -557,6 +695,7 @@ impl Namespace {
             extents,
             chunk_size,
             xattrs: xattrs.clone().unwrap_or(kept_xattrs),
+            cues,
         };
         tx.put(key, &inode);
         Ok(tx.commit().await?.map(|_| inode))
@@ -894,14 +1033,17 @@ impl Namespace {
         }
     }
 
-    pub async fn for_each_chunk(&self, mut f: impl FnMut(&Extent) + Send) -> Result<()> {
+    /// Every chunk of every current file version, with its file.
+    pub async fn for_each_chunk(&self, mut f: impl FnMut(&Inode, &Extent) + Send) -> Result<()> {
         let mut start = vec![ENTRY];
         let end = vec![ENTRY + 1];
         loop {
             let page = self.store.scan(&start, &end, WALK_PAGE).await?;
             for kv in &page {
                 let inode: Inode = decode(&kv.value)?;
-                inode.extents.iter().for_each(&mut f);
+                for e in &inode.extents {
+                    f(&inode, e);
+                }
             }
             match page.last() {
                 Some(kv) if page.len() == WALK_PAGE => {
@@ -926,6 +1068,7 @@ fn new_dir(id: InodeId, now: u64) -> Inode {
         extents: Vec::new(),
         chunk_size: 0,
         xattrs: Xattrs::new(),
+        cues: Cues::default(),
     }
 }
 
@@ -1155,7 +1298,9 @@ mod tests {
         );
         // for_each_chunk sees the current version only.
         let mut chunks = Vec::new();
-        ns.for_each_chunk(|e| chunks.push(e.chunk)).await.unwrap();
+        ns.for_each_chunk(|_, e| chunks.push(e.chunk))
+            .await
+            .unwrap();
         assert_eq!(chunks, vec![ChunkId(1), ChunkId(3)]);
     }
 
@@ -1351,7 +1496,7 @@ mod tests {
             w.await.unwrap();
         }
         let mut before = 0;
-        ns.for_each_chunk(|_| before += 1).await.unwrap();
+        ns.for_each_chunk(|_, _| before += 1).await.unwrap();
         assert_eq!(before, 50 * 99);
 
         ns.remove(&p("/t"), true).await.unwrap();
@@ -1381,7 +1526,7 @@ mod tests {
         want.sort();
         assert_eq!(garbage, want);
         let mut after = 0;
-        ns.for_each_chunk(|_| after += 1).await.unwrap();
+        ns.for_each_chunk(|_, _| after += 1).await.unwrap();
         assert_eq!(after, 0);
         assert_eq!(
             ns.store

@@ -25,7 +25,7 @@ use crate::server::Meta;
 use cairn_proto::{Capability, NodeState, StorageRequest};
 use cairn_types::{now_ms, ChunkId, Error, Extent, NodeId, Result};
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{watch, Semaphore};
 use tracing::{debug, info, warn};
@@ -81,6 +81,21 @@ struct Task {
     /// Where the new copy goes, for a rebalancing move; placement decides
     /// otherwise.
     target: Option<NodeId>,
+    /// Copies the chunk should have: its file's `rep` cue (the length of
+    /// its list for files written before cues).
+    want: usize,
+    /// The file's cues, for placing new copies.
+    cues: cairn_types::Cues,
+}
+
+impl Task {
+    /// Bad copies to replace plus copies never made.
+    fn copies_to_make(&self) -> usize {
+        self.replace.len()
+            + self
+                .want
+                .saturating_sub(self.keep.len() + self.replace.len())
+    }
 }
 
 /// Plans moves of healthy copies from the fullest live nodes to the
@@ -148,6 +163,8 @@ impl Balancer {
             sources: vec![from],
             replace: vec![from],
             target: Some(to),
+            want: ext.nodes.len(),
+            cues: cairn_types::Cues::default(),
         })
     }
 }
@@ -160,6 +177,7 @@ pub(crate) async fn repair_worker(meta: Arc<Meta>, mut stop: watch::Receiver<boo
         tokio::select! {
             _ = stop.changed() => return,
             _ = tokio::time::sleep(meta.repair_cfg.interval) => {}
+            _ = meta.repair_kick.notified() => {}
         }
         let orphan_after = meta.repair_cfg.orphan_after;
         let horizon = now_ms().saturating_sub(orphan_after.as_millis() as u64);
@@ -189,27 +207,6 @@ pub(crate) async fn repair_worker(meta: Arc<Meta>, mut stop: watch::Receiver<boo
     }
 }
 
-/// Spaces copies out so that they average `bandwidth` bytes per second.
-struct Throttle {
-    bandwidth: u64,
-    next: Mutex<Instant>,
-}
-
-impl Throttle {
-    async fn take(&self, bytes: u64) {
-        if self.bandwidth == 0 {
-            return;
-        }
-        let start = {
-            let mut next = self.next.lock().unwrap();
-            let start = (*next).max(Instant::now());
-            *next = start + Duration::from_secs_f64(bytes as f64 / self.bandwidth as f64);
-            start
-        };
-        tokio::time::sleep_until(start.into()).await;
-    }
-}
-
 impl Meta {
     /// Every chunk each node should hold, from one walk of the namespace,
     /// and the chunks that need copies.
@@ -233,14 +230,14 @@ impl Meta {
         loop {
             let (files, next) = self.ns.scan_files(cursor.as_deref(), SCAN_PAGE).await?;
             for (key, inode) in files {
-                for ext in inode.extents {
+                for ext in &inode.extents {
                     for n in &ext.nodes {
                         expected.entry(*n).or_default().insert(ext.chunk);
                     }
                     if plan {
-                        if let Some(t) = self.classify(&key, &ext) {
+                        if let Some(t) = self.classify(&key, ext, &inode.cues) {
                             tasks.push(t);
-                        } else if let Some(m) = balancer.plan(&key, &ext) {
+                        } else if let Some(m) = balancer.plan(&key, ext) {
                             moves.push(m);
                         }
                     }
@@ -253,7 +250,8 @@ impl Meta {
         }
     }
 
-    fn classify(&self, key: &[u8], ext: &Extent) -> Option<Task> {
+    fn classify(&self, key: &[u8], ext: &Extent, cues: &cairn_types::Cues) -> Option<Task> {
+        let want = cues.rep.map_or(ext.nodes.len(), |r| r as usize);
         let (mut keep, mut sources, mut replace) = (Vec::new(), Vec::new(), Vec::new());
         for n in &ext.nodes {
             let state = self.nodes.state(*n);
@@ -272,7 +270,7 @@ impl Meta {
                 sources.push(*n);
             }
         }
-        if replace.is_empty() {
+        if replace.is_empty() && keep.len() >= want {
             return None;
         }
         // Prefer copying from nodes in good standing.
@@ -284,6 +282,8 @@ impl Meta {
             sources,
             replace,
             target: None,
+            want,
+            cues: cues.clone(),
         })
     }
 
@@ -307,7 +307,7 @@ impl Meta {
         }
         let bytes_left: u64 = tasks
             .iter()
-            .map(|t| t.ext.len * t.replace.len() as u64)
+            .map(|t| t.ext.len * t.copies_to_make() as u64)
             .sum();
         {
             let mut st = self.repair_status.lock().unwrap();
@@ -317,10 +317,7 @@ impl Meta {
         if !tasks.is_empty() {
             info!(chunks = tasks.len(), bytes = bytes_left, "repairing");
         }
-        let throttle = Arc::new(Throttle {
-            bandwidth: self.repair_cfg.bandwidth,
-            next: Mutex::new(Instant::now()),
-        });
+        let throttle = Arc::new(cairn_proto::Throttle::new(self.repair_cfg.bandwidth));
         let permits = Arc::new(Semaphore::new(self.repair_cfg.parallelism.max(1)));
         let mut set = tokio::task::JoinSet::new();
         for task in tasks {
@@ -333,7 +330,7 @@ impl Meta {
             set.spawn(async move {
                 let _permit = permit;
                 let len = task.ext.len;
-                let n = task.replace.len() as u64;
+                let n = task.copies_to_make() as u64;
                 throttle.take(len * n).await;
                 let r = me.repair_chunk(task).await;
                 let mut st = me.repair_status.lock().unwrap();
@@ -377,6 +374,8 @@ impl Meta {
             sources,
             replace,
             target: forced,
+            want,
+            cues,
         } = task;
         if sources.is_empty() {
             return Err(Error::unavailable(format!(
@@ -388,17 +387,44 @@ impl Meta {
         let mut made = Vec::new();
         let mut healed = Vec::new();
         let mut last_err = None;
-        for bad in &replace {
+        // Each bad copy is replaced; copies the chunk never had (its write
+        // made only `sync` of them) are added.
+        let missing = want.saturating_sub(keep.len() + replace.len());
+        let slots: Vec<Option<NodeId>> = replace
+            .iter()
+            .copied()
+            .map(Some)
+            .chain(std::iter::repeat_n(None, missing))
+            .collect();
+        for slot in &slots {
             // A corrupt copy on a reachable node is rewritten where it is
             // (new bytes, new place in the node's log); anything else moves.
-            let in_place = self.nodes.is_corrupt(ext.chunk, *bad) && self.nodes.state(*bad).is_up();
+            let in_place = slot.is_some_and(|bad| {
+                self.nodes.is_corrupt(ext.chunk, bad) && self.nodes.state(bad).is_up()
+            });
             let target = if in_place || forced.is_some() {
-                match self.nodes.addr(forced.unwrap_or(*bad)) {
+                let Some(at) = forced.or(*slot) else {
+                    continue;
+                };
+                match self.nodes.addr(at) {
                     Some(a) => a,
                     None => continue,
                 }
             } else {
-                match self.nodes.place(1, ext.len, &exclude) {
+                // New copies follow the file's placement cues, next to the
+                // copies it keeps (a buddy set is completed, say).
+                let have: Vec<NodeId> = keep.iter().chain(made.iter()).copied().collect();
+                let req = crate::placement::PlaceRequest {
+                    cues: &cues,
+                    default_rep: want.max(1) as u8,
+                    want: 1,
+                    have: &have,
+                    exclude: &exclude,
+                    len: ext.len,
+                    writer_host: None,
+                    together_key: None,
+                };
+                match self.nodes.place_with(&req) {
                     Ok(mut t) => t.remove(0),
                     Err(e) => {
                         last_err = Some(e);
@@ -426,9 +452,9 @@ impl Meta {
                 };
                 match self.node_call::<()>(&target.addr, &req).await {
                     Ok(()) => {
-                        if in_place {
-                            self.nodes.clear_corrupt(ext.chunk, *bad);
-                            healed.push(*bad);
+                        if let Some(bad) = slot.filter(|_| in_place) {
+                            self.nodes.clear_corrupt(ext.chunk, bad);
+                            healed.push(bad);
                         } else {
                             made.push(target.id);
                         }
@@ -445,9 +471,9 @@ impl Meta {
         if made.is_empty() {
             return Ok(copies); // healed in place: the list is unchanged
         }
-        // The list keeps its length (the redundancy the file asked for): a
-        // copy still to be replaced stays listed until it is.
-        let want = ext.nodes.len();
+        // The list keeps the length the file asked for: a copy still to be
+        // replaced stays listed until it is.
+        let want = want.max(ext.nodes.len());
         let mut list: Vec<NodeId> = keep
             .iter()
             .chain(healed.iter())

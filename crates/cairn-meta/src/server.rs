@@ -5,9 +5,10 @@ use crate::namespace::Namespace;
 use crate::nodes::NodeTracker;
 use cairn_proto::{
     Capability, ChunkAlloc, ClusterConfig, ClusterSecret, ClusterStatus, Conn, Credentials,
-    Listener, MetaRequest, MetaResponse, MetaResult, OpenFile, Pool, Role, StorageRequest,
+    Listener, MetaRequest, MetaResponse, MetaResult, OpenFile, PathCues, Pool, Role,
+    StorageRequest,
 };
-use cairn_types::{ChunkId, Error, ErrorKind, Extent, InodeKind, NodeId, Result};
+use cairn_types::{ChunkId, Cues, Error, ErrorKind, Extent, InodeKind, NodeId, Result};
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
@@ -100,6 +101,16 @@ pub struct Meta {
     pub(crate) started_ms: u64,
     /// Whether this meta runs the background work (repair, GC, sweep).
     pub(crate) election: crate::election::Election,
+    /// Wakes the repair planner early: a commit left copies to make
+    /// (`sync` below `rep`).
+    pub(crate) repair_kick: tokio::sync::Notify,
+}
+
+/// A stable 64-bit key for a path (FNV-1a), for `keep_together` of one file.
+fn path_hash(path: &cairn_types::CairnPath) -> u64 {
+    path.as_str().bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
+    })
 }
 
 pub struct MetaHandle {
@@ -194,6 +205,7 @@ pub async fn start(cfg: MetaConfig) -> Result<MetaHandle> {
         repair_status: Default::default(),
         started_ms: cairn_types::now_ms(),
         election,
+        repair_kick: tokio::sync::Notify::new(),
     });
     tasks.extend([
         tokio::spawn({
@@ -268,7 +280,10 @@ impl Meta {
                 default_rep: self.default_rep.load(Ordering::Relaxed),
             })),
             MetaRequest::Stat { path } => Ok(MetaResponse::Inode(self.ns.lookup(&path).await?)),
-            MetaRequest::Open { path } => self.open(&path).await.map(MetaResponse::Open),
+            MetaRequest::Open { path, host } => self
+                .open(&path, host.as_deref())
+                .await
+                .map(MetaResponse::Open),
             MetaRequest::List {
                 path,
                 start_after,
@@ -291,27 +306,11 @@ impl Meta {
                 Ok(MetaResponse::Ok)
             }
             MetaRequest::AllocChunk {
-                path: _,
-                rep,
+                path,
+                cues,
+                host,
                 exclude,
-            } => {
-                let rep = rep
-                    .unwrap_or_else(|| self.default_rep.load(Ordering::Relaxed))
-                    .max(1) as usize;
-                let nodes = self.nodes.place(rep, self.chunk_size, &exclude)?;
-                let mut id = [0u8; 16];
-                getrandom::getrandom(&mut id).expect("OS random source");
-                let chunk = ChunkId(u128::from_be_bytes(id));
-                let now = cairn_types::now_ms();
-                if self.repair_cfg.shared_store {
-                    // One store write per chunk, so that every meta server
-                    // (and the sweeping leader) knows of it.
-                    crate::alloc::record(self.store.as_ref(), chunk, now).await?;
-                }
-                self.recent.lock().unwrap().insert(chunk, now);
-                let cap = Capability::sign(&self.secret, chunk, true);
-                Ok(MetaResponse::Alloc(ChunkAlloc { chunk, nodes, cap }))
-            }
+            } => self.alloc(&path, &cues, host.as_deref(), &exclude).await,
             MetaRequest::CommitFile {
                 path,
                 extents,
@@ -319,7 +318,9 @@ impl Meta {
                 mode,
                 chunk_size,
                 xattrs,
+                cues,
             } => {
+                cues.check(self.default_rep.load(Ordering::Relaxed))?;
                 for e in &extents {
                     if e.nodes.is_empty() {
                         return Err(Error::invalid(format!(
@@ -337,10 +338,26 @@ impl Meta {
                 self.check_commit_chunks(&path, &extents).await?;
                 match self
                     .ns
-                    .commit_file_with(&path, extents.clone(), expected, mode, chunk_size, xattrs)
+                    .commit_file_with(
+                        &path,
+                        extents.clone(),
+                        expected,
+                        mode,
+                        chunk_size,
+                        xattrs,
+                        &cues,
+                    )
                     .await
                 {
-                    Ok(inode) => Ok(MetaResponse::Inode(inode)),
+                    Ok(inode) => {
+                        // Copies beyond `sync` are the planner's to make, now.
+                        if let Some(rep) = inode.cues.rep {
+                            if inode.extents.iter().any(|e| e.nodes.len() < rep as usize) {
+                                self.repair_kick.notify_one();
+                            }
+                        }
+                        Ok(MetaResponse::Inode(inode))
+                    }
                     Err(e) => {
                         // The chunks were written for this commit only.
                         if let Err(ge) = self.discard(&extents).await {
@@ -362,6 +379,34 @@ impl Meta {
                     .await?,
             )),
             MetaRequest::ClusterStatus => Ok(MetaResponse::Status(self.status().await?)),
+            MetaRequest::GetCues { path } => {
+                let r = self.ns.cues(&path).await?;
+                Ok(MetaResponse::Cues(PathCues {
+                    own: r.entry.map(|i| i.cues),
+                    inherited: r.inherited,
+                    effective: r.effective,
+                }))
+            }
+            MetaRequest::SetCues {
+                path,
+                cues,
+                replace,
+            } => {
+                let r = self.ns.cues(&path).await?;
+                let own = r.entry.as_ref().map(|i| i.cues.clone()).unwrap_or_default();
+                let new_own = if replace {
+                    cues.clone()
+                } else {
+                    own.merge(&cues)
+                };
+                r.inherited
+                    .merge(&new_own)
+                    .check(self.default_rep.load(Ordering::Relaxed))
+                    .map_err(|e| e.context(format!("cues of {path}")))?;
+                let inode = self.ns.set_cues(&path, &cues, replace).await?;
+                info!(%path, cues = %inode.cues, "cues set");
+                Ok(MetaResponse::Inode(inode))
+            }
             MetaRequest::Discard { extents } => {
                 self.discard(&extents).await?;
                 Ok(MetaResponse::Ok)
@@ -445,17 +490,124 @@ impl Meta {
         }
     }
 
-    async fn open(&self, path: &cairn_types::CairnPath) -> Result<OpenFile> {
-        let mut inode = self.ns.lookup(path).await?;
+    /// Place a new chunk of the file at `path` per its effective cues.
+    async fn alloc(
+        &self,
+        path: &cairn_types::CairnPath,
+        cues: &Cues,
+        host: Option<&str>,
+        exclude: &[NodeId],
+    ) -> MetaResult {
+        let r = self.ns.cues(path).await?;
+        if let Some(i) = &r.entry {
+            if i.kind == InodeKind::Directory {
+                return Err(Error::is_dir(format!(
+                    "{path} is a directory; it cannot be written as a file"
+                )));
+            }
+            if i.cues.is_write_once() {
+                return Err(Error::denied(format!(
+                    "{path} is write-once (cue writeonce): it can be read or removed, not modified"
+                )));
+            }
+        }
+        let eff = r.effective.merge(cues);
+        let default_rep = self.default_rep.load(Ordering::Relaxed);
+        eff.check(default_rep)
+            .map_err(|e| e.context(format!("writing {path}")))?;
+        let rep = eff.rep.unwrap_or(default_rep).max(1);
+        let sync = eff.sync.unwrap_or(rep).clamp(1, rep) as usize;
+        // A keep_together subtree shares one node set; a single file so cued
+        // keeps its own chunks together.
+        let together = match eff.keep_together {
+            Some(true) => Some(match r.together {
+                Some(dir) if cues.keep_together.is_none() => dir.0,
+                _ => path_hash(path),
+            }),
+            _ => None,
+        };
+        let req = crate::placement::PlaceRequest {
+            cues: &eff,
+            default_rep,
+            want: rep as usize,
+            have: &[],
+            exclude,
+            len: self.chunk_size,
+            writer_host: host,
+            together_key: together,
+        };
+        let mut nodes = self
+            .nodes
+            .place_with(&req)
+            .map_err(|e| e.context(format!("writing {path} with cues {eff}")))?;
+        // The first `sync` are written now; the planner makes the others.
+        nodes.truncate(sync);
+        let mut id = [0u8; 16];
+        getrandom::getrandom(&mut id).expect("OS random source");
+        let chunk = ChunkId(u128::from_be_bytes(id));
+        let now = cairn_types::now_ms();
+        if self.repair_cfg.shared_store {
+            // One store write per chunk, so that every meta server
+            // (and the sweeping leader) knows of it.
+            crate::alloc::record(self.store.as_ref(), chunk, now).await?;
+        }
+        self.recent.lock().unwrap().insert(chunk, now);
+        let cap = Capability::sign(&self.secret, chunk, true);
+        Ok(MetaResponse::Alloc(ChunkAlloc {
+            chunk,
+            nodes,
+            cap,
+            rep,
+        }))
+    }
+
+    async fn open(&self, path: &cairn_types::CairnPath, host: Option<&str>) -> Result<OpenFile> {
+        let r = self.ns.cues(path).await?;
+        let mut inode = r
+            .entry
+            .ok_or_else(|| Error::not_found(format!("{path} does not exist")))?;
         if inode.kind == InodeKind::Directory {
             return Err(Error::is_dir(format!("{path} is a directory")));
         }
         let mut ids = HashSet::new();
         let mut caps = Vec::with_capacity(inode.extents.len());
-        for e in &mut inode.extents {
-            // Healthy, live replicas first; the client tries them in order.
-            e.nodes
-                .sort_by_key(|n| (self.nodes.is_corrupt(e.chunk, *n), !self.nodes.is_live(*n)));
+        // How near each node is to the reader: 0 its own host, 1 a zone
+        // where the reader's host runs nodes, 2 elsewhere.
+        let status = self.nodes.status();
+        let my_zones: HashSet<&str> = status
+            .iter()
+            .filter(|n| host.is_some_and(|h| h == n.host))
+            .map(|n| n.zone.as_str())
+            .collect();
+        let nearness: BTreeMap<NodeId, u8> = status
+            .iter()
+            .map(|n| {
+                let d = if host.is_some_and(|h| h == n.host) {
+                    0
+                } else if my_zones.contains(n.zone.as_str()) {
+                    1
+                } else {
+                    2
+                };
+                (n.id, d)
+            })
+            .collect();
+        for (i, e) in inode.extents.iter_mut().enumerate() {
+            // Healthy, live replicas first, then nearest; the client tries
+            // them in order.
+            let key = |n: &NodeId| {
+                (
+                    self.nodes.is_corrupt(e.chunk, *n),
+                    !self.nodes.is_live(*n),
+                    nearness.get(n).copied().unwrap_or(2),
+                )
+            };
+            e.nodes.sort_by_key(key);
+            // The best equally good replicas take turns, chunk by chunk.
+            if let Some(first) = e.nodes.first().map(key) {
+                let tied = e.nodes.iter().take_while(|n| key(n) == first).count();
+                e.nodes[..tied].rotate_left(i % tied.max(1));
+            }
             ids.extend(e.nodes.iter().copied());
             caps.push(Capability::sign(&self.secret, e.chunk, false));
         }
@@ -463,7 +615,12 @@ impl Meta {
             .into_iter()
             .filter_map(|id| self.nodes.addr(id))
             .collect();
-        Ok(OpenFile { inode, nodes, caps })
+        Ok(OpenFile {
+            inode,
+            cues: r.effective,
+            nodes,
+            caps,
+        })
     }
 
     async fn status(&self) -> Result<ClusterStatus> {
@@ -478,7 +635,7 @@ impl Meta {
         let state = |n: &NodeId| states.get(n).copied().unwrap_or(S::Dead);
         let nodes = &self.nodes;
         self.ns
-            .for_each_chunk(|e: &Extent| {
+            .for_each_chunk(|file: &cairn_types::Inode, e: &Extent| {
                 chunks += 1;
                 bytes += e.len;
                 let intact = |n: &&NodeId| !nodes.is_corrupt(e.chunk, **n);
@@ -496,7 +653,8 @@ impl Meta {
                     .filter(intact)
                     .filter(|n| state(n).is_up())
                     .count();
-                if good < e.nodes.len() {
+                let want = file.cues.rep.map_or(e.nodes.len(), |r| r as usize);
+                if good < want.max(e.nodes.len()) {
                     under += 1;
                 }
                 if readable == 0 {

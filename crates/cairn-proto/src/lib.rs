@@ -15,8 +15,10 @@ mod auth;
 mod frame;
 mod messages;
 mod pool;
+mod throttle;
 
 pub use auth::{Capability, ClusterSecret, Credentials, Role, CAP_TTL_MS};
 pub use frame::{connect, handshake, Conn, Listener, DATA_FRAME, MAX_FRAME};
 pub use messages::*;
 pub use pool::{MetaClient, Pool, Pooled};
+pub use throttle::Throttle;

@@ -2,7 +2,9 @@
 //! so the error kind crosses the network intact.
 
 use crate::Capability;
-use cairn_types::{BlockCrcs, CairnPath, ChunkId, DirEntry, Error, Extent, Inode, NodeId, Version};
+use cairn_types::{
+    BlockCrcs, CairnPath, ChunkId, Cues, DirEntry, Error, Extent, Inode, NodeId, Version,
+};
 use serde::{Deserialize, Serialize};
 
 /// Capacity and health a storage node reports with each heartbeat.
@@ -59,6 +61,10 @@ pub enum MetaRequest {
     /// read capabilities.
     Open {
         path: CairnPath,
+        /// The reader's host: each chunk's replicas come nearest first
+        /// (same host, then same zone), equally near ones rotated from
+        /// chunk to chunk so a large read draws on all of them.
+        host: Option<String>,
     },
     List {
         path: CairnPath,
@@ -77,14 +83,21 @@ pub enum MetaRequest {
         src: CairnPath,
         dst: CairnPath,
     },
-    /// A new chunk id, `rep` distinct live nodes to write it to, and a write
-    /// capability. `exclude` lists nodes that just failed this client.
+    /// A new chunk id for a chunk of the file at `path`, the nodes to write
+    /// it to (a replication chain: as many as the effective `sync` cue asks
+    /// to be durable before the write is acknowledged, all `rep` copies
+    /// without one), placed per the effective placement cues, and a write
+    /// capability. `cues`: the writer's cues (from its path or options),
+    /// over the file's own and inherited ones. `host`: the writer's host,
+    /// for `place=local`. `exclude` lists nodes that just failed this client.
     AllocChunk {
         path: CairnPath,
-        rep: Option<u8>,
+        cues: Cues,
+        host: Option<String>,
         exclude: Vec<NodeId>,
     },
     /// `xattrs`: None keeps the replaced version's, Some replaces them.
+    /// `cues`: the writer's cues; their persistent part is fixed on the file.
     CommitFile {
         path: CairnPath,
         extents: Vec<Extent>,
@@ -92,6 +105,18 @@ pub enum MetaRequest {
         mode: u32,
         chunk_size: u64,
         xattrs: Option<cairn_types::Xattrs>,
+        cues: Cues,
+    },
+    /// The cues of `path`: its own, inherited and effective.
+    GetCues {
+        path: CairnPath,
+    },
+    /// Merge `cues` over the path's own cues, or replace them (`replace`;
+    /// with empty `cues`, clear them).
+    SetCues {
+        path: CairnPath,
+        cues: Cues,
+        replace: bool,
     },
     ClusterStatus,
     /// Chunks a client wrote but will not commit (its write failed or was
@@ -132,6 +157,8 @@ pub struct ClusterConfig {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct OpenFile {
     pub inode: Inode,
+    /// The file's effective cues (inherited, overridden by its own).
+    pub cues: Cues,
     /// Addresses of every node named by the extents.
     pub nodes: Vec<NodeAddr>,
     /// One read capability per extent, in extent order.
@@ -141,9 +168,13 @@ pub struct OpenFile {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ChunkAlloc {
     pub chunk: ChunkId,
-    /// Replication chain, head first.
+    /// Replication chain, head first: the copies to make before the write
+    /// is acknowledged (`sync` of them; all `rep` without a `sync` cue).
     pub nodes: Vec<NodeAddr>,
     pub cap: Capability,
+    /// The file's effective redundancy; the client commits it as the
+    /// file's `rep` cue, and meta's planner makes the copies beyond `nodes`.
+    pub rep: u8,
 }
 
 /// What meta makes of a node.
@@ -235,6 +266,16 @@ pub enum MetaResponse {
     Entries(Vec<DirEntry>),
     Alloc(ChunkAlloc),
     Status(ClusterStatus),
+    Cues(PathCues),
+}
+
+/// The cues of a path: set on it (`own`; `None` if the path does not exist
+/// yet), inherited from its directories, and the two merged.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PathCues {
+    pub own: Option<Cues>,
+    pub inherited: Cues,
+    pub effective: Cues,
 }
 
 pub type MetaResult = Result<MetaResponse, Error>;

@@ -6,9 +6,9 @@ use crate::body::{self, Hashing};
 use crate::error::{s3_err, Missing};
 use crate::keys::KeyRecord;
 use crate::listing::{self, Query};
-use crate::names::{bucket_path, is_bucket_name, object_path};
+use crate::names::{bucket_path, is_bucket_name, object_path, object_path_cued, CUES_META};
 use cairn_client::{Client, PutOptions};
-use cairn_types::{CairnPath, Error, ErrorKind, Inode, InodeKind, Version, Xattrs};
+use cairn_types::{CairnPath, Cues, Error, ErrorKind, Inode, InodeKind, Version, Xattrs};
 use s3s::dto::*;
 use s3s::{s3_error, S3Error, S3Request, S3Response, S3Result, S3};
 
@@ -50,7 +50,9 @@ impl CairnS3 {
 
     /// Stream `src` into `path` as a new version whose xattrs are `x` plus
     /// the MD5 ETag, creating the key's directories. `expected` as in
-    /// [`PutOptions`]; a lost condition is `PreconditionFailed`.
+    /// [`PutOptions`]; a lost condition is `PreconditionFailed`. `cues`: the
+    /// request's (from the key or the `cairn-cues` metadata), over the
+    /// bucket's and its directories'.
     pub(crate) async fn write<R>(
         &self,
         bucket: &CairnPath,
@@ -58,6 +60,7 @@ impl CairnS3 {
         src: R,
         expected: Option<Version>,
         x: Xattrs,
+        cues: Cues,
     ) -> S3Result<Inode>
     where
         R: tokio::io::AsyncRead + Unpin + Send,
@@ -72,6 +75,7 @@ impl CairnS3 {
         if &parent == bucket {
             let opts = PutOptions {
                 expected,
+                cues,
                 ..PutOptions::default()
             };
             return self
@@ -86,9 +90,20 @@ impl CairnS3 {
         // (with the write's condition) in one metadata step that can be
         // repeated after making the directory again.
         let tmp = self.staging_file().await?;
+        // The staging file's chunks are placed as the key's will be: by the
+        // cues of the bucket (the key's directories may not exist yet) under
+        // the request's.
+        let inherited = match self.client.cues(bucket).await {
+            Ok(c) => c.effective.persistent(),
+            Err(e) => return Err(write_err(e, path)),
+        };
+        let opts = PutOptions {
+            cues: inherited.merge(&cues),
+            ..PutOptions::default()
+        };
         let staged = self
             .client
-            .put_with_attrs(&tmp, reader, PutOptions::default(), finish)
+            .put_with_attrs(&tmp, reader, opts, finish)
             .await
             .map_err(|e| write_err(e, path))?;
         let mut attempt = 0;
@@ -422,14 +437,20 @@ impl S3 for CairnS3 {
     ) -> S3Result<S3Response<PutObjectOutput>> {
         let mut input = req.input;
         let early = async {
-            let path = object_path(&input.bucket, &input.key)?;
+            let (path, mut cues) = object_path_cued(&input.bucket, &input.key)?;
+            if let Some(list) = input.metadata.as_ref().and_then(|m| m.get(CUES_META)) {
+                let c = Cues::parse(list).map_err(|e| {
+                    s3_error!(InvalidArgument, "x-amz-meta-{CUES_META}: {}", e.message)
+                })?;
+                cues = cues.merge(&c);
+            }
             let bucket = self.require_bucket(&input.bucket).await?;
             let expected = self
                 .write_condition(&path, input.if_match.as_ref(), input.if_none_match.as_ref())
                 .await?;
-            Ok::<_, S3Error>((path, bucket, expected))
+            Ok::<_, S3Error>((path, bucket, expected, cues))
         };
-        let (path, bucket, expected) = match early.await {
+        let (path, bucket, expected, cues) = match early.await {
             Ok(x) => x,
             Err(e) => {
                 body::drain(input.body.take()).await;
@@ -439,10 +460,13 @@ impl S3 for CairnS3 {
         let x = headers_of_put(&input).to_xattrs();
         let inode = match input.body {
             Some(b) => {
-                self.write(&bucket, &path, body::blob_reader(b), expected, x)
+                self.write(&bucket, &path, body::blob_reader(b), expected, x, cues)
                     .await?
             }
-            None => self.write(&bucket, &path, &[][..], expected, x).await?,
+            None => {
+                self.write(&bucket, &path, &[][..], expected, x, cues)
+                    .await?
+            }
         };
         Ok(S3Response::new(PutObjectOutput {
             e_tag: Some(attrs::etag(&inode)),
@@ -455,11 +479,11 @@ impl S3 for CairnS3 {
         req: S3Request<GetObjectInput>,
     ) -> S3Result<S3Response<GetObjectOutput>> {
         let input = req.input;
-        let path = object_path(&input.bucket, &input.key)?;
+        let (path, cues) = object_path_cued(&input.bucket, &input.key)?;
         if input.part_number.is_some() {
             return Err(s3_error!(NotImplemented, "GetObject by part number"));
         }
-        let reader = match self.client.open(&path).await {
+        let reader = match self.client.open_cued(&path, &cues).await {
             Ok(r) if r.inode().kind == InodeKind::File => r,
             Ok(_) => return Err(s3_error!(NoSuchKey)),
             Err(e) => {
@@ -662,7 +686,9 @@ impl S3 for CairnS3 {
         };
         let size = sinode.size;
         let src_body = body::blob_reader(body::download(reader, 0, size));
-        let inode = self.write(&bucket, &dst, src_body, None, x).await?;
+        let inode = self
+            .write(&bucket, &dst, src_body, None, x, Cues::default())
+            .await?;
         Ok(S3Response::new(CopyObjectOutput {
             copy_object_result: Some(CopyObjectResult {
                 e_tag: Some(attrs::etag(&inode)),

@@ -3,7 +3,7 @@
 //! faithful path (empty components as in `a//b`, `.` or `..` components, a
 //! trailing `/`, a leading `/`) are refused, never rewritten.
 
-use cairn_types::CairnPath;
+use cairn_types::{CairnPath, Cues};
 use s3s::{s3_error, S3Result};
 
 /// Top-level directory the gateway keeps its own state in (keys, uploads).
@@ -32,16 +32,36 @@ pub fn is_bucket_name(name: &str) -> bool {
     s3s::path::check_bucket_name(name) && !name.starts_with('.')
 }
 
+/// The file an object key names. Cue components in the key
+/// (`logs/.cue/rep=2/x`, `.maxtime=250/x`) are checked and dropped: they
+/// address the same object as the key without them (see [`object_cues`]).
 pub fn object_path(bucket: &str, key: &str) -> S3Result<CairnPath> {
+    Ok(object_path_cued(bucket, key)?.0)
+}
+
+/// [`object_path`] and the cues written in the key.
+pub fn object_path_cued(bucket: &str, key: &str) -> S3Result<(CairnPath, Cues)> {
     check_key(key)?;
+    let (clean, cues) = cairn_types::split_path_cues(&format!("/{key}"))
+        .map_err(|e| s3_error!(InvalidArgument, "key {key:?}: {}", e.message))?;
+    if clean.is_root() {
+        return Err(s3_error!(
+            InvalidArgument,
+            "key {key:?} is only cues; it names no object"
+        ));
+    }
     let mut p = bucket_path(bucket)?;
-    for c in key.split('/') {
+    for c in clean.components() {
         p = p
             .join(c)
             .map_err(|e| s3_error!(InvalidArgument, "key {key:?}: {e}"))?;
     }
-    Ok(p)
+    Ok((p, cues))
 }
+
+/// User metadata (`x-amz-meta-cairn-cues: rep=2,place=buddy`) carrying cues
+/// for a write.
+pub const CUES_META: &str = "cairn-cues";
 
 /// Refuse keys that would not round-trip through a path.
 pub fn check_key(key: &str) -> S3Result<()> {
@@ -74,6 +94,15 @@ mod tests {
 
     #[test]
     fn keys_map_or_are_refused() {
+        assert_eq!(
+            object_path("bkt", "a/b.txt").unwrap().as_str(),
+            "/bkt/a/b.txt"
+        );
+        let (p, c) = object_path_cued("bkt", "a/.cue/rep=2,lax/b.txt").unwrap();
+        assert_eq!(p.as_str(), "/bkt/a/b.txt");
+        assert_eq!(c.rep, Some(2));
+        assert!(object_path_cued("bkt", "a/.cue/colour=red/b").is_err());
+        assert!(object_path_cued("bkt", ".cue/rep=2").is_err());
         assert_eq!(
             object_path("bkt", "a/b.txt").unwrap().as_str(),
             "/bkt/a/b.txt"

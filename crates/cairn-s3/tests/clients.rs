@@ -153,3 +153,40 @@ async fn boto3_virtual_hosted_style() {
     run(&s, "python3", "virtual_host.py", Duration::from_secs(60)).await;
     s.gateway.stop().await;
 }
+
+/// Cues in keys, in the `cairn-cues` metadata and on a bucket decide how
+/// many copies the objects get.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn boto3_cues() {
+    if skip() {
+        return;
+    }
+    let s = setup().await;
+    let c = s._cluster.client().await;
+    let p = |x: &str| cairn_types::CairnPath::parse(x).unwrap();
+    c.mkdir(&p("/onecopy"), false).await.unwrap();
+    c.set_cues(
+        &p("/onecopy"),
+        &cairn_types::Cues::parse("rep=1").unwrap(),
+        false,
+    )
+    .await
+    .unwrap();
+    run(&s, "python3", "cues.py", Duration::from_secs(90)).await;
+    for (path, copies) in [
+        ("/cuebkt/a/in-key", 1),
+        ("/cuebkt/meta", 1),
+        ("/cuebkt/plain", 2),
+        ("/onecopy/deep/inherits", 1),
+    ] {
+        let i = c.stat(&p(path)).await.unwrap();
+        assert_eq!(i.extents.len(), 3, "{path}");
+        assert!(
+            i.extents.iter().all(|e| e.nodes.len() == copies),
+            "{path}: want {copies} copies, got {:?}",
+            i.extents
+        );
+        assert_eq!(i.cues.rep, Some(copies as u8), "{path}");
+    }
+    s.gateway.stop().await;
+}

@@ -36,6 +36,10 @@ pub struct StorageConfig {
     /// Pause between two full scrubbing passes.
     pub scrub_pause: Duration,
     pub store: StoreOptions,
+    /// Bytes per second of chunk data the node takes in (writes, copies)
+    /// and sends out (reads), each way; 0: unlimited. For experiments that
+    /// emulate slower nodes or links (`cairn bench --schemes --throttle`).
+    pub throttle: u64,
 }
 
 impl StorageConfig {
@@ -52,6 +56,7 @@ impl StorageConfig {
             scrub_rate: 32 << 20,
             scrub_pause: Duration::from_secs(30),
             store: StoreOptions::default(),
+            throttle: 0,
         }
     }
 }
@@ -68,6 +73,9 @@ struct Node {
     /// taking new chunks until restarted.
     problem: Mutex<Option<String>>,
     scrubbed: std::sync::atomic::AtomicU64,
+    /// Limits on chunk bytes in and out (`StorageConfig::throttle`).
+    rate_in: cairn_proto::Throttle,
+    rate_out: cairn_proto::Throttle,
     host: String,
 }
 
@@ -158,6 +166,8 @@ pub async fn start(cfg: StorageConfig, creds: Credentials) -> Result<StorageHand
         reserve: cfg.store.reserve_free,
         problem: Mutex::new(None),
         scrubbed: Default::default(),
+        rate_in: cairn_proto::Throttle::new(cfg.throttle),
+        rate_out: cairn_proto::Throttle::new(cfg.throttle),
         host: cfg.host.clone(),
     });
     let (stop, stop_rx) = watch::channel(false);
@@ -341,6 +351,7 @@ async fn replicate(
         while received < len || (len == 0 && writer.is_none()) {
             if len > 0 {
                 p.conn.read_data_frame(&mut buf).await?;
+                node.rate_in.take(buf.len() as u64).await;
                 received += buf.len() as u64;
             }
             let last = received >= len;
@@ -450,6 +461,7 @@ async fn handle_put(
     let mut buf = Vec::with_capacity(DATA_FRAME);
     while received < len {
         conn.read_data_frame(&mut buf).await?;
+        node.rate_in.take(buf.len() as u64).await;
         received += buf.len() as u64;
         if received > len {
             return Err(Error::invalid(format!(
@@ -611,7 +623,10 @@ async fn handle_get(
         let n = (end - pos).min(DATA_FRAME as u64);
         let s = store.clone();
         match blocking(move || s.read(chunk, pos, n)).await {
-            Ok(data) => conn.write_frame(&data).await?,
+            Ok(data) => {
+                node.rate_out.take(data.len() as u64).await;
+                conn.write_frame(&data).await?
+            }
             Err(e) => {
                 if e.kind == cairn_types::ErrorKind::Corrupt {
                     warn!(%chunk, "corrupt replica: {e}");

@@ -34,6 +34,9 @@ pub struct Inode {
     /// Extended attributes: user metadata of S3 objects (`s3.meta.*`,
     /// `s3.content-type`, `s3.etag`), xattrs of the mount.
     pub xattrs: Xattrs,
+    /// Cues set on this path: on a directory, inherited by everything below;
+    /// on a file, its persistent cues fixed at creation plus any set since.
+    pub cues: crate::Cues,
 }
 
 /// Extended attributes by name.
