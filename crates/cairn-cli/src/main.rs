@@ -8,6 +8,7 @@ mod config;
 mod meta_tools;
 mod mount;
 mod roles;
+mod simulate;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -139,6 +140,9 @@ enum Cmd {
     Mount(mount::MountArgs),
     /// Measure throughput against a cluster (a temporary local one by default); prints JSON
     Bench(bench::BenchArgs),
+    /// Compare placement schemes on a simulated cluster: data loss under node
+    /// failures, load balance, repair parallelism (JSON and SVG)
+    Simulate(simulate::SimulateArgs),
     /// Run a front-end gateway alone against a cluster
     Gateway {
         #[command(subcommand)]
@@ -322,6 +326,7 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
         } => c::drain(&target, &node, wait, undo).await,
         Cmd::Mount(a) => mount::run(a).await,
         Cmd::Bench(a) => bench::run(a).await,
+        Cmd::Simulate(a) => tokio::task::spawn_blocking(move || simulate::run(a)).await?,
         Cmd::Gateway {
             cmd: GatewayCmd::S3(a),
         } => roles::gateway_s3(a).await,

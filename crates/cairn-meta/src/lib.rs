@@ -1,5 +1,6 @@
 //! The meta service: the namespace (paths → inodes → versions → extents),
-//! the node tracker, placement, capabilities, garbage collection, and the
+//! the node tracker, placement ([`placement`]: the one placer, also driven
+//! by the simulator), capabilities, garbage collection, and the
 //! repair planner ([`repair`]: re-replication, drain, rebalance, orphan
 //! sweep) that one meta at a time runs ([`election`]).
 //!

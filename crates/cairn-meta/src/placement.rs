@@ -17,7 +17,10 @@
 //!   gets the same share. A repair (`have` not empty) completes the set of
 //!   `have`'s members; when that set lacks eligible members (one is dead) or
 //!   when no set is healthy, copies go to any eligible node (logged at
-//!   debug): availability over the set invariant.
+//!   debug): availability over the set invariant. Sets are a function of
+//!   the node table: a node that joins re-cuts the sets after its place in
+//!   the interleaved order (few, when zones grow evenly); copies already
+//!   placed stay where they are.
 //! - `min_copy`: each copy to the eligible node with the fewest bytes stored
 //!   (ties by node id), from a cluster-wide load index that
 //!   [`Placer::record`] keeps current.

@@ -1,0 +1,144 @@
+//! `cairn simulate`: compare placement schemes on a simulated cluster.
+
+use anyhow::{Context, Result};
+use cairn_sim::{simulate, SimConfig, SimReport};
+use cairn_types::PlaceScheme;
+use std::path::PathBuf;
+
+#[derive(clap::Args, Debug)]
+pub struct SimulateArgs {
+    /// Storage nodes in the simulated cluster
+    #[arg(long, default_value_t = 1000)]
+    nodes: usize,
+    /// Zones the nodes are dealt into (round-robin)
+    #[arg(long, default_value_t = 1)]
+    zones: usize,
+    /// Chunks to place
+    #[arg(long, default_value_t = 100_000)]
+    chunks: usize,
+    /// Copies per chunk
+    #[arg(long, default_value_t = 3)]
+    rep: u8,
+    /// Schemes to compare, comma-separated
+    #[arg(long, default_value = "random,buddy,min_copy,copyset,spread")]
+    schemes: String,
+    /// Numbers of simultaneous node failures, comma-separated
+    #[arg(long, default_value = "2,3,5,10,20,50")]
+    failures: String,
+    /// Random failure draws per number of failures
+    #[arg(long, default_value_t = 2000)]
+    trials: usize,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Copysets' scatter width
+    #[arg(long, default_value_t = 4)]
+    scatter_width: usize,
+    /// Write the full results as JSON here (- for stdout)
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Draw P(loss), load balance and repair parallelism into this SVG file
+    #[arg(long)]
+    plot: Option<PathBuf>,
+}
+
+fn list<T>(s: &str, what: &str, parse: impl Fn(&str) -> Result<T>) -> Result<Vec<T>> {
+    let v = s
+        .split(',')
+        .map(str::trim)
+        .filter(|x| !x.is_empty())
+        .map(parse)
+        .collect::<Result<Vec<T>>>()?;
+    anyhow::ensure!(!v.is_empty(), "--{what} needs at least one value");
+    Ok(v)
+}
+
+pub fn run(a: SimulateArgs) -> Result<()> {
+    let cfg = SimConfig {
+        nodes: a.nodes,
+        zones: a.zones,
+        chunks: a.chunks,
+        rep: a.rep,
+        schemes: list(&a.schemes, "schemes", |s| Ok(PlaceScheme::parse(s)?))?,
+        failures: list(&a.failures, "failures", |s| {
+            s.parse::<usize>()
+                .with_context(|| format!("--failures: {s:?} is not a number of nodes"))
+        })?,
+        trials: a.trials,
+        seed: a.seed,
+        scatter_width: a.scatter_width,
+    };
+    let report = simulate(&cfg)?;
+    let to_stdout = a.json.as_deref() == Some(std::path::Path::new("-"));
+    if !to_stdout {
+        print!("{}", table(&report));
+    }
+    if let Some(path) = &a.json {
+        let json = serde_json::to_string_pretty(&report)?;
+        if to_stdout {
+            println!("{json}");
+        } else {
+            std::fs::write(path, json + "\n")
+                .with_context(|| format!("cannot write {}", path.display()))?;
+        }
+    }
+    if let Some(path) = &a.plot {
+        std::fs::write(path, cairn_sim::plot::svg(&report))
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// A summary: per scheme, balance, repair peers and P(loss) for each k.
+fn table(r: &SimReport) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{} nodes in {} zone(s), {} chunks, rep={}, {} trials per k",
+        r.nodes, r.zones, r.chunks, r.rep, r.trials
+    );
+    let ks: Vec<usize> = r.results[0].failures.iter().map(|f| f.k).collect();
+    let _ = write!(
+        out,
+        "{:<9} {:>7} {:>8} {:>7}   P(loss) for k failed:",
+        "scheme", "place", "max/mean", "repair"
+    );
+    for k in &ks {
+        let _ = write!(out, " {:>9}", format!("k={k}"));
+    }
+    out.push('\n');
+    for s in &r.results {
+        let _ = write!(
+            out,
+            "{:<9} {:>6.1}s {:>8.3} {:>7.0}   {:<21}",
+            s.scheme, s.place_seconds, s.load.max_over_mean, s.repair.mean, ""
+        );
+        for f in &s.failures {
+            let _ = write!(out, " {:>9.4}", f.p_loss);
+        }
+        out.push('\n');
+        if let Some(cf) = s.failures.first().and_then(|f| f.closed_form_p_loss) {
+            let _ = write!(out, "{:<9} {:>48}", "", "closed form:");
+            let _ = write!(out, " {cf:>9.4}");
+            for f in &s.failures[1..] {
+                let _ = write!(out, " {:>9.4}", f.closed_form_p_loss.unwrap_or(cf));
+            }
+            out.push('\n');
+        }
+    }
+    let _ = writeln!(out, "expected fraction of chunks lost:");
+    for s in &r.results {
+        let _ = write!(out, "{:<9} {:>48}", s.scheme, "");
+        for f in &s.failures {
+            let v = f.expected_lost_fraction;
+            let v = if v == 0.0 {
+                "0".to_string()
+            } else {
+                format!("{v:.2e}")
+            };
+            let _ = write!(out, " {v:>9}");
+        }
+        out.push('\n');
+    }
+    out
+}
