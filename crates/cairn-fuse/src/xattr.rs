@@ -10,8 +10,9 @@
 //! One name is not stored as an attribute: [`CUES`], the path's semantic
 //! cues. Reading it gives the effective cues (own over inherited), writing
 //! it replaces the path's own cues (`setfattr -n user.cairn.cues -v
-//! rep=2,place=spread DIR`), removing it clears them. It is listed when the
-//! path has cues of its own.
+//! rep=2,place=spread DIR`), removing it clears them. It is never listed
+//! (every file has cues fixed at creation, and tools that copy all listed
+//! attributes, `cp -a` or `rsync -X`, should not copy policy along).
 
 use cairn_types::{Error, ErrorKind, Inode, XattrWhen};
 use libc::c_int;
@@ -52,10 +53,6 @@ pub fn list(inode: &Inode) -> Vec<u8> {
     let mut out = Vec::new();
     for name in inode.xattrs.keys().filter(|k| k.starts_with(USER)) {
         out.extend_from_slice(name.as_bytes());
-        out.push(0);
-    }
-    if !inode.cues.is_empty() {
-        out.extend_from_slice(CUES.as_bytes());
         out.push(0);
     }
     out

@@ -90,10 +90,15 @@ impl TestCluster {
     }
 
     pub async fn client(&self) -> Client {
+        self.client_with(|_| {}).await
+    }
+
+    /// A client whose configuration `tweak` changes (no caches, say).
+    pub async fn client_with(&self, tweak: impl FnOnce(&mut ClientConfig)) -> Client {
         let creds = Credentials::Client(self.secret().client_key());
-        Client::connect(ClientConfig::new(vec![self.meta_addr()], creds))
-            .await
-            .expect("client connects")
+        let mut cfg = ClientConfig::new(vec![self.meta_addr()], creds);
+        tweak(&mut cfg);
+        Client::connect(cfg).await.expect("client connects")
     }
 
     /// Stop node `i` (its port closes; meta notices only after dead_after).
