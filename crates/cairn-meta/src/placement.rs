@@ -10,17 +10,15 @@
 //! *default*: random weighted towards free space so nodes fill evenly):
 //!
 //! - `random`: uniform over eligible nodes.
-//! - `buddy`: nodes are cut into fixed sets of `rep` (join order, zones
-//!   interleaved so a set spans as many zones as it can; the last `n mod
-//!   rep` nodes join the last set). All copies of a chunk go to one set; a
+//! - `buddy`: nodes are cut into fixed sets of `rep` in join order, a set
+//!   taking nodes of as many zones as it can (see `derive_buddy`); nodes
+//!   left over at the end join the last set. All copies of a chunk go to one set; a
 //!   set is picked with probability proportional to its size, so every node
 //!   gets the same share. A repair (`have` not empty) completes the set of
 //!   `have`'s members; when that set lacks eligible members (one is dead) or
 //!   when no set is healthy, copies go to any eligible node (logged at
-//!   debug): availability over the set invariant. Sets are a function of
-//!   the node table: a node that joins re-cuts the sets after its place in
-//!   the interleaved order (few, when zones grow evenly); copies already
-//!   placed stay where they are.
+//!   debug): availability over the set invariant. A node that joins
+//!   changes at most the last set, so sets stay fixed as a cluster grows.
 //! - `min_copy`: each copy to the eligible node with the fewest bytes stored
 //!   (ties by node id), from a cluster-wide load index that
 //!   [`Placer::record`] keeps current.
@@ -377,25 +375,64 @@ impl Placer {
         }
     }
 
+    /// Buddy sets, formed in join order and never changed by later joins:
+    /// joining nodes wait in a queue until it holds `rep` nodes of as many
+    /// zones as have been seen so far (at most `rep`); the set takes the
+    /// oldest node of each zone, then the oldest others. A queue of
+    /// `2·rep - 1` nodes forms a set with the zones it has, so an
+    /// unbalanced zone cannot starve the rest. What remains at the end is
+    /// the only unstable part: `rep` or more nodes form a last set,
+    /// fewer join the last set.
     fn derive_buddy(&self, rep: usize, site: Option<u32>) -> Groups {
-        // Round-robin over zones (each in join order) so consecutive nodes,
-        // and hence a set, come from different zones when they can.
-        let mut per_zone: Vec<std::collections::VecDeque<u32>> =
-            vec![Default::default(); self.zone_names.len()];
-        for i in self.members(site) {
-            per_zone[self.zone_of[i as usize] as usize].push_back(i);
-        }
-        let mut order = Vec::new();
-        while per_zone.iter().any(|q| !q.is_empty()) {
-            for q in per_zone.iter_mut() {
-                order.extend(q.pop_front());
-            }
-        }
         let mut g = Groups {
             sets: Vec::new(),
             of_node: vec![Vec::new(); self.nodes.len()],
         };
-        self.cut(&order, rep, &mut g);
+        let zone = |i: &u32| self.zone_of[*i as usize];
+        let mut waiting: Vec<u32> = Vec::new();
+        let mut seen: Vec<u32> = Vec::new();
+        let push = |g: &mut Groups, set: Vec<u32>| {
+            let gid = g.sets.len() as u32;
+            for i in &set {
+                g.of_node[*i as usize].push(gid);
+            }
+            g.sets.push(set);
+        };
+        for i in self.members(site) {
+            if !seen.contains(&zone(&i)) {
+                seen.push(zone(&i));
+            }
+            waiting.push(i);
+            let mut firsts: Vec<u32> = Vec::new();
+            for w in &waiting {
+                if !firsts.iter().any(|f| zone(f) == zone(w)) {
+                    firsts.push(*w);
+                }
+            }
+            let diverse = firsts.len() >= rep.min(seen.len());
+            if waiting.len() >= rep && (diverse || waiting.len() >= 2 * rep - 1) {
+                let mut set: Vec<u32> = firsts.into_iter().take(rep).collect();
+                for w in &waiting {
+                    if set.len() == rep {
+                        break;
+                    }
+                    if !set.contains(w) {
+                        set.push(*w);
+                    }
+                }
+                set.sort_unstable();
+                waiting.retain(|w| !set.contains(w));
+                push(&mut g, set);
+            }
+        }
+        if waiting.len() >= rep {
+            push(&mut g, waiting);
+        } else if let Some(last) = g.sets.len().checked_sub(1) {
+            for w in waiting {
+                g.of_node[w as usize].push(last as u32);
+                g.sets[last].push(w);
+            }
+        }
         g
     }
 

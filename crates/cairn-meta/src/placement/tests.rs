@@ -38,21 +38,32 @@ fn cues(s: &str) -> Cues {
 }
 
 #[test]
-fn buddy_sets_interleave_zones_and_absorb_the_remainder() {
-    // Zones joined one after another: a set still spans two zones.
-    let nodes: Vec<NodeInfo> = (1..=7)
-        .map(|i| node(i, if i <= 4 { "a" } else { "b" }))
-        .collect();
-    let mut p = Placer::new(nodes, PlacerConfig::default());
-    let sets = p.buddy_sets(2);
+fn buddy_sets_mix_zones_and_absorb_the_remainder() {
+    // Nodes of three zones joining in turn: every set spans three zones.
+    let mut p = Placer::new(zoned(10, &["a", "b", "c"]), PlacerConfig::default());
+    let sets = p.buddy_sets(3);
     assert_eq!(sets.len(), 3);
-    assert_eq!(sets.iter().map(Vec::len).sum::<usize>(), 7);
-    for s in &sets[..2] {
+    assert_eq!(sets[2].len(), 4, "the tenth node joins the last set");
+    for s in &sets {
         let zones: BTreeSet<&str> = s
             .iter()
             .map(|id| p.node(*id).unwrap().zone.as_str())
             .collect();
-        assert_eq!(zones.len(), 2, "{sets:?}");
+        assert_eq!(zones.len(), 3, "{sets:?}");
+    }
+    // Node 4 (zone a) waits for a node of zone b rather than pair up with
+    // node 3, also of zone a.
+    let nodes: Vec<NodeInfo> = [(1, "a"), (2, "b"), (3, "a"), (4, "a"), (5, "b"), (6, "b")]
+        .into_iter()
+        .map(|(i, z)| node(i, z))
+        .collect();
+    let mut p = Placer::new(nodes, PlacerConfig::default());
+    for s in p.buddy_sets(2) {
+        let zones: BTreeSet<&str> = s
+            .iter()
+            .map(|id| p.node(*id).unwrap().zone.as_str())
+            .collect();
+        assert_eq!(zones.len(), 2);
     }
 }
 
@@ -352,6 +363,34 @@ proptest! {
         for _ in 0..20 {
             let got = p.place(&req(&c, rep), &mut rng).unwrap();
             prop_assert!(sets.iter().any(|s| got.iter().all(|g| s.contains(g))), "{:?} not in {:?}", got, sets);
+        }
+    }
+
+    #[test]
+    fn buddy_sets_stay_fixed_as_nodes_join(
+        zones in prop::collection::vec(0u8..4, 1..60),
+        extra in 1usize..20,
+        rep in 1usize..5,
+    ) {
+        let all: Vec<NodeInfo> = zones
+            .iter()
+            .enumerate()
+            .map(|(i, z)| node(i as u64 + 1, &format!("z{z}")))
+            .collect();
+        let cut = all.len().saturating_sub(extra).max(1);
+        let before = Placer::new(all[..cut].to_vec(), PlacerConfig::default()).buddy_sets(rep);
+        let after = Placer::new(all.clone(), PlacerConfig::default()).buddy_sets(rep);
+        // Every set but the last (which takes leftovers) survives the joins.
+        let fixed = before.len().saturating_sub(1);
+        prop_assert_eq!(&before[..fixed], &after[..fixed]);
+        // Every node in exactly one set, sets of rep to 2·rep-1 nodes.
+        if all.len() >= rep {
+            let mut ids: Vec<NodeId> = after.iter().flatten().copied().collect();
+            ids.sort();
+            prop_assert_eq!(ids, all.iter().map(|n| n.id).collect::<Vec<_>>());
+            for s in &after {
+                prop_assert!(s.len() >= rep && s.len() < 2 * rep.max(1), "{:?}", after);
+            }
         }
     }
 
