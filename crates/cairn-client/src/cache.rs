@@ -101,7 +101,10 @@ impl ChunkLru {
 #[derive(Clone)]
 pub(crate) struct CachedOpen {
     pub open: OpenFile,
+    /// When meta last confirmed this is the current version.
     pub fetched: Instant,
+    /// When the read capabilities in `open` were signed.
+    pub caps_at: Instant,
 }
 
 /// File metadata by path, at most `cap` entries (the oldest half dropped
@@ -134,13 +137,24 @@ impl MetaCache {
             let cut = ages[ages.len() / 2];
             m.retain(|_, c| c.fetched > cut);
         }
+        let now = Instant::now();
         m.insert(
             path.clone(),
             CachedOpen {
                 open,
-                fetched: Instant::now(),
+                fetched: now,
+                caps_at: now,
             },
         );
+    }
+
+    /// Meta confirmed the cached version of `path` is current; its
+    /// effective cues are `cues`.
+    pub fn confirm(&self, path: &CairnPath, cues: cairn_types::Cues) {
+        if let Some(c) = self.entries.lock().unwrap().get_mut(path) {
+            c.fetched = Instant::now();
+            c.open.cues = cues;
+        }
     }
 
     /// This client changed or removed `path` (or something under it).

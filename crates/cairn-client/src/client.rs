@@ -145,6 +145,7 @@ impl Client {
         let req = MetaRequest::Open {
             path: path.clone(),
             host: self.inner.host.clone(),
+            known: None,
         };
         match self.meta(req).await? {
             MetaResponse::Open(o) => Ok(o),

@@ -1,7 +1,9 @@
 use crate::cache::CachedOpen;
 use crate::client::Client;
 use bytes::Bytes;
-use cairn_proto::{Capability, GetChunkResult, MetaRequest, OpenFile, StorageRequest};
+use cairn_proto::{
+    Capability, GetChunkResult, MetaRequest, MetaResponse, OpenFile, StorageRequest,
+};
 use cairn_types::{
     BlockCrcs, CairnPath, Consistency, Cues, Error, ErrorKind, Extent, Inode, NodeId, Result,
     VersionPolicy, BLOCK_SIZE,
@@ -70,8 +72,14 @@ impl Client {
             .as_ref()
             .map_or(cues.maxtime_ms, |c| c.open.cues.merge(cues).maxtime_ms)
             .map(Duration::from_millis);
+        // A cached version with capabilities still good is revalidated:
+        // meta answers in a few bytes when it is current.
+        let known = cached
+            .as_ref()
+            .filter(|c| c.caps_at.elapsed() < CAP_REFRESH)
+            .map(|c| (c.open.inode.id, c.open.inode.version));
         let fresh = match maxtime {
-            Some(t) => tokio::time::timeout(t, self.locate(path))
+            Some(t) => tokio::time::timeout(t, self.revalidate(path, known))
                 .await
                 .unwrap_or_else(|_| {
                     Err(Error::timeout(format!(
@@ -79,11 +87,21 @@ impl Client {
                         t.as_millis()
                     )))
                 }),
-            None => self.locate(path).await,
+            None => self.revalidate(path, known).await,
         };
         match fresh {
-            Ok(open) => {
+            Ok(Some(open)) => {
                 files.insert(path, open.clone());
+                let eff = open.cues.merge(cues);
+                Ok(self.reader(open, eff))
+            }
+            Ok(None) => {
+                let mut open = cached
+                    .map(|c| c.open)
+                    .ok_or_else(|| Error::internal("meta confirmed a version not cached"))?;
+                if let Some(c) = files.get(path) {
+                    open.cues = c.open.cues;
+                }
                 let eff = open.cues.merge(cues);
                 Ok(self.reader(open, eff))
             }
@@ -104,6 +122,28 @@ impl Client {
                 }
             }
             Err(e) => Err(e),
+        }
+    }
+
+    /// Open `path` at meta; `None` when `known` is still its current
+    /// version (the cache entry is then confirmed, with fresh cues).
+    async fn revalidate(
+        &self,
+        path: &CairnPath,
+        known: Option<(cairn_types::InodeId, cairn_types::Version)>,
+    ) -> Result<Option<OpenFile>> {
+        let req = MetaRequest::Open {
+            path: path.clone(),
+            host: self.inner.host.clone(),
+            known,
+        };
+        match self.meta(req).await? {
+            MetaResponse::Open(o) => Ok(Some(o)),
+            MetaResponse::Unchanged(cues) if known.is_some() => {
+                self.inner.files.confirm(path, cues);
+                Ok(None)
+            }
+            other => Err(crate::client::unexpected(other)),
         }
     }
 

@@ -280,10 +280,9 @@ impl Meta {
                 default_rep: self.default_rep.load(Ordering::Relaxed),
             })),
             MetaRequest::Stat { path } => Ok(MetaResponse::Inode(self.ns.lookup(&path).await?)),
-            MetaRequest::Open { path, host } => self
-                .open(&path, host.as_deref())
-                .await
-                .map(MetaResponse::Open),
+            MetaRequest::Open { path, host, known } => {
+                self.open(&path, host.as_deref(), known).await
+            }
             MetaRequest::List {
                 path,
                 start_after,
@@ -577,11 +576,21 @@ impl Meta {
         }))
     }
 
-    async fn open(&self, path: &cairn_types::CairnPath, host: Option<&str>) -> Result<OpenFile> {
+    async fn open(
+        &self,
+        path: &cairn_types::CairnPath,
+        host: Option<&str>,
+        known: Option<(cairn_types::InodeId, cairn_types::Version)>,
+    ) -> MetaResult {
         let r = self.ns.cues(path).await?;
         let mut inode = r
             .entry
             .ok_or_else(|| Error::not_found(format!("{path} does not exist")))?;
+        // The reader's cached version is current: a small answer, no
+        // extents or capabilities.
+        if known == Some((inode.id, inode.version)) && inode.kind != InodeKind::Directory {
+            return Ok(MetaResponse::Unchanged(r.effective));
+        }
         if inode.kind == InodeKind::Directory {
             return Err(Error::is_dir(format!("{path} is a directory")));
         }
@@ -631,12 +640,12 @@ impl Meta {
             .into_iter()
             .filter_map(|id| self.nodes.addr(id))
             .collect();
-        Ok(OpenFile {
+        Ok(MetaResponse::Open(OpenFile {
             inode,
             cues: r.effective,
             nodes,
             caps,
-        })
+        }))
     }
 
     async fn status(&self) -> Result<ClusterStatus> {

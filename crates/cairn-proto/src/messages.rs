@@ -65,6 +65,10 @@ pub enum MetaRequest {
         /// (same host, then same zone), equally near ones rotated from
         /// chunk to chunk so a large read draws on all of them.
         host: Option<String>,
+        /// The version the reader has cached (inode id and version): if the
+        /// path still names it, meta answers `Unchanged` with the current
+        /// effective cues instead of the extents and fresh capabilities.
+        known: Option<(cairn_types::InodeId, Version)>,
     },
     List {
         path: CairnPath,
@@ -292,6 +296,9 @@ pub enum MetaResponse {
     Alloc(ChunkAlloc),
     Status(ClusterStatus),
     Cues(PathCues),
+    /// An `Open` whose `known` version is still current: the file's
+    /// effective cues.
+    Unchanged(Cues),
 }
 
 /// The cues of a path: set on it (`own`; `None` if the path does not exist
