@@ -9,14 +9,15 @@
 //! multi-threaded loop and scales with the runtime, not with a thread count.
 
 use crate::error::{check_name, errno};
-use crate::inode_table::InodeTable;
+use crate::inode_table::{Access, InodeTable};
 use crate::staging::{StageTable, Staged};
 use crate::xattr;
 
 mod attrs;
 use cairn_client::{Client, FileReader};
 use cairn_types::{
-    now_ms, AttrChanges, CairnPath, ErrorKind, Inode, InodeKind, NewNode, XattrOp, MAX_TARGET_LEN,
+    component_cues, now_ms, AttrChanges, CairnPath, Cues, ErrorKind, Inode, InodeKind, NewNode,
+    XattrOp, CUE_DIR, MAX_TARGET_LEN,
 };
 use fuser::{
     FileAttr, FileType, Filesystem, KernelConfig, ReplyAttr, ReplyCreate, ReplyData,
@@ -57,6 +58,19 @@ enum OpenHandle {
 /// since the kernel resumes from one of them.
 struct DirCursor {
     names: HashMap<i64, String>,
+}
+
+/// Where a name in a directory leads.
+struct Resolved {
+    /// The Cairn path (a cue component's is its directory's).
+    path: CairnPath,
+    /// The cues of the access when reached through cue components; None on
+    /// a plain path.
+    cues: Option<Cues>,
+    /// A `.cue` directory.
+    cue_dir: bool,
+    /// The name is a cue component, not a name in Cairn.
+    component: bool,
 }
 
 pub(crate) struct Shared {
@@ -134,7 +148,9 @@ fn file_type(kind: InodeKind) -> FileType {
 }
 
 impl Shared {
-    fn attr(&self, inode: &Inode, size: Option<u64>) -> FileAttr {
+    /// The attributes of `inode` as the kernel's `ino` (its own, or a cued
+    /// entry's).
+    fn attr(&self, ino: u64, inode: &Inode, size: Option<u64>) -> FileAttr {
         let (default_perm, nlink) = match inode.kind {
             InodeKind::Directory => (0o755, 2),
             InodeKind::File => (0o644, 1),
@@ -147,7 +163,7 @@ impl Shared {
         let kind = file_type(inode.kind);
         let size = size.unwrap_or(inode.size);
         FileAttr {
-            ino: inode.id.0,
+            ino,
             size,
             blocks: size.div_ceil(512),
             atime: ms_to_time(inode.mtime_ms),
@@ -170,10 +186,82 @@ impl Shared {
         self.inodes.lock().unwrap().path(ino).ok_or(libc::ENOENT)
     }
 
-    fn child(&self, parent: u64, name: &OsStr) -> Result<CairnPath, Errno> {
+    /// The Cairn inode id behind the kernel's `ino`.
+    fn real(&self, ino: u64) -> u64 {
+        self.inodes.lock().unwrap().real(ino)
+    }
+
+    /// The cues of the access `ino` was reached by (none for plain paths).
+    fn access_cues(&self, ino: u64) -> Cues {
+        let access = self.inodes.lock().unwrap().access(ino);
+        access.map(|a| a.cues).unwrap_or_default()
+    }
+
+    /// Where `name` in `parent` leads. A cue component (`.cue`, a cue list
+    /// after it, `.lax`, `.RepLevel=2`) leads to the parent directory with
+    /// more cues; a malformed or unknown cue in one is `EINVAL`.
+    fn resolve(&self, parent: u64, name: &OsStr) -> Result<Resolved, Errno> {
         let name = check_name(name)?;
         let dir = self.path(parent)?;
-        dir.join(name).map_err(|e| errno(&e))
+        let access = self.inodes.lock().unwrap().access(parent);
+        let cues = access.as_ref().map(|a| a.cues.clone()).unwrap_or_default();
+        let bad_cue = |e: cairn_types::Error| {
+            warn!(%dir, name, "{e}");
+            libc::EINVAL
+        };
+        let component = |cues: Cues, cue_dir| Resolved {
+            path: dir.clone(),
+            cues: Some(cues),
+            cue_dir,
+            component: true,
+        };
+        if access.as_ref().is_some_and(|a| a.cue_dir) {
+            let more = Cues::parse(name).map_err(bad_cue)?;
+            return Ok(component(cues.merge(&more), false));
+        }
+        if name == CUE_DIR {
+            return Ok(component(cues, true));
+        }
+        if let Some(more) = component_cues(name) {
+            return Ok(component(cues.merge(&more.map_err(bad_cue)?), false));
+        }
+        Ok(Resolved {
+            path: dir.join(name).map_err(|e| errno(&e))?,
+            cues: access.map(|a| a.cues),
+            cue_dir: false,
+            component: false,
+        })
+    }
+
+    /// The Cairn path `name` in `parent` names, for calls that make, remove
+    /// or rename it: a cue component names no entry of its own (`EINVAL`).
+    fn child(&self, parent: u64, name: &OsStr) -> Result<Resolved, Errno> {
+        let r = self.resolve(parent, name)?;
+        if r.component {
+            return Err(libc::EINVAL);
+        }
+        Ok(r)
+    }
+
+    /// The kernel got `r` (Cairn inode `real`), named `name` in `parent`:
+    /// the ino to give it.
+    fn remember(&self, parent: u64, name: &str, r: &Resolved, real: u64) -> Result<u64, Errno> {
+        let mut table = self.inodes.lock().unwrap();
+        match &r.cues {
+            None if table.remember(real, r.path.clone()) => Ok(real),
+            None => {
+                warn!(real, path = %r.path, "inode id equals a cued entry's ino; retry once the kernel forgets it");
+                Err(libc::EIO)
+            }
+            Some(cues) => {
+                let access = Access {
+                    real,
+                    cues: cues.clone(),
+                    cue_dir: r.cue_dir,
+                };
+                Ok(table.remember_cued(parent, name, r.path.clone(), access))
+            }
+        }
     }
 
     fn writable(&self) -> Result<(), Errno> {
@@ -210,17 +298,18 @@ impl Shared {
             Some(s) => Some(s.len().await.map_err(|e| errno(&e))?),
             None => None,
         };
-        Ok(self.attr(&inode, size))
+        Ok(self.attr(ino, &inode, size))
     }
 
     /// The current record of `ino`: from meta while its name still leads to
     /// it, else what this mount has staged of it (open, unlinked).
     async fn inode(&self, ino: u64) -> Result<Inode, Errno> {
         let staged = self.stages.peek(ino);
+        let real = self.real(ino);
         let inode = match self.path(ino) {
             Ok(path) => match self.stat(&path).await {
                 // The name now belongs to another file: this ino is gone.
-                Ok(i) if i.id.0 != ino => None,
+                Ok(i) if i.id.0 != real => None,
                 Ok(i) => Some(i),
                 Err(libc::ENOENT) => None,
                 Err(e) => return Err(e),
@@ -230,7 +319,7 @@ impl Shared {
         let inode = match (inode, &staged) {
             (Some(i), _) => i,
             (None, Some(s)) => s.inode(),
-            (None, None) => match self.open_reader(ino) {
+            (None, None) => match self.open_reader(real) {
                 // Removed (here or elsewhere) while a program has it open.
                 Some(r) => r.inode().clone(),
                 None => return Err(libc::ENOENT),
@@ -251,10 +340,11 @@ impl Shared {
         let dir = self.stages.cache_dir.clone();
         let budget = self.stages.budget.clone();
         let p = path.clone();
+        let cues = self.access_cues(ino);
         let (staged, fresh) = self
             .stages
             .acquire(ino, || async move {
-                let reader = client.open(&p).await?;
+                let reader = client.open_cued(&p, &cues).await?;
                 let inode = reader.inode().clone();
                 if inode.kind == InodeKind::Directory {
                     return Err(cairn_types::Error::is_dir(format!("{p} is a directory")));
@@ -278,7 +368,8 @@ impl Shared {
         let Ok(path) = self.path(staged.ino) else {
             return Ok(());
         };
-        staged.upload(&self.client, &path).await.map_err(|e| {
+        let cues = self.access_cues(staged.ino);
+        staged.upload(&self.client, &path, cues).await.map_err(|e| {
             warn!(%path, "writing back failed: {e}");
             errno(&e)
         })
@@ -296,7 +387,12 @@ impl Shared {
             // This mount's unsaved writes are the file's content here.
             return Ok(self.add_handle(OpenHandle::Staged(staged)));
         }
-        let reader = self.client.open(&path).await.map_err(|e| errno(&e))?;
+        let cues = self.access_cues(ino);
+        let reader = self
+            .client
+            .open_cued(&path, &cues)
+            .await
+            .map_err(|e| errno(&e))?;
         if reader.inode().kind == InodeKind::Directory {
             return Err(libc::EISDIR);
         }
@@ -319,12 +415,15 @@ impl Shared {
 
     async fn create(
         &self,
-        path: CairnPath,
+        parent: u64,
+        name: String,
+        r: Resolved,
         mode: u32,
         flags: i32,
         owner: (u32, u32),
     ) -> Result<(FileAttr, u64), Errno> {
         self.writable()?;
+        let path = r.path.clone();
         let made = self
             .client
             .make_node(
@@ -351,8 +450,7 @@ impl Shared {
             }
             Err(e) => return Err(errno(&e)),
         };
-        let ino = inode.id.0;
-        self.inodes.lock().unwrap().remember(ino, path.clone());
+        let ino = self.remember(parent, &name, &r, inode.id.0)?;
         let staged = if fresh {
             // Empty and just made: nothing to read from Cairn.
             let dir = self.stages.cache_dir.clone();
@@ -375,7 +473,7 @@ impl Shared {
             }
         };
         let size = staged.len().await.map_err(|e| errno(&e))?;
-        let attr = self.attr(&inode, Some(size));
+        let attr = self.attr(ino, &inode, Some(size));
         Ok((attr, self.add_handle(OpenHandle::Staged(staged))))
     }
 
@@ -409,6 +507,12 @@ impl Shared {
             _ => return Err(libc::EBADF),
         };
         let path = self.path(ino)?;
+        let cue_dir = self
+            .inodes
+            .lock()
+            .unwrap()
+            .access(ino)
+            .is_some_and(|a| a.cue_dir);
         let mut out = Vec::new();
         if offset < 1 {
             out.push((ino, 1, FileType::Directory, ".".to_string()));
@@ -422,6 +526,10 @@ impl Shared {
             let name = cursor.lock().unwrap().names.get(&offset).cloned();
             Some(name.ok_or(libc::EINVAL)?)
         };
+        if cue_dir {
+            // Any cue list is a name in it: there is nothing to list.
+            return Ok(out);
+        }
         let page = self
             .client
             .list_page(&path, start_after, DIR_PAGE)
@@ -431,6 +539,11 @@ impl Shared {
         let mut next = offset.max(2);
         for entry in page {
             next += 1;
+            if entry.name == CUE_DIR || component_cues(&entry.name).is_some() {
+                // Made by hand in meta: its name is a cue component here.
+                names.insert(next, entry.name);
+                continue;
+            }
             let kind = file_type(entry.inode.kind);
             names.insert(next, entry.name.clone());
             out.push((entry.inode.id.0, next, kind, entry.name));
@@ -501,20 +614,23 @@ impl Filesystem for CairnFs {
     }
 
     fn lookup(&mut self, _req: &Request<'_>, parent: u64, name: &OsStr, reply: ReplyEntry) {
-        let path = match self.shared.child(parent, name) {
-            Ok(p) => p,
+        let r = match self.shared.resolve(parent, name) {
+            Ok(r) => r,
             Err(e) => return reply.error(e),
         };
+        let name = name.to_string_lossy().into_owned();
         self.spawn(|s| async move {
             let r = async {
-                let inode = s.stat(&path).await?;
-                let ino = inode.id.0;
-                s.inodes.lock().unwrap().remember(ino, path);
+                let inode = s.stat(&r.path).await?;
+                if r.component && inode.kind != InodeKind::Directory {
+                    return Err(libc::ENOTDIR);
+                }
+                let ino = s.remember(parent, &name, &r, inode.id.0)?;
                 let size = match s.stages.peek(ino) {
                     Some(st) => Some(st.len().await.map_err(|e| errno(&e))?),
                     None => None,
                 };
-                Ok(s.attr(&inode, size))
+                Ok(s.attr(ino, &inode, size))
             }
             .await;
             answer!(r, |a| reply.entry(&TTL, &a, 0), reply);
@@ -721,7 +837,7 @@ impl Filesystem for CairnFs {
         let paths = self
             .shared
             .child(parent, name)
-            .and_then(|src| Ok((src, self.shared.child(newparent, newname)?)));
+            .and_then(|src| Ok((src.path, self.shared.child(newparent, newname)?.path)));
         let (src, dst) = match paths {
             Ok(p) => p,
             Err(e) => return reply.error(e),
@@ -797,7 +913,7 @@ impl Filesystem for CairnFs {
     fn release(
         &mut self,
         _req: &Request<'_>,
-        ino: u64,
+        _ino: u64,
         fh: u64,
         _flags: i32,
         _lock_owner: Option<u64>,
@@ -810,8 +926,11 @@ impl Filesystem for CairnFs {
         };
         self.spawn(|s| async move {
             let r = s.upload(&staged).await;
+            // The staged file's own ino: a reader of a removed file may
+            // have been moved to a copy staged under the Cairn inode id.
+            let staged_ino = staged.ino;
             drop(staged);
-            s.stages.release(ino);
+            s.stages.release(staged_ino);
             answer!(r, |()| reply.ok(), reply);
         });
     }
@@ -894,14 +1013,15 @@ impl Filesystem for CairnFs {
         flags: i32,
         reply: ReplyCreate,
     ) {
-        let path = match self.shared.child(parent, name) {
-            Ok(p) => p,
+        let r = match self.shared.child(parent, name) {
+            Ok(r) => r,
             Err(e) => return reply.error(e),
         };
+        let name = name.to_string_lossy().into_owned();
         let owner = (req.uid(), req.gid());
         self.spawn(|s| async move {
             answer!(
-                s.create(path, mode & !umask, flags, owner).await,
+                s.create(parent, name, r, mode & !umask, flags, owner).await,
                 |(attr, fh)| reply.created(&TTL, &attr, 0, fh, 0),
                 reply,
             );
@@ -912,7 +1032,7 @@ impl Filesystem for CairnFs {
 impl CairnFs {
     fn remove(&mut self, parent: u64, name: &OsStr, dir: bool, reply: ReplyEmpty) {
         let path = match self.shared.child(parent, name) {
-            Ok(p) => p,
+            Ok(r) => r.path,
             Err(e) => return reply.error(e),
         };
         self.spawn(|s| async move {
@@ -945,14 +1065,15 @@ impl CairnFs {
         mode: u32,
         reply: ReplyEntry,
     ) {
-        let path = match self.shared.child(parent, name) {
-            Ok(p) => p,
+        let r = match self.shared.child(parent, name) {
+            Ok(r) => r,
             Err(e) => return reply.error(e),
         };
+        let name = name.to_string_lossy().into_owned();
         let owner = (req.uid(), req.gid());
         self.spawn(|s| async move {
             answer!(
-                s.make(path, node, mode, owner).await,
+                s.make(parent, &name, r, node, mode, owner).await,
                 |a| reply.entry(&TTL, &a, 0),
                 reply
             );

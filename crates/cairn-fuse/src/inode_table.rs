@@ -5,17 +5,44 @@
 //! versions. The kernel names files by ino, Cairn by path: this table keeps
 //! the path of every ino the kernel holds a lookup reference on, and drops
 //! it when the kernel forgets the ino.
+//!
+//! Entries reached through cue components (`/data/.cue/rep=1/f`,
+//! `/data/.lax/f`) get inos of their own, so cues stay per access: the
+//! kernel caches attributes, pages and dentries by ino, and the cued entry
+//! must not share them with the plain one (nor may one directory ino appear
+//! at two places, which the kernel refuses). Such an ino is a hash of where
+//! the kernel found it (parent ino, name, Cairn inode). Meta's inode ids are
+//! uniform over all of u64, so no range is free for them: a hash that hits
+//! a live entry is probed past, and a Cairn inode whose id is a live cued
+//! ino cannot be looked up until the kernel forgets that one (a 2^-64
+//! chance per pair). Like every entry, cued ones go when the kernel forgets
+//! them, so the table holds no more than the kernel does.
 
-use cairn_types::CairnPath;
+use cairn_types::{CairnPath, Cues};
 use std::collections::HashMap;
+use std::hash::{DefaultHasher, Hash, Hasher};
 
 pub const ROOT_INO: u64 = 1;
+
+/// How an entry reached through cue components is accessed.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Access {
+    /// The Cairn inode id behind it.
+    pub real: u64,
+    /// The cues of every cue component on the way, later ones winning.
+    pub cues: Cues,
+    /// A `.cue` directory: the only names in it are cue lists.
+    pub cue_dir: bool,
+}
 
 struct Entry {
     /// None once this mount unlinked it: open handles keep working, lookups
     /// by ino fail.
     path: Option<CairnPath>,
     nlookup: u64,
+    /// For a cued entry: how it is accessed and where the kernel found it
+    /// (parent ino, name).
+    cued: Option<(Access, u64, String)>,
 }
 
 pub struct InodeTable {
@@ -30,6 +57,7 @@ impl InodeTable {
             Entry {
                 path: Some(CairnPath::root()),
                 nlookup: 1,
+                cued: None,
             },
         );
         InodeTable { entries }
@@ -39,15 +67,77 @@ impl InodeTable {
         self.entries.get(&ino).and_then(|e| e.path.clone())
     }
 
+    /// How `ino` is accessed when it was reached through cue components.
+    pub fn access(&self, ino: u64) -> Option<Access> {
+        self.entries
+            .get(&ino)
+            .and_then(|e| e.cued.as_ref().map(|c| c.0.clone()))
+    }
+
+    /// The Cairn inode id behind `ino`.
+    pub fn real(&self, ino: u64) -> u64 {
+        self.access(ino).map_or(ino, |a| a.real)
+    }
+
     /// The kernel got `ino` for `path` (lookup, create, mkdir): one more
-    /// reference it will `forget` later.
-    pub fn remember(&mut self, ino: u64, path: CairnPath) {
+    /// reference it will `forget` later. False when `ino` is taken by a
+    /// cued entry.
+    #[must_use]
+    pub fn remember(&mut self, ino: u64, path: CairnPath) -> bool {
         let e = self.entries.entry(ino).or_insert(Entry {
             path: None,
             nlookup: 0,
+            cued: None,
         });
+        if e.cued.is_some() {
+            return false;
+        }
         e.path = Some(path);
         e.nlookup += 1;
+        true
+    }
+
+    /// The kernel got the entry `name` in `parent`, reached through cue
+    /// components: one more reference to its own ino, which is returned.
+    pub fn remember_cued(
+        &mut self,
+        parent: u64,
+        name: &str,
+        path: CairnPath,
+        access: Access,
+    ) -> u64 {
+        let mut h = DefaultHasher::new();
+        (parent, name, access.real).hash(&mut h);
+        let mut ino = h.finish();
+        loop {
+            if ino <= ROOT_INO {
+                ino = ROOT_INO + 1;
+            }
+            match self.entries.get_mut(&ino) {
+                None => {
+                    self.entries.insert(
+                        ino,
+                        Entry {
+                            path: Some(path),
+                            nlookup: 1,
+                            cued: Some((access, parent, name.to_string())),
+                        },
+                    );
+                    return ino;
+                }
+                Some(e)
+                    if e.cued.as_ref().is_some_and(|(a, p, n)| {
+                        a.real == access.real && *p == parent && n == name
+                    }) =>
+                {
+                    e.path = Some(path);
+                    e.cued = Some((access, parent, name.to_string()));
+                    e.nlookup += 1;
+                    return ino;
+                }
+                Some(_) => ino = ino.wrapping_add(1),
+            }
+        }
     }
 
     pub fn forget(&mut self, ino: u64, n: u64) {
@@ -84,6 +174,11 @@ impl InodeTable {
             }
         }
     }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.entries.len()
+    }
 }
 
 #[cfg(test)]
@@ -97,10 +192,10 @@ mod tests {
     #[test]
     fn rename_moves_descendants_and_forget_drops() {
         let mut t = InodeTable::new();
-        t.remember(10, p("/a"));
-        t.remember(11, p("/a/x"));
-        t.remember(12, p("/ab"));
-        t.remember(13, p("/b"));
+        assert!(t.remember(10, p("/a")));
+        assert!(t.remember(11, p("/a/x")));
+        assert!(t.remember(12, p("/ab")));
+        assert!(t.remember(13, p("/b")));
         t.renamed(&p("/a"), &p("/b"));
         assert_eq!(t.path(10), Some(p("/b")));
         assert_eq!(t.path(11), Some(p("/b/x")));
@@ -110,5 +205,39 @@ mod tests {
         assert_eq!(t.path(11), None);
         t.forget(ROOT_INO, 5);
         assert_eq!(t.path(ROOT_INO), Some(CairnPath::root()));
+    }
+
+    #[test]
+    fn cued_entries_have_their_own_inos_and_go_when_forgotten() {
+        let mut t = InodeTable::new();
+        assert!(t.remember(10, p("/d")));
+        let access = |real, rep| Access {
+            real,
+            cues: Cues {
+                rep: Some(rep),
+                ..Cues::default()
+            },
+            cue_dir: false,
+        };
+        let a = t.remember_cued(10, "f", p("/d/f"), access(11, 1));
+        assert_ne!(a, 11);
+        assert_eq!(t.path(a), Some(p("/d/f")));
+        assert_eq!(t.real(a), 11);
+        assert_eq!(t.real(10), 10);
+        assert!(t.access(10).is_none());
+        // Found again at the same place: the same ino, one more reference.
+        assert_eq!(t.remember_cued(10, "f", p("/d/f"), access(11, 1)), a);
+        // Elsewhere, or another file under the name: another ino.
+        let b = t.remember_cued(12, "f", p("/d/f"), access(11, 1));
+        assert_ne!(a, b);
+        assert_ne!(a, t.remember_cued(10, "f", p("/d/f"), access(13, 1)));
+        // A plain ino that a cued entry holds is refused, not confused.
+        assert!(!t.remember(a, p("/elsewhere")));
+        assert_eq!(t.access(a), Some(access(11, 1)));
+        t.renamed(&p("/d"), &p("/e"));
+        assert_eq!(t.path(a), Some(p("/e/f")));
+        t.forget(a, 2);
+        assert_eq!(t.path(a), None);
+        assert_eq!(t.len(), 4, "root, /d, and the two other cued entries");
     }
 }

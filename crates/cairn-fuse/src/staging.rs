@@ -14,7 +14,7 @@
 //! the file's last handle is released.
 
 use cairn_client::{Client, FileReader, PutOptions};
-use cairn_types::{CairnPath, Error, Inode, Result};
+use cairn_types::{CairnPath, Cues, Error, Inode, Result};
 use std::collections::HashMap;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -213,10 +213,10 @@ impl Staged {
         Ok(())
     }
 
-    /// Upload the cache file as the next version of `path` if anything
-    /// changed since the last upload. Last writer wins, as with a local file
-    /// two programs rewrite.
-    pub async fn upload(&self, client: &Client, path: &CairnPath) -> Result<()> {
+    /// Upload the cache file as the next version of `path`, with the cues
+    /// of the access that opened it, if anything changed since the last
+    /// upload. Last writer wins, as with a local file two programs rewrite.
+    pub async fn upload(&self, client: &Client, path: &CairnPath, cues: Cues) -> Result<()> {
         let _one = self.upload.lock().await;
         let generation = {
             let g = self.generations.lock().unwrap();
@@ -230,6 +230,7 @@ impl Staged {
         let mode = self.inode.lock().unwrap().mode;
         let opts = PutOptions {
             mode: Some(mode),
+            cues,
             ..PutOptions::default()
         };
         let inode = client.put(path, src, opts).await?;

@@ -664,3 +664,91 @@ except OSError as e:
 '"#
     ));
 }
+
+/// Cues written inside mount paths (`.cue/LIST`, `.lax`, `.RepLevel=2`)
+/// apply to that access only: the cued path lists, reads, creates and makes
+/// directories at the plain path, a file written through `.cue/rep=1` gets
+/// one copy while one written next to it through the plain path gets the
+/// default two, a malformed or unknown cue is `EINVAL`, and other dot names
+/// stay ordinary.
+#[test]
+fn cues_inside_mount_paths_apply_per_access() {
+    if !fuse_available() {
+        return;
+    }
+    let env = Env::new(1);
+    let m = env.mnt(0);
+    let m = m.display();
+    let scratch = env.scratch();
+    let scratch = scratch.display();
+    sh(&format!(
+        r#"mkdir -p {m}/data/logs
+head -c 300000 /dev/urandom > {scratch}/x
+cp {scratch}/x {m}/data/file
+# Listing and reading through cue paths.
+test "$(ls {m}/data/.cue/rep=2,lax/)" = "$(ls {m}/data)"
+test "$(ls {m}/data/.cue/rep=2,lax/)" = "$(printf 'file\nlogs')"
+cmp {scratch}/x {m}/data/.maxtime=250,anyversion/file
+cmp {scratch}/x {m}/data/.cue/lax/file
+cmp {scratch}/x {m}/.cue/rep=2/data/.RepLevel=1/file
+test -d {m}/data/.cue/rep=2,lax/logs
+# Creating through a cue path: /data/logs/y, uploaded with rep=1; next to
+# it a file through the plain path.
+cp {scratch}/x {m}/data/.cue/rep=1/logs/y
+cp {scratch}/x {m}/data/logs/plain
+cmp {scratch}/x {m}/data/logs/y
+cmp {scratch}/x {m}/data/.cue/rep=1/logs/y
+mkdir -p {m}/data/.cue/rep=1/newdir
+test -d {m}/data/newdir
+# Virtual entries are never listed.
+test "$(ls -A {m}/data)" = "$(printf 'file\nlogs\nnewdir')"
+test "$(ls -A {m}/data/.cue)" = ""
+# Ordinary dot names stay ordinary.
+mkdir {m}/data/.git
+echo hi > {m}/data/.git/HEAD
+echo rc > {m}/data/.bashrc
+test "$(cat {m}/data/.git/HEAD)" = hi
+test "$(cat {m}/data/.cue/lax/.bashrc)" = rc
+python3 - <<'PY'
+import errno, os
+m = "{m}"
+for bad in ["/data/.cue/colour=red/file", "/data/.maxtime=soon/file",
+            "/data/.cue/rep=0/file", "/data/.cue/.cue/lax/file",
+            "/data/.cue/rep=2,colour=red"]:
+    try:
+        os.stat(m + bad)
+        raise SystemExit(bad + ": a bad cue must be refused")
+    except OSError as e:
+        assert e.errno == errno.EINVAL, (bad, e)
+for bad in ["/data/.cue/colour=red/new", "/data/.lax"]:
+    try:
+        open(m + bad, "w").close()
+        raise SystemExit(bad + ": must be refused")
+    except OSError as e:
+        assert e.errno in (errno.EINVAL, errno.EISDIR), (bad, e)
+# The access's cues show in the attribute through the cued path only.
+assert os.getxattr(m + "/data/.cue/rep=1,lax/file", "user.cairn.cues") == b"rep=1,lax"
+# The plain path keeps the file's own: the 2 copies it was written with.
+assert os.getxattr(m + "/data/file", "user.cairn.cues") == b"rep=2"
+PY
+"#
+    ));
+    let c = env.cluster_client();
+    let stat = |p: &str| {
+        env._rt
+            .block_on(c.stat(&cairn_types::CairnPath::parse(p).unwrap()))
+            .unwrap()
+    };
+    let y = stat("/data/logs/y");
+    assert!(!y.extents.is_empty());
+    assert!(y.extents.iter().all(|e| e.nodes.len() == 1), "{y:?}");
+    assert_eq!(y.cues.rep, Some(1));
+    let plain = stat("/data/logs/plain");
+    assert!(
+        plain.extents.iter().all(|e| e.nodes.len() == 2),
+        "{plain:?}"
+    );
+    assert_ne!(plain.cues.rep, Some(1));
+    assert_eq!(stat("/data/newdir").kind, cairn_types::InodeKind::Directory);
+    assert!(stat("/data").cues.is_empty(), "cues are per access");
+}

@@ -422,6 +422,22 @@ impl fmt::Display for Cues {
     }
 }
 
+/// The path component that introduces a cue list: `/data/.cue/rep=2/f`.
+pub const CUE_DIR: &str = ".cue";
+
+/// The cues of one path component when it is a cue component of its own:
+/// one that starts with `.` and whose first item names a known cue
+/// (`.maxtime=250,anyversion`, `.RepLevel=2`). `None` for ordinary names
+/// (`.git`, `.bashrc`, `data`) and for [`CUE_DIR`], which introduces the
+/// next component instead; `Some(Err)` when the list is malformed.
+pub fn component_cues(part: &str) -> Option<Result<Cues>> {
+    (part != CUE_DIR
+        && part.starts_with('.')
+        && part.len() > 1
+        && is_cue_item(part.split(',').next().unwrap_or("")))
+    .then(|| Cues::parse(part))
+}
+
 /// Split the cue components out of a raw path: `.cue/LIST` (the component
 /// after `.cue` is a cue list) or a component that starts with `.` and whose
 /// first item names a known cue (`.maxtime=250,anyversion`, `.RepLevel=2`).
@@ -433,7 +449,7 @@ pub fn split_path_cues(raw: &str) -> Result<(CairnPath, Cues)> {
     let mut kept: Vec<&str> = Vec::new();
     let mut parts = raw.split('/');
     while let Some(part) = parts.next() {
-        if part == ".cue" {
+        if part == CUE_DIR {
             let list = parts.next().filter(|l| !l.is_empty()).ok_or_else(|| {
                 Error::invalid(format!(
                     "path {raw:?}: '.cue' must be followed by a cue list, as /data/.cue/rep=2,lax/file"
@@ -441,11 +457,8 @@ pub fn split_path_cues(raw: &str) -> Result<(CairnPath, Cues)> {
             })?;
             let c = Cues::parse(list).map_err(|e| e.context(format!("path {raw:?}")))?;
             cues = cues.merge(&c);
-        } else if part.starts_with('.')
-            && part.len() > 1
-            && is_cue_item(part.split(',').next().unwrap_or(""))
-        {
-            let c = Cues::parse(part).map_err(|e| e.context(format!("path {raw:?}")))?;
+        } else if let Some(c) = component_cues(part) {
+            let c = c.map_err(|e| e.context(format!("path {raw:?}")))?;
             cues = cues.merge(&c);
         } else {
             kept.push(part);
@@ -547,6 +560,14 @@ mod tests {
         assert!(e.message.contains("unknown cue"), "{e}");
         assert!(e.message.contains("/data/.cue/"), "{e}");
         assert!(split_path_cues("/data/.maxtime=soon/f").is_err());
+        assert!(component_cues(".git").is_none());
+        assert!(component_cues(".cue").is_none());
+        assert!(component_cues("lax").is_none());
+        assert_eq!(
+            component_cues(".RepLevel=2,lax").unwrap().unwrap().rep,
+            Some(2)
+        );
+        assert!(component_cues(".maxtime=soon").unwrap().is_err());
         let (p, c) = split_path_cues("/home/.bashrc").unwrap();
         assert_eq!(p.as_str(), "/home/.bashrc");
         assert!(c.is_empty());

@@ -18,7 +18,10 @@ pub use attrs::{
     AttrChanges, NewNode, XattrOp, XattrWhen, MAX_TARGET_LEN, MAX_XATTRS_LEN, MAX_XATTR_VALUE_LEN,
 };
 pub use checksum::{BlockCrcs, BLOCK_SIZE};
-pub use cues::{split_path_cues, Consistency, Cues, PlaceScheme, VersionPolicy, Writability};
+pub use cues::{
+    component_cues, split_path_cues, Consistency, Cues, PlaceScheme, VersionPolicy, Writability,
+    CUE_DIR,
+};
 pub use error::{Error, ErrorKind, Result};
 pub use ids::{ChunkId, InodeId, NodeId, Version};
 pub use inode::{DirEntry, Extent, GarbageChunk, Inode, InodeKind, Xattrs};

@@ -2,10 +2,10 @@
 //! chmod/chown/utimens, extended attributes, mkdir/symlink/mknod, readlink,
 //! and keeping a removed file for the handles that still read it.
 
-use super::{errno, xattr, Errno, OpenHandle, Shared};
+use super::{errno, xattr, Errno, OpenHandle, Resolved, Shared};
 use crate::staging::Staged;
 use cairn_client::FileReader;
-use cairn_types::{AttrChanges, CairnPath, ErrorKind, Inode, InodeId, NewNode};
+use cairn_types::{AttrChanges, ErrorKind, Inode, InodeId, NewNode};
 use fuser::FileAttr;
 use std::sync::Arc;
 use tracing::warn;
@@ -125,14 +125,15 @@ impl Shared {
                 }
             }
         };
-        let id = (ino != crate::inode_table::ROOT_INO).then_some(InodeId(ino));
+        let real = self.real(ino);
+        let id = (real != crate::inode_table::ROOT_INO).then_some(InodeId(real));
         let r = self.client.set_attr(&path, id, changes.clone()).await;
         let inode = match r {
             Ok(i) => i,
             Err(e) if e.kind == ErrorKind::NotFound && !changes.xattrs.is_empty() => {
                 // The file, or the attribute a precondition named?
                 return Err(match self.stat(&path).await {
-                    Ok(i) if i.id.0 == ino || id.is_none() => libc::ENODATA,
+                    Ok(i) if i.id.0 == real || id.is_none() => libc::ENODATA,
                     Ok(_) | Err(libc::ENOENT) => libc::ENOENT,
                     Err(other) => other,
                 });
@@ -146,10 +147,14 @@ impl Shared {
         Ok(inode)
     }
 
-    /// mkdir, symlink, mknod: a new node owned by the caller, remembered.
+    /// mkdir, symlink, mknod: a new node owned by the caller, remembered
+    /// (as a cued entry when made through cue components). The access's
+    /// cues are not fixed on a directory made so: they are per access.
     pub(super) async fn make(
         &self,
-        path: CairnPath,
+        parent: u64,
+        name: &str,
+        r: Resolved,
         node: NewNode,
         mode: u32,
         owner: (u32, u32),
@@ -157,11 +162,11 @@ impl Shared {
         self.writable()?;
         let inode = self
             .client
-            .make_node(&path, node, mode & 0o7777, (Some(owner.0), Some(owner.1)))
+            .make_node(&r.path, node, mode & 0o7777, (Some(owner.0), Some(owner.1)))
             .await
             .map_err(|e| errno(&e))?;
-        self.inodes.lock().unwrap().remember(inode.id.0, path);
-        Ok(self.attr(&inode, None))
+        let ino = self.remember(parent, name, &r, inode.id.0)?;
+        Ok(self.attr(ino, &inode, None))
     }
 
     pub(super) async fn readlink(&self, ino: u64) -> Result<Vec<u8>, Errno> {
@@ -171,12 +176,15 @@ impl Shared {
 
     pub(super) async fn getxattr(&self, ino: u64, key: &str) -> Result<Vec<u8>, Errno> {
         if key == xattr::CUES {
-            // The effective cues: the path's own over the inherited ones.
+            // The effective cues: the path's own over the inherited ones,
+            // and under those of the access when reached through cue
+            // components.
             let path = self.path(ino)?;
             let c = self.client.cues(&path).await.map_err(|e| errno(&e))?;
-            return match c.effective.is_empty() {
+            let effective = c.effective.merge(&self.access_cues(ino));
+            return match effective.is_empty() {
                 true => Err(libc::ENODATA),
-                false => Ok(c.effective.to_string().into_bytes()),
+                false => Ok(effective.to_string().into_bytes()),
             };
         }
         let inode = self.inode(ino).await?;
