@@ -9,8 +9,15 @@ use serde_json::json;
 use std::io::Write;
 
 pub async fn connect(t: &Target) -> Result<Client> {
+    connect_with(t, |_| {}).await
+}
+
+/// [`connect`] with a client configuration `tweak` changes.
+pub async fn connect_with(t: &Target, tweak: impl FnOnce(&mut ClientConfig)) -> Result<Client> {
     let (meta, creds) = config::resolve(t.meta.clone(), t.secret_file.clone())?;
-    Client::connect(ClientConfig::new(meta.clone(), creds)).await.map_err(|e| {
+    let mut cfg = ClientConfig::new(meta.clone(), creds);
+    tweak(&mut cfg);
+    Client::connect(cfg).await.map_err(|e| {
         anyhow::anyhow!("{e}\nhint: is a cluster running? start one with 'cairn server', or point --meta/CAIRN_META at it")
     })
 }

@@ -31,6 +31,11 @@ pub struct MountArgs {
     /// writes past it fail with ENOSPC until files are closed [default: no cap]
     #[arg(long, env = "CAIRN_CACHE_SIZE")]
     cache_size: Option<String>,
+    /// Bytes of file data kept on disk in CACHE_DIR/chunks for reads (chunks
+    /// never change, so this cache is never stale and survives remounts;
+    /// 0: none). Memory holds another 64 MiB.
+    #[arg(long, default_value = "1GiB")]
+    read_cache: String,
     /// Stay attached to the terminal instead of running in the background
     #[arg(long)]
     foreground: bool,
@@ -65,7 +70,14 @@ pub async fn run(a: MountArgs) -> Result<()> {
     if !a.foreground {
         return tokio::task::spawn_blocking(move || daemonize(&a)).await?;
     }
-    let client = commands::connect(&a.target).await?;
+    let read_cache = cairn_types::parse_size(&a.read_cache).context("--read-cache")?;
+    let chunks_dir = a.cache_dir().join("chunks");
+    let client = commands::connect_with(&a.target, |c| {
+        if read_cache > 0 {
+            c.disk_cache = Some((chunks_dir, read_cache));
+        }
+    })
+    .await?;
     let opts = cairn_fuse::MountOptions {
         cache_dir: a.cache_dir(),
         cache_size,

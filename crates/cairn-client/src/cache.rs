@@ -11,10 +11,162 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 /// Byte ranges of chunks, least recently used evicted first once the cached
-/// bytes exceed the budget.
+/// bytes exceed the budget. With a disk tier, every range cached is also
+/// written (off the async threads) to a file in a directory with a budget
+/// of its own, which outlives the process, and read back from there when
+/// memory no longer has it (checked against the CRC32C kept beside it).
 pub(crate) struct ChunkCache {
     budget: u64,
     inner: Mutex<ChunkLru>,
+    disk: Option<std::sync::Arc<DiskCache>>,
+}
+
+/// The on-disk tier: one file per range, `<chunk>-<start>`, whose first 4
+/// bytes are the CRC32C of the rest; oldest files go first past the budget.
+struct DiskCache {
+    dir: std::path::PathBuf,
+    budget: u64,
+    state: Mutex<DiskLru>,
+}
+
+#[derive(Default)]
+struct DiskLru {
+    bytes: u64,
+    tick: u64,
+    entries: HashMap<(ChunkId, u64), (u64, u64)>,
+    order: BTreeMap<u64, (ChunkId, u64)>,
+}
+
+impl DiskCache {
+    /// Take over what an earlier process left in `dir` (chunks never
+    /// change, so a range cached once stays right; files are checked on
+    /// every read), oldest first, within the budget; anything else there
+    /// is removed.
+    fn open(dir: &std::path::Path, budget: u64) -> std::io::Result<DiskCache> {
+        std::fs::create_dir_all(dir)?;
+        let mut found = Vec::new();
+        for e in std::fs::read_dir(dir)? {
+            let e = e?;
+            let key = e.file_name().to_str().and_then(|n| {
+                let (c, s) = n.split_once('-')?;
+                Some((c.parse::<ChunkId>().ok()?, s.parse::<u64>().ok()?))
+            });
+            let meta = e.metadata()?;
+            match key {
+                Some(k) if meta.is_file() && meta.len() > 4 => {
+                    let when = meta.modified().unwrap_or(std::time::UNIX_EPOCH);
+                    found.push((when, k, meta.len() - 4));
+                }
+                _ => {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
+        found.sort();
+        let cache = DiskCache {
+            dir: dir.to_path_buf(),
+            budget,
+            state: Mutex::new(DiskLru::default()),
+        };
+        let mut drop = Vec::new();
+        {
+            let mut st = cache.state.lock().unwrap();
+            for (_, k, len) in found {
+                st.tick += 1;
+                let tick = st.tick;
+                st.entries.insert(k, (len, tick));
+                st.order.insert(tick, k);
+                st.bytes += len;
+            }
+            while st.bytes > budget {
+                let Some((_, k)) = st.order.pop_first() else {
+                    break;
+                };
+                if let Some((l, _)) = st.entries.remove(&k) {
+                    st.bytes -= l;
+                    drop.push(k);
+                }
+            }
+        }
+        for k in drop {
+            let _ = std::fs::remove_file(cache.file(k));
+        }
+        Ok(cache)
+    }
+
+    fn file(&self, key: (ChunkId, u64)) -> std::path::PathBuf {
+        self.dir.join(format!("{}-{}", key.0, key.1))
+    }
+
+    fn get(&self, key: (ChunkId, u64)) -> Option<Bytes> {
+        {
+            let mut st = self.state.lock().unwrap();
+            st.tick += 1;
+            let tick = st.tick;
+            let (_, t) = st.entries.get_mut(&key)?;
+            let old = std::mem::replace(t, tick);
+            st.order.remove(&old);
+            st.order.insert(tick, key);
+        }
+        let raw = std::fs::read(self.file(key)).ok()?;
+        let (crc, data) = raw.split_at_checked(4)?;
+        if u32::from_le_bytes(crc.try_into().ok()?) != crc32c::crc32c(data) {
+            tracing::warn!(path = %self.file(key).display(), "cache file corrupt; dropped");
+            self.remove(key);
+            return None;
+        }
+        Some(Bytes::copy_from_slice(data))
+    }
+
+    fn put(&self, key: (ChunkId, u64), data: &[u8]) {
+        let len = data.len() as u64;
+        if len > self.budget / 4 {
+            return;
+        }
+        let mut buf = Vec::with_capacity(data.len() + 4);
+        buf.extend_from_slice(&crc32c::crc32c(data).to_le_bytes());
+        buf.extend_from_slice(data);
+        if std::fs::write(self.file(key), &buf).is_err() {
+            return; // a full or failing cache disk only costs cache hits
+        }
+        let mut drop = Vec::new();
+        {
+            let mut st = self.state.lock().unwrap();
+            st.tick += 1;
+            let tick = st.tick;
+            if let Some((old_len, t)) = st.entries.insert(key, (len, tick)) {
+                st.order.remove(&t);
+                st.bytes -= old_len;
+            }
+            st.order.insert(tick, key);
+            st.bytes += len;
+            while st.bytes > self.budget {
+                let Some((_, k)) = st.order.pop_first() else {
+                    break;
+                };
+                if let Some((l, _)) = st.entries.remove(&k) {
+                    st.bytes -= l;
+                    drop.push(k);
+                }
+            }
+        }
+        for k in drop {
+            let _ = std::fs::remove_file(self.file(k));
+        }
+    }
+
+    fn remove(&self, key: (ChunkId, u64)) {
+        let mut st = self.state.lock().unwrap();
+        if let Some((l, t)) = st.entries.remove(&key) {
+            st.bytes -= l;
+            st.order.remove(&t);
+        }
+        let _ = std::fs::remove_file(self.file(key));
+    }
+
+    fn bytes(&self) -> u64 {
+        self.state.lock().unwrap().bytes
+    }
 }
 
 #[derive(Default)]
@@ -32,21 +184,45 @@ impl ChunkCache {
         ChunkCache {
             budget,
             inner: Mutex::new(ChunkLru::default()),
+            disk: None,
         }
+    }
+
+    /// With a disk tier of `disk_budget` bytes in `dir` (emptied first).
+    pub fn with_disk(
+        budget: u64,
+        dir: &std::path::Path,
+        disk_budget: u64,
+    ) -> std::io::Result<ChunkCache> {
+        Ok(ChunkCache {
+            budget,
+            inner: Mutex::new(ChunkLru::default()),
+            disk: Some(std::sync::Arc::new(DiskCache::open(dir, disk_budget)?)),
+        })
     }
 
     /// Bytes `[start, start+len)` of `chunk`, if a cached range starting at
     /// `start` or at 0 covers them.
     pub fn get(&self, chunk: ChunkId, start: u64, len: u64) -> Option<Bytes> {
-        if self.budget == 0 {
-            return None;
+        let fits = |from: u64, data: Bytes| {
+            let (a, b) = ((start - from) as usize, (start - from + len) as usize);
+            (b <= data.len()).then(|| data.slice(a..b))
+        };
+        if self.budget > 0 {
+            let mut lru = self.inner.lock().unwrap();
+            for from in [start, 0] {
+                if let Some(hit) = lru.touch((chunk, from)).and_then(|d| fits(from, d)) {
+                    return Some(hit);
+                }
+            }
         }
-        let mut lru = self.inner.lock().unwrap();
+        let disk = self.disk.as_ref()?;
         for from in [start, 0] {
-            if let Some(data) = lru.touch((chunk, from)) {
-                let (a, b) = ((start - from) as usize, (start - from + len) as usize);
-                if b <= data.len() {
-                    return Some(data.slice(a..b));
+            if let Some(data) = disk.get((chunk, from)) {
+                if let Some(hit) = fits(from, data.clone()) {
+                    // Back into memory: it is being used again.
+                    self.insert_memory(chunk, from, data);
+                    return Some(hit);
                 }
             }
         }
@@ -54,6 +230,20 @@ impl ChunkCache {
     }
 
     pub fn insert(&self, chunk: ChunkId, start: u64, data: Bytes) {
+        if let Some(d) = &self.disk {
+            let (d, data) = (d.clone(), data.clone());
+            let put = move || d.put((chunk, start), &data);
+            match tokio::runtime::Handle::try_current() {
+                Ok(rt) => {
+                    rt.spawn_blocking(put);
+                }
+                Err(_) => put(),
+            }
+        }
+        self.insert_memory(chunk, start, data);
+    }
+
+    fn insert_memory(&self, chunk: ChunkId, start: u64, data: Bytes) {
         let len = data.len() as u64;
         // One range may take a quarter of the budget: a long streaming read
         // must not flush everything else for data read once.
@@ -79,8 +269,14 @@ impl ChunkCache {
         }
     }
 
+    /// Bytes cached in memory.
     pub fn bytes(&self) -> u64 {
         self.inner.lock().unwrap().bytes
+    }
+
+    /// Bytes cached on disk.
+    pub fn disk_bytes(&self) -> u64 {
+        self.disk.as_ref().map_or(0, |d| d.bytes())
     }
 }
 
@@ -184,5 +380,42 @@ mod tests {
         // Too big for the budget: not cached.
         c.insert(ChunkId(99), 0, Bytes::from(vec![0u8; 300]));
         assert!(c.get(ChunkId(99), 0, 1).is_none());
+    }
+
+    #[test]
+    fn disk_tier_keeps_what_memory_evicts_and_drops_corrupt_files() {
+        // (No runtime here: the disk writes happen inline.)
+        let dir = tempfile::tempdir().unwrap();
+        let c = ChunkCache::with_disk(1000, dir.path(), 2000).unwrap();
+        for i in 0..20u64 {
+            c.insert(ChunkId(i as u128), 0, Bytes::from(vec![i as u8; 200]));
+        }
+        assert!(c.bytes() <= 1000);
+        assert!(c.disk_bytes() <= 2000);
+        // Evicted from memory, found on disk.
+        assert_eq!(c.get(ChunkId(12), 10, 5).unwrap()[..], [12u8; 5]);
+        // Oldest gone from both tiers.
+        assert!(c.get(ChunkId(0), 0, 1).is_none());
+        // A damaged file is never served.
+        let victim = dir.path().join(format!("{}-0", ChunkId(13)));
+        let mut raw = std::fs::read(&victim).unwrap();
+        raw[10] ^= 1;
+        std::fs::write(&victim, raw).unwrap();
+        assert!(c.get(ChunkId(13), 0, 1).is_none());
+        assert!(!victim.exists());
+        // Bigger than a quarter of memory: straight to disk.
+        c.insert(ChunkId(50), 0, Bytes::from(vec![5u8; 400]));
+        assert_eq!(c.get(ChunkId(50), 0, 400).unwrap().len(), 400);
+        // A new cache over the same directory takes over what is there,
+        // within its budget; strays are removed.
+        let before = c.disk_bytes();
+        drop(c);
+        std::fs::write(dir.path().join("stray"), b"x").unwrap();
+        let c = ChunkCache::with_disk(1000, dir.path(), 2000).unwrap();
+        assert_eq!(c.disk_bytes(), before);
+        assert_eq!(c.get(ChunkId(50), 0, 400).unwrap().len(), 400);
+        assert!(!dir.path().join("stray").exists());
+        let small = ChunkCache::with_disk(1000, dir.path(), 500).unwrap();
+        assert!(small.disk_bytes() <= 500);
     }
 }

@@ -23,6 +23,10 @@ pub struct ClientConfig {
     pub host: Option<String>,
     /// Byte budget of the in-memory chunk cache (0: none).
     pub cache_bytes: u64,
+    /// An on-disk tier for the chunk cache: a directory (kept across
+    /// restarts; every file is checked against its CRC32C when read) and
+    /// its byte budget.
+    pub disk_cache: Option<(std::path::PathBuf, u64)>,
     /// Files whose metadata is kept for the consistency cues (`lax`,
     /// `anyversion`, `bestversion`, `writeonce`).
     pub meta_cache_entries: usize,
@@ -37,6 +41,7 @@ impl ClientConfig {
             read_ahead: 2,
             host: local_host_name(),
             cache_bytes: 64 << 20,
+            disk_cache: None,
             meta_cache_entries: 10_000,
         }
     }
@@ -119,7 +124,14 @@ impl Client {
                 write_window: cfg.write_window.max(1),
                 read_ahead: cfg.read_ahead.max(1),
                 host: cfg.host,
-                chunks: ChunkCache::new(cfg.cache_bytes),
+                chunks: match &cfg.disk_cache {
+                    Some((dir, budget)) => ChunkCache::with_disk(cfg.cache_bytes, dir, *budget)
+                        .map_err(|e| {
+                            Error::from(e)
+                                .context(format!("chunk cache directory {}", dir.display()))
+                        })?,
+                    None => ChunkCache::new(cfg.cache_bytes),
+                },
                 files: MetaCache::new(cfg.meta_cache_entries),
             }),
         })
@@ -266,9 +278,9 @@ impl Client {
         }
     }
 
-    /// Bytes in the chunk cache.
-    pub fn cached_bytes(&self) -> u64 {
-        self.inner.chunks.bytes()
+    /// Bytes in the chunk cache: in memory, and on disk.
+    pub fn cached_bytes(&self) -> (u64, u64) {
+        (self.inner.chunks.bytes(), self.inner.chunks.disk_bytes())
     }
 
     /// Change attributes of `path` (of inode `id` only, when given) in one

@@ -283,3 +283,48 @@ async fn wholefile_fetches_everything_on_the_first_read() {
     })
     .await
 }
+
+/// The on-disk chunk cache keeps file data across clients (a remount, a
+/// new process): read once, then readable with every storage node down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disk_cache_serves_chunks_across_clients() {
+    deadline(async {
+        let mut c = TestCluster::start(2, 2).await;
+        let cache = tempfile::tempdir().unwrap();
+        let dir = cache.path().join("chunks");
+        let data = pattern(700_000, 9);
+        let opts = PutOptions {
+            chunk_size: Some(256 * 1024),
+            ..Default::default()
+        };
+        c.client()
+            .await
+            .put_bytes(&p("/d"), &data, opts)
+            .await
+            .unwrap();
+        let with_disk = |d: std::path::PathBuf| {
+            move |cfg: &mut cairn_client::ClientConfig| {
+                cfg.cache_bytes = 1 << 20;
+                cfg.disk_cache = Some((d, 64 << 20));
+            }
+        };
+        let first = c.client_with(with_disk(dir.clone())).await;
+        assert_eq!(first.get_bytes(&p("/d")).await.unwrap(), data);
+        // The disk copies are written in the background.
+        wait_for(Duration::from_secs(20), || async {
+            (first.cached_bytes().1 >= data.len() as u64).then_some(())
+        })
+        .await;
+        drop(first);
+        c.stop_node(0).await;
+        c.stop_node(1).await;
+        let second = c.client_with(with_disk(dir.clone())).await;
+        assert!(second.cached_bytes().1 >= data.len() as u64);
+        let r = second.open(&p("/d")).await.unwrap();
+        assert_eq!(r.read_at(0, data.len() as u64).await.unwrap(), data);
+        // Without the cache the nodes are needed.
+        assert!(c.client().await.get_bytes(&p("/d")).await.is_err());
+        c.shutdown().await;
+    })
+    .await
+}
