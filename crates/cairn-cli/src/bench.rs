@@ -88,7 +88,12 @@ impl AsyncRead for Pattern {
 }
 
 fn random_block(len: usize) -> Vec<u8> {
-    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    pattern(len, 1)
+}
+
+/// `len` pseudo-random bytes, the same for the same `seed` (xorshift).
+pub(crate) fn pattern(len: usize, seed: u64) -> Vec<u8> {
+    let mut x: u64 = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
     (0..len)
         .map(|_| {
             x ^= x << 13;
@@ -103,7 +108,7 @@ pub(crate) fn mbps(bytes: u64, d: Duration) -> f64 {
     bytes as f64 / (1 << 20) as f64 / d.as_secs_f64()
 }
 
-fn median(v: &[f64]) -> f64 {
+pub(crate) fn median(v: &[f64]) -> f64 {
     let mut v = v.to_vec();
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]

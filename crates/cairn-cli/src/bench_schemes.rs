@@ -13,6 +13,7 @@
 //! the schemes do not share load or failures. Results as JSON on stdout and a
 //! table on stderr. Reports, never asserts.
 
+use crate::bench::{median, pattern};
 use anyhow::{bail, Context, Result};
 use cairn_client::{Client, ClientConfig, PutOptions};
 use cairn_proto::{Credentials, NodeState};
@@ -215,24 +216,6 @@ impl Cluster {
             uncached,
         })
     }
-}
-
-fn pattern(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
-fn median(v: &[f64]) -> f64 {
-    let mut v = v.to_vec();
-    v.sort_by(f64::total_cmp);
-    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
 fn round(x: f64) -> f64 {

@@ -17,8 +17,75 @@ use std::time::Instant;
 /// memory no longer has it (checked against the CRC32C kept beside it).
 pub(crate) struct ChunkCache {
     budget: u64,
-    inner: Mutex<ChunkLru>,
+    inner: Mutex<Lru<Bytes>>,
     disk: Option<std::sync::Arc<DiskCache>>,
+}
+
+/// A cached range: a chunk and the offset the range starts at.
+type Key = (ChunkId, u64);
+
+/// Least-recently-used bookkeeping by bytes, shared by the memory tier (the
+/// values are the bytes) and the disk tier (the values are `()`, the bytes
+/// live in files).
+struct Lru<V> {
+    bytes: u64,
+    tick: u64,
+    /// key -> (value, its size, last use)
+    entries: HashMap<Key, (V, u64, u64)>,
+    /// last use -> key
+    order: BTreeMap<u64, Key>,
+}
+
+impl<V: Clone> Lru<V> {
+    fn new() -> Lru<V> {
+        Lru {
+            bytes: 0,
+            tick: 0,
+            entries: HashMap::new(),
+            order: BTreeMap::new(),
+        }
+    }
+
+    /// The value of `key`, now the most recently used.
+    fn touch(&mut self, key: Key) -> Option<V> {
+        self.tick += 1;
+        let tick = self.tick;
+        let (v, _, t) = self.entries.get_mut(&key)?;
+        let old = std::mem::replace(t, tick);
+        let v = v.clone();
+        self.order.remove(&old);
+        self.order.insert(tick, key);
+        Some(v)
+    }
+
+    /// Add (or replace) `key`, then evict the least recently used until at
+    /// most `budget` bytes remain; returns the evicted keys.
+    fn insert(&mut self, key: Key, v: V, size: u64, budget: u64) -> Vec<Key> {
+        self.remove(key);
+        self.tick += 1;
+        let tick = self.tick;
+        self.entries.insert(key, (v, size, tick));
+        self.order.insert(tick, key);
+        self.bytes += size;
+        let mut evicted = Vec::new();
+        while self.bytes > budget {
+            let Some((_, k)) = self.order.pop_first() else {
+                break;
+            };
+            if let Some((_, size, _)) = self.entries.remove(&k) {
+                self.bytes -= size;
+                evicted.push(k);
+            }
+        }
+        evicted
+    }
+
+    fn remove(&mut self, key: Key) {
+        if let Some((_, size, t)) = self.entries.remove(&key) {
+            self.bytes -= size;
+            self.order.remove(&t);
+        }
+    }
 }
 
 /// The on-disk tier: one file per range, `<chunk>-<start>`, whose first 4
@@ -26,15 +93,7 @@ pub(crate) struct ChunkCache {
 struct DiskCache {
     dir: std::path::PathBuf,
     budget: u64,
-    state: Mutex<DiskLru>,
-}
-
-#[derive(Default)]
-struct DiskLru {
-    bytes: u64,
-    tick: u64,
-    entries: HashMap<(ChunkId, u64), (u64, u64)>,
-    order: BTreeMap<u64, (ChunkId, u64)>,
+    state: Mutex<Lru<()>>,
 }
 
 impl DiskCache {
@@ -66,26 +125,13 @@ impl DiskCache {
         let cache = DiskCache {
             dir: dir.to_path_buf(),
             budget,
-            state: Mutex::new(DiskLru::default()),
+            state: Mutex::new(Lru::new()),
         };
         let mut drop = Vec::new();
         {
             let mut st = cache.state.lock().unwrap();
             for (_, k, len) in found {
-                st.tick += 1;
-                let tick = st.tick;
-                st.entries.insert(k, (len, tick));
-                st.order.insert(tick, k);
-                st.bytes += len;
-            }
-            while st.bytes > budget {
-                let Some((_, k)) = st.order.pop_first() else {
-                    break;
-                };
-                if let Some((l, _)) = st.entries.remove(&k) {
-                    st.bytes -= l;
-                    drop.push(k);
-                }
+                drop.extend(st.insert(k, (), len, budget));
             }
         }
         for k in drop {
@@ -99,15 +145,7 @@ impl DiskCache {
     }
 
     fn get(&self, key: (ChunkId, u64)) -> Option<Bytes> {
-        {
-            let mut st = self.state.lock().unwrap();
-            st.tick += 1;
-            let tick = st.tick;
-            let (_, t) = st.entries.get_mut(&key)?;
-            let old = std::mem::replace(t, tick);
-            st.order.remove(&old);
-            st.order.insert(tick, key);
-        }
+        self.state.lock().unwrap().touch(key)?;
         let raw = std::fs::read(self.file(key)).ok()?;
         let (crc, data) = raw.split_at_checked(4)?;
         if u32::from_le_bytes(crc.try_into().ok()?) != crc32c::crc32c(data) {
@@ -129,38 +167,14 @@ impl DiskCache {
         if std::fs::write(self.file(key), &buf).is_err() {
             return; // a full or failing cache disk only costs cache hits
         }
-        let mut drop = Vec::new();
-        {
-            let mut st = self.state.lock().unwrap();
-            st.tick += 1;
-            let tick = st.tick;
-            if let Some((old_len, t)) = st.entries.insert(key, (len, tick)) {
-                st.order.remove(&t);
-                st.bytes -= old_len;
-            }
-            st.order.insert(tick, key);
-            st.bytes += len;
-            while st.bytes > self.budget {
-                let Some((_, k)) = st.order.pop_first() else {
-                    break;
-                };
-                if let Some((l, _)) = st.entries.remove(&k) {
-                    st.bytes -= l;
-                    drop.push(k);
-                }
-            }
-        }
-        for k in drop {
+        let evicted = self.state.lock().unwrap().insert(key, (), len, self.budget);
+        for k in evicted {
             let _ = std::fs::remove_file(self.file(k));
         }
     }
 
     fn remove(&self, key: (ChunkId, u64)) {
-        let mut st = self.state.lock().unwrap();
-        if let Some((l, t)) = st.entries.remove(&key) {
-            st.bytes -= l;
-            st.order.remove(&t);
-        }
+        self.state.lock().unwrap().remove(key);
         let _ = std::fs::remove_file(self.file(key));
     }
 
@@ -169,21 +183,11 @@ impl DiskCache {
     }
 }
 
-#[derive(Default)]
-struct ChunkLru {
-    bytes: u64,
-    tick: u64,
-    /// (chunk, start) -> (data, last use)
-    entries: HashMap<(ChunkId, u64), (Bytes, u64)>,
-    /// last use -> key
-    order: BTreeMap<u64, (ChunkId, u64)>,
-}
-
 impl ChunkCache {
     pub fn new(budget: u64) -> ChunkCache {
         ChunkCache {
             budget,
-            inner: Mutex::new(ChunkLru::default()),
+            inner: Mutex::new(Lru::new()),
             disk: None,
         }
     }
@@ -196,7 +200,7 @@ impl ChunkCache {
     ) -> std::io::Result<ChunkCache> {
         Ok(ChunkCache {
             budget,
-            inner: Mutex::new(ChunkLru::default()),
+            inner: Mutex::new(Lru::new()),
             disk: Some(std::sync::Arc::new(DiskCache::open(dir, disk_budget)?)),
         })
     }
@@ -250,23 +254,10 @@ impl ChunkCache {
         if len == 0 || len > self.budget / 4 {
             return;
         }
-        let mut lru = self.inner.lock().unwrap();
-        lru.tick += 1;
-        let tick = lru.tick;
-        if let Some((old, t)) = lru.entries.insert((chunk, start), (data, tick)) {
-            lru.order.remove(&t);
-            lru.bytes -= old.len() as u64;
-        }
-        lru.order.insert(tick, (chunk, start));
-        lru.bytes += len;
-        while lru.bytes > self.budget {
-            let Some((_, key)) = lru.order.pop_first() else {
-                break;
-            };
-            if let Some((d, _)) = lru.entries.remove(&key) {
-                lru.bytes -= d.len() as u64;
-            }
-        }
+        self.inner
+            .lock()
+            .unwrap()
+            .insert((chunk, start), data, len, self.budget);
     }
 
     /// Bytes cached in memory.
@@ -277,19 +268,6 @@ impl ChunkCache {
     /// Bytes cached on disk.
     pub fn disk_bytes(&self) -> u64 {
         self.disk.as_ref().map_or(0, |d| d.bytes())
-    }
-}
-
-impl ChunkLru {
-    fn touch(&mut self, key: (ChunkId, u64)) -> Option<Bytes> {
-        self.tick += 1;
-        let tick = self.tick;
-        let (data, t) = self.entries.get_mut(&key)?;
-        let old = std::mem::replace(t, tick);
-        let data = data.clone();
-        self.order.remove(&old);
-        self.order.insert(tick, key);
-        Some(data)
     }
 }
 
