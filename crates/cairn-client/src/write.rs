@@ -246,6 +246,7 @@ impl Client {
                 cues: cues.clone(),
                 host: self.inner.host.clone(),
                 exclude: exclude.clone(),
+                len: data.len() as u64,
             };
             let alloc = match self.meta(req).await {
                 Ok(MetaResponse::Alloc(a)) => a,

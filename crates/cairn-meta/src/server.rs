@@ -313,7 +313,13 @@ impl Meta {
                 cues,
                 host,
                 exclude,
-            } => self.alloc(&path, &cues, host.as_deref(), &exclude).await,
+                len,
+            } => {
+                // Storage nodes refuse chunks over their limit; here `len`
+                // only sizes the placement.
+                self.alloc(&path, &cues, host.as_deref(), &exclude, len)
+                    .await
+            }
             MetaRequest::CommitFile {
                 path,
                 extents,
@@ -512,6 +518,7 @@ impl Meta {
         cues: &Cues,
         host: Option<&str>,
         exclude: &[NodeId],
+        len: u64,
     ) -> MetaResult {
         let r = self.ns.cues(path).await?;
         if let Some(i) = &r.entry {
@@ -547,7 +554,7 @@ impl Meta {
             want: rep as usize,
             have: &[],
             exclude,
-            len: self.chunk_size,
+            len,
             writer_host: host,
             together_key: together,
         };

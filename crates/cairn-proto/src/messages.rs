@@ -99,6 +99,10 @@ pub enum MetaRequest {
         cues: Cues,
         host: Option<String>,
         exclude: Vec<NodeId>,
+        /// Bytes of the chunk (the client has them in hand): nodes need
+        /// room for them, and they count towards the nodes' load until
+        /// the next heartbeat.
+        len: u64,
     },
     /// `xattrs`: None keeps the replaced version's, Some replaces them.
     /// `cues`: the writer's cues; their persistent part is fixed on the file.
