@@ -613,26 +613,9 @@ impl Namespace {
         }
         let mut tx = Tx::new(self.store.as_ref());
         let (parent, key, existing) = tx.resolve_entry(path).await?;
-        let now = now_ms();
-        let size = extents.iter().map(|e| e.len).sum();
         let (id, version, kept) =
             self.next_version(&mut tx, path, &parent, existing, expected, extents, cues)?;
-        let inode = Inode {
-            id,
-            kind: InodeKind::File,
-            size,
-            version,
-            mtime_ms: now,
-            ctime_ms: now,
-            mode,
-            extents: extents.to_vec(),
-            chunk_size,
-            xattrs: xattrs.clone().unwrap_or(kept.xattrs),
-            uid: kept.uid,
-            gid: kept.gid,
-            target: None,
-            cues: kept.cues,
-        };
+        let inode = kept.into_file(id, version, mode, extents.to_vec(), chunk_size, xattrs);
         tx.put(key, &inode);
         Ok(tx.commit().await?.map(|_| inode))
     }
@@ -771,7 +754,6 @@ impl Namespace {
             extents.extend(file.extents);
         }
         let (parent, key, existing) = tx.resolve_entry(dst).await?;
-        let now = now_ms();
         let (id, version, kept) = self.next_version(
             &mut tx,
             dst,
@@ -781,22 +763,7 @@ impl Namespace {
             &extents,
             &src_cues.unwrap_or_default(),
         )?;
-        let inode = Inode {
-            id,
-            kind: InodeKind::File,
-            size: extents.iter().map(|e| e.len).sum(),
-            version,
-            mtime_ms: now,
-            ctime_ms: now,
-            mode,
-            extents,
-            chunk_size,
-            xattrs: xattrs.clone().unwrap_or(kept.xattrs),
-            uid: kept.uid,
-            gid: kept.gid,
-            target: None,
-            cues: kept.cues,
-        };
+        let inode = kept.into_file(id, version, mode, extents, chunk_size, xattrs);
         tx.put(key, &inode);
         Ok(tx.commit().await?.map(|_| inode))
     }
@@ -1309,6 +1276,38 @@ struct Kept {
     uid: Option<u32>,
     gid: Option<u32>,
     cues: Cues,
+}
+
+impl Kept {
+    /// The file version's record, written now: `xattrs` replace the kept
+    /// ones when given.
+    fn into_file(
+        self,
+        id: InodeId,
+        version: Version,
+        mode: u32,
+        extents: Vec<Extent>,
+        chunk_size: u64,
+        xattrs: &Option<Xattrs>,
+    ) -> Inode {
+        let now = now_ms();
+        Inode {
+            id,
+            kind: InodeKind::File,
+            size: extents.iter().map(|e| e.len).sum(),
+            version,
+            mtime_ms: now,
+            ctime_ms: now,
+            mode,
+            extents,
+            chunk_size,
+            xattrs: xattrs.clone().unwrap_or(self.xattrs),
+            uid: self.uid,
+            gid: self.gid,
+            target: None,
+            cues: self.cues,
+        }
+    }
 }
 
 fn kind_name(kind: InodeKind) -> &'static str {
