@@ -279,6 +279,13 @@ pub(crate) struct CachedOpen {
     pub fetched: Instant,
     /// When the read capabilities in `open` were signed.
     pub caps_at: Instant,
+    /// Until when meta's lease lets this be taken as the current version
+    /// without asking (counted from before the request was sent).
+    pub lease_until: Option<Instant>,
+}
+
+fn lease_end(sent: Instant, lease_ms: u32) -> Option<Instant> {
+    (lease_ms > 0).then(|| sent + std::time::Duration::from_millis(lease_ms as u64))
 }
 
 /// File metadata by path, at most `cap` entries (the oldest half dropped
@@ -300,7 +307,8 @@ impl MetaCache {
         self.entries.lock().unwrap().get(path).cloned()
     }
 
-    pub fn insert(&self, path: &CairnPath, open: OpenFile) {
+    /// Keep what an open sent at `sent` returned.
+    pub fn insert(&self, path: &CairnPath, open: OpenFile, sent: Instant) {
         if self.cap == 0 {
             return;
         }
@@ -311,23 +319,26 @@ impl MetaCache {
             let cut = ages[ages.len() / 2];
             m.retain(|_, c| c.fetched > cut);
         }
-        let now = Instant::now();
+        let lease_until = lease_end(sent, open.lease_ms);
         m.insert(
             path.clone(),
             CachedOpen {
                 open,
-                fetched: now,
-                caps_at: now,
+                fetched: sent,
+                caps_at: sent,
+                lease_until,
             },
         );
     }
 
-    /// Meta confirmed the cached version of `path` is current; its
-    /// effective cues are `cues`.
-    pub fn confirm(&self, path: &CairnPath, cues: cairn_types::Cues) {
+    /// Meta confirmed (for an open sent at `sent`) that the cached version
+    /// of `path` is current; its effective cues are `cues`, its new lease
+    /// `lease_ms`.
+    pub fn confirm(&self, path: &CairnPath, cues: cairn_types::Cues, lease_ms: u32, sent: Instant) {
         if let Some(c) = self.entries.lock().unwrap().get_mut(path) {
-            c.fetched = Instant::now();
+            c.fetched = sent;
             c.open.cues = cues;
+            c.lease_until = lease_end(sent, lease_ms);
         }
     }
 

@@ -97,6 +97,8 @@ pub(crate) struct Inner {
     pub write_window: usize,
     pub read_ahead: usize,
     pub host: Option<String>,
+    /// Random, for meta's per-client metadata leases.
+    pub id: u64,
     pub chunks: ChunkCache,
     pub files: MetaCache,
 }
@@ -124,6 +126,7 @@ impl Client {
                 write_window: cfg.write_window.max(1),
                 read_ahead: cfg.read_ahead.max(1),
                 host: cfg.host,
+                id: fastrand::u64(..),
                 chunks: match &cfg.disk_cache {
                     Some((dir, budget)) => ChunkCache::with_disk(cfg.cache_bytes, dir, *budget)
                         .map_err(|e| {
@@ -141,7 +144,12 @@ impl Client {
         &self.inner.config
     }
 
+    /// Ask meta, as this client (meta's leases are per client).
     pub(crate) async fn meta(&self, req: MetaRequest) -> Result<MetaResponse> {
+        let req = MetaRequest::As {
+            client: self.inner.id,
+            req: Box::new(req),
+        };
         self.inner.meta.call(req).await
     }
 

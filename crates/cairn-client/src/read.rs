@@ -39,6 +39,11 @@ fn cache_usable(c: &CachedOpen, cues: &Cues) -> bool {
     if c.open.inode.cues.is_write_once() || cues.version == Some(VersionPolicy::AnyVersion) {
         return true;
     }
+    // Under meta's lease no other client's change can have been
+    // acknowledged: even a strict open may take the cached version.
+    if c.lease_until.is_some_and(|t| Instant::now() < t) {
+        return true;
+    }
     cues.consistency == Some(Consistency::Lax)
         && c.fetched.elapsed() < cues.maxtime_ms.map_or(LAX_TTL, Duration::from_millis)
 }
@@ -78,8 +83,9 @@ impl Client {
             .as_ref()
             .filter(|c| c.caps_at.elapsed() < CAP_REFRESH)
             .map(|c| (c.open.inode.id, c.open.inode.version));
+        let sent = Instant::now();
         let fresh = match maxtime {
-            Some(t) => tokio::time::timeout(t, self.revalidate(path, known))
+            Some(t) => tokio::time::timeout(t, self.revalidate(path, known, sent))
                 .await
                 .unwrap_or_else(|_| {
                     Err(Error::timeout(format!(
@@ -87,11 +93,11 @@ impl Client {
                         t.as_millis()
                     )))
                 }),
-            None => self.revalidate(path, known).await,
+            None => self.revalidate(path, known, sent).await,
         };
         match fresh {
             Ok(Some(open)) => {
-                files.insert(path, open.clone());
+                files.insert(path, open.clone(), sent);
                 let eff = open.cues.merge(cues);
                 Ok(self.reader(open, eff))
             }
@@ -131,6 +137,7 @@ impl Client {
         &self,
         path: &CairnPath,
         known: Option<(cairn_types::InodeId, cairn_types::Version)>,
+        sent: Instant,
     ) -> Result<Option<OpenFile>> {
         let req = MetaRequest::Open {
             path: path.clone(),
@@ -139,8 +146,8 @@ impl Client {
         };
         match self.meta(req).await? {
             MetaResponse::Open(o) => Ok(Some(o)),
-            MetaResponse::Unchanged(cues) if known.is_some() => {
-                self.inner.files.confirm(path, cues);
+            MetaResponse::Unchanged { cues, lease_ms } if known.is_some() => {
+                self.inner.files.confirm(path, cues, lease_ms, sent);
                 Ok(None)
             }
             other => Err(crate::client::unexpected(other)),

@@ -34,6 +34,12 @@ pub struct MetaConfig {
     pub repair: crate::repair::RepairConfig,
     /// Where the namespace lives: redb in `data_dir` (default) or etcd.
     pub store: crate::store_spec::StoreSpec,
+    /// Metadata lease a client gets with each open: for this long it may
+    /// open the same version again without asking, and a change by another
+    /// client is acknowledged only once the lease has run out (0: none;
+    /// off on a shared store, where another meta server could take the
+    /// change).
+    pub lease: Duration,
 }
 
 impl MetaConfig {
@@ -48,6 +54,7 @@ impl MetaConfig {
             gc_interval: Duration::from_secs(2),
             repair: crate::repair::RepairConfig::default(),
             store: Default::default(),
+            lease: Duration::from_secs(1),
         }
     }
 }
@@ -104,6 +111,19 @@ pub struct Meta {
     /// Wakes the repair planner early: a commit left copies to make
     /// (`sync` below `rep`).
     pub(crate) repair_kick: tokio::sync::Notify,
+    /// Metadata leases given out: by file, (client, expiry in ms).
+    leases: std::sync::Mutex<std::collections::HashMap<cairn_types::InodeId, Vec<(u64, u64)>>>,
+    lease_ms: u32,
+    /// Changes made so far; an open that saw one happen meanwhile grants
+    /// no lease (it may have read the version just replaced).
+    changes: AtomicU64,
+}
+
+/// What a change touched, for the leases it must wait out.
+enum Touched {
+    File(cairn_types::InodeId),
+    /// A directory: anything below it.
+    All,
 }
 
 /// A stable 64-bit key for a path (FNV-1a), for `keep_together` of one file.
@@ -206,6 +226,13 @@ pub async fn start(cfg: MetaConfig) -> Result<MetaHandle> {
         started_ms: cairn_types::now_ms(),
         election,
         repair_kick: tokio::sync::Notify::new(),
+        leases: Default::default(),
+        lease_ms: if cfg.repair.shared_store {
+            0
+        } else {
+            cfg.lease.as_millis().min(u32::MAX as u128) as u32
+        },
+        changes: AtomicU64::new(0),
     });
     tasks.extend([
         tokio::spawn({
@@ -251,6 +278,130 @@ async fn serve_conn(meta: Arc<Meta>, mut conn: Conn, mut stop: watch::Receiver<b
 
 impl Meta {
     pub async fn handle(&self, role: Role, req: MetaRequest) -> MetaResult {
+        let (client, req) = match req {
+            MetaRequest::As { client, req } => (Some(client), *req),
+            r => (None, r),
+        };
+        if matches!(req, MetaRequest::As { .. }) {
+            return Err(Error::invalid(
+                "a request on behalf of a client nests another",
+            ));
+        }
+        let before = self.touched_before(&req).await;
+        // Changes whose answer names what they touched; new cues on a
+        // directory change what every file below inherits.
+        let changes_answer = matches!(
+            req,
+            MetaRequest::CommitFile { .. }
+                | MetaRequest::Compose { .. }
+                | MetaRequest::SetAttr { .. }
+                | MetaRequest::SetCues { .. }
+        );
+        let answer = self.handle_one(role, client, req).await;
+        if let Ok(a) = &answer {
+            let mut touched = before;
+            if let (true, MetaResponse::Inode(i)) = (changes_answer, a) {
+                touched.push(match i.kind {
+                    InodeKind::Directory => Touched::All,
+                    _ => Touched::File(i.id),
+                });
+            }
+            self.settle(client, touched).await;
+        }
+        answer
+    }
+
+    /// For a removal or rename, what it will touch (looked up before the
+    /// change; only while leases are out).
+    async fn touched_before(&self, req: &MetaRequest) -> Vec<Touched> {
+        if self.leases.lock().unwrap().is_empty() {
+            return Vec::new();
+        }
+        let paths: Vec<&cairn_types::CairnPath> = match req {
+            MetaRequest::Remove { path, .. } => vec![path],
+            MetaRequest::Rename { src, dst } | MetaRequest::RenameNoReplace { src, dst } => {
+                vec![src, dst]
+            }
+            _ => return Vec::new(),
+        };
+        let mut out = Vec::new();
+        for p in paths {
+            match self.ns.lookup(p).await {
+                Ok(i) if i.kind == InodeKind::Directory => out.push(Touched::All),
+                Ok(i) => out.push(Touched::File(i.id)),
+                Err(_) => {}
+            }
+        }
+        out
+    }
+
+    /// After a change: wait until no other client's lease on what it
+    /// touched can still be in use, so that once the change is
+    /// acknowledged every open anywhere sees it.
+    async fn settle(&self, client: Option<u64>, touched: Vec<Touched>) {
+        if touched.is_empty() {
+            return;
+        }
+        self.changes.fetch_add(1, Ordering::SeqCst);
+        let now = cairn_types::now_ms();
+        let mut until = 0u64;
+        {
+            let mut leases = self.leases.lock().unwrap();
+            let mut take = |held: &mut Vec<(u64, u64)>| {
+                held.retain(|(c, exp)| {
+                    if Some(*c) == client || *exp <= now {
+                        return *exp > now;
+                    }
+                    until = until.max(*exp);
+                    false
+                });
+            };
+            for t in &touched {
+                match t {
+                    Touched::File(id) => {
+                        if let Some(held) = leases.get_mut(id) {
+                            take(held);
+                        }
+                    }
+                    Touched::All => leases.values_mut().for_each(&mut take),
+                }
+            }
+            leases.retain(|_, held| !held.is_empty());
+        }
+        if until > now {
+            tokio::time::sleep(Duration::from_millis(until - now)).await;
+        }
+    }
+
+    /// A lease on `id` for `client`, unless a change happened since
+    /// `seen` (the open may have read the version it replaced). Returns
+    /// the lease's length.
+    fn grant(&self, client: Option<u64>, id: cairn_types::InodeId, seen: u64) -> u32 {
+        let Some(client) = client.filter(|_| self.lease_ms > 0) else {
+            return 0;
+        };
+        let now = cairn_types::now_ms();
+        // Meta's expiry runs a little past the client's, which counts from
+        // before it sent the open.
+        let exp = now + self.lease_ms as u64 + 50;
+        let mut leases = self.leases.lock().unwrap();
+        if leases.len() > 100_000 {
+            leases.retain(|_, held| {
+                held.retain(|(_, e)| *e > now);
+                !held.is_empty()
+            });
+        }
+        let held = leases.entry(id).or_default();
+        held.retain(|(c, e)| *c != client && *e > now);
+        held.push((client, exp));
+        if self.changes.load(Ordering::SeqCst) != seen {
+            held.pop();
+            return 0;
+        }
+        self.lease_ms
+    }
+
+    async fn handle_one(&self, role: Role, client: Option<u64>, req: MetaRequest) -> MetaResult {
         let node_only = matches!(
             req,
             MetaRequest::Register { .. } | MetaRequest::Heartbeat { .. }
@@ -281,7 +432,20 @@ impl Meta {
             })),
             MetaRequest::Stat { path } => Ok(MetaResponse::Inode(self.ns.lookup(&path).await?)),
             MetaRequest::Open { path, host, known } => {
-                self.open(&path, host.as_deref(), known).await
+                let seen = self.changes.load(Ordering::SeqCst);
+                let mut answer = self.open(&path, host.as_deref(), known).await?;
+                match &mut answer {
+                    MetaResponse::Open(o) => {
+                        o.lease_ms = self.grant(client, o.inode.id, seen);
+                    }
+                    MetaResponse::Unchanged { lease_ms, .. } => {
+                        if let Some((id, _)) = known {
+                            *lease_ms = self.grant(client, id, seen);
+                        }
+                    }
+                    _ => {}
+                }
+                Ok(answer)
             }
             MetaRequest::List {
                 path,
@@ -432,6 +596,7 @@ impl Meta {
                 self.discard(&extents).await?;
                 Ok(MetaResponse::Ok)
             }
+            MetaRequest::As { .. } => Err(Error::invalid("nested request")),
             MetaRequest::Drain { node, undo } => {
                 info!(%node, undo, "drain requested");
                 self.nodes.set_draining(node, !undo).await?;
@@ -596,7 +761,10 @@ impl Meta {
         // The reader's cached version is current: a small answer, no
         // extents or capabilities.
         if known == Some((inode.id, inode.version)) && inode.kind != InodeKind::Directory {
-            return Ok(MetaResponse::Unchanged(r.effective));
+            return Ok(MetaResponse::Unchanged {
+                cues: r.effective,
+                lease_ms: 0,
+            });
         }
         if inode.kind == InodeKind::Directory {
             return Err(Error::is_dir(format!("{path} is a directory")));
@@ -652,6 +820,7 @@ impl Meta {
             cues: r.effective,
             nodes,
             caps,
+            lease_ms: 0,
         }))
     }
 

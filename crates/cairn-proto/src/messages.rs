@@ -179,6 +179,13 @@ pub enum MetaRequest {
         src: CairnPath,
         dst: CairnPath,
     },
+    /// `req` on behalf of the client `client` (a random id per client): the
+    /// metadata leases meta grants are per client, and a client's own
+    /// changes never wait for its own leases.
+    As {
+        client: u64,
+        req: Box<MetaRequest>,
+    },
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -192,6 +199,11 @@ pub struct OpenFile {
     pub inode: Inode,
     /// The file's effective cues (inherited, overridden by its own).
     pub cues: Cues,
+    /// How long the client may treat this as the current version without
+    /// asking again (a metadata lease; 0: none). Meta holds back the
+    /// acknowledgement of any change to the file by another client until
+    /// the lease has run out.
+    pub lease_ms: u32,
     /// Addresses of every node named by the extents.
     pub nodes: Vec<NodeAddr>,
     /// One read capability per extent, in extent order.
@@ -301,8 +313,11 @@ pub enum MetaResponse {
     Status(ClusterStatus),
     Cues(PathCues),
     /// An `Open` whose `known` version is still current: the file's
-    /// effective cues.
-    Unchanged(Cues),
+    /// effective cues and a new lease (as in [`OpenFile::lease_ms`]).
+    Unchanged {
+        cues: Cues,
+        lease_ms: u32,
+    },
 }
 
 /// The cues of a path: set on it (`own`; `None` if the path does not exist

@@ -189,7 +189,12 @@ async fn writeonce_files_refuse_a_second_write_but_can_be_removed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn consistency_cues_decide_when_cached_metadata_will_do() {
     deadline(async {
-        let mut c = TestCluster::start(2, 2).await;
+        // No leases here: this is about the cues (leases have their own test).
+        let mut c = TestCluster::start_with(2, |m| {
+            m.default_rep = 2;
+            m.lease = Duration::ZERO;
+        })
+        .await;
         let reader = c.client().await;
         let writer = c.client().await;
         let opts = PutOptions::default();
@@ -324,6 +329,58 @@ async fn disk_cache_serves_chunks_across_clients() {
         assert_eq!(r.read_at(0, data.len() as u64).await.unwrap(), data);
         // Without the cache the nodes are needed.
         assert!(c.client().await.get_bytes(&p("/d")).await.is_err());
+        c.shutdown().await;
+    })
+    .await
+}
+
+/// Metadata leases: within its lease a client's strict open needs no
+/// round trip to meta (it works with meta stopped), and a change by
+/// another client is acknowledged only once the lease is over, so an open
+/// after the writer's close always sees the new version.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leases_keep_strict_opens_local_and_changes_wait_for_them() {
+    deadline(async {
+        let mut c = TestCluster::start_with(2, |m| {
+            m.default_rep = 2;
+            m.lease = Duration::from_secs(4);
+        })
+        .await;
+        let reader = c.client().await;
+        let writer = c.client().await;
+        let read = |cl: &cairn_client::Client| {
+            let cl = cl.clone();
+            async move { cl.open(&p("/f")).await?.read_at(0, 100).await }
+        };
+        writer
+            .put_bytes(&p("/f"), b"v1", PutOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(read(&reader).await.unwrap(), b"v1");
+        // The writer's close returns only after the reader's lease ran out...
+        writer
+            .put_bytes(&p("/f"), b"v2", PutOptions::default())
+            .await
+            .unwrap();
+        // ...so the reader's next strict open sees v2, not its cached v1.
+        assert_eq!(read(&reader).await.unwrap(), b"v2");
+        // The writer's own lease never holds up its own writes.
+        assert_eq!(read(&writer).await.unwrap(), b"v2");
+        writer
+            .put_bytes(&p("/f"), b"v3", PutOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(read(&writer).await.unwrap(), b"v3");
+        // Within a fresh lease, strict opens are served locally: meta can
+        // be gone.
+        assert_eq!(read(&reader).await.unwrap(), b"v3");
+        c.meta.take().unwrap().shutdown().await;
+        assert_eq!(read(&reader).await.unwrap(), b"v3");
+        // Past the lease, a strict open must ask, and fails without meta.
+        wait_for(Duration::from_secs(30), || async {
+            read(&reader).await.is_err().then_some(())
+        })
+        .await;
         c.shutdown().await;
     })
     .await
