@@ -34,6 +34,11 @@ pub struct MetaOpts {
     /// How long a chunk may be written but uncommitted before it counts as an orphan
     #[arg(long, default_value = "1h")]
     orphan_after: String,
+    /// Metadata lease per open: a client re-opens the same version without
+    /// asking for this long, and another client's change to the file waits
+    /// it out (0s: no leases; always off on a shared etcd store)
+    #[arg(long, default_value = "1s")]
+    lease: String,
 }
 
 #[derive(clap::Args)]
@@ -149,6 +154,7 @@ fn meta_config(data: PathBuf, listen: String, rep: u8, o: &MetaOpts) -> Result<M
     c.repair.bandwidth = parse_size(&o.repair_bandwidth)?;
     c.repair.parallelism = o.repair_parallelism.max(1);
     c.repair.orphan_after = parse_duration(&o.orphan_after)?;
+    c.lease = parse_duration(&o.lease)?;
     Ok(c)
 }
 
