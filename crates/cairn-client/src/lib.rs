@@ -16,7 +16,9 @@
 //! may use cached metadata (`lax`, `anyversion`, `bestversion`, write-once
 //! files) and how long it waits on unreachable nodes (`maxtime`); `wholefile`
 //! fetches a whole file on first read; `hotspot` spreads reads over all
-//! replicas. Chunk data is cached in memory within a byte budget.
+//! replicas. Chunk data is cached in memory within a byte budget, and
+//! optionally on disk; meta's leases let a strict open reuse cached metadata
+//! for their length.
 
 mod cache;
 mod client;

@@ -296,6 +296,17 @@ impl<'a> Tx<'a> {
         Ok(cur)
     }
 
+    /// The record of the existing file or directory `path` (the root
+    /// included) and its key; `NotFound` if there is none.
+    async fn existing(&mut self, path: &CairnPath) -> Result<(Vec<u8>, Inode)> {
+        if path.is_root() {
+            return Ok((ROOT_KEY.to_vec(), self.root().await?));
+        }
+        let (_, key, entry) = self.resolve_entry(path).await?;
+        let inode = entry.ok_or_else(|| Error::not_found(format!("{path} does not exist")))?;
+        Ok((key, inode))
+    }
+
     /// Resolve `path`'s parent and read its entry: (parent, entry key, entry).
     async fn resolve_entry(&mut self, path: &CairnPath) -> Result<(Inode, Vec<u8>, Option<Inode>)> {
         let (parent_path, name) = path.split_last().expect("callers handle the root");
@@ -454,13 +465,7 @@ impl Namespace {
         replace: bool,
     ) -> Result<Option<Inode>> {
         let mut tx = Tx::new(self.store.as_ref());
-        let (key, mut inode) = if path.is_root() {
-            (ROOT_KEY.to_vec(), tx.root().await?)
-        } else {
-            let (_, key, entry) = tx.resolve_entry(path).await?;
-            let inode = entry.ok_or_else(|| Error::not_found(format!("{path} does not exist")))?;
-            (key, inode)
-        };
+        let (key, mut inode) = tx.existing(path).await?;
         inode.cues = if replace {
             cues.clone()
         } else {
@@ -790,13 +795,7 @@ impl Namespace {
         changes: &AttrChanges,
     ) -> Result<Option<Inode>> {
         let mut tx = Tx::new(self.store.as_ref());
-        let (key, mut inode) = if path.is_root() {
-            (ROOT_KEY.to_vec(), tx.root().await?)
-        } else {
-            let (_, key, entry) = tx.resolve_entry(path).await?;
-            let inode = entry.ok_or_else(|| Error::not_found(format!("{path} does not exist")))?;
-            (key, inode)
-        };
+        let (key, mut inode) = tx.existing(path).await?;
         if id.is_some_and(|id| id != inode.id) {
             return Err(Error::not_found(format!(
                 "{path} was removed or replaced by another file meanwhile"
