@@ -290,29 +290,55 @@ fn lease_end(sent: Instant, lease_ms: u32) -> Option<Instant> {
 
 /// File metadata by path, at most `cap` entries (the oldest half dropped
 /// when full).
+///
+/// An answer from meta is kept only if no change by this client was
+/// invalidated between the request and the answer: an open racing this
+/// client's own commit may carry the version the commit replaced, and
+/// keeping it (with a lease) would hide the client's own write from it.
 pub(crate) struct MetaCache {
     cap: usize,
-    entries: Mutex<HashMap<CairnPath, CachedOpen>>,
+    entries: Mutex<MetaEntries>,
 }
+
+#[derive(Default)]
+struct MetaEntries {
+    map: HashMap<CairnPath, CachedOpen>,
+    /// Bumped by every invalidation.
+    generation: u64,
+}
+
+/// What [`MetaCache::ticket`] hands out before a request to meta.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Ticket(u64);
 
 impl MetaCache {
     pub fn new(cap: usize) -> MetaCache {
         MetaCache {
             cap,
-            entries: Mutex::new(HashMap::new()),
+            entries: Mutex::new(MetaEntries::default()),
         }
+    }
+
+    /// Taken before asking meta; the answer is kept only with a ticket
+    /// no invalidation has overtaken.
+    pub fn ticket(&self) -> Ticket {
+        Ticket(self.entries.lock().unwrap().generation)
     }
 
     pub fn get(&self, path: &CairnPath) -> Option<CachedOpen> {
-        self.entries.lock().unwrap().get(path).cloned()
+        self.entries.lock().unwrap().map.get(path).cloned()
     }
 
-    /// Keep what an open sent at `sent` returned.
-    pub fn insert(&self, path: &CairnPath, open: OpenFile, sent: Instant) {
+    /// Keep what an open sent at `sent` (holding `ticket`) returned.
+    pub fn insert(&self, path: &CairnPath, open: OpenFile, sent: Instant, ticket: Ticket) {
         if self.cap == 0 {
             return;
         }
-        let mut m = self.entries.lock().unwrap();
+        let mut e = self.entries.lock().unwrap();
+        if e.generation != ticket.0 {
+            return;
+        }
+        let m = &mut e.map;
         if m.len() >= self.cap && !m.contains_key(path) {
             let mut ages: Vec<Instant> = m.values().map(|c| c.fetched).collect();
             ages.sort();
@@ -334,8 +360,19 @@ impl MetaCache {
     /// Meta confirmed (for an open sent at `sent`) that the cached version
     /// of `path` is current; its effective cues are `cues`, its new lease
     /// `lease_ms`.
-    pub fn confirm(&self, path: &CairnPath, cues: cairn_types::Cues, lease_ms: u32, sent: Instant) {
-        if let Some(c) = self.entries.lock().unwrap().get_mut(path) {
+    pub fn confirm(
+        &self,
+        path: &CairnPath,
+        cues: cairn_types::Cues,
+        lease_ms: u32,
+        sent: Instant,
+        ticket: Ticket,
+    ) {
+        let mut e = self.entries.lock().unwrap();
+        if e.generation != ticket.0 {
+            return;
+        }
+        if let Some(c) = e.map.get_mut(path) {
             c.fetched = sent;
             c.open.cues = cues;
             c.lease_until = lease_end(sent, lease_ms);
@@ -344,14 +381,65 @@ impl MetaCache {
 
     /// This client changed or removed `path` (or something under it).
     pub fn invalidate(&self, path: &CairnPath) {
-        let mut m = self.entries.lock().unwrap();
-        m.retain(|p, _| !p.starts_with(path));
+        let mut e = self.entries.lock().unwrap();
+        e.generation += 1;
+        e.map.retain(|p, _| !p.starts_with(path));
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn open_of(version: u64) -> OpenFile {
+        use cairn_types::{Inode, InodeId, InodeKind, Version};
+        OpenFile {
+            inode: Inode {
+                id: InodeId(7),
+                kind: InodeKind::File,
+                size: 0,
+                version: Version(version),
+                mtime_ms: 0,
+                ctime_ms: 0,
+                mode: 0o644,
+                extents: vec![],
+                chunk_size: 1 << 20,
+                xattrs: Default::default(),
+                uid: None,
+                gid: None,
+                target: None,
+                cues: Default::default(),
+            },
+            cues: Default::default(),
+            lease_ms: 1000,
+            nodes: vec![],
+            caps: vec![],
+        }
+    }
+
+    #[test]
+    fn an_answer_overtaken_by_an_own_change_is_not_kept() {
+        let m = MetaCache::new(16);
+        let p = CairnPath::parse("/f").unwrap();
+        // An open is sent, this client commits a new version meanwhile,
+        // then the open's (older) answer arrives: it must not be kept.
+        let t = m.ticket();
+        m.invalidate(&p);
+        m.insert(&p, open_of(1), Instant::now(), t);
+        assert!(m.get(&p).is_none());
+        // Nor may it renew an entry's lease.
+        let t = m.ticket();
+        m.insert(&p, open_of(2), Instant::now(), t);
+        let before = m.get(&p).unwrap().lease_until;
+        let t = m.ticket();
+        m.invalidate(&CairnPath::parse("/other").unwrap());
+        m.confirm(&p, Default::default(), 60_000, Instant::now(), t);
+        assert_eq!(m.get(&p).unwrap().lease_until, before);
+        // An answer nothing overtook is kept.
+        let t = m.ticket();
+        m.insert(&p, open_of(3), Instant::now(), t);
+        assert_eq!(m.get(&p).unwrap().open.inode.version.0, 3);
+    }
 
     #[test]
     fn chunk_cache_stays_within_budget_and_serves_subranges() {

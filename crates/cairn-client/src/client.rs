@@ -144,6 +144,24 @@ impl Client {
         &self.inner.config
     }
 
+    /// Send a request that changes `paths`: their cached metadata is
+    /// dropped before it is sent and again once it is answered, so an open
+    /// that raced the change cannot leave the old version cached.
+    pub(crate) async fn change(
+        &self,
+        paths: &[&CairnPath],
+        req: MetaRequest,
+    ) -> Result<MetaResponse> {
+        for p in paths {
+            self.inner.files.invalidate(p);
+        }
+        let r = self.meta(req).await;
+        for p in paths {
+            self.inner.files.invalidate(p);
+        }
+        r
+    }
+
     /// Ask meta, as this client (meta's leases are per client).
     pub(crate) async fn meta(&self, req: MetaRequest) -> Result<MetaResponse> {
         let req = MetaRequest::As {
@@ -207,12 +225,14 @@ impl Client {
     }
 
     pub async fn remove(&self, path: &CairnPath, recursive: bool) -> Result<()> {
-        self.inner.files.invalidate(path);
         match self
-            .meta(MetaRequest::Remove {
-                path: path.clone(),
-                recursive,
-            })
+            .change(
+                &[path],
+                MetaRequest::Remove {
+                    path: path.clone(),
+                    recursive,
+                },
+            )
             .await?
         {
             MetaResponse::Ok => Ok(()),
@@ -221,13 +241,14 @@ impl Client {
     }
 
     pub async fn rename(&self, src: &CairnPath, dst: &CairnPath) -> Result<()> {
-        self.inner.files.invalidate(src);
-        self.inner.files.invalidate(dst);
         match self
-            .meta(MetaRequest::Rename {
-                src: src.clone(),
-                dst: dst.clone(),
-            })
+            .change(
+                &[src, dst],
+                MetaRequest::Rename {
+                    src: src.clone(),
+                    dst: dst.clone(),
+                },
+            )
             .await?
         {
             MetaResponse::Ok => Ok(()),
@@ -249,13 +270,15 @@ impl Client {
     /// Merge `cues` over `path`'s own (or replace them, `replace`; empty
     /// `cues` with `replace` clears them).
     pub async fn set_cues(&self, path: &CairnPath, cues: &Cues, replace: bool) -> Result<Inode> {
-        self.inner.files.invalidate(path);
         match self
-            .meta(MetaRequest::SetCues {
-                path: path.clone(),
-                cues: cues.clone(),
-                replace,
-            })
+            .change(
+                &[path],
+                MetaRequest::SetCues {
+                    path: path.clone(),
+                    cues: cues.clone(),
+                    replace,
+                },
+            )
             .await?
         {
             MetaResponse::Inode(i) => Ok(i),
@@ -272,7 +295,6 @@ impl Client {
         mode: u32,
         owner: (Option<u32>, Option<u32>),
     ) -> Result<Inode> {
-        self.inner.files.invalidate(path);
         let req = MetaRequest::MakeNode {
             path: path.clone(),
             node,
@@ -280,7 +302,7 @@ impl Client {
             uid: owner.0,
             gid: owner.1,
         };
-        match self.meta(req).await? {
+        match self.change(&[path], req).await? {
             MetaResponse::Inode(i) => Ok(i),
             other => Err(unexpected(other)),
         }
@@ -299,13 +321,12 @@ impl Client {
         id: Option<InodeId>,
         changes: AttrChanges,
     ) -> Result<Inode> {
-        self.inner.files.invalidate(path);
         let req = MetaRequest::SetAttr {
             path: path.clone(),
             id,
             changes,
         };
-        match self.meta(req).await? {
+        match self.change(&[path], req).await? {
             MetaResponse::Inode(i) => Ok(i),
             other => Err(unexpected(other)),
         }
@@ -314,13 +335,11 @@ impl Client {
     /// [`Client::rename`] that fails with `AlreadyExists` instead of
     /// replacing an existing `dst`, atomically.
     pub async fn rename_noreplace(&self, src: &CairnPath, dst: &CairnPath) -> Result<()> {
-        self.inner.files.invalidate(src);
-        self.inner.files.invalidate(dst);
         let req = MetaRequest::RenameNoReplace {
             src: src.clone(),
             dst: dst.clone(),
         };
-        match self.meta(req).await? {
+        match self.change(&[src, dst], req).await? {
             MetaResponse::Ok => Ok(()),
             other => Err(unexpected(other)),
         }

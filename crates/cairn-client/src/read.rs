@@ -84,8 +84,9 @@ impl Client {
             .filter(|c| c.caps_at.elapsed() < CAP_REFRESH)
             .map(|c| (c.open.inode.id, c.open.inode.version));
         let sent = Instant::now();
+        let ticket = files.ticket();
         let fresh = match maxtime {
-            Some(t) => tokio::time::timeout(t, self.revalidate(path, known, sent))
+            Some(t) => tokio::time::timeout(t, self.revalidate(path, known, sent, ticket))
                 .await
                 .unwrap_or_else(|_| {
                     Err(Error::timeout(format!(
@@ -93,11 +94,11 @@ impl Client {
                         t.as_millis()
                     )))
                 }),
-            None => self.revalidate(path, known, sent).await,
+            None => self.revalidate(path, known, sent, ticket).await,
         };
         match fresh {
             Ok(Some(open)) => {
-                files.insert(path, open.clone(), sent);
+                files.insert(path, open.clone(), sent, ticket);
                 let eff = open.cues.merge(cues);
                 Ok(self.reader(open, eff))
             }
@@ -138,6 +139,7 @@ impl Client {
         path: &CairnPath,
         known: Option<(cairn_types::InodeId, cairn_types::Version)>,
         sent: Instant,
+        ticket: crate::cache::Ticket,
     ) -> Result<Option<OpenFile>> {
         let req = MetaRequest::Open {
             path: path.clone(),
@@ -147,7 +149,7 @@ impl Client {
         match self.meta(req).await? {
             MetaResponse::Open(o) => Ok(Some(o)),
             MetaResponse::Unchanged { cues, lease_ms } if known.is_some() => {
-                self.inner.files.confirm(path, cues, lease_ms, sent);
+                self.inner.files.confirm(path, cues, lease_ms, sent, ticket);
                 Ok(None)
             }
             other => Err(crate::client::unexpected(other)),

@@ -162,7 +162,6 @@ impl Client {
         xattrs: Option<Xattrs>,
         cues: &Cues,
     ) -> Result<Inode> {
-        self.inner.files.invalidate(path);
         let req = MetaRequest::CommitFile {
             path: path.clone(),
             extents,
@@ -172,7 +171,7 @@ impl Client {
             xattrs,
             cues: cues.clone(),
         };
-        match self.meta(req).await? {
+        match self.change(&[path], req).await? {
             MetaResponse::Inode(i) => Ok(i),
             other => Err(unexpected(other)),
         }
@@ -189,14 +188,16 @@ impl Client {
         mode: u32,
         xattrs: Option<Xattrs>,
     ) -> Result<Inode> {
+        let mut changed: Vec<&CairnPath> = sources.iter().collect();
+        changed.push(dst);
         let req = MetaRequest::Compose {
             dst: dst.clone(),
-            sources,
+            sources: sources.clone(),
             expected,
             mode,
             xattrs,
         };
-        match self.meta(req).await? {
+        match self.change(&changed, req).await? {
             MetaResponse::Inode(i) => Ok(i),
             other => Err(unexpected(other)),
         }
