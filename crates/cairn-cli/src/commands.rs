@@ -279,6 +279,21 @@ pub async fn rm(t: &Target, p: &str, recursive: bool) -> Result<()> {
     Ok(c.remove(&path(p)?, recursive).await?)
 }
 
+pub async fn ln(t: &Target, src: &str, dst: &str) -> Result<()> {
+    let c = connect(t).await?;
+    let src = path(src)?;
+    let mut dst = path(dst)?;
+    // Like ln(1): into an existing directory, under the source's name.
+    if let (Ok(d), Some((_, name))) = (c.stat(&dst).await, src.split_last()) {
+        if d.kind == InodeKind::Directory {
+            dst = dst.join(name)?;
+        }
+    }
+    let inode = c.link(&src, &dst).await?;
+    println!("{dst}: {} names", inode.nlink);
+    Ok(())
+}
+
 pub async fn mv(t: &Target, src: &str, dst: &str) -> Result<()> {
     let c = connect(t).await?;
     let src = path(src)?;

@@ -118,6 +118,13 @@ enum Cmd {
         #[command(flatten)]
         target: Target,
     },
+    /// Give a file another name (a hard link): both name one file
+    Ln {
+        src: String,
+        dst: String,
+        #[command(flatten)]
+        target: Target,
+    },
     /// Show each chunk of a file: id, size, checksum, nodes holding it
     Locate {
         path: String,
@@ -302,6 +309,7 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
             target,
         } => c::rm(&target, &path, recursive).await,
         Cmd::Mv { src, dst, target } => c::mv(&target, &src, &dst).await,
+        Cmd::Ln { src, dst, target } => c::ln(&target, &src, &dst).await,
         Cmd::Locate { path, json, target } => c::locate(&target, &path, json).await,
         Cmd::Cue {
             cmd: CueCmd::Get { path, json, target },

@@ -450,8 +450,20 @@ fn cli_commands_and_their_errors() {
     env.cli_stdin(&["put", "-", "/a/other"], Some(b"other"));
     env.ok(&["mv", "/a/other", "/a/b/local.bin"]);
     assert_eq!(env.ok(&["cat", "/a/b/local.bin"]), b"other");
+    // ln gives a file a second name: a new version through one is the
+    // other's; removing one leaves the other.
+    env.ok(&["ln", "/a/b/local.bin", "/twin"]);
+    env.cli_stdin(&["put", "-", "/twin"], Some(b"through the twin"));
+    assert_eq!(env.ok(&["cat", "/a/b/local.bin"]), b"through the twin");
+    env.fails(&["ln", "/a/b/local.bin", "/twin"], "already exists");
+    env.fails(
+        &["ln", "/a/b", "/dirlink"],
+        "directories cannot have hard links",
+    );
     env.ok(&["rm", "-r", "/a"]);
     env.fails(&["stat", "/a/b"], "does not exist");
+    assert_eq!(env.ok(&["cat", "/twin"]), b"through the twin");
+    env.ok(&["rm", "/twin"]);
     let status = env.json(&["cluster", "status", "--json"]);
     assert_eq!(status["nodes"].as_array().unwrap().len(), 1);
     assert_eq!(status["nodes"][0]["state"], "live");

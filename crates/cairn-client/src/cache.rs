@@ -379,6 +379,13 @@ impl MetaCache {
         }
     }
 
+    /// This client changed file `id` (a hard-linked one: under any name).
+    pub fn invalidate_inode(&self, id: cairn_types::InodeId) {
+        let mut e = self.entries.lock().unwrap();
+        e.generation += 1;
+        e.map.retain(|_, c| c.open.inode.id != id);
+    }
+
     /// This client changed or removed `path` (or something under it).
     pub fn invalidate(&self, path: &CairnPath) {
         let mut e = self.entries.lock().unwrap();
@@ -409,6 +416,7 @@ mod tests {
                 gid: None,
                 target: None,
                 cues: Default::default(),
+                nlink: 1,
             },
             cues: Default::default(),
             lease_ms: 1000,

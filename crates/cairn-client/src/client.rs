@@ -159,6 +159,12 @@ impl Client {
         for p in paths {
             self.inner.files.invalidate(p);
         }
+        if let Ok(MetaResponse::Inode(i)) = &r {
+            if i.nlink > 1 {
+                // Its other names are cached under other paths.
+                self.inner.files.invalidate_inode(i.id);
+            }
+        }
         r
     }
 
@@ -327,6 +333,20 @@ impl Client {
             changes,
         };
         match self.change(&[path], req).await? {
+            MetaResponse::Inode(i) => Ok(i),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Give the file or symlink `src` the further name `dst` (a hard
+    /// link): both name one file, changed through either. Returns the
+    /// file's inode.
+    pub async fn link(&self, src: &CairnPath, dst: &CairnPath) -> Result<Inode> {
+        let req = MetaRequest::Link {
+            src: src.clone(),
+            dst: dst.clone(),
+        };
+        match self.change(&[src, dst], req).await? {
             MetaResponse::Inode(i) => Ok(i),
             other => Err(unexpected(other)),
         }

@@ -93,7 +93,7 @@ impl Client {
             Some(f) => Some(f()),
             None => opts.xattrs,
         };
-        let mode = opts.mode.unwrap_or(0o644);
+        let mode = opts.mode;
         // The redundancy the chunks were placed for becomes the file's.
         if cues.rep.is_none() {
             cues.rep = rep;
@@ -145,19 +145,20 @@ impl Client {
         xattrs: Option<Xattrs>,
     ) -> Result<Inode> {
         let cues = Cues::default();
+        let mode = Some(mode);
         self.commit_cued(path, extents, expected, mode, chunk_size, xattrs, &cues)
             .await
     }
 
     /// [`Client::commit`] with the writer's cues (their persistent part is
-    /// fixed on a new file).
+    /// fixed on a new file); `mode` None keeps the replaced version's.
     #[allow(clippy::too_many_arguments)]
     pub async fn commit_cued(
         &self,
         path: &CairnPath,
         extents: Vec<Extent>,
         expected: Option<cairn_types::Version>,
-        mode: u32,
+        mode: Option<u32>,
         chunk_size: u64,
         xattrs: Option<Xattrs>,
         cues: &Cues,

@@ -82,6 +82,9 @@ pub(crate) struct Shared {
     stages: StageTable,
     handles: Mutex<HashMap<u64, OpenHandle>>,
     next_fh: AtomicU64,
+    /// Tells the kernel to drop cached attributes; set once the session
+    /// runs.
+    notifier: Arc<std::sync::OnceLock<fuser::Notifier>>,
 }
 
 pub struct CairnFs {
@@ -99,6 +102,7 @@ impl CairnFs {
         cache_size: Option<u64>,
         read_only: bool,
         ended: tokio::sync::oneshot::Sender<()>,
+        notifier: Arc<std::sync::OnceLock<fuser::Notifier>>,
     ) -> CairnFs {
         // SAFETY: getuid/getgid cannot fail and touch no memory.
         let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
@@ -112,6 +116,7 @@ impl CairnFs {
                 stages: StageTable::new(cache_dir, cache_size),
                 handles: Mutex::new(HashMap::new()),
                 next_fh: AtomicU64::new(1),
+                notifier,
             }),
             rt,
             _ended: ended,
@@ -153,8 +158,8 @@ impl Shared {
     fn attr(&self, ino: u64, inode: &Inode, size: Option<u64>) -> FileAttr {
         let (default_perm, nlink) = match inode.kind {
             InodeKind::Directory => (0o755, 2),
-            InodeKind::File => (0o644, 1),
-            InodeKind::Symlink => (0o777, 1),
+            InodeKind::File => (0o644, inode.nlink.max(1)),
+            InodeKind::Symlink => (0o777, inode.nlink.max(1)),
         };
         let perm = match inode.mode & 0o7777 {
             0 => default_perm,
@@ -162,6 +167,9 @@ impl Shared {
         };
         let kind = file_type(inode.kind);
         let size = size.unwrap_or(inode.size);
+        if inode.kind == InodeKind::File {
+            self.inodes.lock().unwrap().shown(ino, inode.version.0);
+        }
         FileAttr {
             ino,
             size,
@@ -184,6 +192,44 @@ impl Shared {
 
     fn path(&self, ino: u64) -> Result<CairnPath, Errno> {
         self.inodes.lock().unwrap().path(ino).ok_or(libc::ENOENT)
+    }
+
+    /// `ino` was opened at `version`. If the kernel was last shown another
+    /// version, its cached attributes (the size above all, which bounds
+    /// its reads) are dropped: close-to-open holds for the size too, not
+    /// only for the bytes.
+    fn opened(&self, ino: u64, version: cairn_types::Version) {
+        let stale = self.inodes.lock().unwrap().shown_version(ino) != Some(version.0);
+        if stale {
+            if let Some(n) = self.notifier.get() {
+                // Offset -1: attributes only (no page was kept past open).
+                if let Err(e) = n.inval_inode(ino, -1, 0) {
+                    warn!(ino, "could not invalidate the kernel's attributes: {e}");
+                }
+            }
+        }
+    }
+
+    /// A name that still leads to `ino`. A file with hard links may have
+    /// lost the name the kernel last found it by (unlinked by another
+    /// mount): its known names are tried, the latest first, and the dead
+    /// ones forgotten. A file with one known name costs nothing extra.
+    async fn live_path(&self, ino: u64) -> Result<CairnPath, Errno> {
+        let paths = self.inodes.lock().unwrap().paths(ino);
+        if paths.len() <= 1 {
+            return paths.into_iter().next().ok_or(libc::ENOENT);
+        }
+        let real = self.real(ino);
+        for p in &paths {
+            match self.stat(p).await {
+                Ok(i) if i.id.0 == real => return Ok(p.clone()),
+                Ok(_) | Err(libc::ENOENT) | Err(libc::ENOTDIR) => {
+                    self.inodes.lock().unwrap().unlinked_from(ino, p)
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(libc::ENOENT)
     }
 
     /// The Cairn inode id behind the kernel's `ino`.
@@ -306,7 +352,7 @@ impl Shared {
     async fn inode(&self, ino: u64) -> Result<Inode, Errno> {
         let staged = self.stages.peek(ino);
         let real = self.real(ino);
-        let inode = match self.path(ino) {
+        let inode = match self.live_path(ino).await {
             Ok(path) => match self.stat(&path).await {
                 // The name now belongs to another file: this ino is gone.
                 Ok(i) if i.id.0 != real => None,
@@ -365,7 +411,7 @@ impl Shared {
 
     async fn upload(&self, staged: &Staged) -> Result<(), Errno> {
         // Unlinked on this mount while open: nothing to write back to.
-        let Ok(path) = self.path(staged.ino) else {
+        let Ok(path) = self.live_path(staged.ino).await else {
             return Ok(());
         };
         let cues = self.access_cues(staged.ino);
@@ -376,11 +422,12 @@ impl Shared {
     }
 
     async fn open(&self, ino: u64, flags: i32) -> Result<u64, Errno> {
-        let path = self.path(ino)?;
+        let path = self.live_path(ino).await?;
         let write = flags & libc::O_ACCMODE != libc::O_RDONLY;
         if write {
             self.writable()?;
             let staged = self.stage(ino, &path, flags & libc::O_TRUNC != 0).await?;
+            self.opened(ino, staged.inode().version);
             return Ok(self.add_handle(OpenHandle::Staged(staged)));
         }
         if let Some(staged) = self.stages.share(ino) {
@@ -396,6 +443,7 @@ impl Shared {
         if reader.inode().kind == InodeKind::Directory {
             return Err(libc::EISDIR);
         }
+        self.opened(ino, reader.inode().version);
         Ok(self.add_handle(OpenHandle::Reader(Arc::new(reader))))
     }
 
@@ -483,7 +531,7 @@ impl Shared {
             // Written back with the handle's next flush.
             return staged.set_len(size).await.map_err(|e| errno(&e));
         }
-        let path = self.path(ino)?;
+        let path = self.live_path(ino).await?;
         let staged = self.stage(ino, &path, size == 0).await?;
         let r = async {
             staged.set_len(size).await.map_err(|e| errno(&e))?;
@@ -566,7 +614,7 @@ impl Shared {
         if reading && flags & RENAME_NOREPLACE == 0 {
             // A file the rename replaces goes like an unlinked one.
             if let Ok(old) = self.stat(&dst).await {
-                if old.kind == InodeKind::File {
+                if old.kind == InodeKind::File && old.nlink <= 1 {
                     self.keep_for_open_readers(old.id.0).await;
                 }
             }
@@ -579,6 +627,29 @@ impl Shared {
         renamed.map_err(|e| errno(&e))?;
         self.inodes.lock().unwrap().renamed(&src, &dst);
         Ok(())
+    }
+
+    /// Name the file at `src` also `name` in `parent` (resolved to `r`).
+    async fn link(
+        &self,
+        src: &CairnPath,
+        parent: u64,
+        name: &str,
+        r: Resolved,
+    ) -> Result<FileAttr, Errno> {
+        self.writable()?;
+        let inode = self
+            .client
+            .link(src, &r.path)
+            .await
+            .map_err(|e| errno(&e))?;
+        let ino = self.remember(parent, name, &r, inode.id.0)?;
+        // This mount's unsaved writes are the file's size under every name.
+        let size = match self.stages.peek(ino) {
+            Some(st) => Some(st.len().await.map_err(|e| errno(&e))?),
+            None => None,
+        };
+        Ok(self.attr(ino, &inode, size))
     }
 
     async fn statfs(&self) -> Result<(u64, u64), Errno> {
@@ -743,14 +814,27 @@ impl Filesystem for CairnFs {
     fn link(
         &mut self,
         _req: &Request<'_>,
-        _ino: u64,
-        _newparent: u64,
-        _newname: &OsStr,
+        ino: u64,
+        newparent: u64,
+        newname: &OsStr,
         reply: ReplyEntry,
     ) {
-        // POSIX's errno for a file system without hard links: a name is
-        // the file's one record in Cairn (see the README's Mount section).
-        reply.error(libc::EPERM);
+        let paths = self
+            .shared
+            .path(ino)
+            .and_then(|src| Ok((src, self.shared.child(newparent, newname)?)));
+        let (src, r) = match paths {
+            Ok(p) => p,
+            Err(e) => return reply.error(e),
+        };
+        let name = newname.to_string_lossy().into_owned();
+        self.spawn(|s| async move {
+            answer!(
+                s.link(&src, newparent, &name, r).await,
+                |a| reply.entry(&TTL, &a, 0),
+                reply
+            );
+        });
     }
 
     fn setxattr(
@@ -880,7 +964,7 @@ impl Filesystem for CairnFs {
         offset: i64,
         data: &[u8],
         _write_flags: u32,
-        _flags: i32,
+        flags: i32,
         _lock_owner: Option<u64>,
         reply: ReplyWrite,
     ) {
@@ -890,7 +974,19 @@ impl Filesystem for CairnFs {
         };
         let data = data.to_vec();
         self.spawn(|_| async move {
-            let r = staged.write_at(data, offset.max(0) as u64).await;
+            let r = async {
+                // O_APPEND: at the end of the file as this mount has it,
+                // whatever size the kernel last cached (another mount may
+                // have grown it since). The kernel holds the inode lock
+                // across a write, so appends here do not interleave.
+                let offset = if flags & libc::O_APPEND != 0 {
+                    staged.len().await?
+                } else {
+                    offset.max(0) as u64
+                };
+                staged.write_at(data, offset).await
+            }
+            .await;
             answer!(r.map_err(|e| errno(&e)), |n| reply.written(n as u32), reply);
         });
     }
@@ -1044,7 +1140,7 @@ impl CairnFs {
                     (false, true) => return Err(libc::ENOTDIR),
                     _ => {}
                 }
-                if inode.kind == InodeKind::File {
+                if inode.kind == InodeKind::File && inode.nlink <= 1 {
                     s.keep_for_open_readers(inode.id.0).await;
                 }
                 s.client.remove(&path, false).await.map_err(|e| errno(&e))?;

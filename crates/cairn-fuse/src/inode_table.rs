@@ -36,13 +36,15 @@ pub struct Access {
 }
 
 struct Entry {
-    /// None once this mount unlinked it: open handles keep working, lookups
-    /// by ino fail.
-    path: Option<CairnPath>,
+    /// The names it was found by, the latest first; none once this mount
+    /// unlinked them all: open handles keep working, lookups by ino fail.
+    paths: Vec<CairnPath>,
     nlookup: u64,
     /// For a cued entry: how it is accessed and where the kernel found it
     /// (parent ino, name).
     cued: Option<(Access, u64, String)>,
+    /// The file version whose attributes the kernel was last given.
+    shown: Option<u64>,
 }
 
 pub struct InodeTable {
@@ -55,16 +57,45 @@ impl InodeTable {
         entries.insert(
             ROOT_INO,
             Entry {
-                path: Some(CairnPath::root()),
+                paths: vec![CairnPath::root()],
                 nlookup: 1,
                 cued: None,
+                shown: None,
             },
         );
         InodeTable { entries }
     }
 
     pub fn path(&self, ino: u64) -> Option<CairnPath> {
-        self.entries.get(&ino).and_then(|e| e.path.clone())
+        self.entries
+            .get(&ino)
+            .and_then(|e| e.paths.first().cloned())
+    }
+
+    /// The kernel was given the attributes of `ino` at file `version`.
+    pub fn shown(&mut self, ino: u64, version: u64) {
+        if let Some(e) = self.entries.get_mut(&ino) {
+            e.shown = Some(version);
+        }
+    }
+
+    pub fn shown_version(&self, ino: u64) -> Option<u64> {
+        self.entries.get(&ino).and_then(|e| e.shown)
+    }
+
+    /// Every name `ino` was found by, the latest first.
+    pub fn paths(&self, ino: u64) -> Vec<CairnPath> {
+        self.entries
+            .get(&ino)
+            .map(|e| e.paths.clone())
+            .unwrap_or_default()
+    }
+
+    /// `path` no longer leads to `ino` (another name of it may).
+    pub fn unlinked_from(&mut self, ino: u64, path: &CairnPath) {
+        if let Some(e) = self.entries.get_mut(&ino) {
+            e.paths.retain(|p| p != path);
+        }
     }
 
     /// How `ino` is accessed when it was reached through cue components.
@@ -85,14 +116,16 @@ impl InodeTable {
     #[must_use]
     pub fn remember(&mut self, ino: u64, path: CairnPath) -> bool {
         let e = self.entries.entry(ino).or_insert(Entry {
-            path: None,
+            paths: Vec::new(),
             nlookup: 0,
             cued: None,
+            shown: None,
         });
         if e.cued.is_some() {
             return false;
         }
-        e.path = Some(path);
+        e.paths.retain(|p| *p != path);
+        e.paths.insert(0, path);
         e.nlookup += 1;
         true
     }
@@ -118,9 +151,10 @@ impl InodeTable {
                     self.entries.insert(
                         ino,
                         Entry {
-                            path: Some(path),
+                            paths: vec![path],
                             nlookup: 1,
                             cued: Some((access, parent, name.to_string())),
+                            shown: None,
                         },
                     );
                     return ino;
@@ -130,7 +164,7 @@ impl InodeTable {
                         a.real == access.real && *p == parent && n == name
                     }) =>
                 {
-                    e.path = Some(path);
+                    e.paths = vec![path];
                     e.cued = Some((access, parent, name.to_string()));
                     e.nlookup += 1;
                     return ino;
@@ -154,9 +188,7 @@ impl InodeTable {
 
     pub fn unlinked(&mut self, path: &CairnPath) {
         for e in self.entries.values_mut() {
-            if e.path.as_ref() == Some(path) {
-                e.path = None;
-            }
+            e.paths.retain(|p| p != path);
         }
     }
 
@@ -166,11 +198,14 @@ impl InodeTable {
         self.unlinked(dst);
         let prefix = format!("{}/", src.as_str());
         for e in self.entries.values_mut() {
-            let Some(p) = &e.path else { continue };
-            if p == src {
-                e.path = Some(dst.clone());
-            } else if let Some(rest) = p.as_str().strip_prefix(&prefix) {
-                e.path = CairnPath::parse(&format!("{}/{rest}", dst.as_str())).ok();
+            for p in e.paths.iter_mut() {
+                if p == src {
+                    *p = dst.clone();
+                } else if let Some(rest) = p.as_str().strip_prefix(&prefix) {
+                    if let Ok(moved) = CairnPath::parse(&format!("{}/{rest}", dst.as_str())) {
+                        *p = moved;
+                    }
+                }
             }
         }
     }
@@ -205,6 +240,26 @@ mod tests {
         assert_eq!(t.path(11), None);
         t.forget(ROOT_INO, 5);
         assert_eq!(t.path(ROOT_INO), Some(CairnPath::root()));
+    }
+
+    #[test]
+    fn a_hard_linked_file_keeps_every_name_it_was_found_by() {
+        let mut t = InodeTable::new();
+        assert!(t.remember(20, p("/a")));
+        assert!(t.remember(20, p("/d/b")));
+        assert_eq!(t.path(20), Some(p("/d/b")));
+        assert_eq!(t.paths(20), vec![p("/d/b"), p("/a")]);
+        t.unlinked(&p("/d/b"));
+        assert_eq!(t.path(20), Some(p("/a")));
+        assert!(t.remember(20, p("/e")));
+        t.unlinked_from(20, &p("/e"));
+        assert_eq!(t.path(20), Some(p("/a")));
+        t.renamed(&p("/a"), &p("/c"));
+        assert_eq!(t.path(20), Some(p("/c")));
+        t.unlinked(&p("/c"));
+        assert_eq!(t.path(20), None);
+        t.forget(20, 3);
+        assert_eq!(t.len(), 1);
     }
 
     #[test]

@@ -69,6 +69,7 @@ pub fn mount(
         source,
     })?;
     let (tx, rx) = tokio::sync::oneshot::channel();
+    let notifier = std::sync::Arc::new(std::sync::OnceLock::new());
     let fs = fs::CairnFs::new(
         client,
         rt,
@@ -76,6 +77,7 @@ pub fn mount(
         opts.cache_size,
         opts.read_only,
         tx,
+        notifier.clone(),
     );
     let mut options = vec![
         MountOption::FSName("cairn".into()),
@@ -97,6 +99,7 @@ pub fn mount(
             path: mountpoint.to_path_buf(),
             source,
         })?;
+    let _ = notifier.set(session.notifier());
     Ok(Mount {
         mountpoint: mountpoint.to_path_buf(),
         session: Some(session),

@@ -227,9 +227,9 @@ impl Staged {
         };
         let mut src = tokio::fs::File::from_std(self.file.try_clone()?);
         src.seek(std::io::SeekFrom::Start(0)).await?;
-        let mode = self.inode.lock().unwrap().mode;
+        // No mode: the new version keeps the one in meta, so a chmod made
+        // meanwhile (on any mount) is not undone by this upload.
         let opts = PutOptions {
-            mode: Some(mode),
             cues,
             ..PutOptions::default()
         };

@@ -131,6 +131,7 @@ mod tests {
             gid: None,
             target: None,
             cues: Default::default(),
+            nlink: 1,
         };
         assert_eq!(list(&inode), b"user.a\0user.b\0");
     }

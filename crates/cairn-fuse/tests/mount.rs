@@ -274,9 +274,38 @@ fn close_to_open_across_two_mounts() {
     sh(&format!(
         "echo one > {a}/shared; test \"$(cat {b}/shared)\" = one; \
          echo two > {a}/shared; test \"$(cat {b}/shared)\" = two; \
+         echo one > {a}/sized; test $(stat -c %s {b}/sized) -eq 4; \
+         echo 'grown, past the size b last saw' > {a}/sized; \
+         test \"$(cat {b}/sized)\" = 'grown, past the size b last saw'; \
+         echo one > {a}/app; test $(stat -c %s {b}/app) -eq 4; \
+         echo 'grown by a' > {a}/app; echo tail >> {b}/app; \
+         test \"$(cat {a}/app)\" = \"$(printf 'grown by a\\ntail')\"; \
          exec 3>{b}/shared; echo three >&3; exec 3>&-; test \"$(cat {a}/shared)\" = three; \
          mkdir {b}/dir; sleep 1.2; test -d {a}/dir"
     ));
+}
+
+#[test]
+fn chmod_on_one_mount_survives_another_mounts_upload() {
+    if !fuse_available() {
+        return;
+    }
+    let env = Env::new(2);
+    let (a, b) = (env.mnt(0), env.mnt(1));
+    let (a, b) = (a.display(), b.display());
+    // a has the file open for writing while b changes its mode; a's
+    // close uploads the content and leaves the mode as b set it.
+    sh(&format!(
+        "echo first > {a}/kept; exec 3>>{a}/kept; echo more >&3; \
+         chmod 600 {b}/kept; echo last >&3; exec 3>&-"
+    ));
+    let client = env.cluster_client();
+    let inode = env
+        ._rt
+        .block_on(client.stat(&cairn_types::CairnPath::parse("/kept").unwrap()))
+        .unwrap();
+    assert_eq!(inode.mode & 0o7777, 0o600);
+    assert_eq!(inode.size, "first\nmore\nlast\n".len() as u64);
 }
 
 #[test]
@@ -404,8 +433,24 @@ expect(errno.EEXIST, os.symlink, "x", a + "/rel")
 expect(errno.EEXIST, os.symlink, "x", a + "/dir")
 expect(errno.EINVAL, os.readlink, a + "/dir/target")
 expect(errno.ENOTDIR, os.rmdir, a + "/dangling")
-# Hard links and special files are refused cleanly (EPERM, not ENOSYS).
-expect(errno.EPERM, os.link, a + "/dir/target", a + "/hard")
+# Hard links: one file under two names, seen so by both mounts.
+os.link(a + "/dir/target", a + "/hard")
+assert os.stat(b + "/hard").st_ino == os.stat(b + "/dir/target").st_ino
+assert os.stat(b + "/hard").st_nlink == 2 and os.stat(a + "/dir/target").st_nlink == 2
+with open(a + "/hard", "a") as f:
+    f.write(", twice")
+assert open(b + "/dir/target").read() == "pointed at, twice"
+with open(b + "/dir/target", "r+") as f:
+    f.write("P")
+assert open(a + "/hard").read() == "Pointed at, twice"
+expect(errno.EEXIST, os.link, a + "/dir/target", a + "/rel")
+expect(errno.EPERM, os.link, a + "/dir", a + "/dirhard")
+expect(errno.ENOENT, os.link, a + "/missing", a + "/x")
+os.unlink(a + "/hard")
+assert os.stat(a + "/dir/target").st_nlink == 1
+assert open(b + "/dir/target").read() == "Pointed at, twice"
+expect(errno.ENOENT, os.stat, b + "/hard")
+# Special files are refused cleanly (EPERM, not ENOSYS).
 expect(errno.EPERM, os.mkfifo, a + "/fifo")
 os.mknod(a + "/plain", 0o600 | stat.S_IFREG)
 assert stat.S_ISREG(os.stat(b + "/plain").st_mode)
@@ -450,15 +495,21 @@ fn tar_rsync_git_and_sqlite_in_the_mount() {
         "src={tmp}/src; mkdir -p $src/a/b $src/empty; echo top > $src/top; \
          head -c 2000000 /dev/urandom > $src/a/blob; for i in $(seq 1 50); do echo $i > $src/a/b/f$i; done; \
          ln -s ../top $src/a/up; ln -s a/b $src/blink; ln -s /does/not/exist $src/dangling; \
+         ln $src/a/b/f4 $src/a/hard; ln $src/a/b/f4 $src/hard2; \
          chmod 600 $src/a/b/f1; chmod 755 $src/a/b/f2; chmod 700 $src/empty; \
          touch -h -d '2010-01-01 00:00:00 UTC' $src/a/b/f3; \
          mkdir {mnt}/t; tar -C $src -cf - . | tar -C {mnt}/t -xpf -; \
          diff -r --no-dereference $src {mnt}/t; \
          test \"$(readlink {mnt}/t/a/up)\" = ../top; test \"$(stat -c %a {mnt}/t/a/b/f1)\" = 600; \
+         test \"$(stat -c '%h %i' {mnt}/t/a/hard)\" = \"$(stat -c '%h %i' {mnt}/t/a/b/f4)\"; \
+         test \"$(stat -c %h {mnt}/t/hard2)\" = 3; \
          test \"$(stat -c %Y {mnt}/t/a/b/f3)\" = \"$(stat -c %Y $src/a/b/f3)\"; \
          mkdir {tmp}/back; tar -C {mnt}/t -cf - . | tar -C {tmp}/back -xpf -; \
          diff -r --no-dereference $src {tmp}/back; \
-         rsync -a $src/ {mnt}/r/; diff -r --no-dereference $src {mnt}/r; \
+         test \"$(stat -c %h {tmp}/back/a/hard)\" = 3; \
+         test \"$(stat -c %i {tmp}/back/hard2)\" = \"$(stat -c %i {tmp}/back/a/b/f4)\"; \
+         rsync -aH $src/ {mnt}/r/; diff -r --no-dereference $src {mnt}/r; \
+         test \"$(stat -c %i {mnt}/r/a/hard)\" = \"$(stat -c %i {mnt}/r/a/b/f4)\"; \
          test \"$(stat -c '%a %Y' {mnt}/r/a/b/f3)\" = \"$(stat -c '%a %Y' $src/a/b/f3)\"; \
          test \"$(stat -c %a {mnt}/r/empty)\" = 700; \
          echo changed > $src/a/b/f9; rsync -a --delete $src/ {mnt}/r/; diff -r --no-dereference $src {mnt}/r"

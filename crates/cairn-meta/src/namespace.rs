@@ -14,14 +14,22 @@
 //! | --- | --- | --- |
 //! | `r` | [`Inode`] | the root directory |
 //! | `d` parent(8) name | [`Inode`] | a directory entry with the child's full record inline, so a listing is one range scan and rename moves one value |
-//! | `n` id(8) | parent id and name | reserves the inode id (random ids, no hot counter key) and maps an inode back to its entry |
+//! | `d` 0(8) id(16 hex) | [`Inode`] | the record of a file with hard links: each of its names is an entry holding a stub (`nlink` 0) that points here, and the record's `nlink` counts them |
+//! | `n` id(8) | parent id and name | reserves the inode id (random ids, no hot counter key) and maps an inode back to its entry (for a hard-linked file, the name it was created with) |
 //! | `t` id(8) | [`Inode`] | a detached directory whose contents the trash purger still has to delete |
 //! | `g` due_ms(8) chunk(16) | [`GarbageChunk`] | a chunk to delete from its nodes once `due_ms` has passed |
 //!
 //! Values are postcard-encoded [`Inode`]s. Postcard records carry no field
 //! names, so every layout an older version wrote stays readable through
 //! [`Record`]: `v1` is the inode before owners and symlinks (`uid`, `gid`,
-//! `target`), read as an inode without them.
+//! `target`), read as an inode without them; `v2` the inode before hard
+//! links (`nlink`), read as a file with one name.
+//!
+//! Hard links keep the common case cheap: a file with one name has its
+//! record inline in its entry (lookup and listing cost nothing extra); the
+//! first `link` moves the record to a key of its own under the unused
+//! directory id 0, so it lies in the entry range that repair and
+//! accounting already scan, and every name holds a stub.
 
 use crate::store::{prefix_end, Condition, MetaStore, Txn};
 use cairn_types::{
@@ -31,7 +39,7 @@ use cairn_types::{
 };
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -50,6 +58,8 @@ const ENTRY: u8 = b'd';
 const INODE: u8 = b'n';
 const TRASH: u8 = b't';
 const GARBAGE: u8 = b'g';
+/// Parent id of shared (hard-linked) file records; no directory has it.
+const LINKED: InodeId = InodeId(0);
 // `A` (allocation records, crate::alloc), `N/` (nodes) are used elsewhere.
 
 pub use cairn_types::{DirEntry, Extent, GarbageChunk, Inode, InodeKind};
@@ -82,6 +92,11 @@ fn id_key(prefix: u8, id: InodeId) -> Vec<u8> {
     let mut k = vec![prefix];
     k.extend_from_slice(&id.0.to_be_bytes());
     k
+}
+
+/// Where the record of hard-linked file `id` lives.
+fn shared_key(id: InodeId) -> Vec<u8> {
+    entry_key(LINKED, &format!("{:016x}", id.0))
 }
 
 fn garbage_key(due_ms: u64, chunk: ChunkId) -> Vec<u8> {
@@ -127,13 +142,64 @@ impl Record for GarbageChunk {
 }
 
 impl Record for Inode {
-    /// The current layout, else v1. A v1 record ends where the current
-    /// layout's new fields begin, so it never decodes as the current one.
+    /// The current layout, else v2, else v1. An older record ends where
+    /// a newer layout's fields begin, so it never decodes as a newer one.
     fn decode(bytes: &[u8]) -> Result<Self> {
-        postcard_decode(bytes).or_else(|e| match postcard::from_bytes::<v1::Inode>(bytes) {
-            Ok(old) => Ok(old.into()),
-            Err(_) => Err(e),
+        postcard_decode(bytes).or_else(|e| {
+            if let Ok(old) = postcard::from_bytes::<v2::Inode>(bytes) {
+                return Ok(old.into());
+            }
+            match postcard::from_bytes::<v1::Inode>(bytes) {
+                Ok(old) => Ok(old.into()),
+                Err(_) => Err(e),
+            }
         })
+    }
+}
+
+/// Before hard links: every file had one name (`nlink` 1).
+mod v2 {
+    use cairn_types::{Cues, Extent, InodeId, InodeKind, Version, Xattrs};
+    use serde::{Deserialize, Serialize};
+
+    #[derive(Serialize, Deserialize)]
+    pub struct Inode {
+        pub id: InodeId,
+        pub kind: InodeKind,
+        pub size: u64,
+        pub version: Version,
+        pub mtime_ms: u64,
+        pub ctime_ms: u64,
+        pub mode: u32,
+        pub extents: Vec<Extent>,
+        pub chunk_size: u64,
+        pub xattrs: Xattrs,
+        pub uid: Option<u32>,
+        pub gid: Option<u32>,
+        pub target: Option<String>,
+        pub cues: Cues,
+    }
+
+    impl From<Inode> for super::Inode {
+        fn from(o: Inode) -> super::Inode {
+            super::Inode {
+                id: o.id,
+                kind: o.kind,
+                size: o.size,
+                version: o.version,
+                mtime_ms: o.mtime_ms,
+                ctime_ms: o.ctime_ms,
+                mode: o.mode,
+                extents: o.extents,
+                chunk_size: o.chunk_size,
+                xattrs: o.xattrs,
+                uid: o.uid,
+                gid: o.gid,
+                target: o.target,
+                cues: o.cues,
+                nlink: 1,
+            }
+        }
     }
 }
 
@@ -175,6 +241,7 @@ mod v1 {
                 gid: None,
                 target: None,
                 cues: cairn_types::Cues::default(),
+                nlink: 1,
             }
         }
     }
@@ -195,6 +262,10 @@ struct Tx<'a> {
     /// The deepest directory on that walk whose own cues say
     /// `keep_together`: its subtree's chunks share one node set.
     together: Option<InodeId>,
+    /// Files resolved through a stub: their record is at [`shared_key`];
+    /// with the record as this transaction last wrote it, so two names of
+    /// one file dropped together count twice.
+    shared: HashMap<InodeId, Option<Inode>>,
 }
 
 impl<'a> Tx<'a> {
@@ -205,6 +276,35 @@ impl<'a> Tx<'a> {
             txn: Txn::new(),
             inherited: Cues::default(),
             together: None,
+            shared: HashMap::new(),
+        }
+    }
+
+    /// The record an entry names: itself, or for a stub the shared record
+    /// (pinned too).
+    async fn follow(&mut self, entry: Option<Inode>) -> Result<Option<Inode>> {
+        match entry {
+            Some(e) if is_stub(&e) => {
+                let record = match self.shared.get(&e.id) {
+                    Some(Some(written)) => Some(written.clone()),
+                    _ => self.get::<Inode>(shared_key(e.id)).await?,
+                };
+                let record = record.ok_or_else(|| {
+                    Error::corrupt(format!("the shared record of inode {} is missing", e.id))
+                })?;
+                self.shared.entry(e.id).or_insert(None);
+                Ok(Some(record))
+            }
+            other => Ok(other),
+        }
+    }
+
+    /// Where the record of `inode`, found at entry `key`, is written.
+    fn record_key(&self, key: &[u8], inode: &Inode) -> Vec<u8> {
+        if self.shared.contains_key(&inode.id) {
+            shared_key(inode.id)
+        } else {
+            key.to_vec()
         }
     }
 
@@ -304,15 +404,18 @@ impl<'a> Tx<'a> {
         }
         let (_, key, entry) = self.resolve_entry(path).await?;
         let inode = entry.ok_or_else(|| Error::not_found(format!("{path} does not exist")))?;
-        Ok((key, inode))
+        Ok((self.record_key(&key, &inode), inode))
     }
 
-    /// Resolve `path`'s parent and read its entry: (parent, entry key, entry).
+    /// Resolve `path`'s parent and read its entry: (parent, entry key,
+    /// record; a hard-linked file's is its shared record, see
+    /// [`Self::record_key`]).
     async fn resolve_entry(&mut self, path: &CairnPath) -> Result<(Inode, Vec<u8>, Option<Inode>)> {
         let (parent_path, name) = path.split_last().expect("callers handle the root");
         let parent = self.resolve_dir(&parent_path).await?;
         let key = entry_key(parent.id, name);
         let entry = self.get(key.clone()).await?;
+        let entry = self.follow(entry).await?;
         Ok((parent, key, entry))
     }
 }
@@ -401,6 +504,64 @@ impl Namespace {
                 );
             }
         }
+    }
+
+    /// One name of file or symlink `node` (found through `tx`) goes away;
+    /// with its last name the file goes, and its chunks not in `keep`
+    /// become garbage.
+    fn drop_name(&self, tx: &mut Tx<'_>, node: &Inode, keep: &[Extent]) {
+        let shared = tx.shared.contains_key(&node.id);
+        if shared && node.nlink > 1 {
+            let mut rest = node.clone();
+            rest.nlink -= 1;
+            rest.ctime_ms = now_ms();
+            tx.put(shared_key(node.id), &rest);
+            tx.shared.insert(node.id, Some(rest));
+            return;
+        }
+        if shared {
+            tx.delete(shared_key(node.id));
+        }
+        tx.delete(id_key(INODE, node.id));
+        self.add_garbage(tx, &node.extents, keep);
+    }
+
+    /// Give the file or symlink at `src` the further name `dst` (a hard
+    /// link). A directory `src` is `PermissionDenied`, an existing `dst`
+    /// `AlreadyExists`. Returns the file's record, `nlink` counting `dst`.
+    pub async fn link(&self, src: &CairnPath, dst: &CairnPath) -> Result<Inode> {
+        if src.is_root() || dst.is_root() {
+            return Err(Error::denied("the root directory cannot be linked"));
+        }
+        retry("link", || self.link_once(src, dst)).await
+    }
+
+    async fn link_once(&self, src: &CairnPath, dst: &CairnPath) -> Result<Option<Inode>> {
+        let mut tx = Tx::new(self.store.as_ref());
+        let (_, src_key, file) = tx.resolve_entry(src).await?;
+        let mut file = file.ok_or_else(|| Error::not_found(format!("{src} does not exist")))?;
+        if file.kind == InodeKind::Directory {
+            return Err(Error::denied(format!(
+                "{src} is a directory; directories cannot have hard links"
+            )));
+        }
+        let (_, dst_key, existing) = tx.resolve_entry(dst).await?;
+        if let Some(e) = existing {
+            return Err(Error::exists(format!(
+                "{dst} already exists as a {}",
+                kind_name(e.kind)
+            )));
+        }
+        if !tx.shared.contains_key(&file.id) {
+            // The first link: the record moves out of the entry.
+            tx.pin(shared_key(file.id), 0);
+            tx.put(src_key, &stub(&file));
+        }
+        file.nlink = file.nlink.max(1) + 1;
+        file.ctime_ms = now_ms();
+        tx.put(shared_key(file.id), &file);
+        tx.create(dst_key, &stub(&file));
+        Ok(tx.commit().await?.map(|_| file))
     }
 
     pub async fn lookup(&self, path: &CairnPath) -> Result<Inode> {
@@ -568,7 +729,7 @@ impl Namespace {
             path,
             extents,
             expected,
-            mode,
+            Some(mode),
             chunk_size,
             None,
             &Cues::default(),
@@ -577,6 +738,7 @@ impl Namespace {
     }
 
     /// [`Self::commit_file`] that also sets the file's extended attributes:
+    /// `mode` None keeps the replaced version's (0o644 for a new file);
     /// `None` keeps those of the version it replaces (none for a new file),
     /// `Some` replaces them all, atomically with the content. The persistent
     /// part of `cues` (from the writer's path) is fixed on the file; see
@@ -587,7 +749,7 @@ impl Namespace {
         path: &CairnPath,
         extents: Vec<Extent>,
         expected: Option<Version>,
-        mode: u32,
+        mode: Option<u32>,
         chunk_size: u64,
         xattrs: Option<Xattrs>,
         cues: &Cues,
@@ -606,7 +768,7 @@ impl Namespace {
         path: &CairnPath,
         extents: &[Extent],
         expected: Option<Version>,
-        mode: u32,
+        mode: Option<u32>,
         chunk_size: u64,
         xattrs: &Option<Xattrs>,
         cues: &Cues,
@@ -620,8 +782,9 @@ impl Namespace {
         let (parent, key, existing) = tx.resolve_entry(path).await?;
         let (id, version, kept) =
             self.next_version(&mut tx, path, &parent, existing, expected, extents, cues)?;
+        let mode = mode.or(kept.mode).unwrap_or(0o644);
         let inode = kept.into_file(id, version, mode, extents.to_vec(), chunk_size, xattrs);
-        tx.put(key, &inode);
+        tx.put(tx.record_key(&key, &inode), &inode);
         Ok(tx.commit().await?.map(|_| inode))
     }
 
@@ -702,6 +865,8 @@ impl Namespace {
                     uid: old.uid,
                     gid: old.gid,
                     cues: old.cues.merge(&req.persistent()),
+                    nlink: old.nlink,
+                    mode: Some(old.mode),
                 };
                 Ok((old.id, Version(old.version.0 + 1), kept))
             }
@@ -723,6 +888,8 @@ impl Namespace {
                     uid: None,
                     gid: None,
                     cues: tx.inherited.persistent().merge(&req.persistent()),
+                    nlink: 1,
+                    mode: None,
                 };
                 Ok((id, Version(1), kept))
             }
@@ -752,6 +919,12 @@ impl Namespace {
                     kind_name(file.kind)
                 )));
             }
+            if tx.shared.contains_key(&file.id) {
+                // Its chunks would then belong to two files.
+                return Err(Error::invalid(format!(
+                    "{src} has other names (hard links); compose takes files with one name"
+                )));
+            }
             tx.delete(key);
             tx.delete(id_key(INODE, file.id));
             chunk_size = chunk_size.max(file.chunk_size);
@@ -769,7 +942,7 @@ impl Namespace {
             &src_cues.unwrap_or_default(),
         )?;
         let inode = kept.into_file(id, version, mode, extents, chunk_size, xattrs);
-        tx.put(key, &inode);
+        tx.put(tx.record_key(&key, &inode), &inode);
         Ok(tx.commit().await?.map(|_| inode))
     }
 
@@ -898,14 +1071,22 @@ impl Namespace {
             .store
             .scan(&start, &children_end(dir.id), limit)
             .await?;
-        kvs.iter()
-            .map(|kv| {
-                Ok(DirEntry {
-                    name: entry_name(&kv.key)?,
-                    inode: decode(&kv.value)?,
-                })
-            })
-            .collect()
+        let mut out = Vec::with_capacity(kvs.len());
+        for kv in &kvs {
+            let mut inode: Inode = decode(&kv.value)?;
+            if is_stub(&inode) {
+                // A hard-linked file: one more read, for its names only.
+                let Some((v, _)) = self.store.get(&shared_key(inode.id)).await? else {
+                    continue; // its last other name went meanwhile
+                };
+                inode = decode(&v)?;
+            }
+            out.push(DirEntry {
+                name: entry_name(&kv.key)?,
+                inode,
+            });
+        }
+        Ok(out)
     }
 
     /// Remove a file or an empty directory; a non-empty directory needs
@@ -925,10 +1106,7 @@ impl Namespace {
         let node = entry.ok_or_else(|| Error::not_found(format!("{path} does not exist")))?;
         tx.delete(key);
         match node.kind {
-            InodeKind::File | InodeKind::Symlink => {
-                tx.delete(id_key(INODE, node.id));
-                self.add_garbage(&mut tx, &node.extents, &[]);
-            }
+            InodeKind::File | InodeKind::Symlink => self.drop_name(&mut tx, &node, &[]),
             InodeKind::Directory => {
                 if tx.dir_is_empty(node.id).await? {
                     tx.delete(id_key(INODE, node.id));
@@ -976,6 +1154,7 @@ impl Namespace {
         if src == dst {
             return Ok(Some(()));
         }
+        let moving_shared = tx.shared.contains_key(&moving.id);
         if moving.kind == InodeKind::Directory && dst.starts_with(src) {
             return Err(Error::invalid(format!(
                 "cannot move directory {src} into its own subtree ({dst})"
@@ -983,6 +1162,10 @@ impl Namespace {
         }
         let (dst_parent, dst_key, target) = tx.resolve_entry(dst).await?;
         if let Some(target) = target {
+            if target.id == moving.id && replace {
+                // Two names of one file: POSIX rename does nothing.
+                return Ok(Some(()));
+            }
             if !replace {
                 return Err(Error::exists(format!(
                     "{dst} already exists as a {} (rename without replacing)",
@@ -1013,14 +1196,21 @@ impl Namespace {
                         )));
                     }
                 }
-                (false, false) => self.add_garbage(&mut tx, &target.extents, &moving.extents),
+                (false, false) => self.drop_name(&mut tx, &target, &moving.extents),
             }
-            tx.delete(id_key(INODE, target.id));
+            if dirs.1 {
+                tx.delete(id_key(INODE, target.id));
+            }
         }
         moving.ctime_ms = now_ms();
         let (_, dst_name) = dst.split_last().expect("not the root");
         tx.delete(src_key);
-        tx.put(dst_key, &moving);
+        if moving_shared {
+            tx.put(dst_key, &stub(&moving));
+            tx.put(shared_key(moving.id), &moving);
+        } else {
+            tx.put(dst_key, &moving);
+        }
         tx.put(
             id_key(INODE, moving.id),
             &InodeLink {
@@ -1128,8 +1318,8 @@ impl Namespace {
             tx.delete(kv.key.clone());
             match child.kind {
                 InodeKind::File | InodeKind::Symlink => {
-                    tx.delete(id_key(INODE, child.id));
-                    self.add_garbage(&mut tx, &child.extents, &[]);
+                    let child = tx.follow(Some(child)).await?.expect("followed an entry");
+                    self.drop_name(&mut tx, &child, &[]);
                 }
                 InodeKind::Directory => tx.put(id_key(TRASH, child.id), &child),
             }
@@ -1166,7 +1356,8 @@ impl Namespace {
         let mut files = Vec::new();
         for kv in page {
             let inode: Inode = decode(&kv.value)?;
-            if inode.kind == InodeKind::File {
+            // A stub's file is scanned at its shared record.
+            if inode.kind == InodeKind::File && !is_stub(&inode) {
                 files.push((kv.key, inode));
             }
         }
@@ -1266,7 +1457,22 @@ fn new_dir(id: InodeId, now: u64) -> Inode {
         gid: None,
         target: None,
         cues: Cues::default(),
+        nlink: 1,
     }
+}
+
+/// The directory entry of one name of a shared (hard-linked) record.
+fn stub(of: &Inode) -> Inode {
+    let mut s = new_dir(of.id, 0);
+    s.kind = of.kind;
+    s.mode = 0;
+    s.version = Version(0);
+    s.nlink = 0;
+    s
+}
+
+fn is_stub(entry: &Inode) -> bool {
+    entry.nlink == 0 && entry.kind != InodeKind::Directory
 }
 
 /// What a new version of a file inherits from the one it replaces.
@@ -1275,6 +1481,9 @@ struct Kept {
     uid: Option<u32>,
     gid: Option<u32>,
     cues: Cues,
+    nlink: u32,
+    /// The replaced version's mode, for a commit that keeps it.
+    mode: Option<u32>,
 }
 
 impl Kept {
@@ -1305,6 +1514,7 @@ impl Kept {
             gid: self.gid,
             target: None,
             cues: self.cues,
+            nlink: self.nlink,
         }
     }
 }
@@ -1544,6 +1754,152 @@ mod tests {
         let root = ns.set_attr(&p("/"), None, &other).await.unwrap();
         assert_eq!(root.mode, 0o600);
         assert_eq!(ns.lookup(&p("/")).await.unwrap().mode, 0o600);
+    }
+
+    #[tokio::test]
+    async fn inodes_of_the_v2_layout_decode_with_one_name() {
+        let (_d, ns) = open_ns(Duration::ZERO).await;
+        let old = v2::Inode {
+            id: InodeId(78),
+            kind: InodeKind::Symlink,
+            size: 3,
+            version: Version(1),
+            mtime_ms: 5,
+            ctime_ms: 6,
+            mode: 0o777,
+            extents: vec![],
+            chunk_size: 0,
+            xattrs: Xattrs::new(),
+            uid: Some(4),
+            gid: Some(5),
+            target: Some("abc".into()),
+            cues: Cues::parse("rep=2").unwrap(),
+        };
+        let txn = Txn::new().put(entry_key(InodeId::ROOT, "l"), encode(&old));
+        ns.store.commit(txn).await.unwrap();
+        let got = ns.lookup(&p("/l")).await.unwrap();
+        assert_eq!(
+            (got.nlink, got.uid, got.target.as_deref()),
+            (1, Some(4), Some("abc"))
+        );
+        assert_eq!(got.cues.rep, Some(2));
+    }
+
+    async fn count_scanned(ns: &Namespace, id: InodeId) -> usize {
+        let (files, _) = ns.scan_files(None, 10_000).await.unwrap();
+        files.iter().filter(|(_, i)| i.id == id).count()
+    }
+
+    #[tokio::test]
+    async fn hard_links_share_one_record() {
+        let (_d, ns) = open_ns(Duration::ZERO).await;
+        ns.mkdir(&p("/d"), false).await.unwrap();
+        let a = ns
+            .commit_file(&p("/a"), vec![ext(1, 10)], None, 0o644, 10)
+            .await
+            .unwrap();
+        assert_eq!(a.nlink, 1);
+        assert_eq!(
+            kind(ns.link(&p("/d"), &p("/x")).await),
+            ErrorKind::PermissionDenied
+        );
+        assert_eq!(
+            kind(ns.link(&p("/a"), &p("/d")).await),
+            ErrorKind::AlreadyExists
+        );
+        assert_eq!(
+            kind(ns.link(&p("/nope"), &p("/y")).await),
+            ErrorKind::NotFound
+        );
+        assert_eq!(
+            kind(ns.link(&p("/a"), &p("/nodir/y")).await),
+            ErrorKind::NotFound
+        );
+        let linked = ns.link(&p("/a"), &p("/d/b")).await.unwrap();
+        assert_eq!((linked.id, linked.nlink), (a.id, 2));
+        let b = ns.lookup(&p("/d/b")).await.unwrap();
+        assert_eq!(b, ns.lookup(&p("/a")).await.unwrap());
+        assert_eq!((b.nlink, b.extents.len()), (2, 1));
+        // A new version through one name is the file of every name; only
+        // the replaced chunk is garbage.
+        let v2 = ns
+            .commit_file(&p("/d/b"), vec![ext(2, 5)], Some(Version(1)), 0o600, 10)
+            .await
+            .unwrap();
+        assert_eq!((v2.id, v2.version, v2.nlink), (a.id, Version(2), 2));
+        assert_eq!(ns.lookup(&p("/a")).await.unwrap(), v2);
+        assert_eq!(pending_garbage(&ns).await, vec![ChunkId(1)]);
+        let changes = AttrChanges {
+            mode: Some(0o640),
+            ..AttrChanges::default()
+        };
+        ns.set_attr(&p("/a"), Some(a.id), &changes).await.unwrap();
+        assert_eq!(ns.lookup(&p("/d/b")).await.unwrap().mode, 0o640);
+        ns.set_cues(&p("/d/b"), &Cues::parse("rep=1").unwrap(), false)
+            .await
+            .unwrap();
+        assert_eq!(ns.cues(&p("/a")).await.unwrap().effective.rep, Some(1));
+        // Listings show the record; repair scans it once, at its own key.
+        let listed = ns.list(&p("/d"), None, 10).await.unwrap();
+        assert_eq!(listed[0].inode.extents, v2.extents);
+        assert_eq!(listed[0].inode.nlink, 2);
+        assert_eq!(count_scanned(&ns, a.id).await, 1);
+        let (files, _) = ns.scan_files(None, 10_000).await.unwrap();
+        let key = files.iter().find(|(_, i)| i.id == a.id).unwrap().0.clone();
+        assert!(ns
+            .set_chunk_nodes(&key, ChunkId(2), &[NodeId(9)])
+            .await
+            .unwrap());
+        assert_eq!(
+            ns.lookup(&p("/a")).await.unwrap().extents[0].nodes,
+            vec![NodeId(9)]
+        );
+        // Renaming a name keeps the link; renaming one name over another
+        // of the same file does nothing.
+        ns.rename(&p("/d/b"), &p("/c")).await.unwrap();
+        ns.rename(&p("/a"), &p("/c")).await.unwrap();
+        assert_eq!(ns.lookup(&p("/a")).await.unwrap().nlink, 2);
+        assert_eq!(ns.lookup(&p("/c")).await.unwrap().id, a.id);
+        // Compose would hand the chunks to a second file.
+        assert_eq!(
+            kind(ns.compose(&p("/z"), &[p("/a")], None, 0o644, None).await),
+            ErrorKind::InvalidInput
+        );
+        // Removing a name leaves the file to the others.
+        ns.remove(&p("/a"), false).await.unwrap();
+        assert_eq!(kind(ns.lookup(&p("/a")).await), ErrorKind::NotFound);
+        let c = ns.lookup(&p("/c")).await.unwrap();
+        assert_eq!((c.nlink, c.id), (1, a.id));
+        assert_eq!(pending_garbage(&ns).await, vec![ChunkId(1)]);
+        // Replacing a name by rename drops only that name.
+        ns.link(&p("/c"), &p("/d/e")).await.unwrap();
+        ns.commit_file(&p("/n"), vec![ext(3, 1)], None, 0o644, 1)
+            .await
+            .unwrap();
+        ns.rename(&p("/n"), &p("/d/e")).await.unwrap();
+        assert_eq!(ns.lookup(&p("/c")).await.unwrap().nlink, 1);
+        assert_eq!(
+            ns.lookup(&p("/d/e")).await.unwrap().extents[0].chunk,
+            ChunkId(3)
+        );
+        assert_eq!(pending_garbage(&ns).await, vec![ChunkId(1)]);
+        // Two names in a removed tree, a third outside: purging the tree
+        // leaves the file; removing the last name collects it.
+        ns.mkdir(&p("/t"), false).await.unwrap();
+        ns.link(&p("/c"), &p("/t/x")).await.unwrap();
+        ns.link(&p("/c"), &p("/t/y")).await.unwrap();
+        assert_eq!(ns.lookup(&p("/c")).await.unwrap().nlink, 3);
+        ns.remove(&p("/t"), true).await.unwrap();
+        while ns.purge_trash(100).await.unwrap() > 0 {}
+        let c = ns.lookup(&p("/c")).await.unwrap();
+        assert_eq!((c.nlink, c.extents[0].chunk), (1, ChunkId(2)));
+        ns.remove(&p("/c"), false).await.unwrap();
+        let mut garbage = pending_garbage(&ns).await;
+        garbage.sort();
+        assert_eq!(garbage, vec![ChunkId(1), ChunkId(2)]);
+        assert_eq!(count_scanned(&ns, a.id).await, 0);
+        let ids = ns.store.scan(&[INODE], &[INODE + 1], 100).await.unwrap();
+        assert!(ids.iter().all(|kv| kv.key != id_key(INODE, a.id)));
     }
 
     #[tokio::test]
@@ -2284,11 +2640,13 @@ mod tests {
         Commit(String),
         Rename(String, String),
         Remove(String, bool),
+        Link(String, String),
     }
 
+    /// A file (which one: names of one file share it) or a directory.
     #[derive(Clone, Copy, Debug, PartialEq)]
     enum K {
-        F,
+        F(u32),
         D,
     }
 
@@ -2306,7 +2664,7 @@ mod tests {
         for a in ancestors(path) {
             match m.get(&a) {
                 None => return Err(ErrorKind::NotFound),
-                Some(K::F) => return Err(ErrorKind::NotADirectory),
+                Some(K::F(_)) => return Err(ErrorKind::NotADirectory),
                 Some(K::D) => {}
             }
         }
@@ -2335,8 +2693,8 @@ mod tests {
                             return if *parents { Ok(()) } else { Err(AlreadyExists) }
                         }
                         (Some(K::D), false) => {}
-                        (Some(K::F), true) => return Err(AlreadyExists),
-                        (Some(K::F), false) => return Err(NotADirectory),
+                        (Some(K::F(_)), true) => return Err(AlreadyExists),
+                        (Some(K::F(_)), false) => return Err(NotADirectory),
                         (None, false) if !parents => return Err(NotFound),
                         (None, _) => {
                             // Once something is missing, everything below it is too.
@@ -2352,10 +2710,35 @@ mod tests {
             }
             ModelOp::Commit(path) => {
                 check_parent(m, path)?;
-                if m.get(path) == Some(&K::D) {
-                    return Err(IsADirectory);
+                match m.get(path) {
+                    Some(K::D) => return Err(IsADirectory),
+                    Some(K::F(_)) => {} // a new version of the same file
+                    None => {
+                        let next = m
+                            .values()
+                            .filter_map(|k| match k {
+                                K::F(id) => Some(*id + 1),
+                                K::D => None,
+                            })
+                            .max()
+                            .unwrap_or(0);
+                        m.insert(path.clone(), K::F(next));
+                    }
                 }
-                m.insert(path.clone(), K::F);
+                Ok(())
+            }
+            ModelOp::Link(src, dst) => {
+                check_parent(m, src)?;
+                let file = match m.get(src) {
+                    None => return Err(NotFound),
+                    Some(K::D) => return Err(PermissionDenied),
+                    Some(f) => *f,
+                };
+                check_parent(m, dst)?;
+                if m.contains_key(dst) {
+                    return Err(AlreadyExists);
+                }
+                m.insert(dst.clone(), file);
                 Ok(())
             }
             ModelOp::Remove(path, recursive) => {
@@ -2381,9 +2764,13 @@ mod tests {
                     return Err(InvalidInput);
                 }
                 check_parent(m, dst)?;
+                if m.get(dst) == Some(&sk) && sk != K::D {
+                    // Two names of one file: rename does nothing.
+                    return Ok(());
+                }
                 match (sk, m.get(dst)) {
-                    (K::F, Some(K::D)) => return Err(IsADirectory),
-                    (K::D, Some(K::F)) => return Err(NotADirectory),
+                    (K::F(_), Some(K::D)) => return Err(IsADirectory),
+                    (K::D, Some(K::F(_))) => return Err(NotADirectory),
                     (K::D, Some(K::D)) if has_children(m, dst) => return Err(DirectoryNotEmpty),
                     _ => {}
                 }
@@ -2411,20 +2798,34 @@ mod tests {
                 .map(|_| ()),
             ModelOp::Rename(a, b) => ns.rename(&p(a), &p(b)).await,
             ModelOp::Remove(path, recursive) => ns.remove(&p(path), *recursive).await,
+            ModelOp::Link(a, b) => ns.link(&p(a), &p(b)).await.map(|_| ()),
         };
         r.map_err(|e| e.kind)
     }
 
     async fn check_against_model(ns: &Namespace, m: &Model) {
         let mut dirs = vec!["/".to_string()];
+        // Model file -> (inode id, names).
+        let mut files: BTreeMap<u32, (InodeId, u32)> = BTreeMap::new();
         for (path, k) in m {
             let inode = ns
                 .lookup(&p(path))
                 .await
                 .unwrap_or_else(|e| panic!("{path}: {e}"));
             assert_eq!(inode.kind == InodeKind::Directory, *k == K::D, "{path}");
-            if *k == K::D {
-                dirs.push(path.clone());
+            match k {
+                K::D => dirs.push(path.clone()),
+                K::F(f) => {
+                    let seen = files.entry(*f).or_insert((inode.id, 0));
+                    assert_eq!(seen.0, inode.id, "{path}: names of one file, one inode");
+                    seen.1 += 1;
+                }
+            }
+        }
+        for (path, k) in m {
+            if let K::F(f) = k {
+                let inode = ns.lookup(&p(path)).await.unwrap();
+                assert_eq!(inode.nlink, files[f].1, "{path}: nlink");
             }
         }
         for dir in dirs {
@@ -2442,8 +2843,16 @@ mod tests {
             .await
             .unwrap();
         let trash = ns.store.scan(&[TRASH], &[TRASH + 1], 1).await.unwrap();
+        let linked = children_start(LINKED);
+        let (shared, named): (Vec<_>, Vec<_>) =
+            entries.iter().partition(|kv| kv.key.starts_with(&linked));
         if trash.is_empty() {
-            assert_eq!(entries.len(), m.len());
+            assert_eq!(named.len(), m.len());
+            let live: HashSet<InodeId> = files.values().map(|(id, _)| *id).collect();
+            for kv in shared {
+                let record: Inode = decode(&kv.value).unwrap();
+                assert!(live.contains(&record.id), "orphaned shared record");
+            }
         }
     }
 
@@ -2460,11 +2869,12 @@ mod tests {
             model_path().prop_map(ModelOp::Commit),
             (model_path(), model_path()).prop_map(|(a, b)| ModelOp::Rename(a, b)),
             (model_path(), any::<bool>()).prop_map(|(p, b)| ModelOp::Remove(p, b)),
+            (model_path(), model_path()).prop_map(|(a, b)| ModelOp::Link(a, b)),
         ]
     }
 
     proptest::proptest! {
-        #![proptest_config(proptest::prelude::ProptestConfig { cases: 24, ..Default::default() })]
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 32, ..Default::default() })]
         #[test]
         fn namespace_matches_model(ops in proptest::collection::vec(model_op(), 1..40)) {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();

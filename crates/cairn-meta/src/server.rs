@@ -296,6 +296,7 @@ impl Meta {
                 | MetaRequest::Compose { .. }
                 | MetaRequest::SetAttr { .. }
                 | MetaRequest::SetCues { .. }
+                | MetaRequest::Link { .. }
         );
         let answer = self.handle_one(role, client, req).await;
         if let Ok(a) = &answer {
@@ -471,6 +472,9 @@ impl Meta {
             MetaRequest::RenameNoReplace { src, dst } => {
                 self.ns.rename_with(&src, &dst, false).await?;
                 Ok(MetaResponse::Ok)
+            }
+            MetaRequest::Link { src, dst } => {
+                Ok(MetaResponse::Inode(self.ns.link(&src, &dst).await?))
             }
             MetaRequest::AllocChunk {
                 path,

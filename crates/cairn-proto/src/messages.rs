@@ -106,11 +106,12 @@ pub enum MetaRequest {
     },
     /// `xattrs`: None keeps the replaced version's, Some replaces them.
     /// `cues`: the writer's cues; their persistent part is fixed on the file.
+    /// `mode`: None keeps the replaced version's (0o644 for a new file).
     CommitFile {
         path: CairnPath,
         extents: Vec<Extent>,
         expected: Option<Version>,
-        mode: u32,
+        mode: Option<u32>,
         chunk_size: u64,
         xattrs: Option<cairn_types::Xattrs>,
         cues: Cues,
@@ -185,6 +186,12 @@ pub enum MetaRequest {
     As {
         client: u64,
         req: Box<MetaRequest>,
+    },
+    /// Give the file or symlink `src` the further name `dst` (a hard
+    /// link). Answers the file's inode, `nlink` counting the new name.
+    Link {
+        src: CairnPath,
+        dst: CairnPath,
     },
 }
 

@@ -35,7 +35,7 @@ pub struct Listing {
 }
 
 enum Item {
-    Object(String, Inode),
+    Object(String, Box<Inode>),
     Prefix(String),
 }
 
@@ -152,7 +152,7 @@ impl Walker<'_> {
                 InodeKind::File => {
                     return Ok(Some(Item::Object(
                         format!("{}{}", top.key_prefix, e.name),
-                        e.inode,
+                        Box::new(e.inode),
                     )))
                 }
                 InodeKind::Directory => top.pending.push(e.name),
@@ -290,7 +290,7 @@ pub async fn list(client: &Client, bucket: &CairnPath, q: &Query) -> S3Result<Li
     let mut count = 0;
     while let Some(item) = w.next().await.map_err(|e| s3_err(e, Missing::Bucket))? {
         let (key, obj) = match item {
-            Item::Object(k, i) => (k, Some(i)),
+            Item::Object(k, i) => (k, Some(*i)),
             Item::Prefix(p) => (p, None),
         };
         if !key.starts_with(&q.prefix) {

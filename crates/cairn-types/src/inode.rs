@@ -45,6 +45,10 @@ pub struct Inode {
     /// Cues set on this path: on a directory, inherited by everything below;
     /// on a file, its persistent cues fixed at creation plus any set since.
     pub cues: crate::Cues,
+    /// Names of this file or symlink (hard links); 1 for directories. Meta
+    /// never hands out a record with 0: that marks, inside meta only, a
+    /// directory entry whose record is shared by several names.
+    pub nlink: u32,
 }
 
 /// Extended attributes by name.

@@ -115,7 +115,7 @@ impl Shared {
         if let Some(s) = staged.as_ref().filter(|s| s.is_dirty()) {
             self.upload(s).await?;
         }
-        let path = match self.path(ino) {
+        let path = match self.live_path(ino).await {
             Ok(p) => p,
             // Open but unlinked here: nothing in meta to change.
             Err(e) => {
