@@ -242,6 +242,16 @@ impl Client {
         let crcs = BlockCrcs::compute(&data);
         let mut exclude: Vec<NodeId> = Vec::new();
         let mut failures: Vec<String> = Vec::new();
+        // Every node tried was out of space: the write fails as a full
+        // disk does (ENOSPC through the mount), not as an outage.
+        let mut all_full = true;
+        let out_of_reach = |e: Error, all_full: bool| {
+            if all_full && e.kind == ErrorKind::Unavailable {
+                Error::no_space(e.message)
+            } else {
+                e
+            }
+        };
         for _ in 0..PLACE_ATTEMPTS {
             let req = MetaRequest::AllocChunk {
                 path: path.clone(),
@@ -255,7 +265,8 @@ impl Client {
                 Ok(other) => return Err(unexpected(other)),
                 Err(e) if failures.is_empty() => return Err(e),
                 Err(e) => {
-                    return Err(e.context(format!("after failures ({})", failures.join("; "))))
+                    let e = e.context(format!("after failures ({})", failures.join("; ")));
+                    return Err(out_of_reach(e, all_full));
                 }
             };
             match self.send_chain(&alloc, &data, &crcs).await {
@@ -282,15 +293,17 @@ impl Client {
                         // Our own bytes or request were bad: another node will not help.
                         return Err(e);
                     }
+                    all_full &= e.kind == ErrorKind::NoSpace;
                     failures.push(format!("{addr}: {e}"));
                     exclude.push(node);
                 }
             }
         }
-        Err(Error::unavailable(format!(
+        let e = Error::unavailable(format!(
             "could not store a chunk after {PLACE_ATTEMPTS} placements: {}",
             failures.join("; ")
-        )))
+        ));
+        Err(out_of_reach(e, all_full))
     }
 
     /// Stream one chunk to the head of the chain and wait for the chain's

@@ -47,15 +47,31 @@ impl Env {
         allow_other: bool,
         tweak: impl FnOnce(&mut cairn_meta::server::MetaConfig),
     ) -> Env {
+        Env::build(n_mounts, allow_other, tweak, Arc::new(|_, _| {}), None)
+    }
+
+    /// [`Env::with`], also changing each storage node's config, and
+    /// capping what each mount stages (`--cache-size`).
+    fn build(
+        n_mounts: usize,
+        allow_other: bool,
+        tweak: impl FnOnce(&mut cairn_meta::server::MetaConfig),
+        node_tweak: cairn_testkit::NodeTweak,
+        cache_size: Option<u64>,
+    ) -> Env {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build()
             .unwrap();
-        let cluster = rt.block_on(TestCluster::start_with(2, |c| {
-            c.default_rep = 2;
-            tweak(c);
-        }));
+        let cluster = rt.block_on(TestCluster::start_full(
+            2,
+            |c| {
+                c.default_rep = 2;
+                tweak(c);
+            },
+            node_tweak,
+        ));
         let mut mounts = Vec::new();
         let mut dirs = Vec::new();
         for _ in 0..n_mounts {
@@ -66,7 +82,7 @@ impl Env {
             let client = rt.block_on(cluster.client_with(|c| c.cache_bytes = 0));
             let opts = MountOptions {
                 cache_dir: dir.path().join("cache"),
-                cache_size: None,
+                cache_size,
                 read_only: false,
                 allow_other,
             };
@@ -121,6 +137,10 @@ impl Env {
 
     fn stop_node(&mut self, i: usize) {
         self._rt.block_on(self.cluster.stop_node(i));
+    }
+
+    fn restart_node(&mut self, i: usize) {
+        self._rt.block_on(self.cluster.restart_node(i));
     }
 }
 
@@ -349,6 +369,72 @@ EOF"#,
             mnt.display()
         ),
     );
+}
+
+#[test]
+fn full_cluster_and_full_cache_are_enospc_and_change_nothing() {
+    if !fuse_available() {
+        return;
+    }
+    // Nodes that refuse every new chunk (as a full disk does) and a mount
+    // that may stage at most 1 MiB.
+    let full = Arc::new(AtomicBool::new(false));
+    let flag = full.clone();
+    let env = Env::build(
+        1,
+        false,
+        |_| {},
+        Arc::new(move |_, sc: &mut cairn_storage::StorageConfig| {
+            if flag.load(Ordering::Relaxed) {
+                sc.store.reserve_free = u64::MAX;
+            }
+        }),
+        Some(1 << 20),
+    );
+    let m = env.mnt(0);
+    let m = m.display();
+    sh(&format!(
+        r#"python3 - <<'EOF'
+import errno, os
+m = "{m}"
+open(m + "/kept", "w").write("before")
+# Past the mount's staging cap a write fails; what was written before it
+# is the file's, and other files are untouched.
+fd = os.open(m + "/big", os.O_WRONLY | os.O_CREAT)
+written = 0
+try:
+    while written < (4 << 20):
+        written += os.write(fd, b"x" * (256 << 10))
+    raise SystemExit("4 MiB written past a 1 MiB cap")
+except OSError as e:
+    assert e.errno == errno.ENOSPC, e
+os.close(fd)
+assert 0 < written <= (1 << 20), written
+assert os.path.getsize(m + "/big") == written
+assert open(m + "/kept").read() == "before"
+EOF"#
+    ));
+    // Now every storage node is full: a close that cannot upload is
+    // ENOSPC, and the file keeps its last version.
+    let mut env = env;
+    full.store(true, Ordering::Relaxed);
+    for i in 0..2 {
+        env.stop_node(i);
+        env.restart_node(i);
+    }
+    sh(&format!(
+        r#"python3 - <<'EOF'
+import errno, os
+m = "{m}"
+f = open(m + "/kept", "w")
+f.write("after")
+try:
+    f.close(); raise SystemExit("close succeeded with every node full")
+except OSError as e:
+    assert e.errno == errno.ENOSPC, e
+assert open(m + "/kept").read() == "before"
+EOF"#
+    ));
 }
 
 #[test]

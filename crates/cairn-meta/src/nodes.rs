@@ -412,16 +412,27 @@ impl NodeTracker {
         let mut nodes = self.nodes.lock().unwrap();
         let infos: Vec<NodeInfo> = nodes
             .iter()
-            .map(|(id, e)| NodeInfo {
-                id: *id,
-                zone: e.zone.clone(),
-                host: e.host.clone(),
-                join_seq: e.join_seq,
-                used: e.stats.used.saturating_add(e.allocated),
-                free: e.stats.free.saturating_sub(e.allocated),
-                // Only nodes in good standing take new chunks: not suspect,
-                // dead, draining, full or failing.
-                accepting: self.state_of(e, now) == NodeState::Live,
+            .map(|(id, e)| {
+                let state = self.state_of(e, now);
+                // A node that refuses writes (a full or failing disk) is one
+                // without room: with too few others, the write is out of
+                // space (ENOSPC), not out of reach.
+                let full = state == NodeState::Full;
+                NodeInfo {
+                    id: *id,
+                    zone: e.zone.clone(),
+                    host: e.host.clone(),
+                    join_seq: e.join_seq,
+                    used: e.stats.used.saturating_add(e.allocated),
+                    free: if full {
+                        0
+                    } else {
+                        e.stats.free.saturating_sub(e.allocated)
+                    },
+                    // Only nodes in good standing take new chunks: not
+                    // suspect, dead, draining, full or failing.
+                    accepting: state == NodeState::Live || full,
+                }
             })
             .collect();
         let placed = {
