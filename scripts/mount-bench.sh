@@ -22,7 +22,7 @@ export XDG_CONFIG_HOME=$DIR/cfg CAIRN_S3_LISTEN=off
 SERVER=$!
 until grep -q "try:" "$DIR/server.out" 2>/dev/null; do sleep 0.1; done
 mkdir "$DIR/mnt"
-"$BIN" mount "$DIR/mnt" --cache-dir "$DIR/cache" > /dev/null 2>&1
+"$BIN" mount "$DIR/mnt" --cache-dir "$DIR/cache" ${MOUNT_ARGS:-} > /dev/null 2>&1
 
 BYTES=$(python3 -c "import sys; u={'k':1<<10,'m':1<<20,'g':1<<30}; s=sys.argv[1].lower().rstrip('ib'); print(int(s[:-1])*u[s[-1]] if s[-1] in u else int(s))" "$SIZE")
 head -c "$BYTES" /dev/urandom > "$SRC"

@@ -15,11 +15,17 @@ use std::time::Instant;
 /// written (off the async threads) to a file in a directory with a budget
 /// of its own, which outlives the process, and read back from there when
 /// memory no longer has it (checked against the CRC32C kept beside it).
+/// Disk writes are best effort: at most [`DISK_INFLIGHT`] bytes wait for
+/// the disk, and a range that would go past that is not written, so a
+/// slow cache disk neither holds memory nor slows reads down.
 pub(crate) struct ChunkCache {
     budget: u64,
     inner: Mutex<Lru<Bytes>>,
     disk: Option<std::sync::Arc<DiskCache>>,
 }
+
+/// Bytes handed to the disk tier and not yet written.
+const DISK_INFLIGHT: u64 = 32 << 20;
 
 /// A cached range: a chunk and the offset the range starts at.
 type Key = (ChunkId, u64);
@@ -94,6 +100,8 @@ struct DiskCache {
     dir: std::path::PathBuf,
     budget: u64,
     state: Mutex<Lru<()>>,
+    /// Bytes queued for writing (see [`DISK_INFLIGHT`]).
+    inflight: std::sync::atomic::AtomicU64,
 }
 
 impl DiskCache {
@@ -126,6 +134,7 @@ impl DiskCache {
             dir: dir.to_path_buf(),
             budget,
             state: Mutex::new(Lru::new()),
+            inflight: std::sync::atomic::AtomicU64::new(0),
         };
         let mut drop = Vec::new();
         {
@@ -144,8 +153,16 @@ impl DiskCache {
         self.dir.join(format!("{}-{}", key.0, key.1))
     }
 
-    fn get(&self, key: (ChunkId, u64)) -> Option<Bytes> {
-        self.state.lock().unwrap().touch(key)?;
+    /// The cached range at `key` if it holds at least `need` bytes: the
+    /// file is read only then.
+    fn get(&self, key: (ChunkId, u64), need: u64) -> Option<Bytes> {
+        {
+            let mut st = self.state.lock().unwrap();
+            if st.entries.get(&key)?.1 < need {
+                return None;
+            }
+            st.touch(key)?;
+        }
         let raw = std::fs::read(self.file(key)).ok()?;
         let (crc, data) = raw.split_at_checked(4)?;
         if u32::from_le_bytes(crc.try_into().ok()?) != crc32c::crc32c(data) {
@@ -161,10 +178,13 @@ impl DiskCache {
         if len > self.budget / 4 {
             return;
         }
-        let mut buf = Vec::with_capacity(data.len() + 4);
-        buf.extend_from_slice(&crc32c::crc32c(data).to_le_bytes());
-        buf.extend_from_slice(data);
-        if std::fs::write(self.file(key), &buf).is_err() {
+        let written = std::fs::File::create(self.file(key)).and_then(|mut f| {
+            use std::io::Write;
+            f.write_all(&crc32c::crc32c(data).to_le_bytes())?;
+            f.write_all(data)
+        });
+        if written.is_err() {
+            let _ = std::fs::remove_file(self.file(key));
             return; // a full or failing cache disk only costs cache hits
         }
         let evicted = self.state.lock().unwrap().insert(key, (), len, self.budget);
@@ -222,7 +242,7 @@ impl ChunkCache {
         }
         let disk = self.disk.as_ref()?;
         for from in [start, 0] {
-            if let Some(data) = disk.get((chunk, from)) {
+            if let Some(data) = disk.get((chunk, from), start - from + len) {
                 if let Some(hit) = fits(from, data.clone()) {
                     // Back into memory: it is being used again.
                     self.insert_memory(chunk, from, data);
@@ -235,13 +255,24 @@ impl ChunkCache {
 
     pub fn insert(&self, chunk: ChunkId, start: u64, data: Bytes) {
         if let Some(d) = &self.disk {
-            let (d, data) = (d.clone(), data.clone());
-            let put = move || d.put((chunk, start), &data);
-            match tokio::runtime::Handle::try_current() {
-                Ok(rt) => {
-                    rt.spawn_blocking(put);
+            use std::sync::atomic::Ordering::Relaxed;
+            let len = data.len() as u64;
+            let queued = d.inflight.fetch_add(len, Relaxed);
+            if queued + len > DISK_INFLIGHT {
+                // The disk is behind: skip this range rather than queue it.
+                d.inflight.fetch_sub(len, Relaxed);
+            } else {
+                let (d, data) = (d.clone(), data.clone());
+                let put = move || {
+                    d.put((chunk, start), &data);
+                    d.inflight.fetch_sub(len, Relaxed);
+                };
+                match tokio::runtime::Handle::try_current() {
+                    Ok(rt) => {
+                        rt.spawn_blocking(put);
+                    }
+                    Err(_) => put(),
                 }
-                Err(_) => put(),
             }
         }
         self.insert_memory(chunk, start, data);
