@@ -29,6 +29,26 @@ pub struct FileReader {
     cues: Cues,
     /// With `wholefile`: every chunk, fetched on the first read.
     whole: tokio::sync::OnceCell<Vec<Bytes>>,
+    /// Read-ahead state of [`FileReader::read_at_ahead`].
+    ahead: std::sync::Mutex<Ahead>,
+}
+
+/// Sequential reads through [`FileReader::read_at_ahead`] fetch windows of
+/// this many bytes (or to the end of the chunk), whole, ...
+const WINDOW: u64 = 4 << 20;
+/// ... and this many windows past the one read, in parallel.
+const AHEAD_WINDOWS: usize = 2;
+
+/// A window: extent index and offset in its chunk.
+type WindowKey = (usize, u64);
+
+#[derive(Default)]
+struct Ahead {
+    /// Where the last read ended: reads near it are sequential.
+    next: u64,
+    /// Windows fetched or being fetched, in file order; those behind the
+    /// reader are dropped, so a stream holds a few windows at most.
+    windows: std::collections::BTreeMap<WindowKey, std::sync::Arc<tokio::sync::OnceCell<Bytes>>>,
 }
 
 /// How long `lax` lets cached metadata be used without `maxtime`.
@@ -171,6 +191,7 @@ impl Client {
             addrs,
             cues,
             whole: tokio::sync::OnceCell::new(),
+            ahead: Default::default(),
         }
     }
 
@@ -228,6 +249,108 @@ impl FileReader {
             pos += n;
         }
         Ok(out)
+    }
+
+    /// [`Self::read_at`] for a reader that may read sequentially (the
+    /// mount): a read near where the last one ended is served from whole
+    /// windows of [`WINDOW`] bytes, and the next [`AHEAD_WINDOWS`] windows
+    /// (across chunks) are fetched in the background meanwhile, so a
+    /// stream of small reads keeps several large fetches in flight. Other
+    /// reads go straight to [`Self::read_at`].
+    pub async fn read_at_ahead(
+        self: &std::sync::Arc<Self>,
+        offset: u64,
+        len: u64,
+    ) -> Result<Vec<u8>> {
+        let end = offset.saturating_add(len).min(self.size());
+        let sequential = {
+            let mut a = self.ahead.lock().unwrap();
+            let near = offset.abs_diff(a.next) <= WINDOW * AHEAD_WINDOWS as u64;
+            a.next = end;
+            near
+        };
+        if !sequential || end <= offset || self.cues.wholefile == Some(true) {
+            return self.read_at(offset, len).await;
+        }
+        // The windows [offset, end) needs, then those to fetch ahead.
+        let mut needed = Vec::new();
+        let mut key = Some(self.window_of(offset));
+        while let Some(k) = key {
+            if self.window_file_offset(k) >= end {
+                break;
+            }
+            needed.push(k);
+            key = self.window_after(k);
+        }
+        let mut later = Vec::new();
+        while let Some(k) = key.filter(|_| later.len() < AHEAD_WINDOWS) {
+            later.push(k);
+            key = self.window_after(k);
+        }
+        let cells: Vec<_> = {
+            let mut a = self.ahead.lock().unwrap();
+            let first = needed[0];
+            a.windows = a.windows.split_off(&first);
+            needed
+                .iter()
+                .chain(&later)
+                .map(|k| a.windows.entry(*k).or_default().clone())
+                .collect()
+        };
+        for (k, cell) in later.iter().zip(&cells[needed.len()..]) {
+            if cell.initialized() {
+                continue;
+            }
+            let (me, k, cell) = (self.clone(), *k, cell.clone());
+            tokio::spawn(async move {
+                // A failure here only means the read itself fetches it.
+                let _ = cell.get_or_try_init(|| me.fetch_window(k)).await;
+            });
+        }
+        let mut out = Vec::with_capacity((end - offset) as usize);
+        for (k, cell) in needed.iter().zip(&cells) {
+            let data = cell.get_or_try_init(|| self.fetch_window(*k)).await?;
+            let at = self.window_file_offset(*k);
+            let from = offset.max(at) - at;
+            let to = (end.min(at + data.len() as u64) - at) as usize;
+            out.extend_from_slice(&data[from as usize..to]);
+        }
+        Ok(out)
+    }
+
+    /// The window holding file offset `pos` (which is inside the file).
+    fn window_of(&self, pos: u64) -> WindowKey {
+        let idx = self.starts.partition_point(|s| *s <= pos) - 1;
+        let in_chunk = pos - self.starts[idx];
+        (idx, in_chunk - in_chunk % WINDOW)
+    }
+
+    fn window_file_offset(&self, (idx, at): WindowKey) -> u64 {
+        self.starts[idx] + at
+    }
+
+    fn window_len(&self, (idx, at): WindowKey) -> u64 {
+        WINDOW.min(self.open.inode.extents[idx].len - at)
+    }
+
+    /// The window after `k`, into the next non-empty chunk; None at the
+    /// end.
+    fn window_after(&self, k: WindowKey) -> Option<WindowKey> {
+        let (idx, at) = k;
+        let next = at + self.window_len(k);
+        if next < self.open.inode.extents[idx].len {
+            return Some((idx, next));
+        }
+        let extents = &self.open.inode.extents;
+        (idx + 1..extents.len())
+            .find(|i| extents[*i].len > 0)
+            .map(|i| (i, 0))
+    }
+
+    async fn fetch_window(&self, k: WindowKey) -> Result<Bytes> {
+        self.fetch(k.0, k.1, self.window_len(k))
+            .await
+            .map(Bytes::from)
     }
 
     /// Stream the whole version into `w`, `read_ahead` chunks in flight.

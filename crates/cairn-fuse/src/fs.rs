@@ -454,7 +454,7 @@ impl Shared {
             _ => return Err(libc::EBADF),
         };
         let r = match h {
-            OpenHandle::Reader(r) => r.read_at(offset, size as u64).await,
+            OpenHandle::Reader(r) => r.read_at_ahead(offset, size as u64).await,
             OpenHandle::Staged(s) => s.read_at(offset, size as usize).await,
             OpenHandle::Dir(_) => unreachable!(),
         };

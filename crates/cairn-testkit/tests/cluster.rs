@@ -575,3 +575,54 @@ async fn nodes_report_their_host() {
     })
     .await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_ahead_serves_sequential_and_random_reads_exactly() {
+    deadline(async {
+        let c = TestCluster::start(2, 2).await;
+        let cl = c.client_with(|cfg| cfg.cache_bytes = 0).await;
+        // Chunks of 10 MiB: read-ahead windows (4 MiB) inside chunks and
+        // across their ends, and a short last chunk.
+        let len = 23 * (1 << 20) + 5;
+        let data = pattern(len, 11);
+        let opts = PutOptions {
+            chunk_size: Some(10 << 20),
+            ..Default::default()
+        };
+        cl.put_bytes(&p("/ra"), &data, opts).await.unwrap();
+        let r = std::sync::Arc::new(cl.open(&p("/ra")).await.unwrap());
+        let check = |off: usize, got: Vec<u8>, want: usize| {
+            let end = (off + want).min(len);
+            assert_eq!(got.len(), end - off, "length at {off}");
+            assert!(got == data[off..end], "bytes at {off}");
+        };
+        // A stream of small reads to the end, then past it.
+        let mut off = 0;
+        while off < len {
+            check(
+                off,
+                r.read_at_ahead(off as u64, 128 << 10).await.unwrap(),
+                128 << 10,
+            );
+            off += 128 << 10;
+        }
+        assert!(r.read_at_ahead(len as u64, 10).await.unwrap().is_empty());
+        // A jump, then 1 MiB reads across a chunk end; then random reads.
+        let mut off = 9 * (1 << 20) + 7;
+        for _ in 0..5 {
+            check(
+                off,
+                r.read_at_ahead(off as u64, 1 << 20).await.unwrap(),
+                1 << 20,
+            );
+            off += 1 << 20;
+        }
+        for i in 0..40u64 {
+            let off = (i * 7_919_993) as usize % len;
+            let n = 1 + (i as usize * 104_729) % (3 << 20);
+            check(off, r.read_at_ahead(off as u64, n as u64).await.unwrap(), n);
+        }
+        c.shutdown().await;
+    })
+    .await
+}
