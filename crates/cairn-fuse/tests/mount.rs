@@ -372,7 +372,7 @@ EOF"#,
 }
 
 #[test]
-fn full_cluster_and_full_cache_are_enospc_and_change_nothing() {
+fn full_cluster_and_full_cache_are_enospc_and_a_dead_cluster_eio() {
     if !fuse_available() {
         return;
     }
@@ -442,6 +442,19 @@ EOF"#
         .block_on(client.get_bytes(&cairn_types::CairnPath::parse("/kept").unwrap()))
         .unwrap();
     assert_eq!(kept, b"before");
+    // With no storage node reachable, a read is EIO (the one case for it).
+    for i in 0..2 {
+        env.stop_node(i);
+    }
+    sh(&format!(
+        r#"python3 - <<'EOF'
+import errno
+try:
+    open("{m}/big", "rb").read(); raise SystemExit("read with every node down")
+except OSError as e:
+    assert e.errno == errno.EIO, e
+EOF"#
+    ));
 }
 
 #[test]
