@@ -738,9 +738,9 @@ impl Namespace {
     }
 
     /// [`Self::commit_file`] that also sets the file's extended attributes:
-    /// `mode` None keeps the replaced version's (0o644 for a new file);
-    /// `None` keeps those of the version it replaces (none for a new file),
-    /// `Some` replaces them all, atomically with the content. The persistent
+    /// `xattrs` None keeps those of the version it replaces (none for a new
+    /// file), `Some` replaces them all, atomically with the content; `mode`
+    /// None keeps the replaced version's (0o644 for a new file). The persistent
     /// part of `cues` (from the writer's path) is fixed on the file; see
     /// [`Self::next_version`].
     #[allow(clippy::too_many_arguments)]
