@@ -414,6 +414,16 @@ impl Meta {
                 // New copies follow the file's placement cues, next to the
                 // copies it keeps (a buddy set is completed, say).
                 let have: Vec<NodeId> = keep.iter().chain(made.iter()).copied().collect();
+                // keep_together: chunks that shared a node set and lost the
+                // same copy share the survivors, and so one key: each gets
+                // the same replacement, and the set stays one.
+                let together = (cues.keep_together == Some(true)).then(|| {
+                    let mut ids: Vec<u64> = have.iter().map(|n| n.0).collect();
+                    ids.sort_unstable();
+                    ids.iter().fold(0x9e37_79b9_7f4a_7c15u64, |h, id| {
+                        (h ^ id).wrapping_mul(0x100_0000_01b3)
+                    })
+                });
                 let req = crate::placement::PlaceRequest {
                     cues: &cues,
                     default_rep: want.max(1) as u8,
@@ -422,7 +432,7 @@ impl Meta {
                     exclude: &exclude,
                     len: ext.len,
                     writer_host: None,
-                    together_key: None,
+                    together_key: together,
                 };
                 match self.nodes.place_with(&req) {
                     Ok(mut t) => t.remove(0),

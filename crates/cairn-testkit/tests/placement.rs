@@ -243,3 +243,41 @@ async fn repair_keeps_copies_where_the_cues_say() {
     })
     .await
 }
+
+/// Repair keeps a keep_together file on one node set: every chunk that
+/// lost the same copy gets the same replacement.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repair_keeps_a_keep_together_file_on_one_set() {
+    deadline(async {
+        let mut c = TestCluster::start_full(
+            5,
+            |m| {
+                m.default_rep = 2;
+                m.dead_after = Duration::from_secs(1);
+                m.repair.interval = Duration::from_millis(200);
+                m.repair.suspect_after = Duration::from_millis(500);
+            },
+            Arc::new(|_, _| {}),
+        )
+        .await;
+        let cl = c.client().await;
+        let exts = put(&cl, "/.cue/keep_together,rep=2/kt", 12 * 65536).await;
+        let set = |e: &Extent| e.nodes.iter().copied().collect::<BTreeSet<_>>();
+        let before: BTreeSet<_> = exts.iter().map(set).collect();
+        assert_eq!(before.len(), 1, "{before:?}");
+        let victim = exts[0].nodes[0];
+        c.stop_node(c.node_index(victim).unwrap()).await;
+        let healed = cairn_testkit::wait_for(Duration::from_secs(60), || async {
+            let i = cl.stat(&p("/kt")).await.ok()?;
+            i.extents
+                .iter()
+                .all(|e| e.nodes.len() == 2 && !e.nodes.contains(&victim))
+                .then_some(i)
+        })
+        .await;
+        let after: BTreeSet<_> = healed.extents.iter().map(set).collect();
+        assert_eq!(after.len(), 1, "one set after repair: {after:?}");
+        c.shutdown().await;
+    })
+    .await
+}
