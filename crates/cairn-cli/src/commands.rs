@@ -77,6 +77,7 @@ fn inode_json(path: &str, i: &Inode) -> serde_json::Value {
         "target": i.target,
         "uid": i.uid,
         "gid": i.gid,
+        "links": i.nlink,
     })
 }
 
@@ -261,6 +262,9 @@ pub async fn stat(t: &Target, p: &str, json_out: bool) -> Result<()> {
         }
         println!("modified: {}", time_str(i.mtime_ms));
         println!("inode:    {}", i.id);
+        if i.nlink > 1 {
+            println!("links:    {} (names of this file)", i.nlink);
+        }
         if !i.cues.is_empty() {
             println!("cues:     {}", i.cues);
         }

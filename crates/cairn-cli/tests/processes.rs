@@ -453,6 +453,7 @@ fn cli_commands_and_their_errors() {
     // ln gives a file a second name: a new version through one is the
     // other's; removing one leaves the other.
     env.ok(&["ln", "/a/b/local.bin", "/twin"]);
+    assert_eq!(env.json(&["stat", "--json", "/twin"])["links"], 2);
     env.cli_stdin(&["put", "-", "/twin"], Some(b"through the twin"));
     assert_eq!(env.ok(&["cat", "/a/b/local.bin"]), b"through the twin");
     env.fails(&["ln", "/a/b/local.bin", "/twin"], "already exists");
