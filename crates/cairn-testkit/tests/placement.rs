@@ -205,22 +205,27 @@ async fn min_copy_fills_nodes_evenly_and_keep_together_shares_one_set() {
     .await
 }
 
+/// `n` nodes, rep 2, a dead node's copies re-created within seconds.
+async fn repair_cluster(n: usize, node_tweak: cairn_testkit::NodeTweak) -> TestCluster {
+    TestCluster::start_full(
+        n,
+        |m| {
+            m.default_rep = 2;
+            m.dead_after = Duration::from_secs(1);
+            m.repair.interval = Duration::from_millis(200);
+            m.repair.suspect_after = Duration::from_millis(500);
+        },
+        node_tweak,
+    )
+    .await
+}
+
 /// Repair re-creates a lost copy where the file's cues allow: with
 /// `site=z1`, on the remaining node of zone z1, never elsewhere.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn repair_keeps_copies_where_the_cues_say() {
     deadline(async {
-        let mut c = TestCluster::start_full(
-            6,
-            |m| {
-                m.default_rep = 2;
-                m.dead_after = Duration::from_secs(1);
-                m.repair.interval = Duration::from_millis(200);
-                m.repair.suspect_after = Duration::from_millis(500);
-            },
-            Arc::new(|i, sc| sc.zone = format!("z{}", i % 2)),
-        )
-        .await;
+        let mut c = repair_cluster(6, Arc::new(|i, sc| sc.zone = format!("z{}", i % 2))).await;
         let cl = c.client().await;
         let nodes = layout(&cl).await;
         let exts = put(&cl, "/.cue/site=z1,rep=2/pinned", 8 * 65536).await;
@@ -249,17 +254,7 @@ async fn repair_keeps_copies_where_the_cues_say() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn repair_keeps_a_keep_together_file_on_one_set() {
     deadline(async {
-        let mut c = TestCluster::start_full(
-            5,
-            |m| {
-                m.default_rep = 2;
-                m.dead_after = Duration::from_secs(1);
-                m.repair.interval = Duration::from_millis(200);
-                m.repair.suspect_after = Duration::from_millis(500);
-            },
-            Arc::new(|_, _| {}),
-        )
-        .await;
+        let mut c = repair_cluster(5, Arc::new(|_, _| {})).await;
         let cl = c.client().await;
         let exts = put(&cl, "/.cue/keep_together,rep=2/kt", 12 * 65536).await;
         let set = |e: &Extent| e.nodes.iter().copied().collect::<BTreeSet<_>>();
