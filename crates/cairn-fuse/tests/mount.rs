@@ -151,6 +151,17 @@ impl Drop for Env {
     }
 }
 
+/// A Python helper for scripts that check errnos: `expect(errno.X, fn,
+/// *args)` fails unless `fn(*args)` raises OSError with that errno. Scripts
+/// include it with `{PY_EXPECT}` (they import errno).
+const PY_EXPECT: &str = r#"def expect(code, fn, *args):
+    try:
+        fn(*args)
+    except OSError as e:
+        assert e.errno == code, f"{fn.__name__}{args}: got {errno.errorcode[e.errno]}, want {errno.errorcode[code]}"
+        return
+    raise AssertionError(f"{fn.__name__}{args} succeeded, want {errno.errorcode[code]}")"#;
+
 /// Run a shell script; panic with its output unless it succeeds.
 fn sh(script: &str) -> String {
     sh_within(120, script)
@@ -231,13 +242,7 @@ EOF"#
         r#"python3 - <<'EOF'
 import errno, os
 m = "{mnt}"
-def expect(code, fn, *args):
-    try:
-        fn(*args)
-    except OSError as e:
-        assert e.errno == code, f"{{fn.__name__}}{{args}}: got {{errno.errorcode[e.errno]}}, want {{errno.errorcode[code]}}"
-        return
-    raise AssertionError(f"{{fn.__name__}}{{args}} succeeded, want {{errno.errorcode[code]}}")
+{PY_EXPECT}
 os.mkdir(m + "/d"); open(m + "/d/f", "w").write("x"); open(m + "/file", "w").write("y")
 expect(errno.ENOENT, os.stat, m + "/missing")
 expect(errno.ENOENT, open, m + "/missing/x")
@@ -548,13 +553,7 @@ fn attributes_and_xattrs_persist_across_mounts_and_are_enforced() {
         r#"python3 - <<'EOF'
 import ctypes, errno, os
 a, b = "{a}", "{b}"
-def expect(code, fn, *args):
-    try:
-        fn(*args)
-    except OSError as e:
-        assert e.errno == code, f"{{fn.__name__}}{{args[1:]}}: got {{errno.errorcode[e.errno]}}, want {{errno.errorcode[code]}}"
-        return
-    raise AssertionError(f"{{fn.__name__}}{{args[1:]}} succeeded, want {{errno.errorcode[code]}}")
+{PY_EXPECT}
 f = a + "/x"
 open(f, "w").write("v1")
 os.setxattr(f, "user.color", b"blue")
@@ -614,13 +613,7 @@ fn symlinks_links_and_their_errnos() {
         r#"python3 - <<'EOF'
 import errno, os, stat
 a, b = "{a}", "{b}"
-def expect(code, fn, *args):
-    try:
-        fn(*args)
-    except OSError as e:
-        assert e.errno == code, f"{{fn.__name__}}{{args}}: got {{errno.errorcode[e.errno]}}, want {{errno.errorcode[code]}}"
-        return
-    raise AssertionError(f"{{fn.__name__}}{{args}} succeeded, want {{errno.errorcode[code]}}")
+{PY_EXPECT}
 os.mkdir(a + "/dir"); open(a + "/dir/target", "w").write("pointed at")
 os.symlink("dir/target", a + "/rel")
 os.symlink("/nonexistent/abs", a + "/dangling")
