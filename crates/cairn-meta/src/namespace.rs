@@ -150,7 +150,7 @@ impl Record for Inode {
                 return Ok(old.into());
             }
             match postcard::from_bytes::<v1::Inode>(bytes) {
-                Ok(old) => Ok(old.into()),
+                Ok(old) => Ok(v2::Inode::from(old).into()),
                 Err(_) => Err(e),
             }
         })
@@ -224,9 +224,10 @@ mod v1 {
         pub xattrs: Xattrs,
     }
 
-    impl From<Inode> for super::Inode {
-        fn from(o: Inode) -> super::Inode {
-            super::Inode {
+    /// Read as v2 (no owner, target or cues), which reads as the current.
+    impl From<Inode> for super::v2::Inode {
+        fn from(o: Inode) -> super::v2::Inode {
+            super::v2::Inode {
                 id: o.id,
                 kind: o.kind,
                 size: o.size,
@@ -241,7 +242,6 @@ mod v1 {
                 gid: None,
                 target: None,
                 cues: cairn_types::Cues::default(),
-                nlink: 1,
             }
         }
     }
