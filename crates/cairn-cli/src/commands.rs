@@ -398,6 +398,8 @@ pub fn status_json(s: &ClusterStatus) -> serde_json::Value {
                    "problem": n.stats.problem, "scrubbed_bytes": n.stats.scrubbed_bytes,
                    "last_heartbeat_ms": n.last_heartbeat_ms, "chunks": n.stats.chunks,
                    "used_bytes": n.stats.used, "free_bytes": n.stats.free, "total_bytes": n.stats.total,
+                   "groups": n.groups, "cache_bytes": n.stats.cache_bytes,
+                   "cache_capacity": n.stats.cache_capacity, "served_bytes": n.stats.served_bytes,
                    "corrupt_chunks": n.stats.corrupt_chunks.iter().map(|c| c.to_string()).collect::<Vec<_>>()})
         })
         .collect();
@@ -411,6 +413,9 @@ pub fn status_json(s: &ClusterStatus) -> serde_json::Value {
         "corrupt_replicas": s.corrupt_replicas.iter().map(|(c, n)| json!({"chunk": c.to_string(), "node": n.to_string()})).collect::<Vec<_>>(),
         "pending_garbage_chunks": s.pending_garbage_chunks,
         "leader": s.leader,
+        "cache_copies": s.cache_copies,
+        "workers": s.workers.iter().map(|w| json!({"name": w.name, "state": w.state,
+            "progress": w.progress, "passes": w.passes, "last_error": w.last_error})).collect::<Vec<_>>(),
         "repair": {"chunks_pending": s.repair.chunks_pending, "bytes_left": s.repair.bytes_left,
                    "bytes_per_s": s.repair.bytes_per_s, "copies_done": s.repair.copies_done,
                    "copies_failed": s.repair.copies_failed, "orphans_deleted": s.repair.orphans_deleted},
@@ -439,13 +444,13 @@ pub async fn cluster_status(t: &Target, json_out: bool) -> Result<()> {
     );
     println!("nodes: {live} live of {}", s.nodes.len());
     println!(
-        "  {:<16}  {:<21}  {:<8}  {:<12}  {:<8}  {:>8}  {:>10}  {:>10}",
-        "id", "addr", "zone", "host", "state", "chunks", "used", "free"
+        "  {:<16}  {:<21}  {:<8}  {:<12}  {:<8}  {:>8}  {:>10}  {:>10}  {:>10}  groups",
+        "id", "addr", "zone", "host", "state", "chunks", "used", "free", "cached"
     );
     for n in &s.nodes {
         let state = n.state.as_str();
         println!(
-            "  {:<16}  {:<21}  {:<8}  {:<12}  {:<8}  {:>8}  {:>10}  {:>10}",
+            "  {:<16}  {:<21}  {:<8}  {:<12}  {:<8}  {:>8}  {:>10}  {:>10}  {:>10}  {}",
             n.id.to_string(),
             n.addr,
             n.zone,
@@ -453,7 +458,13 @@ pub async fn cluster_status(t: &Target, json_out: bool) -> Result<()> {
             state,
             n.stats.chunks,
             format_bytes(n.stats.used),
-            format_bytes(n.stats.free)
+            format_bytes(n.stats.free),
+            format_bytes(n.stats.cache_bytes),
+            if n.groups.is_empty() {
+                "-".to_string()
+            } else {
+                n.groups.join(",")
+            }
         );
     }
     println!(
@@ -488,6 +499,22 @@ pub async fn cluster_status(t: &Target, json_out: bool) -> Result<()> {
         println!(
             "garbage chunks waiting for deletion: {}",
             s.pending_garbage_chunks
+        );
+    }
+    if s.cache_copies > 0 {
+        println!("cache copies (prefetched, read through): {}", s.cache_copies);
+    }
+    println!("workers:");
+    for w in &s.workers {
+        println!(
+            "  {:<10} {:<8} {}{}",
+            w.name,
+            w.state,
+            w.progress,
+            w.last_error
+                .as_ref()
+                .map(|e| format!(" (last error: {e})"))
+                .unwrap_or_default()
         );
     }
     Ok(())

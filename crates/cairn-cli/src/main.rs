@@ -5,6 +5,7 @@ mod bench_s3;
 mod bench_schemes;
 mod commands;
 mod config;
+mod fleet;
 mod meta_tools;
 mod mount;
 mod roles;
@@ -125,14 +126,21 @@ enum Cmd {
         #[command(flatten)]
         target: Target,
     },
-    /// Show each chunk of a file: id, size, checksum, nodes holding it
+    /// Show each chunk of a file: id, size, checksum, nodes holding it;
+    /// with --by-host, how many bytes of the files (or trees) each host holds
     Locate {
-        path: String,
+        #[arg(required = true)]
+        paths: Vec<String>,
+        /// Bytes per host, durable and cached, for schedulers
+        #[arg(long)]
+        by_host: bool,
         #[arg(long)]
         json: bool,
         #[command(flatten)]
         target: Target,
     },
+    /// Give every node of a group a cache copy of files (or trees), ahead of reads
+    Prefetch(PrefetchArgs),
     /// Semantic cues of a path: redundancy, placement, consistency (inherited by everything below a directory)
     Cue {
         #[command(subcommand)]
@@ -159,6 +167,59 @@ enum Cmd {
     Key {
         #[command(subcommand)]
         cmd: KeyCmd,
+    },
+}
+
+#[derive(clap::Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+struct PrefetchArgs {
+    #[command(subcommand)]
+    cmd: Option<PrefetchCmd>,
+    /// Files or directories (recursively)
+    #[arg(required = true)]
+    paths: Vec<String>,
+    /// The node group to fill
+    #[arg(long, required = true)]
+    group: Option<String>,
+    /// Return once the job is started
+    #[arg(long)]
+    no_wait: bool,
+    /// Drop the group's cache copies of these files instead
+    #[arg(long)]
+    evict: bool,
+    /// Per-job results as JSON
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    target: Target,
+}
+
+#[derive(Subcommand)]
+enum PrefetchCmd {
+    /// Prefetch jobs and their progress
+    Status {
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        target: Target,
+    },
+}
+
+#[derive(Subcommand)]
+enum GroupCmd {
+    /// Put a node in a group
+    Add {
+        node: String,
+        group: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Take a node out of a group
+    Rm {
+        node: String,
+        group: String,
+        #[command(flatten)]
+        target: Target,
     },
 }
 
@@ -231,6 +292,18 @@ enum ClusterCmd {
         /// Stop draining; the node takes new chunks again
         #[arg(long)]
         undo: bool,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Change a node's groups
+    Group {
+        #[command(subcommand)]
+        cmd: GroupCmd,
+    },
+    /// Every node group with its nodes
+    Groups {
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         target: Target,
     },
@@ -310,7 +383,49 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
         } => c::rm(&target, &path, recursive).await,
         Cmd::Mv { src, dst, target } => c::mv(&target, &src, &dst).await,
         Cmd::Ln { src, dst, target } => c::ln(&target, &src, &dst).await,
-        Cmd::Locate { path, json, target } => c::locate(&target, &path, json).await,
+        Cmd::Locate {
+            paths,
+            by_host,
+            json,
+            target,
+        } => {
+            if by_host {
+                fleet::locate_by_host(&target, &paths, json).await
+            } else if paths.len() == 1 {
+                c::locate(&target, &paths[0], json).await
+            } else {
+                anyhow::bail!("locate shows one file's chunks; add --by-host for several paths")
+            }
+        }
+        Cmd::Prefetch(a) => match a.cmd {
+            Some(PrefetchCmd::Status { json, target }) => {
+                fleet::prefetch_status(&target, json).await
+            }
+            None => {
+                let opts = fleet::PrefetchOpts {
+                    group: a.group.unwrap_or_default(),
+                    no_wait: a.no_wait,
+                    json: a.json,
+                    evict: a.evict,
+                };
+                fleet::prefetch(&a.target, &a.paths, opts).await
+            }
+        },
+        Cmd::Cluster {
+            cmd:
+                ClusterCmd::Group {
+                    cmd: GroupCmd::Add { node, group, target },
+                },
+        } => fleet::group_set(&target, &node, &group, true).await,
+        Cmd::Cluster {
+            cmd:
+                ClusterCmd::Group {
+                    cmd: GroupCmd::Rm { node, group, target },
+                },
+        } => fleet::group_set(&target, &node, &group, false).await,
+        Cmd::Cluster {
+            cmd: ClusterCmd::Groups { json, target },
+        } => fleet::groups(&target, json).await,
         Cmd::Cue {
             cmd: CueCmd::Get { path, json, target },
         } => c::cue_get(&target, &path, json).await,

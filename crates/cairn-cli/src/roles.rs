@@ -61,6 +61,10 @@ pub struct ServerArgs {
     /// Do not write ~/.config/cairn/client.conf
     #[arg(long)]
     no_client_conf: bool,
+    /// Groups for the storage nodes: "actor,gpu" puts every node in both;
+    /// "0=actor;1,2=gpu" names nodes by index (node-0, node-1, ...)
+    #[arg(long)]
+    groups: Option<String>,
     /// S3 gateway listen address; "off" runs none
     #[arg(long, default_value = "127.0.0.1:7480", env = "CAIRN_S3_LISTEN")]
     s3_listen: String,
@@ -141,6 +145,23 @@ pub struct StorageArgs {
     /// second each way, e.g. 50MiB (0: unlimited); to emulate slow nodes
     #[arg(long, default_value = "0")]
     throttle: String,
+    /// Groups this node is in, comma-separated (prefetch targets, `hot=GROUP`)
+    #[arg(long, env = "CAIRN_GROUP")]
+    group: Option<String>,
+    /// Most space for cache copies (prefetched or read through), e.g. 10GiB
+    /// (default: a fifth of the file system)
+    #[arg(long)]
+    cache_capacity: Option<String>,
+}
+
+/// `--group a,b`: validated group names.
+pub fn parse_groups(list: Option<&str>) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    for g in list.unwrap_or("").split(',').map(str::trim).filter(|g| !g.is_empty()) {
+        cairn_types::check_group_name(g)?;
+        out.push(g.to_string());
+    }
+    Ok(out)
 }
 
 fn meta_config(data: PathBuf, listen: String, rep: u8, o: &MetaOpts) -> Result<MetaConfig> {
@@ -167,6 +188,32 @@ async fn shutdown_signal() {
     }
 }
 
+/// The groups of node `i` of `cairn server` per `--groups`.
+fn server_groups(spec: Option<&str>, i: usize) -> Result<Vec<String>> {
+    let Some(spec) = spec else {
+        return Ok(Vec::new());
+    };
+    if !spec.contains('=') {
+        return parse_groups(Some(spec));
+    }
+    let mut out = Vec::new();
+    for part in spec.split(';').map(str::trim).filter(|p| !p.is_empty()) {
+        let (idx, groups) = part
+            .split_once('=')
+            .with_context(|| format!("--groups {spec:?}: expected INDEXES=GROUPS; ..."))?;
+        for n in idx.split(',') {
+            let n: usize = n
+                .trim()
+                .parse()
+                .with_context(|| format!("--groups {spec:?}: {n:?} is not a node index"))?;
+            if n == i {
+                out.extend(parse_groups(Some(&groups.replace('+', ",")))?);
+            }
+        }
+    }
+    Ok(out)
+}
+
 fn existing_nodes(data: &Path) -> usize {
     (0..)
         .take_while(|i| data.join(format!("node-{i}")).join("node.id").exists())
@@ -191,6 +238,7 @@ pub async fn server(a: ServerArgs) -> Result<()> {
     let mut storage = Vec::new();
     for i in 0..nodes {
         let mut sc = StorageConfig::new(a.data.join(format!("node-{i}")), vec![meta.addr.clone()]);
+        sc.groups = server_groups(a.groups.as_deref(), i)?;
         sc.store = StoreOptions {
             reserve_free: parse_size(&a.reserve)?,
             ..StoreOptions::default()
@@ -354,6 +402,8 @@ pub async fn storage(a: StorageArgs) -> Result<()> {
     sc.scrub_rate = parse_size(&a.scrub_rate)?;
     sc.scrub_pause = parse_duration(&a.scrub_pause)?;
     sc.throttle = parse_size(&a.throttle)?;
+    sc.groups = parse_groups(a.group.as_deref())?;
+    sc.cache_capacity = a.cache_capacity.as_deref().map(parse_size).transpose()?;
     sc.store = StoreOptions {
         reserve_free: parse_size(&a.reserve)?,
         segment_size: parse_size(&a.segment_size)?,

@@ -453,6 +453,8 @@ mod tests {
             lease_ms: 1000,
             nodes: vec![],
             caps: vec![],
+            read_order: vec![],
+            via: None,
         }
     }
 

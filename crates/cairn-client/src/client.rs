@@ -379,6 +379,74 @@ impl Client {
             other => Err(unexpected(other)),
         }
     }
+
+    /// Put `node` in `group` (`add`) or take it out.
+    pub async fn set_group(&self, node: cairn_types::NodeId, group: &str, add: bool) -> Result<()> {
+        let req = MetaRequest::SetGroup {
+            node,
+            group: group.to_string(),
+            add,
+        };
+        match self.meta(req).await? {
+            MetaResponse::Ok => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub async fn groups(&self) -> Result<Vec<cairn_proto::GroupInfo>> {
+        match self.meta(MetaRequest::Groups).await? {
+            MetaResponse::Groups(g) => Ok(g),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Start spreading `paths` (directories recursively) to every node of
+    /// `group` as cache copies, or with `evict` drop those copies.
+    pub async fn prefetch(
+        &self,
+        paths: &[CairnPath],
+        group: &str,
+        evict: bool,
+    ) -> Result<Vec<cairn_proto::PrefetchJobStatus>> {
+        let req = MetaRequest::Prefetch {
+            paths: paths.to_vec(),
+            group: group.to_string(),
+            evict,
+        };
+        match self.meta(req).await? {
+            MetaResponse::Prefetch(j) => Ok(j),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Prefetch jobs (these ids; every one when empty).
+    pub async fn prefetch_status(&self, jobs: &[u64]) -> Result<Vec<cairn_proto::PrefetchJobStatus>> {
+        let req = MetaRequest::PrefetchStatus {
+            jobs: jobs.to_vec(),
+        };
+        match self.meta(req).await? {
+            MetaResponse::Prefetch(j) => Ok(j),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Wait until the jobs `ids` are done (or failed), calling `progress`
+    /// with their status every poll; returns their last status.
+    pub async fn prefetch_wait(
+        &self,
+        ids: &[u64],
+        mut progress: impl FnMut(&[cairn_proto::PrefetchJobStatus]),
+    ) -> Result<Vec<cairn_proto::PrefetchJobStatus>> {
+        loop {
+            let st = self.prefetch_status(ids).await?;
+            progress(&st);
+            // A job gone from the list was retired (its files replaced).
+            if st.iter().all(|j| j.state != "running") {
+                return Ok(st);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    }
 }
 
 pub(crate) fn unexpected(r: MetaResponse) -> Error {

@@ -431,10 +431,27 @@ impl FileReader {
         if let Some(data) = cache.get(ext.chunk, start, end - start) {
             return Ok(data[skip..skip + len as usize].to_vec());
         }
-        let mut order: Vec<NodeId> = ext.nodes.clone();
-        if self.cues.hotspot == Some(true) && !order.is_empty() {
-            let k = fastrand::usize(..order.len());
-            order.rotate_left(k);
+        // Meta's order (cache copies included, nearest first), else the
+        // durable copies in meta's order.
+        let order: Vec<NodeId> = match self.open.read_order.get(idx) {
+            Some(o) if !o.is_empty() => o.clone(),
+            _ => ext.nodes.clone(),
+        };
+        // `hotspot`: read through the storage node on this host, which
+        // fetches the chunk once and serves every later reader.
+        if self.cues.hotspot == Some(true) {
+            if let Some(via) = self.open.via.as_ref().filter(|v| !order.contains(&v.id)) {
+                match self.fetch_via(via, ext, cap, &order, start, end - start).await {
+                    Ok(data) => {
+                        let data = Bytes::from(data);
+                        cache.insert(ext.chunk, start, data.clone());
+                        return Ok(data[skip..skip + len as usize].to_vec());
+                    }
+                    Err(e) => {
+                        warn!(chunk = %ext.chunk, via = %via.addr, "read through the local node failed, reading directly: {e}")
+                    }
+                }
+            }
         }
         let deadline = self
             .cues
@@ -493,6 +510,36 @@ impl FileReader {
         })
     }
 
+    async fn fetch_via(
+        &self,
+        via: &cairn_proto::NodeAddr,
+        ext: &Extent,
+        cap: &Capability,
+        order: &[NodeId],
+        off: u64,
+        len: u64,
+    ) -> Result<Vec<u8>> {
+        let sources = order
+            .iter()
+            .filter_map(|n| {
+                self.addrs.get(n).map(|a| cairn_proto::NodeAddr {
+                    id: *n,
+                    addr: a.clone(),
+                })
+            })
+            .collect();
+        let req = StorageRequest::GetChunkVia {
+            chunk: ext.chunk,
+            offset: off,
+            len,
+            cap: cap.clone(),
+            chunk_len: ext.len,
+            crc: ext.crc,
+            sources,
+        };
+        self.fetch_with(&via.addr, ext, req, off, len).await
+    }
+
     async fn fetch_from(
         &self,
         addr: &str,
@@ -501,13 +548,26 @@ impl FileReader {
         off: u64,
         len: u64,
     ) -> Result<Vec<u8>> {
-        let pool = &self.client.inner.storage;
         let req = StorageRequest::GetChunk {
             chunk: ext.chunk,
             offset: off,
             len,
             cap: cap.clone(),
         };
+        self.fetch_with(addr, ext, req, off, len).await
+    }
+
+    /// Send a chunk read (`GetChunk` or `GetChunkVia`) and take the bytes,
+    /// each block checked.
+    async fn fetch_with(
+        &self,
+        addr: &str,
+        ext: &Extent,
+        req: StorageRequest,
+        off: u64,
+        len: u64,
+    ) -> Result<Vec<u8>> {
+        let pool = &self.client.inner.storage;
         let mut attempt = 0;
         loop {
             attempt += 1;

@@ -17,17 +17,21 @@
 //! is rebuilt from heartbeats after a restart.
 
 pub(crate) mod alloc;
+pub mod cache_copies;
 pub mod dump;
 pub mod election;
+pub mod fanout;
 pub mod namespace;
 pub mod nodes;
 pub mod placement;
+pub mod prefetch;
 pub mod repair;
 pub mod server;
 pub mod store;
 pub mod store_etcd;
 pub mod store_redb;
 pub mod store_spec;
+pub mod worker;
 
 pub use namespace::Namespace;
 pub use store::{Condition, KeyValue, MetaStore, Op, Txn};

@@ -23,7 +23,8 @@
 //! names, so every layout an older version wrote stays readable through
 //! [`Record`]: `v1` is the inode before owners and symlinks (`uid`, `gid`,
 //! `target`), read as an inode without them; `v2` the inode before hard
-//! links (`nlink`), read as a file with one name.
+//! links (`nlink`), read as a file with one name; `v3` the inode before the
+//! `hot=GROUP` cue, read with no such cue.
 //!
 //! Hard links keep the common case cheap: a file with one name has its
 //! record inline in its entry (lookup and listing cost nothing extra); the
@@ -142,10 +143,13 @@ impl Record for GarbageChunk {
 }
 
 impl Record for Inode {
-    /// The current layout, else v2, else v1. An older record ends where
+    /// The current layout, else v3, v2, v1. An older record ends where
     /// a newer layout's fields begin, so it never decodes as a newer one.
     fn decode(bytes: &[u8]) -> Result<Self> {
         postcard_decode(bytes).or_else(|e| {
+            if let Ok(old) = postcard::from_bytes::<v3::Inode>(bytes) {
+                return Ok(old.into());
+            }
             if let Ok(old) = postcard::from_bytes::<v2::Inode>(bytes) {
                 return Ok(old.into());
             }
@@ -157,9 +161,100 @@ impl Record for Inode {
     }
 }
 
+/// Cues before `hot=GROUP`: the layout v1 to v3 records embed.
+mod cues_v1 {
+    use cairn_types::{Consistency, PlaceScheme, VersionPolicy, Writability};
+    use serde::{Deserialize, Serialize};
+
+    #[derive(Default, Serialize, Deserialize)]
+    pub struct Cues {
+        pub rep: Option<u8>,
+        pub sync: Option<u8>,
+        pub place: Option<PlaceScheme>,
+        pub site: Option<String>,
+        pub rep_sites: Option<u8>,
+        pub keep_together: Option<bool>,
+        pub consistency: Option<Consistency>,
+        pub version: Option<VersionPolicy>,
+        pub maxtime_ms: Option<u64>,
+        pub writability: Option<Writability>,
+        pub wholefile: Option<bool>,
+        pub hotspot: Option<bool>,
+    }
+
+    impl From<Cues> for cairn_types::Cues {
+        fn from(c: Cues) -> cairn_types::Cues {
+            cairn_types::Cues {
+                rep: c.rep,
+                sync: c.sync,
+                place: c.place,
+                site: c.site,
+                rep_sites: c.rep_sites,
+                keep_together: c.keep_together,
+                consistency: c.consistency,
+                version: c.version,
+                maxtime_ms: c.maxtime_ms,
+                writability: c.writability,
+                wholefile: c.wholefile,
+                hotspot: c.hotspot,
+                hot: None,
+            }
+        }
+    }
+}
+
+/// Before the `hot=GROUP` cue: the current layout with older cues.
+mod v3 {
+    use super::cues_v1::Cues;
+    use cairn_types::{Extent, InodeId, InodeKind, Version, Xattrs};
+    use serde::{Deserialize, Serialize};
+
+    #[derive(Serialize, Deserialize)]
+    pub struct Inode {
+        pub id: InodeId,
+        pub kind: InodeKind,
+        pub size: u64,
+        pub version: Version,
+        pub mtime_ms: u64,
+        pub ctime_ms: u64,
+        pub mode: u32,
+        pub extents: Vec<Extent>,
+        pub chunk_size: u64,
+        pub xattrs: Xattrs,
+        pub uid: Option<u32>,
+        pub gid: Option<u32>,
+        pub target: Option<String>,
+        pub cues: Cues,
+        pub nlink: u32,
+    }
+
+    impl From<Inode> for super::Inode {
+        fn from(o: Inode) -> super::Inode {
+            super::Inode {
+                id: o.id,
+                kind: o.kind,
+                size: o.size,
+                version: o.version,
+                mtime_ms: o.mtime_ms,
+                ctime_ms: o.ctime_ms,
+                mode: o.mode,
+                extents: o.extents,
+                chunk_size: o.chunk_size,
+                xattrs: o.xattrs,
+                uid: o.uid,
+                gid: o.gid,
+                target: o.target,
+                cues: o.cues.into(),
+                nlink: o.nlink,
+            }
+        }
+    }
+}
+
 /// Before hard links: every file had one name (`nlink` 1).
 mod v2 {
-    use cairn_types::{Cues, Extent, InodeId, InodeKind, Version, Xattrs};
+    use super::cues_v1::Cues;
+    use cairn_types::{Extent, InodeId, InodeKind, Version, Xattrs};
     use serde::{Deserialize, Serialize};
 
     #[derive(Serialize, Deserialize)]
@@ -196,7 +291,7 @@ mod v2 {
                 uid: o.uid,
                 gid: o.gid,
                 target: o.target,
-                cues: o.cues,
+                cues: o.cues.into(),
                 nlink: 1,
             }
         }
@@ -241,7 +336,7 @@ mod v1 {
                 uid: None,
                 gid: None,
                 target: None,
-                cues: cairn_types::Cues::default(),
+                cues: super::cues_v1::Cues::default(),
             }
         }
     }
@@ -1773,7 +1868,10 @@ mod tests {
             uid: Some(4),
             gid: Some(5),
             target: Some("abc".into()),
-            cues: Cues::parse("rep=2").unwrap(),
+            cues: cues_v1::Cues {
+                rep: Some(2),
+                ..Default::default()
+            },
         };
         let txn = Txn::new().put(entry_key(InodeId::ROOT, "l"), encode(&old));
         ns.store.commit(txn).await.unwrap();
@@ -1783,6 +1881,43 @@ mod tests {
             (1, Some(4), Some("abc"))
         );
         assert_eq!(got.cues.rep, Some(2));
+    }
+
+    #[tokio::test]
+    async fn inodes_from_before_the_hot_cue_decode() {
+        let (_d, ns) = open_ns(Duration::ZERO).await;
+        let old = v3::Inode {
+            id: InodeId(79),
+            kind: InodeKind::File,
+            size: 0,
+            version: Version(4),
+            mtime_ms: 5,
+            ctime_ms: 6,
+            mode: 0o640,
+            extents: vec![],
+            chunk_size: 1 << 20,
+            xattrs: Xattrs::new(),
+            uid: None,
+            gid: None,
+            target: None,
+            cues: cues_v1::Cues {
+                rep: Some(1),
+                hotspot: Some(true),
+                ..Default::default()
+            },
+            nlink: 1,
+        };
+        let txn = Txn::new().put(entry_key(InodeId::ROOT, "h"), encode(&old));
+        ns.store.commit(txn).await.unwrap();
+        let got = ns.lookup(&p("/h")).await.unwrap();
+        assert_eq!((got.version, got.mode, got.nlink), (Version(4), 0o640, 1));
+        assert_eq!(got.cues, Cues::parse("rep=1,hotspot").unwrap());
+        // Written back in the current layout, with the new cue.
+        let hot = Cues::parse("hot=actor").unwrap();
+        ns.set_cues(&p("/h"), &hot, false).await.unwrap();
+        let got = ns.lookup(&p("/h")).await.unwrap();
+        assert_eq!(got.cues.hot.as_deref(), Some("actor"));
+        assert_eq!(got.cues.rep, Some(1));
     }
 
     async fn count_scanned(ns: &Namespace, id: InodeId) -> usize {

@@ -29,6 +29,18 @@ mod v1 {
     }
 }
 
+/// Before groups.
+mod v2 {
+    #[derive(serde::Deserialize)]
+    pub(super) struct NodeRecord {
+        pub addr: String,
+        pub zone: String,
+        pub draining: bool,
+        pub host: String,
+        pub join_seq: u64,
+    }
+}
+
 #[derive(Serialize, Deserialize)]
 struct NodeRecord {
     addr: String,
@@ -39,29 +51,44 @@ struct NodeRecord {
     /// Order of first registration: buddy sets and copysets are cut in this
     /// order, so it must survive restarts of meta.
     join_seq: u64,
+    /// Groups the node is in (`--group`, `cairn cluster group add`).
+    groups: BTreeSet<String>,
 }
 
 impl NodeRecord {
-    /// The current record, or a v1 one (join order and host unknown: the
-    /// caller assigns a join sequence).
+    /// The current record, or a v2 one (no groups), or a v1 one (join
+    /// order and host unknown: the caller assigns a join sequence).
     fn decode(bytes: &[u8]) -> std::result::Result<(NodeRecord, bool), postcard::Error> {
-        // A v1 record is a strict prefix of a v2 one, so v2 fails on it.
-        match postcard::from_bytes::<NodeRecord>(bytes) {
-            Ok(r) => Ok((r, false)),
-            Err(_) => {
-                let old: v1::NodeRecord = postcard::from_bytes(bytes)?;
-                Ok((
-                    NodeRecord {
-                        addr: old.addr,
-                        zone: old.zone,
-                        draining: old.draining,
-                        host: String::new(),
-                        join_seq: 0,
-                    },
-                    true,
-                ))
-            }
+        // An older record is a strict prefix of a newer one, so the newer
+        // layout fails on it.
+        if let Ok(r) = postcard::from_bytes::<NodeRecord>(bytes) {
+            return Ok((r, false));
         }
+        if let Ok(r) = postcard::from_bytes::<v2::NodeRecord>(bytes) {
+            return Ok((
+                NodeRecord {
+                    addr: r.addr,
+                    zone: r.zone,
+                    draining: r.draining,
+                    host: r.host,
+                    join_seq: r.join_seq,
+                    groups: BTreeSet::new(),
+                },
+                false,
+            ));
+        }
+        let old: v1::NodeRecord = postcard::from_bytes(bytes)?;
+        Ok((
+            NodeRecord {
+                addr: old.addr,
+                zone: old.zone,
+                draining: old.draining,
+                host: String::new(),
+                join_seq: 0,
+                groups: BTreeSet::new(),
+            },
+            true,
+        ))
     }
 }
 
@@ -83,6 +110,7 @@ struct NodeEntry {
     draining: bool,
     /// Draining and no longer holding any chunk a file needs.
     drained: bool,
+    groups: BTreeSet<String>,
 }
 
 pub struct NodeTracker {
@@ -110,6 +138,7 @@ fn record(e: &NodeEntry, draining: bool) -> NodeRecord {
         draining,
         host: e.host.clone(),
         join_seq: e.join_seq,
+        groups: e.groups.clone(),
     }
 }
 
@@ -148,6 +177,7 @@ impl NodeTracker {
                     heard: false,
                     draining: rec.draining,
                     drained: false,
+                    groups: rec.groups,
                 },
             );
         }
@@ -197,17 +227,27 @@ impl NodeTracker {
             .lock()
             .unwrap()
             .get(&id)
-            .map(|e| (e.draining, e.join_seq));
-        let (draining, join_seq) = match known {
+            .map(|e| (e.draining, e.join_seq, e.groups.clone()));
+        let (draining, join_seq, mut groups) = match known {
             Some(k) => k,
-            None => (false, self.next_seq.fetch_add(1, Ordering::Relaxed)),
+            None => (
+                false,
+                self.next_seq.fetch_add(1, Ordering::Relaxed),
+                BTreeSet::new(),
+            ),
         };
+        // The groups a node starts in join those it was given at run time.
+        for g in &stats.groups {
+            cairn_types::check_group_name(g)?;
+            groups.insert(g.clone());
+        }
         let rec = NodeRecord {
             addr: addr.clone(),
             zone: zone.clone(),
             draining,
             host: stats.host.clone(),
             join_seq,
+            groups: groups.clone(),
         };
         self.persist(id, &rec).await?;
         let entry = NodeEntry {
@@ -221,6 +261,7 @@ impl NodeTracker {
             heard: true,
             draining,
             drained: false,
+            groups,
         };
         self.nodes.lock().unwrap().insert(id, entry);
         self.heartbeat(id, stats)
@@ -241,6 +282,87 @@ impl NodeTracker {
             e.drained = false;
         }
         Ok(())
+    }
+
+    /// Put a node in a group, or take it out; persisted.
+    pub async fn set_group(&self, id: NodeId, group: &str, add: bool) -> Result<()> {
+        cairn_types::check_group_name(group)?;
+        let rec = {
+            let nodes = self.nodes.lock().unwrap();
+            let e = nodes.get(&id).ok_or_else(|| {
+                Error::not_found(format!(
+                    "no storage node {id}; `cairn cluster status` lists the nodes"
+                ))
+            })?;
+            let mut rec = record(e, e.draining);
+            if add {
+                rec.groups.insert(group.to_string());
+            } else if !rec.groups.remove(group) {
+                return Err(Error::not_found(format!(
+                    "node {id} is not in group {group:?}"
+                )));
+            }
+            rec
+        };
+        self.persist(id, &rec).await?;
+        if let Some(e) = self.nodes.lock().unwrap().get_mut(&id) {
+            e.groups = rec.groups;
+        }
+        Ok(())
+    }
+
+    /// Every group with its members and the members live now.
+    pub fn groups(&self) -> Vec<cairn_proto::GroupInfo> {
+        let now = now_ms();
+        let nodes = self.nodes.lock().unwrap();
+        let mut out: BTreeMap<String, cairn_proto::GroupInfo> = BTreeMap::new();
+        for (id, e) in nodes.iter() {
+            let up = self.state_of(e, now).is_up();
+            for g in &e.groups {
+                let gi = out
+                    .entry(g.clone())
+                    .or_insert_with(|| cairn_proto::GroupInfo {
+                        name: g.clone(),
+                        nodes: Vec::new(),
+                        live: Vec::new(),
+                    });
+                gi.nodes.push(*id);
+                if up {
+                    gi.live.push(*id);
+                }
+            }
+        }
+        out.into_values().collect()
+    }
+
+    /// Members of `group` with their zones and whether they answer.
+    pub fn group_members(&self, group: &str) -> Vec<(NodeAddr, String, bool)> {
+        let now = now_ms();
+        let nodes = self.nodes.lock().unwrap();
+        nodes
+            .iter()
+            .filter(|(_, e)| e.groups.contains(group))
+            .map(|(id, e)| {
+                (
+                    NodeAddr {
+                        id: *id,
+                        addr: e.addr.clone(),
+                    },
+                    e.zone.clone(),
+                    self.state_of(e, now).is_up(),
+                )
+            })
+            .collect()
+    }
+
+    /// A node's zone ("" for one meta does not know).
+    pub fn zone(&self, id: NodeId) -> String {
+        self.nodes
+            .lock()
+            .unwrap()
+            .get(&id)
+            .map(|e| e.zone.clone())
+            .unwrap_or_default()
     }
 
     /// The repair planner found that a draining node holds nothing needed.
@@ -383,6 +505,7 @@ impl NodeTracker {
                 state: self.state_of(e, now),
                 last_heartbeat_ms: e.last_heartbeat_ms,
                 stats: e.stats.clone(),
+                groups: e.groups.iter().cloned().collect(),
             })
             .collect()
     }

@@ -27,7 +27,7 @@ use cairn_types::{now_ms, ChunkId, Error, Extent, NodeId, Result};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::Semaphore;
 use tracing::{debug, info, warn};
 
 #[derive(Clone, Debug)]
@@ -169,25 +169,60 @@ impl Balancer {
     }
 }
 
-pub(crate) async fn repair_worker(meta: Arc<Meta>, mut stop: watch::Receiver<bool>) {
-    let mut last_sweep = Instant::now();
-    // Since when this meta has been leader, as far as the passes saw.
-    let mut leader_since: Option<Instant> = None;
-    loop {
-        tokio::select! {
-            _ = stop.changed() => return,
-            _ = tokio::time::sleep(meta.repair_cfg.interval) => {}
-            _ = meta.repair_kick.notified() => {}
+/// The repair planner as a [`crate::worker::Worker`]: a pass every
+/// `interval` (or when a commit leaves copies to make), sweeping orphans
+/// every `orphan_after / 2` once this meta has been up and leader that long.
+pub(crate) struct RepairWorker {
+    meta: Arc<Meta>,
+    last_sweep: Instant,
+    /// Since when this meta has been leader, as far as the passes saw.
+    leader_since: Option<Instant>,
+    /// The first pass waits one interval (nodes heartbeat first).
+    started: bool,
+}
+
+impl RepairWorker {
+    pub(crate) fn new(meta: Arc<Meta>) -> RepairWorker {
+        RepairWorker {
+            meta,
+            last_sweep: Instant::now(),
+            leader_since: None,
+            started: false,
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::worker::Worker for RepairWorker {
+    fn name(&self) -> &'static str {
+        "repair"
+    }
+
+    fn retry_after(&self) -> Duration {
+        self.meta.repair_cfg.interval
+    }
+
+    async fn pass(&mut self) -> Result<crate::worker::Pass> {
+        let meta = self.meta.clone();
+        let interval = meta.repair_cfg.interval;
+        let idle = |state: &'static str, progress: String| crate::worker::Pass {
+            state,
+            progress,
+            next: interval,
+        };
+        if !self.started {
+            self.started = true;
+            return Ok(idle("idle", "first pass after one interval".into()));
         }
         let orphan_after = meta.repair_cfg.orphan_after;
         let horizon = now_ms().saturating_sub(orphan_after.as_millis() as u64);
         // Every meta prunes its own allocations (a follower never sweeps).
         meta.recent.lock().unwrap().retain(|_, t| *t >= horizon);
         if !meta.election.is_leader() {
-            leader_since = None;
-            continue;
+            self.leader_since = None;
+            return Ok(idle("standby", "not the leader".into()));
         }
-        let since = *leader_since.get_or_insert_with(Instant::now);
+        let since = *self.leader_since.get_or_insert_with(Instant::now);
         let up_long_enough =
             now_ms().saturating_sub(meta.started_ms) > orphan_after.as_millis() as u64;
         // Repair copies are protected by the repairer's in-memory `recent`
@@ -195,15 +230,25 @@ pub(crate) async fn repair_worker(meta: Arc<Meta>, mut stop: watch::Receiver<boo
         // previous leader's copies still in flight are not in ours, so a
         // new leader waits out the orphan window before its first sweep.
         let leader_long_enough = !meta.repair_cfg.shared_store || since.elapsed() >= orphan_after;
-        let sweep =
-            up_long_enough && leader_long_enough && last_sweep.elapsed() >= orphan_after / 2;
-        tokio::select! {
-            _ = stop.changed() => return,
-            r = meta.repair_pass(sweep) => match r {
-                Ok(()) => if sweep { last_sweep = Instant::now() },
-                Err(e) => warn!("repair pass failed: {e}"),
-            }
+        let sweep = up_long_enough
+            && leader_long_enough
+            && self.last_sweep.elapsed() >= orphan_after / 2;
+        meta.repair_pass(sweep).await?;
+        if sweep {
+            self.last_sweep = Instant::now();
         }
+        let st = meta.repair_status.lock().unwrap().clone();
+        Ok(idle(
+            "idle",
+            format!(
+                "{} chunk(s) pending ({} left), {} copies made, {} failed, {} orphans deleted",
+                st.chunks_pending,
+                cairn_types::format_bytes(st.bytes_left),
+                st.copies_done,
+                st.copies_failed,
+                st.orphans_deleted
+            ),
+        ))
     }
 }
 
@@ -577,6 +622,7 @@ impl Meta {
                     .into_iter()
                     .filter(|c| {
                         !referenced(c)
+                            && !self.cache.holds(*c, node.id)
                             && !garbage.contains(c)
                             && !recent.contains_key(c)
                             && !allocated.contains(c)

@@ -110,7 +110,12 @@ pub struct Meta {
     pub(crate) election: crate::election::Election,
     /// Wakes the repair planner early: a commit left copies to make
     /// (`sync` below `rep`).
-    pub(crate) repair_kick: tokio::sync::Notify,
+    pub(crate) repair_kick: Arc<tokio::sync::Notify>,
+    /// Cache copies (prefetched, read through) beside the durable ones.
+    pub(crate) cache: crate::cache_copies::CacheCopies,
+    pub(crate) prefetch: crate::prefetch::PrefetchJobs,
+    /// Background workers, for `cluster status`.
+    pub(crate) workers: crate::worker::Workers,
     /// Metadata leases given out: by file, (client, expiry in ms).
     leases: std::sync::Mutex<std::collections::HashMap<cairn_types::InodeId, Vec<(u64, u64)>>>,
     lease_ms: u32,
@@ -205,7 +210,7 @@ pub async fn start(cfg: MetaConfig) -> Result<MetaHandle> {
     };
     let meta = Arc::new(Meta {
         ns,
-        store,
+        store: store.clone(),
         nodes,
         secret: secret.clone(),
         chunk_size: cfg.chunk_size,
@@ -225,7 +230,10 @@ pub async fn start(cfg: MetaConfig) -> Result<MetaHandle> {
         repair_status: Default::default(),
         started_ms: cairn_types::now_ms(),
         election,
-        repair_kick: tokio::sync::Notify::new(),
+        repair_kick: Arc::new(tokio::sync::Notify::new()),
+        cache: crate::cache_copies::CacheCopies::load(store.clone()).await?,
+        prefetch: Default::default(),
+        workers: Default::default(),
         leases: Default::default(),
         lease_ms: if cfg.repair.shared_store {
             0
@@ -241,8 +249,24 @@ pub async fn start(cfg: MetaConfig) -> Result<MetaHandle> {
                 serve_conn(meta.clone(), conn, stop)
             })
         }),
-        tokio::spawn(gc_worker(meta.clone(), cfg.gc_interval, stop_rx.clone())),
-        tokio::spawn(crate::repair::repair_worker(meta.clone(), stop_rx)),
+        meta.workers.spawn(
+            GcWorker {
+                meta: meta.clone(),
+                every: cfg.gc_interval,
+            },
+            None,
+            stop_rx.clone(),
+        ),
+        meta.workers.spawn(
+            crate::repair::RepairWorker::new(meta.clone()),
+            Some(meta.repair_kick.clone()),
+            stop_rx.clone(),
+        ),
+        meta.workers.spawn(
+            crate::prefetch::PrefetchWorker::new(meta.clone(), Default::default()),
+            Some(meta.prefetch.kick.clone()),
+            stop_rx,
+        ),
     ]);
     info!(%addr, data = %cfg.data_dir.display(), "meta serving");
     Ok(MetaHandle {
@@ -405,7 +429,9 @@ impl Meta {
     async fn handle_one(&self, role: Role, client: Option<u64>, req: MetaRequest) -> MetaResult {
         let node_only = matches!(
             req,
-            MetaRequest::Register { .. } | MetaRequest::Heartbeat { .. }
+            MetaRequest::Register { .. }
+                | MetaRequest::Heartbeat { .. }
+                | MetaRequest::CacheReport { .. }
         );
         if node_only && role != Role::Node {
             return Err(Error::denied(
@@ -533,6 +559,7 @@ impl Meta {
                                 self.repair_kick.notify_one();
                             }
                         }
+                        self.after_commit(&path, &inode).await;
                         Ok(MetaResponse::Inode(inode))
                     }
                     Err(e) => {
@@ -550,11 +577,14 @@ impl Meta {
                 expected,
                 mode,
                 xattrs,
-            } => Ok(MetaResponse::Inode(
-                self.ns
+            } => {
+                let inode = self
+                    .ns
                     .compose(&dst, &sources, expected, mode, xattrs)
-                    .await?,
-            )),
+                    .await?;
+                self.after_commit(&dst, &inode).await;
+                Ok(MetaResponse::Inode(inode))
+            }
             MetaRequest::ClusterStatus => Ok(MetaResponse::Status(self.status().await?)),
             MetaRequest::GetCues { path } => {
                 let r = self.ns.cues(&path).await?;
@@ -615,6 +645,48 @@ impl Meta {
                 self.nodes.report_corrupt(chunk, node);
                 Ok(MetaResponse::Ok)
             }
+            MetaRequest::SetGroup { node, group, add } => {
+                info!(%node, %group, add, "group membership changed");
+                self.nodes.set_group(node, &group, add).await?;
+                self.prefetch.kick.notify_one();
+                Ok(MetaResponse::Ok)
+            }
+            MetaRequest::Groups => Ok(MetaResponse::Groups(self.nodes.groups())),
+            MetaRequest::Prefetch {
+                paths,
+                group,
+                evict,
+            } => Ok(MetaResponse::Prefetch(
+                self.handle_prefetch(paths, group, evict).await?,
+            )),
+            MetaRequest::PrefetchStatus { jobs } => {
+                Ok(MetaResponse::Prefetch(self.prefetch.status(&jobs)))
+            }
+            MetaRequest::CacheReport {
+                node,
+                added,
+                dropped,
+            } => {
+                let add: Vec<_> = added.iter().map(|(c, len)| (*c, node, *len)).collect();
+                self.cache.add_many(&add).await?;
+                let drop: Vec<_> = dropped.iter().map(|c| (*c, node)).collect();
+                self.cache.remove_many(&drop).await?;
+                Ok(MetaResponse::Ok)
+            }
+        }
+    }
+
+    /// A new version was committed: with `hot=GROUP` in effect, prefetch it.
+    async fn after_commit(&self, path: &cairn_types::CairnPath, inode: &cairn_types::Inode) {
+        let group = match &inode.cues.hot {
+            Some(g) => Some(g.clone()),
+            None => match self.ns.cues(path).await {
+                Ok(r) => r.effective.hot,
+                Err(_) => None,
+            },
+        };
+        if let Some(g) = group {
+            self.prefetch_hot(path, inode, &g).await;
         }
     }
 
@@ -796,6 +868,8 @@ impl Meta {
                 (n.id, d)
             })
             .collect();
+        let mut read_order = Vec::with_capacity(inode.extents.len());
+        let mut any_cached = false;
         for (i, e) in inode.extents.iter_mut().enumerate() {
             // Healthy, live replicas first, then nearest; the client tries
             // them in order.
@@ -814,7 +888,49 @@ impl Meta {
             }
             ids.extend(e.nodes.iter().copied());
             caps.push(Capability::sign(&self.secret, e.chunk, false));
+            // Cache copies on live nodes join the order; at equal nearness
+            // they go first, sparing the durable holders, and take turns.
+            let cached: Vec<NodeId> = self
+                .cache
+                .holders(e.chunk)
+                .into_iter()
+                .filter(|n| self.nodes.is_live(*n) && !e.nodes.contains(n))
+                .collect();
+            if cached.is_empty() {
+                read_order.push(Vec::new());
+                continue;
+            }
+            any_cached = true;
+            let mut order: Vec<(NodeId, bool)> = cached
+                .iter()
+                .map(|n| (*n, true))
+                .chain(e.nodes.iter().map(|n| (*n, false)))
+                .collect();
+            let okey = |(n, cache): &(NodeId, bool)| {
+                let (corrupt, down, near) = key(n);
+                (corrupt, down, near, !cache)
+            };
+            order.sort_by_key(okey);
+            if let Some(first) = order.first().map(okey) {
+                let tied = order.iter().take_while(|o| okey(o) == first).count();
+                order[..tied].rotate_left(fastrand::usize(..tied.max(1)));
+            }
+            ids.extend(cached);
+            read_order.push(order.into_iter().map(|(n, _)| n).collect());
         }
+        if !any_cached {
+            read_order.clear();
+        }
+        // A live node on the reader's host, for reads through it.
+        let via = host.and_then(|h| {
+            status
+                .iter()
+                .find(|n| n.host == h && n.state.is_up())
+                .map(|n| cairn_proto::NodeAddr {
+                    id: n.id,
+                    addr: n.addr.clone(),
+                })
+        });
         let nodes = ids
             .into_iter()
             .filter_map(|id| self.nodes.addr(id))
@@ -825,6 +941,8 @@ impl Meta {
             nodes,
             caps,
             lease_ms: 0,
+            read_order,
+            via,
         }))
     }
 
@@ -877,6 +995,8 @@ impl Meta {
             pending_garbage_chunks: self.pending_garbage.load(Ordering::Relaxed),
             repair: self.repair_status.lock().unwrap().clone(),
             leader: self.election.is_leader(),
+            workers: self.workers.status(),
+            cache_copies: self.cache.count(),
         })
     }
 
@@ -892,9 +1012,17 @@ impl Meta {
             return Ok(());
         }
         let mut by_node: BTreeMap<NodeId, Vec<ChunkId>> = BTreeMap::new();
+        let mut cached: Vec<(ChunkId, NodeId)> = Vec::new();
         for (_, g) in &due {
             for n in &g.nodes {
                 by_node.entry(*n).or_default().push(g.chunk);
+            }
+            // Cache copies go with their chunk.
+            for n in self.cache.holders(g.chunk) {
+                if !g.nodes.contains(&n) {
+                    by_node.entry(n).or_default().push(g.chunk);
+                    cached.push((g.chunk, n));
+                }
             }
         }
         let mut failed: HashSet<NodeId> = HashSet::new();
@@ -927,30 +1055,57 @@ impl Meta {
         }
         let done: Vec<Vec<u8>> = due
             .into_iter()
-            .filter(|(_, g)| !g.nodes.iter().any(|n| failed.contains(n)))
+            .filter(|(_, g)| {
+                !g.nodes.iter().any(|n| failed.contains(n))
+                    && !cached.iter().any(|(c, n)| *c == g.chunk && failed.contains(n))
+            })
             .map(|(k, g)| {
                 self.nodes.forget_chunk(g.chunk);
                 k
             })
             .collect();
         let n = done.len();
+        // A cache copy on a node that could not delete it stays recorded
+        // (and its chunk stays garbage) until it can.
+        let cached_done: Vec<(ChunkId, NodeId)> = cached
+            .into_iter()
+            .filter(|(_, n)| !failed.contains(n))
+            .collect();
+        self.cache.remove_many(&cached_done).await?;
         self.ns.ack_garbage(done).await?;
         debug!(chunks = n, "garbage collected");
         Ok(())
     }
 }
 
-async fn gc_worker(meta: Arc<Meta>, every: Duration, mut stop: watch::Receiver<bool>) {
-    loop {
-        tokio::select! {
-            _ = stop.changed() => return,
-            _ = tokio::time::sleep(every) => {}
+/// Garbage collection as a [`crate::worker::Worker`].
+struct GcWorker {
+    meta: Arc<Meta>,
+    every: Duration,
+}
+
+#[async_trait::async_trait]
+impl crate::worker::Worker for GcWorker {
+    fn name(&self) -> &'static str {
+        "gc"
+    }
+
+    fn retry_after(&self) -> Duration {
+        self.every
+    }
+
+    async fn pass(&mut self) -> Result<crate::worker::Pass> {
+        let standby = !self.meta.election.is_leader();
+        if !standby {
+            self.meta.collect_garbage().await?;
         }
-        if !meta.election.is_leader() {
-            continue;
-        }
-        if let Err(e) = meta.collect_garbage().await {
-            warn!("garbage collection: {e}");
-        }
+        Ok(crate::worker::Pass {
+            state: if standby { "standby" } else { "idle" },
+            progress: format!(
+                "{} chunk(s) due for deletion",
+                self.meta.pending_garbage.load(Ordering::Relaxed)
+            ),
+            next: self.every,
+        })
     }
 }

@@ -29,6 +29,15 @@ pub struct NodeStats {
     /// `place=local`. Rides with the stats rather than on `Register` alone
     /// so a meta that restarted learns it from the next heartbeat.
     pub host: String,
+    /// Groups the node was started in (`cairn storage --group`); meta adds
+    /// them to the node's groups when it registers.
+    pub groups: Vec<String>,
+    /// Bytes of cache copies (prefetched or read through) held, and the
+    /// most the node keeps (`--cache-capacity`).
+    pub cache_bytes: u64,
+    pub cache_capacity: u64,
+    /// Chunk bytes sent to readers and peers since start.
+    pub served_bytes: u64,
 }
 
 /// Where a node is and how to reach it.
@@ -193,6 +202,33 @@ pub enum MetaRequest {
         src: CairnPath,
         dst: CairnPath,
     },
+    /// Put a node in a group (`add`) or take it out.
+    SetGroup {
+        node: NodeId,
+        group: String,
+        add: bool,
+    },
+    /// Every group with its nodes.
+    Groups,
+    /// Give every live node of `group` a cache copy of every chunk of the
+    /// files at `paths` (directories recursively); with `evict`, drop
+    /// those copies instead. Answers the jobs started.
+    Prefetch {
+        paths: Vec<CairnPath>,
+        group: String,
+        evict: bool,
+    },
+    /// Prefetch jobs and their progress (these ids; all when empty).
+    PrefetchStatus {
+        jobs: Vec<u64>,
+    },
+    /// Node role: cache copies the node made itself (a read-through) or
+    /// dropped (evicted, found corrupt, promoted to a durable copy).
+    CacheReport {
+        node: NodeId,
+        added: Vec<(ChunkId, u64)>,
+        dropped: Vec<ChunkId>,
+    },
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -215,6 +251,13 @@ pub struct OpenFile {
     pub nodes: Vec<NodeAddr>,
     /// One read capability per extent, in extent order.
     pub caps: Vec<Capability>,
+    /// Per extent, every node to read it from, best first: durable copies
+    /// and cache copies (`hot=`, prefetch, read-through), same host first,
+    /// then same zone. Empty: read `extents[i].nodes` in order.
+    pub read_order: Vec<Vec<NodeId>>,
+    /// A live storage node on the reader's host, through which `hotspot`
+    /// reads go (it keeps a cache copy and serves every later reader).
+    pub via: Option<NodeAddr>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -288,6 +331,51 @@ pub struct NodeStatus {
     pub state: NodeState,
     pub last_heartbeat_ms: u64,
     pub stats: NodeStats,
+    /// Groups the node is in (`cairn cluster group add`, `--group`).
+    pub groups: Vec<String>,
+}
+
+/// What one background worker of meta is doing, for `cluster status`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct WorkerStatus {
+    /// `gc`, `repair`, `prefetch`.
+    pub name: String,
+    /// `idle`, `busy`, `standby` (not the leader), `stopped`.
+    pub state: String,
+    /// What it did or is doing, for people.
+    pub progress: String,
+    /// Passes run since start.
+    pub passes: u64,
+    /// The last error, if the last pass failed.
+    pub last_error: Option<String>,
+}
+
+/// One prefetch job: a set of file versions being spread to a group.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct PrefetchJobStatus {
+    pub id: u64,
+    pub group: String,
+    /// Files the job copies, each at the version it started with.
+    pub files: Vec<String>,
+    /// `running`, `done` (every reachable node holds every chunk; nodes
+    /// that join later are still filled in), `failed`.
+    pub state: String,
+    pub chunks: u64,
+    pub bytes: u64,
+    /// Destination nodes (live group members) and those complete.
+    pub nodes: u64,
+    pub nodes_done: u64,
+    /// Chunk copies made, and the copies the job needs in all.
+    pub copies_done: u64,
+    pub copies_total: u64,
+    pub bytes_done: u64,
+    /// Nodes skipped, with why (no room, unreachable, ...).
+    pub skipped: Vec<(NodeId, String)>,
+    /// Remarks: a file replaced since the job started, a source lost.
+    pub notes: Vec<String>,
+    pub started_ms: u64,
+    /// When every destination was complete (0 while running).
+    pub done_ms: u64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -306,6 +394,10 @@ pub struct ClusterStatus {
     /// (repair, garbage collection): always with one meta server; with
     /// several on etcd, the one that won the election.
     pub leader: bool,
+    /// Background workers of the answering meta.
+    pub workers: Vec<WorkerStatus>,
+    /// Cache copies meta knows of (prefetched or read through).
+    pub cache_copies: u64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -325,6 +417,17 @@ pub enum MetaResponse {
         cues: Cues,
         lease_ms: u32,
     },
+    Groups(Vec<GroupInfo>),
+    Prefetch(Vec<PrefetchJobStatus>),
+}
+
+/// A node group and its members.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct GroupInfo {
+    pub name: String,
+    pub nodes: Vec<NodeId>,
+    /// Members meta sees live now.
+    pub live: Vec<NodeId>,
 }
 
 /// The cues of a path: set on it (`own`; `None` if the path does not exist
@@ -375,6 +478,34 @@ pub enum StorageRequest {
     /// Node role only: every chunk this node holds.
     ListChunks,
     Ping,
+    /// Node role only (meta's prefetch scheduler): fetch the chunk from
+    /// the first of `sources` that serves it, verify it against `crc`, and
+    /// keep it as a cache copy (evictable, never counted as durable).
+    CacheFetch {
+        chunk: ChunkId,
+        len: u64,
+        crc: u32,
+        sources: Vec<NodeAddr>,
+        cap: Capability,
+    },
+    /// A read through this node (`hotspot`): answered as `GetChunk`; if
+    /// the node has no copy it first fetches the whole chunk (`chunk_len`
+    /// bytes, checksum summary `crc`) from `sources`, keeps it as a cache
+    /// copy and tells meta, so later readers find it here.
+    GetChunkVia {
+        chunk: ChunkId,
+        offset: u64,
+        len: u64,
+        cap: Capability,
+        chunk_len: u64,
+        crc: u32,
+        sources: Vec<NodeAddr>,
+    },
+    /// Node role only: drop these cache copies (`prefetch --evict`);
+    /// durable copies are kept.
+    DropCache {
+        chunks: Vec<ChunkId>,
+    },
 }
 
 /// The answer to a write: success, or which hop of the chain failed and why,

@@ -9,6 +9,7 @@
 //! is acknowledged only after this node's copy is fsynced and every later hop
 //! of the chain has acknowledged its own.
 
+pub mod cache;
 pub mod chunk_store;
 pub mod server;
 

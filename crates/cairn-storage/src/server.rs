@@ -40,6 +40,10 @@ pub struct StorageConfig {
     /// and sends out (reads), each way; 0: unlimited. For experiments that
     /// emulate slower nodes or links (`cairn bench --schemes --throttle`).
     pub throttle: u64,
+    /// Groups the node starts in (`--group`), for prefetch jobs.
+    pub groups: Vec<String>,
+    /// Most bytes of cache copies kept; None: a fifth of the file system.
+    pub cache_capacity: Option<u64>,
 }
 
 impl StorageConfig {
@@ -57,6 +61,8 @@ impl StorageConfig {
             scrub_pause: Duration::from_secs(30),
             store: StoreOptions::default(),
             throttle: 0,
+            groups: Vec::new(),
+            cache_capacity: None,
         }
     }
 }
@@ -77,6 +83,14 @@ struct Node {
     rate_in: cairn_proto::Throttle,
     rate_out: cairn_proto::Throttle,
     host: String,
+    groups: Vec<String>,
+    /// Which chunks are cache copies, under the cache budget.
+    cache: Mutex<crate::cache::CacheIndex>,
+    /// Cache copies to tell meta of: made by reads through, dropped.
+    report: Mutex<(Vec<(ChunkId, u64)>, Vec<ChunkId>)>,
+    /// One read through at a time per chunk: later readers wait for it.
+    fetching: Mutex<std::collections::HashMap<ChunkId, Arc<tokio::sync::Mutex<()>>>>,
+    served: std::sync::atomic::AtomicU64,
 }
 
 /// This machine's host name, or `localhost` when it has none.
@@ -152,6 +166,12 @@ pub async fn start(cfg: StorageConfig, creds: Credentials) -> Result<StorageHand
     let store = tokio::task::spawn_blocking(move || ChunkStore::open(&dir, opts))
         .await
         .map_err(|e| Error::internal(e.to_string()))??;
+    let cache = {
+        let capacity = cfg.cache_capacity.unwrap_or(store.stats().fs_total / 5);
+        let dir = cfg.data_dir.clone();
+        let index = crate::cache::CacheIndex::load(&dir, capacity, |c| store.info(c).is_some());
+        Mutex::new(index)
+    };
     let listener = Listener::bind(&cfg.listen, creds.clone()).await?;
     let addr = cfg
         .advertise
@@ -169,6 +189,11 @@ pub async fn start(cfg: StorageConfig, creds: Credentials) -> Result<StorageHand
         rate_in: cairn_proto::Throttle::new(cfg.throttle),
         rate_out: cairn_proto::Throttle::new(cfg.throttle),
         host: cfg.host.clone(),
+        groups: cfg.groups.clone(),
+        cache,
+        report: Default::default(),
+        fetching: Default::default(),
+        served: Default::default(),
     });
     let (stop, stop_rx) = watch::channel(false);
     let mut tasks = vec![
@@ -276,6 +301,42 @@ async fn serve_conn(node: Arc<Node>, mut conn: Conn, mut stop: watch::Receiver<b
                 conn.send(&r).await
             }
             StorageRequest::Ping => conn.send(&Ok::<(), Error>(())).await,
+            StorageRequest::CacheFetch {
+                chunk,
+                len,
+                crc,
+                sources,
+                cap,
+            } => {
+                let r = if conn.role != Role::Node {
+                    Err(Error::denied("prefetching chunks needs the node role"))
+                } else {
+                    cache_fetch(&node, chunk, len, crc, &sources, cap).await
+                };
+                conn.send(&r).await
+            }
+            StorageRequest::GetChunkVia {
+                chunk,
+                offset,
+                len,
+                cap,
+                chunk_len,
+                crc,
+                sources,
+            } => {
+                match read_through(&node, chunk, chunk_len, crc, &sources, &cap).await {
+                    Ok(()) => handle_get(&node, &mut conn, chunk, offset, len, cap).await,
+                    Err(e) => conn.send(&GetChunkResult::Err(e)).await,
+                }
+            }
+            StorageRequest::DropCache { chunks } => {
+                let r = if conn.role != Role::Node {
+                    Err(Error::denied("dropping cache copies needs the node role"))
+                } else {
+                    drop_cache(&node, chunks, false).await
+                };
+                conn.send(&r).await
+            }
         };
         if let Err(e) = keep {
             debug!(peer = %conn.peer, "connection closed: {e}");
@@ -300,17 +361,165 @@ async fn delete_chunks(node: &Arc<Node>, chunks: Vec<ChunkId>) -> Result<()> {
         Ok(())
     })
     .await?;
-    // A deleted copy is no longer a corrupt one.
-    let mut corrupt = node.corrupt.lock().unwrap();
-    for c in deleted {
-        corrupt.remove(&c);
+    // A deleted copy is no longer a corrupt one, nor a cache copy.
+    let mut cached = false;
+    {
+        let mut corrupt = node.corrupt.lock().unwrap();
+        let mut cache = node.cache.lock().unwrap();
+        for c in deleted {
+            corrupt.remove(&c);
+            cached |= cache.remove(c);
+        }
+    }
+    if cached {
+        save_cache(node).await;
     }
     Ok(())
 }
 
-/// Copy a chunk from a peer (repair, drain, rebalance): stream it from
-/// `source` into the local store, verifying every block on the way and the
-/// whole against meta's checksum.
+async fn save_cache(node: &Arc<Node>) {
+    let node = node.clone();
+    let r = blocking(move || node.cache.lock().unwrap().save()).await;
+    if let Err(e) = r {
+        warn!("could not save the cache-copy index: {e}");
+    }
+}
+
+/// Delete cache copies (never a durable copy); with `report`, tell meta.
+async fn drop_cache(node: &Arc<Node>, chunks: Vec<ChunkId>, report: bool) -> Result<()> {
+    let gone: Vec<ChunkId> = {
+        let mut cache = node.cache.lock().unwrap();
+        chunks.into_iter().filter(|c| cache.remove(*c)).collect()
+    };
+    if gone.is_empty() {
+        return Ok(());
+    }
+    let store = node.store.clone();
+    let g = gone.clone();
+    blocking(move || {
+        for c in g {
+            store.delete(c)?;
+        }
+        Ok(())
+    })
+    .await?;
+    {
+        let mut corrupt = node.corrupt.lock().unwrap();
+        for c in &gone {
+            corrupt.remove(c);
+        }
+    }
+    if report {
+        node.report.lock().unwrap().1.extend(gone);
+    }
+    save_cache(node).await;
+    Ok(())
+}
+
+/// A cache copy found corrupt is dropped, not repaired: the durable
+/// copies are elsewhere. Returns whether `chunk` was a cache copy.
+async fn drop_if_cached(node: &Arc<Node>, chunk: ChunkId) -> bool {
+    if !node.cache.lock().unwrap().contains(chunk) {
+        return false;
+    }
+    if let Err(e) = drop_cache(node, vec![chunk], true).await {
+        warn!(%chunk, "could not drop a corrupt cache copy: {e}");
+    }
+    true
+}
+
+/// Make a cache copy of `chunk` from the first of `sources` that serves
+/// it, within the cache budget (evicting the least recently read cache
+/// copies; a chunk larger than the budget, or a disk without room, is
+/// NoSpace).
+async fn cache_fetch(
+    node: &Arc<Node>,
+    chunk: ChunkId,
+    len: u64,
+    crc: u32,
+    sources: &[NodeAddr],
+    cap: Capability,
+) -> Result<()> {
+    if node.store.info(chunk).is_some_and(|i| i.crc_summary == crc)
+        && !node.corrupt.lock().unwrap().contains(&chunk)
+    {
+        node.cache.lock().unwrap().touch(chunk);
+        return Ok(()); // durable here, or cached already
+    }
+    let victims = {
+        let cache = node.cache.lock().unwrap();
+        cache.victims(len).ok_or_else(|| {
+            Error::no_space(format!(
+                "chunk {chunk} of {} does not fit this node's cache of {}",
+                cairn_types::format_bytes(len),
+                cairn_types::format_bytes(cache.capacity)
+            ))
+        })?
+    };
+    if !victims.is_empty() {
+        debug!(count = victims.len(), "evicting cache copies for room");
+        drop_cache(node, victims, true).await?;
+    }
+    let free = node_stats(node).free;
+    if free < len {
+        return Err(Error::no_space(format!(
+            "{} free on this node, chunk {chunk} needs {}",
+            cairn_types::format_bytes(free),
+            cairn_types::format_bytes(len)
+        )));
+    }
+    let mut last = Error::unavailable(format!("chunk {chunk}: no source to copy it from"));
+    for src in sources.iter().filter(|s| s.id != node.id) {
+        match copy_from_peer(node, chunk, len, crc, src, cap.clone()).await {
+            Ok(()) => {
+                node.cache.lock().unwrap().insert(chunk, len);
+                save_cache(node).await;
+                return Ok(());
+            }
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
+/// Before serving a read through this node: make sure a copy is here,
+/// fetching it once for every reader waiting on it.
+async fn read_through(
+    node: &Arc<Node>,
+    chunk: ChunkId,
+    len: u64,
+    crc: u32,
+    sources: &[NodeAddr],
+    cap: &Capability,
+) -> Result<()> {
+    if node.store.info(chunk).is_some() {
+        return Ok(());
+    }
+    cap.check(&node.secret, chunk, false)?;
+    let lock = node
+        .fetching
+        .lock()
+        .unwrap()
+        .entry(chunk)
+        .or_default()
+        .clone();
+    let _one = lock.lock().await;
+    let r = if node.store.info(chunk).is_some() {
+        Ok(())
+    } else {
+        let r = cache_fetch(node, chunk, len, crc, sources, cap.clone()).await;
+        if r.is_ok() {
+            node.report.lock().unwrap().0.push((chunk, len));
+        }
+        r
+    };
+    node.fetching.lock().unwrap().remove(&chunk);
+    r
+}
+
+/// Copy a chunk from a peer (repair, drain, rebalance) as a durable copy.
+/// A cache copy already here becomes the durable one (and meta hears it is
+/// no cache copy any more).
 async fn replicate(
     node: &Arc<Node>,
     chunk: ChunkId,
@@ -319,11 +528,32 @@ async fn replicate(
     source: &NodeAddr,
     cap: Capability,
 ) -> Result<()> {
+    let promoted = {
+        let mut cache = node.cache.lock().unwrap();
+        cache.remove(chunk)
+    };
+    if promoted {
+        node.report.lock().unwrap().1.push(chunk);
+        save_cache(node).await;
+    }
     if node.store.info(chunk).is_some_and(|i| i.crc_summary == crc)
         && !node.corrupt.lock().unwrap().contains(&chunk)
     {
         return Ok(()); // already here, intact as far as we know
     }
+    copy_from_peer(node, chunk, len, crc, source, cap).await
+}
+
+/// Stream a chunk from `source` into the local store, verifying every
+/// block on the way and the whole against meta's checksum.
+async fn copy_from_peer(
+    node: &Arc<Node>,
+    chunk: ChunkId,
+    len: u64,
+    crc: u32,
+    source: &NodeAddr,
+    cap: Capability,
+) -> Result<()> {
     let ctx = |e: Error| e.context(format!("copying chunk {chunk} from {}", source.addr));
     let mut p = node.peers.get(&source.addr).await.map_err(ctx)?;
     let req = StorageRequest::GetChunk {
@@ -617,6 +847,7 @@ async fn handle_get(
         Err(e) => return conn.send(&GetChunkResult::Err(e)).await,
     };
     conn.send(&GetChunkResult::Ok(header)).await?;
+    node.cache.lock().unwrap().touch(chunk);
     let mut pos = offset;
     let end = offset + len;
     while pos < end {
@@ -625,12 +856,16 @@ async fn handle_get(
         match blocking(move || s.read(chunk, pos, n)).await {
             Ok(data) => {
                 node.rate_out.take(data.len() as u64).await;
+                node.served
+                    .fetch_add(data.len() as u64, std::sync::atomic::Ordering::Relaxed);
                 conn.write_frame(&data).await?
             }
             Err(e) => {
                 if e.kind == cairn_types::ErrorKind::Corrupt {
                     warn!(%chunk, "corrupt replica: {e}");
-                    node.corrupt.lock().unwrap().insert(chunk);
+                    if !drop_if_cached(node, chunk).await {
+                        node.corrupt.lock().unwrap().insert(chunk);
+                    }
                 }
                 return conn.abort_data(&e).await;
             }
@@ -661,6 +896,10 @@ fn node_stats(node: &Node) -> NodeStats {
         problem,
         scrubbed_bytes: node.scrubbed.load(std::sync::atomic::Ordering::Relaxed),
         host: node.host.clone(),
+        groups: node.groups.clone(),
+        cache_bytes: node.cache.lock().unwrap().bytes(),
+        cache_capacity: node.cache.lock().unwrap().capacity,
+        served_bytes: node.served.load(std::sync::atomic::Ordering::Relaxed),
     }
 }
 
@@ -687,7 +926,9 @@ async fn scrub_worker(
                 Ok(()) => {}
                 Err(e) if e.kind == cairn_types::ErrorKind::Corrupt => {
                     warn!(%chunk, "scrubber found a corrupt chunk: {e}");
-                    node.corrupt.lock().unwrap().insert(chunk);
+                    if !drop_if_cached(&node, chunk).await {
+                        node.corrupt.lock().unwrap().insert(chunk);
+                    }
                 }
                 Err(e) if e.kind == cairn_types::ErrorKind::NotFound => {} // deleted meanwhile
                 Err(e) => warn!(%chunk, "scrubber could not read chunk: {e}"),
@@ -752,6 +993,9 @@ async fn heartbeat_worker(
 ) {
     let mut registered = false;
     loop {
+        if registered {
+            report_cache(&node, &meta).await;
+        }
         let stats = node_stats(&node);
         let req = if registered {
             MetaRequest::Heartbeat {
@@ -781,5 +1025,28 @@ async fn heartbeat_worker(
             _ = stop.changed() => return,
             _ = tokio::time::sleep(every) => {}
         }
+    }
+}
+
+/// Tell meta of the cache copies made by reads through and those dropped;
+/// kept for the next heartbeat if meta does not answer.
+async fn report_cache(node: &Arc<Node>, meta: &MetaClient) {
+    let (added, dropped) = {
+        let mut r = node.report.lock().unwrap();
+        if r.0.is_empty() && r.1.is_empty() {
+            return;
+        }
+        (std::mem::take(&mut r.0), std::mem::take(&mut r.1))
+    };
+    let req = MetaRequest::CacheReport {
+        node: node.id,
+        added: added.clone(),
+        dropped: dropped.clone(),
+    };
+    if let Err(e) = meta.call(req).await {
+        debug!("cache report failed, kept for later: {e}");
+        let mut r = node.report.lock().unwrap();
+        r.0.extend(added);
+        r.1.extend(dropped);
     }
 }

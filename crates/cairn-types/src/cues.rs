@@ -127,14 +127,20 @@ pub struct Cues {
     pub writability: Option<Writability>,
     /// Fetch the whole file on first read.
     pub wholefile: Option<bool>,
-    /// Spread reads over all replicas rather than the nearest.
+    /// Cooperative reads (WheelFS `.Hotspot`): a reader on a host with a
+    /// storage node reads through that node, which keeps a cache copy and
+    /// serves it on to every later reader.
     pub hotspot: Option<bool>,
+    /// `hot=GROUP`: every committed version is prefetched to every node of
+    /// the group (a cache copy of each chunk). Last, so records written
+    /// before it end where it begins.
+    pub hot: Option<String>,
 }
 
 /// Canonical cue names, for error messages and help.
 pub const CUE_NAMES: &str = "rep=N, sync=N, place=random|buddy|min_copy|copyset|spread|local, \
 site=ZONE, rep_sites=N, keep_together, strict, lax, latest, anyversion, bestversion, \
-maxtime=MS, writeonce, writemany, wholefile, hotspot \
+maxtime=MS, writeonce, writemany, wholefile, hotspot, hot=GROUP \
 (WheelFS aliases: .RepLevel, .SyncLevel, .Site, .KeepTogether, .RepSites, \
 .EventualConsistency, .MaxTime, .WholeFile, .Hotspot, .WriteOnce, .AnyVersion, .BestVersion, .Lax)";
 
@@ -167,7 +173,9 @@ fn canonical(norm: &str) -> Option<&'static str> {
         "writeonce" => "writeonce",
         "writemany" => "writemany",
         "wholefile" => "wholefile",
-        "hotspot" | "hot" => "hotspot",
+        "hotspot" => "hotspot",
+        // Bare `hot` stays the old alias of hotspot; `hot=GROUP` names a group.
+        "hot" => "hot",
         _ => return None,
     })
 }
@@ -250,6 +258,10 @@ impl Cues {
             "keep_together" => self.keep_together = Some(parse_flag(canon, value)?),
             "wholefile" => self.wholefile = Some(parse_flag(canon, value)?),
             "hotspot" => self.hotspot = Some(parse_flag(canon, value)?),
+            "hot" => match value.map(str::trim) {
+                None => self.hotspot = Some(true),
+                Some(g) => self.hot = Some(crate::check_group_name(g)?.to_string()),
+            },
             "strict" | "lax" => {
                 no_value(canon, value)?;
                 self.consistency = Some(if canon == "strict" {
@@ -313,6 +325,7 @@ impl Cues {
             writability: child.writability.or(self.writability),
             wholefile: child.wholefile.or(self.wholefile),
             hotspot: child.hotspot.or(self.hotspot),
+            hot: child.hot.clone().or_else(|| self.hot.clone()),
         }
     }
 
@@ -327,6 +340,7 @@ impl Cues {
             rep_sites: self.rep_sites,
             keep_together: self.keep_together,
             writability: self.writability,
+            hot: self.hot.clone(),
             ..Cues::default()
         }
     }
@@ -418,6 +432,9 @@ impl fmt::Display for Cues {
         }
         items.extend(flag("wholefile", self.wholefile));
         items.extend(flag("hotspot", self.hotspot));
+        if let Some(g) = &self.hot {
+            items.push(format!("hot={g}"));
+        }
         f.write_str(&items.join(","))
     }
 }
@@ -628,6 +645,7 @@ mod tests {
                         }),
                         wholefile: wf,
                         hotspot: hs,
+                        hot: hs.filter(|h| *h).map(|_| "gpu-1.a_b".to_string()),
                     }
                 },
             )

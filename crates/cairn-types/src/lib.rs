@@ -35,3 +35,24 @@ pub fn now_ms() -> u64 {
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
 }
+
+/// Longest node group name.
+pub const MAX_GROUP_LEN: usize = 64;
+
+/// A node group name (`cairn storage --group`, the `hot=GROUP` cue): 1 to
+/// 64 letters, digits, `-`, `_` or `.`, so it fits in a path's cue list
+/// and a command line unquoted.
+pub fn check_group_name(name: &str) -> Result<&str> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_GROUP_LEN
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if ok {
+        Ok(name)
+    } else {
+        Err(Error::invalid(format!(
+            "group name {name:?}: use 1 to {MAX_GROUP_LEN} letters, digits, '-', '_' or '.'"
+        )))
+    }
+}
