@@ -1,0 +1,256 @@
+"""``python -m cairn.bench``: throughput of the Python package, printed as JSON.
+
+In one run against one ``cairn server --nodes 3`` (started in a temporary
+directory unless ``--meta`` names a cluster):
+
+- sequential put and get of a large file (1 GiB) from Python, and the same
+  with the ``cairn`` CLI (``cairn put``, ``cairn cat > /dev/null``, ``cairn
+  get``), with the ratio;
+- 16 KiB objects from 16 threads: ``put_object``/``get_object`` against
+  boto3's ``put_object``/``get_object`` through Cairn's own S3 gateway;
+- ``FileDataset`` reading 10,000 files of 64 KiB in a DataLoader-style pool
+  of 4 processes (forked), item by item and in batches.
+
+Benchmarks report; nothing here asserts a figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import cairn
+from cairn.data import FileDataset
+
+MiB = 1 << 20
+
+
+def _size(s: str) -> int:
+    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+    s = s.strip().lower().removesuffix("ib").removesuffix("b")
+    if s and s[-1] in units:
+        return int(float(s[:-1]) * units[s[-1]])
+    return int(s)
+
+
+class Server:
+    """A temporary ``cairn server --nodes N`` with S3 on a free port."""
+
+    def __init__(self, binary: str, nodes: int) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="cairn-bench-py-"))
+        env = dict(os.environ, RUST_LOG="error", XDG_CONFIG_HOME=str(self.dir / "config"))
+        self.p = subprocess.Popen(
+            [binary, "server", "--data", str(self.dir / "data"), "--nodes", str(nodes),
+             "--listen", "127.0.0.1:0", "--s3-listen", "127.0.0.1:0", "--no-client-conf"],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, env=env,
+            start_new_session=True,
+        )
+        self.meta = self.key = self.s3 = ""
+        deadline = time.monotonic() + 120
+        assert self.p.stdout is not None
+        for raw in self.p.stdout:
+            line = raw.decode().strip()
+            if line.startswith("meta "):
+                self.meta = line.split()[1]
+            elif line.startswith("client key "):
+                self.key = line.split()[2]
+            elif line.startswith("s3 "):
+                self.s3 = line.split()[1]
+            if line.startswith("try:") or time.monotonic() > deadline:
+                break
+        if not self.meta:
+            self.stop()
+            raise RuntimeError("cairn server did not start")
+        threading.Thread(target=lambda: [None for _ in self.p.stdout], daemon=True).start()  # type: ignore[union-attr]
+
+    def stop(self) -> None:
+        try:
+            os.killpg(self.p.pid, signal.SIGTERM)
+            self.p.wait(timeout=60)
+        except Exception:  # noqa: BLE001
+            self.p.kill()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def timed(f: Callable[[], Any]) -> float:
+    t = time.perf_counter()
+    f()
+    return time.perf_counter() - t
+
+
+def rate(nbytes: int, secs: float) -> float:
+    return round(nbytes / MiB / secs, 1)
+
+
+def large(client: cairn.Client, cli: Callable[..., Any], size: int, runs: int, work: Path) -> dict:
+    local = work / "large.bin"
+    with open(local, "wb") as f:
+        left = size
+        while left:
+            n = min(left, 64 * MiB)
+            f.write(os.urandom(n))
+            left -= n
+    data = local.read_bytes()
+    res: dict[str, list[float]] = {k: [] for k in (
+        "python_put_bytes", "python_put_file", "cli_put",
+        "python_get_bytes", "python_download", "cli_cat", "cli_get")}
+    for r in range(runs):
+        res["cli_put"].append(rate(size, timed(lambda: cli("put", str(local), f"/bench/cli-{r}.bin"))))
+        res["python_put_bytes"].append(rate(size, timed(lambda: client.put(f"/bench/py-{r}.bin", data))))
+        res["python_put_file"].append(rate(size, timed(lambda: client.put(f"/bench/pyf-{r}.bin", local))))
+        res["cli_cat"].append(rate(size, timed(lambda: cli("cat", f"/bench/cli-{r}.bin", stdout=subprocess.DEVNULL))))
+        out: list[Any] = []
+        res["python_get_bytes"].append(rate(size, timed(lambda: out.append(client.get(f"/bench/cli-{r}.bin")))))
+        assert out[0] == data
+        out.clear()
+        res["cli_get"].append(rate(size, timed(lambda: cli("get", f"/bench/py-{r}.bin", str(work / "cli-out.bin")))))
+        res["python_download"].append(rate(size, timed(lambda: client.download(f"/bench/py-{r}.bin", work / "py-out.bin"))))
+        for p in ("cli-out.bin", "py-out.bin"):
+            (work / p).unlink()
+        for name in (f"cli-{r}", f"py-{r}", f"pyf-{r}"):
+            client.rm(f"/bench/{name}.bin")
+    del data
+    local.unlink()
+    best = {k: max(v) for k, v in res.items()}
+    return {
+        "size_bytes": size,
+        "runs": runs,
+        "mib_per_s": res,
+        "best_mib_per_s": best,
+        "ratio_put_python_bytes_vs_cli": round(best["python_put_bytes"] / best["cli_put"], 2),
+        "ratio_put_python_file_vs_cli": round(best["python_put_file"] / best["cli_put"], 2),
+        "ratio_get_python_bytes_vs_cli_cat": round(best["python_get_bytes"] / best["cli_cat"], 2),
+        "ratio_get_python_download_vs_cli_get": round(best["python_download"] / best["cli_get"], 2),
+    }
+
+
+def small(client: cairn.Client, srv_s3: str, cli: Callable[..., Any], count: int, threads: int) -> dict:
+    payload = os.urandom(16 << 10)
+    out: dict[str, Any] = {"object_bytes": len(payload), "count": count, "threads": threads}
+    with ThreadPoolExecutor(threads) as ex:
+        refs: list[str] = []
+        t = timed(lambda: refs.extend(ex.map(lambda _: client.put_object(payload), range(count))))
+        out["python_put_ops_per_s"] = round(count / t)
+        t = timed(lambda: list(ex.map(client.get_object, refs)))
+        out["python_get_ops_per_s"] = round(count / t)
+        try:
+            import boto3
+            from botocore.config import Config
+        except ImportError:
+            out["boto3"] = "not installed (pip install boto3)"
+            return out
+        key = json.loads(cli("key", "create", "bench-py", "--json", stdout=subprocess.PIPE).stdout)
+        s3 = boto3.client(
+            "s3", endpoint_url=srv_s3, region_name="us-east-1",
+            aws_access_key_id=key["access_key"], aws_secret_access_key=key["secret_key"],
+            config=Config(max_pool_connections=threads * 2, retries={"max_attempts": 2}),
+        )
+        s3.create_bucket(Bucket="bench-py-s3")
+        names = [f"o/{i:06d}" for i in range(count)]
+        t = timed(lambda: list(ex.map(lambda k: s3.put_object(Bucket="bench-py-s3", Key=k, Body=payload), names)))
+        out["boto3_put_ops_per_s"] = round(count / t)
+        t = timed(lambda: list(ex.map(lambda k: s3.get_object(Bucket="bench-py-s3", Key=k)["Body"].read(), names)))
+        out["boto3_get_ops_per_s"] = round(count / t)
+    out["ratio_put_python_vs_boto3"] = round(out["python_put_ops_per_s"] / out["boto3_put_ops_per_s"], 1)
+    out["ratio_get_python_vs_boto3"] = round(out["python_get_ops_per_s"] / out["boto3_get_ops_per_s"], 1)
+    return out
+
+
+_ds: Optional[FileDataset] = None
+
+
+def _init(ds: FileDataset) -> None:
+    global _ds
+    _ds = ds
+
+
+def _items(idx: list[int]) -> int:
+    assert _ds is not None
+    return sum(len(_ds[i]) for i in idx)
+
+
+def _batch(idx: list[int]) -> int:
+    assert _ds is not None
+    return sum(len(b) for b in _ds.__getitems__(idx))
+
+
+def dataset(client: cairn.Client, files: int, size: int, workers: int, batch: int) -> dict:
+    d = "/bench/dataset"
+    payload = os.urandom(size)
+    with ThreadPoolExecutor(16) as ex:
+        t = timed(lambda: list(ex.map(lambda i: client.put(f"{d}/{i:06d}.bin", payload), range(files))))
+    out: dict[str, Any] = {"files": files, "file_bytes": size, "workers": workers, "batch": batch,
+                           "write_files_per_s_16_threads": round(files / t)}
+    ds = FileDataset(client, d, pattern="*.bin", read_ahead=4)
+    assert len(ds) == files
+    batches = [list(range(i, min(i + batch, files))) for i in range(0, files, batch)]
+    ctx = mp.get_context("fork")
+    with ctx.Pool(workers, initializer=_init, initargs=(ds,)) as pool:
+        pool.map(_items, [[0]] * workers)  # warm up: each worker connects
+        for name, fn in (("per_item_read_ahead_4", _items), ("batched", _batch)):
+            total: list[int] = []
+            t = timed(lambda: total.append(sum(pool.map(fn, batches, chunksize=1))))
+            assert total[0] == files * size
+            out[name] = {"files_per_s": round(files / t), "mib_per_s": rate(files * size, t)}
+    return out
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    ap = argparse.ArgumentParser(prog="python -m cairn.bench", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--bin", default=os.environ.get("CAIRN_BIN") or shutil.which("cairn") or "cairn",
+                    help="the cairn binary (default: $CAIRN_BIN, else cairn on PATH)")
+    ap.add_argument("--nodes", type=int, default=3)
+    ap.add_argument("--size", default="1GiB", help="large file size")
+    ap.add_argument("--runs", type=int, default=1)
+    ap.add_argument("--small-count", type=int, default=5000)
+    ap.add_argument("--threads", type=int, default=16)
+    ap.add_argument("--files", type=int, default=10_000)
+    ap.add_argument("--file-size", default="64KiB")
+    ap.add_argument("--workers", type=int, default=4)
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--skip", default="", help="comma-separated: large,small,dataset")
+    a = ap.parse_args(argv)
+    skip = set(filter(None, a.skip.split(",")))
+    srv = Server(a.bin, a.nodes)
+    work = Path(tempfile.mkdtemp(prefix="cairn-bench-py-work-"))
+    try:
+        client = cairn.Client(srv.meta, srv.key)
+        env = dict(os.environ, CAIRN_META=srv.meta, CAIRN_SECRET_FILE=srv.key, RUST_LOG="error")
+
+        def cli(*args: str, stdout: Any = subprocess.DEVNULL) -> subprocess.CompletedProcess:
+            r = subprocess.run([a.bin, *args], env=env, stdout=stdout, stderr=subprocess.PIPE)
+            if r.returncode != 0:
+                raise RuntimeError(f"cairn {' '.join(args)} failed: {r.stderr.decode(errors='replace')}")
+            return r
+
+        client.mkdir("/bench", parents=True)  # `cairn put` wants its directory
+        report: dict[str, Any] = {"cluster": {"nodes": a.nodes, "rep": client.cluster_config()["default_rep"],
+                                              "chunk_size": client.cluster_config()["chunk_size"],
+                                              "cpus": os.cpu_count()}}
+        if "large" not in skip:
+            report["large"] = large(client, cli, _size(a.size), a.runs, work)
+        if "small" not in skip:
+            report["small_objects"] = small(client, srv.s3, cli, a.small_count, a.threads)
+        if "dataset" not in skip:
+            report["dataset"] = dataset(client, a.files, _size(a.file_size), a.workers, a.batch)
+        json.dump(report, sys.stdout, indent=2)
+        print()
+    finally:
+        srv.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
