@@ -380,14 +380,31 @@ impl NativeClient {
         let reader = conn.run(py, open_file(&conn.client, &p, &c))?;
         let size = usize::try_from(reader.size())
             .map_err(|_| to_py(py, Error::invalid("the file does not fit in memory")))?;
-        let mut reader = Some(reader);
-        PyBytes::new_with(py, size, |buf| {
-            let r = reader.take().expect("new_with calls once");
-            conn.run(py, async move {
-                let mut w = std::io::Cursor::new(buf);
-                r.copy_to(&mut w).await.map(|_| ())
-            })
-        })
+        // A bytes object filled in place before anyone sees it (CPython's
+        // own idiom), so the file is copied once, with no zero-fill first.
+        // SAFETY: a new, unshared object of `size` bytes, or null on failure.
+        let obj = unsafe {
+            pyo3::ffi::PyBytes_FromStringAndSize(std::ptr::null(), size as pyo3::ffi::Py_ssize_t)
+        };
+        if obj.is_null() {
+            return Err(PyErr::fetch(py));
+        }
+        // SAFETY: `obj` is a new reference to a bytes object.
+        let bytes = unsafe { Bound::from_owned_ptr(py, obj).downcast_into_unchecked::<PyBytes>() };
+        let mut raw = RawBuf {
+            // SAFETY: `obj` is a bytes object; its buffer holds `size` bytes.
+            ptr: unsafe { pyo3::ffi::PyBytes_AsString(obj) } as *mut u8,
+            len: size,
+        };
+        conn.run(py, async move {
+            // SAFETY: `bytes` is alive until this returns and nobody else has it.
+            let out = unsafe { raw.slice_mut() };
+            reader
+                .copy_to(&mut std::io::Cursor::new(out))
+                .await
+                .map(|_| ())
+        })?;
+        Ok(bytes)
     }
 
     /// Read the whole file into `buf` (a writable bytes-like object at least
