@@ -502,7 +502,10 @@ pub async fn cluster_status(t: &Target, json_out: bool) -> Result<()> {
         );
     }
     if s.cache_copies > 0 {
-        println!("cache copies (prefetched, read through): {}", s.cache_copies);
+        println!(
+            "cache copies (prefetched, read through): {}",
+            s.cache_copies
+        );
     }
     println!("workers:");
     for w in &s.workers {

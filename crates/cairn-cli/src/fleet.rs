@@ -115,9 +115,14 @@ pub async fn prefetch(t: &Target, raw: &[String], o: PrefetchOpts) -> Result<()>
         let st = c
             .prefetch_wait(&ids, |jobs| {
                 if tty {
-                    let (done, total, bytes): (u64, u64, u64) = jobs.iter().fold((0, 0, 0), |a, j| {
-                        (a.0 + j.copies_done, a.1 + j.copies_total, a.2 + j.bytes_done)
-                    });
+                    let (done, total, bytes): (u64, u64, u64) =
+                        jobs.iter().fold((0, 0, 0), |a, j| {
+                            (
+                                a.0 + j.copies_done,
+                                a.1 + j.copies_total,
+                                a.2 + j.bytes_done,
+                            )
+                        });
                     let nodes: (u64, u64) = jobs
                         .iter()
                         .fold((0, 0), |a, j| (a.0 + j.nodes_done, a.1 + j.nodes));

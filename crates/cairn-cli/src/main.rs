@@ -414,13 +414,23 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
         Cmd::Cluster {
             cmd:
                 ClusterCmd::Group {
-                    cmd: GroupCmd::Add { node, group, target },
+                    cmd:
+                        GroupCmd::Add {
+                            node,
+                            group,
+                            target,
+                        },
                 },
         } => fleet::group_set(&target, &node, &group, true).await,
         Cmd::Cluster {
             cmd:
                 ClusterCmd::Group {
-                    cmd: GroupCmd::Rm { node, group, target },
+                    cmd:
+                        GroupCmd::Rm {
+                            node,
+                            group,
+                            target,
+                        },
                 },
         } => fleet::group_set(&target, &node, &group, false).await,
         Cmd::Cluster {

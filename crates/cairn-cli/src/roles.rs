@@ -157,7 +157,12 @@ pub struct StorageArgs {
 /// `--group a,b`: validated group names.
 pub fn parse_groups(list: Option<&str>) -> Result<Vec<String>> {
     let mut out = Vec::new();
-    for g in list.unwrap_or("").split(',').map(str::trim).filter(|g| !g.is_empty()) {
+    for g in list
+        .unwrap_or("")
+        .split(',')
+        .map(str::trim)
+        .filter(|g| !g.is_empty())
+    {
         cairn_types::check_group_name(g)?;
         out.push(g.to_string());
     }

@@ -39,6 +39,25 @@ pub struct SimulateArgs {
     /// Draw P(loss), load balance and repair parallelism into this SVG file
     #[arg(long)]
     plot: Option<PathBuf>,
+    /// Simulate prefetch fan-out instead (meta's scheduler): completion
+    /// time and per-node upload against group size and node failures
+    #[arg(long)]
+    prefetch: bool,
+    /// Group sizes for --prefetch, comma-separated
+    #[arg(long, default_value = "100,1000,10000")]
+    prefetch_nodes: String,
+    /// File size for --prefetch
+    #[arg(long, default_value = "1GiB")]
+    prefetch_size: String,
+    /// Chunk size for --prefetch
+    #[arg(long, default_value = "32MiB")]
+    prefetch_chunk: String,
+    /// Per-node bandwidth each way for --prefetch
+    #[arg(long, default_value = "100MiB")]
+    bandwidth: String,
+    /// Shares of the group failing mid-job for --prefetch, comma-separated
+    #[arg(long, default_value = "0,0.01,0.1")]
+    fail: String,
 }
 
 fn list<T>(s: &str, what: &str, parse: impl Fn(&str) -> Result<T>) -> Result<Vec<T>> {
@@ -52,7 +71,74 @@ fn list<T>(s: &str, what: &str, parse: impl Fn(&str) -> Result<T>) -> Result<Vec
     Ok(v)
 }
 
+fn run_prefetch(a: &SimulateArgs) -> Result<()> {
+    use cairn_sim::prefetch::{simulate_prefetch, PrefetchSimConfig};
+    let sizes = list(&a.prefetch_nodes, "prefetch-nodes", |s| {
+        s.parse::<usize>()
+            .with_context(|| format!("--prefetch-nodes: {s:?} is not a node count"))
+    })?;
+    let fails = list(&a.fail, "fail", |s| {
+        s.parse::<f64>()
+            .ok()
+            .filter(|f| (0.0..1.0).contains(f))
+            .with_context(|| format!("--fail: {s:?} is not a share from 0 to 1"))
+    })?;
+    let mut results = Vec::new();
+    eprintln!(
+        "{:>7} {:>6} {:>9} {:>9} {:>10} {:>8} {:>12} {:>12} {:>9}",
+        "nodes",
+        "fail",
+        "seconds",
+        "ideal",
+        "naive",
+        "x ideal",
+        "max upload",
+        "mean upload",
+        "complete"
+    );
+    for &n in &sizes {
+        for &f in &fails {
+            let cfg = PrefetchSimConfig {
+                nodes: n,
+                zones: a.zones,
+                file_bytes: cairn_types::parse_size(&a.prefetch_size)?,
+                chunk_bytes: cairn_types::parse_size(&a.prefetch_chunk)?,
+                holders: a.rep as usize,
+                bandwidth: cairn_types::parse_size(&a.bandwidth)? as f64,
+                fail_fraction: f,
+                fail_at: 0.5,
+                seed: a.seed,
+                fanout: Default::default(),
+            };
+            let r = simulate_prefetch(&cfg);
+            eprintln!(
+                "{:>7} {:>6} {:>9.1} {:>9.1} {:>10.1} {:>8.2} {:>12} {:>12} {:>9}",
+                r.nodes,
+                r.fail_fraction,
+                r.seconds,
+                r.ideal_seconds,
+                r.naive_seconds,
+                r.ratio_to_ideal,
+                cairn_types::format_bytes(r.max_upload_bytes),
+                cairn_types::format_bytes(r.mean_upload_bytes as u64),
+                r.nodes_complete
+            );
+            results.push(r);
+        }
+    }
+    let json = serde_json::to_string_pretty(&results)?;
+    match &a.json {
+        Some(p) if p.as_os_str() != "-" => std::fs::write(p, json + "\n")
+            .with_context(|| format!("cannot write {}", p.display()))?,
+        _ => println!("{json}"),
+    }
+    Ok(())
+}
+
 pub fn run(a: SimulateArgs) -> Result<()> {
+    if a.prefetch {
+        return run_prefetch(&a);
+    }
     let cfg = SimConfig {
         nodes: a.nodes,
         zones: a.zones,

@@ -420,7 +420,10 @@ impl Client {
     }
 
     /// Prefetch jobs (these ids; every one when empty).
-    pub async fn prefetch_status(&self, jobs: &[u64]) -> Result<Vec<cairn_proto::PrefetchJobStatus>> {
+    pub async fn prefetch_status(
+        &self,
+        jobs: &[u64],
+    ) -> Result<Vec<cairn_proto::PrefetchJobStatus>> {
         let req = MetaRequest::PrefetchStatus {
             jobs: jobs.to_vec(),
         };

@@ -441,7 +441,10 @@ impl FileReader {
         // fetches the chunk once and serves every later reader.
         if self.cues.hotspot == Some(true) {
             if let Some(via) = self.open.via.as_ref().filter(|v| !order.contains(&v.id)) {
-                match self.fetch_via(via, ext, cap, &order, start, end - start).await {
+                match self
+                    .fetch_via(via, ext, cap, &order, start, end - start)
+                    .await
+                {
                     Ok(data) => {
                         let data = Bytes::from(data);
                         cache.insert(ext.chunk, start, data.clone());

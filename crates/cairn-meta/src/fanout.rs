@@ -39,7 +39,7 @@ impl Default for FanoutConfig {
         FanoutConfig {
             source_slots: 2,
             dest_slots: 2,
-            max_attempts: 3,
+            max_attempts: 4,
             lookahead: 4,
         }
     }
@@ -91,6 +91,9 @@ pub struct Fanout {
     inflight: HashSet<(usize, usize)>,
     attempts: HashMap<(usize, usize), u32>,
     gave_up: HashSet<(usize, usize)>,
+    /// (chunk, destination, source) that failed: that destination tries
+    /// other sources for that chunk.
+    bad: HashSet<(usize, usize, usize)>,
     /// Per chunk: holders that may have a free upload slot (checked when
     /// picked; re-listed when a slot frees).
     avail: Vec<Vec<usize>>,
@@ -124,6 +127,7 @@ impl Fanout {
             inflight: HashSet::new(),
             attempts: HashMap::new(),
             gave_up: HashSet::new(),
+            bad: HashSet::new(),
             avail: vec![Vec::new(); nchunks],
             waiting: vec![VecDeque::new(); nchunks],
             in_waiting: HashSet::new(),
@@ -247,6 +251,18 @@ impl Fanout {
         }
     }
 
+    /// Make every live destination look again for work: wake-ups are
+    /// targeted (a freed slot wakes one waiter), so a driver calls this
+    /// now and then to pick up any waiter a wake-up missed.
+    pub fn poke(&mut self) {
+        for m in 0..self.members.len() {
+            let mem = &self.members[m];
+            if mem.dest && mem.alive && mem.skipped.is_none() && mem.has.iter().any(|h| !h) {
+                self.make_ready(m);
+            }
+        }
+    }
+
     /// Whether `id` holds chunk `chunk` as far as the fan-out knows.
     pub fn holds(&self, id: NodeId, chunk: usize) -> bool {
         self.index
@@ -275,7 +291,7 @@ impl Fanout {
                 self.avail[k].swap_remove(i);
                 continue;
             }
-            if s == d {
+            if s == d || self.bad.contains(&(k, d, s)) {
                 continue;
             }
             scanned += 1;
@@ -395,6 +411,7 @@ impl Fanout {
                 if matches!(why, Failure::SourceLost) {
                     self.members[s].has[t.chunk] = false;
                 }
+                self.bad.insert((t.chunk, d, s));
                 let n = self.attempts.entry((t.chunk, d)).or_default();
                 *n += 1;
                 if *n >= self.cfg.max_attempts {

@@ -266,7 +266,9 @@ impl Meta {
                 let jobs = self.prefetch.jobs.lock().unwrap();
                 jobs.values()
                     .filter(|j| {
-                        j.rec.group == group && j.rec.files.len() == 1 && j.rec.files[0].path == path
+                        j.rec.group == group
+                            && j.rec.files.len() == 1
+                            && j.rec.files[0].path == path
                     })
                     .map(|j| j.rec.id)
                     .collect()
@@ -517,15 +519,17 @@ impl PrefetchWorker {
                         && (!fan.is_dest(addr.id)
                             && unreachable_since
                                 .is_none_or(|t| now.saturating_sub(t) > UNREACHABLE_RETRY_MS))
-                        && !fan.skipped().iter().any(|(n, why)| {
-                            *n == addr.id && !why.starts_with("unreachable")
-                        })
+                        && !fan
+                            .skipped()
+                            .iter()
+                            .any(|(n, why)| *n == addr.id && !why.starts_with("unreachable"))
                     {
                         job.unreachable.remove(&addr.id);
                         fan.add_dest(addr.id, zone);
                     }
                     fan.set_alive(addr.id, *up);
                 }
+                fan.poke();
                 for t in fan.assign() {
                     let e = &job.chunks[t.chunk];
                     starts.push((t, e.clone()));
@@ -645,10 +649,13 @@ async fn transfer(meta: &Meta, t: &Transfer, e: &Extent) -> std::result::Result<
     let (Some(dst), Some(src)) = (meta.nodes.addr(t.dst), meta.nodes.addr(t.src)) else {
         return Err(Failure::Destination("unreachable: unknown node".into()));
     };
-    let mut p = match meta.peers.get(&dst.addr).await {
-        Ok(p) => p,
-        Err(e) => return Err(Failure::Destination(format!("unreachable: {e}"))),
+    let get = || async {
+        meta.peers
+            .get(&dst.addr)
+            .await
+            .map_err(|e| Failure::Destination(format!("unreachable: {e}")))
     };
+    let mut p = get().await?;
     let req = StorageRequest::CacheFetch {
         chunk: e.chunk,
         len: e.len,
@@ -659,7 +666,18 @@ async fn transfer(meta: &Meta, t: &Transfer, e: &Extent) -> std::result::Result<
         }],
         cap: Capability::sign(&meta.secret, e.chunk, false),
     };
-    let answer: Result<std::result::Result<(), Error>> = p.conn.call(&req, TRANSFER_TIMEOUT).await;
+    let mut answer: Result<std::result::Result<(), Error>> =
+        p.conn.call(&req, TRANSFER_TIMEOUT).await;
+    if p.reused
+        && answer
+            .as_ref()
+            .is_err_and(|e| e.kind == ErrorKind::Unavailable)
+    {
+        // A pooled connection the node closed (it restarted): a new one.
+        meta.peers.forget(&dst.addr);
+        p = get().await?;
+        answer = p.conn.call(&req, TRANSFER_TIMEOUT).await;
+    }
     match answer {
         Ok(Ok(())) => {
             meta.peers.put(&dst.addr, p.conn);

@@ -230,9 +230,8 @@ impl crate::worker::Worker for RepairWorker {
         // previous leader's copies still in flight are not in ours, so a
         // new leader waits out the orphan window before its first sweep.
         let leader_long_enough = !meta.repair_cfg.shared_store || since.elapsed() >= orphan_after;
-        let sweep = up_long_enough
-            && leader_long_enough
-            && self.last_sweep.elapsed() >= orphan_after / 2;
+        let sweep =
+            up_long_enough && leader_long_enough && self.last_sweep.elapsed() >= orphan_after / 2;
         meta.repair_pass(sweep).await?;
         if sweep {
             self.last_sweep = Instant::now();
@@ -574,7 +573,17 @@ impl Meta {
         req: &StorageRequest,
     ) -> Result<T> {
         let mut p = self.peers.get(addr).await?;
-        let answer: Result<T, Error> = p.conn.call(req, RPC_TIMEOUT).await?;
+        let answer: Result<T, Error> = match p.conn.call(req, RPC_TIMEOUT).await {
+            Ok(a) => a,
+            // A pooled connection the node closed (it restarted): once
+            // more on a new one.
+            Err(e) if p.reused && e.kind == cairn_types::ErrorKind::Unavailable => {
+                self.peers.forget(addr);
+                p = self.peers.get(addr).await?;
+                p.conn.call(req, RPC_TIMEOUT).await?
+            }
+            Err(e) => return Err(e),
+        };
         self.peers.put(addr, p.conn);
         answer
     }

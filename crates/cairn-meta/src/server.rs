@@ -1057,7 +1057,9 @@ impl Meta {
             .into_iter()
             .filter(|(_, g)| {
                 !g.nodes.iter().any(|n| failed.contains(n))
-                    && !cached.iter().any(|(c, n)| *c == g.chunk && failed.contains(n))
+                    && !cached
+                        .iter()
+                        .any(|(c, n)| *c == g.chunk && failed.contains(n))
             })
             .map(|(k, g)| {
                 self.nodes.forget_chunk(g.chunk);

@@ -161,7 +161,10 @@ mod tests {
             }
         };
         let st = wait_for(1).await;
-        assert_eq!((st.name.as_str(), st.progress.as_str()), ("counter", "pass 1"));
+        assert_eq!(
+            (st.name.as_str(), st.progress.as_str()),
+            ("counter", "pass 1")
+        );
         kick.notify_one();
         let st = wait_for(2).await;
         assert!(st.last_error.unwrap().contains("second pass fails"));

@@ -16,6 +16,7 @@
 //! failed node's chunks (all of them can take part in its repair).
 
 pub mod plot;
+pub mod prefetch;
 mod simulate;
 
 pub use simulate::{

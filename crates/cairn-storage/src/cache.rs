@@ -21,6 +21,8 @@ pub const INDEX_FILE: &str = "cache-copies";
 pub struct CacheIndex {
     entries: HashMap<ChunkId, (u64, u64)>,
     bytes: u64,
+    /// Room promised to copies being fetched.
+    reserved: u64,
     tick: u64,
     pub capacity: u64,
     path: PathBuf,
@@ -102,7 +104,7 @@ impl CacheIndex {
         if need > self.capacity {
             return None;
         }
-        let mut over = (self.bytes + need).saturating_sub(self.capacity);
+        let mut over = (self.bytes + self.reserved + need).saturating_sub(self.capacity);
         if over == 0 {
             return Some(Vec::new());
         }
@@ -121,6 +123,23 @@ impl CacheIndex {
             over = over.saturating_sub(len);
         }
         Some(out)
+    }
+
+    /// Make room for a copy of `need` bytes about to be fetched: take the
+    /// victims out of the index (the caller deletes them) and hold the room
+    /// until [`CacheIndex::release`], so fetches running at once do not
+    /// both count the same free room.
+    pub fn reserve(&mut self, need: u64) -> Option<Vec<ChunkId>> {
+        let victims = self.victims(need)?;
+        for v in &victims {
+            self.remove(*v);
+        }
+        self.reserved += need;
+        Some(victims)
+    }
+
+    pub fn release(&mut self, need: u64) {
+        self.reserved = self.reserved.saturating_sub(need);
     }
 
     /// Write the index (temporary file, then rename).
@@ -151,9 +170,17 @@ mod tests {
         assert_eq!(idx.victims(0), Some(vec![]));
         assert_eq!(idx.victims(30), Some(vec![ChunkId(2), ChunkId(3)]));
         assert_eq!(idx.victims(101), None);
+        // Two fetches at once each get room of their own.
+        assert_eq!(idx.reserve(25), Some(vec![ChunkId(2)]));
+        assert_eq!(idx.reserve(25), Some(vec![ChunkId(3)]));
+        idx.insert(ChunkId(5), 25);
+        idx.release(25);
+        idx.release(25);
+        assert_eq!(idx.bytes(), 75);
         idx.save().unwrap();
         let again = CacheIndex::load(dir.path(), 100, |c| c != ChunkId(4));
-        assert_eq!((again.len(), again.bytes()), (3, 75));
-        assert!(again.contains(ChunkId(1)) && !again.contains(ChunkId(4)));
+        assert_eq!((again.len(), again.bytes()), (2, 50));
+        assert!(again.contains(ChunkId(1)) && again.contains(ChunkId(5)));
+        assert!(!again.contains(ChunkId(4)) && !again.contains(ChunkId(2)));
     }
 }

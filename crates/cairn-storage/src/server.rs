@@ -323,12 +323,10 @@ async fn serve_conn(node: Arc<Node>, mut conn: Conn, mut stop: watch::Receiver<b
                 chunk_len,
                 crc,
                 sources,
-            } => {
-                match read_through(&node, chunk, chunk_len, crc, &sources, &cap).await {
-                    Ok(()) => handle_get(&node, &mut conn, chunk, offset, len, cap).await,
-                    Err(e) => conn.send(&GetChunkResult::Err(e)).await,
-                }
-            }
+            } => match read_through(&node, chunk, chunk_len, crc, &sources, &cap).await {
+                Ok(()) => handle_get(&node, &mut conn, chunk, offset, len, cap).await,
+                Err(e) => conn.send(&GetChunkResult::Err(e)).await,
+            },
             StorageRequest::DropCache { chunks } => {
                 let r = if conn.role != Role::Node {
                     Err(Error::denied("dropping cache copies needs the node role"))
@@ -447,8 +445,8 @@ async fn cache_fetch(
         return Ok(()); // durable here, or cached already
     }
     let victims = {
-        let cache = node.cache.lock().unwrap();
-        cache.victims(len).ok_or_else(|| {
+        let mut cache = node.cache.lock().unwrap();
+        cache.reserve(len).ok_or_else(|| {
             Error::no_space(format!(
                 "chunk {chunk} of {} does not fit this node's cache of {}",
                 cairn_types::format_bytes(len),
@@ -456,9 +454,43 @@ async fn cache_fetch(
             ))
         })?
     };
+    let r = fetch_reserved(node, chunk, len, crc, sources, cap, victims).await;
+    {
+        let mut cache = node.cache.lock().unwrap();
+        cache.release(len);
+        if r.is_ok() {
+            cache.insert(chunk, len);
+        }
+    }
+    if r.is_ok() {
+        save_cache(node).await;
+    }
+    r
+}
+
+/// The fetch of [`cache_fetch`] once room is reserved: delete the victims
+/// taken out of the index, then copy.
+async fn fetch_reserved(
+    node: &Arc<Node>,
+    chunk: ChunkId,
+    len: u64,
+    crc: u32,
+    sources: &[NodeAddr],
+    cap: Capability,
+    victims: Vec<ChunkId>,
+) -> Result<()> {
     if !victims.is_empty() {
         debug!(count = victims.len(), "evicting cache copies for room");
-        drop_cache(node, victims, true).await?;
+        let store = node.store.clone();
+        let v = victims.clone();
+        blocking(move || {
+            for c in v {
+                store.delete(c)?;
+            }
+            Ok(())
+        })
+        .await?;
+        node.report.lock().unwrap().1.extend(victims);
     }
     let free = node_stats(node).free;
     if free < len {
@@ -471,11 +503,7 @@ async fn cache_fetch(
     let mut last = Error::unavailable(format!("chunk {chunk}: no source to copy it from"));
     for src in sources.iter().filter(|s| s.id != node.id) {
         match copy_from_peer(node, chunk, len, crc, src, cap.clone()).await {
-            Ok(()) => {
-                node.cache.lock().unwrap().insert(chunk, len);
-                save_cache(node).await;
-                return Ok(());
-            }
+            Ok(()) => return Ok(()),
             Err(e) => last = e,
         }
     }
@@ -877,6 +905,10 @@ async fn handle_get(
 
 fn node_stats(node: &Node) -> NodeStats {
     let s = node.store.stats();
+    let (cache_bytes, cache_capacity) = {
+        let c = node.cache.lock().unwrap();
+        (c.bytes(), c.capacity)
+    };
     let free = s.fs_free.saturating_sub(node.reserve);
     let mut problem = node.problem.lock().unwrap().clone();
     if problem.is_none() && free == 0 {
@@ -897,8 +929,8 @@ fn node_stats(node: &Node) -> NodeStats {
         scrubbed_bytes: node.scrubbed.load(std::sync::atomic::Ordering::Relaxed),
         host: node.host.clone(),
         groups: node.groups.clone(),
-        cache_bytes: node.cache.lock().unwrap().bytes(),
-        cache_capacity: node.cache.lock().unwrap().capacity,
+        cache_bytes,
+        cache_capacity,
         served_bytes: node.served.load(std::sync::atomic::Ordering::Relaxed),
     }
 }
