@@ -562,7 +562,45 @@ impl NativeClient {
         NativeWriter::start(py, conn, p, c, mode)
     }
 
-    /// Storage nodes: id, address, zone, host, state.
+    /// This machine's host name, as storage nodes report theirs.
+    #[staticmethod]
+    fn local_host() -> Option<String> {
+        cairn_client::local_host_name()
+    }
+
+    /// Put the storage node `node` (its id, as `nodes()` shows it) in
+    /// `group`, or take it out (`add=False`).
+    #[pyo3(signature = (node, group, add=true))]
+    fn set_group(&self, py: Python<'_>, node: &str, group: &str, add: bool) -> PyResult<()> {
+        let id: cairn_types::NodeId = node
+            .parse()
+            .map_err(|_| to_py(py, Error::invalid(format!("{node:?} is not a node id"))))?;
+        let conn = self.conn(py)?;
+        conn.run(py, conn.client.set_group(id, group, add))
+    }
+
+    /// Every node group: name, member node ids, the live ones.
+    fn groups<'py>(&self, py: Python<'py>) -> PyResult<Vec<Bound<'py, PyDict>>> {
+        let conn = self.conn(py)?;
+        let gs = conn.run(py, conn.client.groups())?;
+        gs.iter()
+            .map(|g| {
+                let d = PyDict::new(py);
+                d.set_item("name", g.name.as_str())?;
+                d.set_item(
+                    "nodes",
+                    g.nodes.iter().map(|n| n.to_string()).collect::<Vec<_>>(),
+                )?;
+                d.set_item(
+                    "live",
+                    g.live.iter().map(|n| n.to_string()).collect::<Vec<_>>(),
+                )?;
+                Ok(d)
+            })
+            .collect()
+    }
+
+    /// Storage nodes: id, address, zone, host, state, groups.
     fn nodes<'py>(&self, py: Python<'py>) -> PyResult<Vec<Bound<'py, PyDict>>> {
         let conn = self.conn(py)?;
         let s = conn.run(py, conn.client.cluster_status())?;
@@ -575,6 +613,7 @@ impl NativeClient {
                 d.set_item("zone", n.zone.as_str())?;
                 d.set_item("host", n.host.as_str())?;
                 d.set_item("state", n.state.as_str())?;
+                d.set_item("groups", n.groups.clone())?;
                 Ok(d)
             })
             .collect()

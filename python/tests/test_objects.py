@@ -53,6 +53,16 @@ def test_prefetch_group_is_the_hot_cue(client: cairn.Client) -> None:
         client.put_object(b"x", prefetch_group="bad/name")
 
 
-def test_register_group_is_a_clear_error_until_groups_exist(client: cairn.Client) -> None:
-    with pytest.raises(cairn.Unsupported, match="groups are not supported by this server"):
-        client.register_group("actor")
+def test_register_group_joins_this_hosts_nodes(client: cairn.Client) -> None:
+    # `cairn server` runs its nodes on this host.
+    joined = client.register_group("actor")
+    assert len(joined) == 3
+    assert sorted(client.groups()["actor"]) == sorted(joined)
+    assert all("actor" in n["groups"] for n in client.nodes())
+    ref = client.put_object(b"for the actors", prefetch_group="actor")
+    assert "hot=actor" in client.cues(client.object_path(ref))["effective"]
+    assert client.get_object(ref) == b"for the actors"
+    assert client.unregister_group("actor") == joined
+    assert not client.groups().get("actor")
+    with pytest.raises(cairn.CairnError, match="no storage node runs on host"):
+        client.register_group("actor", host="no-such-host")

@@ -19,6 +19,7 @@ and pickles (for ``spawn`` workers) into a client of the same cluster.
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import uuid
@@ -399,17 +400,36 @@ class Client:
     def object_exists(self, ref: str) -> bool:
         return self.exists(self.object_path(ref))
 
-    def register_group(self, group: str) -> None:
-        """Join this host's storage node to a prefetch group.
+    def register_group(self, group: str, *, host: Optional[str] = None) -> list[str]:
+        """Join this host's storage node(s) to the prefetch group ``group``
+        (objects put with ``prefetch_group=group`` are then spread to them).
+        Returns the node ids joined. ``host``: another host's nodes instead
+        (default: this machine's name, ``CAIRN_HOST`` overriding it)."""
+        host = host or _native.NativeClient.local_host()
+        if not hasattr(self._native, "set_group"):  # pragma: no cover - an older native module
+            raise Unsupported(95, f"cannot register group {group!r}: groups are not supported by this server")
+        mine = [n["id"] for n in self._native.nodes() if n["host"] == host]
+        if not mine:
+            raise CairnError(
+                errno.ENODEV,
+                f"no storage node runs on host {host!r}, so none can join group {group!r}; "
+                "start one here ('cairn storage --group ...') or pass host=",
+            )
+        for node in mine:
+            self._native.set_group(node, group, True)
+        return mine
 
-        Needs the group RPC of the fleet-distribution work; until the server
-        offers it this raises :class:`cairn.Unsupported`.
-        """
-        raise Unsupported(
-            95,  # EOPNOTSUPP
-            f"cannot register group {group!r}: groups are not supported by this server "
-            "(register the node with 'cairn storage' group options once they exist)",
-        )
+    def unregister_group(self, group: str, *, host: Optional[str] = None) -> list[str]:
+        """Take this host's storage node(s) out of ``group``."""
+        host = host or _native.NativeClient.local_host()
+        mine = [n["id"] for n in self._native.nodes() if n["host"] == host]
+        for node in mine:
+            self._native.set_group(node, group, False)
+        return mine
+
+    def groups(self) -> dict[str, list[str]]:
+        """Every prefetch group and its member node ids."""
+        return {g["name"]: g["nodes"] for g in self._native.groups()}
 
 
 def _rebuild(addrs: list[str], secret: str, threads: Any, cache_bytes: Any, read_ahead: Any) -> Client:
