@@ -87,11 +87,14 @@ struct Node {
     /// Which chunks are cache copies, under the cache budget.
     cache: Mutex<crate::cache::CacheIndex>,
     /// Cache copies to tell meta of: made by reads through, dropped.
-    report: Mutex<(Vec<(ChunkId, u64)>, Vec<ChunkId>)>,
+    report: Mutex<CacheReport>,
     /// One read through at a time per chunk: later readers wait for it.
     fetching: Mutex<std::collections::HashMap<ChunkId, Arc<tokio::sync::Mutex<()>>>>,
     served: std::sync::atomic::AtomicU64,
 }
+
+/// Cache copies made (with their lengths) and dropped, not yet told to meta.
+type CacheReport = (Vec<(ChunkId, u64)>, Vec<ChunkId>);
 
 /// This machine's host name, or `localhost` when it has none.
 pub fn hostname() -> String {

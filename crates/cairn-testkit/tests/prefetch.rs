@@ -282,7 +282,6 @@ async fn cache_eviction_keeps_durable_copies_and_evict_drops_cache_copies() {
         let ev = cl.prefetch(&[p("/c")], "actor", true).await.unwrap();
         assert_eq!(ev[0].state, "evicted");
         assert!(ev[0].copies_done >= 1, "{:?}", ev[0]);
-        let s = status(&cl).await;
         let cached_c: usize = {
             let open = cl.locate(&p("/c")).await.unwrap();
             let ext = &open.inode.extents;
