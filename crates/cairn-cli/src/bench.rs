@@ -49,19 +49,21 @@ pub struct BenchArgs {
     #[command(flatten)]
     schemes: crate::bench_schemes::SchemeArgs,
     #[command(flatten)]
+    prefetch: crate::bench_prefetch::PrefetchBenchArgs,
+    #[command(flatten)]
     target: Target,
 }
 
 /// Pseudo-random bytes of a given length, produced on the fly so the
 /// benchmark itself never holds the file.
-struct Pattern {
+pub(crate) struct Pattern {
     block: Arc<Vec<u8>>,
     left: u64,
     pos: usize,
 }
 
 impl Pattern {
-    fn new(block: Arc<Vec<u8>>, len: u64) -> Pattern {
+    pub(crate) fn new(block: Arc<Vec<u8>>, len: u64) -> Pattern {
         Pattern {
             block,
             left: len,
@@ -250,6 +252,10 @@ async fn small(c: &Client, count: usize, size: usize, conc: usize) -> Result<(f6
 }
 
 pub async fn run(a: BenchArgs) -> Result<()> {
+    if a.prefetch.prefetch {
+        let base = a.dir.clone().unwrap_or_else(std::env::temp_dir);
+        return crate::bench_prefetch::run(a.prefetch, &base, a.runs).await;
+    }
     if a.schemes.schemes.is_some() {
         let base = a.dir.clone().unwrap_or_else(std::env::temp_dir);
         return crate::bench_schemes::run(a.schemes, &base, a.runs).await;

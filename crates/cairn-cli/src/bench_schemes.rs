@@ -79,7 +79,7 @@ pub struct SchemeArgs {
 }
 
 /// A child process SIGKILLed when dropped.
-struct Proc(Child);
+pub(crate) struct Proc(Child);
 
 impl Drop for Proc {
     fn drop(&mut self) {
@@ -89,7 +89,7 @@ impl Drop for Proc {
 }
 
 /// Start `cairn ARGS` and wait for its "listening on ADDR" line.
-fn spawn(args: &[&str]) -> Result<(Proc, String)> {
+pub(crate) fn spawn(args: &[&str]) -> Result<(Proc, String)> {
     let exe = std::env::current_exe()?;
     let mut child = Command::new(exe)
         .args(args)
