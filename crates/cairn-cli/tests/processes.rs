@@ -168,24 +168,27 @@ impl Env {
     }
 
     fn start_storage(&self, i: usize) -> Proc {
+        self.start_storage_with(i, &[])
+    }
+
+    fn start_storage_with(&self, i: usize, extra: &[&str]) -> Proc {
         let data = self.path(&format!("node-{i}"));
-        spawn(
-            self,
-            &[
-                "storage",
-                "--data",
-                data.to_str().unwrap(),
-                "--meta",
-                &self.meta,
-                "--listen",
-                "127.0.0.1:0",
-                "--secret-file",
-                self.path("meta/cluster.secret").to_str().unwrap(),
-                "--reserve",
-                "0",
-            ],
-            "listening on",
-        )
+        let secret = self.path("meta/cluster.secret");
+        let mut args = vec![
+            "storage",
+            "--data",
+            data.to_str().unwrap(),
+            "--meta",
+            &self.meta,
+            "--listen",
+            "127.0.0.1:0",
+            "--secret-file",
+            secret.to_str().unwrap(),
+            "--reserve",
+            "0",
+        ];
+        args.extend_from_slice(extra);
+        spawn(self, &args, "listening on")
     }
 
     fn wait_live(&self, n: usize) {
@@ -651,4 +654,170 @@ fn scheme_benchmark_reports_damage_that_reads_confirm() {
     }
     // Nothing left behind.
     assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0);
+}
+
+#[test]
+fn fleet_groups_prefetch_hot_cue_and_locate_by_host() {
+    let mut env = Env::new();
+    let meta = env.start_meta("127.0.0.1:0");
+    env.meta = addr_after(&meta.banner, "listening on");
+    env.secret = env.path("meta/client.key");
+    // Node 0 stores; nodes 1-3 are the group `actor`, each on its own host.
+    // Throttled, so a prefetch takes long enough to kill a node during it.
+    let node_args = |i: usize| -> Vec<String> {
+        let mut a = vec![
+            "--host".to_string(),
+            format!("h{i}"),
+            "--throttle".into(),
+            "8MiB".into(),
+        ];
+        if i == 0 {
+            a.extend(["--zone".into(), "store".into()]);
+        } else {
+            a.extend(["--group".into(), "actor".into()]);
+        }
+        a
+    };
+    let start = |env: &Env, i: usize| {
+        let a = node_args(i);
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
+        env.start_storage_with(i, &a)
+    };
+    let mut nodes: Vec<Option<Proc>> = (0..4).map(|i| Some(start(&env, i))).collect();
+    env.wait_live(4);
+    let groups = env.json(&["cluster", "groups", "--json"]);
+    assert_eq!(groups[0]["group"], "actor");
+    assert_eq!(groups[0]["nodes"].as_array().unwrap().len(), 3);
+    let status = env.json(&["cluster", "status", "--json"]);
+    let id_of = |host: &str| -> String {
+        status["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["host"] == host)
+            .unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert!(status["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|w| w["name"] == "prefetch"));
+    // Groups change at run time.
+    env.ok(&["cluster", "group", "add", &id_of("h0"), "actor"]);
+    let g = env.json(&["cluster", "groups", "--json"]);
+    assert_eq!(g[0]["nodes"].as_array().unwrap().len(), 4);
+    env.ok(&["cluster", "group", "rm", &id_of("h0"), "actor"]);
+    env.fails(
+        &["cluster", "group", "add", "12345", "actor"],
+        "no storage node",
+    );
+    env.fails(
+        &["cluster", "group", "add", &id_of("h0"), "bad/name"],
+        "group name",
+    );
+
+    let data = pattern(8 << 20, 4);
+    std::fs::write(env.path("shard"), &data).unwrap();
+    env.ok(&["mkdir", "-p", "/data/run1"]);
+    let put = |dst: &str, cue: &str| {
+        env.ok(&[
+            "put",
+            env.path("shard").to_str().unwrap(),
+            dst,
+            "--chunk-size",
+            "1MiB",
+            "--cue",
+            cue,
+        ]);
+    };
+    put("/data/run1/shard", "rep=1,site=store");
+    env.fails(&["prefetch", "/nope", "--group", "actor"], "does not exist");
+    env.fails(
+        &["prefetch", "/data", "--group", "ghost"],
+        "no storage node is in group",
+    );
+    // A node SIGKILLed during the job: the rest complete.
+    let started = env.json(&[
+        "prefetch",
+        "/data",
+        "--group",
+        "actor",
+        "--no-wait",
+        "--json",
+    ]);
+    let job = started[0]["id"].as_u64().unwrap();
+    nodes[3].take().unwrap().sigkill();
+    wait(Duration::from_secs(60), || {
+        let jobs = env.json(&["prefetch", "status", "--json"]);
+        let j = jobs
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|j| j["id"].as_u64() == Some(job))
+            .cloned()
+            .unwrap();
+        j["state"] == "done" && j["nodes_done"].as_u64().unwrap() >= 2
+    });
+    let hosts = env.json(&["locate", "--by-host", "/data", "--json"]);
+    let held = |host: &str| -> (u64, u64) {
+        hosts["hosts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|h| h["host"] == host)
+            .map(|h| {
+                (
+                    h["durable_bytes"].as_u64().unwrap(),
+                    h["cached_bytes"].as_u64().unwrap(),
+                )
+            })
+            .unwrap_or((0, 0))
+    };
+    assert_eq!(hosts["bytes"].as_u64().unwrap(), data.len() as u64);
+    assert_eq!(held("h0"), (data.len() as u64, 0));
+    assert_eq!(held("h1"), (0, data.len() as u64));
+    assert_eq!(held("h2"), (0, data.len() as u64));
+    // Back, the killed node is filled in.
+    nodes[3] = Some(start(&env, 3));
+    wait(Duration::from_secs(90), || {
+        let hosts = env.json(&["locate", "--by-host", "/data", "--json"]);
+        hosts["hosts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|h| h["host"] == "h3" && h["cached_bytes"].as_u64() == Some(data.len() as u64))
+    });
+    // hot=actor on a write through the CLI: prefetched on commit.
+    put("/ckpt", "rep=1,site=store,hot=actor");
+    wait(Duration::from_secs(60), || {
+        let hosts = env.json(&["locate", "--by-host", "/ckpt", "--json"]);
+        ["h1", "h2", "h3"].iter().all(|want| {
+            hosts["hosts"].as_array().unwrap().iter().any(|h| {
+                h["host"] == *want && h["cached_bytes"].as_u64() == Some(data.len() as u64)
+            })
+        })
+    });
+    let table = String::from_utf8(env.ok(&["locate", "--by-host", "/data", "/ckpt"])).unwrap();
+    assert!(table.contains("h1") && table.contains("cached"), "{table}");
+    // Reads are unchanged.
+    assert_eq!(env.ok(&["cat", "/ckpt"]), data);
+    // Evict drops the group's copies of /data.
+    let ev = env.json(&["prefetch", "--evict", "/data", "--group", "actor", "--json"]);
+    assert_eq!(ev[0]["state"], "evicted");
+    let hosts = env.json(&["locate", "--by-host", "/data", "--json"]);
+    assert_eq!(held_in(&hosts, "h1"), 0);
+    drop(nodes);
+}
+
+fn held_in(hosts: &serde_json::Value, host: &str) -> u64 {
+    hosts["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["host"] == host)
+        .map(|h| h["bytes"].as_u64().unwrap())
+        .unwrap_or(0)
 }
