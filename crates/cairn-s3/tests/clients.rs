@@ -172,7 +172,23 @@ async fn boto3_cues() {
     )
     .await
     .unwrap();
+    let st = c.cluster_status().await.unwrap();
+    for n in &st.nodes {
+        c.set_group(n.id, "actor", true).await.unwrap();
+    }
     run(&s, "python3", "cues.py", Duration::from_secs(90)).await;
+    // The hot=actor object got a cache copy of each chunk on the node
+    // without its one durable copy.
+    cairn_testkit::wait_for(Duration::from_secs(60), || {
+        let c = c.clone();
+        async move {
+            let s = c.cluster_status().await.unwrap();
+            (s.cache_copies == 3).then_some(())
+        }
+    })
+    .await;
+    let hot = c.stat(&p("/hotbkt/model.bin")).await.unwrap();
+    assert_eq!(hot.cues.hot.as_deref(), Some("actor"));
     for (path, copies) in [
         ("/cuebkt/a/in-key", 1),
         ("/cuebkt/meta", 1),

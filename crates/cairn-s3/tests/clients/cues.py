@@ -22,4 +22,9 @@ expect_error("InvalidArgument", s3.put_object, Bucket=B, Key="bad2", Body=b"1",
 expect_error("NoSuchKey", s3.get_object, Bucket=B, Key="bad2")
 # The bucket "onecopy" was made with rep=1 by the test: its objects inherit it.
 s3.put_object(Bucket="onecopy", Key="deep/inherits", Body=body)
+# hot=GROUP in the key: the object is prefetched to the group on commit
+# (the test put both nodes in group "actor" and checks the cache copies).
+s3.create_bucket(Bucket="hotbkt")
+s3.put_object(Bucket="hotbkt", Key=".cue/hot=actor,rep=1/model.bin", Body=body)
+assert s3.get_object(Bucket="hotbkt", Key="model.bin")["Body"].read() == body
 print("ok")
