@@ -913,6 +913,47 @@ except OSError as e:
     ));
 }
 
+/// `hot=GROUP` set through the mount: a file written below is prefetched
+/// to the group when it is closed (committed).
+#[test]
+fn hot_cue_through_the_mount_prefetches_on_close() {
+    if !fuse_available() {
+        return;
+    }
+    let env = Env::build(
+        1,
+        false,
+        |c| c.chunk_size = 256 * 1024,
+        Arc::new(|_, sc| sc.groups = vec!["actor".into()]),
+        None,
+    );
+    let m = env.mnt(0);
+    let m = m.display();
+    sh(&format!(
+        r#"mkdir {m}/models
+python3 - <<'PY'
+import os
+os.setxattr("{m}/models", "user.cairn.cues", b"hot=actor,rep=1")
+with open("{m}/models/w.bin", "wb") as f:
+    f.write(os.urandom(1 << 20))
+assert os.getxattr("{m}/models/w.bin", "user.cairn.cues") == b"rep=1,hot=actor"
+PY"#
+    ));
+    let c = env.cluster_client();
+    let copies = env._rt.block_on(async {
+        cairn_testkit::wait_for(Duration::from_secs(60), || {
+            let c = c.clone();
+            async move {
+                let s = c.cluster_status().await.unwrap();
+                // Four chunks, one durable copy each; the other node caches.
+                (s.cache_copies == 4).then_some(s.cache_copies)
+            }
+        })
+        .await
+    });
+    assert_eq!(copies, 4);
+}
+
 /// Cues written inside mount paths (`.cue/LIST`, `.lax`, `.RepLevel=2`)
 /// apply to that access only: the cued path lists, reads, creates and makes
 /// directories at the plain path, a file written through `.cue/rep=1` gets
