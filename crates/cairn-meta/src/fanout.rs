@@ -30,7 +30,8 @@ pub struct FanoutConfig {
     pub dest_slots: usize,
     /// Tries of one chunk for one destination before giving up on it.
     pub max_attempts: u32,
-    /// How far past its first missing chunk a destination looks.
+    /// How many chunks without a free source a destination passes over
+    /// (rarest first) before it waits.
     pub lookahead: usize,
 }
 
@@ -40,7 +41,7 @@ impl Default for FanoutConfig {
             source_slots: 2,
             dest_slots: 2,
             max_attempts: 4,
-            lookahead: 4,
+            lookahead: 64,
         }
     }
 }
@@ -94,6 +95,8 @@ pub struct Fanout {
     /// (chunk, destination, source) that failed: that destination tries
     /// other sources for that chunk.
     bad: HashSet<(usize, usize, usize)>,
+    /// Per chunk: how many nodes hold it.
+    count: Vec<u32>,
     /// Per chunk: holders that may have a free upload slot (checked when
     /// picked; re-listed when a slot frees).
     avail: Vec<Vec<usize>>,
@@ -128,6 +131,7 @@ impl Fanout {
             attempts: HashMap::new(),
             gave_up: HashSet::new(),
             bad: HashSet::new(),
+            count: vec![0; nchunks],
             avail: vec![Vec::new(); nchunks],
             waiting: vec![VecDeque::new(); nchunks],
             in_waiting: HashSet::new(),
@@ -198,6 +202,7 @@ impl Fanout {
             return;
         }
         self.members[m].has[chunk] = true;
+        self.count[chunk] += 1;
         self.list(m, chunk);
         let slots = self.cfg.source_slots;
         self.wake(chunk, slots);
@@ -323,17 +328,20 @@ impl Fanout {
                     break;
                 }
             }
-            let mut k = self.members[d].next;
-            let mut looked = 0;
-            while self.members[d].down < self.cfg.dest_slots
-                && k < self.nchunks
-                && looked < self.cfg.lookahead
-            {
-                if !self.wants(d, k) {
-                    k += 1;
-                    continue;
+            // Rarest first (BitTorrent's rule): the chunks fewest nodes
+            // hold, ties broken differently per destination, so the
+            // durable holders seed every chunk once early and every node
+            // soon has something others lack to upload.
+            let mut wanted: Vec<(u32, usize, usize)> = (self.members[d].next..self.nchunks)
+                .filter(|&k| self.wants(d, k))
+                .map(|k| (self.count[k], (k + d * 7) % self.nchunks, k))
+                .collect();
+            wanted.sort_unstable();
+            let mut missed = 0;
+            for (_, _, k) in wanted {
+                if self.members[d].down >= self.cfg.dest_slots || missed >= self.cfg.lookahead {
+                    break;
                 }
-                looked += 1;
                 match self.pick_source(k, d) {
                     Some(s) => {
                         let src = &mut self.members[s];
@@ -350,12 +358,12 @@ impl Fanout {
                         });
                     }
                     None => {
+                        missed += 1;
                         if self.in_waiting.insert((k, d)) {
                             self.waiting[k].push_back(d);
                         }
                     }
                 }
-                k += 1;
             }
         }
         out
@@ -390,6 +398,7 @@ impl Fanout {
         };
         if !self.members[d].has[t.chunk] {
             self.members[d].has[t.chunk] = true;
+            self.count[t.chunk] += 1;
             self.copies_done += 1;
         }
         if self.members[d].alive {
@@ -408,8 +417,9 @@ impl Fanout {
         match why {
             Failure::Destination(msg) => self.members[d].skipped = Some(msg),
             Failure::Source | Failure::SourceLost => {
-                if matches!(why, Failure::SourceLost) {
+                if matches!(why, Failure::SourceLost) && self.members[s].has[t.chunk] {
                     self.members[s].has[t.chunk] = false;
+                    self.count[t.chunk] -= 1;
                 }
                 self.bad.insert((t.chunk, d, s));
                 let n = self.attempts.entry((t.chunk, d)).or_default();

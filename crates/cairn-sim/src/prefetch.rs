@@ -85,7 +85,13 @@ pub fn simulate_prefetch(cfg: &PrefetchSimConfig) -> PrefetchSimResult {
     let mut seq = 0u64;
     let mut now = 0.0f64;
     let mut last_done = 0.0f64;
+    let mut events = 0u64;
     loop {
+        // As meta's worker does each round: waiters a wake-up missed.
+        events += 1;
+        if events.is_multiple_of(4096) {
+            fan.poke();
+        }
         let mut started = fan.assign();
         if started.is_empty() && heap.is_empty() {
             // As meta's worker does between rounds: any waiter missed.

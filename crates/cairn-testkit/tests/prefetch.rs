@@ -311,24 +311,31 @@ async fn a_node_lost_mid_prefetch_is_skipped_then_filled_in() {
                 m.dead_after = Duration::from_secs(2);
                 m.repair.suspect_after = Duration::from_millis(800);
             },
-            |_, sc| sc.throttle = 4 << 20,
+            |i, sc| {
+                sc.throttle = 4 << 20;
+                if i == 0 {
+                    sc.zone = "store".into();
+                }
+            },
         )
         .await;
         let cl = c.client().await;
         let data = pattern(8 * CHUNK as usize, 5);
-        let ext = put(&cl, "/run/shard", data.len(), 5, "rep=1").await;
-        let holder = ext[0].nodes[0];
-        let victim = (1..5)
-            .find(|&i| c.nodes[i].as_ref().unwrap().id != holder)
-            .unwrap();
+        // The only durable copies are on node 0, outside the group.
+        let ext = put(&cl, "/run/shard", data.len(), 5, "rep=1,site=store").await;
+        let victim = 3;
         let victim_id = c.nodes[victim].as_ref().unwrap().id;
         let jobs = cl.prefetch(&[p("/run")], "actor", false).await.unwrap();
         c.stop_node(victim).await;
-        let st = cl
-            .prefetch_wait(&[jobs[0].id], |_| {})
-            .await
-            .unwrap()
-            .remove(0);
+        let mut last = None;
+        let st = tokio::time::timeout(
+            Duration::from_secs(60),
+            cl.prefetch_wait(&[jobs[0].id], |s| last = Some(s.to_vec())),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("the job did not finish: {last:?}"))
+        .unwrap()
+        .remove(0);
         assert_eq!(st.state, "done", "{st:?}");
         assert!(st.nodes >= 3, "{st:?}");
         // Back, it is filled in.
