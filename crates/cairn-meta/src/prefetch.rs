@@ -73,6 +73,8 @@ struct Job {
     notes: Vec<String>,
     /// Destinations skipped as unreachable, with when.
     unreachable: HashMap<NodeId, u64>,
+    /// The last failed copy, for the status.
+    last_error: Option<String>,
 }
 
 impl Job {
@@ -94,6 +96,7 @@ impl Job {
             bytes_done: 0,
             notes: Vec::new(),
             unreachable: HashMap::new(),
+            last_error: None,
         }
     }
 
@@ -125,8 +128,11 @@ impl Job {
                     "done".into()
                 };
                 if p.gave_up > 0 {
-                    st.notes
-                        .push(format!("{} chunk copies failed after retries", p.gave_up));
+                    st.notes.push(format!(
+                        "{} chunk copies failed after retries (last: {})",
+                        p.gave_up,
+                        self.last_error.as_deref().unwrap_or("?")
+                    ));
                 }
             }
         }
@@ -396,7 +402,7 @@ struct Outcome {
     job: u64,
     t: Transfer,
     len: u64,
-    result: std::result::Result<(), Failure>,
+    result: std::result::Result<(), (Failure, String)>,
 }
 
 /// Runs the jobs on the leader.
@@ -631,7 +637,8 @@ impl PrefetchWorker {
                 job.copies_done += 1;
                 job.bytes_done += o.len;
             }
-            Err(f) => {
+            Err((f, msg)) => {
+                job.last_error = Some(msg);
                 if let Failure::Destination(why) = &f {
                     if why.starts_with("unreachable") {
                         job.unreachable.insert(o.t.dst, now_ms());
@@ -644,16 +651,34 @@ impl PrefetchWorker {
     }
 }
 
-/// Have `t.dst` fetch the chunk from `t.src`; classify a failure.
-async fn transfer(meta: &Meta, t: &Transfer, e: &Extent) -> std::result::Result<(), Failure> {
+/// Have `t.dst` fetch the chunk from `t.src`; classify a failure, with
+/// what went wrong for the job's status.
+async fn transfer(
+    meta: &Meta,
+    t: &Transfer,
+    e: &Extent,
+) -> std::result::Result<(), (Failure, String)> {
+    copy(meta, t, e).await.map_err(|(f, msg)| {
+        (
+            f,
+            format!(
+                "chunk {} to node {} from node {}: {msg}",
+                e.chunk, t.dst, t.src
+            ),
+        )
+    })
+}
+
+async fn copy(meta: &Meta, t: &Transfer, e: &Extent) -> std::result::Result<(), (Failure, String)> {
+    let dest = |m: String| (Failure::Destination(m.clone()), m);
     let (Some(dst), Some(src)) = (meta.nodes.addr(t.dst), meta.nodes.addr(t.src)) else {
-        return Err(Failure::Destination("unreachable: unknown node".into()));
+        return Err(dest("unreachable: unknown node".into()));
     };
     let get = || async {
         meta.peers
             .get(&dst.addr)
             .await
-            .map_err(|e| Failure::Destination(format!("unreachable: {e}")))
+            .map_err(|e| dest(format!("unreachable: {e}")))
     };
     let mut p = get().await?;
     let req = StorageRequest::CacheFetch {
@@ -686,14 +711,15 @@ async fn transfer(meta: &Meta, t: &Transfer, e: &Extent) -> std::result::Result<
         Ok(Err(err)) => {
             meta.peers.put(&dst.addr, p.conn);
             debug!(chunk = %e.chunk, src = %t.src, dst = %t.dst, "prefetch copy failed: {err}");
-            Err(match err.kind {
+            let f = match err.kind {
                 ErrorKind::NoSpace => Failure::Destination(format!("no room: {}", err.message)),
                 ErrorKind::NotFound => Failure::SourceLost,
                 _ => Failure::Source,
-            })
+            };
+            Err((f, err.to_string()))
         }
         // The connection to the destination broke.
-        Err(err) => Err(Failure::Destination(format!("unreachable: {err}"))),
+        Err(err) => Err(dest(format!("unreachable: {err}"))),
     }
 }
 
