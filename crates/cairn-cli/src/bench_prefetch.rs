@@ -38,12 +38,74 @@ pub struct PrefetchBenchArgs {
     /// Chunk size of the cluster (the pipeline's grain)
     #[arg(long, default_value = "8MiB")]
     pub prefetch_chunk: String,
+    /// Concurrent `hotspot` readers of one file, spread over the group's hosts
+    #[arg(long, default_value_t = 64)]
+    pub hotspot_readers: usize,
+    /// Size of the file the hotspot readers read
+    #[arg(long, default_value = "32MiB")]
+    pub hotspot_size: String,
 }
 
 struct Cluster {
     _procs: Vec<Proc>,
     client: Client,
     uncached: Vec<Client>,
+    addr: String,
+    creds: Credentials,
+}
+
+/// Bytes the source node (host bench-host-0) has served, once its next
+/// heartbeats have reported them.
+async fn source_served(c: &Client) -> Result<u64> {
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let s = c.cluster_status().await?;
+    s.nodes
+        .iter()
+        .find(|n| n.host == "bench-host-0")
+        .map(|n| n.stats.served_bytes)
+        .context("the source node is gone")
+}
+
+/// `readers` concurrent `hotspot` readers of a fresh file, reader r on
+/// host bench-host-(1 + r mod n): bytes the durable copy served, over the
+/// file's size.
+async fn hotspot(c: &Cluster, n: usize, a: &PrefetchBenchArgs) -> Result<serde_json::Value> {
+    let size = parse_size(&a.hotspot_size)?;
+    let path = CairnPath::parse("/bench/hotspot.bin")?;
+    let block = std::sync::Arc::new(crate::bench::pattern(1 << 20, 9));
+    let opts = PutOptions {
+        cues: Cues::parse("rep=1,site=source")?,
+        ..Default::default()
+    };
+    c.client
+        .put(&path, crate::bench::Pattern::new(block, size), opts)
+        .await?;
+    let before = source_served(&c.client).await?;
+    let cues = Cues::parse("hotspot")?;
+    let t = Instant::now();
+    let mut tasks = Vec::new();
+    for r in 0..a.hotspot_readers {
+        let mut cfg = ClientConfig::new(vec![c.addr.clone()], c.creds.clone());
+        cfg.cache_bytes = 0;
+        cfg.meta_cache_entries = 0;
+        cfg.host = Some(format!("bench-host-{}", 1 + r % n));
+        let reader = Client::connect(cfg).await?;
+        let (path, cues) = (path.clone(), cues.clone());
+        tasks.push(tokio::spawn(async move {
+            let f = reader.open_cued(&path, &cues).await?;
+            f.copy_to(&mut tokio::io::sink()).await
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    let secs = t.elapsed().as_secs_f64();
+    let served = source_served(&c.client).await? - before;
+    Ok(
+        json!({"readers": a.hotspot_readers, "size_bytes": size, "seconds": secs,
+              "durable_served_bytes": served,
+              "durable_served_over_size": served as f64 / size as f64}),
+    )
 }
 
 async fn start(dir: &Path, n: usize, a: &PrefetchBenchArgs) -> Result<Cluster> {
@@ -127,6 +189,8 @@ async fn start(dir: &Path, n: usize, a: &PrefetchBenchArgs) -> Result<Cluster> {
         _procs: procs,
         client,
         uncached,
+        addr,
+        creds,
     })
 }
 
@@ -146,8 +210,8 @@ pub async fn run(a: PrefetchBenchArgs, base: &Path, runs: usize) -> Result<()> {
     let block = std::sync::Arc::new(crate::bench::pattern(8 << 20, 7));
     let mut results = Vec::new();
     eprintln!(
-        "{:>5} {:>10} {:>10} {:>10} {:>12} {:>12}",
-        "nodes", "ideal s", "tree s", "naive s", "tree/ideal", "naive/ideal"
+        "{:>5} {:>10} {:>10} {:>10} {:>12} {:>12} {:>16}",
+        "nodes", "ideal s", "tree s", "naive s", "tree/ideal", "naive/ideal", "hotspot durable"
     );
     for &n in &sizes {
         let dir = base.join(format!("cairn-bench-prefetch-{}-{n}", std::process::id()));
@@ -196,19 +260,26 @@ pub async fn run(a: PrefetchBenchArgs, base: &Path, runs: usize) -> Result<()> {
             }
         }
         let (tr, nv) = (median(&tree), median(&naive));
+        let hot = if a.hotspot_readers > 0 {
+            hotspot(&c, n, &a).await?
+        } else {
+            json!(null)
+        };
         eprintln!(
-            "{:>5} {:>10.1} {:>10.1} {:>10.1} {:>12.2} {:>12.2}",
+            "{:>5} {:>10.1} {:>10.1} {:>10.1} {:>12.2} {:>12.2} {:>16.2}",
             n,
             ideal,
             tr,
             nv,
             tr / ideal,
-            nv / ideal
+            nv / ideal,
+            hot["durable_served_over_size"].as_f64().unwrap_or(0.0)
         );
         results.push(
             json!({"nodes": n, "size_bytes": size, "rate_bytes_per_s": rate,
             "ideal_s": ideal, "tree_s": tr, "naive_s": nv, "tree_runs_s": tree,
-            "naive_runs_s": naive, "tree_over_ideal": tr / ideal, "naive_over_ideal": nv / ideal}),
+            "naive_runs_s": naive, "tree_over_ideal": tr / ideal, "naive_over_ideal": nv / ideal,
+            "hotspot": hot}),
         );
         drop(c);
         let _ = std::fs::remove_dir_all(&dir);
