@@ -335,6 +335,15 @@ impl NodeTracker {
         out.into_values().collect()
     }
 
+    /// Whether any node is in any group.
+    pub fn has_groups(&self) -> bool {
+        self.nodes
+            .lock()
+            .unwrap()
+            .values()
+            .any(|e| !e.groups.is_empty())
+    }
+
     /// Members of `group` with their zones and whether they answer.
     pub fn group_members(&self, group: &str) -> Vec<(NodeAddr, String, bool)> {
         let now = now_ms();

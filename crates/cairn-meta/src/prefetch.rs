@@ -38,6 +38,10 @@ const MAX_FILES: usize = 1_000_000;
 /// A destination skipped as unreachable is tried again after this long.
 const UNREACHABLE_RETRY_MS: u64 = 10_000;
 const TRANSFER_TIMEOUT: Duration = Duration::from_secs(600);
+/// How often a job looks its files up again (durable holders, versions).
+const REFRESH_MS: u64 = 5_000;
+/// How often the leader takes up jobs stored by other meta servers.
+const LOAD_EVERY: Duration = Duration::from_secs(5);
 
 fn job_key(id: u64) -> Vec<u8> {
     let mut k = JOB_PREFIX.to_vec();
@@ -75,6 +79,12 @@ struct Job {
     unreachable: HashMap<NodeId, u64>,
     /// The last failed copy, for the status.
     last_error: Option<String>,
+    /// Durable holders and notes as last looked up, and when (a lookup per
+    /// file, so not every round).
+    durable: HashMap<ChunkId, Vec<NodeId>>,
+    refreshed_ms: u64,
+    /// Chunks no live node holds, while that stalls the job.
+    waiting: Option<String>,
 }
 
 impl Job {
@@ -97,6 +107,9 @@ impl Job {
             notes: Vec::new(),
             unreachable: HashMap::new(),
             last_error: None,
+            durable: HashMap::new(),
+            refreshed_ms: 0,
+            waiting: None,
         }
     }
 
@@ -109,7 +122,7 @@ impl Job {
             bytes: self.chunks.iter().map(|e| e.len).sum(),
             copies_done: self.copies_done,
             bytes_done: self.bytes_done,
-            notes: self.notes.clone(),
+            notes: self.notes.iter().chain(&self.waiting).cloned().collect(),
             started_ms: self.rec.started_ms,
             done_ms: self.rec.done_ms,
             state: "running".into(),
@@ -145,8 +158,6 @@ impl Job {
 pub struct PrefetchJobs {
     jobs: Mutex<BTreeMap<u64, Job>>,
     pub(crate) kick: Arc<Notify>,
-    /// Whether the worker loaded the stored jobs since it became leader.
-    loaded: std::sync::atomic::AtomicBool,
 }
 
 impl PrefetchJobs {
@@ -408,6 +419,8 @@ struct Outcome {
 /// Runs the jobs on the leader.
 pub struct PrefetchWorker {
     meta: Arc<Meta>,
+    /// When the stored jobs were last taken up (None: not as leader yet).
+    loaded: Option<std::time::Instant>,
     tx: mpsc::UnboundedSender<Outcome>,
     rx: mpsc::UnboundedReceiver<Outcome>,
     inflight: usize,
@@ -419,6 +432,7 @@ impl PrefetchWorker {
         let (tx, rx) = mpsc::unbounded_channel();
         PrefetchWorker {
             meta,
+            loaded: None,
             tx,
             rx,
             inflight: 0,
@@ -426,18 +440,24 @@ impl PrefetchWorker {
         }
     }
 
+    /// Take up the stored jobs: those another meta server started (or this
+    /// one before it restarted), and drop those removed meanwhile (evicted
+    /// through another meta server).
     async fn load(&self) -> Result<()> {
         let end = prefix_end(JOB_PREFIX);
         let kvs = self.meta.store.scan(JOB_PREFIX, &end, usize::MAX).await?;
         let mut jobs = self.meta.prefetch.jobs.lock().unwrap();
+        let mut stored = HashSet::new();
         for kv in kvs {
             match postcard::from_bytes::<JobRecord>(&kv.value) {
                 Ok(rec) => {
+                    stored.insert(rec.id);
                     jobs.entry(rec.id).or_insert_with(|| Job::new(rec));
                 }
                 Err(e) => warn!("undecodable prefetch job record: {e}"),
             }
         }
+        jobs.retain(|id, _| stored.contains(id));
         Ok(())
     }
 
@@ -482,13 +502,20 @@ impl PrefetchWorker {
         let ids: Vec<u64> = meta.prefetch.jobs.lock().unwrap().keys().copied().collect();
         let mut running = 0;
         for id in ids {
-            let rec = match meta.prefetch.jobs.lock().unwrap().get(&id) {
-                Some(j) => j.rec.clone(),
+            let now = now_ms();
+            let (rec, stale) = match meta.prefetch.jobs.lock().unwrap().get(&id) {
+                Some(j) => (
+                    j.rec.clone(),
+                    j.fan.is_none() || now.saturating_sub(j.refreshed_ms) > REFRESH_MS,
+                ),
                 None => continue,
             };
-            let (durable, notes) = self.refresh(&rec).await;
+            let fresh = if stale {
+                Some(self.refresh(&rec).await)
+            } else {
+                None
+            };
             let members = meta.nodes.group_members(&rec.group);
-            let now = now_ms();
             let mut starts = Vec::new();
             let mut finished_now = false;
             let mut retire = false;
@@ -497,7 +524,12 @@ impl PrefetchWorker {
                 let Some(job) = jobs.get_mut(&id) else {
                     continue;
                 };
-                job.notes = notes;
+                if let Some((durable, notes)) = fresh {
+                    job.durable = durable;
+                    job.notes = notes;
+                    job.refreshed_ms = now;
+                }
+                let durable = std::mem::take(&mut job.durable);
                 let fan = job.fan.get_or_insert_with(|| {
                     let mut fan = Fanout::new(job.chunks.len(), self.cfg.clone());
                     for (i, e) in job.chunks.iter().enumerate() {
@@ -519,16 +551,21 @@ impl PrefetchWorker {
                         fan.set_alive(*n, meta.nodes.is_live(*n));
                     }
                 }
+                // Skipped for a reason other than being out of reach (no
+                // room): not tried again by this job.
+                let refused: HashSet<NodeId> = fan
+                    .skipped()
+                    .into_iter()
+                    .filter(|(_, why)| !why.starts_with("unreachable"))
+                    .map(|(n, _)| n)
+                    .collect();
                 for (addr, zone, up) in &members {
                     let unreachable_since = job.unreachable.get(&addr.id).copied();
                     if *up
                         && (!fan.is_dest(addr.id)
                             && unreachable_since
                                 .is_none_or(|t| now.saturating_sub(t) > UNREACHABLE_RETRY_MS))
-                        && !fan
-                            .skipped()
-                            .iter()
-                            .any(|(n, why)| *n == addr.id && !why.starts_with("unreachable"))
+                        && !refused.contains(&addr.id)
                     {
                         job.unreachable.remove(&addr.id);
                         fan.add_dest(addr.id, zone);
@@ -552,16 +589,18 @@ impl PrefetchWorker {
                     if job.rec.done_ms != 0 {
                         job.rec.done_ms = 0; // filling in a node again
                     }
+                    job.waiting = None;
                     if fan.is_stalled() {
                         let lost = fan.sourceless_chunks();
                         if !lost.is_empty() {
-                            job.notes.push(format!(
+                            job.waiting = Some(format!(
                                 "waiting for a live copy of {} chunk(s)",
                                 lost.len()
                             ));
                         }
                     }
                 }
+                job.durable = durable;
             }
             if finished_now || retire {
                 let latest = meta
@@ -731,10 +770,7 @@ impl Worker for PrefetchWorker {
 
     async fn pass(&mut self) -> Result<Pass> {
         if !self.meta.election.is_leader() {
-            self.meta
-                .prefetch
-                .loaded
-                .store(false, std::sync::atomic::Ordering::Relaxed);
+            self.loaded = None;
             // The leader records the copies it makes; catch up for reads.
             self.meta.cache.reload().await?;
             return Ok(Pass {
@@ -743,13 +779,9 @@ impl Worker for PrefetchWorker {
                 next: Duration::from_secs(2),
             });
         }
-        if !self
-            .meta
-            .prefetch
-            .loaded
-            .swap(true, std::sync::atomic::Ordering::Relaxed)
-        {
+        if self.loaded.is_none_or(|t| t.elapsed() >= LOAD_EVERY) {
             self.load().await?;
+            self.loaded = Some(std::time::Instant::now());
         }
         let running = self.schedule().await?;
         // Take outcomes for a moment, then schedule again.

@@ -678,12 +678,16 @@ impl Meta {
 
     /// A new version was committed: with `hot=GROUP` in effect, prefetch it.
     async fn after_commit(&self, path: &cairn_types::CairnPath, inode: &cairn_types::Inode) {
+        // A new file has its directory's `hot` fixed on it; a replaced one
+        // keeps its own, so a `hot=` set on the directory since counts only
+        // through a lookup, which is skipped while no node is in a group.
         let group = match &inode.cues.hot {
             Some(g) => Some(g.clone()),
-            None => match self.ns.cues(path).await {
+            None if self.nodes.has_groups() => match self.ns.cues(path).await {
                 Ok(r) => r.effective.hot,
                 Err(_) => None,
             },
+            None => None,
         };
         if let Some(g) = group {
             self.prefetch_hot(path, inode, &g).await;
