@@ -70,15 +70,27 @@ fn by_host(s: &ClusterStatus, host: &str) -> NodeStatus {
     s.nodes.iter().find(|n| n.host == host).unwrap().clone()
 }
 
-/// Served bytes per node once two heartbeats have reported them.
+/// Served bytes per node, from heartbeats every live node sent after this
+/// call began (so they count every read finished before it).
 async fn served(cl: &Client) -> BTreeMap<NodeId, u64> {
-    tokio::time::sleep(Duration::from_millis(600)).await;
-    status(cl)
-        .await
-        .nodes
-        .iter()
-        .map(|n| (n.id, n.stats.served_bytes))
-        .collect()
+    let since = cairn_types::now_ms();
+    wait_for(Duration::from_secs(30), || {
+        let cl = cl.clone();
+        async move {
+            let s = status(&cl).await;
+            s.nodes
+                .iter()
+                .filter(|n| n.state == cairn_proto::NodeState::Live)
+                .all(|n| n.last_heartbeat_ms > since)
+                .then(|| {
+                    s.nodes
+                        .iter()
+                        .map(|n| (n.id, n.stats.served_bytes))
+                        .collect()
+                })
+        }
+    })
+    .await
 }
 
 async fn prefetch_and_wait(cl: &Client, paths: &[&str]) -> cairn_proto::PrefetchJobStatus {
