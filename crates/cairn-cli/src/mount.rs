@@ -48,6 +48,10 @@ pub struct MountArgs {
     /// Read-only mount
     #[arg(long)]
     ro: bool,
+    /// How long this mount's flock/fcntl locks outlive it if it dies or
+    /// loses meta (other machines wait that long for a dead holder's locks)
+    #[arg(long, default_value = "5s")]
+    lock_lease: String,
     #[command(flatten)]
     target: Target,
 }
@@ -71,6 +75,7 @@ pub async fn run(a: MountArgs) -> Result<()> {
         return tokio::task::spawn_blocking(move || daemonize(&a)).await?;
     }
     let read_cache = cairn_types::parse_size(&a.read_cache).context("--read-cache")?;
+    let lock_lease = cairn_types::parse_duration(&a.lock_lease).context("--lock-lease")?;
     let chunks_dir = a.cache_dir().join("chunks");
     let client = commands::connect_with(&a.target, |c| {
         if read_cache > 0 {
@@ -83,6 +88,7 @@ pub async fn run(a: MountArgs) -> Result<()> {
         cache_size,
         read_only: a.ro,
         allow_other: a.allow_other,
+        lock_lease,
     };
     let mountpoint = a.mountpoint.clone();
     let rt = tokio::runtime::Handle::current();

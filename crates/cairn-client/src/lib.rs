@@ -22,8 +22,10 @@
 
 mod cache;
 mod client;
+mod locks;
 mod read;
 mod write;
 
 pub use client::{local_host_name, Client, ClientConfig, PutOptions};
+pub use locks::LockSession;
 pub use read::FileReader;

@@ -14,6 +14,7 @@ use crate::staging::{StageTable, Staged};
 use crate::xattr;
 
 mod attrs;
+mod locks;
 use cairn_client::{Client, FileReader};
 use cairn_types::{
     component_cues, now_ms, AttrChanges, CairnPath, Cues, ErrorKind, Inode, InodeKind, NewNode,
@@ -21,7 +22,8 @@ use cairn_types::{
 };
 use fuser::{
     FileAttr, FileType, Filesystem, KernelConfig, ReplyAttr, ReplyCreate, ReplyData,
-    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr,
+    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyLock, ReplyOpen, ReplyStatfs, ReplyWrite,
+    ReplyXattr,
     Request, TimeOrNow,
 };
 use libc::c_int;
@@ -85,6 +87,7 @@ pub(crate) struct Shared {
     /// Tells the kernel to drop cached attributes; set once the session
     /// runs.
     notifier: Arc<std::sync::OnceLock<fuser::Notifier>>,
+    locks: locks::MountLocks,
 }
 
 pub struct CairnFs {
@@ -101,6 +104,7 @@ impl CairnFs {
         cache_dir: std::path::PathBuf,
         cache_size: Option<u64>,
         read_only: bool,
+        lock_lease: Duration,
         ended: tokio::sync::oneshot::Sender<()>,
         notifier: Arc<std::sync::OnceLock<fuser::Notifier>>,
     ) -> CairnFs {
@@ -108,6 +112,7 @@ impl CairnFs {
         let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
         CairnFs {
             shared: Arc::new(Shared {
+                locks: locks::MountLocks::new(client.lock_session(lock_lease)),
                 client,
                 read_only,
                 uid,
@@ -677,7 +682,11 @@ impl Filesystem for CairnFs {
         // O_TRUNC arrives with open (not as a separate truncate that would
         // commit an empty version first); lookups and readdirs in one
         // directory run in parallel.
-        let wanted = fuser::consts::FUSE_ATOMIC_O_TRUNC | fuser::consts::FUSE_PARALLEL_DIROPS;
+        // Locks are meta's (`fs::locks`), not the kernel's.
+        let wanted = fuser::consts::FUSE_ATOMIC_O_TRUNC
+            | fuser::consts::FUSE_PARALLEL_DIROPS
+            | fuser::consts::FUSE_POSIX_LOCKS
+            | fuser::consts::FUSE_FLOCK_LOCKS;
         if let Err(missing) = config.add_capabilities(wanted) {
             let _ = config.add_capabilities(wanted & !missing);
         }
@@ -991,8 +1000,84 @@ impl Filesystem for CairnFs {
         });
     }
 
-    fn flush(&mut self, _req: &Request<'_>, _ino: u64, fh: u64, _lock: u64, reply: ReplyEmpty) {
-        self.sync(fh, reply);
+    fn flush(&mut self, _req: &Request<'_>, ino: u64, fh: u64, lock_owner: u64, reply: ReplyEmpty) {
+        // A close by the process: its POSIX locks on the file go.
+        let Some(gave_up) = self.shared.lock_owner_closed(ino, lock_owner) else {
+            return self.sync(fh, reply);
+        };
+        let staged = match self.shared.handles.lock().unwrap().get(&fh) {
+            Some(OpenHandle::Staged(s)) => Some(s.clone()),
+            _ => None,
+        };
+        self.spawn(|s| async move {
+            let r = match &staged {
+                Some(st) => s.upload(st).await,
+                None => Ok(()),
+            };
+            s.release_lock_owner(ino, lock_owner, gave_up).await;
+            answer!(r, |()| reply.ok(), reply);
+        });
+    }
+
+    fn getlk(
+        &mut self,
+        _req: &Request<'_>,
+        ino: u64,
+        _fh: u64,
+        lock_owner: u64,
+        start: u64,
+        end: u64,
+        typ: i32,
+        _pid: u32,
+        reply: ReplyLock,
+    ) {
+        let kind = match locks::lock_kind(typ) {
+            Ok(k) => k,
+            Err(e) => return reply.error(e),
+        };
+        self.spawn(|s| async move {
+            let r = s.get_lock(ino, lock_owner, kind, start, end).await;
+            answer!(r, |(start, end, typ, pid)| reply.locked(start, end, typ, pid), reply);
+        });
+    }
+
+    fn setlk(
+        &mut self,
+        _req: &Request<'_>,
+        ino: u64,
+        _fh: u64,
+        lock_owner: u64,
+        start: u64,
+        end: u64,
+        typ: i32,
+        pid: u32,
+        sleep: bool,
+        reply: ReplyEmpty,
+    ) {
+        let kind = match locks::lock_kind(typ) {
+            Ok(k) => k,
+            Err(e) => return reply.error(e),
+        };
+        let s = self.shared.clone();
+        let task = self.rt.spawn(async move {
+            let r = s.set_lock(ino, lock_owner, kind, start, end, pid, sleep).await;
+            answer!(r, |()| reply.ok(), reply);
+        });
+        if sleep {
+            self.shared.locks.add_wait(ino, lock_owner, task.abort_handle());
+        }
+    }
+
+    fn destroy(&mut self) {
+        // Unmounted: every lock this mount holds goes now, not at the
+        // end of its lease.
+        let s = self.shared.clone();
+        let (tx, rx) = std::sync::mpsc::channel();
+        self.rt.spawn(async move {
+            let _ = s.locks.session.end().await;
+            let _ = tx.send(());
+        });
+        let _ = rx.recv_timeout(Duration::from_secs(2));
     }
 
     fn fsync(
@@ -1009,14 +1094,32 @@ impl Filesystem for CairnFs {
     fn release(
         &mut self,
         _req: &Request<'_>,
-        _ino: u64,
+        ino: u64,
         fh: u64,
         _flags: i32,
-        _lock_owner: Option<u64>,
+        lock_owner: Option<u64>,
         _flush: bool,
         reply: ReplyEmpty,
     ) {
         let h = self.shared.handles.lock().unwrap().remove(&fh);
+        // The last close of an open file that took a `flock`: it goes.
+        let flock = lock_owner.and_then(|o| Some((o, self.shared.lock_owner_closed(ino, o)?)));
+        if let Some((owner, gave_up)) = flock {
+            return self.spawn(|s| async move {
+                let r = match h {
+                    Some(OpenHandle::Staged(staged)) => {
+                        let r = s.upload(&staged).await;
+                        let staged_ino = staged.ino;
+                        drop(staged);
+                        s.stages.release(staged_ino);
+                        r
+                    }
+                    _ => Ok(()),
+                };
+                s.release_lock_owner(ino, owner, gave_up).await;
+                answer!(r, |()| reply.ok(), reply);
+            });
+        }
         let Some(OpenHandle::Staged(staged)) = h else {
             return reply.ok();
         };

@@ -48,6 +48,9 @@ pub struct MountOptions {
     /// Let other users than the mounting one use the mount (needs
     /// `user_allow_other` in /etc/fuse.conf unless root).
     pub allow_other: bool,
+    /// How long this mount's `flock`/`fcntl` locks outlive it if it dies
+    /// or is cut off from meta (it keeps them alive while it runs).
+    pub lock_lease: std::time::Duration,
 }
 
 /// A live mount; dropping it unmounts.
@@ -76,6 +79,7 @@ pub fn mount(
         opts.cache_dir.clone(),
         opts.cache_size,
         opts.read_only,
+        opts.lock_lease,
         tx,
         notifier.clone(),
     );

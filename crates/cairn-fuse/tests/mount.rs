@@ -85,6 +85,7 @@ impl Env {
                 cache_size,
                 read_only: false,
                 allow_other,
+                lock_lease: std::time::Duration::from_secs(5),
             };
             let m = cairn_fuse::mount(client, rt.handle().clone(), &dir.path().join("mnt"), opts)
                 .expect("mount");

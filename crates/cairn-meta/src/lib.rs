@@ -21,6 +21,7 @@ pub mod cache_copies;
 pub mod dump;
 pub mod election;
 pub mod fanout;
+pub mod locks;
 pub mod namespace;
 pub mod nodes;
 pub mod placement;

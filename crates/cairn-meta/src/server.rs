@@ -114,6 +114,8 @@ pub struct Meta {
     /// Cache copies (prefetched, read through) beside the durable ones.
     pub(crate) cache: crate::cache_copies::CacheCopies,
     pub(crate) prefetch: crate::prefetch::PrefetchJobs,
+    /// Advisory locks (`flock`, POSIX record locks, `cairn lock`).
+    pub(crate) locks: crate::locks::Locks,
     /// Background workers, for `cluster status`.
     pub(crate) workers: crate::worker::Workers,
     /// Metadata leases given out: by file, (client, expiry in ms).
@@ -233,6 +235,7 @@ pub async fn start(cfg: MetaConfig) -> Result<MetaHandle> {
         repair_kick: Arc::new(tokio::sync::Notify::new()),
         cache: crate::cache_copies::CacheCopies::load(store.clone()).await?,
         prefetch: Default::default(),
+        locks: crate::locks::Locks::new(store.clone()),
         workers: Default::default(),
         leases: Default::default(),
         lease_ms: if cfg.repair.shared_store {
@@ -672,6 +675,25 @@ impl Meta {
                 let drop: Vec<_> = dropped.iter().map(|c| (*c, node)).collect();
                 self.cache.remove_many(&drop).await?;
                 Ok(MetaResponse::Ok)
+            }
+            MetaRequest::LockSession { ttl_ms } => {
+                let (session, ttl_ms) = self.locks.open_session(ttl_ms).await?;
+                Ok(MetaResponse::LockSession { session, ttl_ms })
+            }
+            MetaRequest::LockKeepalive { session } => {
+                Ok(MetaResponse::Lock(self.locks.keepalive(session).await?))
+            }
+            MetaRequest::LockEnd { session } => {
+                self.locks.end_session(session).await?;
+                Ok(MetaResponse::Ok)
+            }
+            MetaRequest::Lock { lock, wait } => {
+                let inode = self.ns.lookup(&lock.path).await?.id;
+                Ok(MetaResponse::Lock(self.locks.lock(inode, &lock, wait).await?))
+            }
+            MetaRequest::TestLock { lock } => {
+                let inode = self.ns.lookup(&lock.path).await?.id;
+                Ok(MetaResponse::Lock(self.locks.test(inode, &lock).await?))
             }
         }
     }

@@ -229,6 +229,94 @@ pub enum MetaRequest {
         added: Vec<(ChunkId, u64)>,
         dropped: Vec<ChunkId>,
     },
+    /// Open a lock session: the locks taken under it last while the client
+    /// keeps the session alive (`LockKeepalive` well within `ttl_ms`).
+    /// Answers [`MetaResponse::LockSession`].
+    LockSession {
+        ttl_ms: u32,
+    },
+    /// Keep a lock session alive; answers `Lock(Granted)`, or
+    /// `Lock(SessionExpired)` once it has lapsed (its locks are gone).
+    LockKeepalive {
+        session: u64,
+    },
+    /// End a lock session, releasing every lock taken under it.
+    LockEnd {
+        session: u64,
+    },
+    /// Take, change or release (`Unlock`) the lock of `owner` on bytes
+    /// `start..=end` of the file at `path` (`end` = `u64::MAX` or
+    /// `i64::MAX`: to the end of the file, however long). With `wait`, a
+    /// conflicting request queues (first come, first served) and meta holds
+    /// the answer a few seconds; `Lock(Waiting)` means ask again to keep the
+    /// place. Answers [`MetaResponse::Lock`].
+    Lock {
+        lock: LockRequest,
+        wait: bool,
+    },
+    /// Whether `lock` could be taken now: `Lock(Granted)` or
+    /// `Lock(Conflict(holder))` (fcntl's `F_GETLK`). Changes nothing.
+    TestLock {
+        lock: LockRequest,
+    },
+}
+
+/// The kind of a byte-range or whole-file lock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LockKind {
+    /// Readers: any number of owners at once (`F_RDLCK`, `LOCK_SH`).
+    Shared,
+    /// One owner (`F_WRLCK`, `LOCK_EX`).
+    Exclusive,
+    /// Release (`F_UNLCK`, `LOCK_UN`).
+    Unlock,
+}
+
+/// Who holds a lock: a lock session and, inside it, the owner the client
+/// names (the kernel's lock owner on a mount: a process's file table for
+/// POSIX locks, an open file for `flock`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct LockOwner {
+    pub session: u64,
+    pub owner: u64,
+}
+
+/// One lock request of a session's owner.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockRequest {
+    pub path: CairnPath,
+    pub owner: LockOwner,
+    pub kind: LockKind,
+    pub start: u64,
+    /// Inclusive.
+    pub end: u64,
+    /// The process asking, reported to `TestLock` callers.
+    pub pid: u32,
+}
+
+/// A lock held: whose, which bytes (inclusive), by which process.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockHeld {
+    pub owner: LockOwner,
+    pub kind: LockKind,
+    pub start: u64,
+    pub end: u64,
+    pub pid: u32,
+}
+
+/// The outcome of a lock request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LockAnswer {
+    Granted,
+    /// Not granted: another owner holds a conflicting lock (one of them).
+    Conflict(LockHeld),
+    /// Queued behind a conflicting holder; ask again to keep the place.
+    Waiting,
+    /// Waiting would deadlock: the holder waits for a lock this owner
+    /// holds (`EDEADLK`).
+    Deadlock,
+    /// The session lapsed (or never was): its locks are gone; open a new one.
+    SessionExpired,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -419,6 +507,11 @@ pub enum MetaResponse {
     },
     Groups(Vec<GroupInfo>),
     Prefetch(Vec<PrefetchJobStatus>),
+    LockSession {
+        session: u64,
+        ttl_ms: u32,
+    },
+    Lock(LockAnswer),
 }
 
 /// A node group and its members.

@@ -1,0 +1,171 @@
+//! `flock(2)` and `fcntl(2)` record locks, held in meta's lock table so
+//! that they exclude across every mount (and `cairn lock`, and Python).
+//!
+//! The mount asks the kernel for remote locking (`FUSE_POSIX_LOCKS`,
+//! `FUSE_FLOCK_LOCKS`): every lock request comes here with the kernel's lock
+//! owner (a process's file table for POSIX locks, the open file for
+//! `flock`), and none is kept in the kernel. Releases follow the kernel's
+//! calls: a `flush` (any `close` by the process) drops the owner's POSIX
+//! locks, a `release` with the flock flag (the last close of the open file)
+//! its `flock`. Only owners that asked for a lock on a file cost a request
+//! at close; everything else closes as before.
+//!
+//! Blocking requests (`F_SETLKW`, blocking `flock`) wait in meta's queue.
+//! fuser answers the kernel's `INTERRUPT` itself (not supported), so a
+//! blocked waiter is freed by a fatal signal only (the kernel stops waiting,
+//! and the process's close drops its queued request here).
+
+use super::{errno, Errno, Shared};
+use cairn_proto::{LockAnswer, LockKind};
+use cairn_types::CairnPath;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tracing::warn;
+
+/// The mount's lock state beside its lock session.
+pub(crate) struct MountLocks {
+    pub(crate) session: cairn_client::LockSession,
+    /// (kernel ino, lock owner) that asked for a lock here.
+    owners: Mutex<HashSet<(u64, u64)>>,
+    /// Blocked requests, to give up when their owner closes the file.
+    waits: Mutex<HashMap<(u64, u64), Vec<tokio::task::AbortHandle>>>,
+}
+
+impl MountLocks {
+    pub(crate) fn new(session: cairn_client::LockSession) -> MountLocks {
+        MountLocks {
+            session,
+            owners: Default::default(),
+            waits: Default::default(),
+        }
+    }
+
+    pub(crate) fn add_wait(&self, ino: u64, owner: u64, task: tokio::task::AbortHandle) {
+        let mut waits = self.waits.lock().unwrap();
+        let list = waits.entry((ino, owner)).or_default();
+        list.retain(|t| !t.is_finished());
+        list.push(task);
+    }
+}
+
+/// fcntl's lock type as a [`LockKind`].
+pub(super) fn lock_kind(typ: i32) -> Result<LockKind, Errno> {
+    match typ {
+        libc::F_RDLCK => Ok(LockKind::Shared),
+        libc::F_WRLCK => Ok(LockKind::Exclusive),
+        libc::F_UNLCK => Ok(LockKind::Unlock),
+        _ => Err(libc::EINVAL),
+    }
+}
+
+/// The kernel's end of file range (`OFFSET_MAX`) for meta's `u64::MAX`.
+fn kernel_end(end: u64) -> u64 {
+    end.min(i64::MAX as u64)
+}
+
+impl Shared {
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn set_lock(
+        &self,
+        ino: u64,
+        owner: u64,
+        kind: LockKind,
+        start: u64,
+        end: u64,
+        pid: u32,
+        wait: bool,
+    ) -> Result<(), Errno> {
+        let path = self.path(ino)?;
+        if kind != LockKind::Unlock {
+            self.locks.owners.lock().unwrap().insert((ino, owner));
+        }
+        let answer = self
+            .locks
+            .session
+            .lock(&path, owner, kind, start, end, pid, wait)
+            .await
+            .map_err(|e| errno(&e))?;
+        match answer {
+            LockAnswer::Granted => Ok(()),
+            LockAnswer::Conflict(_) => Err(libc::EAGAIN),
+            LockAnswer::Deadlock => Err(libc::EDEADLK),
+            LockAnswer::Waiting | LockAnswer::SessionExpired => Err(libc::ENOLCK),
+        }
+    }
+
+    /// `F_GETLK`: the conflicting lock as (start, end, type, pid), or
+    /// `F_UNLCK` when the request could be granted.
+    pub(super) async fn get_lock(
+        &self,
+        ino: u64,
+        owner: u64,
+        kind: LockKind,
+        start: u64,
+        end: u64,
+    ) -> Result<(u64, u64, i32, u32), Errno> {
+        let path = self.path(ino)?;
+        let answer = self
+            .locks
+            .session
+            .test(&path, owner, kind, start, end)
+            .await
+            .map_err(|e| errno(&e))?;
+        Ok(match answer {
+            LockAnswer::Conflict(h) => {
+                let typ = match h.kind {
+                    LockKind::Exclusive => libc::F_WRLCK,
+                    _ => libc::F_RDLCK,
+                };
+                (h.start, kernel_end(h.end), typ, h.pid)
+            }
+            _ => (start, kernel_end(end), libc::F_UNLCK, 0),
+        })
+    }
+
+    /// The owner closed the file: if it asked for locks on it here, give
+    /// up its blocked requests and answer whether it had any (`None`: it
+    /// never asked for a lock, nothing to release).
+    pub(super) fn lock_owner_closed(&self, ino: u64, owner: u64) -> Option<bool> {
+        if !self.locks.owners.lock().unwrap().remove(&(ino, owner)) {
+            return None;
+        }
+        let waits = self.locks.waits.lock().unwrap().remove(&(ino, owner));
+        let mut gave_up = false;
+        for t in waits.into_iter().flatten() {
+            gave_up |= !t.is_finished();
+            t.abort();
+        }
+        Some(gave_up)
+    }
+
+    /// Release every lock `owner` holds on `ino` (after
+    /// [`Shared::lock_owner_closed`]).
+    pub(super) async fn release_lock_owner(self: &Arc<Self>, ino: u64, owner: u64, gave_up: bool) {
+        let Ok(path) = self.path(ino) else { return };
+        let unlock = move |s: Arc<Shared>, path: CairnPath| async move {
+            let r = s
+                .locks
+                .session
+                .lock(&path, owner, LockKind::Unlock, 0, u64::MAX, 0, false)
+                .await;
+            if let Err(e) = r {
+                warn!(%path, owner, "releasing locks at close: {e}");
+            }
+        };
+        unlock(self.clone(), path.clone()).await;
+        if gave_up {
+            // A request given up may still be granted while meta holds it
+            // (up to its hold time): release once more after that.
+            let s = self.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(META_HOLD + Duration::from_secs(1)).await;
+                unlock(s, path).await;
+            });
+        }
+    }
+}
+
+/// How long meta holds a blocked request before answering `Waiting`
+/// (`cairn_meta::locks::HOLD`).
+const META_HOLD: Duration = Duration::from_secs(4);
