@@ -139,6 +139,32 @@ impl LockSession {
         }
     }
 
+    /// Give up `owner`'s waiting request for this lock (its caller was
+    /// interrupted): meta drops it from the queue and does not grant it.
+    pub async fn cancel(
+        &self,
+        path: &CairnPath,
+        owner: u64,
+        kind: LockKind,
+        start: u64,
+        end: u64,
+    ) -> Result<()> {
+        let current = self.state.lock().unwrap().current.as_ref().map(|(s, _)| *s);
+        let Some(session) = current else {
+            return Ok(());
+        };
+        let lock = LockRequest {
+            path: path.clone(),
+            owner: LockOwner { session, owner },
+            kind,
+            start,
+            end,
+            pid: 0,
+        };
+        self.client.meta(MetaRequest::LockCancel { lock }).await?;
+        Ok(())
+    }
+
     /// Whether `owner` could take the lock now (`F_GETLK`): `Granted` or
     /// `Conflict(holder)`.
     pub async fn test(

@@ -1060,7 +1060,11 @@ impl Filesystem for CairnFs {
         };
         let s = self.shared.clone();
         let task = self.rt.spawn(async move {
-            let r = s.set_lock(ino, lock_owner, kind, start, end, pid, sleep).await;
+            let r = if sleep {
+                s.set_lock_wait(ino, lock_owner, kind, start, end, pid).await
+            } else {
+                s.set_lock(ino, lock_owner, kind, start, end, pid, false).await
+            };
             answer!(r, |()| reply.ok(), reply);
         });
         if sleep {

@@ -241,6 +241,32 @@ impl Staged {
     }
 }
 
+impl Staged {
+    /// Take in a newer version of `path` committed elsewhere, unless this
+    /// mount has writes of its own still to upload (they win, as at
+    /// upload). Answers whether the content changed. For lock-to-unlock
+    /// coherence: a program that takes a lock sees what the last holder
+    /// wrote, although it keeps the file open.
+    pub async fn refresh(&self, client: &Client, path: &CairnPath, cues: &Cues) -> Result<bool> {
+        let _one = self.upload.lock().await;
+        if self.is_dirty() {
+            return Ok(false);
+        }
+        let reader = client.open_cued(path, cues).await?;
+        if reader.inode().version == self.inode().version {
+            return Ok(false);
+        }
+        let f = self.file.clone();
+        blocking(move || f.set_len(0)).await?;
+        self.charge_len(0)?;
+        self.fill_from(&reader).await?;
+        let (f, len) = (self.file.clone(), reader.size());
+        blocking(move || f.set_len(len)).await?;
+        *self.inode.lock().unwrap() = reader.inode().clone();
+        Ok(true)
+    }
+}
+
 impl Drop for Staged {
     fn drop(&mut self) {
         self.budget.give_back(*self.charged.get_mut().unwrap());

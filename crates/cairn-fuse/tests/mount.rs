@@ -1042,3 +1042,152 @@ PY
     assert_eq!(stat("/data/newdir").kind, cairn_types::InodeKind::Directory);
     assert!(stat("/data").cues.is_empty(), "cues are per access");
 }
+
+/// flock and fcntl locks exclude across two mounts (meta keeps them):
+/// exclusive excludes, shared coexist, byte ranges conflict only where they
+/// overlap, F_GETLK names the holder's range and pid, a blocked F_SETLKW is
+/// woken by the holder's unlock, and a waiter killed while blocked never
+/// gets the lock.
+#[test]
+fn locks_exclude_across_two_mounts() {
+    if !fuse_available() {
+        return;
+    }
+    let env = Env::new(2);
+    let (a, b) = (env.mnt(0), env.mnt(1));
+    let (a, b) = (a.display(), b.display());
+    sh(&format!(
+        r#"
+echo x > {a}/job.lock
+# Exclusive flock: held on mount a, refused on mount b, free again after.
+flock -n {a}/job.lock -c 'if flock -n {b}/job.lock true; then echo BOTH; exit 1; fi; echo excluded'
+# A flock goes with the last close of its open file, which the kernel
+# tells the mount a moment after the holder exits: wait for it (-w).
+flock -w 30 {b}/job.lock true
+# Shared flocks coexist; an exclusive one waits for both to go.
+flock -w 30 -s {a}/job.lock -c 'flock -s -n {b}/job.lock -c "flock -n {a}/job.lock true && exit 1 || echo shared"'
+"#
+    ));
+    sh(&format!(
+        r#"python3 - <<'EOF'
+import errno, fcntl, os, signal, struct, subprocess, sys, time
+{PY_EXPECT}
+A, B = "{a}/ranges", "{b}/ranges"
+open(A, "w").write("0123456789" * 10)
+fa = os.open(A, os.O_RDWR)
+fcntl.lockf(fa, fcntl.LOCK_EX, 10, 0)            # bytes 0..9 on mount a
+child = r'''
+import errno, fcntl, os, struct, sys
+fb = os.open(sys.argv[1], os.O_RDWR)
+fcntl.lockf(fb, fcntl.LOCK_EX | fcntl.LOCK_NB, 10, 20)   # 20..29: no overlap
+try:
+    fcntl.lockf(fb, fcntl.LOCK_SH | fcntl.LOCK_NB, 5, 5) # 5..9: overlaps
+    sys.exit("overlapping lock granted")
+except OSError as e:
+    assert e.errno in (errno.EAGAIN, errno.EACCES), e
+q = struct.pack("hhqqi", fcntl.F_WRLCK, 0, 0, 100, 0)
+t, _, start, length, pid = struct.unpack("hhqqi", fcntl.fcntl(fb, fcntl.F_GETLK, q))
+print(t, start, length, pid)
+'''
+out = subprocess.run([sys.executable, "-c", child, B], capture_output=True, text=True)
+assert out.returncode == 0, out.stderr
+t, start, length, pid = map(int, out.stdout.split())
+assert (t, start, length, pid) == (fcntl.F_WRLCK, 0, 10, os.getpid()), out.stdout
+
+# A blocked F_SETLKW on mount b is woken by the unlock on mount a.
+waiter = subprocess.Popen([sys.executable, "-c", r'''
+import fcntl, os, sys, time
+fb = os.open(sys.argv[1], os.O_RDWR)
+fcntl.lockf(fb, fcntl.LOCK_EX, 10, 0)
+print("granted", flush=True)
+time.sleep(2)
+''', B], stdout=subprocess.PIPE, text=True)
+time.sleep(1.5)
+assert waiter.poll() is None, "the waiter did not block"
+fcntl.lockf(fa, fcntl.LOCK_UN, 10, 0)
+assert waiter.stdout.readline().strip() == "granted"
+# Now mount b holds 0..9: a's non-blocking attempt fails, then succeeds
+# once the waiter exits (its close drops its locks).
+expect(errno.EAGAIN, fcntl.lockf, fa, fcntl.LOCK_EX | fcntl.LOCK_NB, 10, 0)
+waiter.wait(timeout=60)
+fcntl.lockf(fa, fcntl.LOCK_EX, 10, 0)
+
+# A waiter killed while blocked gives up its place: it never holds the lock.
+victim = subprocess.Popen([sys.executable, "-c", r'''
+import fcntl, os, sys
+fb = os.open(sys.argv[1], os.O_RDWR)
+fcntl.lockf(fb, fcntl.LOCK_EX, 10, 0)
+print("WRONG: granted", flush=True)
+''', B], stdout=subprocess.PIPE, text=True)
+time.sleep(1.5)
+assert victim.poll() is None
+victim.send_signal(signal.SIGKILL)
+victim.wait(timeout=60)
+fcntl.lockf(fa, fcntl.LOCK_UN, 10, 0)
+# Another process on mount b takes the range at once.
+out = subprocess.run([sys.executable, "-c", r'''
+import fcntl, os, sys
+fb = os.open(sys.argv[1], os.O_RDWR)
+fcntl.lockf(fb, fcntl.LOCK_EX, 10, 0)
+print("ok")
+''', B], capture_output=True, text=True, timeout=60)
+assert out.stdout.strip() == "ok", out
+assert victim.stdout.read() == ""
+print("ranges ok")
+EOF"#
+    ));
+}
+
+/// SQLite with writers on two mounts: rollback journal across mounts
+/// (meta's locks serialize the transactions, taking a lock moves the open
+/// database to the last holder's version), WAL between processes of one
+/// mount (its -shm is shared memory, which only one kernel can share: WAL
+/// across machines is unsupported by SQLite on any network file system).
+#[test]
+fn sqlite_writers_on_two_mounts_keep_every_row() {
+    if !fuse_available() {
+        return;
+    }
+    let env = Env::new(2);
+    let (a, b) = (env.mnt(0), env.mnt(1));
+    let (a, b) = (a.display(), b.display());
+    sh_within(
+        400,
+        &format!(
+            r#"python3 - <<'EOF'
+import multiprocessing as mp, sqlite3, time
+N = 15
+def worker(db, tag):
+    for i in range(N):
+        c = sqlite3.connect(db, timeout=60, isolation_level=None)
+        c.execute("BEGIN IMMEDIATE")
+        (seen,) = c.execute("SELECT count(*) FROM t").fetchone()
+        c.execute("INSERT INTO t(tag, i, seen) VALUES (?, ?, ?)", (tag, i, seen))
+        c.execute("COMMIT")
+        c.close()
+def run(mode, dbs):
+    c = sqlite3.connect(dbs[0], isolation_level=None)
+    c.execute(f"PRAGMA journal_mode={{mode}}")
+    c.execute("CREATE TABLE t(tag, i, seen)")
+    c.close()
+    ps = [mp.Process(target=worker, args=(db, str(k))) for k, db in enumerate(dbs)]
+    [p.start() for p in ps]
+    [p.join(300) for p in ps]
+    assert all(p.exitcode == 0 for p in ps), [p.exitcode for p in ps]
+    for db in dbs:
+        c = sqlite3.connect(db)
+        assert c.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        rows = c.execute("SELECT tag, i, seen FROM t").fetchall()
+        # Every transaction saw every earlier one: no lost rows, no two
+        # transactions at once.
+        assert len(rows) == N * len(dbs), (mode, len(rows))
+        assert sorted(r[2] for r in rows) == list(range(N * len(dbs))), (mode, rows)
+        c.close()
+run("DELETE", ["{a}/rollback.db", "{b}/rollback.db"])
+run("TRUNCATE", ["{b}/truncate.db", "{a}/truncate.db"])
+run("WAL", ["{a}/wal.db", "{a}/wal.db"])
+print("sqlite ok")
+EOF"#
+        ),
+    );
+}

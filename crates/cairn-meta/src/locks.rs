@@ -361,6 +361,9 @@ impl Locks {
         let exclusive = req.kind == LockKind::Exclusive;
         let deadline = tokio::time::Instant::now() + HOLD;
         let mut changed = self.changed.subscribe();
+        // Whether this request queued itself: if its place is gone later,
+        // it was cancelled (or went stale) and must not take the lock.
+        let mut queued = false;
         loop {
             changed.borrow_and_update();
             let mut alive = HashMap::new();
@@ -388,6 +391,9 @@ impl Locks {
                 }
             }
             let mine = rec.waiting.iter().position(|w| w.owner == owner);
+            if queued && mine.is_none() {
+                return Ok(LockAnswer::Waiting);
+            }
             let holder = rec.conflict(owner, exclusive, req.start, end).cloned();
             // First come, first served: an earlier waiter wanting what this
             // request conflicts with goes first.
@@ -482,7 +488,7 @@ impl Locks {
                 let txn = Txn::new().put(wait_key(owner), encode(&wr)?);
                 let txn = Self::put_record(txn, inode, &rec, rev)?;
                 match self.store.commit(txn).await {
-                    Ok(_) => {}
+                    Ok(_) => queued = true,
                     Err(e) if e.kind == ErrorKind::Conflict => continue,
                     Err(e) => return Err(e),
                 }
@@ -493,6 +499,25 @@ impl Locks {
             }
             let nap = POLL.min(deadline - now);
             let _ = tokio::time::timeout(nap, changed.changed()).await;
+        }
+    }
+
+    /// Take `owner`'s queued request out of the file's queue; a request
+    /// meta still holds for it then answers `Waiting` instead of taking
+    /// the lock.
+    pub async fn cancel(&self, inode: InodeId, owner: LockOwner) -> Result<()> {
+        loop {
+            let (mut rec, rev, _) = self.live_record(inode, &mut HashMap::new()).await?;
+            rec.waiting.retain(|w| w.owner != owner);
+            let txn = Self::put_record(Txn::new().delete(wait_key(owner)), inode, &rec, rev)?;
+            match self.store.commit(txn).await {
+                Ok(_) => {
+                    self.bump();
+                    return Ok(());
+                }
+                Err(e) if e.kind == ErrorKind::Conflict => continue,
+                Err(e) => return Err(e),
+            }
         }
     }
 
@@ -682,6 +707,13 @@ mod tests {
         assert_eq!(wb.await.unwrap().unwrap(), LockAnswer::Granted);
         // c is still queued: its answer is Waiting once the hold runs out.
         assert_eq!(wc.await.unwrap().unwrap(), LockAnswer::Waiting);
+        // A cancelled waiter is not granted, though meta still holds its request.
+        let t4 = t.clone();
+        let (d, _) = t.open_session(5_000).await.unwrap();
+        let wd = tokio::spawn(async move { t4.lock(f, &req(d, 1, ex, 0, 9), true).await });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        t.cancel(f, LockOwner { session: d, owner: 1 }).await.unwrap();
+        assert_eq!(wd.await.unwrap().unwrap(), LockAnswer::Waiting);
         // Ending b's session frees f for c.
         t.end_session(b).await.unwrap();
         assert_eq!(t.lock(f, &req(c, 1, ex, 0, 9), true).await.unwrap(), LockAnswer::Granted);

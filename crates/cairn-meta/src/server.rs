@@ -691,6 +691,11 @@ impl Meta {
                 let inode = self.ns.lookup(&lock.path).await?.id;
                 Ok(MetaResponse::Lock(self.locks.lock(inode, &lock, wait).await?))
             }
+            MetaRequest::LockCancel { lock } => {
+                let inode = self.ns.lookup(&lock.path).await?.id;
+                self.locks.cancel(inode, lock.owner).await?;
+                Ok(MetaResponse::Ok)
+            }
             MetaRequest::TestLock { lock } => {
                 let inode = self.ns.lookup(&lock.path).await?.id;
                 Ok(MetaResponse::Lock(self.locks.test(inode, &lock).await?))

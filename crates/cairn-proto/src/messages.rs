@@ -254,6 +254,12 @@ pub enum MetaRequest {
         lock: LockRequest,
         wait: bool,
     },
+    /// Give up a waiting `Lock` request of `lock.owner` (its caller was
+    /// interrupted): it leaves the queue and a request meta still holds
+    /// for it is not granted.
+    LockCancel {
+        lock: LockRequest,
+    },
     /// Whether `lock` could be taken now: `Lock(Granted)` or
     /// `Lock(Conflict(holder))` (fcntl's `F_GETLK`). Changes nothing.
     TestLock {

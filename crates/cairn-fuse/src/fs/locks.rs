@@ -11,11 +11,13 @@
 //! at close; everything else closes as before.
 //!
 //! Blocking requests (`F_SETLKW`, blocking `flock`) wait in meta's queue.
-//! fuser answers the kernel's `INTERRUPT` itself (not supported), so a
-//! blocked waiter is freed by a fatal signal only (the kernel stops waiting,
-//! and the process's close drops its queued request here).
+//! A signal must interrupt them, but fuser answers the kernel's `INTERRUPT`
+//! itself (not supported), after which the kernel waits for the answer
+//! even for `SIGKILL`. So the mount watches the waiting thread's pending
+//! signals (`/proc/<tid>/status`) and, once one is pending, leaves meta's
+//! queue and answers `EINTR`, as a local file system's wait would.
 
-use super::{errno, Errno, Shared};
+use super::{errno, Errno, OpenHandle, Shared};
 use cairn_proto::{LockAnswer, LockKind};
 use cairn_types::CairnPath;
 use std::collections::{HashMap, HashSet};
@@ -49,6 +51,36 @@ impl MountLocks {
     }
 }
 
+/// Whether process `tid` has a signal pending that it does not block
+/// (`SigPnd`/`ShdPnd` less `SigBlk` in `/proc/<tid>/status`). One this
+/// mount cannot see (another pid namespace) never is.
+fn signal_pending(tid: u32) -> bool {
+    if tid == 0 {
+        return false;
+    }
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{tid}/status")) else {
+        return false;
+    };
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+            .unwrap_or(0)
+    };
+    (field("SigPnd:") | field("ShdPnd:")) & !field("SigBlk:") != 0
+}
+
+/// Resolves once thread `tid` has a signal pending.
+pub(super) async fn signalled(tid: u32) {
+    loop {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if signal_pending(tid) {
+            return;
+        }
+    }
+}
+
 /// fcntl's lock type as a [`LockKind`].
 pub(super) fn lock_kind(typ: i32) -> Result<LockKind, Errno> {
     match typ {
@@ -79,6 +111,10 @@ impl Shared {
         let path = self.path(ino)?;
         if kind != LockKind::Unlock {
             self.locks.owners.lock().unwrap().insert((ino, owner));
+        } else if let Some(staged) = self.stages.peek(ino) {
+            // What was written under the lock is in Cairn before the
+            // next holder can take it.
+            self.upload(&staged).await?;
         }
         let answer = self
             .locks
@@ -87,10 +123,89 @@ impl Shared {
             .await
             .map_err(|e| errno(&e))?;
         match answer {
+            LockAnswer::Granted if kind != LockKind::Unlock => {
+                self.refresh_for_lock(ino, &path).await;
+                Ok(())
+            }
             LockAnswer::Granted => Ok(()),
             LockAnswer::Conflict(_) => Err(libc::EAGAIN),
             LockAnswer::Deadlock => Err(libc::EDEADLK),
             LockAnswer::Waiting | LockAnswer::SessionExpired => Err(libc::ENOLCK),
+        }
+    }
+
+    /// A lock was granted: what this mount has open of the file moves to
+    /// the latest version (the last holder's writes), and the kernel drops
+    /// the pages it cached of the old one. Best effort: a failure leaves
+    /// the open version, as without the lock.
+    async fn refresh_for_lock(&self, ino: u64, path: &CairnPath) {
+        let cues = self.access_cues(ino);
+        let changed = if let Some(staged) = self.stages.peek(ino) {
+            match staged.refresh(&self.client, path, &cues).await {
+                Ok(c) => c,
+                Err(e) => {
+                    warn!(%path, "refreshing the open file after a lock: {e}");
+                    false
+                }
+            }
+        } else {
+            self.refresh_readers(ino, path, &cues).await
+        };
+        if changed {
+            if let Some(n) = self.notifier.get() {
+                if let Err(e) = n.inval_inode(ino, 0, 0) {
+                    warn!(ino, "could not invalidate the kernel's pages: {e}");
+                }
+            }
+        }
+    }
+
+    /// Move this mount's read handles of `ino` to the latest version.
+    async fn refresh_readers(&self, ino: u64, path: &CairnPath, cues: &cairn_types::Cues) -> bool {
+        let real = self.real(ino);
+        let open_version = self.handles.lock().unwrap().values().find_map(|h| match h {
+            OpenHandle::Reader(r) if r.inode().id.0 == real => Some(r.inode().version),
+            _ => None,
+        });
+        let Some(version) = open_version else {
+            return false;
+        };
+        let fresh = match self.client.open_cued(path, cues).await {
+            Ok(r) if r.inode().version != version && r.inode().id.0 == real => Arc::new(r),
+            _ => return false,
+        };
+        for h in self.handles.lock().unwrap().values_mut() {
+            if let OpenHandle::Reader(r) = h {
+                if r.inode().id.0 == real {
+                    *r = fresh.clone();
+                }
+            }
+        }
+        true
+    }
+
+    /// A blocking [`Shared::set_lock`] that a signal to the waiting thread
+    /// interrupts (`EINTR`; the request leaves meta's queue).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn set_lock_wait(
+        &self,
+        ino: u64,
+        owner: u64,
+        kind: LockKind,
+        start: u64,
+        end: u64,
+        pid: u32,
+    ) -> Result<(), Errno> {
+        tokio::select! {
+            r = self.set_lock(ino, owner, kind, start, end, pid, true) => r,
+            _ = signalled(pid) => {
+                if let Ok(path) = self.path(ino) {
+                    if let Err(e) = self.locks.session.cancel(&path, owner, kind, start, end).await {
+                        warn!(%path, owner, "leaving the lock queue: {e}");
+                    }
+                }
+                Err(libc::EINTR)
+            }
         }
     }
 
