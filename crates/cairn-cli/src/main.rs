@@ -7,6 +7,7 @@ mod bench_schemes;
 mod commands;
 mod config;
 mod fleet;
+mod lock;
 mod meta_tools;
 mod mount;
 mod roles;
@@ -142,6 +143,9 @@ enum Cmd {
     },
     /// Give every node of a group a cache copy of files (or trees), ahead of reads
     Prefetch(PrefetchArgs),
+    /// Run a command holding an advisory lock on a file (the same locks as
+    /// flock/fcntl on every mount): cairn lock /jobs/q.lock -- ./step.sh
+    Lock(lock::LockArgs),
     /// Semantic cues of a path: redundancy, placement, consistency (inherited by everything below a directory)
     Cue {
         #[command(subcommand)]
@@ -459,6 +463,10 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
                 },
         } => c::drain(&target, &node, wait, undo).await,
         Cmd::Mount(a) => mount::run(a).await,
+        Cmd::Lock(a) => {
+            let code = lock::run(a).await?;
+            std::process::exit(code);
+        }
         Cmd::Bench(a) => bench::run(a).await,
         Cmd::Simulate(a) => tokio::task::spawn_blocking(move || simulate::run(a)).await?,
         Cmd::Gateway {

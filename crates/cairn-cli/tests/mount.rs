@@ -497,3 +497,114 @@ assert bytes(got) == want, "content differs"
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Locks through real `cairn mount` processes: a flock held through one
+/// mount excludes the other mount and `cairn lock`; SIGKILL of the holding
+/// mount releases it once its lease runs out, and not before; `cairn lock`
+/// holds it while its command runs and passes on the exit code.
+#[test]
+fn a_killed_mounts_locks_go_after_its_lease_and_cairn_lock_shares_them() {
+    if !Path::new("/dev/fuse").exists() || Command::new("fusermount3").arg("-V").output().is_err() {
+        eprintln!("skipping: needs /dev/fuse and fusermount3 (Debian: fuse3)");
+        return;
+    }
+    const LEASE: Duration = Duration::from_secs(3);
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config");
+    let data = dir.path().join("data");
+    let _server = spawn(
+        &config,
+        &["server", "--data", data.to_str().unwrap(), "--listen", "127.0.0.1:0"],
+        "try:",
+        None,
+    );
+    let mount = |name: &str| {
+        let mnt = dir.path().join(name);
+        std::fs::create_dir(&mnt).unwrap();
+        let cache = dir.path().join(format!("{name}-cache"));
+        let args = [
+            "mount",
+            mnt.to_str().unwrap(),
+            "--foreground",
+            "--lock-lease",
+            "3s",
+            "--cache-dir",
+            cache.to_str().unwrap(),
+        ];
+        (spawn(&config, &args, "mounted on", Some(&mnt)), mnt)
+    };
+    let (mount_a, a) = mount("a");
+    let (_mount_b, b) = mount("b");
+    std::fs::write(a.join("job.lock"), b"").unwrap();
+    let try_flock = |m: &Path| {
+        Command::new("flock")
+            .arg("-n")
+            .arg(m.join("job.lock"))
+            .arg("true")
+            .status()
+            .unwrap()
+            .success()
+    };
+    let cairn_lock = |args: &[&str]| {
+        Command::new(BIN)
+            .arg("lock")
+            .args(args)
+            .env("XDG_CONFIG_HOME", &config)
+            .env("RUST_LOG", "error")
+            .status()
+            .unwrap()
+            .code()
+    };
+
+    // `cairn lock` excludes the mounts while its command runs, and exits
+    // with the command's code.
+    let inner = format!(
+        "if flock -n {} true; then exit 1; else exit 7; fi",
+        b.join("job.lock").display()
+    );
+    assert_eq!(cairn_lock(&["/job.lock", "--", "sh", "-c", &inner]), Some(7));
+
+    // A holder on mount a, as its own process.
+    let mut holder = Command::new("python3")
+        .args([
+            "-c",
+            "import fcntl, os, sys, time\n\
+             fd = os.open(sys.argv[1], os.O_RDWR)\n\
+             fcntl.flock(fd, fcntl.LOCK_EX)\n\
+             print('locked', flush=True)\n\
+             time.sleep(600)",
+        ])
+        .arg(a.join("job.lock"))
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(holder.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "locked");
+    assert!(!try_flock(&b), "both mounts hold the exclusive flock");
+    assert_eq!(cairn_lock(&["-n", "/job.lock", "--", "true"]), Some(1));
+
+    // SIGKILL the holder's mount: the lock stays for the lease, then goes.
+    let mut mount_a = mount_a;
+    mount_a.child.kill().unwrap();
+    mount_a.child.wait().unwrap();
+    let killed = Instant::now();
+    let held_after_kill = !try_flock(&b);
+    if killed.elapsed() < LEASE / 3 {
+        assert!(held_after_kill, "the lock went with the mount, before its lease ran out");
+    }
+    let end = killed + Duration::from_secs(60);
+    while !try_flock(&b) {
+        assert!(Instant::now() < end, "the dead mount's lock never went");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The mount renews every third of the lease: the lock lives at least
+    // two thirds of it past the kill.
+    assert!(killed.elapsed() >= LEASE * 2 / 3 - Duration::from_millis(100), "{:?}", killed.elapsed());
+    let _ = holder.kill();
+    let _ = holder.wait();
+    drop(mount_a);
+    assert_eq!(cairn_lock(&["-n", "/job.lock", "--", "true"]), Some(0));
+}
