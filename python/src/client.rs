@@ -579,6 +579,51 @@ impl NativeClient {
         conn.run(py, conn.client.set_group(id, group, add))
     }
 
+    /// An advisory whole-file lock on `path` (made, empty, if missing),
+    /// shared with every mount's flock/fcntl locks and `cairn lock`; it
+    /// outlives this process by at most `lease` seconds if it dies.
+    #[pyo3(signature = (path, shared=false, lease=5.0))]
+    fn lock(
+        &self,
+        py: Python<'_>,
+        path: &str,
+        shared: bool,
+        lease: f64,
+    ) -> PyResult<crate::lock::NativeLock> {
+        let p = self::path(py, path)?;
+        if !(lease.is_finite() && lease > 0.0) {
+            return Err(to_py(
+                py,
+                Error::invalid(format!(
+                    "lease must be a positive number of seconds, not {lease}"
+                )),
+            ));
+        }
+        let conn = self.conn(py)?;
+        let create = PutOptions {
+            expected: Some(Version(0)),
+            ..PutOptions::default()
+        };
+        let client = conn.client.clone();
+        let target = p.clone();
+        conn.run(py, async move {
+            let put = || client.put(&target, tokio::io::empty(), create.clone());
+            match put_with_parents(&client, &target, put).await {
+                Ok(_) => Ok(()),
+                Err(e) if matches!(e.kind, ErrorKind::AlreadyExists | ErrorKind::Conflict) => {
+                    Ok(())
+                }
+                Err(e) => Err(e),
+            }
+        })?;
+        Ok(crate::lock::NativeLock::new(
+            conn,
+            p,
+            shared,
+            std::time::Duration::from_secs_f64(lease),
+        ))
+    }
+
     /// Every node group: name, member node ids, the live ones.
     fn groups<'py>(&self, py: Python<'py>) -> PyResult<Vec<Bound<'py, PyDict>>> {
         let conn = self.conn(py)?;

@@ -24,6 +24,7 @@ mod conn;
 mod convert;
 mod errors;
 mod file;
+mod lock;
 
 use pyo3::prelude::*;
 
@@ -32,6 +33,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<client::NativeClient>()?;
     m.add_class::<file::NativeReader>()?;
     m.add_class::<file::NativeWriter>()?;
+    m.add_class::<lock::NativeLock>()?;
     m.add_function(wrap_pyfunction!(parse_cues, m)?)?;
     Ok(())
 }

@@ -514,7 +514,13 @@ fn a_killed_mounts_locks_go_after_its_lease_and_cairn_lock_shares_them() {
     let data = dir.path().join("data");
     let _server = spawn(
         &config,
-        &["server", "--data", data.to_str().unwrap(), "--listen", "127.0.0.1:0"],
+        &[
+            "server",
+            "--data",
+            data.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ],
         "try:",
         None,
     );
@@ -562,7 +568,10 @@ fn a_killed_mounts_locks_go_after_its_lease_and_cairn_lock_shares_them() {
         "if flock -n {} true; then exit 1; else exit 7; fi",
         b.join("job.lock").display()
     );
-    assert_eq!(cairn_lock(&["/job.lock", "--", "sh", "-c", &inner]), Some(7));
+    assert_eq!(
+        cairn_lock(&["/job.lock", "--", "sh", "-c", &inner]),
+        Some(7)
+    );
 
     // A holder on mount a, as its own process.
     let mut holder = Command::new("python3")
@@ -593,7 +602,10 @@ fn a_killed_mounts_locks_go_after_its_lease_and_cairn_lock_shares_them() {
     let killed = Instant::now();
     let held_after_kill = !try_flock(&b);
     if killed.elapsed() < LEASE / 3 {
-        assert!(held_after_kill, "the lock went with the mount, before its lease ran out");
+        assert!(
+            held_after_kill,
+            "the lock went with the mount, before its lease ran out"
+        );
     }
     let end = killed + Duration::from_secs(60);
     while !try_flock(&b) {
@@ -602,7 +614,11 @@ fn a_killed_mounts_locks_go_after_its_lease_and_cairn_lock_shares_them() {
     }
     // The mount renews every third of the lease: the lock lives at least
     // two thirds of it past the kill.
-    assert!(killed.elapsed() >= LEASE * 2 / 3 - Duration::from_millis(100), "{:?}", killed.elapsed());
+    assert!(
+        killed.elapsed() >= LEASE * 2 / 3 - Duration::from_millis(100),
+        "{:?}",
+        killed.elapsed()
+    );
     let _ = holder.kill();
     let _ = holder.wait();
     drop(mount_a);

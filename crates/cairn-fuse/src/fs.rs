@@ -23,8 +23,7 @@ use cairn_types::{
 use fuser::{
     FileAttr, FileType, Filesystem, KernelConfig, ReplyAttr, ReplyCreate, ReplyData,
     ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyLock, ReplyOpen, ReplyStatfs, ReplyWrite,
-    ReplyXattr,
-    Request, TimeOrNow,
+    ReplyXattr, Request, TimeOrNow,
 };
 use libc::c_int;
 use std::collections::HashMap;
@@ -101,10 +100,7 @@ impl CairnFs {
     pub(crate) fn new(
         client: Client,
         rt: Handle,
-        cache_dir: std::path::PathBuf,
-        cache_size: Option<u64>,
-        read_only: bool,
-        lock_lease: Duration,
+        opts: &crate::MountOptions,
         ended: tokio::sync::oneshot::Sender<()>,
         notifier: Arc<std::sync::OnceLock<fuser::Notifier>>,
     ) -> CairnFs {
@@ -112,13 +108,13 @@ impl CairnFs {
         let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
         CairnFs {
             shared: Arc::new(Shared {
-                locks: locks::MountLocks::new(client.lock_session(lock_lease)),
+                locks: locks::MountLocks::new(client.lock_session(opts.lock_lease)),
                 client,
-                read_only,
+                read_only: opts.read_only,
                 uid,
                 gid,
                 inodes: Mutex::new(InodeTable::new()),
-                stages: StageTable::new(cache_dir, cache_size),
+                stages: StageTable::new(opts.cache_dir.clone(), opts.cache_size),
                 handles: Mutex::new(HashMap::new()),
                 next_fh: AtomicU64::new(1),
                 notifier,
@@ -1037,7 +1033,11 @@ impl Filesystem for CairnFs {
         };
         self.spawn(|s| async move {
             let r = s.get_lock(ino, lock_owner, kind, start, end).await;
-            answer!(r, |(start, end, typ, pid)| reply.locked(start, end, typ, pid), reply);
+            answer!(
+                r,
+                |(start, end, typ, pid)| reply.locked(start, end, typ, pid),
+                reply
+            );
         });
     }
 
@@ -1061,14 +1061,18 @@ impl Filesystem for CairnFs {
         let s = self.shared.clone();
         let task = self.rt.spawn(async move {
             let r = if sleep {
-                s.set_lock_wait(ino, lock_owner, kind, start, end, pid).await
+                s.set_lock_wait(ino, lock_owner, kind, start, end, pid)
+                    .await
             } else {
-                s.set_lock(ino, lock_owner, kind, start, end, pid, false).await
+                s.set_lock(ino, lock_owner, kind, start, end, pid, false)
+                    .await
             };
             answer!(r, |()| reply.ok(), reply);
         });
         if sleep {
-            self.shared.locks.add_wait(ino, lock_owner, task.abort_handle());
+            self.shared
+                .locks
+                .add_wait(ino, lock_owner, task.abort_handle());
         }
     }
 

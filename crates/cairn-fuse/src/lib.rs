@@ -73,16 +73,7 @@ pub fn mount(
     })?;
     let (tx, rx) = tokio::sync::oneshot::channel();
     let notifier = std::sync::Arc::new(std::sync::OnceLock::new());
-    let fs = fs::CairnFs::new(
-        client,
-        rt,
-        opts.cache_dir.clone(),
-        opts.cache_size,
-        opts.read_only,
-        opts.lock_lease,
-        tx,
-        notifier.clone(),
-    );
+    let fs = fs::CairnFs::new(client, rt, &opts, tx, notifier.clone());
     let mut options = vec![
         MountOption::FSName("cairn".into()),
         MountOption::Subtype("cairn".into()),

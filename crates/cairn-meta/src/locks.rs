@@ -102,9 +102,25 @@ fn touches(a: (u64, u64), b: (u64, u64)) -> bool {
 impl LockRecord {
     /// A lock of another owner that conflicts with `owner` taking
     /// `start..=end` (shared or `exclusive`).
-    pub fn conflict(&self, owner: LockOwner, exclusive: bool, start: u64, end: u64) -> Option<&Held> {
+    pub fn conflict(
+        &self,
+        owner: LockOwner,
+        exclusive: bool,
+        start: u64,
+        end: u64,
+    ) -> Option<&Held> {
         self.held.iter().find(|h| {
-            h.owner != owner && (h.exclusive || exclusive) && overlaps((h.start, h.end), (start, end))
+            h.owner != owner
+                && (h.exclusive || exclusive)
+                && overlaps((h.start, h.end), (start, end))
+        })
+    }
+
+    /// Whether `owner` holds exactly this kind of lock on all of `start..=end`.
+    pub fn holds(&self, owner: LockOwner, exclusive: bool, start: u64, end: u64) -> bool {
+        // An owner's ranges of one kind never touch, so one covers it all.
+        self.held.iter().any(|h| {
+            h.owner == owner && h.exclusive == exclusive && h.start <= start && end <= h.end
         })
     }
 
@@ -267,7 +283,10 @@ impl Locks {
         loop {
             let Some((rec, rev)) = self.session(session).await? else {
                 // Lapsed: remove the record, so it never comes back.
-                let _ = self.store.commit(Txn::new().delete(session_key(session))).await;
+                let _ = self
+                    .store
+                    .commit(Txn::new().delete(session_key(session)))
+                    .await;
                 self.bump();
                 return Ok(LockAnswer::SessionExpired);
             };
@@ -289,7 +308,9 @@ impl Locks {
     /// End a session: its locks are released at once (they are ignored
     /// from now on, and removed from each record on its next change).
     pub async fn end_session(&self, session: u64) -> Result<()> {
-        self.store.commit(Txn::new().delete(session_key(session))).await?;
+        self.store
+            .commit(Txn::new().delete(session_key(session)))
+            .await?;
         self.bump();
         Ok(())
     }
@@ -310,9 +331,8 @@ impl Locks {
         sessions.sort_unstable();
         sessions.dedup();
         for s in sessions {
-            if !alive.contains_key(&s) {
-                let live = self.session(s).await?.is_some();
-                alive.insert(s, live);
+            if let std::collections::hash_map::Entry::Vacant(e) = alive.entry(s) {
+                e.insert(self.session(s).await?.is_some());
             }
         }
         let now = now_ms();
@@ -391,6 +411,11 @@ impl Locks {
                 }
             }
             let mine = rec.waiting.iter().position(|w| w.owner == owner);
+            if rec.holds(owner, exclusive, req.start, end) && mine.is_none() {
+                // Already granted (a request this owner gave up on, say):
+                // asking again changes nothing.
+                return Ok(LockAnswer::Granted);
+            }
             if queued && mine.is_none() {
                 return Ok(LockAnswer::Waiting);
             }
@@ -406,6 +431,11 @@ impl Locks {
                         w.owner != owner
                             && (w.exclusive || exclusive)
                             && overlaps((w.start, w.end), (req.start, end))
+                            // One waiting for this owner cannot go first
+                            // (that would be a cycle no holder shows).
+                            && rec
+                                .conflict(w.owner, w.exclusive, w.start, w.end)
+                                .is_none_or(|h| h.owner != owner)
                     });
             if holder.is_none() && !queued_before {
                 rec.set(owner, req.kind, req.start, end, req.pid);
@@ -539,7 +569,11 @@ impl Locks {
         }
         let (rec, _, _) = self.live_record(InodeId(w.inode), alive).await?;
         let still_waiting = rec.waiting.iter().any(|x| x.owner == holder);
-        Ok(still_waiting && rec.conflict(holder, w.exclusive, w.start, w.end).map(|h| h.owner) == Some(owner))
+        Ok(still_waiting
+            && rec
+                .conflict(holder, w.exclusive, w.start, w.end)
+                .map(|h| h.owner)
+                == Some(owner))
     }
 }
 
@@ -570,7 +604,10 @@ mod tests {
         r.set(o(1), LockKind::Shared, 0, 99, 1);
         r.set(o(1), LockKind::Exclusive, 10, 19, 1);
         assert_eq!(
-            r.held.iter().map(|h| (h.start, h.end, h.exclusive)).collect::<Vec<_>>(),
+            r.held
+                .iter()
+                .map(|h| (h.start, h.end, h.exclusive))
+                .collect::<Vec<_>>(),
             vec![(0, 9, false), (10, 19, true), (20, 99, false)]
         );
         // Downgrading the middle merges the three back into one.
@@ -620,7 +657,7 @@ mod tests {
         #[test]
         fn record_matches_per_byte_model(steps in proptest::collection::vec(step(), 1..40)) {
             const N: usize = 64;
-            let mut model = vec![[None::<bool>; 3]; N];
+            let mut model = [[None::<bool>; 3]; N];
             let mut r = LockRecord::default();
             for s in steps {
                 let end = s.start + s.len - 1;
@@ -687,7 +724,10 @@ mod tests {
         let (b, _) = t.open_session(5_000).await.unwrap();
         let (c, _) = t.open_session(5_000).await.unwrap();
         let ex = LockKind::Exclusive;
-        assert_eq!(t.lock(f, &req(a, 1, ex, 0, u64::MAX), false).await.unwrap(), LockAnswer::Granted);
+        assert_eq!(
+            t.lock(f, &req(a, 1, ex, 0, u64::MAX), false).await.unwrap(),
+            LockAnswer::Granted
+        );
         match t.lock(f, &req(b, 1, ex, 5, 5), false).await.unwrap() {
             LockAnswer::Conflict(h) => assert_eq!((h.owner.session, h.pid), (a, 1)),
             other => panic!("{other:?}"),
@@ -701,24 +741,54 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(300)).await;
         // While b waits for f, b holds g; a asking for g (which b holds)
         // while b waits for a is the two-owner cycle.
-        assert_eq!(t.lock(g, &req(b, 1, ex, 0, 0), false).await.unwrap(), LockAnswer::Granted);
-        assert_eq!(t.lock(g, &req(a, 1, ex, 0, 0), true).await.unwrap(), LockAnswer::Deadlock);
-        assert_eq!(t.lock(f, &req(a, 1, LockKind::Unlock, 0, u64::MAX), false).await.unwrap(), LockAnswer::Granted);
+        assert_eq!(
+            t.lock(g, &req(b, 1, ex, 0, 0), false).await.unwrap(),
+            LockAnswer::Granted
+        );
+        assert_eq!(
+            t.lock(g, &req(a, 1, ex, 0, 0), true).await.unwrap(),
+            LockAnswer::Deadlock
+        );
+        assert_eq!(
+            t.lock(f, &req(a, 1, LockKind::Unlock, 0, u64::MAX), false)
+                .await
+                .unwrap(),
+            LockAnswer::Granted
+        );
         assert_eq!(wb.await.unwrap().unwrap(), LockAnswer::Granted);
         // c is still queued: its answer is Waiting once the hold runs out.
         assert_eq!(wc.await.unwrap().unwrap(), LockAnswer::Waiting);
+        // b asking again for what it holds, with waiters queued, is granted at once.
+        assert_eq!(
+            t.lock(f, &req(b, 1, ex, 0, 9), true).await.unwrap(),
+            LockAnswer::Granted
+        );
         // A cancelled waiter is not granted, though meta still holds its request.
         let t4 = t.clone();
         let (d, _) = t.open_session(5_000).await.unwrap();
         let wd = tokio::spawn(async move { t4.lock(f, &req(d, 1, ex, 0, 9), true).await });
         tokio::time::sleep(Duration::from_millis(300)).await;
-        t.cancel(f, LockOwner { session: d, owner: 1 }).await.unwrap();
+        t.cancel(
+            f,
+            LockOwner {
+                session: d,
+                owner: 1,
+            },
+        )
+        .await
+        .unwrap();
         assert_eq!(wd.await.unwrap().unwrap(), LockAnswer::Waiting);
         // Ending b's session frees f for c.
         t.end_session(b).await.unwrap();
-        assert_eq!(t.lock(f, &req(c, 1, ex, 0, 9), true).await.unwrap(), LockAnswer::Granted);
+        assert_eq!(
+            t.lock(f, &req(c, 1, ex, 0, 9), true).await.unwrap(),
+            LockAnswer::Granted
+        );
         assert_eq!(t.keepalive(b).await.unwrap(), LockAnswer::SessionExpired);
-        assert_eq!(t.lock(f, &req(b, 2, ex, 20, 30), false).await.unwrap(), LockAnswer::SessionExpired);
+        assert_eq!(
+            t.lock(f, &req(b, 2, ex, 20, 30), false).await.unwrap(),
+            LockAnswer::SessionExpired
+        );
     }
 
     #[tokio::test]
@@ -729,15 +799,24 @@ mod tests {
         assert_eq!(ttl, MIN_TTL_MS);
         let (b, _) = t.open_session(60_000).await.unwrap();
         let ex = LockKind::Exclusive;
-        assert_eq!(t.lock(f, &req(a, 1, ex, 0, u64::MAX), false).await.unwrap(), LockAnswer::Granted);
+        assert_eq!(
+            t.lock(f, &req(a, 1, ex, 0, u64::MAX), false).await.unwrap(),
+            LockAnswer::Granted
+        );
         // Kept alive past its first ttl, it still holds.
         for _ in 0..3 {
             tokio::time::sleep(Duration::from_millis(200)).await;
             assert_eq!(t.keepalive(a).await.unwrap(), LockAnswer::Granted);
         }
-        assert!(matches!(t.test(f, &req(b, 1, ex, 0, 0)).await.unwrap(), LockAnswer::Conflict(_)));
+        assert!(matches!(
+            t.test(f, &req(b, 1, ex, 0, 0)).await.unwrap(),
+            LockAnswer::Conflict(_)
+        ));
         // Left alone, it lapses; b's waiting request gets the lock.
-        assert_eq!(t.lock(f, &req(b, 1, ex, 0, 0), true).await.unwrap(), LockAnswer::Granted);
+        assert_eq!(
+            t.lock(f, &req(b, 1, ex, 0, 0), true).await.unwrap(),
+            LockAnswer::Granted
+        );
         assert_eq!(t.keepalive(a).await.unwrap(), LockAnswer::SessionExpired);
     }
 }

@@ -689,7 +689,9 @@ impl Meta {
             }
             MetaRequest::Lock { lock, wait } => {
                 let inode = self.ns.lookup(&lock.path).await?.id;
-                Ok(MetaResponse::Lock(self.locks.lock(inode, &lock, wait).await?))
+                Ok(MetaResponse::Lock(
+                    self.locks.lock(inode, &lock, wait).await?,
+                ))
             }
             MetaRequest::LockCancel { lock } => {
                 let inode = self.ns.lookup(&lock.path).await?.id;

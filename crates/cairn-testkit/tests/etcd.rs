@@ -863,3 +863,73 @@ async fn orphan_sweep_with_two_meta_servers() {
     })
     .await
 }
+
+/// Two meta servers' lock tables over one etcd never grant conflicting
+/// locks: owners of both race for one exclusive range, blocking and not;
+/// whoever holds it checks that nobody else does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_metas_never_grant_conflicting_locks() {
+    deadline(async {
+        use cairn_meta::locks::Locks;
+        use cairn_proto::{LockAnswer, LockKind, LockOwner, LockRequest};
+        let c = EtcdCluster::start(3).await;
+        let tables = [
+            Arc::new(Locks::new(Arc::new(c.store("locks").await))),
+            Arc::new(Locks::new(Arc::new(c.store("locks").await))),
+        ];
+        let inside = Arc::new(AtomicU64::new(0));
+        let granted = Arc::new(AtomicU64::new(0));
+        let mut tasks = Vec::new();
+        for k in 0..6u64 {
+            let t = tables[k as usize % 2].clone();
+            let (inside, granted) = (inside.clone(), granted.clone());
+            tasks.push(tokio::spawn(async move {
+                let (session, _) = t.open_session(30_000).await.unwrap();
+                let req = |kind| LockRequest {
+                    path: p("/db"),
+                    owner: LockOwner { session, owner: 1 },
+                    kind,
+                    start: 100,
+                    end: 199,
+                    pid: k as u32,
+                };
+                for round in 0..6 {
+                    // Odd owners only try; even ones wait their turn.
+                    let wait = k % 2 == 0;
+                    let a = t
+                        .lock(InodeId(7), &req(LockKind::Exclusive), wait)
+                        .await
+                        .unwrap();
+                    match a {
+                        LockAnswer::Granted => {
+                            assert_eq!(
+                                inside.fetch_add(1, Ordering::SeqCst),
+                                0,
+                                "two holders at once"
+                            );
+                            granted.fetch_add(1, Ordering::SeqCst);
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                            inside.fetch_sub(1, Ordering::SeqCst);
+                            let u = t
+                                .lock(InodeId(7), &req(LockKind::Unlock), false)
+                                .await
+                                .unwrap();
+                            assert_eq!(u, LockAnswer::Granted);
+                        }
+                        LockAnswer::Conflict(h) => assert_ne!(h.owner.session, session),
+                        LockAnswer::Waiting if wait => {}
+                        other => panic!("round {round}: {other:?}"),
+                    }
+                }
+                t.end_session(session).await.unwrap();
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        // Every waiting owner got it each round it was not answered Waiting;
+        // at least the waiters' rounds were granted.
+        assert!(granted.load(Ordering::SeqCst) >= 6, "{granted:?}");
+    })
+    .await;
+}

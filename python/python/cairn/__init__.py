@@ -44,6 +44,7 @@ __all__ = [
     "Stat",
     "Reader",
     "Writer",
+    "Lock",
     "OBJECTS_DIR",
     "CairnError",
     "Conflict",
@@ -355,6 +356,16 @@ class Client:
     def clear_cues(self, path: str) -> Stat:
         return self.set_cues(path, None, replace=True)
 
+    # ---- locks -------------------------------------------------------------
+
+    def lock(self, path: str, *, shared: bool = False, lease: float = 5.0) -> "Lock":
+        """An advisory whole-file lock on ``path`` (made, empty, if missing)
+        in the table every mount's ``flock``/``fcntl`` locks and ``cairn
+        lock`` use: ``with client.lock("/jobs/q.lock"): ...``. ``shared``:
+        a reader lock. It outlives this process by at most ``lease``
+        seconds if the process dies or loses meta."""
+        return Lock(self._native.lock(path, shared, float(lease)), path)
+
     # ---- objects by reference (the DI-store API) ------------------------------
 
     @staticmethod
@@ -434,3 +445,42 @@ class Client:
 
 def _rebuild(addrs: list[str], secret: str, threads: Any, cache_bytes: Any, read_ahead: Any) -> Client:
     return Client(addrs, secret, threads=threads, cache_bytes=cache_bytes, read_ahead=read_ahead)
+
+
+class Lock:
+    """A whole-file advisory lock (``Client.lock``), like ``threading.Lock``:
+    ``acquire(blocking=True, timeout=None) -> bool``, ``release()``, and a
+    context manager that waits for it. One owner: this object."""
+
+    def __init__(self, native: Any, path: str) -> None:
+        self._native = native
+        self.path = path
+
+    def acquire(self, blocking: bool = True, timeout: Optional[float] = None) -> bool:
+        """Take the lock; with ``blocking``, wait (up to ``timeout`` seconds)
+        in the queue of waiters, first come first served. Ctrl-C gives up."""
+        if timeout is not None and timeout < 0:
+            timeout = None
+        return self._native.acquire(blocking, timeout)
+
+    def release(self) -> None:
+        self._native.release()
+
+    def locked(self) -> bool:
+        """Whether this object holds the lock (False once its lease lapsed:
+        another holder may have it now)."""
+        return self._native.held
+
+    def close(self) -> None:
+        """Release the lock and end its session."""
+        self._native.close()
+
+    def __enter__(self) -> "Lock":
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.release()
+
+    def __repr__(self) -> str:
+        return f"cairn.Lock({self.path!r}, held={self.locked()})"
