@@ -51,6 +51,8 @@ pub struct BenchArgs {
     #[command(flatten)]
     prefetch: crate::bench_prefetch::PrefetchBenchArgs,
     #[command(flatten)]
+    locks: crate::bench_locks::LockBenchArgs,
+    #[command(flatten)]
     target: Target,
 }
 
@@ -306,6 +308,12 @@ pub async fn run(a: BenchArgs) -> Result<()> {
         c
     };
 
+    if a.locks.locks {
+        let r = crate::bench_locks::run(&a.locks, &client, a.runs).await;
+        drop(handles);
+        let _ = std::fs::remove_dir_all(&tmp);
+        return r;
+    }
     let gateway = if a.s3 {
         client
             .mkdir(

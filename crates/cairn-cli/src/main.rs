@@ -1,6 +1,7 @@
 //! `cairn`: one binary for every role and every command.
 
 mod bench;
+mod bench_locks;
 mod bench_prefetch;
 mod bench_s3;
 mod bench_schemes;
