@@ -1185,6 +1185,7 @@ def run(mode, dbs):
         c.close()
 run("DELETE", ["{a}/rollback.db", "{b}/rollback.db"])
 run("TRUNCATE", ["{b}/truncate.db", "{a}/truncate.db"])
+run("PERSIST", ["{a}/persist.db", "{b}/persist.db"])
 run("WAL", ["{a}/wal.db", "{a}/wal.db"])
 print("sqlite ok")
 EOF"#

@@ -792,6 +792,33 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn granted_locks_survive_a_meta_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let open = || -> Arc<dyn MetaStore> {
+            Arc::new(crate::RedbStore::open(&dir.path().join("m.redb")).unwrap())
+        };
+        let t = Locks::new(open());
+        let (a, _) = t.open_session(60_000).await.unwrap();
+        let ex = LockKind::Exclusive;
+        assert_eq!(
+            t.lock(InodeId(5), &req(a, 1, ex, 0, 99), false)
+                .await
+                .unwrap(),
+            LockAnswer::Granted
+        );
+        drop(t);
+        let t = Locks::new(open());
+        let (b, _) = t.open_session(60_000).await.unwrap();
+        assert!(matches!(
+            t.lock(InodeId(5), &req(b, 1, ex, 50, 50), false)
+                .await
+                .unwrap(),
+            LockAnswer::Conflict(_)
+        ));
+        assert_eq!(t.keepalive(a).await.unwrap(), LockAnswer::Granted);
+    }
+
+    #[tokio::test]
     async fn a_lapsed_session_loses_its_locks_and_only_then() {
         let (_d, t) = table().await;
         let f = InodeId(3);
