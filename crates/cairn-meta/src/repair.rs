@@ -44,12 +44,6 @@ pub struct RepairConfig {
     pub orphan_after: Duration,
     /// Silence after which a node takes no new chunks.
     pub suspect_after: Duration,
-    /// Several meta servers may share the store (etcd): each allocation is
-    /// then also recorded in the store (see `crate::alloc`), so that the
-    /// leader's orphan sweep and every meta's commit check know the chunks
-    /// the others handed out. False (embedded store): allocations are known
-    /// in memory only.
-    pub shared_store: bool,
 }
 
 impl Default for RepairConfig {
@@ -60,7 +54,6 @@ impl Default for RepairConfig {
             parallelism: 4,
             orphan_after: Duration::from_secs(3600),
             suspect_after: Duration::from_secs(5),
-            shared_store: false,
         }
     }
 }
@@ -229,7 +222,7 @@ impl crate::worker::Worker for RepairWorker {
         // map only (on a shared store the leader is the only repairer). A
         // previous leader's copies still in flight are not in ours, so a
         // new leader waits out the orphan window before its first sweep.
-        let leader_long_enough = !meta.repair_cfg.shared_store || since.elapsed() >= orphan_after;
+        let leader_long_enough = !meta.shared_store || since.elapsed() >= orphan_after;
         let sweep =
             up_long_enough && leader_long_enough && self.last_sweep.elapsed() >= orphan_after / 2;
         meta.repair_pass(sweep).await?;

@@ -104,6 +104,12 @@ pub struct Meta {
     /// chunk still in here (or already in the file it replaces).
     pub(crate) recent: std::sync::Mutex<std::collections::HashMap<ChunkId, u64>>,
     pub(crate) repair_cfg: crate::repair::RepairConfig,
+    /// Several meta servers may share the store (etcd; from
+    /// [`MetaStore::is_shared`], never from a caller's config): each
+    /// allocation is then also recorded in the store (`crate::alloc`), so
+    /// that the leader's orphan sweep and every meta's commit check know
+    /// the chunks the others handed out, and no metadata lease is given.
+    pub(crate) shared_store: bool,
     pub(crate) repair_status: std::sync::Mutex<cairn_proto::RepairStatus>,
     pub(crate) started_ms: u64,
     /// Whether this meta runs the background work (repair, GC, sweep).
@@ -193,6 +199,7 @@ impl Meta {
 pub async fn start(cfg: MetaConfig) -> Result<MetaHandle> {
     let secret = load_or_create_secret(&cfg.data_dir)?;
     let store = cfg.store.open(&cfg.data_dir).await?;
+    let shared_store = store.is_shared();
     let ns = Namespace::open(store.clone(), cfg.gc_delay).await?;
     let mut nodes = NodeTracker::load(store.clone(), cfg.dead_after).await?;
     nodes.suspect_after = cfg.repair.suspect_after.min(cfg.dead_after);
@@ -220,15 +227,8 @@ pub async fn start(cfg: MetaConfig) -> Result<MetaHandle> {
         peers: Pool::new(creds),
         pending_garbage: AtomicU64::new(0),
         recent: Default::default(),
-        repair_cfg: {
-            let mut r = cfg.repair.clone();
-            // Several meta servers may share an etcd store, and each knows
-            // only the chunks it handed out in memory: record allocations
-            // in the store, for the leader's orphan sweep and for commits
-            // through another meta.
-            r.shared_store = matches!(cfg.store, crate::store_spec::StoreSpec::Etcd(_));
-            r
-        },
+        repair_cfg: cfg.repair.clone(),
+        shared_store,
         repair_status: Default::default(),
         started_ms: cairn_types::now_ms(),
         election,
@@ -238,7 +238,7 @@ pub async fn start(cfg: MetaConfig) -> Result<MetaHandle> {
         locks: crate::locks::Locks::new(store.clone()),
         workers: Default::default(),
         leases: Default::default(),
-        lease_ms: if cfg.repair.shared_store {
+        lease_ms: if shared_store {
             0
         } else {
             cfg.lease.as_millis().min(u32::MAX as u128) as u32
@@ -728,7 +728,7 @@ impl Meta {
     /// the orphan sweep now).
     async fn discard(&self, extents: &[Extent]) -> Result<()> {
         self.ns.discard(extents).await?;
-        if self.repair_cfg.shared_store {
+        if self.shared_store {
             let chunks: Vec<ChunkId> = extents.iter().map(|e| e.chunk).collect();
             if let Err(e) = crate::alloc::forget(self.store.as_ref(), &chunks).await {
                 // They expire and the sweep deletes them.
@@ -756,7 +756,7 @@ impl Meta {
                 .filter(|c| !recent.contains_key(c))
                 .collect()
         };
-        if !stale.is_empty() && self.repair_cfg.shared_store {
+        if !stale.is_empty() && self.shared_store {
             let horizon = cairn_types::now_ms()
                 .saturating_sub(self.repair_cfg.orphan_after.as_millis() as u64);
             let mut unknown = Vec::new();
@@ -842,7 +842,7 @@ impl Meta {
         getrandom::getrandom(&mut id).expect("OS random source");
         let chunk = ChunkId(u128::from_be_bytes(id));
         let now = cairn_types::now_ms();
-        if self.repair_cfg.shared_store {
+        if self.shared_store {
             // One store write per chunk, so that every meta server
             // (and the sweeping leader) knows of it.
             crate::alloc::record(self.store.as_ref(), chunk, now).await?;

@@ -22,6 +22,12 @@ pub trait MetaStore: Send + Sync + 'static {
     /// kind [`ErrorKind::Conflict`] (retryable) when a condition failed, in
     /// which case nothing was applied.
     async fn commit(&self, txn: Txn) -> Result<u64>;
+    /// Whether other meta servers may share this store (etcd): each then
+    /// records its allocations in it, and none hands out metadata leases
+    /// (it could not hold back another meta's change until they ran out).
+    fn is_shared(&self) -> bool {
+        false
+    }
 }
 
 /// One key of a scan.

@@ -326,6 +326,10 @@ pub fn plan_ops(ops: Vec<Op>) -> (Vec<KeyBytes>, Vec<KeyBytes>) {
 
 #[async_trait::async_trait]
 impl MetaStore for EtcdStore {
+    fn is_shared(&self) -> bool {
+        true
+    }
+
     async fn get(&self, key: &[u8]) -> Result<Option<(Vec<u8>, u64)>> {
         let full = self.full(key);
         let mut resp = self

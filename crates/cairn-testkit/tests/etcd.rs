@@ -456,6 +456,24 @@ async fn two_meta_servers_on_etcd_and_client_failover() {
         cl.put_bytes(&p("/before"), &before, PutOptions::default())
             .await
             .unwrap();
+        // A strict read through meta A right after meta B replaced the
+        // file sees the new version: no metadata lease is handed out over
+        // a shared store, where A cannot hold back B's change.
+        let via =
+            |m: &String| Client::connect(ClientConfig::new(vec![m.clone()], client_creds.clone()));
+        let (via_a, via_b) = (via(&a.addr).await.unwrap(), via(&b.addr).await.unwrap());
+        for i in 0..5u64 {
+            let v = cairn_testkit::pattern(1000, 10 + i);
+            via_b
+                .put_bytes(&p("/leased"), &v, PutOptions::default())
+                .await
+                .unwrap();
+            assert_eq!(
+                via_a.get_bytes(&p("/leased")).await.unwrap(),
+                v,
+                "round {i}"
+            );
+        }
         a.shutdown().await;
         // The same client now talks to meta B.
         assert_eq!(cl.get_bytes(&p("/before")).await.unwrap(), before);
@@ -464,7 +482,7 @@ async fn two_meta_servers_on_etcd_and_client_failover() {
             .await
             .unwrap();
         assert_eq!(cl.get_bytes(&p("/after")).await.unwrap(), after);
-        assert_eq!(cl.list_page(&p("/"), None, 10).await.unwrap().len(), 2);
+        assert_eq!(cl.list_page(&p("/"), None, 10).await.unwrap().len(), 3);
         for n in nodes {
             n.shutdown().await;
         }
