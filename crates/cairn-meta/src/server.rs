@@ -89,6 +89,43 @@ pub fn load_or_create_secret(dir: &Path) -> Result<ClusterSecret> {
     Ok(secret)
 }
 
+/// Where the fingerprint of the cluster secret lives in a shared store.
+const SECRET_FINGERPRINT_KEY: &[u8] = b"K/secret-fingerprint";
+
+/// Every meta server on one shared store must hold the same cluster
+/// secret (clients and nodes prove themselves with keys made from it). The
+/// first to start leaves the secret's fingerprint in the store; one that
+/// finds another refuses to start, and says what to copy.
+async fn check_shared_secret(
+    store: &dyn crate::store::MetaStore,
+    secret: &ClusterSecret,
+    data_dir: &Path,
+) -> Result<()> {
+    let mine = secret.fingerprint().to_vec();
+    loop {
+        match store.get(SECRET_FINGERPRINT_KEY).await? {
+            Some((theirs, _)) if theirs == mine => return Ok(()),
+            Some(_) => {
+                return Err(Error::invalid(format!(
+                    "this shared metadata store belongs to a cluster with another secret than {} holds:                      copy {SECRET_FILE} and {CLIENT_KEY_FILE} from the data directory of a meta server                      already on this store into {} (before its first start), then start again",
+                    data_dir.join(SECRET_FILE).display(),
+                    data_dir.display()
+                )))
+            }
+            None => {
+                let txn = crate::store::Txn::new()
+                    .when(SECRET_FINGERPRINT_KEY, 0)
+                    .put(SECRET_FINGERPRINT_KEY, mine.clone());
+                match store.commit(txn).await {
+                    Ok(_) => return Ok(()),
+                    Err(e) if e.kind == ErrorKind::Conflict => continue,
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+    }
+}
+
 pub struct Meta {
     pub(crate) ns: Namespace,
     /// The store under `ns`, for allocation records (`crate::alloc`).
@@ -200,6 +237,9 @@ pub async fn start(cfg: MetaConfig) -> Result<MetaHandle> {
     let secret = load_or_create_secret(&cfg.data_dir)?;
     let store = cfg.store.open(&cfg.data_dir).await?;
     let shared_store = store.is_shared();
+    if shared_store {
+        check_shared_secret(store.as_ref(), &secret, &cfg.data_dir).await?;
+    }
     let ns = Namespace::open(store.clone(), cfg.gc_delay).await?;
     let mut nodes = NodeTracker::load(store.clone(), cfg.dead_after).await?;
     nodes.suspect_after = cfg.repair.suspect_after.min(cfg.dead_after);

@@ -26,6 +26,11 @@ impl ClusterSecret {
     pub fn cap_key(&self) -> [u8; 32] {
         blake3::derive_key("cairn 2026 capability key v1", &self.0)
     }
+    /// Names the secret without revealing it or any key made from it: meta
+    /// servers sharing a store compare theirs through it.
+    pub fn fingerprint(&self) -> [u8; 32] {
+        blake3::derive_key("cairn 2026 secret fingerprint v1", &self.0)
+    }
 }
 
 /// What a process proves itself with.

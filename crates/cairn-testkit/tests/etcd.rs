@@ -419,6 +419,15 @@ async fn two_meta_servers_on_etcd_and_client_failover() {
             )
             .unwrap();
         }
+        // A meta with a secret of its own refuses the store, saying what to copy.
+        let err = match cairn_meta::server::start(meta_cfg("meta-stranger")).await {
+            Ok(_) => panic!("a meta with another cluster secret started on the shared store"),
+            Err(e) => e,
+        };
+        assert!(
+            err.message.contains("another secret") && err.message.contains(SECRET_FILE),
+            "{err}"
+        );
         let b = cairn_meta::server::start(meta_cfg("meta-b")).await.unwrap();
         let metas = vec![a.addr.clone(), b.addr.clone()];
         let creds = Credentials::Cluster(a.secret.clone());
