@@ -36,28 +36,80 @@ pub(crate) fn alloc_key(chunk: ChunkId) -> Vec<u8> {
     k
 }
 
+/// A record's value: the allocation time, then (since `Discard` checks
+/// them) the client it was handed to and whether a commit took it.
 fn decode(key: &[u8], value: &[u8]) -> Option<(ChunkId, u64)> {
     let id: [u8; 16] = key.get(1..17)?.try_into().ok()?;
-    let at: [u8; 8] = value.try_into().ok()?;
+    let at: [u8; 8] = value.get(..8)?.try_into().ok()?;
     Some((ChunkId(u128::from_be_bytes(id)), u64::from_be_bytes(at)))
 }
 
-/// Record that `chunk` was handed out at `at_ms`.
-pub(crate) async fn record(store: &dyn MetaStore, chunk: ChunkId, at_ms: u64) -> Result<()> {
+fn value(at_ms: u64, client: u64, committed: bool) -> Vec<u8> {
+    let mut v = Vec::with_capacity(17);
+    v.extend_from_slice(&at_ms.to_be_bytes());
+    v.extend_from_slice(&client.to_be_bytes());
+    v.push(committed as u8);
+    v
+}
+
+/// Record that `chunk` was handed out at `at_ms` to `client` (0: unknown).
+pub(crate) async fn record(
+    store: &dyn MetaStore,
+    chunk: ChunkId,
+    at_ms: u64,
+    client: u64,
+) -> Result<()> {
     store
-        .commit(Txn::new().put(alloc_key(chunk), at_ms.to_be_bytes().to_vec()))
+        .commit(Txn::new().put(alloc_key(chunk), value(at_ms, client, false)))
         .await
         .map(|_| ())
 }
 
 /// When `chunk` was handed out, if its record is still there.
 pub(crate) async fn allocated_at(store: &dyn MetaStore, chunk: ChunkId) -> Result<Option<u64>> {
+    Ok(lookup(store, chunk).await?.map(|r| r.at_ms))
+}
+
+/// What a record says of its chunk.
+pub(crate) struct AllocRecord {
+    pub at_ms: u64,
+    /// The client it was handed to (0: unknown, an older record).
+    pub client: u64,
+    pub committed: bool,
+}
+
+pub(crate) async fn lookup(store: &dyn MetaStore, chunk: ChunkId) -> Result<Option<AllocRecord>> {
     let key = alloc_key(chunk);
-    Ok(store
-        .get(&key)
-        .await?
-        .and_then(|(v, _)| decode(&key, &v))
-        .map(|(_, at)| at))
+    let Some((v, _)) = store.get(&key).await? else {
+        return Ok(None);
+    };
+    let Some((_, at_ms)) = decode(&key, &v) else {
+        return Ok(None);
+    };
+    let client = v
+        .get(8..16)
+        .map(|b| u64::from_be_bytes(b.try_into().expect("8 bytes")))
+        .unwrap_or(0);
+    Ok(Some(AllocRecord {
+        at_ms,
+        client,
+        committed: v.get(16).is_some_and(|b| *b != 0),
+    }))
+}
+
+/// Mark the records of `chunks` as taken by a commit (a later `Discard`
+/// naming them is refused). Records keep protecting their chunks from the
+/// sweep until they expire.
+pub(crate) async fn mark_committed(store: &dyn MetaStore, chunks: &[ChunkId]) -> Result<()> {
+    for c in chunks {
+        if let Some(r) = lookup(store, *c).await? {
+            if !r.committed {
+                let txn = Txn::new().put(alloc_key(*c), value(r.at_ms, r.client, true));
+                store.commit(txn).await?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Every allocation record: (chunk, when). An undecodable record is
@@ -113,9 +165,22 @@ mod tests {
         let s = store.as_ref();
         let (a, b) = (ChunkId(7), ChunkId(u128::MAX));
         assert_eq!(allocated_at(s, a).await.unwrap(), None);
-        record(s, a, 1000).await.unwrap();
-        record(s, b, 2000).await.unwrap();
+        record(s, a, 1000, 5).await.unwrap();
+        record(s, b, 2000, 6).await.unwrap();
         assert_eq!(allocated_at(s, a).await.unwrap(), Some(1000));
+        let r = lookup(s, a).await.unwrap().unwrap();
+        assert_eq!((r.at_ms, r.client, r.committed), (1000, 5, false));
+        mark_committed(s, &[a]).await.unwrap();
+        let r = lookup(s, a).await.unwrap().unwrap();
+        assert_eq!((r.at_ms, r.client, r.committed), (1000, 5, true));
+        // An older record (the time alone) still reads.
+        store
+            .commit(Txn::new().put(alloc_key(ChunkId(3)), 77u64.to_be_bytes().to_vec()))
+            .await
+            .unwrap();
+        let r = lookup(s, ChunkId(3)).await.unwrap().unwrap();
+        assert_eq!((r.at_ms, r.client, r.committed), (77, 0, false));
+        forget(s, &[ChunkId(3)]).await.unwrap();
         let mut got = all(s).await.unwrap();
         got.sort();
         assert_eq!(got, vec![(a, 1000), (b, 2000)]);

@@ -140,6 +140,10 @@ pub struct Meta {
     /// the orphan sweep never touches them, and a commit may only name a
     /// chunk still in here (or already in the file it replaces).
     pub(crate) recent: std::sync::Mutex<std::collections::HashMap<ChunkId, u64>>,
+    /// Chunks handed out by this meta and not committed yet, with when, to
+    /// which client, and whether they were discarded already: the only
+    /// chunks a `Discard` may name.
+    uncommitted: std::sync::Mutex<std::collections::HashMap<ChunkId, (u64, u64, bool)>>,
     pub(crate) repair_cfg: crate::repair::RepairConfig,
     /// Several meta servers may share the store (etcd; from
     /// [`MetaStore::is_shared`], never from a caller's config): each
@@ -267,6 +271,7 @@ pub async fn start(cfg: MetaConfig) -> Result<MetaHandle> {
         peers: Pool::new(creds),
         pending_garbage: AtomicU64::new(0),
         recent: Default::default(),
+        uncommitted: Default::default(),
         repair_cfg: cfg.repair.clone(),
         shared_store,
         repair_status: Default::default(),
@@ -554,7 +559,7 @@ impl Meta {
             } => {
                 // Storage nodes refuse chunks over their limit; here `len`
                 // only sizes the placement.
-                self.alloc(&path, &cues, host.as_deref(), &exclude, len)
+                self.alloc(client, &path, &cues, host.as_deref(), &exclude, len)
                     .await
             }
             MetaRequest::CommitFile {
@@ -596,6 +601,7 @@ impl Meta {
                     .await
                 {
                     Ok(inode) => {
+                        self.committed(&extents).await;
                         // Copies beyond `sync` are the planner's to make, now.
                         if let Some(rep) = inode.cues.rep {
                             if inode.extents.iter().any(|e| e.nodes.len() < rep as usize) {
@@ -606,8 +612,10 @@ impl Meta {
                         Ok(MetaResponse::Inode(inode))
                     }
                     Err(e) => {
-                        // The chunks were written for this commit only.
-                        if let Err(ge) = self.discard(&extents).await {
+                        // The chunks written for this commit only (never
+                        // ones a version holds) go to garbage.
+                        let (mine, _) = self.discardable(client, &extents).await?;
+                        if let Err(ge) = self.discard(&mine).await {
                             warn!("could not discard the chunks of a failed commit: {ge}");
                         }
                         Err(e)
@@ -670,7 +678,15 @@ impl Meta {
                 self.ns.set_attr(&path, id, &changes).await?,
             )),
             MetaRequest::Discard { extents } => {
-                self.discard(&extents).await?;
+                let (mine, refused) = self.discardable(client, &extents).await?;
+                if let Some(c) = refused.first() {
+                    return Err(Error::denied(format!(
+                        "chunk {c} is not one this client was handed and has not committed: \
+                         refusing to discard {} chunk(s); nothing was discarded",
+                        refused.len()
+                    )));
+                }
+                self.discard(&mine).await?;
                 Ok(MetaResponse::Ok)
             }
             MetaRequest::As { .. } => Err(Error::invalid("nested request")),
@@ -763,10 +779,73 @@ impl Meta {
         }
     }
 
+    /// A commit took these chunks: no `Discard` may name them from now on.
+    async fn committed(&self, extents: &[Extent]) {
+        {
+            let mut un = self.uncommitted.lock().unwrap();
+            for e in extents {
+                un.remove(&e.chunk);
+            }
+        }
+        if self.shared_store {
+            let chunks: Vec<ChunkId> = extents.iter().map(|e| e.chunk).collect();
+            if let Err(e) = crate::alloc::mark_committed(self.store.as_ref(), &chunks).await {
+                warn!("could not mark the allocation records of committed chunks: {e}");
+            }
+        }
+    }
+
+    /// Split `extents` into those `client` may discard (handed to it within
+    /// the orphan window, by this meta or, on a shared store, another, and
+    /// committed by no file) and the chunks it may not.
+    async fn discardable(
+        &self,
+        client: Option<u64>,
+        extents: &[Extent],
+    ) -> Result<(Vec<Extent>, Vec<ChunkId>)> {
+        let client = client.unwrap_or(0);
+        let horizon =
+            cairn_types::now_ms().saturating_sub(self.repair_cfg.orphan_after.as_millis() as u64);
+        let (mut mine, mut refused, mut ask) = (Vec::new(), Vec::new(), Vec::new());
+        {
+            let un = self.uncommitted.lock().unwrap();
+            for e in extents {
+                match un.get(&e.chunk) {
+                    // Discarded already (by its failed commit, say): done.
+                    Some((_, c, true)) if *c == client => {}
+                    Some((at, c, false)) if *c == client && *at >= horizon => mine.push(e.clone()),
+                    Some(_) => refused.push(e.chunk),
+                    None => ask.push(e.clone()),
+                }
+            }
+        }
+        for e in ask {
+            let allowed = self.shared_store
+                && match crate::alloc::lookup(self.store.as_ref(), e.chunk).await? {
+                    Some(r) => !r.committed && r.client == client && r.at_ms >= horizon,
+                    None => false,
+                };
+            if allowed {
+                mine.push(e);
+            } else {
+                refused.push(e.chunk);
+            }
+        }
+        Ok((mine, refused))
+    }
+
     /// Send chunks that will never be committed to garbage collection, and
     /// drop their allocation records (the garbage record protects them from
     /// the orphan sweep now).
     async fn discard(&self, extents: &[Extent]) -> Result<()> {
+        {
+            let mut un = self.uncommitted.lock().unwrap();
+            for e in extents {
+                if let Some(u) = un.get_mut(&e.chunk) {
+                    u.2 = true;
+                }
+            }
+        }
         self.ns.discard(extents).await?;
         if self.shared_store {
             let chunks: Vec<ChunkId> = extents.iter().map(|e| e.chunk).collect();
@@ -828,6 +907,7 @@ impl Meta {
     /// Place a new chunk of the file at `path` per its effective cues.
     async fn alloc(
         &self,
+        client: Option<u64>,
         path: &cairn_types::CairnPath,
         cues: &Cues,
         host: Option<&str>,
@@ -885,9 +965,17 @@ impl Meta {
         if self.shared_store {
             // One store write per chunk, so that every meta server
             // (and the sweeping leader) knows of it.
-            crate::alloc::record(self.store.as_ref(), chunk, now).await?;
+            crate::alloc::record(self.store.as_ref(), chunk, now, client.unwrap_or(0)).await?;
         }
         self.recent.lock().unwrap().insert(chunk, now);
+        {
+            let mut un = self.uncommitted.lock().unwrap();
+            if un.len() > 100_000 {
+                let horizon = now.saturating_sub(self.repair_cfg.orphan_after.as_millis() as u64);
+                un.retain(|_, (at, _, _)| *at >= horizon);
+            }
+            un.insert(chunk, (now, client.unwrap_or(0), false));
+        }
         let cap = Capability::sign(&self.secret, chunk, true);
         Ok(MetaResponse::Alloc(ChunkAlloc {
             chunk,

@@ -626,3 +626,77 @@ async fn read_ahead_serves_sequential_and_random_reads_exactly() {
     })
     .await
 }
+
+/// `Discard` names only chunks the asking client was handed and no commit
+/// took: committed data of a file (its writer's retried commit included)
+/// and another client's fresh chunks are refused, and nothing changes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discard_refuses_committed_and_foreign_chunks() {
+    deadline(async {
+        use cairn_proto::{MetaClient, MetaRequest, MetaResponse};
+        use cairn_types::{Cues, Extent};
+        let c = TestCluster::start_with(2, |m| {
+            m.default_rep = 2;
+            m.gc_delay = Duration::from_millis(100);
+        })
+        .await;
+        let cl = c.client().await;
+        let data = pattern(300_000, 3);
+        cl.put_bytes(&p("/kept"), &data, PutOptions::default())
+            .await
+            .unwrap();
+        let committed: Vec<Extent> = cl.locate(&p("/kept")).await.unwrap().inode.extents;
+        let meta = MetaClient::new(
+            vec![c.meta_addr()],
+            Credentials::Client(c.meta.as_ref().unwrap().secret.client_key()),
+        );
+        let as_client = |id: u64, req: MetaRequest| MetaRequest::As {
+            client: id,
+            req: Box::new(req),
+        };
+        let discard = |extents: Vec<Extent>| MetaRequest::Discard { extents };
+        // Nobody may discard a committed chunk.
+        for id in [1, 2] {
+            let e = meta
+                .call(as_client(id, discard(committed.clone())))
+                .await
+                .unwrap_err();
+            assert_eq!(e.kind, ErrorKind::PermissionDenied, "{e}");
+        }
+        // A fresh chunk: only the client it was handed to may discard it,
+        // and once discarded, saying so again is fine.
+        let alloc = MetaRequest::AllocChunk {
+            path: p("/fresh"),
+            cues: Cues::default(),
+            host: None,
+            exclude: vec![],
+            len: 10,
+        };
+        let fresh = match meta.call(as_client(7, alloc)).await.unwrap() {
+            MetaResponse::Alloc(a) => Extent {
+                chunk: a.chunk,
+                nodes: a.nodes.iter().map(|n| n.id).collect(),
+                ..committed[0].clone()
+            },
+            other => panic!("{other:?}"),
+        };
+        let e = meta
+            .call(as_client(8, discard(vec![fresh.clone()])))
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind, ErrorKind::PermissionDenied, "{e}");
+        // A mixed request is refused whole.
+        let mixed = vec![fresh.clone(), committed[0].clone()];
+        let e = meta.call(as_client(7, discard(mixed))).await.unwrap_err();
+        assert_eq!(e.kind, ErrorKind::PermissionDenied, "{e}");
+        meta.call(as_client(7, discard(vec![fresh.clone()])))
+            .await
+            .unwrap();
+        meta.call(as_client(7, discard(vec![fresh]))).await.unwrap();
+        // Well past the garbage delay, the file is whole.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert_eq!(cl.get_bytes(&p("/kept")).await.unwrap(), data);
+        c.shutdown().await;
+    })
+    .await
+}
