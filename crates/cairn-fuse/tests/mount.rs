@@ -1112,6 +1112,23 @@ expect(errno.EAGAIN, fcntl.lockf, fa, fcntl.LOCK_EX | fcntl.LOCK_NB, 10, 0)
 waiter.wait(timeout=60)
 fcntl.lockf(fa, fcntl.LOCK_EX, 10, 0)
 
+# A handled signal interrupts a blocked F_SETLKW (EINTR; Python raises the
+# handler's exception), and the interrupted waiter holds nothing after.
+out = subprocess.run([sys.executable, "-c", r'''
+import fcntl, os, signal, sys
+def on_alarm(*_):
+    raise TimeoutError("alarm")
+signal.signal(signal.SIGALRM, on_alarm)
+fb = os.open(sys.argv[1], os.O_RDWR)
+signal.alarm(1)
+try:
+    fcntl.lockf(fb, fcntl.LOCK_EX, 10, 0)
+    print("granted")
+except TimeoutError:
+    print("interrupted")
+''', B], capture_output=True, text=True, timeout=60)
+assert out.stdout.strip() == "interrupted", out
+
 # A waiter killed while blocked gives up its place: it never holds the lock.
 victim = subprocess.Popen([sys.executable, "-c", r'''
 import fcntl, os, sys
