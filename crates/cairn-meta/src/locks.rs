@@ -40,6 +40,9 @@ pub const HOLD: Duration = Duration::from_secs(4);
 const POLL: Duration = Duration::from_millis(200);
 /// A queued waiter that has not asked again for this long is gone.
 const WAITER_STALE: u64 = 3 * HOLD.as_millis() as u64;
+/// A lapsed session's record is kept this long (its holder's next request
+/// is answered `SessionExpired` rather than treated as a new session's).
+const SESSION_GRACE_MS: u64 = 10 * 60 * 1000;
 /// Bounds on a session's time to live.
 pub const MIN_TTL_MS: u32 = 500;
 pub const MAX_TTL_MS: u32 = 300_000;
@@ -551,6 +554,63 @@ impl Locks {
         }
     }
 
+    /// Tidy the table: delete sessions lapsed for a while, waits gone
+    /// stale, and every lock and queued request of a dead session (requests
+    /// already ignore them; this bounds what the store keeps). Returns what
+    /// it removed: (sessions, records rewritten).
+    pub async fn sweep(&self) -> Result<(usize, usize)> {
+        let now = now_ms();
+        let mut dead_sessions = 0;
+        let end = crate::store::prefix_end(SESSION_PREFIX);
+        for kv in self.store.scan(SESSION_PREFIX, &end, usize::MAX).await? {
+            let lapsed = match decode::<SessionRecord>(&kv.value, "lock session") {
+                Ok(r) => r.expires_ms + SESSION_GRACE_MS < now,
+                Err(_) => true,
+            };
+            if lapsed {
+                let txn = Txn::new().when(kv.key.clone(), kv.revision).delete(kv.key);
+                if self.store.commit(txn).await.is_ok() {
+                    dead_sessions += 1;
+                }
+            }
+        }
+        let end = crate::store::prefix_end(WAIT_PREFIX);
+        for kv in self.store.scan(WAIT_PREFIX, &end, usize::MAX).await? {
+            let stale = match decode::<WaitRecord>(&kv.value, "lock wait") {
+                Ok(w) => w.seen_ms + WAITER_STALE < now,
+                Err(_) => true,
+            };
+            if stale {
+                let txn = Txn::new().when(kv.key.clone(), kv.revision).delete(kv.key);
+                let _ = self.store.commit(txn).await;
+            }
+        }
+        let mut rewritten = 0;
+        let end = crate::store::prefix_end(LOCK_PREFIX);
+        let mut alive = HashMap::new();
+        for kv in self.store.scan(LOCK_PREFIX, &end, usize::MAX).await? {
+            let Some(id) = kv
+                .key
+                .get(LOCK_PREFIX.len()..)
+                .and_then(|b| b.try_into().ok())
+            else {
+                continue;
+            };
+            let inode = InodeId(u64::from_be_bytes(id));
+            let (rec, rev, pruned) = self.live_record(inode, &mut alive).await?;
+            if pruned || rec.is_empty() {
+                let txn = Self::put_record(Txn::new(), inode, &rec, rev)?;
+                if self.store.commit(txn).await.is_ok() {
+                    rewritten += 1;
+                }
+            }
+        }
+        if dead_sessions + rewritten > 0 {
+            self.bump();
+        }
+        Ok((dead_sessions, rewritten))
+    }
+
     /// Whether `holder`, whose lock `owner` would wait for, itself waits
     /// for a lock `owner` holds (the two-owner cycle Linux reports as
     /// `EDEADLK`).
@@ -574,6 +634,41 @@ impl Locks {
                 .conflict(holder, w.exclusive, w.start, w.end)
                 .map(|h| h.owner)
                 == Some(owner))
+    }
+}
+
+/// The leader's periodic [`Locks::sweep`].
+pub struct LockSweeper {
+    meta: Arc<crate::server::Meta>,
+}
+
+impl LockSweeper {
+    pub fn new(meta: Arc<crate::server::Meta>) -> LockSweeper {
+        LockSweeper { meta }
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::worker::Worker for LockSweeper {
+    fn name(&self) -> &'static str {
+        "lock-sweep"
+    }
+
+    async fn pass(&mut self) -> Result<crate::worker::Pass> {
+        let every = Duration::from_secs(60);
+        if !self.meta.election.is_leader() {
+            return Ok(crate::worker::Pass {
+                state: "standby",
+                progress: String::new(),
+                next: every,
+            });
+        }
+        let (sessions, records) = self.meta.locks.sweep().await?;
+        Ok(crate::worker::Pass {
+            state: "idle",
+            progress: format!("{sessions} lapsed sessions and {records} lock records cleared"),
+            next: every,
+        })
     }
 }
 
@@ -789,6 +884,23 @@ mod tests {
             t.lock(f, &req(b, 2, ex, 20, 30), false).await.unwrap(),
             LockAnswer::SessionExpired
         );
+    }
+
+    #[tokio::test]
+    async fn sweep_drops_dead_sessions_locks() {
+        let (_d, t) = table().await;
+        let (a, _) = t.open_session(60_000).await.unwrap();
+        let ex = LockKind::Exclusive;
+        assert_eq!(
+            t.lock(InodeId(4), &req(a, 1, ex, 0, 9), false)
+                .await
+                .unwrap(),
+            LockAnswer::Granted
+        );
+        assert_eq!(t.sweep().await.unwrap(), (0, 0));
+        t.end_session(a).await.unwrap();
+        assert_eq!(t.sweep().await.unwrap(), (0, 1));
+        assert!(t.store.get(&lock_key(InodeId(4))).await.unwrap().is_none());
     }
 
     #[tokio::test]

@@ -313,8 +313,10 @@ pub async fn start(cfg: MetaConfig) -> Result<MetaHandle> {
         meta.workers.spawn(
             crate::prefetch::PrefetchWorker::new(meta.clone(), Default::default()),
             Some(meta.prefetch.kick.clone()),
-            stop_rx,
+            stop_rx.clone(),
         ),
+        meta.workers
+            .spawn(crate::locks::LockSweeper::new(meta.clone()), None, stop_rx),
     ]);
     info!(%addr, data = %cfg.data_dir.display(), "meta serving");
     Ok(MetaHandle {
