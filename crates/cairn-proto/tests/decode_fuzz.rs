@@ -32,7 +32,7 @@ fn samples() -> Vec<Vec<u8>> {
         nodes: vec![NodeId(1), NodeId(2), NodeId(3)],
     };
     let secret = ClusterSecret::generate();
-    let reqs = vec![
+    let reqs = [
         MetaRequest::CommitFile {
             path: p.clone(),
             extents: vec![ext.clone(), ext.clone()],
