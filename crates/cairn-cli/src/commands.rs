@@ -81,6 +81,14 @@ fn inode_json(path: &str, i: &Inode) -> serde_json::Value {
     })
 }
 
+/// How `cairn put` goes about it.
+pub struct PutHow {
+    pub recursive: bool,
+    pub jobs: usize,
+    /// Make missing parent directories.
+    pub parents: bool,
+}
+
 pub async fn put(
     t: &Target,
     local: &str,
@@ -88,11 +96,32 @@ pub async fn put(
     rep: Option<u8>,
     chunk_size: Option<String>,
     cue: Option<String>,
+    how: PutHow,
 ) -> Result<()> {
     let c = connect(t).await?;
     let (mut dst, mut cues) = cued(dst)?;
     if let Some(list) = cue {
         cues = cues.merge(&Cues::parse(&list)?);
+    }
+    if how.recursive {
+        if !how.parents {
+            if let Some((parent, _)) = dst.split_last() {
+                c.stat(&parent)
+                    .await
+                    .with_context(|| format!("{parent} (--no-parents)"))?;
+            }
+        }
+        let opts = PutOptions {
+            rep,
+            chunk_size: chunk_size.map(|s| parse_size(&s)).transpose()?,
+            cues,
+            ..PutOptions::default()
+        };
+        return crate::transfer::put_tree(&c, std::path::Path::new(local), &dst, opts, how.jobs)
+            .await;
+    }
+    if std::path::Path::new(local).is_dir() {
+        anyhow::bail!("{local} is a directory: use put -r to copy a tree");
     }
     // Like cp: putting into an existing directory keeps the local name.
     if let Ok(i) = c.stat(&dst).await {
@@ -111,6 +140,16 @@ pub async fn put(
         cues,
         ..PutOptions::default()
     };
+    if how.parents {
+        // As `aws s3 cp`, rclone and gsutil do: fleet paths are deep.
+        if let Some((parent, _)) = dst.split_last() {
+            if !parent.is_root() && c.stat(&parent).await.is_err() {
+                c.mkdir(&parent, true)
+                    .await
+                    .with_context(|| format!("making {parent}"))?;
+            }
+        }
+    }
     let inode = if local == "-" {
         c.put(&dst, tokio::io::stdin(), opts).await?
     } else {
@@ -121,6 +160,11 @@ pub async fn put(
     };
     eprintln!("{dst}: {} bytes, version {}", inode.size, inode.version);
     Ok(())
+}
+
+pub async fn get_tree(t: &Target, src: &str, local: &str, jobs: usize) -> Result<()> {
+    let c = connect(t).await?;
+    crate::transfer::get_tree(&c, &path(src)?, std::path::Path::new(local), jobs).await
 }
 
 pub async fn get(t: &Target, src: &str, local: &str) -> Result<()> {

@@ -13,6 +13,7 @@ mod meta_tools;
 mod mount;
 mod roles;
 mod simulate;
+mod transfer;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -51,6 +52,17 @@ enum Cmd {
     Put {
         local: String,
         path: String,
+        /// Copy a local directory tree (files in parallel; symlinks, modes
+        /// and mtimes kept)
+        #[arg(short = 'r', long)]
+        recursive: bool,
+        /// Parallel file transfers with -r [default: 4 per core, 4 to 32]
+        #[arg(short = 'j', long)]
+        jobs: Option<usize>,
+        /// Fail if the destination's parent directory is missing, instead
+        /// of making it (and its parents)
+        #[arg(long)]
+        no_parents: bool,
         /// Copies per chunk (default: the cluster's)
         #[arg(long)]
         rep: Option<u8>,
@@ -68,6 +80,12 @@ enum Cmd {
     Get {
         path: String,
         local: String,
+        /// Copy a Cairn directory tree into a local directory
+        #[arg(short = 'r', long)]
+        recursive: bool,
+        /// Parallel file transfers with -r [default: 4 per core, 4 to 32]
+        #[arg(short = 'j', long)]
+        jobs: Option<usize>,
         #[command(flatten)]
         target: Target,
     },
@@ -359,15 +377,41 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
         Cmd::Put {
             local,
             path,
+            recursive,
+            jobs,
+            no_parents,
             rep,
             chunk_size,
             cue,
             target,
-        } => c::put(&target, &local, &path, rep, chunk_size, cue).await,
+        } => {
+            let how = c::PutHow {
+                recursive,
+                jobs: jobs.unwrap_or_else(transfer::default_jobs),
+                parents: !no_parents,
+            };
+            c::put(&target, &local, &path, rep, chunk_size, cue, how).await
+        }
+        Cmd::Get {
+            path,
+            local,
+            recursive: true,
+            jobs,
+            target,
+        } => {
+            c::get_tree(
+                &target,
+                &path,
+                &local,
+                jobs.unwrap_or_else(transfer::default_jobs),
+            )
+            .await
+        }
         Cmd::Get {
             path,
             local,
             target,
+            ..
         } => c::get(&target, &path, &local).await,
         Cmd::Cat { path, target } => c::get(&target, &path, "-").await,
         Cmd::Ls {

@@ -821,3 +821,98 @@ fn held_in(hosts: &serde_json::Value, host: &str) -> u64 {
         .map(|h| h["bytes"].as_u64().unwrap())
         .unwrap_or(0)
 }
+
+/// `put -r` / `get -r`: a tree with nested directories, modes, mtimes and
+/// a symlink goes in and comes back the same; `put` makes missing parents
+/// (`--no-parents` refuses); a file that cannot be written is listed and
+/// makes the exit non-zero, the rest still arrive.
+#[test]
+fn put_and_get_whole_trees() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::new();
+    let data = env.path("data");
+    let _server = spawn(
+        &env,
+        &[
+            "server",
+            "--data",
+            data.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        "try:",
+    );
+    let tree = env.path("tree");
+    std::fs::create_dir_all(tree.join("a/b")).unwrap();
+    std::fs::create_dir_all(tree.join("empty")).unwrap();
+    for i in 0..40 {
+        std::fs::write(tree.join(format!("a/f{i}")), pattern(i * 997, i as u64)).unwrap();
+    }
+    std::fs::write(tree.join("a/b/run.sh"), b"#!/bin/sh\n").unwrap();
+    std::fs::set_permissions(
+        tree.join("a/b/run.sh"),
+        std::fs::Permissions::from_mode(0o751),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink("../f3", tree.join("a/b/link")).unwrap();
+    let t = tree.to_str().unwrap();
+    let o = env.cli(&["put", "-r", "-j", "4", t, "/deep/er/tree"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let summary = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        summary.contains("41 files")
+            && summary.contains("1 symlinks")
+            && summary.contains("0 failed"),
+        "{summary}"
+    );
+    // A second run over it is fine (same files, same link).
+    env.ok(&["put", "-r", t, "/deep/er/tree"]);
+
+    let out = env.path("out");
+    env.ok(&["get", "-r", "/deep/er/tree", out.to_str().unwrap()]);
+    for i in 0..40 {
+        assert_eq!(
+            std::fs::read(out.join(format!("a/f{i}"))).unwrap(),
+            pattern(i * 997, i as u64)
+        );
+    }
+    let run = std::fs::metadata(out.join("a/b/run.sh")).unwrap();
+    assert_eq!(run.permissions().mode() & 0o7777, 0o751);
+    let mtime = |p: &std::path::Path| std::fs::metadata(p).unwrap().modified().unwrap();
+    let (a, b) = (mtime(&tree.join("a/f7")), mtime(&out.join("a/f7")));
+    let apart = a
+        .duration_since(b)
+        .or_else(|_| b.duration_since(a))
+        .unwrap();
+    assert!(
+        apart < Duration::from_millis(2),
+        "mtime {a:?} came back as {b:?}"
+    );
+    assert_eq!(
+        std::fs::read_link(out.join("a/b/link")).unwrap(),
+        std::path::Path::new("../f3")
+    );
+    assert!(out.join("empty").is_dir());
+
+    // put of one file makes its parents, unless told not to.
+    let one = env.path("one");
+    std::fs::write(&one, b"one").unwrap();
+    env.ok(&["put", one.to_str().unwrap(), "/new/parents/one"]);
+    assert_eq!(env.ok(&["cat", "/new/parents/one"]), b"one");
+    env.fails(
+        &["put", "--no-parents", one.to_str().unwrap(), "/nope/one"],
+        "does not exist",
+    );
+    env.fails(&["put", t, "/t"], "use put -r");
+
+    // A failure is listed, the rest arrive, the exit is non-zero.
+    env.ok(&["mkdir", "-p", "/clash/a/f5"]);
+    let o = env.cli(&["put", "-r", t, "/clash"]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("FAILED /clash/a/f5") && err.contains("1 failed"),
+        "{err}"
+    );
+    assert_eq!(env.ok(&["cat", "/clash/a/f6"]), pattern(6 * 997, 6));
+}
