@@ -170,6 +170,16 @@ impl Client {
 
     /// Ask meta, as this client (meta's leases are per client).
     pub(crate) async fn meta(&self, req: MetaRequest) -> Result<MetaResponse> {
+        // A change carries an id, so that meta applies it once however
+        // often it is sent (MetaClient re-sends after a lost answer).
+        let req = if req.is_namespace_change() {
+            MetaRequest::Once {
+                id: fastrand::u128(..),
+                req: Box::new(req),
+            }
+        } else {
+            req
+        };
         let req = MetaRequest::As {
             client: self.inner.id,
             req: Box::new(req),

@@ -637,7 +637,9 @@ impl Locks {
     }
 }
 
-/// The leader's periodic [`Locks::sweep`].
+/// The leader's periodic tidying of small records: [`Locks::sweep`], and
+/// the request marks of retried changes past their time
+/// ([`crate::Namespace::sweep_request_marks`]).
 pub struct LockSweeper {
     meta: Arc<crate::server::Meta>,
 }
@@ -651,7 +653,7 @@ impl LockSweeper {
 #[async_trait::async_trait]
 impl crate::worker::Worker for LockSweeper {
     fn name(&self) -> &'static str {
-        "lock-sweep"
+        "sweep"
     }
 
     async fn pass(&mut self) -> Result<crate::worker::Pass> {
@@ -664,9 +666,12 @@ impl crate::worker::Worker for LockSweeper {
             });
         }
         let (sessions, records) = self.meta.locks.sweep().await?;
+        let marks = self.meta.ns.sweep_request_marks().await?;
         Ok(crate::worker::Pass {
             state: "idle",
-            progress: format!("{sessions} lapsed sessions and {records} lock records cleared"),
+            progress: format!(
+                "{sessions} lapsed lock sessions, {records} lock records, {marks} request marks cleared"
+            ),
             next: every,
         })
     }

@@ -342,6 +342,34 @@ mod v1 {
     }
 }
 
+/// First byte of a request mark: `q` + client (8 bytes) + request id (16),
+/// value the time it was applied. Written in the transaction that applies
+/// a `MetaRequest::Once` change, so the change and the proof that it
+/// happened are one; swept after [`REQUEST_MARK_TTL_MS`].
+const REQUEST_MARK: u8 = b'q';
+pub const REQUEST_MARK_TTL_MS: u64 = 15 * 60 * 1000;
+
+tokio::task_local! {
+    /// The mark the next committed transaction of this request writes.
+    static PENDING_MARK: std::cell::RefCell<Option<Vec<u8>>>;
+}
+
+pub fn request_mark_key(client: u64, id: u128) -> Vec<u8> {
+    let mut k = Vec::with_capacity(25);
+    k.push(REQUEST_MARK);
+    k.extend_from_slice(&client.to_be_bytes());
+    k.extend_from_slice(&id.to_be_bytes());
+    k
+}
+
+/// Run `f` (one request's handling) so that its first committed
+/// namespace transaction also writes `mark`, which must not exist yet.
+pub async fn with_request_mark<F: Future>(mark: Vec<u8>, f: F) -> F::Output {
+    PENDING_MARK
+        .scope(std::cell::RefCell::new(Some(mark)), f)
+        .await
+}
+
 /// Random, never 0 (unused) or 1 (the root); uniqueness is enforced by the `n` key.
 fn new_inode_id() -> InodeId {
     InodeId(fastrand::u64(2..u64::MAX))
@@ -446,7 +474,25 @@ impl<'a> Tx<'a> {
 
     /// `None` when a condition failed and the operation should start over.
     async fn commit(self) -> Result<Option<u64>> {
-        match self.store.commit(self.txn).await {
+        let mark = PENDING_MARK
+            .try_with(|m| m.borrow_mut().take())
+            .ok()
+            .flatten();
+        let mut txn = self.txn;
+        if let Some(k) = &mark {
+            // A mark that exists already fails the condition: the request
+            // was applied before, and is not applied again.
+            txn = txn
+                .when(k.clone(), 0)
+                .put(k.clone(), now_ms().to_be_bytes().to_vec());
+        }
+        let r = self.store.commit(txn).await;
+        if r.is_err() {
+            if let Some(k) = mark {
+                let _ = PENDING_MARK.try_with(|m| *m.borrow_mut() = Some(k));
+            }
+        }
+        match r {
             Ok(rev) => Ok(Some(rev)),
             Err(e) if e.kind == ErrorKind::Conflict => Ok(None),
             Err(e) => Err(e),
@@ -1344,6 +1390,33 @@ impl Namespace {
             txn.put(garbage_key(due, e.chunk), encode(&g))
         });
         self.store.commit(txn).await.map(|_| ())
+    }
+
+    /// Whether the request `mark` (see [`request_mark_key`]) was applied.
+    pub async fn request_applied(&self, mark: &[u8]) -> Result<bool> {
+        Ok(self.store.get(mark).await?.is_some())
+    }
+
+    /// Delete request marks older than [`REQUEST_MARK_TTL_MS`]; returns how many.
+    pub async fn sweep_request_marks(&self) -> Result<usize> {
+        let horizon = now_ms().saturating_sub(REQUEST_MARK_TTL_MS);
+        let (start, end) = (vec![REQUEST_MARK], vec![REQUEST_MARK + 1]);
+        let mut old = Vec::new();
+        for kv in self.store.scan(&start, &end, usize::MAX).await? {
+            let at = kv
+                .value
+                .get(..8)
+                .map(|b| u64::from_be_bytes(b.try_into().expect("8 bytes")))
+                .unwrap_or(0);
+            if at < horizon {
+                old.push(kv.key);
+            }
+        }
+        for batch in old.chunks(100) {
+            let txn = batch.iter().fold(Txn::new(), |t, k| t.delete(k.clone()));
+            self.store.commit(txn).await?;
+        }
+        Ok(old.len())
     }
 
     /// Forget garbage chunks (keys from [`Self::take_due_garbage`]) once they

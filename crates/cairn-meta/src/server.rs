@@ -173,6 +173,36 @@ pub struct Meta {
     changes: AtomicU64,
 }
 
+/// How to answer a retried change that was applied already: the state it
+/// left (the file or directory it made or changed), or plain success.
+enum Replay {
+    Stat(cairn_types::CairnPath),
+    Ok,
+}
+
+impl Replay {
+    fn of(req: &MetaRequest) -> Replay {
+        match req {
+            MetaRequest::CommitFile { path, .. }
+            | MetaRequest::SetAttr { path, .. }
+            | MetaRequest::SetCues { path, .. }
+            | MetaRequest::MakeNode { path, .. }
+            | MetaRequest::Mkdir { path, .. } => Replay::Stat(path.clone()),
+            MetaRequest::Compose { dst, .. } | MetaRequest::Link { dst, .. } => {
+                Replay::Stat(dst.clone())
+            }
+            _ => Replay::Ok,
+        }
+    }
+
+    async fn answer(self, meta: &Meta) -> MetaResult {
+        match self {
+            Replay::Stat(p) => Ok(MetaResponse::Inode(meta.ns.lookup(&p).await?)),
+            Replay::Ok => Ok(MetaResponse::Ok),
+        }
+    }
+}
+
 /// What a change touched, for the leases it must wait out.
 enum Touched {
     File(cairn_types::InodeId),
@@ -361,6 +391,35 @@ impl Meta {
                 "a request on behalf of a client nests another",
             ));
         }
+        let (once, req) = match req {
+            MetaRequest::Once { id, req } => (Some(id), *req),
+            r => (None, r),
+        };
+        if matches!(req, MetaRequest::Once { .. } | MetaRequest::As { .. }) {
+            return Err(Error::invalid("a request with an id nests another"));
+        }
+        match once {
+            Some(id) if req.is_namespace_change() => {
+                let mark = crate::namespace::request_mark_key(client.unwrap_or(0), id);
+                let replay = Replay::of(&req);
+                let answer = crate::namespace::with_request_mark(
+                    mark.clone(),
+                    self.handle_change(role, client, req),
+                )
+                .await;
+                if answer.is_err() && self.ns.request_applied(&mark).await.unwrap_or(false) {
+                    // A retry of a change already applied (its answer was
+                    // lost): say so, as the first attempt would have.
+                    debug!("answering a retried request from its first outcome");
+                    return replay.answer(self).await;
+                }
+                answer
+            }
+            _ => self.handle_change(role, client, req).await,
+        }
+    }
+
+    async fn handle_change(&self, role: Role, client: Option<u64>, req: MetaRequest) -> MetaResult {
         let before = self.touched_before(&req).await;
         // Changes whose answer names what they touched; new cues on a
         // directory change what every file below inherits.
@@ -691,7 +750,9 @@ impl Meta {
                 self.discard(&mine).await?;
                 Ok(MetaResponse::Ok)
             }
-            MetaRequest::As { .. } => Err(Error::invalid("nested request")),
+            MetaRequest::As { .. } | MetaRequest::Once { .. } => {
+                Err(Error::invalid("nested request"))
+            }
             MetaRequest::Drain { node, undo } => {
                 info!(%node, undo, "drain requested");
                 self.nodes.set_draining(node, !undo).await?;

@@ -260,11 +260,38 @@ pub enum MetaRequest {
     LockCancel {
         lock: LockRequest,
     },
+    /// A namespace change sent with a request id (random per request,
+    /// kept across its retries): meta applies it at most once, and answers
+    /// a retry of one already applied (through any meta on a shared store)
+    /// as a success instead of applying it again.
+    Once {
+        id: u128,
+        req: Box<MetaRequest>,
+    },
     /// Whether `lock` could be taken now: `Lock(Granted)` or
     /// `Lock(Conflict(holder))` (fcntl's `F_GETLK`). Changes nothing.
     TestLock {
         lock: LockRequest,
     },
+}
+
+impl MetaRequest {
+    /// Changes to the namespace, which a retry must not apply twice.
+    pub fn is_namespace_change(&self) -> bool {
+        matches!(
+            self,
+            MetaRequest::CommitFile { .. }
+                | MetaRequest::Compose { .. }
+                | MetaRequest::SetAttr { .. }
+                | MetaRequest::SetCues { .. }
+                | MetaRequest::Link { .. }
+                | MetaRequest::MakeNode { .. }
+                | MetaRequest::Mkdir { .. }
+                | MetaRequest::Remove { .. }
+                | MetaRequest::Rename { .. }
+                | MetaRequest::RenameNoReplace { .. }
+        )
+    }
 }
 
 /// The kind of a byte-range or whole-file lock.

@@ -65,6 +65,14 @@ impl Pool {
     }
 }
 
+fn carries_id(req: &MetaRequest) -> bool {
+    match req {
+        MetaRequest::Once { .. } => true,
+        MetaRequest::As { req, .. } => matches!(**req, MetaRequest::Once { .. }),
+        _ => false,
+    }
+}
+
 /// Talks to meta: a list of addresses tried in order, pooled connections, a
 /// timeout on every call.
 pub struct MetaClient {
@@ -91,6 +99,29 @@ impl MetaClient {
     }
 
     pub async fn call(&self, req: MetaRequest) -> Result<MetaResponse> {
+        if !carries_id(&req) {
+            return self.call_round(&req).await;
+        }
+        // A change with a request id is safe to send again after a lost
+        // answer (meta applies it once): a few rounds over the addresses.
+        let mut wait = Duration::from_millis(200);
+        for round in 0.. {
+            match self.call_round(&req).await {
+                Err(e)
+                    if round < 2
+                        && matches!(e.kind, ErrorKind::Unavailable | ErrorKind::Timeout) =>
+                {
+                    tracing::debug!("meta request failed, sending it again: {e}");
+                    tokio::time::sleep(wait).await;
+                    wait *= 4;
+                }
+                r => return r,
+            }
+        }
+        unreachable!()
+    }
+
+    async fn call_round(&self, req: &MetaRequest) -> Result<MetaResponse> {
         let mut last = Error::unavailable("no meta address configured");
         for addr in &self.addrs {
             // A pooled connection may have been closed by a restarted meta; a

@@ -700,3 +700,80 @@ async fn discard_refuses_committed_and_foreign_chunks() {
     })
     .await
 }
+
+/// A change sent again with the same request id (its answer was lost) is
+/// applied once and answered as a success: a rename does not fail with
+/// "not found", a commit does not make a second version, a remove does not
+/// report a missing file. Another id is another request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_change_is_applied_once() {
+    deadline(async {
+        use cairn_proto::{MetaClient, MetaRequest, MetaResponse};
+        let c = TestCluster::start(2, 2).await;
+        let cl = c.client().await;
+        cl.put_bytes(&p("/a"), b"a", PutOptions::default())
+            .await
+            .unwrap();
+        let meta = MetaClient::new(
+            vec![c.meta_addr()],
+            Credentials::Client(c.meta.as_ref().unwrap().secret.client_key()),
+        );
+        let once = |id: u128, req: MetaRequest| MetaRequest::As {
+            client: 5,
+            req: Box::new(MetaRequest::Once {
+                id,
+                req: Box::new(req),
+            }),
+        };
+        let rename = || MetaRequest::Rename {
+            src: p("/a"),
+            dst: p("/b"),
+        };
+        for _ in 0..3 {
+            meta.call(once(1, rename())).await.unwrap();
+        }
+        assert!(cl.stat(&p("/b")).await.is_ok());
+        // Without the id's protection the same rename is a new request.
+        let e = meta.call(once(2, rename())).await.unwrap_err();
+        assert_eq!(e.kind, ErrorKind::NotFound, "{e}");
+
+        // A commit sent three times makes one version.
+        let inode = cl.stat(&p("/b")).await.unwrap();
+        let commit = || MetaRequest::CommitFile {
+            path: p("/b"),
+            extents: inode.extents.clone(),
+            expected: Some(inode.version),
+            mode: None,
+            chunk_size: 1 << 20,
+            xattrs: None,
+            cues: Default::default(),
+        };
+        let mut versions = Vec::new();
+        for _ in 0..3 {
+            match meta.call(once(3, commit())).await.unwrap() {
+                MetaResponse::Inode(i) => versions.push(i.version),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(versions, vec![Version(inode.version.0 + 1); 3]);
+        assert_eq!(
+            cl.stat(&p("/b")).await.unwrap().version,
+            Version(inode.version.0 + 1)
+        );
+        assert_eq!(cl.get_bytes(&p("/b")).await.unwrap(), b"a");
+
+        // A remove sent twice is one success.
+        let rm = || MetaRequest::Remove {
+            path: p("/b"),
+            recursive: false,
+        };
+        meta.call(once(4, rm())).await.unwrap();
+        meta.call(once(4, rm())).await.unwrap();
+        assert_eq!(
+            cl.stat(&p("/b")).await.unwrap_err().kind,
+            ErrorKind::NotFound
+        );
+        c.shutdown().await;
+    })
+    .await
+}

@@ -483,6 +483,25 @@ async fn two_meta_servers_on_etcd_and_client_failover() {
                 "round {i}"
             );
         }
+        // A rename whose answer through meta A was lost, sent again
+        // through meta B, is applied once and answered as done.
+        {
+            use cairn_proto::{MetaClient, MetaRequest};
+            let raw = |m: &String| MetaClient::new(vec![m.clone()], client_creds.clone());
+            let once = || MetaRequest::As {
+                client: 77,
+                req: Box::new(MetaRequest::Once {
+                    id: 0xfeed,
+                    req: Box::new(MetaRequest::Rename {
+                        src: p("/leased"),
+                        dst: p("/renamed"),
+                    }),
+                }),
+            };
+            raw(&a.addr).call(once()).await.unwrap();
+            raw(&b.addr).call(once()).await.unwrap();
+            assert!(via_b.stat(&p("/renamed")).await.is_ok());
+        }
         a.shutdown().await;
         // The same client now talks to meta B.
         assert_eq!(cl.get_bytes(&p("/before")).await.unwrap(), before);
