@@ -13,6 +13,7 @@ mod meta_tools;
 mod mount;
 mod roles;
 mod simulate;
+mod sync;
 mod transfer;
 
 use clap::{Parser, Subcommand};
@@ -162,6 +163,9 @@ enum Cmd {
     },
     /// Give every node of a group a cache copy of files (or trees), ahead of reads
     Prefetch(PrefetchArgs),
+    /// Make DST a copy of SRC, copying only what differs (a local
+    /// directory and cairn:/path, either way, or two Cairn directories)
+    Sync(sync::SyncArgs),
     /// Run a command holding an advisory lock on a file (the same locks as
     /// flock/fcntl on every mount): cairn lock /jobs/q.lock -- ./step.sh
     Lock(lock::LockArgs),
@@ -508,6 +512,7 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
                 },
         } => c::drain(&target, &node, wait, undo).await,
         Cmd::Mount(a) => mount::run(a).await,
+        Cmd::Sync(a) => sync::run(a).await,
         Cmd::Lock(a) => {
             let code = lock::run(a).await?;
             std::process::exit(code);

@@ -916,3 +916,86 @@ fn put_and_get_whole_trees() {
     );
     assert_eq!(env.ok(&["cat", "/clash/a/f6"]), pattern(6 * 997, 6));
 }
+
+/// `cairn sync`: local to Cairn and back copies only what differs; a second
+/// run copies nothing; `--dry-run` changes nothing; `--delete` removes what
+/// the source lacks; `--checksum` finds a change size and mtime hide.
+#[test]
+fn sync_copies_only_what_differs() {
+    let env = Env::new();
+    let data = env.path("data");
+    let _server = spawn(
+        &env,
+        &[
+            "server",
+            "--data",
+            data.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        "try:",
+    );
+    let src = env.path("src");
+    std::fs::create_dir_all(src.join("d/e")).unwrap();
+    for i in 0..20 {
+        std::fs::write(src.join(format!("d/f{i}")), pattern(1000 + i, i as u64)).unwrap();
+    }
+    std::fs::write(src.join("d/e/deep"), b"deep").unwrap();
+    let s = src.to_str().unwrap();
+    let copied = |o: &Output| {
+        let err = String::from_utf8_lossy(&o.stderr).into_owned();
+        assert!(o.status.success(), "{err}");
+        let n: u64 = err
+            .split(" copied")
+            .next()
+            .and_then(|h| h.rsplit(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no count in {err:?}"));
+        n
+    };
+    assert_eq!(copied(&env.cli(&["sync", s, "cairn:/mirror"])), 21);
+    assert_eq!(copied(&env.cli(&["sync", s, "cairn:/mirror"])), 0);
+    // One new file, one changed: two copies; a dry run first changes nothing.
+    std::fs::write(src.join("d/new"), b"new").unwrap();
+    std::fs::write(src.join("d/f1"), b"changed").unwrap();
+    let dry = env.cli(&["sync", "--dry-run", s, "cairn:/mirror"]);
+    let listed = String::from_utf8_lossy(&dry.stdout).into_owned();
+    assert!(
+        listed.contains("copy d/new") && listed.contains("copy d/f1"),
+        "{listed}"
+    );
+    env.fails(&["stat", "/mirror/d/new"], "does not exist");
+    assert_eq!(copied(&env.cli(&["sync", s, "cairn:/mirror"])), 2);
+    assert_eq!(env.ok(&["cat", "/mirror/d/f1"]), b"changed");
+    // Back to a local directory, whole, then nothing more.
+    let back = env.path("back");
+    let b = back.to_str().unwrap();
+    assert_eq!(copied(&env.cli(&["sync", "cairn:/mirror", b])), 22);
+    assert_eq!(copied(&env.cli(&["sync", "cairn:/mirror", b])), 0);
+    assert_eq!(std::fs::read(back.join("d/e/deep")).unwrap(), b"deep");
+    // --delete removes what the source no longer has.
+    std::fs::remove_file(src.join("d/f2")).unwrap();
+    std::fs::remove_dir_all(src.join("d/e")).unwrap();
+    env.ok(&["sync", "--delete", s, "cairn:/mirror"]);
+    env.fails(&["stat", "/mirror/d/f2"], "does not exist");
+    env.fails(&["stat", "/mirror/d/e"], "does not exist");
+    // Same size, same mtime, other bytes: only --checksum sees it.
+    let f5 = src.join("d/f5");
+    let mtime = std::fs::metadata(&f5).unwrap().modified().unwrap();
+    let mut other = std::fs::read(&f5).unwrap();
+    other[0] ^= 0xff;
+    std::fs::write(&f5, &other).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&f5)
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
+    assert_eq!(copied(&env.cli(&["sync", s, "cairn:/mirror"])), 0);
+    assert_eq!(
+        copied(&env.cli(&["sync", "--checksum", s, "cairn:/mirror"])),
+        1
+    );
+    assert_eq!(env.ok(&["cat", "/mirror/d/f5"]), other);
+    env.fails(&["sync", s, b], "must be a Cairn directory");
+}

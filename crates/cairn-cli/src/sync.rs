@@ -1,0 +1,453 @@
+//! `cairn sync SRC DST`: make DST a copy of SRC, moving only what differs
+//! (size and mtime by default, content with `--checksum`). Either side is a
+//! local directory or a Cairn one written `cairn:/path`. Files land whole
+//! or not at all (a Cairn write commits at its end; a local one is renamed
+//! into place), so an interrupted sync leaves no partial file and the next
+//! run finishes the job; a second run right after the first copies nothing.
+
+use anyhow::{bail, Context, Result};
+use cairn_client::{Client, PutOptions};
+use cairn_types::{AttrChanges, CairnPath, ErrorKind, InodeKind};
+use std::collections::BTreeMap;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, UNIX_EPOCH};
+use tokio::io::AsyncReadExt;
+
+#[derive(clap::Args)]
+pub struct SyncArgs {
+    /// Source: a local directory, or cairn:/path
+    src: String,
+    /// Destination: a local directory, or cairn:/path
+    dst: String,
+    /// Also remove what the destination has and the source does not
+    #[arg(long)]
+    delete: bool,
+    /// Say what would be done; change nothing
+    #[arg(long, short = 'n')]
+    dry_run: bool,
+    /// Compare content (CRC32C of both sides) instead of size and mtime
+    #[arg(long, short = 'c')]
+    checksum: bool,
+    /// Parallel file transfers [default: 4 per core, 4 to 32]
+    #[arg(short = 'j', long)]
+    jobs: Option<usize>,
+    #[command(flatten)]
+    target: crate::Target,
+}
+
+#[derive(Clone)]
+enum Side {
+    Local(PathBuf),
+    Cairn(CairnPath),
+}
+
+fn side(raw: &str) -> Result<Side> {
+    Ok(match raw.strip_prefix("cairn:") {
+        Some(p) => Side::Cairn(CairnPath::parse(p)?),
+        None => Side::Local(PathBuf::from(raw)),
+    })
+}
+
+/// One entry of a tree, by its path relative to the tree's top.
+#[derive(Clone, Debug, PartialEq)]
+enum Entry {
+    Dir,
+    File { size: u64, mtime_ms: u64, mode: u32 },
+    Link(String),
+}
+
+/// Partial files a `get` leaves only if it is killed mid-file.
+const PART: &str = ".cairn-part";
+
+fn list_local(top: &Path) -> Result<BTreeMap<String, Entry>> {
+    let mut out = BTreeMap::new();
+    if !top.exists() {
+        return Ok(out);
+    }
+    let mut todo = vec![(top.to_path_buf(), String::new())];
+    while let Some((dir, rel)) = todo.pop() {
+        for e in
+            std::fs::read_dir(&dir).with_context(|| format!("cannot list {}", dir.display()))?
+        {
+            let e = e?;
+            let Some(name) = e.file_name().to_str().map(str::to_string) else {
+                continue;
+            };
+            if name.ends_with(PART) {
+                continue;
+            }
+            let r = if rel.is_empty() {
+                name
+            } else {
+                format!("{rel}/{name}")
+            };
+            let m = std::fs::symlink_metadata(e.path())?;
+            if m.is_dir() {
+                out.insert(r.clone(), Entry::Dir);
+                todo.push((e.path(), r));
+            } else if m.file_type().is_symlink() {
+                let t = std::fs::read_link(e.path())?.to_string_lossy().into_owned();
+                out.insert(r, Entry::Link(t));
+            } else if m.is_file() {
+                let mtime_ms = m
+                    .modified()
+                    .ok()
+                    .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+                    .map(|d| d.as_millis() as u64)
+                    .unwrap_or(0);
+                out.insert(
+                    r,
+                    Entry::File {
+                        size: m.len(),
+                        mtime_ms,
+                        mode: m.mode() & 0o7777,
+                    },
+                );
+            }
+        }
+    }
+    Ok(out)
+}
+
+async fn list_cairn(c: &Client, top: &CairnPath) -> Result<BTreeMap<String, Entry>> {
+    let mut out = BTreeMap::new();
+    match c.stat(top).await {
+        Ok(i) if i.kind == InodeKind::Directory => {}
+        Ok(_) => bail!("{top} is not a directory"),
+        Err(e) if e.kind == ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(e.into()),
+    }
+    let mut todo = vec![(top.clone(), String::new())];
+    while let Some((dir, rel)) = todo.pop() {
+        let mut after: Option<String> = None;
+        loop {
+            let page = c.list_page(&dir, after.clone(), 1000).await?;
+            for e in &page {
+                let r = if rel.is_empty() {
+                    e.name.clone()
+                } else {
+                    format!("{rel}/{}", e.name)
+                };
+                let entry = match e.inode.kind {
+                    InodeKind::Directory => {
+                        todo.push((dir.join(&e.name)?, r.clone()));
+                        Entry::Dir
+                    }
+                    InodeKind::Symlink => Entry::Link(e.inode.target.clone().unwrap_or_default()),
+                    InodeKind::File => Entry::File {
+                        size: e.inode.size,
+                        mtime_ms: e.inode.mtime_ms,
+                        mode: e.inode.mode & 0o7777,
+                    },
+                };
+                out.insert(r, entry);
+            }
+            match page.last() {
+                Some(l) if page.len() == 1000 => after = Some(l.name.clone()),
+                _ => break,
+            }
+        }
+    }
+    Ok(out)
+}
+
+async fn list(c: &Client, s: &Side) -> Result<BTreeMap<String, Entry>> {
+    match s {
+        Side::Local(p) => list_local(p),
+        Side::Cairn(p) => list_cairn(c, p).await,
+    }
+}
+
+fn cairn_at(top: &CairnPath, rel: &str) -> Result<CairnPath> {
+    let mut p = top.clone();
+    for part in rel.split('/').filter(|s| !s.is_empty()) {
+        p = p.join(part)?;
+    }
+    Ok(p)
+}
+
+/// CRC32C of a file's bytes on either side.
+async fn checksum(c: &Client, s: &Side, rel: &str) -> Result<u32> {
+    let mut crc = 0u32;
+    match s {
+        Side::Local(top) => {
+            let mut f = tokio::fs::File::open(top.join(rel)).await?;
+            let mut buf = vec![0u8; 1 << 20];
+            loop {
+                let n = f.read(&mut buf).await?;
+                if n == 0 {
+                    break;
+                }
+                crc = crc32c::crc32c_append(crc, &buf[..n]);
+            }
+        }
+        Side::Cairn(top) => {
+            let r = c.open(&cairn_at(top, rel)?).await?;
+            let mut off = 0;
+            while off < r.size() {
+                let piece = r.read_at(off, 8 << 20).await?;
+                if piece.is_empty() {
+                    break;
+                }
+                crc = crc32c::crc32c_append(crc, &piece);
+                off += piece.len() as u64;
+            }
+        }
+    }
+    Ok(crc)
+}
+
+/// Copy one file from `src` to `dst` (whole, or not at all), keeping its
+/// mode and mtime.
+async fn copy_file(
+    c: &Client,
+    src: &Side,
+    dst: &Side,
+    rel: &str,
+    mode: u32,
+    mtime_ms: u64,
+) -> Result<u64> {
+    match (src, dst) {
+        (Side::Local(s), Side::Cairn(d)) => {
+            let to = cairn_at(d, rel)?;
+            let f = tokio::fs::File::open(s.join(rel)).await?;
+            let opts = PutOptions {
+                mode: Some(mode),
+                ..Default::default()
+            };
+            let inode = c.put(&to, f, opts).await?;
+            let keep = AttrChanges {
+                mtime_ms: Some(mtime_ms),
+                ..Default::default()
+            };
+            c.set_attr(&to, Some(inode.id), keep).await?;
+            Ok(inode.size)
+        }
+        (Side::Cairn(s), Side::Local(d)) => {
+            let local = d.join(rel);
+            let reader = c.open(&cairn_at(s, rel)?).await?;
+            let size = reader.size();
+            let tmp = PathBuf::from(format!("{}{PART}", local.display()));
+            let mut f = tokio::fs::File::create(&tmp).await?;
+            if let Err(e) = reader.copy_to(&mut f).await {
+                let _ = tokio::fs::remove_file(&tmp).await;
+                return Err(e.into());
+            }
+            f.sync_all().await?;
+            let f = f.into_std().await;
+            f.set_permissions(std::fs::Permissions::from_mode(if mode == 0 {
+                0o644
+            } else {
+                mode
+            }))?;
+            f.set_modified(UNIX_EPOCH + Duration::from_millis(mtime_ms))?;
+            drop(f);
+            tokio::fs::rename(&tmp, &local).await?;
+            Ok(size)
+        }
+        (Side::Cairn(s), Side::Cairn(d)) => {
+            let (from, to) = (cairn_at(s, rel)?, cairn_at(d, rel)?);
+            let reader = c.open(&from).await?;
+            // Stream through a bounded pipe: never the whole file in memory.
+            let (mut w, r) = tokio::io::duplex(4 << 20);
+            let feed = tokio::spawn(async move { reader.copy_to(&mut w).await });
+            let opts = PutOptions {
+                mode: Some(mode),
+                ..Default::default()
+            };
+            let inode = c.put(&to, r, opts).await?;
+            feed.await??;
+            let keep = AttrChanges {
+                mtime_ms: Some(mtime_ms),
+                ..Default::default()
+            };
+            c.set_attr(&to, Some(inode.id), keep).await?;
+            Ok(inode.size)
+        }
+        (Side::Local(_), Side::Local(_)) => bail!("one side of a sync must be cairn:/path"),
+    }
+}
+
+async fn make_dir(c: &Client, dst: &Side, rel: &str) -> Result<()> {
+    match dst {
+        Side::Local(d) => Ok(std::fs::create_dir_all(d.join(rel))?),
+        Side::Cairn(d) => match c.mkdir(&cairn_at(d, rel)?, true).await {
+            Err(e) if e.kind != ErrorKind::AlreadyExists => Err(e.into()),
+            _ => Ok(()),
+        },
+    }
+}
+
+async fn make_link(c: &Client, dst: &Side, rel: &str, target: &str) -> Result<()> {
+    remove(c, dst, rel, false).await.ok();
+    match dst {
+        Side::Local(d) => Ok(std::os::unix::fs::symlink(target, d.join(rel))?),
+        Side::Cairn(d) => {
+            let node = cairn_types::NewNode::Symlink {
+                target: target.to_string(),
+            };
+            c.make_node(&cairn_at(d, rel)?, node, 0o777, (None, None))
+                .await?;
+            Ok(())
+        }
+    }
+}
+
+async fn remove(c: &Client, dst: &Side, rel: &str, dir: bool) -> Result<()> {
+    match dst {
+        Side::Local(d) if dir => Ok(std::fs::remove_dir_all(d.join(rel))?),
+        Side::Local(d) => Ok(std::fs::remove_file(d.join(rel))?),
+        Side::Cairn(d) => Ok(c.remove(&cairn_at(d, rel)?, dir).await?),
+    }
+}
+
+pub async fn run(a: SyncArgs) -> Result<()> {
+    let (src, dst) = (side(&a.src)?, side(&a.dst)?);
+    if matches!((&src, &dst), (Side::Local(_), Side::Local(_))) {
+        bail!("one side of a sync must be a Cairn directory, written cairn:/path");
+    }
+    let started = Instant::now();
+    let c = crate::commands::connect(&a.target).await?;
+    let from = list(&c, &src).await?;
+    if from.is_empty() {
+        if let Side::Local(p) = &src {
+            if !p.is_dir() {
+                bail!("{} is not a directory", p.display());
+            }
+        }
+    }
+    let to = list(&c, &dst).await?;
+    let say = |what: &str, rel: &str| {
+        if a.dry_run {
+            println!("{what} {rel}");
+        }
+    };
+    // What to do: directories first (in path order, parents before children).
+    let mut copies = Vec::new();
+    let (mut links, mut dirs) = (0u64, 0u64);
+    if !a.dry_run {
+        make_dir(&c, &dst, "").await?;
+    }
+    for (rel, e) in &from {
+        let there = to.get(rel);
+        match e {
+            Entry::Dir => {
+                if there != Some(&Entry::Dir) {
+                    if let Some(t) = there {
+                        say("remove", rel);
+                        if !a.dry_run {
+                            remove(&c, &dst, rel, matches!(t, Entry::Dir)).await?;
+                        }
+                    }
+                    say("mkdir", rel);
+                    dirs += 1;
+                    if !a.dry_run {
+                        make_dir(&c, &dst, rel).await?;
+                    }
+                }
+            }
+            Entry::Link(target) => {
+                if there != Some(e) {
+                    say("link", rel);
+                    links += 1;
+                    if !a.dry_run {
+                        make_link(&c, &dst, rel, target).await?;
+                    }
+                }
+            }
+            Entry::File {
+                size,
+                mtime_ms,
+                mode,
+            } => {
+                let differs = match there {
+                    Some(Entry::File {
+                        size: s2,
+                        mtime_ms: m2,
+                        ..
+                    }) if !a.checksum => s2 != size || m2 != mtime_ms,
+                    Some(Entry::File { size: s2, .. }) => {
+                        s2 != size
+                            || checksum(&c, &src, rel).await? != checksum(&c, &dst, rel).await?
+                    }
+                    _ => true,
+                };
+                if differs {
+                    if let Some(Entry::Dir) = there {
+                        say("remove", rel);
+                        if !a.dry_run {
+                            remove(&c, &dst, rel, true).await?;
+                        }
+                    }
+                    say("copy", rel);
+                    copies.push((rel.clone(), *mode, *mtime_ms));
+                }
+            }
+        }
+    }
+    let mut removed = 0u64;
+    if a.delete {
+        // Deepest first, skipping what a removed directory took with it.
+        let mut gone: Vec<&String> = Vec::new();
+        for (rel, e) in to.iter().rev() {
+            if from.contains_key(rel) || gone.iter().any(|g| rel.starts_with(&format!("{g}/"))) {
+                continue;
+            }
+            say("delete", rel);
+            removed += 1;
+            if !a.dry_run {
+                remove(&c, &dst, rel, matches!(e, Entry::Dir)).await?;
+            }
+            if matches!(e, Entry::Dir) {
+                gone.push(rel);
+            }
+        }
+    }
+    let (mut files, mut bytes, mut failed) = (0u64, 0u64, Vec::new());
+    if !a.dry_run {
+        let jobs = a.jobs.unwrap_or_else(crate::transfer::default_jobs).max(1);
+        let gate = std::sync::Arc::new(tokio::sync::Semaphore::new(jobs));
+        let mut tasks = tokio::task::JoinSet::new();
+        for (rel, mode, mtime) in copies.iter().cloned() {
+            let permit = gate.clone().acquire_owned().await.expect("never closed");
+            let (c, src, dst) = (c.clone(), src.clone(), dst.clone());
+            tasks.spawn(async move {
+                let _permit = permit;
+                let r = copy_file(&c, &src, &dst, &rel, mode, mtime).await;
+                (rel, r)
+            });
+        }
+        while let Some(done) = tasks.join_next().await {
+            match done? {
+                (_, Ok(n)) => {
+                    files += 1;
+                    bytes += n;
+                }
+                (rel, Err(e)) => failed.push((rel, format!("{e:#}"))),
+            }
+        }
+    }
+    let secs = started.elapsed().as_secs_f64().max(1e-6);
+    eprintln!(
+        "sync{}: {} files to copy, {} copied ({} bytes, {:.1} MiB/s), {} directories, {} symlinks, {} deleted, {} failed, {} unchanged, in {:.1} s",
+        if a.dry_run { " (dry run)" } else { "" },
+        copies.len(),
+        files,
+        bytes,
+        bytes as f64 / (1 << 20) as f64 / secs,
+        dirs,
+        links,
+        removed,
+        failed.len(),
+        from.len().saturating_sub(copies.len() + dirs as usize + links as usize),
+        secs
+    );
+    for (rel, e) in &failed {
+        eprintln!("  FAILED {rel}: {e}");
+    }
+    if !failed.is_empty() {
+        bail!("{} of {} copies failed", failed.len(), copies.len());
+    }
+    Ok(())
+}
