@@ -317,6 +317,20 @@ fn to_object(url: bool, key: String, inode: &Inode) -> Object {
     }
 }
 
+/// Cairn buckets are unversioned (S3's sense): each key's one version is
+/// `null`. Any other version id names nothing.
+const NULL_VERSION: &str = "null";
+
+fn check_version(id: &Option<ObjectVersionId>) -> S3Result<()> {
+    match id.as_deref() {
+        None | Some(NULL_VERSION) => Ok(()),
+        Some(other) => Err(s3_error!(
+            NoSuchVersion,
+            "version {other:?} does not exist: this bucket is unversioned, its objects' only version is \"null\""
+        )),
+    }
+}
+
 fn token_encode(s: &str) -> String {
     body::hex(s.as_bytes())
 }
@@ -479,6 +493,7 @@ impl S3 for CairnS3 {
         req: S3Request<GetObjectInput>,
     ) -> S3Result<S3Response<GetObjectOutput>> {
         let input = req.input;
+        check_version(&input.version_id)?;
         let (path, cues) = object_path_cued(&input.bucket, &input.key)?;
         if input.part_number.is_some() {
             return Err(s3_error!(NotImplemented, "GetObject by part number"));
@@ -551,6 +566,7 @@ impl S3 for CairnS3 {
         req: S3Request<HeadObjectInput>,
     ) -> S3Result<S3Response<HeadObjectOutput>> {
         let input = req.input;
+        check_version(&input.version_id)?;
         let path = object_path(&input.bucket, &input.key)?;
         let inode = match self.stat_object(&path).await {
             Ok(i) => i,
@@ -593,10 +609,98 @@ impl S3 for CairnS3 {
         req: S3Request<DeleteObjectInput>,
     ) -> S3Result<S3Response<DeleteObjectOutput>> {
         let input = req.input;
+        check_version(&input.version_id)?;
         let bucket = self.require_bucket(&input.bucket).await?;
         let path = object_path(&input.bucket, &input.key)?;
         self.delete_one(&bucket, &path).await?;
-        Ok(S3Response::new(DeleteObjectOutput::default()))
+        Ok(S3Response::new(DeleteObjectOutput {
+            version_id: input.version_id,
+            ..Default::default()
+        }))
+    }
+
+    /// Buckets are never versioned (S3's sense): no status, as for a
+    /// bucket on which versioning was never enabled.
+    async fn get_bucket_versioning(
+        &self,
+        req: S3Request<GetBucketVersioningInput>,
+    ) -> S3Result<S3Response<GetBucketVersioningOutput>> {
+        self.require_bucket(&req.input.bucket).await?;
+        Ok(S3Response::new(GetBucketVersioningOutput::default()))
+    }
+
+    /// An unversioned bucket's versions: every current object, as its
+    /// `null` version (what backup tools enumerate a bucket with).
+    async fn list_object_versions(
+        &self,
+        req: S3Request<ListObjectVersionsInput>,
+    ) -> S3Result<S3Response<ListObjectVersionsOutput>> {
+        let input = req.input;
+        let bucket = self.require_bucket(&input.bucket).await?;
+        let url = input
+            .encoding_type
+            .as_ref()
+            .is_some_and(|e| e.as_str() == EncodingType::URL);
+        if input
+            .version_id_marker
+            .as_deref()
+            .is_some_and(|v| !v.is_empty())
+            && input.key_marker.as_deref().unwrap_or("").is_empty()
+        {
+            return Err(s3_error!(
+                InvalidArgument,
+                "a version-id-marker cannot be specified without a key-marker"
+            ));
+        }
+        check_version(&input.version_id_marker.clone().filter(|v| !v.is_empty()))?;
+        // The key marker's only version is `null`, so the listing resumes
+        // after the key whether or not a version marker came with it.
+        let q = Query {
+            prefix: input.prefix.clone().unwrap_or_default(),
+            delimiter: input.delimiter.clone(),
+            after: input.key_marker.clone().filter(|m| !m.is_empty()),
+            max_keys: max_keys(input.max_keys)?,
+        };
+        let l = listing::list(&self.client, &bucket, &q).await?;
+        let next = l.truncated.then(|| l.last.clone()).flatten();
+        Ok(S3Response::new(ListObjectVersionsOutput {
+            name: Some(input.bucket),
+            prefix: Some(encode_if(url, q.prefix)),
+            key_marker: input.key_marker.map(|m| encode_if(url, m)),
+            version_id_marker: input.version_id_marker,
+            delimiter: input.delimiter.map(|d| encode_if(url, d)),
+            max_keys: Some(q.max_keys as i32),
+            is_truncated: Some(l.truncated),
+            next_version_id_marker: next.as_ref().map(|_| NULL_VERSION.to_string()),
+            next_key_marker: next.map(|m| encode_if(url, m)),
+            versions: Some(
+                l.objects
+                    .into_iter()
+                    .map(|(k, i)| ObjectVersion {
+                        key: Some(encode_if(url, k)),
+                        version_id: Some(NULL_VERSION.to_string()),
+                        is_latest: Some(true),
+                        e_tag: Some(attrs::etag(&i)),
+                        last_modified: Some(attrs::last_modified(&i)),
+                        size: Some(i.size as i64),
+                        storage_class: Some(ObjectVersionStorageClass::from_static(
+                            ObjectVersionStorageClass::STANDARD,
+                        )),
+                        ..Default::default()
+                    })
+                    .collect(),
+            ),
+            common_prefixes: Some(
+                l.prefixes
+                    .into_iter()
+                    .map(|p| CommonPrefix {
+                        prefix: Some(encode_if(url, p)),
+                    })
+                    .collect(),
+            ),
+            encoding_type: input.encoding_type,
+            ..Default::default()
+        }))
     }
 
     async fn delete_objects(
@@ -609,7 +713,9 @@ impl S3 for CairnS3 {
         let mut deleted = Vec::new();
         let mut errors = Vec::new();
         for o in input.delete.objects {
-            let r = match object_path(&input.bucket, &o.key) {
+            let r = match check_version(&o.version_id)
+                .and_then(|()| object_path(&input.bucket, &o.key))
+            {
                 Ok(p) => self.delete_one(&bucket, &p).await,
                 Err(e) => Err(e),
             };
@@ -617,6 +723,7 @@ impl S3 for CairnS3 {
                 Ok(()) if quiet => {}
                 Ok(()) => deleted.push(DeletedObject {
                     key: Some(o.key),
+                    version_id: o.version_id,
                     ..Default::default()
                 }),
                 Err(e) => errors.push(s3s::dto::Error {

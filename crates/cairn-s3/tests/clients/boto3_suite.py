@@ -251,6 +251,45 @@ expect_error("AccessDenied", only.list_objects_v2, Bucket="other")
 expect_error("AccessDenied", only.copy_object, Bucket=B, Key="c", CopySource={"Bucket": "other", "Key": "x"})
 s3.delete_bucket(Bucket="other")
 
+# An unversioned bucket: each object's only version is "null"; backup
+# tools enumerate a bucket with ListObjectVersions.
+s3.create_bucket(Bucket="vers")
+for k in ["a/1", "a/2", "b", "c/d/e"]:
+    s3.put_object(Bucket="vers", Key=k, Body=k.encode())
+assert "Status" not in s3.get_bucket_versioning(Bucket="vers")
+v = s3.list_object_versions(Bucket="vers")
+assert [(x["Key"], x["VersionId"], x["IsLatest"]) for x in v["Versions"]] == [
+    ("a/1", "null", True), ("a/2", "null", True), ("b", "null", True), ("c/d/e", "null", True)], v
+assert v["Versions"][1]["Size"] == 3 and v["Versions"][1]["ETag"] == s3.head_object(Bucket="vers", Key="a/2")["ETag"]
+assert not v.get("DeleteMarkers") and not v["IsTruncated"]
+v = s3.list_object_versions(Bucket="vers", Delimiter="/", Prefix="")
+assert [x["Key"] for x in v["Versions"]] == ["b"] and [p["Prefix"] for p in v["CommonPrefixes"]] == ["a/", "c/"], v
+# Paging with key and version markers.
+seen, km, vm = [], None, None
+while True:
+    kw = {"KeyMarker": km, "VersionIdMarker": vm} if km else {}
+    page = s3.list_object_versions(Bucket="vers", MaxKeys=1, **kw)
+    seen += [x["Key"] for x in page["Versions"]]
+    if not page["IsTruncated"]:
+        break
+    km, vm = page["NextKeyMarker"], page["NextVersionIdMarker"]
+    assert vm == "null"
+assert seen == ["a/1", "a/2", "b", "c/d/e"], seen
+paginated = [x["Key"] for p in s3.get_paginator("list_object_versions").paginate(Bucket="vers", PaginationConfig={"PageSize": 2}) for x in p.get("Versions", [])]
+assert paginated == seen, paginated
+# versionId=null names the object; any other id names nothing.
+assert s3.get_object(Bucket="vers", Key="b", VersionId="null")["Body"].read() == b"b"
+s3.head_object(Bucket="vers", Key="b", VersionId="null")
+expect_error("NoSuchVersion", s3.get_object, Bucket="vers", Key="b", VersionId="3HL4kqtJlcpXroDTDmJ")
+expect_error("NoSuchVersion", s3.delete_object, Bucket="vers", Key="b", VersionId="3HL4kqtJlcpXroDTDmJ")
+assert s3.get_object(Bucket="vers", Key="b")["Body"].read() == b"b"
+# The usual "empty a bucket" loop of backup tools: delete every version.
+r = s3.delete_objects(Bucket="vers", Delete={"Objects": [
+    {"Key": x["Key"], "VersionId": x["VersionId"]} for x in s3.list_object_versions(Bucket="vers")["Versions"]]})
+assert len(r["Deleted"]) == 4 and not r.get("Errors"), r
+assert not s3.list_object_versions(Bucket="vers").get("Versions")
+s3.delete_bucket(Bucket="vers")
+
 # Clean up everything; the bucket goes.
 keys = [o["Key"] for o in s3.list_objects_v2(Bucket=B)["Contents"]]
 s3.delete_objects(Bucket=B, Delete={"Objects": [{"Key": k} for k in keys]})

@@ -19,6 +19,8 @@ rc mkdir cairn:rclone
 rc copy "$work/src" cairn:rclone/set
 [ "$(rc lsf -R --files-only cairn:rclone/set | sort | tr '\n' ' ')" = "a/b/big.bin a/data.bin top.txt " ]
 rc check "$work/src" cairn:rclone/set
+# Listing with versions (ListObjectVersions) sees the same files.
+[ "$(rc lsf -R --files-only --s3-versions cairn:rclone/set | sort | tr '\n' ' ')" = "a/b/big.bin a/data.bin top.txt " ]
 rc copy cairn:rclone/set "$work/back"
 diff -r "$work/src" "$work/back"
 rc delete cairn:rclone/set
