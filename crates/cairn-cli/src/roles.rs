@@ -39,6 +39,10 @@ pub struct MetaOpts {
     /// it out (0s: no leases; always off on a shared etcd store)
     #[arg(long, default_value = "1s")]
     lease: String,
+    /// Append a JSON line per namespace change and per refused request
+    /// (who, what, which paths, the outcome) to this file
+    #[arg(long)]
+    audit_log: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -181,6 +185,7 @@ fn meta_config(data: PathBuf, listen: String, rep: u8, o: &MetaOpts) -> Result<M
     c.repair.parallelism = o.repair_parallelism.max(1);
     c.repair.orphan_after = parse_duration(&o.orphan_after)?;
     c.lease = parse_duration(&o.lease)?;
+    c.audit_log = o.audit_log.clone();
     Ok(c)
 }
 

@@ -17,6 +17,7 @@
 //! is rebuilt from heartbeats after a restart.
 
 pub(crate) mod alloc;
+pub mod audit;
 pub mod cache_copies;
 pub mod dump;
 pub mod election;

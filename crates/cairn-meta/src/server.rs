@@ -40,6 +40,8 @@ pub struct MetaConfig {
     /// off on a shared store, where another meta server could take the
     /// change).
     pub lease: Duration,
+    /// Where to append the audit log (JSON lines), if anywhere.
+    pub audit_log: Option<PathBuf>,
 }
 
 impl MetaConfig {
@@ -55,6 +57,7 @@ impl MetaConfig {
             repair: crate::repair::RepairConfig::default(),
             store: Default::default(),
             lease: Duration::from_secs(1),
+            audit_log: None,
         }
     }
 }
@@ -163,6 +166,7 @@ pub struct Meta {
     pub(crate) prefetch: crate::prefetch::PrefetchJobs,
     /// Advisory locks (`flock`, POSIX record locks, `cairn lock`).
     pub(crate) locks: crate::locks::Locks,
+    audit: Option<crate::audit::AuditLog>,
     /// Background workers, for `cluster status`.
     pub(crate) workers: crate::worker::Workers,
     /// Metadata leases given out: by file, (client, expiry in ms).
@@ -311,6 +315,11 @@ pub async fn start(cfg: MetaConfig) -> Result<MetaHandle> {
         cache: crate::cache_copies::CacheCopies::load(store.clone()).await?,
         prefetch: Default::default(),
         locks: crate::locks::Locks::new(store.clone()),
+        audit: cfg
+            .audit_log
+            .as_deref()
+            .map(crate::audit::AuditLog::open)
+            .transpose()?,
         workers: Default::default(),
         leases: Default::default(),
         lease_ms: if shared_store {
@@ -382,6 +391,29 @@ async fn serve_conn(meta: Arc<Meta>, mut conn: Conn, mut stop: watch::Receiver<b
 
 impl Meta {
     pub async fn handle(&self, role: Role, req: MetaRequest) -> MetaResult {
+        let Some(audit) = &self.audit else {
+            return self.handle_request(role, req).await;
+        };
+        let (client, inner) = match &req {
+            MetaRequest::As { client, req } => (Some(*client), &**req),
+            r => (None, r),
+        };
+        let inner = match inner {
+            MetaRequest::Once { req, .. } => (**req).clone(),
+            r => r.clone(),
+        };
+        let answer = self.handle_request(role, req).await;
+        let outcome = answer
+            .as_ref()
+            .map(|_| ())
+            .map_err(|e| (e.kind, e.message.clone()));
+        if crate::audit::AuditLog::wanted(&inner, &outcome) {
+            audit.record(client, &inner, &outcome);
+        }
+        answer
+    }
+
+    async fn handle_request(&self, role: Role, req: MetaRequest) -> MetaResult {
         let (client, req) = match req {
             MetaRequest::As { client, req } => (Some(client), *req),
             r => (None, r),

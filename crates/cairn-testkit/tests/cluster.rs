@@ -777,3 +777,61 @@ async fn a_retried_change_is_applied_once() {
     })
     .await
 }
+
+/// `--audit-log`: a JSON line per namespace change and per refused
+/// request, with the client, the operation, its paths and the outcome.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_log_records_changes_and_refusals() {
+    deadline(async {
+        use cairn_proto::{MetaClient, MetaRequest};
+        let log = tempfile::NamedTempFile::new().unwrap();
+        let path = log.path().to_path_buf();
+        let c = TestCluster::start_with(2, |m| {
+            m.default_rep = 2;
+            m.audit_log = Some(path.clone());
+        })
+        .await;
+        let cl = c.client().await;
+        cl.put_bytes(&p("/audited"), b"x", PutOptions::default())
+            .await
+            .unwrap();
+        cl.rename(&p("/audited"), &p("/moved")).await.unwrap();
+        assert!(cl.remove(&p("/nothing"), false).await.is_err());
+        cl.stat(&p("/moved")).await.unwrap();
+        let extents = cl.locate(&p("/moved")).await.unwrap().inode.extents;
+        let meta = MetaClient::new(
+            vec![c.meta_addr()],
+            Credentials::Client(c.meta.as_ref().unwrap().secret.client_key()),
+        );
+        let refused = MetaRequest::As {
+            client: 0xabc,
+            req: Box::new(MetaRequest::Discard { extents }),
+        };
+        assert!(meta.call(refused).await.is_err());
+        let lines: Vec<serde_json::Value> = std::fs::read_to_string(&path)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let ops: Vec<(&str, &str)> = lines
+            .iter()
+            .map(|l| (l["op"].as_str().unwrap(), l["outcome"].as_str().unwrap()))
+            .collect();
+        assert_eq!(
+            ops,
+            vec![
+                ("CommitFile", "ok"),
+                ("Rename", "ok"),
+                ("Remove", "NotFound"),
+                ("Discard", "PermissionDenied")
+            ],
+            "{lines:?}"
+        );
+        assert_eq!(lines[1]["paths"], serde_json::json!(["/audited", "/moved"]));
+        assert_eq!(lines[3]["client"], "0000000000000abc");
+        // Reads are not audited.
+        assert!(!ops.iter().any(|(op, _)| *op == "Stat" || *op == "Open"));
+        c.shutdown().await;
+    })
+    .await
+}
