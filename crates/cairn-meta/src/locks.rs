@@ -404,13 +404,9 @@ impl Locks {
                     txn = txn.delete(wait_key(owner));
                 }
                 let txn = Self::put_record(txn, inode, &rec, rev)?;
-                match self.store.commit(txn).await {
-                    Ok(_) => {
-                        self.bump();
-                        return Ok(LockAnswer::Granted);
-                    }
-                    Err(e) if e.kind == ErrorKind::Conflict => continue,
-                    Err(e) => return Err(e),
+                match self.commit_change(txn).await? {
+                    true => return Ok(LockAnswer::Granted),
+                    false => continue,
                 }
             }
             let mine = rec.waiting.iter().position(|w| w.owner == owner);
@@ -448,13 +444,9 @@ impl Locks {
                     txn = txn.delete(wait_key(owner));
                 }
                 let txn = Self::put_record(txn, inode, &rec, rev)?;
-                match self.store.commit(txn).await {
-                    Ok(_) => {
-                        self.bump();
-                        return Ok(LockAnswer::Granted);
-                    }
-                    Err(e) if e.kind == ErrorKind::Conflict => continue,
-                    Err(e) => return Err(e),
+                match self.commit_change(txn).await? {
+                    true => return Ok(LockAnswer::Granted),
+                    false => continue,
                 }
             }
             if !wait {
@@ -535,6 +527,19 @@ impl Locks {
         }
     }
 
+    /// Commit a change of the table; `false` when it lost a race (start
+    /// over). Wakes this meta's blocked requests.
+    async fn commit_change(&self, txn: Txn) -> Result<bool> {
+        match self.store.commit(txn).await {
+            Ok(_) => {
+                self.bump();
+                Ok(true)
+            }
+            Err(e) if e.kind == ErrorKind::Conflict => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Take `owner`'s queued request out of the file's queue; a request
     /// meta still holds for it then answers `Waiting` instead of taking
     /// the lock.
@@ -543,13 +548,8 @@ impl Locks {
             let (mut rec, rev, _) = self.live_record(inode, &mut HashMap::new()).await?;
             rec.waiting.retain(|w| w.owner != owner);
             let txn = Self::put_record(Txn::new().delete(wait_key(owner)), inode, &rec, rev)?;
-            match self.store.commit(txn).await {
-                Ok(_) => {
-                    self.bump();
-                    return Ok(());
-                }
-                Err(e) if e.kind == ErrorKind::Conflict => continue,
-                Err(e) => return Err(e),
+            if self.commit_change(txn).await? {
+                return Ok(());
             }
         }
     }
