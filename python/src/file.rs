@@ -15,8 +15,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
-use tokio::sync::mpsc;
 use tokio::sync::Mutex;
+use tokio::sync::{mpsc, oneshot};
 
 /// Reads at or above this size skip the read-ahead windows and go straight
 /// to ranged chunk reads (the windows are 4 MiB).
@@ -94,18 +94,43 @@ pub enum WriteMode {
     Append,
 }
 
-/// Pieces of data in flight from Python writes to the put; bounds the
-/// writer's memory to a few pieces besides the client's own chunk window.
+/// Pieces in flight to the put. A write of at least [`LEND_FROM`] bytes
+/// sends one piece lent from its Python buffer and waits until the put has
+/// copied it, so the writer holds no copy of its own; smaller ones (and, in
+/// append mode, the current version) travel as owned pieces, a few queued.
 const PIECES: usize = 4;
-/// Largest piece a write is cut into.
+/// Largest owned piece the current version is streamed in.
 const PIECE: usize = 4 << 20;
+/// Writes this large are lent, not copied.
+const LEND_FROM: usize = 64 << 10;
+
+/// Bytes on their way from `write` to the put.
+enum Piece {
+    Owned(Bytes),
+    Lent(Lent),
+}
+
+/// The bytes of a Python buffer, read in place by the put. `write` keeps the
+/// buffer alive and waits for `done` (sent once the last byte is copied) or
+/// for its sender to be dropped (the put ended without them) before it
+/// returns, so nothing here reads the buffer after that.
+struct Lent {
+    ptr: *const u8,
+    len: usize,
+    at: usize,
+    done: Option<oneshot::Sender<()>>,
+}
+
+// SAFETY: see `Lent`: the buffer outlives the piece's use, and only the
+// reader of the put reads it.
+unsafe impl Send for Lent {}
 
 /// An `AsyncRead` over pieces sent through a channel. The end of the
 /// channel is the end of the data only if the writer was not abandoned:
 /// then it is an error, and the put fails without committing.
 struct PieceReader {
-    rx: mpsc::Receiver<std::io::Result<Bytes>>,
-    cur: Bytes,
+    rx: mpsc::Receiver<std::io::Result<Piece>>,
+    cur: Option<Piece>,
     aborted: Arc<AtomicBool>,
 }
 
@@ -116,15 +141,32 @@ impl AsyncRead for PieceReader {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
         loop {
-            if !self.cur.is_empty() {
-                let n = self.cur.len().min(buf.remaining());
-                buf.put_slice(&self.cur[..n]);
-                self.cur.advance(n);
-                return Poll::Ready(Ok(()));
+            match &mut self.cur {
+                Some(Piece::Owned(b)) if !b.is_empty() => {
+                    let n = b.len().min(buf.remaining());
+                    buf.put_slice(&b[..n]);
+                    b.advance(n);
+                    return Poll::Ready(Ok(()));
+                }
+                Some(Piece::Lent(l)) if l.at < l.len => {
+                    let n = (l.len - l.at).min(buf.remaining());
+                    // SAFETY: `at + n <= len` bytes of a buffer its `write`
+                    // keeps alive until `done` is sent or dropped.
+                    let part = unsafe { std::slice::from_raw_parts(l.ptr.add(l.at), n) };
+                    buf.put_slice(part);
+                    l.at += n;
+                    if l.at == l.len {
+                        if let Some(done) = l.done.take() {
+                            let _ = done.send(());
+                        }
+                    }
+                    return Poll::Ready(Ok(()));
+                }
+                _ => self.cur = None,
             }
             match self.rx.poll_recv(cx) {
                 Poll::Pending => return Poll::Pending,
-                Poll::Ready(Some(Ok(b))) => self.cur = b,
+                Poll::Ready(Some(Ok(p))) => self.cur = Some(p),
                 Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(e)),
                 Poll::Ready(None) if self.aborted.load(Ordering::SeqCst) => {
                     return Poll::Ready(Err(aborted()))
@@ -141,7 +183,7 @@ fn aborted() -> std::io::Error {
 }
 
 struct Writing {
-    tx: mpsc::Sender<std::io::Result<Bytes>>,
+    tx: mpsc::Sender<std::io::Result<Piece>>,
     task: tokio::task::JoinHandle<Result<Inode>>,
 }
 
@@ -182,7 +224,7 @@ impl NativeWriter {
         let (tx, rx) = mpsc::channel(PIECES);
         let new_data = PieceReader {
             rx,
-            cur: Bytes::new(),
+            cur: None,
             aborted: aborted.clone(),
         };
         let opts = PutOptions {
@@ -198,7 +240,7 @@ impl NativeWriter {
                     let (old_tx, old_rx) = mpsc::channel(PIECES);
                     let old_data = PieceReader {
                         rx: old_rx,
-                        cur: Bytes::new(),
+                        cur: None,
                         aborted: Arc::new(AtomicBool::new(false)),
                     };
                     tokio::spawn(stream_version(Arc::new(r), old_tx));
@@ -227,13 +269,13 @@ impl NativeWriter {
 
 /// Send every byte of an open version down `tx`, then end it; a failed
 /// read is sent as an error, so the put fails instead of committing less.
-async fn stream_version(r: Arc<FileReader>, tx: mpsc::Sender<std::io::Result<Bytes>>) {
+async fn stream_version(r: Arc<FileReader>, tx: mpsc::Sender<std::io::Result<Piece>>) {
     let size = r.size();
     let mut at = 0;
     while at < size {
         let n = (PIECE as u64).min(size - at);
         let piece = match r.read_at_ahead(at, n).await {
-            Ok(d) => Ok(Bytes::from(d)),
+            Ok(d) => Ok(Piece::Owned(Bytes::from(d))),
             Err(e) => Err(std::io::Error::other(format!(
                 "reading the current version to append to it: {e}"
             ))),
@@ -254,28 +296,54 @@ async fn outcome(task: tokio::task::JoinHandle<Result<Inode>>) -> Result<Inode> 
 
 #[pymethods]
 impl NativeWriter {
-    /// Queue `data` for the new version; blocks (without the GIL) while the
-    /// pieces in flight are full. Returns the bytes taken.
+    /// Hand `data` to the new version; blocks (without the GIL) until the
+    /// put has taken it: copied it (a large write, read in place) or queued
+    /// it (a small one, copied, while the pieces in flight are not full).
+    /// Returns the bytes taken.
     fn write(&self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<usize> {
         let (conn, state) = self.parts(py)?;
         let raw = RawBuf::readable(py, data)?;
         let n = conn.run(py, async move {
-            // SAFETY: `data` outlives this call.
+            // SAFETY: `data` outlives this call, and no piece of it is read
+            // after the call returns (see `Lent`).
             let bytes = unsafe { raw.slice() };
             let mut g = state.lock().await;
             let Some(w) = g.as_mut() else {
                 return Err(Error::invalid("write to a closed file"));
             };
-            for piece in bytes.chunks(PIECE) {
-                if w.tx.send(Ok(Bytes::copy_from_slice(piece))).await.is_err() {
-                    // The put ended early: report why.
-                    let w = g.take().expect("checked above");
-                    drop(w.tx);
-                    return Err(match outcome(w.task).await {
-                        Err(e) => e,
-                        Ok(_) => Error::internal("the write ended before its data did"),
-                    });
-                }
+            if bytes.is_empty() {
+                return Ok(0);
+            }
+            let taken = if bytes.len() < LEND_FROM {
+                let piece = Piece::Owned(Bytes::copy_from_slice(bytes));
+                w.tx.send(Ok(piece)).await.is_ok()
+            } else {
+                let (done_tx, done) = oneshot::channel();
+                let piece = Piece::Lent(Lent {
+                    ptr: bytes.as_ptr(),
+                    len: bytes.len(),
+                    at: 0,
+                    done: Some(done_tx),
+                });
+                // Either way nothing reads the piece once this returns: it
+                // was copied (`done`), or dropped unsent or with the reader,
+                // or the reader is gone (a send racing its end can leave the
+                // piece in the channel, unread, until the channel is freed).
+                w.tx.send(Ok(piece)).await.is_ok()
+                    && tokio::select! {
+                        biased;
+                        r = done => r.is_ok(),
+                        _ = w.tx.closed() => false,
+                    }
+            };
+            if !taken {
+                // The put ended early: report why.
+                let w = g.take().expect("checked above");
+                drop(w.tx);
+                return Err(match outcome(w.task).await {
+                    Err(e) => e,
+                    Ok(_) => Error::internal("the write ended before its data did"),
+                });
             }
             Ok(bytes.len())
         })?;

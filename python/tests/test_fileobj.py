@@ -189,6 +189,36 @@ def test_big_streaming_write_and_read(client: cairn.Client, d: str) -> None:
         assert f.read() == b""
 
 
+def test_large_writes_are_read_in_place_and_let_go_of_on_return(client: cairn.Client, d: str) -> None:
+    # Writes from 64 KiB up are read by the put straight from the caller's
+    # buffer, read-only ones included (no copy); write() returns only once
+    # they are copied, so the caller may reuse the buffer at once.
+    want = pattern(5 << 20, 9)
+    buf = bytearray(want)
+    with client.open(f"{d}/lent", "wb") as f:
+        assert f.write(buf) == len(buf)
+        buf.extend(b"!")  # a resize: raises BufferError if still exported
+        buf[:] = bytes(len(buf))
+        assert f.write(memoryview(want)[1:(3 << 20) + 1]) == 3 << 20
+        assert f.write(b"small" * 10) == 50  # copied
+    assert client.get(f"{d}/lent") == want + want[1:(3 << 20) + 1] + b"small" * 10
+    # The same through put(): a read-only slice, not copied first.
+    client.put(f"{d}/slice", memoryview(want)[7:(2 << 20) + 7])
+    assert client.get(f"{d}/slice") == want[7:(2 << 20) + 7]
+
+
+def test_a_put_that_fails_fails_the_large_write_in_progress(client: cairn.Client, d: str) -> None:
+    # The put stops reading a lent buffer when it fails: the write raises
+    # the put's error instead of waiting for a reader that is gone.
+    client.mkdir(f"{d}/gone")
+    with pytest.raises(FileNotFoundError):
+        with client.open(f"{d}/gone/f", "wb") as f:
+            client.rm(f"{d}/gone", recursive=True)  # meta now refuses its chunks
+            f.write(pattern(8 << 20, 3))
+            f.flush()
+    assert not client.exists(f"{d}/gone")
+
+
 def test_concurrent_writers_of_one_path_never_mix(client: cairn.Client, d: str) -> None:
     path = f"{d}/contended"
     versions = {i: pattern((2 << 20) + i * 1000, 500 + i) for i in range(6)}

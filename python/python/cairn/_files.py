@@ -147,8 +147,10 @@ class RawWriter(io.RawIOBase):
     def write(self, b: Any) -> int:
         self._checkClosed()
         keep, arg = _buf.readable(b)
-        n = self._native.write(arg)
-        del keep
+        try:
+            n = self._native.write(arg)
+        finally:
+            del keep  # the buffer is not read after the call returns
         self._pos += n
         return n
 

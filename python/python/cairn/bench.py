@@ -1,11 +1,18 @@
 """``python -m cairn.bench``: throughput of the Python package, printed as JSON.
 
-In one run against one ``cairn server --nodes 3`` (started in a temporary
-directory unless ``--meta`` names a cluster):
+Against temporary ``cairn server --nodes 3`` clusters (under ``--dir``,
+else the system's temporary directory):
 
-- sequential put and get of a large file (1 GiB) from Python, and the same
+- sequential put and get of a large file (1 GiB) from Python (``put`` of
+  ``bytes`` and of a local file, ``open(path, "wb")`` written 1 MiB at a
+  time; ``get`` as ``bytes``, into a buffer, to a local file), and the same
   with the ``cairn`` CLI (``cairn put``, ``cairn cat > /dev/null``, ``cairn
-  get``), with the ratio;
+  get``), with the ratio. Each run has a cluster of its own, on a fresh
+  data directory: nothing is deleted while it runs, so no chunk collection
+  or segment compaction lands in a measurement (a run stores four copies of
+  the file, times the redundancy, in ``--dir``). Each step also reports the
+  CPU seconds of the client and of the server, which a busy machine
+  disturbs less than wall time;
 - 16 KiB objects from 16 threads: ``put_object``/``get_object`` against
   boto3's ``put_object``/``get_object`` through Cairn's own S3 gateway;
 - ``FileDataset`` reading 10,000 files of 64 KiB in a DataLoader-style pool
@@ -20,6 +27,7 @@ import argparse
 import json
 import multiprocessing as mp
 import os
+import resource
 import shutil
 import signal
 import statistics
@@ -47,14 +55,16 @@ def _size(s: str) -> int:
 
 
 class Server:
-    """A temporary ``cairn server --nodes N`` with S3 on a free port."""
+    """A temporary ``cairn server --nodes N`` (in a new directory under
+    ``parent``), with S3 on a free port unless ``s3`` is false."""
 
-    def __init__(self, binary: str, nodes: int) -> None:
-        self.dir = Path(tempfile.mkdtemp(prefix="cairn-bench-py-"))
+    def __init__(self, binary: str, nodes: int, parent: Optional[str] = None, s3: bool = True) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="cairn-bench-py-", dir=parent))
         env = dict(os.environ, RUST_LOG="error", XDG_CONFIG_HOME=str(self.dir / "config"))
         self.p = subprocess.Popen(
             [binary, "server", "--data", str(self.dir / "data"), "--nodes", str(nodes),
-             "--listen", "127.0.0.1:0", "--s3-listen", "127.0.0.1:0", "--no-client-conf"],
+             "--listen", "127.0.0.1:0", "--s3-listen", "127.0.0.1:0" if s3 else "off",
+             "--no-client-conf"],
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, env=env,
             start_new_session=True,
         )
@@ -75,6 +85,25 @@ class Server:
             self.stop()
             raise RuntimeError("cairn server did not start")
         threading.Thread(target=lambda: [None for _ in self.p.stdout], daemon=True).start()  # type: ignore[union-attr]
+        self.key = self.key or str(self.dir / "data" / "meta" / "client.key")
+
+    def cli(self, binary: str) -> Callable[..., subprocess.CompletedProcess]:
+        """Run ``binary`` (the ``cairn`` CLI) against this cluster."""
+        env = dict(os.environ, CAIRN_META=self.meta, CAIRN_SECRET_FILE=self.key, RUST_LOG="error")
+
+        def cli(*args: str, stdout: Any = subprocess.DEVNULL) -> subprocess.CompletedProcess:
+            r = subprocess.run([binary, *args], env=env, stdout=stdout, stderr=subprocess.PIPE)
+            if r.returncode != 0:
+                raise RuntimeError(f"cairn {' '.join(args)} failed: {r.stderr.decode(errors='replace')}")
+            return r
+
+        return cli
+
+    def cpu_seconds(self) -> float:
+        """User and system CPU seconds of the server process so far."""
+        with open(f"/proc/{self.p.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def stop(self) -> None:
         try:
@@ -95,7 +124,13 @@ def rate(nbytes: int, secs: float) -> float:
     return round(nbytes / MiB / secs, 1)
 
 
-def large(client: cairn.Client, cli: Callable[..., Any], size: int, runs: int, work: Path) -> dict:
+def _self_cpu() -> float:
+    """CPU seconds of this process and of its waited-for children (the CLI)."""
+    a, b = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return a.ru_utime + a.ru_stime + b.ru_utime + b.ru_stime
+
+
+def large(binary: str, nodes: int, size: int, runs: int, work: Path) -> dict:
     local = work / "large.bin"
     with open(local, "wb") as f:
         left = size
@@ -104,51 +139,64 @@ def large(client: cairn.Client, cli: Callable[..., Any], size: int, runs: int, w
             f.write(os.urandom(n))
             left -= n
     data = local.read_bytes()
-    res: dict[str, list[float]] = {k: [] for k in (
-        "python_put_bytes", "python_put_file", "cli_put",
-        "python_get_bytes", "python_get_into", "python_download", "cli_cat", "cli_get")}
+    names = ("cli_put", "python_put_bytes", "python_put_file", "python_write_1mib",
+             "cli_cat", "python_get_bytes", "python_get_into", "cli_get", "python_download")
+    res: dict[str, list[float]] = {k: [] for k in names}
+    cpu: dict[str, list[tuple[float, float]]] = {k: [] for k in names}
     # A buffer already in memory (as a training loop reuses one): get(into=)
     # then measures the read, not the kernel handing out fresh pages.
     buf = bytearray(size)
+
     def settle() -> None:
         # Flush what earlier steps left dirty in the page cache, so no step
         # pays for another's writeback.
         os.sync()
 
-    steps_put = [
-        ("cli_put", lambda r: cli("put", str(local), f"/bench/cli-{r}.bin")),
-        ("python_put_bytes", lambda r: client.put(f"/bench/py-{r}.bin", data)),
-        ("python_put_file", lambda r: client.put(f"/bench/pyf-{r}.bin", local)),
-    ]
+    def write(client: cairn.Client, path: str) -> None:
+        mv = memoryview(data)
+        with client.open(path, "wb") as f:
+            for at in range(0, size, MiB):
+                f.write(mv[at:at + MiB])
+
     out: list[Any] = []
-    steps_get = [
-        ("cli_cat", lambda r: cli("cat", f"/bench/cli-{r}.bin", stdout=subprocess.DEVNULL)),
-        ("python_get_bytes", lambda r: out.append(client.get(f"/bench/cli-{r}.bin"))),
-        ("python_get_into", lambda r: client.get(f"/bench/cli-{r}.bin", into=buf)),
-        ("cli_get", lambda r: cli("get", f"/bench/py-{r}.bin", str(work / "cli-out.bin"))),
-        ("python_download", lambda r: client.download(f"/bench/py-{r}.bin", work / "py-out.bin")),
-    ]
-    # Writes first, then reads, so that no read shares the machine with the
-    # writeback of a put (2 cores); each side goes first in turn.
     for r in range(runs):
-        order = steps_put if r % 2 == 0 else list(reversed(steps_put))
-        for name, step in order:
-            settle()
-            res[name].append(rate(size, timed(lambda: step(r))))
-        if r + 1 < runs:
-            for name in (f"cli-{r}", f"py-{r}", f"pyf-{r}"):
-                client.rm(f"/bench/{name}.bin")
-    last = runs - 1
-    settle()
-    for r in range(runs):
-        order = steps_get if r % 2 == 0 else list(reversed(steps_get))
-        for name, step in order:
-            res[name].append(rate(size, timed(lambda: step(last))))
-            if out:
-                assert out.pop() == data
-            settle()
-        for p in ("cli-out.bin", "py-out.bin"):
-            (work / p).unlink()
+        # A cluster of this run's own: what earlier runs stored, and its
+        # collection, is gone with theirs.
+        srv = Server(binary, nodes, parent=str(work), s3=False)
+        try:
+            client = cairn.Client(srv.meta, srv.key)
+            cli = srv.cli(binary)
+            client.mkdir("/bench", parents=True)  # `cairn put` wants its directory
+            steps_put = [
+                ("cli_put", lambda: cli("put", str(local), "/bench/cli.bin")),
+                ("python_put_bytes", lambda: client.put("/bench/py.bin", data)),
+                ("python_put_file", lambda: client.put("/bench/pyf.bin", local)),
+                ("python_write_1mib", lambda: write(client, "/bench/pyw.bin")),
+            ]
+            steps_get = [
+                ("cli_cat", lambda: cli("cat", "/bench/cli.bin")),
+                ("python_get_bytes", lambda: out.append(client.get("/bench/cli.bin"))),
+                ("python_get_into", lambda: client.get("/bench/cli.bin", into=buf)),
+                ("cli_get", lambda: cli("get", "/bench/py.bin", str(work / "cli-out.bin"))),
+                ("python_download", lambda: client.download("/bench/py.bin", work / "py-out.bin")),
+            ]
+            # Writes first, then reads, so that no read shares the machine
+            # with the writeback of a put (2 cores); each side goes first in
+            # turn.
+            for steps in (steps_put, steps_get):
+                for name, step in (steps if r % 2 == 0 else list(reversed(steps))):
+                    settle()
+                    c0, s0 = _self_cpu(), srv.cpu_seconds()
+                    res[name].append(rate(size, timed(step)))
+                    cpu[name].append((round(_self_cpu() - c0, 2), round(srv.cpu_seconds() - s0, 2)))
+                    if out:
+                        assert out.pop() == data
+            for p in ("cli-out.bin", "py-out.bin"):
+                (work / p).unlink()
+            assert client.get("/bench/pyw.bin") == data
+            del client
+        finally:
+            srv.stop()
     assert buf == data
     del data, buf
     local.unlink()
@@ -162,8 +210,14 @@ def large(client: cairn.Client, cli: Callable[..., Any], size: int, runs: int, w
         "runs": runs,
         "mib_per_s": res,
         "median_mib_per_s": med,
+        # Per step: (client, server) CPU seconds; the client is this process
+        # or the CLI's.
+        "cpu_s_client_server": cpu,
+        "median_client_cpu_s": {k: round(statistics.median(c for c, _ in v), 2) for k, v in cpu.items()},
+        "median_server_cpu_s": {k: round(statistics.median(s for _, s in v), 2) for k, v in cpu.items()},
         "ratio_put_python_bytes_vs_cli": ratio("python_put_bytes", "cli_put"),
         "ratio_put_python_file_vs_cli": ratio("python_put_file", "cli_put"),
+        "ratio_put_python_write_vs_cli": ratio("python_write_1mib", "cli_put"),
         "ratio_get_python_bytes_vs_cli_cat": ratio("python_get_bytes", "cli_cat"),
         "ratio_get_python_into_vs_cli_cat": ratio("python_get_into", "cli_cat"),
         "ratio_get_python_download_vs_cli_get": ratio("python_download", "cli_get"),
@@ -255,26 +309,21 @@ def main(argv: Optional[list[str]] = None) -> None:
     ap.add_argument("--workers", type=int, default=4)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--skip", default="", help="comma-separated: large,small,dataset")
+    ap.add_argument("--dir", default=None,
+                    help="where the temporary clusters and local files go (default: the system's "
+                         "temporary directory); a tmpfs such as /dev/shm takes the disks out")
     a = ap.parse_args(argv)
     skip = set(filter(None, a.skip.split(",")))
-    srv = Server(a.bin, a.nodes)
-    work = Path(tempfile.mkdtemp(prefix="cairn-bench-py-work-"))
+    srv = Server(a.bin, a.nodes, parent=a.dir)
+    work = Path(tempfile.mkdtemp(prefix="cairn-bench-py-work-", dir=a.dir))
     try:
         client = cairn.Client(srv.meta, srv.key)
-        env = dict(os.environ, CAIRN_META=srv.meta, CAIRN_SECRET_FILE=srv.key, RUST_LOG="error")
-
-        def cli(*args: str, stdout: Any = subprocess.DEVNULL) -> subprocess.CompletedProcess:
-            r = subprocess.run([a.bin, *args], env=env, stdout=stdout, stderr=subprocess.PIPE)
-            if r.returncode != 0:
-                raise RuntimeError(f"cairn {' '.join(args)} failed: {r.stderr.decode(errors='replace')}")
-            return r
-
-        client.mkdir("/bench", parents=True)  # `cairn put` wants its directory
+        cli = srv.cli(a.bin)
         report: dict[str, Any] = {"cluster": {"nodes": a.nodes, "rep": client.cluster_config()["default_rep"],
                                               "chunk_size": client.cluster_config()["chunk_size"],
                                               "cpus": os.cpu_count()}}
         if "large" not in skip:
-            report["large"] = large(client, cli, _size(a.size), a.runs, work)
+            report["large"] = large(a.bin, a.nodes, _size(a.size), a.runs, work)
         if "small" not in skip:
             report["small_objects"] = small(client, srv.s3, cli, a.small_count, a.threads)
         if "dataset" not in skip:
