@@ -815,6 +815,24 @@ mod tests {
         (dir, Arc::new(Locks::new(store)))
     }
 
+    /// Wait, with a deadline, until `session` has a request queued on `inode`.
+    async fn queued(t: &Locks, inode: InodeId, session: u64) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some((v, _)) = t.store.get(&lock_key(inode)).await.unwrap() {
+                let rec: LockRecord = decode(&v, "lock").unwrap();
+                if rec.waiting.iter().any(|w| w.owner.session == session) {
+                    return;
+                }
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "session {session} never queued"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     #[tokio::test]
     async fn sessions_waits_fifo_and_deadlock() {
         let (_d, t) = table().await;
@@ -835,10 +853,10 @@ mod tests {
         // b then c queue; a's release lets b in first, c still waits.
         let t2 = t.clone();
         let wb = tokio::spawn(async move { t2.lock(f, &req(b, 1, ex, 0, 9), true).await });
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        queued(&t, f, b).await;
         let t3 = t.clone();
         let wc = tokio::spawn(async move { t3.lock(f, &req(c, 1, ex, 0, 9), true).await });
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        queued(&t, f, c).await;
         // While b waits for f, b holds g; a asking for g (which b holds)
         // while b waits for a is the two-owner cycle.
         assert_eq!(
@@ -867,7 +885,7 @@ mod tests {
         let t4 = t.clone();
         let (d, _) = t.open_session(5_000).await.unwrap();
         let wd = tokio::spawn(async move { t4.lock(f, &req(d, 1, ex, 0, 9), true).await });
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        queued(&t, f, d).await;
         t.cancel(
             f,
             LockOwner {

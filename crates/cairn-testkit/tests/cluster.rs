@@ -693,8 +693,20 @@ async fn discard_refuses_committed_and_foreign_chunks() {
             .await
             .unwrap();
         meta.call(as_client(7, discard(vec![fresh]))).await.unwrap();
-        // Well past the garbage delay, the file is whole.
-        tokio::time::sleep(Duration::from_millis(1500)).await;
+        // Once garbage collection has run twice more, past the delay of the
+        // discarded chunk, the file is whole.
+        let gc_passes = || async {
+            let st = cl.cluster_status().await.unwrap();
+            st.workers
+                .iter()
+                .find(|w| w.name == "gc")
+                .map_or(0, |w| w.passes)
+        };
+        let before = gc_passes().await;
+        wait_for(Duration::from_secs(60), || async {
+            (gc_passes().await >= before + 2).then_some(())
+        })
+        .await;
         assert_eq!(cl.get_bytes(&p("/kept")).await.unwrap(), data);
         c.shutdown().await;
     })
