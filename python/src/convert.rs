@@ -24,6 +24,7 @@ pub fn inode<'py>(py: Python<'py>, i: &Inode) -> PyResult<Bound<'py, PyDict>> {
     d.set_item("ctime_ms", i.ctime_ms)?;
     d.set_item("chunk_size", i.chunk_size)?;
     d.set_item("chunks", i.extents.len())?;
+    d.set_item("inline", i.is_inline())?;
     d.set_item("cues", i.cues.to_string())?;
     d.set_item("nlink", i.nlink)?;
     d.set_item("target", i.target.as_deref())?;

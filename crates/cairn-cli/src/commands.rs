@@ -72,6 +72,7 @@ fn inode_json(path: &str, i: &Inode) -> serde_json::Value {
         "mtime_ms": i.mtime_ms,
         "ctime_ms": i.ctime_ms,
         "chunks": i.extents.len(),
+        "inline": i.is_inline(),
         "chunk_size": i.chunk_size,
         "cues": i.cues.to_string(),
         "target": i.target,
@@ -299,7 +300,11 @@ pub async fn stat(t: &Target, p: &str, json_out: bool) -> Result<()> {
         }
         println!("size:     {} ({})", i.size, format_bytes(i.size));
         println!("version:  {}", i.version);
-        println!("chunks:   {}", i.extents.len());
+        if i.is_inline() {
+            println!("chunks:   none (kept in metadata: inline)");
+        } else {
+            println!("chunks:   {}", i.extents.len());
+        }
         println!("mode:     {:o}", i.mode);
         if let (Some(uid), Some(gid)) = (i.uid, i.gid) {
             println!("owner:    {uid}:{gid}");
@@ -395,7 +400,14 @@ pub async fn locate(t: &Target, p: &str, json_out: bool) -> Result<()> {
     if json_out {
         println!(
             "{}",
-            json!({"path": p.as_str(), "size": open.inode.size, "version": open.inode.version.0, "chunks": rows})
+            json!({"path": p.as_str(), "size": open.inode.size, "version": open.inode.version.0, "inline": open.inode.is_inline(), "chunks": rows})
+        );
+        return Ok(());
+    }
+    if open.inode.is_inline() {
+        println!(
+            "{p}: {} bytes, version {}, kept in metadata (inline): no chunks",
+            open.inode.size, open.inode.version
         );
         return Ok(());
     }

@@ -15,6 +15,11 @@ pub struct MetaOpts {
     /// Chunk size for new files
     #[arg(long, default_value = "32MiB")]
     chunk_size: String,
+    /// Files up to this size keep their bytes in their metadata record (no
+    /// chunks, no storage-node round trip), unless an `inline=` cue says
+    /// otherwise; 0 turns it off. At most 64KiB
+    #[arg(long, default_value = "4KiB")]
+    inline_max: String,
     /// A storage node silent this long is dead and its chunks are re-created
     /// elsewhere (a grace period, so a restart does not start a repair storm)
     #[arg(long, default_value = "5m")]
@@ -178,6 +183,11 @@ fn meta_config(data: PathBuf, listen: String, rep: u8, o: &MetaOpts) -> Result<M
     c.listen = listen;
     c.default_rep = rep;
     c.chunk_size = parse_size(&o.chunk_size)?;
+    let inline = parse_size(&o.inline_max)?;
+    if inline > cairn_types::MAX_INLINE as u64 {
+        bail!("--inline-max {}: at most 64KiB", o.inline_max);
+    }
+    c.inline_max = inline as u32;
     c.dead_after = parse_duration(&o.dead_after)?;
     c.gc_delay = parse_duration(&o.gc_delay)?;
     c.repair.interval = parse_duration(&o.repair_interval)?;

@@ -285,7 +285,7 @@ fn separate_processes_survive_sigkill_of_any_of_them() {
             .count()
             == 1
     });
-    let o = env.cli_stdin(&["put", "-", "/nope"], Some(b"data"));
+    let o = env.cli_stdin(&["put", "-", "/.cue/inline=0/nope"], Some(b"data"));
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
@@ -560,7 +560,11 @@ fn maxtime_bounds_reads_from_a_node_that_stopped_answering() {
             })
             .collect()
     };
-    env.cli_stdin(&["put", "-", "/.cue/rep=2/two"], Some(b"two copies"));
+    // inline=0: these files are about their chunks, not kept in meta.
+    env.cli_stdin(
+        &["put", "-", "/.cue/rep=2,inline=0/two"],
+        Some(b"two copies"),
+    );
     // Single-copy files until one lands on the node listed first for /two.
     let first = holders("/two")[0].clone();
     let victim = (0..2)
@@ -570,7 +574,7 @@ fn maxtime_bounds_reads_from_a_node_that_stopped_answering() {
     for i in 0..20 {
         let p = format!("/one-{i}");
         env.cli_stdin(
-            &["put", "-", &format!("/.RepLevel=1/one-{i}")],
+            &["put", "-", &format!("/.RepLevel=1,inline=0/one-{i}")],
             Some(b"one copy"),
         );
         if holders(&p)[0].contains(&node_id(victim)) {

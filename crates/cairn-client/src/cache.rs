@@ -448,6 +448,7 @@ mod tests {
                 target: None,
                 cues: Default::default(),
                 nlink: 1,
+                inline: None,
             },
             cues: Default::default(),
             lease_ms: 1000,

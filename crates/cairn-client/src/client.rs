@@ -101,6 +101,11 @@ pub(crate) struct Inner {
     pub id: u64,
     pub chunks: ChunkCache,
     pub files: MetaCache,
+    /// Directories whose `inline=` limit meta reported when it refused to
+    /// keep a file inline, with when: writes there skip the attempt for a
+    /// while (see [`crate::write`]).
+    pub inline_limits:
+        std::sync::Mutex<std::collections::HashMap<CairnPath, (u32, std::time::Instant)>>,
 }
 
 /// A handle on a cluster; cheap to clone, safe to share across tasks.
@@ -136,6 +141,7 @@ impl Client {
                     None => ChunkCache::new(cfg.cache_bytes),
                 },
                 files: MetaCache::new(cfg.meta_cache_entries),
+                inline_limits: Default::default(),
             }),
         })
     }
@@ -236,6 +242,19 @@ impl Client {
             .await?
         {
             MetaResponse::Inode(i) => Ok(i),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// POSIX `unlink` (`dir` false) or `rmdir` (`dir` true) in one
+    /// request: the kind is checked by meta as it removes.
+    pub async fn unlink(&self, path: &CairnPath, dir: bool) -> Result<()> {
+        let req = MetaRequest::Unlink {
+            path: path.clone(),
+            dir,
+        };
+        match self.change(&[path], req).await? {
+            MetaResponse::Ok => Ok(()),
             other => Err(unexpected(other)),
         }
     }

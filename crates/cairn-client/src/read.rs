@@ -217,6 +217,22 @@ impl FileReader {
         self.open.inode.size
     }
 
+    /// The bytes of a file kept in its metadata record, if it is one.
+    fn inline(&self) -> Result<Option<&[u8]>> {
+        if !self.open.inode.is_inline() {
+            return Ok(None);
+        }
+        match &self.open.inode.inline {
+            Some(d) if d.len() as u64 == self.size() => Ok(Some(d)),
+            _ => Err(Error::corrupt(format!(
+                "inode {} keeps its bytes in metadata, but meta sent {} of {}",
+                self.open.inode.id,
+                self.open.inode.inline.as_ref().map_or(0, |d| d.len()),
+                self.size()
+            ))),
+        }
+    }
+
     /// The effective cues of this open.
     pub fn cues(&self) -> &Cues {
         &self.cues
@@ -225,6 +241,10 @@ impl FileReader {
     /// Read up to `len` bytes at `offset` (fewer at the end of the file).
     pub async fn read_at(&self, offset: u64, len: u64) -> Result<Vec<u8>> {
         let end = offset.saturating_add(len).min(self.size());
+        if let Some(data) = self.inline()? {
+            let (from, to) = (offset.min(end) as usize, end as usize);
+            return Ok(data[from..to].to_vec());
+        }
         if self.cues.wholefile == Some(true) && end > offset {
             let whole = self.whole.get_or_try_init(|| self.fetch_whole()).await?;
             let mut out = Vec::with_capacity((end - offset) as usize);
@@ -269,7 +289,8 @@ impl FileReader {
             a.next = end;
             near
         };
-        if !sequential || end <= offset || self.cues.wholefile == Some(true) {
+        let inline = self.open.inode.is_inline();
+        if !sequential || end <= offset || self.cues.wholefile == Some(true) || inline {
             return self.read_at(offset, len).await;
         }
         // The windows [offset, end) needs, then those to fetch ahead.
@@ -355,6 +376,15 @@ impl FileReader {
 
     /// Stream the whole version into `w`, `read_ahead` chunks in flight.
     pub async fn copy_to<W: AsyncWrite + Unpin>(self, w: &mut W) -> Result<u64> {
+        if let Some(data) = self.inline()? {
+            let out = async {
+                w.write_all(data).await?;
+                w.flush().await
+            };
+            out.await
+                .map_err(|e| Error::from(e).context("writing the output"))?;
+            return Ok(data.len() as u64);
+        }
         let me = std::sync::Arc::new(self);
         let n = me.open.inode.extents.len();
         let ahead = me.client.inner.read_ahead;

@@ -2,7 +2,8 @@ use crate::client::{unexpected, Client, PutOptions};
 use bytes::Bytes;
 use cairn_proto::{ChunkAlloc, MetaRequest, MetaResponse, PutOutcome, StorageRequest, DATA_FRAME};
 use cairn_types::{
-    BlockCrcs, CairnPath, Cues, Error, ErrorKind, Extent, Inode, NodeId, Result, Xattrs, BLOCK_SIZE,
+    BlockCrcs, CairnPath, Cues, Error, ErrorKind, Extent, Inode, NodeId, Result, Xattrs,
+    BLOCK_SIZE, MAX_INLINE,
 };
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -16,6 +17,12 @@ pub const MAX_CHUNK: u64 = 256 << 20;
 type FinishAttrs<'a> = Box<dyn FnOnce() -> Xattrs + Send + 'a>;
 
 const CHAIN_TIMEOUT: Duration = Duration::from_secs(300);
+/// The first read of a put: a file that ends within it may be kept inline.
+const INLINE_PROBE: u64 = MAX_INLINE as u64 + 1;
+/// How long a directory's `inline=` limit learnt from meta is trusted.
+const INLINE_HINT_TTL: Duration = Duration::from_secs(30);
+/// Directories whose limit is remembered at most.
+const INLINE_HINTS: usize = 1024;
 
 impl Client {
     /// Write `src` to `path` as a new version. Reads at most one chunk ahead
@@ -46,19 +53,55 @@ impl Client {
         let mut cues = opts.request_cues();
         let mut extents = Vec::new();
         let mut rep = None;
+        let mut finish = finish;
+        // The attributes `finish` computed for an inline attempt meta refused.
+        let mut finished: Option<Option<Xattrs>> = None;
         let mut inflight: VecDeque<tokio::task::JoinHandle<Result<(Extent, u8)>>> = VecDeque::new();
-        let result: Result<()> = async {
+        let result: Result<Option<Inode>> = async {
+            let mut first = true;
             loop {
-                let mut buf = Vec::with_capacity(chunk_size as usize);
+                // A small file is read whole into a small buffer first: no
+                // chunk-sized allocation for it, no regrowing for a large one.
+                let probe = if first {
+                    INLINE_PROBE.min(chunk_size)
+                } else {
+                    0
+                };
+                let mut buf = Vec::with_capacity(probe as usize);
                 (&mut src)
-                    .take(chunk_size)
+                    .take(probe)
                     .read_to_end(&mut buf)
                     .await
                     .map_err(|e| Error::from(e).context("reading the input"))?;
+                if buf.len() as u64 == probe {
+                    let mut whole = Vec::with_capacity(chunk_size as usize);
+                    whole.extend_from_slice(&buf);
+                    buf = whole;
+                    (&mut src)
+                        .take(chunk_size - probe)
+                        .read_to_end(&mut buf)
+                        .await
+                        .map_err(|e| Error::from(e).context("reading the input"))?;
+                }
                 if buf.is_empty() {
                     break;
                 }
                 let last = (buf.len() as u64) < chunk_size;
+                if first && last && self.may_inline(path, &cues, buf.len()) {
+                    // The whole file is in hand: try keeping it in its record.
+                    let xattrs = match finish.take() {
+                        Some(f) => Some(f()),
+                        None => opts.xattrs.clone(),
+                    };
+                    match self
+                        .commit_inline(path, &buf, opts.expected, opts.mode, &xattrs, &cues)
+                        .await?
+                    {
+                        Some(inode) => return Ok(Some(inode)),
+                        None => finished = Some(xattrs),
+                    }
+                }
+                first = false;
                 while inflight.len() >= self.inner.write_window {
                     let (e, r) = join(inflight.pop_front().unwrap()).await?;
                     extents.push(e);
@@ -79,19 +122,24 @@ impl Client {
                 extents.push(e);
                 rep = Some(r);
             }
-            Ok(())
+            Ok(None)
         }
         .await;
-        if let Err(e) = result {
-            for h in inflight {
-                h.abort();
+        match result {
+            Ok(Some(inline)) => return Ok(inline),
+            Ok(None) => {}
+            Err(e) => {
+                for h in inflight {
+                    h.abort();
+                }
+                self.discard(extents).await;
+                return Err(e);
             }
-            self.discard(extents).await;
-            return Err(e);
         }
-        let xattrs = match finish {
-            Some(f) => Some(f()),
-            None => opts.xattrs,
+        let xattrs = match (finished, finish) {
+            (Some(x), _) => x,
+            (None, Some(f)) => Some(f()),
+            (None, None) => opts.xattrs,
         };
         let mode = opts.mode;
         // The redundancy the chunks were placed for becomes the file's.
@@ -132,6 +180,66 @@ impl Client {
         opts: PutOptions,
     ) -> Result<Inode> {
         self.put(path, data, opts).await
+    }
+
+    /// Whether a whole file of `len` bytes at `path` may be kept in its
+    /// metadata record: the writer's `inline=` cue decides; else what meta
+    /// last said of the file's directory, while that is fresh; else any
+    /// file up to [`MAX_INLINE`] is offered (a directory's cue may allow
+    /// more than the cluster default), and a refusal costs one round trip.
+    fn may_inline(&self, path: &CairnPath, cues: &Cues, len: usize) -> bool {
+        if cues.site.is_some() || cues.rep_sites.is_some() || cues.place.is_some() {
+            return false; // the bytes go where placement cues say (see meta)
+        }
+        let limit = match cues.inline {
+            Some(l) => l,
+            None => {
+                let dir = path.split_last().map(|(d, _)| d);
+                let known =
+                    dir.and_then(|d| self.inner.inline_limits.lock().unwrap().get(&d).copied());
+                match known {
+                    Some((l, at)) if at.elapsed() < INLINE_HINT_TTL => l,
+                    _ => MAX_INLINE,
+                }
+            }
+        };
+        len <= limit as usize
+    }
+
+    /// Commit `data` as the next version of `path`, kept in its record.
+    /// None: meta keeps files that large at `path` in chunks (remembered
+    /// for its directory); nothing changed.
+    async fn commit_inline(
+        &self,
+        path: &CairnPath,
+        data: &[u8],
+        expected: Option<cairn_types::Version>,
+        mode: Option<u32>,
+        xattrs: &Option<Xattrs>,
+        cues: &Cues,
+    ) -> Result<Option<Inode>> {
+        let req = MetaRequest::CommitInline {
+            path: path.clone(),
+            data: data.to_vec(),
+            expected,
+            mode,
+            xattrs: xattrs.clone(),
+            cues: cues.clone(),
+        };
+        match self.change(&[path], req).await? {
+            MetaResponse::Inode(i) => Ok(Some(i)),
+            MetaResponse::NotInline { limit } => {
+                if let Some((dir, _)) = path.split_last() {
+                    let mut known = self.inner.inline_limits.lock().unwrap();
+                    if known.len() >= INLINE_HINTS {
+                        known.clear();
+                    }
+                    known.insert(dir, (limit, std::time::Instant::now()));
+                }
+                Ok(None)
+            }
+            other => Err(unexpected(other)),
+        }
     }
 
     /// Commit chunks already written as the next version of `path`.

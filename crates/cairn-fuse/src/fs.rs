@@ -145,6 +145,28 @@ fn time_to_ms(t: TimeOrNow) -> u64 {
     }
 }
 
+/// Attributes for "." and ".." in a `readdirplus` reply, which the kernel
+/// does not keep.
+fn dot_attr(ino: u64) -> FileAttr {
+    FileAttr {
+        ino,
+        size: 0,
+        blocks: 0,
+        atime: UNIX_EPOCH,
+        mtime: UNIX_EPOCH,
+        ctime: UNIX_EPOCH,
+        crtime: UNIX_EPOCH,
+        kind: FileType::Directory,
+        perm: 0o755,
+        nlink: 2,
+        uid: 0,
+        gid: 0,
+        rdev: 0,
+        blksize: MAX_IO,
+        flags: 0,
+    }
+}
+
 fn file_type(kind: InodeKind) -> FileType {
     match kind {
         InodeKind::Directory => FileType::Directory,
@@ -551,6 +573,63 @@ impl Shared {
         fh: u64,
         offset: i64,
     ) -> Result<Vec<(u64, i64, FileType, String)>, Errno> {
+        let items = self.dir_items(ino, fh, offset).await?;
+        Ok(items
+            .into_iter()
+            .map(|(ino, off, name, inode)| {
+                let kind = inode.map_or(FileType::Directory, |i| file_type(i.kind));
+                (ino, off, kind, name)
+            })
+            .collect())
+    }
+
+    /// [`Self::readdir`] with each entry's attributes, which the kernel
+    /// caches as a lookup's: `ls -l`, `find` and `rm -r` then cost no
+    /// lookup per entry. Every entry handed over is a lookup reference.
+    async fn readdirplus(
+        &self,
+        ino: u64,
+        fh: u64,
+        offset: i64,
+        reply: &mut fuser::ReplyDirectoryPlus,
+    ) -> Result<(), Errno> {
+        let items = self.dir_items(ino, fh, offset).await?;
+        for (child, off, name, inode) in items {
+            let Some(inode) = inode else {
+                // "." and "..": the kernel takes no reference on them.
+                if reply.add(child, off, &name, &TTL, &dot_attr(child), 0) {
+                    break;
+                }
+                continue;
+            };
+            let Ok(r) = self.resolve(ino, OsStr::new(&name)) else {
+                continue;
+            };
+            let Ok(kino) = self.remember(ino, &name, &r, inode.id.0) else {
+                continue;
+            };
+            let size = match self.stages.peek(kino) {
+                Some(st) => Some(st.len().await.map_err(|e| errno(&e))?),
+                None => None,
+            };
+            let attr = self.attr(kino, &inode, size);
+            if reply.add(kino, off, &name, &TTL, &attr, 0) {
+                // No room: the kernel did not get it.
+                self.inodes.lock().unwrap().forget(kino, 1);
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// The entries after `offset` as (ino, offset, name, record): "." and
+    /// ".." (no record), then one page of the listing.
+    async fn dir_items(
+        &self,
+        ino: u64,
+        fh: u64,
+        offset: i64,
+    ) -> Result<Vec<(u64, i64, String, Option<Inode>)>, Errno> {
         let cursor = match self.handles.lock().unwrap().get(&fh) {
             Some(OpenHandle::Dir(c)) => c.clone(),
             _ => return Err(libc::EBADF),
@@ -564,10 +643,10 @@ impl Shared {
             .is_some_and(|a| a.cue_dir);
         let mut out = Vec::new();
         if offset < 1 {
-            out.push((ino, 1, FileType::Directory, ".".to_string()));
+            out.push((ino, 1, ".".to_string(), None));
         }
         if offset < 2 {
-            out.push((ino, 2, FileType::Directory, "..".to_string()));
+            out.push((ino, 2, "..".to_string(), None));
         }
         let start_after = if offset <= 2 {
             None
@@ -593,9 +672,8 @@ impl Shared {
                 names.insert(next, entry.name);
                 continue;
             }
-            let kind = file_type(entry.inode.kind);
             names.insert(next, entry.name.clone());
-            out.push((entry.inode.id.0, next, kind, entry.name));
+            out.push((entry.inode.id.0, next, entry.name, Some(entry.inode)));
         }
         cursor.lock().unwrap().names = names;
         Ok(out)
@@ -677,10 +755,13 @@ impl Filesystem for CairnFs {
         let _ = config.set_max_readahead(MAX_IO);
         // O_TRUNC arrives with open (not as a separate truncate that would
         // commit an empty version first); lookups and readdirs in one
-        // directory run in parallel.
+        // directory run in parallel; listings carry attributes
+        // (readdirplus), where the kernel finds that worth it.
         // Locks are meta's (`fs::locks`), not the kernel's.
         let wanted = fuser::consts::FUSE_ATOMIC_O_TRUNC
             | fuser::consts::FUSE_PARALLEL_DIROPS
+            | fuser::consts::FUSE_DO_READDIRPLUS
+            | fuser::consts::FUSE_READDIRPLUS_AUTO
             | fuser::consts::FUSE_POSIX_LOCKS
             | fuser::consts::FUSE_FLOCK_LOCKS;
         if let Err(missing) = config.add_capabilities(wanted) {
@@ -1175,6 +1256,22 @@ impl Filesystem for CairnFs {
         });
     }
 
+    fn readdirplus(
+        &mut self,
+        _req: &Request<'_>,
+        ino: u64,
+        fh: u64,
+        offset: i64,
+        mut reply: fuser::ReplyDirectoryPlus,
+    ) {
+        self.spawn(|s| async move {
+            match s.readdirplus(ino, fh, offset, &mut reply).await {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(e),
+            }
+        });
+    }
+
     fn releasedir(
         &mut self,
         _req: &Request<'_>,
@@ -1245,16 +1342,22 @@ impl CairnFs {
         self.spawn(|s| async move {
             let r = async {
                 s.writable()?;
-                let inode = s.stat(&path).await?;
-                match (inode.kind == InodeKind::Directory, dir) {
-                    (true, false) => return Err(libc::EISDIR),
-                    (false, true) => return Err(libc::ENOTDIR),
-                    _ => {}
+                let reading = s
+                    .handles
+                    .lock()
+                    .unwrap()
+                    .values()
+                    .any(|h| matches!(h, OpenHandle::Reader(_)));
+                if reading {
+                    // A program reading the file keeps its bytes (the stat
+                    // says which file that is), as with a local file.
+                    let inode = s.stat(&path).await?;
+                    if inode.kind == InodeKind::File && inode.nlink <= 1 {
+                        s.keep_for_open_readers(inode.id.0).await;
+                    }
                 }
-                if inode.kind == InodeKind::File && inode.nlink <= 1 {
-                    s.keep_for_open_readers(inode.id.0).await;
-                }
-                s.client.remove(&path, false).await.map_err(|e| errno(&e))?;
+                // One request: meta checks the kind as it removes.
+                s.client.unlink(&path, dir).await.map_err(|e| errno(&e))?;
                 s.inodes.lock().unwrap().unlinked(&path);
                 Ok(())
             }

@@ -132,6 +132,7 @@ mod tests {
             target: None,
             cues: Default::default(),
             nlink: 1,
+            inline: None,
         };
         assert_eq!(list(&inode), b"user.a\0user.b\0");
     }

@@ -444,7 +444,8 @@ EOF"#
 import errno, os
 m = "{m}"
 f = open(m + "/kept", "w")
-f.write("after")
+# Larger than what meta keeps inline: it needs a storage node.
+f.write("after" * 2000)
 try:
     f.close(); raise SystemExit("close succeeded with every node full")
 except OSError as e:

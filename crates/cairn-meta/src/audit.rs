@@ -55,11 +55,13 @@ impl AuditLog {
             .to_string();
         let paths: Vec<String> = match req {
             MetaRequest::CommitFile { path, .. }
+            | MetaRequest::CommitInline { path, .. }
             | MetaRequest::SetAttr { path, .. }
             | MetaRequest::SetCues { path, .. }
             | MetaRequest::MakeNode { path, .. }
             | MetaRequest::Mkdir { path, .. }
-            | MetaRequest::Remove { path, .. } => vec![path.to_string()],
+            | MetaRequest::Remove { path, .. }
+            | MetaRequest::Unlink { path, .. } => vec![path.to_string()],
             MetaRequest::Rename { src, dst }
             | MetaRequest::RenameNoReplace { src, dst }
             | MetaRequest::Link { src, dst } => vec![src.to_string(), dst.to_string()],

@@ -24,7 +24,8 @@
 //! [`Record`]: `v1` is the inode before owners and symlinks (`uid`, `gid`,
 //! `target`), read as an inode without them; `v2` the inode before hard
 //! links (`nlink`), read as a file with one name; `v3` the inode before the
-//! `hot=GROUP` cue, read with no such cue.
+//! `hot=GROUP` cue, read with no such cue; `v4` the inode before inline
+//! files (`inline`, the `inline=` cue), read as a chunked file.
 //!
 //! Hard links keep the common case cheap: a file with one name has its
 //! record inline in its entry (lookup and listing cost nothing extra); the
@@ -143,10 +144,13 @@ impl Record for GarbageChunk {
 }
 
 impl Record for Inode {
-    /// The current layout, else v3, v2, v1. An older record ends where
+    /// The current layout, else v4, v3, v2, v1. An older record ends where
     /// a newer layout's fields begin, so it never decodes as a newer one.
     fn decode(bytes: &[u8]) -> Result<Self> {
         postcard_decode(bytes).or_else(|e| {
+            if let Ok(old) = postcard::from_bytes::<v4::Inode>(bytes) {
+                return Ok(old.into());
+            }
             if let Ok(old) = postcard::from_bytes::<v3::Inode>(bytes) {
                 return Ok(old.into());
             }
@@ -198,12 +202,107 @@ mod cues_v1 {
                 wholefile: c.wholefile,
                 hotspot: c.hotspot,
                 hot: None,
+                inline: None,
             }
         }
     }
 }
 
-/// Before the `hot=GROUP` cue: the current layout with older cues.
+/// Cues before `inline=`: the layout v4 records embed.
+mod cues_v2 {
+    use cairn_types::{Consistency, PlaceScheme, VersionPolicy, Writability};
+    use serde::{Deserialize, Serialize};
+
+    #[derive(Default, Serialize, Deserialize)]
+    pub struct Cues {
+        pub rep: Option<u8>,
+        pub sync: Option<u8>,
+        pub place: Option<PlaceScheme>,
+        pub site: Option<String>,
+        pub rep_sites: Option<u8>,
+        pub keep_together: Option<bool>,
+        pub consistency: Option<Consistency>,
+        pub version: Option<VersionPolicy>,
+        pub maxtime_ms: Option<u64>,
+        pub writability: Option<Writability>,
+        pub wholefile: Option<bool>,
+        pub hotspot: Option<bool>,
+        pub hot: Option<String>,
+    }
+
+    impl From<Cues> for cairn_types::Cues {
+        fn from(c: Cues) -> cairn_types::Cues {
+            cairn_types::Cues {
+                rep: c.rep,
+                sync: c.sync,
+                place: c.place,
+                site: c.site,
+                rep_sites: c.rep_sites,
+                keep_together: c.keep_together,
+                consistency: c.consistency,
+                version: c.version,
+                maxtime_ms: c.maxtime_ms,
+                writability: c.writability,
+                wholefile: c.wholefile,
+                hotspot: c.hotspot,
+                hot: c.hot,
+                inline: None,
+            }
+        }
+    }
+}
+
+/// Before inline files: the current layout without `inline`, with the cues
+/// before `inline=`.
+mod v4 {
+    use super::cues_v2::Cues;
+    use cairn_types::{Extent, InodeId, InodeKind, Version, Xattrs};
+    use serde::{Deserialize, Serialize};
+
+    #[derive(Serialize, Deserialize)]
+    pub struct Inode {
+        pub id: InodeId,
+        pub kind: InodeKind,
+        pub size: u64,
+        pub version: Version,
+        pub mtime_ms: u64,
+        pub ctime_ms: u64,
+        pub mode: u32,
+        pub extents: Vec<Extent>,
+        pub chunk_size: u64,
+        pub xattrs: Xattrs,
+        pub uid: Option<u32>,
+        pub gid: Option<u32>,
+        pub target: Option<String>,
+        pub cues: Cues,
+        pub nlink: u32,
+    }
+
+    impl From<Inode> for super::Inode {
+        fn from(o: Inode) -> super::Inode {
+            super::Inode {
+                id: o.id,
+                kind: o.kind,
+                size: o.size,
+                version: o.version,
+                mtime_ms: o.mtime_ms,
+                ctime_ms: o.ctime_ms,
+                mode: o.mode,
+                extents: o.extents,
+                chunk_size: o.chunk_size,
+                xattrs: o.xattrs,
+                uid: o.uid,
+                gid: o.gid,
+                target: o.target,
+                cues: o.cues.into(),
+                nlink: o.nlink,
+                inline: None,
+            }
+        }
+    }
+}
+
+/// Before the `hot=GROUP` cue: the v4 layout with older cues.
 mod v3 {
     use super::cues_v1::Cues;
     use cairn_types::{Extent, InodeId, InodeKind, Version, Xattrs};
@@ -246,6 +345,7 @@ mod v3 {
                 target: o.target,
                 cues: o.cues.into(),
                 nlink: o.nlink,
+                inline: None,
             }
         }
     }
@@ -293,6 +393,7 @@ mod v2 {
                 target: o.target,
                 cues: o.cues.into(),
                 nlink: 1,
+                inline: None,
             }
         }
     }
@@ -929,6 +1030,74 @@ impl Namespace {
         Ok(tx.commit().await?.map(|_| inode))
     }
 
+    /// Commit `data` as the next version of `path`, kept in the file's
+    /// record instead of chunks (a small file), as [`Self::commit_file_with`]
+    /// does for chunks. `Err(limit)`: the path's effective `inline=` limit
+    /// (its directories' cues, the file's own, then `cues`; `default` where
+    /// none is set; 0 where placement cues — `site`, `rep_sites`, `place` —
+    /// say where the bytes go) is below `data.len()`, and nothing changed.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn commit_inline(
+        &self,
+        path: &CairnPath,
+        data: Vec<u8>,
+        expected: Option<Version>,
+        mode: Option<u32>,
+        xattrs: Option<Xattrs>,
+        cues: &Cues,
+        default: u32,
+    ) -> Result<std::result::Result<Inode, u32>> {
+        let (data, xattrs) = (&data, &xattrs);
+        retry("commit file", || {
+            self.commit_inline_once(path, data, expected, mode, xattrs, cues, default)
+        })
+        .await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn commit_inline_once(
+        &self,
+        path: &CairnPath,
+        data: &[u8],
+        expected: Option<Version>,
+        mode: Option<u32>,
+        xattrs: &Option<Xattrs>,
+        cues: &Cues,
+        default: u32,
+    ) -> Result<Option<std::result::Result<Inode, u32>>> {
+        if path.is_root() {
+            return Err(Error::is_dir(
+                "/ is the root directory; it cannot be written as a file",
+            ));
+        }
+        let mut tx = Tx::new(self.store.as_ref());
+        let (parent, key, existing) = tx.resolve_entry(path).await?;
+        let own = existing
+            .as_ref()
+            .map(|i| i.cues.clone())
+            .unwrap_or_default();
+        let eff = tx.inherited.merge(&own).merge(cues);
+        // Cues that say where the bytes must be (a zone, zones, nodes)
+        // keep them on storage nodes: meta's disk is not the place asked for.
+        let pinned = eff.site.is_some() || eff.rep_sites.is_some() || eff.place.is_some();
+        let limit = if pinned {
+            0
+        } else {
+            eff.inline.unwrap_or(default)
+        };
+        if data.len() > limit as usize {
+            return Ok(Some(Err(limit)));
+        }
+        let (id, version, kept) =
+            self.next_version(&mut tx, path, &parent, existing, expected, &[], cues)?;
+        let mode = mode.or(kept.mode).unwrap_or(0o644);
+        let mut inode = kept.into_file(id, version, mode, Vec::new(), 0, xattrs);
+        inode.size = data.len() as u64;
+        inode.inline = (!data.is_empty()).then(|| data.to_vec());
+        tx.put(tx.record_key(&key, &inode), &inode);
+        Ok(tx.commit().await?.map(|_| Ok(inode)))
+    }
+
     /// Commit `dst` as the concatenation of the files `sources`, in order,
     /// and remove the sources, atomically. The chunks change owner instead of
     /// being copied or collected: none of the sources' chunks becomes
@@ -1051,6 +1220,9 @@ impl Namespace {
         // The chunks were placed by the first source's cues: the result
         // carries them (a staged S3 upload, say, placed as its key asked).
         let mut src_cues: Option<Cues> = None;
+        // Sources that keep their bytes in their records (small files):
+        // the result does too, when every source is such a file.
+        let mut inline: Option<Vec<u8>> = None;
         for src in sources {
             let (_, key, entry) = tx.resolve_entry(src).await?;
             let file = entry.ok_or_else(|| Error::not_found(format!("{src} does not exist")))?;
@@ -1070,7 +1242,21 @@ impl Namespace {
             tx.delete(id_key(INODE, file.id));
             chunk_size = chunk_size.max(file.chunk_size);
             src_cues.get_or_insert_with(|| file.cues.persistent());
+            if file.is_inline() {
+                let bytes = file.inline.unwrap_or_default();
+                inline
+                    .get_or_insert_with(Vec::new)
+                    .extend_from_slice(&bytes);
+            }
             extents.extend(file.extents);
+        }
+        if let Some(bytes) = &inline {
+            // Meta writes no chunks: bytes in records cannot join chunks.
+            if !extents.is_empty() || bytes.len() > cairn_types::MAX_INLINE as usize {
+                return Err(Error::invalid(format!(
+                    "compose {dst}: some sources keep their bytes in metadata (small files, inline=) and the result would not; write those sources with inline=0"
+                )));
+            }
         }
         let (parent, key, existing) = tx.resolve_entry(dst).await?;
         let (id, version, kept) = self.next_version(
@@ -1082,7 +1268,11 @@ impl Namespace {
             &extents,
             &src_cues.unwrap_or_default(),
         )?;
-        let inode = kept.into_file(id, version, mode, extents, chunk_size, xattrs);
+        let mut inode = kept.into_file(id, version, mode, extents, chunk_size, xattrs);
+        if let Some(bytes) = inline.filter(|b| !b.is_empty()) {
+            inode.size = bytes.len() as u64;
+            inode.inline = Some(bytes);
+        }
         tx.put(tx.record_key(&key, &inode), &inode);
         Ok(tx.commit().await?.map(|_| inode))
     }
@@ -1238,13 +1428,39 @@ impl Namespace {
         if path.is_root() {
             return Err(Error::invalid("the root directory cannot be removed"));
         }
-        retry("remove", || self.remove_once(path, recursive)).await
+        retry("remove", || self.remove_once(path, recursive, None)).await
     }
 
-    async fn remove_once(&self, path: &CairnPath, recursive: bool) -> Result<Option<()>> {
+    /// POSIX `unlink` (`dir` false) or `rmdir` (`dir` true): [`Self::remove`]
+    /// of a name that must be a non-directory (else `IsADirectory`) or an
+    /// empty directory (else `NotADirectory`), checked in the same
+    /// transaction.
+    pub async fn unlink(&self, path: &CairnPath, dir: bool) -> Result<()> {
+        if path.is_root() {
+            return Err(Error::invalid("the root directory cannot be removed"));
+        }
+        retry("remove", || self.remove_once(path, false, Some(dir))).await
+    }
+
+    async fn remove_once(
+        &self,
+        path: &CairnPath,
+        recursive: bool,
+        want_dir: Option<bool>,
+    ) -> Result<Option<()>> {
         let mut tx = Tx::new(self.store.as_ref());
         let (_, key, entry) = tx.resolve_entry(path).await?;
         let node = entry.ok_or_else(|| Error::not_found(format!("{path} does not exist")))?;
+        match (want_dir, node.kind == InodeKind::Directory) {
+            (Some(false), true) => return Err(Error::is_dir(format!("{path} is a directory"))),
+            (Some(true), false) => {
+                return Err(Error::not_dir(format!(
+                    "{path} is a {}, not a directory",
+                    kind_name(node.kind)
+                )))
+            }
+            _ => {}
+        }
         tx.delete(key);
         match node.kind {
             InodeKind::File | InodeKind::Symlink => self.drop_name(&mut tx, &node, &[]),
@@ -1626,6 +1842,7 @@ fn new_dir(id: InodeId, now: u64) -> Inode {
         target: None,
         cues: Cues::default(),
         nlink: 1,
+        inline: None,
     }
 }
 
@@ -1683,6 +1900,7 @@ impl Kept {
             target: None,
             cues: self.cues,
             nlink: self.nlink,
+            inline: None,
         }
     }
 }
@@ -2318,6 +2536,139 @@ mod tests {
             ),
             ErrorKind::InvalidInput
         );
+    }
+
+    async fn inline(
+        ns: &Namespace,
+        path: &str,
+        data: &[u8],
+        cues: &str,
+    ) -> std::result::Result<Inode, u32> {
+        let cues = Cues::parse(cues).unwrap();
+        ns.commit_inline(&p(path), data.to_vec(), None, None, None, &cues, 4096)
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn small_files_keep_their_bytes_in_the_record() {
+        let (_d, ns) = open_ns(Duration::ZERO).await;
+        ns.mkdir(&p("/s"), false).await.unwrap();
+        let f = inline(&ns, "/s/f", b"hello", "").await.unwrap();
+        assert_eq!((f.size, f.version, f.mode), (5, Version(1), 0o644));
+        assert!(f.is_inline() && f.extents.is_empty());
+        assert_eq!(
+            ns.lookup(&p("/s/f")).await.unwrap().inline.as_deref(),
+            Some(&b"hello"[..])
+        );
+        // Over the cluster default, or a directory's lower limit: refused, nothing changes.
+        assert_eq!(inline(&ns, "/s/f", &[7; 4097], "").await.unwrap_err(), 4096);
+        ns.set_cues(&p("/s"), &Cues::parse("inline=0").unwrap(), false)
+            .await
+            .unwrap();
+        assert_eq!(inline(&ns, "/s/f", b"x", "").await.unwrap_err(), 0);
+        assert_eq!(ns.lookup(&p("/s/f")).await.unwrap(), f);
+        // A writer's cue overrides the directory's, for that write only.
+        let big = inline(&ns, "/s/f", &[7; 10_000], "inline=16KiB")
+            .await
+            .unwrap();
+        assert_eq!((big.size, big.version), (10_000, Version(2)));
+        assert_eq!(big.cues.inline, None, "not fixed on the file");
+        // Grown past the limit: chunks, and nothing is left inline.
+        let chunked = ns
+            .commit_file(
+                &p("/s/f"),
+                vec![ext(1, 5000), ext(2, 6000)],
+                None,
+                0o644,
+                1 << 20,
+            )
+            .await
+            .unwrap();
+        assert!(!chunked.is_inline() && chunked.inline.is_none());
+        assert_eq!(chunked.size, 11_000);
+        // Back to small: the chunks become garbage.
+        let small = inline(&ns, "/s/f", b"tiny", "inline=4KiB").await.unwrap();
+        assert_eq!((small.size, small.version), (4, Version(4)));
+        assert_eq!(pending_garbage(&ns).await, vec![ChunkId(1), ChunkId(2)]);
+        // A hard link and a rename carry the bytes; an empty file is not inline.
+        ns.link(&p("/s/f"), &p("/s/g")).await.unwrap();
+        ns.rename(&p("/s/f"), &p("/h")).await.unwrap();
+        for name in ["/s/g", "/h"] {
+            let i = ns.lookup(&p(name)).await.unwrap();
+            assert_eq!(
+                (i.inline.as_deref(), i.nlink),
+                (Some(&b"tiny"[..]), 2),
+                "{name}"
+            );
+        }
+        let empty = inline(&ns, "/e", b"", "").await.unwrap();
+        assert!(!empty.is_inline() && empty.inline.is_none() && empty.size == 0);
+        // Expected versions hold as for chunks.
+        let e = ns
+            .commit_inline(
+                &p("/h"),
+                b"x".to_vec(),
+                Some(Version(1)),
+                None,
+                None,
+                &Cues::default(),
+                4096,
+            )
+            .await;
+        assert_eq!(kind(e), ErrorKind::Conflict);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn compose_joins_inline_sources_only_with_each_other() {
+        let (_d, ns) = open_ns(Duration::ZERO).await;
+        inline(&ns, "/a", b"abc", "").await.unwrap();
+        inline(&ns, "/b", b"def", "").await.unwrap();
+        let j = ns
+            .compose(&p("/j"), &[p("/a"), p("/b")], None, 0o644, None)
+            .await
+            .unwrap();
+        assert_eq!((j.size, j.inline.as_deref()), (6, Some(&b"abcdef"[..])));
+        inline(&ns, "/c", b"ghi", "").await.unwrap();
+        ns.commit_file(&p("/d"), vec![ext(5, 100)], None, 0o644, 1 << 20)
+            .await
+            .unwrap();
+        let mixed = ns
+            .compose(&p("/m"), &[p("/d"), p("/c")], None, 0o644, None)
+            .await;
+        assert_eq!(kind(mixed), ErrorKind::InvalidInput);
+        assert!(ns.lookup(&p("/c")).await.is_ok(), "nothing changed");
+    }
+
+    #[tokio::test]
+    async fn inodes_from_before_inline_files_decode() {
+        let (_d, ns) = open_ns(Duration::ZERO).await;
+        let old = v4::Inode {
+            id: InodeId(81),
+            kind: InodeKind::File,
+            size: 100,
+            version: Version(2),
+            mtime_ms: 5,
+            ctime_ms: 6,
+            mode: 0o600,
+            extents: vec![ext(3, 100)],
+            chunk_size: 1 << 20,
+            xattrs: Xattrs::new(),
+            uid: Some(7),
+            gid: None,
+            target: None,
+            cues: cues_v2::Cues {
+                hot: Some("g".into()),
+                ..Default::default()
+            },
+            nlink: 1,
+        };
+        let txn = Txn::new().put(entry_key(InodeId::ROOT, "o"), encode(&old));
+        ns.store.commit(txn).await.unwrap();
+        let got = ns.lookup(&p("/o")).await.unwrap();
+        assert_eq!((got.version, got.size, got.uid), (Version(2), 100, Some(7)));
+        assert_eq!((got.inline, got.extents.len()), (None, 1));
+        assert_eq!(got.cues.hot.as_deref(), Some("g"));
     }
 
     async fn names(ns: &Namespace, path: &str) -> Vec<String> {

@@ -22,6 +22,9 @@ pub struct MetaConfig {
     pub data_dir: PathBuf,
     pub listen: String,
     pub chunk_size: u64,
+    /// Files of at most this many bytes keep them in their metadata record
+    /// where no `inline=` cue says otherwise (0: never).
+    pub inline_max: u32,
     /// Redundancy of files whose writer does not ask for one.
     pub default_rep: u8,
     /// A node silent this long is dead and the repair planner re-creates
@@ -50,6 +53,7 @@ impl MetaConfig {
             data_dir: data_dir.into(),
             listen: "127.0.0.1:0".into(),
             chunk_size: 32 << 20,
+            inline_max: DEFAULT_INLINE_MAX,
             default_rep: 3,
             dead_after: Duration::from_secs(15),
             gc_delay: Duration::from_secs(60),
@@ -61,6 +65,11 @@ impl MetaConfig {
         }
     }
 }
+
+/// The cluster's default `inline=` limit: a 4 KiB file costs one metadata
+/// transaction and no storage-node round trip, while meta's store (and
+/// etcd's quota) holds at most a page per file.
+pub const DEFAULT_INLINE_MAX: u32 = 4096;
 
 /// File names inside meta's data directory.
 pub const SECRET_FILE: &str = "cluster.secret";
@@ -136,6 +145,7 @@ pub struct Meta {
     pub(crate) nodes: NodeTracker,
     pub(crate) secret: ClusterSecret,
     pub(crate) chunk_size: u64,
+    inline_max: u32,
     default_rep: AtomicU8,
     pub(crate) peers: Pool,
     pending_garbage: AtomicU64,
@@ -188,6 +198,7 @@ impl Replay {
     fn of(req: &MetaRequest) -> Replay {
         match req {
             MetaRequest::CommitFile { path, .. }
+            | MetaRequest::CommitInline { path, .. }
             | MetaRequest::SetAttr { path, .. }
             | MetaRequest::SetCues { path, .. }
             | MetaRequest::MakeNode { path, .. }
@@ -301,6 +312,7 @@ pub async fn start(cfg: MetaConfig) -> Result<MetaHandle> {
         nodes,
         secret: secret.clone(),
         chunk_size: cfg.chunk_size,
+        inline_max: cfg.inline_max.min(cairn_types::MAX_INLINE),
         default_rep: AtomicU8::new(cfg.default_rep),
         peers: Pool::new(creds),
         pending_garbage: AtomicU64::new(0),
@@ -369,6 +381,11 @@ pub async fn start(cfg: MetaConfig) -> Result<MetaHandle> {
 
 async fn serve_conn(meta: Arc<Meta>, mut conn: Conn, mut stop: watch::Receiver<bool>) {
     loop {
+        // A receiver cloned after the stop was sent sees no change: a
+        // connection whose handshake ended after it must not be served.
+        if *stop.borrow_and_update() {
+            return;
+        }
         let req: MetaRequest = tokio::select! {
             _ = stop.changed() => return,
             r = conn.recv() => match r {
@@ -458,6 +475,7 @@ impl Meta {
         let changes_answer = matches!(
             req,
             MetaRequest::CommitFile { .. }
+                | MetaRequest::CommitInline { .. }
                 | MetaRequest::Compose { .. }
                 | MetaRequest::SetAttr { .. }
                 | MetaRequest::SetCues { .. }
@@ -484,7 +502,7 @@ impl Meta {
             return Vec::new();
         }
         let paths: Vec<&cairn_types::CairnPath> = match req {
-            MetaRequest::Remove { path, .. } => vec![path],
+            MetaRequest::Remove { path, .. } | MetaRequest::Unlink { path, .. } => vec![path],
             MetaRequest::Rename { src, dst } | MetaRequest::RenameNoReplace { src, dst } => {
                 vec![src, dst]
             }
@@ -597,6 +615,7 @@ impl Meta {
             MetaRequest::Config => Ok(MetaResponse::Config(ClusterConfig {
                 chunk_size: self.chunk_size,
                 default_rep: self.default_rep.load(Ordering::Relaxed),
+                inline_max: self.inline_max,
             })),
             MetaRequest::Stat { path } => Ok(MetaResponse::Inode(self.ns.lookup(&path).await?)),
             MetaRequest::Open { path, host, known } => {
@@ -621,12 +640,20 @@ impl Meta {
                 limit,
             } => {
                 let limit = (limit as usize).clamp(1, 10_000);
-                Ok(MetaResponse::Entries(
-                    self.ns.list(&path, start_after.as_deref(), limit).await?,
-                ))
+                let mut entries = self.ns.list(&path, start_after.as_deref(), limit).await?;
+                // Small files' bytes stay out of listings (a page stays
+                // small); opening a file brings them.
+                for e in &mut entries {
+                    e.inode.inline = None;
+                }
+                Ok(MetaResponse::Entries(entries))
             }
             MetaRequest::Mkdir { path, parents } => {
                 Ok(MetaResponse::Inode(self.ns.mkdir(&path, parents).await?))
+            }
+            MetaRequest::Unlink { path, dir } => {
+                self.ns.unlink(&path, dir).await?;
+                Ok(MetaResponse::Ok)
             }
             MetaRequest::Remove { path, recursive } => {
                 self.ns.remove(&path, recursive).await?;
@@ -654,6 +681,31 @@ impl Meta {
                 // only sizes the placement.
                 self.alloc(client, &path, &cues, host.as_deref(), &exclude, len)
                     .await
+            }
+            MetaRequest::CommitInline {
+                path,
+                data,
+                expected,
+                mode,
+                xattrs,
+                cues,
+            } => {
+                cues.check(self.default_rep.load(Ordering::Relaxed))?;
+                if data.len() > cairn_types::MAX_INLINE as usize {
+                    return Err(Error::invalid(format!(
+                        "{} bytes cannot be kept in metadata; at most {} (inline=)",
+                        data.len(),
+                        cairn_types::MAX_INLINE
+                    )));
+                }
+                let committed = self
+                    .ns
+                    .commit_inline(&path, data, expected, mode, xattrs, &cues, self.inline_max)
+                    .await?;
+                Ok(match committed {
+                    Ok(inode) => MetaResponse::Inode(inode),
+                    Err(limit) => MetaResponse::NotInline { limit },
+                })
             }
             MetaRequest::CommitFile {
                 path,

@@ -92,6 +92,13 @@ pub enum MetaRequest {
         path: CairnPath,
         recursive: bool,
     },
+    /// POSIX `unlink` (`dir` false: a file or symlink, else `IsADirectory`)
+    /// or `rmdir` (`dir` true: an empty directory, else `NotADirectory`
+    /// or `DirectoryNotEmpty`), checked and applied in one transaction.
+    Unlink {
+        path: CairnPath,
+        dir: bool,
+    },
     Rename {
         src: CairnPath,
         dst: CairnPath,
@@ -122,6 +129,19 @@ pub enum MetaRequest {
         expected: Option<Version>,
         mode: Option<u32>,
         chunk_size: u64,
+        xattrs: Option<cairn_types::Xattrs>,
+        cues: Cues,
+    },
+    /// A small file's bytes as the next version of `path`, kept in its
+    /// record instead of chunks: one transaction, no storage node. Fields
+    /// as in `CommitFile`. Answers `Inode`, or `NotInline` when `data` is
+    /// longer than the path's effective `inline=` limit (the writer then
+    /// stores chunks and sends `CommitFile`).
+    CommitInline {
+        path: CairnPath,
+        data: Vec<u8>,
+        expected: Option<Version>,
+        mode: Option<u32>,
         xattrs: Option<cairn_types::Xattrs>,
         cues: Cues,
     },
@@ -281,6 +301,7 @@ impl MetaRequest {
         matches!(
             self,
             MetaRequest::CommitFile { .. }
+                | MetaRequest::CommitInline { .. }
                 | MetaRequest::Compose { .. }
                 | MetaRequest::SetAttr { .. }
                 | MetaRequest::SetCues { .. }
@@ -288,6 +309,7 @@ impl MetaRequest {
                 | MetaRequest::MakeNode { .. }
                 | MetaRequest::Mkdir { .. }
                 | MetaRequest::Remove { .. }
+                | MetaRequest::Unlink { .. }
                 | MetaRequest::Rename { .. }
                 | MetaRequest::RenameNoReplace { .. }
         )
@@ -356,6 +378,9 @@ pub enum LockAnswer {
 pub struct ClusterConfig {
     pub chunk_size: u64,
     pub default_rep: u8,
+    /// Files of at most this many bytes are kept in their metadata record
+    /// where no `inline=` cue says otherwise (0: never).
+    pub inline_max: u32,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -545,6 +570,11 @@ pub enum MetaResponse {
         ttl_ms: u32,
     },
     Lock(LockAnswer),
+    /// A `CommitInline` refused: the path keeps files over `limit` bytes
+    /// in chunks. Nothing changed.
+    NotInline {
+        limit: u32,
+    },
 }
 
 /// A node group and its members.

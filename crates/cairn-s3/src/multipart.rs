@@ -116,8 +116,17 @@ where
     R: tokio::io::AsyncRead + Unpin + Send,
 {
     let (reader, hash) = Hashing::new(src);
+    // Parts are always chunks: completing composes them, and meta cannot
+    // join bytes kept in a record (a small last part) to chunks.
+    let opts = PutOptions {
+        cues: cairn_types::Cues {
+            inline: Some(0),
+            ..Default::default()
+        },
+        ..PutOptions::default()
+    };
     s3.client
-        .put_with_attrs(path, reader, PutOptions::default(), move || {
+        .put_with_attrs(path, reader, opts, move || {
             let mut x = Xattrs::new();
             x.insert(attrs::ETAG.into(), body::hex(&hash.digest().0).into_bytes());
             x

@@ -21,6 +21,18 @@ async fn deadline<F: std::future::Future>(f: F) -> F::Output {
         .expect("test exceeded its deadline")
 }
 
+/// A small file written as chunks, not kept in meta (`inline=0`): for
+/// tests of what storage nodes do with them.
+fn chunked() -> PutOptions {
+    PutOptions {
+        cues: cairn_types::Cues {
+            inline: Some(0),
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+}
+
 fn small_chunks() -> PutOptions {
     PutOptions {
         chunk_size: Some(256 * 1024),
@@ -52,7 +64,11 @@ async fn round_trip_of_many_sizes() {
             let path = p(&format!("/f{i}"));
             let inode = cl.put_bytes(&path, &data, small_chunks()).await.unwrap();
             assert_eq!(inode.size, len as u64);
-            assert_eq!(inode.extents.len(), len.div_ceil(chunk));
+            // Up to the cluster's inline limit the bytes stay in meta.
+            let inline = (1..=4096).contains(&len);
+            assert_eq!(inode.is_inline(), inline, "{len} bytes");
+            let chunks = if inline { 0 } else { len.div_ceil(chunk) };
+            assert_eq!(inode.extents.len(), chunks);
             assert!(
                 inode.extents.iter().all(|e| e.nodes.len() == 3),
                 "three distinct replicas"
@@ -136,11 +152,17 @@ async fn write_replaces_a_dead_node_and_refuses_without_enough_nodes() {
         .await;
         c.shutdown().await;
 
-        // Two nodes for rep=3: a clear error, nothing visible.
+        // Two nodes for rep=3: a clear error, nothing visible; a file
+        // small enough for meta to keep needs no node.
         let c = TestCluster::start(2, 3).await;
         let cl = c.client().await;
+        let small = cl
+            .put_bytes(&p("/small"), b"abc", PutOptions::default())
+            .await;
+        assert!(small.unwrap().is_inline());
+        assert_eq!(cl.get_bytes(&p("/small")).await.unwrap(), b"abc");
         let e = cl
-            .put_bytes(&p("/nope"), b"abc", PutOptions::default())
+            .put_bytes(&p("/nope"), b"abc", chunked())
             .await
             .unwrap_err();
         assert_eq!(e.kind, ErrorKind::Unavailable);
@@ -241,7 +263,7 @@ async fn overwrite_versions_and_garbage_collection() {
             b"x",
             PutOptions {
                 expected: Some(Version(2)),
-                ..Default::default()
+                ..chunked()
             },
         )
         .await
@@ -421,10 +443,7 @@ async fn bad_input_is_refused_and_servers_stay_up() {
     deadline(async {
         let c = TestCluster::start(1, 1).await;
         let cl = c.client().await;
-        let inode = cl
-            .put_bytes(&p("/ok"), b"fine", PutOptions::default())
-            .await
-            .unwrap();
+        let inode = cl.put_bytes(&p("/ok"), b"fine", chunked()).await.unwrap();
         let node_addr = c.nodes[0].as_ref().unwrap().addr.clone();
         let stranger = Credentials::Client(ClusterSecret::generate().client_key());
 
@@ -723,9 +742,7 @@ async fn a_retried_change_is_applied_once() {
         use cairn_proto::{MetaClient, MetaRequest, MetaResponse};
         let c = TestCluster::start(2, 2).await;
         let cl = c.client().await;
-        cl.put_bytes(&p("/a"), b"a", PutOptions::default())
-            .await
-            .unwrap();
+        cl.put_bytes(&p("/a"), b"a", chunked()).await.unwrap();
         let meta = MetaClient::new(
             vec![c.meta_addr()],
             Credentials::Client(c.meta.as_ref().unwrap().secret.client_key()),
@@ -804,9 +821,7 @@ async fn the_audit_log_records_changes_and_refusals() {
         })
         .await;
         let cl = c.client().await;
-        cl.put_bytes(&p("/audited"), b"x", PutOptions::default())
-            .await
-            .unwrap();
+        cl.put_bytes(&p("/audited"), b"x", chunked()).await.unwrap();
         cl.rename(&p("/audited"), &p("/moved")).await.unwrap();
         assert!(cl.remove(&p("/nothing"), false).await.is_err());
         cl.stat(&p("/moved")).await.unwrap();

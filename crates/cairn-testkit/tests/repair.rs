@@ -189,7 +189,7 @@ async fn drained_node_can_be_stopped_without_loss() {
         .await;
         // New writes avoid the draining node.
         let i = cl
-            .put_bytes(&p("/new"), &pattern(100, 1), opts())
+            .put_bytes(&p("/new"), &pattern(100_000, 1), opts())
             .await
             .unwrap();
         assert!(!i.extents[0].nodes.contains(&id));

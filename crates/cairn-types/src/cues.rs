@@ -135,12 +135,22 @@ pub struct Cues {
     /// the group (a cache copy of each chunk). Last, so records written
     /// before it end where it begins.
     pub hot: Option<String>,
+    /// `inline=SIZE`: a file of at most this many bytes keeps them in its
+    /// metadata record instead of chunks (one meta transaction to write,
+    /// none to a storage node); 0 turns it off. Unset: the cluster's
+    /// default. At most [`MAX_INLINE`]. Last, so records written before it
+    /// end where it begins.
+    pub inline: Option<u32>,
 }
+
+/// The largest `inline=` a path may ask for: small enough that meta's store
+/// (etcd's request limit above all) and a listing page stay small.
+pub const MAX_INLINE: u32 = 64 * 1024;
 
 /// Canonical cue names, for error messages and help.
 pub const CUE_NAMES: &str = "rep=N, sync=N, place=random|buddy|min_copy|copyset|spread|local, \
 site=ZONE, rep_sites=N, keep_together, strict, lax, latest, anyversion, bestversion, \
-maxtime=MS, writeonce, writemany, wholefile, hotspot, hot=GROUP \
+maxtime=MS, writeonce, writemany, wholefile, hotspot, hot=GROUP, inline=SIZE \
 (WheelFS aliases: .RepLevel, .SyncLevel, .Site, .KeepTogether, .RepSites, \
 .EventualConsistency, .MaxTime, .WholeFile, .Hotspot, .WriteOnce, .AnyVersion, .BestVersion, .Lax)";
 
@@ -176,6 +186,7 @@ fn canonical(norm: &str) -> Option<&'static str> {
         "hotspot" => "hotspot",
         // Bare `hot` stays the old alias of hotspot; `hot=GROUP` names a group.
         "hot" => "hot",
+        "inline" => "inline",
         _ => return None,
     })
 }
@@ -286,6 +297,18 @@ impl Cues {
                     Writability::WriteMany
                 });
             }
+            "inline" => {
+                let v = value.map(str::trim).ok_or_else(|| {
+                    Error::invalid("cue inline needs a size, as inline=4KiB (0 turns it off)")
+                })?;
+                let n = crate::parse_size(v).map_err(|e| e.context(format!("cue inline={v}")))?;
+                if n > MAX_INLINE as u64 {
+                    return Err(Error::invalid(format!(
+                        "cue inline={v}: at most {MAX_INLINE} bytes (64KiB) are kept in metadata"
+                    )));
+                }
+                self.inline = Some(n as u32);
+            }
             "maxtime" => {
                 let v = value.map(str::trim).ok_or_else(|| {
                     Error::invalid("cue maxtime needs a value, as maxtime=250 (ms) or maxtime=2s")
@@ -326,6 +349,7 @@ impl Cues {
             wholefile: child.wholefile.or(self.wholefile),
             hotspot: child.hotspot.or(self.hotspot),
             hot: child.hot.clone().or_else(|| self.hot.clone()),
+            inline: child.inline.or(self.inline),
         }
     }
 
@@ -345,9 +369,12 @@ impl Cues {
         }
     }
 
-    /// The cues that apply per operation: consistency, timing, reading.
+    /// The cues that apply per operation: consistency, timing, reading,
+    /// and whether this write may be kept inline (a directory's `inline=`
+    /// applies to every write below it; a writer's to its own write).
     pub fn per_operation(&self) -> Cues {
         Cues {
+            inline: self.inline,
             consistency: self.consistency,
             version: self.version,
             maxtime_ms: self.maxtime_ms,
@@ -435,6 +462,9 @@ impl fmt::Display for Cues {
         if let Some(g) = &self.hot {
             items.push(format!("hot={g}"));
         }
+        if let Some(n) = self.inline {
+            items.push(format!("inline={n}"));
+        }
         f.write_str(&items.join(","))
     }
 }
@@ -494,6 +524,24 @@ pub fn split_path_cues(raw: &str) -> Result<(CairnPath, Cues)> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn inline_takes_a_size_up_to_the_cap() {
+        assert_eq!(Cues::parse("inline=4KiB").unwrap().inline, Some(4096));
+        assert_eq!(Cues::parse("inline=0").unwrap().inline, Some(0));
+        assert_eq!(
+            Cues::parse("inline=65536").unwrap().inline,
+            Some(MAX_INLINE)
+        );
+        for bad in ["inline", "inline=65537", "inline=1MiB", "inline=lots"] {
+            let e = Cues::parse(bad).unwrap_err();
+            assert_eq!(e.kind, crate::ErrorKind::InvalidInput, "{bad}: {e}");
+        }
+        assert_eq!(
+            Cues::parse("inline=4KiB").unwrap().to_string(),
+            "inline=4096"
+        );
+    }
 
     #[test]
     fn parses_canonical_names_and_aliases() {
@@ -646,6 +694,7 @@ mod tests {
                         wholefile: wf,
                         hotspot: hs,
                         hot: hs.filter(|h| *h).map(|_| "gpu-1.a_b".to_string()),
+                        inline: mt.map(|m| (m % (MAX_INLINE as u64 + 1)) as u32),
                     }
                 },
             )

@@ -49,6 +49,20 @@ pub struct Inode {
     /// never hands out a record with 0: that marks, inside meta only, a
     /// directory entry whose record is shared by several names.
     pub nlink: u32,
+    /// A small file's bytes, kept in this record instead of chunks
+    /// (`extents` is then empty): see the `inline=` cue. Listings leave
+    /// them out (a listed record has `None` and its `size`); opening the
+    /// file brings them. Last, so records written before it end where it
+    /// begins.
+    pub inline: Option<Vec<u8>>,
+}
+
+impl Inode {
+    /// Whether the file's bytes live in its metadata record, even when
+    /// this copy of the record (from a listing) leaves them out.
+    pub fn is_inline(&self) -> bool {
+        self.kind == InodeKind::File && self.extents.is_empty() && self.size > 0
+    }
 }
 
 /// Extended attributes by name.

@@ -20,7 +20,7 @@ pub use attrs::{
 pub use checksum::{BlockCrcs, BLOCK_SIZE};
 pub use cues::{
     component_cues, split_path_cues, Consistency, Cues, PlaceScheme, VersionPolicy, Writability,
-    CUE_DIR,
+    CUE_DIR, MAX_INLINE,
 };
 pub use error::{Error, ErrorKind, Result};
 pub use ids::{ChunkId, InodeId, NodeId, Version};
