@@ -362,6 +362,13 @@ impl Shared {
     /// for writing.
     async fn getattr(&self, ino: u64) -> Result<FileAttr, Errno> {
         let staged = self.stages.peek(ino);
+        if let Some(s) = staged.as_ref().filter(|s| s.is_dirty()) {
+            // Being written here: the attributes this mount will commit
+            // are the file's until then (another mount's chmod shows after
+            // the close, as its bytes would).
+            let size = s.len_now().map_err(|e| errno(&e))?;
+            return Ok(self.attr(ino, &s.inode(), Some(size)));
+        }
         let inode = self.inode(ino).await?;
         let size = match staged {
             Some(s) => Some(s.len().await.map_err(|e| errno(&e))?),
@@ -526,13 +533,17 @@ impl Shared {
             // Empty and just made: nothing to read from Cairn.
             let dir = self.stages.cache_dir.clone();
             let budget = self.stages.budget.clone();
-            self.stages
+            let made = self
+                .stages
                 .acquire(ino, || {
                     Staged::create(&dir, budget, ino, inode.clone(), None)
                 })
-                .await
-                .map(|(s, _)| s)
-                .map_err(|e| errno(&e))
+                .await;
+            made.map(|(s, _)| {
+                s.mark_dirty();
+                s
+            })
+            .map_err(|e| errno(&e))
         } else {
             self.stage(ino, &path, flags & libc::O_TRUNC != 0).await
         };
@@ -790,7 +801,13 @@ impl Filesystem for CairnFs {
                 Ok(s.attr(ino, &inode, size))
             }
             .await;
-            answer!(r, |a| reply.entry(&TTL, &a, 0), reply);
+            match r {
+                // A negative entry: the kernel need not ask again for a
+                // while (`cp` looks a new name up twice before creating it);
+                // a create here replaces it at once.
+                Err(libc::ENOENT) => reply.entry(&TTL, &dot_attr(0), 0),
+                r => answer!(r, |a| reply.entry(&TTL, &a, 0), reply),
+            }
         });
     }
 
@@ -1058,6 +1075,12 @@ impl Filesystem for CairnFs {
             Ok(s) => s,
             Err(e) => return reply.error(e),
         };
+        if data.len() <= crate::staging::INLINE_IO && flags & libc::O_APPEND == 0 {
+            // A page-cache copy: answered here, without a hand-off to the
+            // runtime and back.
+            let r = staged.write_now(data, offset.max(0) as u64);
+            return answer!(r.map_err(|e| errno(&e)), |n| reply.written(n as u32), reply);
+        }
         let data = data.to_vec();
         self.spawn(|_| async move {
             let r = async {

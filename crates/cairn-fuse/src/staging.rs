@@ -73,6 +73,12 @@ pub struct Staged {
     upload: tokio::sync::Mutex<()>,
 }
 
+/// Cache-file reads and writes up to this size run on the calling thread:
+/// a page-cache copy of a few pages costs less than handing it to another
+/// thread and back (what small files are made of). Larger ones go to the
+/// blocking pool.
+pub const INLINE_IO: usize = 128 << 10;
+
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> std::io::Result<T> + Send + 'static,
 ) -> Result<T> {
@@ -91,8 +97,10 @@ impl Staged {
         inode: Inode,
         reader: Option<FileReader>,
     ) -> Result<Staged> {
-        let dir = cache_dir.to_path_buf();
-        let file = Arc::new(blocking(move || tempfile::tempfile_in(dir)).await?);
+        // An open and an unlink in a local directory: quick enough to run here.
+        let file =
+            tempfile::tempfile_in(cache_dir).map_err(|e| Error::from(e).context("cache file"))?;
+        let file = Arc::new(file);
         let staged = Staged {
             ino,
             file,
@@ -164,16 +172,29 @@ impl Staged {
         self.inode.lock().unwrap().clone()
     }
 
-    fn mark_dirty(&self) {
+    /// Count the file as changed: the next flush uploads it even if
+    /// nothing is written (a file just created, whose create meta may
+    /// acknowledge before it is on disk: the close makes it durable).
+    pub fn mark_dirty(&self) {
         self.generations.lock().unwrap().0 += 1;
     }
 
     pub async fn len(&self) -> Result<u64> {
-        let f = self.file.clone();
-        blocking(move || f.metadata().map(|m| m.len())).await
+        self.len_now()
+    }
+
+    /// The cache file's length (an fstat: no need to leave the thread).
+    pub fn len_now(&self) -> Result<u64> {
+        self.file
+            .metadata()
+            .map(|m| m.len())
+            .map_err(|e| Error::from(e).context("cache file"))
     }
 
     pub async fn write_at(&self, data: Vec<u8>, offset: u64) -> Result<usize> {
+        if data.len() <= INLINE_IO {
+            return self.write_now(&data, offset);
+        }
         let f = self.file.clone();
         let n = data.len();
         self.charge_at_least(offset.saturating_add(n as u64))?;
@@ -182,23 +203,41 @@ impl Staged {
         Ok(n)
     }
 
-    pub async fn read_at(&self, offset: u64, len: usize) -> Result<Vec<u8>> {
-        let f = self.file.clone();
-        blocking(move || {
-            let mut buf = vec![0u8; len];
-            let mut got = 0;
-            while got < len {
-                match f.read_at(&mut buf[got..], offset + got as u64)? {
-                    0 => break,
-                    n => got += n,
-                }
-            }
-            buf.truncate(got);
-            Ok(buf)
-        })
-        .await
+    /// [`Self::write_at`] on this thread, for writes up to [`INLINE_IO`].
+    pub fn write_now(&self, data: &[u8], offset: u64) -> Result<usize> {
+        self.charge_at_least(offset.saturating_add(data.len() as u64))?;
+        self.file
+            .write_all_at(data, offset)
+            .map_err(|e| Error::from(e).context("cache file"))?;
+        self.mark_dirty();
+        Ok(data.len())
     }
 
+    pub async fn read_at(&self, offset: u64, len: usize) -> Result<Vec<u8>> {
+        if len <= INLINE_IO {
+            return read_exact_at(&self.file, offset, len)
+                .map_err(|e| Error::from(e).context("cache file"));
+        }
+        let f = self.file.clone();
+        blocking(move || read_exact_at(&f, offset, len)).await
+    }
+}
+
+/// Up to `len` bytes at `offset` (fewer at the end of the file).
+fn read_exact_at(f: &std::fs::File, offset: u64, len: usize) -> std::io::Result<Vec<u8>> {
+    let mut buf = vec![0u8; len];
+    let mut got = 0;
+    while got < len {
+        match f.read_at(&mut buf[got..], offset + got as u64)? {
+            0 => break,
+            n => got += n,
+        }
+    }
+    buf.truncate(got);
+    Ok(buf)
+}
+
+impl Staged {
     pub async fn set_len(&self, len: u64) -> Result<()> {
         let f = self.file.clone();
         let grow = len > *self.charged.lock().unwrap();
@@ -225,15 +264,23 @@ impl Staged {
             }
             g.0
         };
-        let mut src = tokio::fs::File::from_std(self.file.try_clone()?);
-        src.seek(std::io::SeekFrom::Start(0)).await?;
         // No mode: the new version keeps the one in meta, so a chmod made
         // meanwhile (on any mount) is not undone by this upload.
         let opts = PutOptions {
             cues,
             ..PutOptions::default()
         };
-        let inode = client.put(path, src, opts).await?;
+        let len = self.len_now()?;
+        let inode = if len <= INLINE_IO as u64 {
+            // A small file: read here, sent from memory.
+            let data = read_exact_at(&self.file, 0, len as usize)
+                .map_err(|e| Error::from(e).context("cache file"))?;
+            client.put(path, &data[..], opts).await?
+        } else {
+            let mut src = tokio::fs::File::from_std(self.file.try_clone()?);
+            src.seek(std::io::SeekFrom::Start(0)).await?;
+            client.put(path, src, opts).await?
+        };
         *self.inode.lock().unwrap() = inode;
         let mut g = self.generations.lock().unwrap();
         g.1 = g.1.max(generation);

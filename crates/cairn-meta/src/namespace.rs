@@ -1375,6 +1375,9 @@ impl Namespace {
             },
         );
         tx.put(key, &inode);
+        // An empty file: its writer's close commits it durably (the
+        // mount's does), else the store within LAZY_DURABLE_WITHIN.
+        tx.txn.lazy = inode.kind == InodeKind::File;
         Ok(tx.commit().await?.map(|_| inode))
     }
 

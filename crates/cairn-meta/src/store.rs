@@ -44,7 +44,16 @@ pub struct KeyValue {
 pub struct Txn {
     pub conditions: Vec<Condition>,
     pub ops: Vec<Op>,
+    /// May be acknowledged before it is on disk: it is made durable by the
+    /// next durable commit, or within [`LAZY_DURABLE_WITHIN`] (stores that
+    /// are always durable, as etcd, ignore it). For changes whose loss in
+    /// a crash loses nothing acknowledged as durable: an empty file made
+    /// by a create, which its writer's close commits durably.
+    pub lazy: bool,
 }
+
+/// How long a [`Txn::lazy`] commit may stay off the disk at most.
+pub const LAZY_DURABLE_WITHIN: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// A precondition of a [`Txn`].
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -7,7 +7,7 @@
 //! concurrent clients share one fsync. Reads use redb read transactions on the
 //! blocking pool.
 
-use crate::store::{conflict_error, Condition, KeyValue, MetaStore, Op, Txn};
+use crate::store::{conflict_error, Condition, KeyValue, MetaStore, Op, Txn, LAZY_DURABLE_WITHIN};
 use cairn_types::{Error, Result};
 use redb::{Database, Durability, ReadableTable, Table, TableDefinition};
 use std::path::Path;
@@ -102,7 +102,36 @@ fn encode_value(revision: u64, value: &[u8]) -> Vec<u8> {
 }
 
 fn committer_loop(db: Arc<Database>, mut rx: mpsc::Receiver<Request>, mut revision: u64) {
-    while let Some(first) = rx.blocking_recv() {
+    // Waits with a deadline while a lazy commit is not yet on disk; without
+    // one (the OS refused a timer), every commit is durable.
+    let timer = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .map_err(|e| tracing::warn!("metadata committer: no timer ({e}); every commit is durable"))
+        .ok();
+    // Since when commits acknowledged lazily wait for the disk.
+    let mut lazy_since: Option<std::time::Instant> = None;
+    loop {
+        let first = match (lazy_since, &timer) {
+            (None, _) | (_, None) => rx.blocking_recv(),
+            (Some(t), Some(timer)) => {
+                let left = LAZY_DURABLE_WITHIN.saturating_sub(t.elapsed());
+                match timer.block_on(async { tokio::time::timeout(left, rx.recv()).await }) {
+                    Ok(r) => r,
+                    Err(_) => {
+                        // Nothing else came: put the lazy commits on disk now.
+                        match persist(&db, revision) {
+                            Ok(()) => lazy_since = None,
+                            Err(e) => {
+                                tracing::error!(error = %e, "making lazy metadata commits durable failed")
+                            }
+                        }
+                        continue;
+                    }
+                }
+            }
+        };
+        let Some(first) = first else { break };
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
             match rx.try_recv() {
@@ -110,8 +139,15 @@ fn committer_loop(db: Arc<Database>, mut rx: mpsc::Receiver<Request>, mut revisi
                 Err(_) => break,
             }
         }
-        match apply_batch(&db, revision, &batch) {
+        let overdue = lazy_since.is_some_and(|t| t.elapsed() >= LAZY_DURABLE_WITHIN);
+        let durable = timer.is_none() || overdue || batch.iter().any(|r| !r.txn.lazy);
+        match apply_batch(&db, revision, &batch, durable) {
             Ok((new_revision, results)) => {
+                if durable {
+                    lazy_since = None;
+                } else if new_revision != revision {
+                    lazy_since.get_or_insert_with(std::time::Instant::now);
+                }
                 revision = new_revision;
                 for (req, result) in batch.into_iter().zip(results) {
                     let _ = req.reply.send(result);
@@ -125,9 +161,27 @@ fn committer_loop(db: Arc<Database>, mut rx: mpsc::Receiver<Request>, mut revisi
             }
         }
     }
+    if lazy_since.is_some() {
+        if let Err(e) = persist(&db, revision) {
+            tracing::error!(error = %e, "making lazy metadata commits durable failed");
+        }
+    }
 }
 
-/// Evaluate and apply a batch in one redb write transaction. Each transaction
+/// A durable commit that changes nothing: every lazy commit before it is
+/// then on disk too (redb persists the whole state at a durable commit).
+fn persist(db: &Database, revision: u64) -> Result<()> {
+    let mut w = db.begin_write().map_err(db_err)?;
+    w.set_durability(Durability::Immediate);
+    {
+        let mut meta = w.open_table(META).map_err(db_err)?;
+        meta.insert(REVISION, revision).map_err(db_err)?;
+    }
+    w.commit().map_err(db_err)
+}
+
+/// Evaluate and apply a batch in one redb write transaction (on disk when
+/// it returns if `durable`, else with the next durable one). Each transaction
 /// sees the effects of the earlier ones in the batch. Returns the revision
 /// after the batch and one result per transaction; on error nothing was
 /// committed.
@@ -135,9 +189,14 @@ fn apply_batch(
     db: &Database,
     mut revision: u64,
     batch: &[Request],
+    durable: bool,
 ) -> Result<(u64, Vec<Result<u64>>)> {
     let mut w = db.begin_write().map_err(db_err)?;
-    w.set_durability(Durability::Immediate);
+    w.set_durability(if durable {
+        Durability::Immediate
+    } else {
+        Durability::None
+    });
     let mut results = Vec::with_capacity(batch.len());
     let mut wrote = false;
     {
@@ -323,6 +382,42 @@ mod tests {
             .await
             .unwrap();
         assert!(next > rev, "revision counter survives a restart");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn lazy_commits_are_seen_at_once_and_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("meta.redb");
+        let lazy = |k: &[u8]| {
+            let mut t = Txn::new().put(k.to_vec(), b"v".to_vec());
+            t.lazy = true;
+            t
+        };
+        {
+            let store = RedbStore::open(&path).unwrap();
+            let r1 = store.commit(lazy(b"a")).await.unwrap();
+            assert_eq!(store.get(b"a").await.unwrap(), Some((b"v".to_vec(), r1)));
+            // Made durable by the timer, then by a durable commit, then at close.
+            tokio::time::sleep(LAZY_DURABLE_WITHIN * 3).await;
+            store.commit(lazy(b"b")).await.unwrap();
+            store
+                .commit(Txn::new().put(b"c".to_vec(), b"v".to_vec()))
+                .await
+                .unwrap();
+            store.commit(lazy(b"d")).await.unwrap();
+        }
+        let store = RedbStore::open(&path).unwrap();
+        let keys: Vec<Vec<u8>> = store
+            .scan(b"", b"\xff", 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|kv| kv.key)
+            .collect();
+        assert_eq!(
+            keys,
+            vec![b"a".to_vec(), b"b".to_vec(), b"c".to_vec(), b"d".to_vec()]
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
