@@ -1210,3 +1210,70 @@ EOF"#
         ),
     );
 }
+
+/// Small files kept in meta (inline) behave as any file through the mount:
+/// created, grown past the inline limit into chunks, truncated back, hard
+/// linked and renamed, seen by a second mount and by the client library.
+#[test]
+fn small_files_kept_in_meta_grow_shrink_link_and_rename() {
+    if !fuse_available() {
+        return;
+    }
+    let env = Env::new(2);
+    let (a, b) = (env.mnt(0), env.mnt(1));
+    let (a, b) = (a.display(), b.display());
+    let client = env.cluster_client();
+    let stat = |p: &str| {
+        let p = cairn_types::CairnPath::parse(p).unwrap();
+        env._rt.block_on(client.stat(&p)).unwrap()
+    };
+    sh(&format!(
+        r#"python3 - <<'EOF'
+a, b = "{a}", "{b}"
+open(a + "/s", "wb").write(b"x" * 100)
+assert open(b + "/s", "rb").read() == b"x" * 100
+EOF"#
+    ));
+    let s = stat("/s");
+    assert!(s.is_inline() && s.extents.is_empty(), "{s:?}");
+    // Grown past the limit by an append: chunks, every byte kept.
+    sh(&format!(
+        r#"python3 - <<'EOF'
+a, b = "{a}", "{b}"
+with open(a + "/s", "ab") as f:
+    f.write(b"y" * 10000)
+assert open(b + "/s", "rb").read() == b"x" * 100 + b"y" * 10000
+EOF"#
+    ));
+    let grown = stat("/s");
+    assert!(!grown.is_inline() && grown.extents.len() == 1, "{grown:?}");
+    assert_eq!(grown.version.0, s.version.0 + 1);
+    // Truncated back: in meta again; links and renames carry the bytes.
+    sh(&format!(
+        r#"python3 - <<'EOF'
+import os
+a, b = "{a}", "{b}"
+os.truncate(a + "/s", 50)
+assert open(b + "/s", "rb").read() == b"x" * 50
+os.link(a + "/s", a + "/hard")
+os.rename(a + "/s", a + "/moved")
+assert open(b + "/hard", "rb").read() == b"x" * 50
+assert open(b + "/moved", "rb").read() == b"x" * 50
+assert os.stat(b + "/hard").st_ino == os.stat(b + "/moved").st_ino
+assert os.stat(b + "/moved").st_size == 50
+with open(b + "/hard", "r+b") as f:
+    f.seek(10); f.write(b"Z")
+assert open(a + "/moved", "rb").read() == b"x" * 10 + b"Z" + b"x" * 39
+os.unlink(a + "/moved")
+assert open(b + "/hard", "rb").read() == b"x" * 10 + b"Z" + b"x" * 39
+EOF"#
+    ));
+    let back = stat("/hard");
+    assert!(back.is_inline() && back.size == 50, "{back:?}");
+    assert_eq!(
+        env._rt
+            .block_on(client.get_bytes(&cairn_types::CairnPath::parse("/hard").unwrap()))
+            .unwrap()[10],
+        b'Z'
+    );
+}

@@ -114,6 +114,17 @@ async fn boto3_suite() {
     }
     let s = setup().await;
     run(&s, "python3", "boto3_suite.py", Duration::from_secs(120)).await;
+    // Its small objects are kept in meta.
+    let c = s._cluster.client().await;
+    let p = |x: &str| cairn_types::CairnPath::parse(x).unwrap();
+    for (key, inline) in [
+        ("/smallbkt/small/obj", true),
+        ("/smallbkt/small/copy", true),
+        ("/smallbkt/small/grows", true),
+    ] {
+        let i = c.stat(&p(key)).await.unwrap();
+        assert_eq!(i.is_inline(), inline, "{key}: {i:?}");
+    }
     s.gateway.stop().await;
 }
 

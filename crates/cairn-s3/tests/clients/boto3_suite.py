@@ -43,6 +43,29 @@ assert r["Body"].read() == body[-100:] and r["ContentRange"] == f"bytes {len(bod
 assert s3.get_object(Bucket=B, Key="dir/obj.bin", Range="bytes=299990-")["Body"].read() == body[299990:]
 expect_error("InvalidRange", s3.get_object, Bucket=B, Key="dir/obj.bin", Range="bytes=400000-")
 
+# A small object (kept in meta, inline): the same headers, ranges and ETag.
+# Its bucket stays, for the test to look at how the objects are stored.
+S = "smallbkt"
+s3.create_bucket(Bucket=S)
+small = os.urandom(1500)
+r = s3.put_object(Bucket=S, Key="small/obj", Body=small, ContentType="text/x-small",
+                  Metadata={"k": "v"})
+assert r["ETag"] == f'"{hashlib.md5(small).hexdigest()}"', r["ETag"]
+g = s3.get_object(Bucket=S, Key="small/obj")
+assert g["Body"].read() == small and g["ContentType"] == "text/x-small"
+assert g["Metadata"] == {"k": "v"} and g["ContentLength"] == 1500
+assert s3.get_object(Bucket=S, Key="small/obj", Range="bytes=100-199")["Body"].read() == small[100:200]
+assert s3.get_object(Bucket=S, Key="small/obj", Range="bytes=-10")["Body"].read() == small[-10:]
+expect_error("InvalidRange", s3.get_object, Bucket=S, Key="small/obj", Range="bytes=1500-")
+s3.copy_object(Bucket=S, Key="small/copy", CopySource={"Bucket": S, "Key": "small/obj"})
+assert s3.get_object(Bucket=S, Key="small/copy")["Body"].read() == small
+# Overwritten with a larger body it is chunks; back to small, inline again.
+s3.put_object(Bucket=S, Key="small/grows", Body=b"a" * 10)
+s3.put_object(Bucket=S, Key="small/grows", Body=b"b" * 100_000)
+assert s3.get_object(Bucket=S, Key="small/grows")["Body"].read() == b"b" * 100_000
+s3.put_object(Bucket=S, Key="small/grows", Body=b"c" * 20)
+assert s3.get_object(Bucket=S, Key="small/grows")["Body"].read() == b"c" * 20
+
 # Conditional GETs.
 etag = f'"{md5}"'
 s3.get_object(Bucket=B, Key="dir/obj.bin", IfMatch=etag)
