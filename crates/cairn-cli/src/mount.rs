@@ -52,6 +52,14 @@ pub struct MountArgs {
     /// loses meta (other machines wait that long for a dead holder's locks)
     #[arg(long, default_value = "5s")]
     lock_lease: String,
+    /// Write-back: close returns once the file is staged on this machine's
+    /// disk and uploads follow in the background, in close order; fsync
+    /// still waits for its file, unmount for all. Risk: if this mount dies
+    /// (crash, SIGKILL, power loss), files closed but not yet uploaded are
+    /// lost, and other mounts see a file only once it is uploaded. Default:
+    /// durable on close
+    #[arg(long)]
+    writeback: bool,
     #[command(flatten)]
     target: Target,
 }
@@ -89,6 +97,7 @@ pub async fn run(a: MountArgs) -> Result<()> {
         read_only: a.ro,
         allow_other: a.allow_other,
         lock_lease,
+        writeback: a.writeback,
     };
     let mountpoint = a.mountpoint.clone();
     let rt = tokio::runtime::Handle::current();

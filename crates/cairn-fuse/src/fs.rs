@@ -87,6 +87,60 @@ pub(crate) struct Shared {
     /// runs.
     notifier: Arc<std::sync::OnceLock<fuser::Notifier>>,
     locks: locks::MountLocks,
+    /// With `--writeback`: closed files waiting for their upload, in close
+    /// order (see [`upload_in_background`]).
+    writeback: Option<tokio::sync::mpsc::Sender<Job>>,
+}
+
+/// Work for the write-back uploader.
+enum Job {
+    /// Upload a closed file, then let its staged copy go.
+    Upload(Arc<Staged>),
+    /// Answer once every job before this one is done.
+    Drain(std::sync::mpsc::Sender<()>),
+}
+
+/// How long an unmount waits for write-back uploads to finish.
+const WRITEBACK_DRAIN: Duration = Duration::from_secs(600);
+
+/// Closed files queued for upload at most; a close waits for room.
+const WRITEBACK_QUEUE: usize = 4096;
+
+/// The write-back uploader: one file at a time, in close order, so a file
+/// closed after another never lands before it. A failed upload is tried
+/// again (the cluster may be down for a while) unless the failure is one
+/// retrying cannot mend; the staged copy stays readable here meanwhile.
+async fn upload_in_background(s: std::sync::Weak<Shared>, mut rx: tokio::sync::mpsc::Receiver<Job>) {
+    while let Some(job) = rx.recv().await {
+        let staged = match job {
+            Job::Upload(st) => st,
+            Job::Drain(done) => {
+                let _ = done.send(());
+                continue;
+            }
+        };
+        let Some(s) = s.upgrade() else { return };
+        let mut wait = Duration::from_millis(100);
+        loop {
+            match s.upload(&staged).await {
+                Ok(()) => break,
+                Err(e) if matches!(e, libc::EIO | libc::ENOSPC | libc::ESTALE) => {
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(5));
+                }
+                Err(e) => {
+                    tracing::error!(
+                        ino = staged.ino,
+                        "write-back upload failed for good (errno {e}); this file's last writes are lost"
+                    );
+                    break;
+                }
+            }
+        }
+        let ino = staged.ino;
+        drop(staged);
+        s.stages.release(ino);
+    }
 }
 
 pub struct CairnFs {
@@ -106,8 +160,8 @@ impl CairnFs {
     ) -> CairnFs {
         // SAFETY: getuid/getgid cannot fail and touch no memory.
         let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
-        CairnFs {
-            shared: Arc::new(Shared {
+        let (queue, jobs) = tokio::sync::mpsc::channel(WRITEBACK_QUEUE);
+        let shared = Arc::new(Shared {
                 locks: locks::MountLocks::new(client.lock_session(opts.lock_lease)),
                 client,
                 read_only: opts.read_only,
@@ -118,7 +172,13 @@ impl CairnFs {
                 handles: Mutex::new(HashMap::new()),
                 next_fh: AtomicU64::new(1),
                 notifier,
-            }),
+                writeback: opts.writeback.then_some(queue),
+        });
+        if opts.writeback {
+            rt.spawn(upload_in_background(Arc::downgrade(&shared), jobs));
+        }
+        CairnFs {
+            shared,
             rt,
             _ended: ended,
         }
@@ -1103,6 +1163,10 @@ impl Filesystem for CairnFs {
     fn flush(&mut self, _req: &Request<'_>, ino: u64, fh: u64, lock_owner: u64, reply: ReplyEmpty) {
         // A close by the process: its POSIX locks on the file go.
         let Some(gave_up) = self.shared.lock_owner_closed(ino, lock_owner) else {
+            if self.shared.writeback.is_some() {
+                // Uploaded after the last close (release), in order.
+                return reply.ok();
+            }
             return self.sync(fh, reply);
         };
         let staged = match self.shared.handles.lock().unwrap().get(&fh) {
@@ -1181,6 +1245,16 @@ impl Filesystem for CairnFs {
     }
 
     fn destroy(&mut self) {
+        if let Some(queue) = self.shared.writeback.clone() {
+            // Unmounted: files still to upload are uploaded first.
+            let (tx, rx) = std::sync::mpsc::channel();
+            self.rt.spawn(async move {
+                let _ = queue.send(Job::Drain(tx)).await;
+            });
+            if rx.recv_timeout(WRITEBACK_DRAIN).is_err() {
+                tracing::error!("unmounted with files still to upload after {WRITEBACK_DRAIN:?}; their last writes are lost");
+            }
+        }
         // Unmounted: every lock this mount holds goes now, not at the
         // end of its lease.
         let s = self.shared.clone();
@@ -1235,6 +1309,17 @@ impl Filesystem for CairnFs {
         let Some(OpenHandle::Staged(staged)) = h else {
             return reply.ok();
         };
+        if let Some(queue) = self.shared.writeback.clone() {
+            if staged.is_dirty() {
+                // Queued; the staged copy goes once uploaded.
+                return self.spawn(|_| async move {
+                    match queue.send(Job::Upload(staged)).await {
+                        Ok(()) => reply.ok(),
+                        Err(_) => reply.error(libc::EIO),
+                    }
+                });
+            }
+        }
         self.spawn(|s| async move {
             let r = s.upload(&staged).await;
             // The staged file's own ino: a reader of a removed file may

@@ -51,6 +51,12 @@ pub struct MountOptions {
     /// How long this mount's `flock`/`fcntl` locks outlive it if it dies
     /// or is cut off from meta (it keeps them alive while it runs).
     pub lock_lease: std::time::Duration,
+    /// Write-back: a close returns once the file is staged on this
+    /// machine's disk, and uploads follow in the background in close order
+    /// (`fsync` still waits for its file). A crash of this mount loses the
+    /// files closed but not yet uploaded; other mounts see a file only
+    /// once it is uploaded.
+    pub writeback: bool,
 }
 
 /// A live mount; dropping it unmounts.

@@ -47,17 +47,19 @@ impl Env {
         allow_other: bool,
         tweak: impl FnOnce(&mut cairn_meta::server::MetaConfig),
     ) -> Env {
-        Env::build(n_mounts, allow_other, tweak, Arc::new(|_, _| {}), None)
+        Env::build(n_mounts, allow_other, tweak, Arc::new(|_, _| {}), None, false)
     }
 
-    /// [`Env::with`], also changing each storage node's config, and
-    /// capping what each mount stages (`--cache-size`).
+    /// [`Env::with`], also changing each storage node's config, capping
+    /// what each mount stages (`--cache-size`), and making the first mount
+    /// a write-back one (`--writeback`).
     fn build(
         n_mounts: usize,
         allow_other: bool,
         tweak: impl FnOnce(&mut cairn_meta::server::MetaConfig),
         node_tweak: cairn_testkit::NodeTweak,
         cache_size: Option<u64>,
+        writeback_first: bool,
     ) -> Env {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -74,13 +76,14 @@ impl Env {
         ));
         let mut mounts = Vec::new();
         let mut dirs = Vec::new();
-        for _ in 0..n_mounts {
+        for i in 0..n_mounts {
             let dir = tempfile::tempdir().unwrap();
             std::fs::create_dir(dir.path().join("mnt")).unwrap();
             // No chunk cache: the tests see what the cluster itself serves
             // (a removed file's chunks being collected, say).
             let client = rt.block_on(cluster.client_with(|c| c.cache_bytes = 0));
             let opts = MountOptions {
+                writeback: writeback_first && i == 0,
                 cache_dir: dir.path().join("cache"),
                 cache_size,
                 read_only: false,
@@ -398,6 +401,7 @@ fn full_cluster_and_full_cache_are_enospc_and_a_dead_cluster_eio() {
             }
         }),
         Some(1 << 20),
+        false,
     );
     let m = env.mnt(0);
     let m = m.display();
@@ -928,6 +932,7 @@ fn hot_cue_through_the_mount_prefetches_on_close() {
         |c| c.chunk_size = 256 * 1024,
         Arc::new(|_, sc| sc.groups = vec!["actor".into()]),
         None,
+        false,
     );
     let m = env.mnt(0);
     let m = m.display();
@@ -1276,4 +1281,65 @@ EOF"#
             .unwrap()[10],
         b'Z'
     );
+}
+
+/// `--writeback`: closes return before the upload; the files reach the
+/// cluster in close order (a later file is never visible before an earlier
+/// one), fsync waits for its file, and unmounting uploads what is left.
+#[test]
+fn writeback_uploads_in_close_order_and_fsync_waits() {
+    if !fuse_available() {
+        return;
+    }
+    let mut env = Env::build(2, false, |_| {}, Arc::new(|_, _| {}), None, true);
+    let (a, b) = (env.mnt(0), env.mnt(1));
+    let (a, b) = (a.display(), b.display());
+    sh(&format!(
+        r#"python3 - <<'EOF'
+import os, time
+a, b = "{a}", "{b}"
+os.mkdir(a + "/wb")
+n = 300
+for i in range(n):
+    with open(f"{{a}}/wb/f{{i:04}}", "wb") as f:
+        f.write(bytes([i % 251]) * (100 + 37 * i))
+# This mount sees its own files at once.
+assert open(a + "/wb/f0299", "rb").read() == bytes([299 % 251]) * (100 + 37 * 299)
+# Another mount sees the names at once (creates are not deferred) and
+# the bytes as they are uploaded: the files already whole are always a
+# prefix of the close order.
+def whole(i):
+    try:
+        return open(f"{{b}}/wb/f{{i:04}}", "rb").read() == bytes([i % 251]) * (100 + 37 * i)
+    except FileNotFoundError:
+        return False
+deadline = time.time() + 120
+while True:
+    done = [whole(i) for i in range(n)]
+    k = done.index(False) if False in done else n
+    assert not any(done[k:]), f"file {{done.index(True, k)}} uploaded before file {{k}}"
+    if k == n:
+        break
+    assert time.time() < deadline, f"{{k}} of {{n}} uploaded"
+    time.sleep(0.2)
+# fsync returns once the file is uploaded: the other mount reads it then.
+fd = os.open(a + "/synced", os.O_WRONLY | os.O_CREAT)
+os.write(fd, b"durable now")
+os.fsync(fd)
+assert open(b + "/synced", "rb").read() == b"durable now"
+os.close(fd)
+# Closed but maybe not uploaded when the mount goes.
+for i in range(50):
+    open(f"{{a}}/last{{i}}", "wb").write(b"last" * i)
+EOF"#
+    ));
+    // Unmounting the write-back mount uploads what it still holds.
+    env.mounts.remove(0);
+    sh(&format!(
+        r#"python3 - <<'EOF'
+b = "{b}"
+for i in range(50):
+    assert open(f"{{b}}/last{{i}}", "rb").read() == b"last" * i, i
+EOF"#
+    ));
 }
