@@ -50,6 +50,7 @@ pub fn located<'py>(py: Python<'py>, path: &str, o: &OpenFile) -> PyResult<Bound
     d.set_item("path", path)?;
     d.set_item("size", o.inode.size)?;
     d.set_item("version", o.inode.version.0)?;
+    d.set_item("inline", o.inode.is_inline())?;
     let addr = |id| {
         o.nodes
             .iter()

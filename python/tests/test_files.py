@@ -284,3 +284,25 @@ def test_threads_share_one_client(client: cairn.Client, d: str) -> None:
     with ThreadPoolExecutor(16) as ex:
         assert all(ex.map(work, range(64)))
     assert len(client.ls(d)) == 64
+
+
+def test_small_files_are_kept_in_meta_and_grow_into_chunks(client, d):
+    p = f"{d}/small"
+    client.put(p, b"tiny")
+    st = client.stat(p)
+    assert st.inline and st.chunks == 0 and st.size == 4
+    assert client.locate(p)["inline"] and client.locate(p)["chunks"] == []
+    assert client.get(p) == b"tiny"
+    buf = bytearray(4)
+    assert client.get(p, into=buf) == 4 and bytes(buf) == b"tiny"
+    with client.open(p, "rb") as f:
+        f.seek(1)
+        assert f.read(2) == b"in"
+    with client.open(p, "ab") as f:
+        f.write(b"x" * 10_000)
+    st = client.stat(p)
+    assert not st.inline and st.chunks == 1 and st.size == 10_004
+    assert client.get(p) == b"tiny" + b"x" * 10_000
+    # Listings carry sizes, not bytes.
+    [entry] = [e for e in client.ls(d, detail=True) if e.name == "small"]
+    assert entry.size == 10_004

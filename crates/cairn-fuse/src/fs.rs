@@ -110,7 +110,10 @@ const WRITEBACK_QUEUE: usize = 4096;
 /// closed after another never lands before it. A failed upload is tried
 /// again (the cluster may be down for a while) unless the failure is one
 /// retrying cannot mend; the staged copy stays readable here meanwhile.
-async fn upload_in_background(s: std::sync::Weak<Shared>, mut rx: tokio::sync::mpsc::Receiver<Job>) {
+async fn upload_in_background(
+    s: std::sync::Weak<Shared>,
+    mut rx: tokio::sync::mpsc::Receiver<Job>,
+) {
     while let Some(job) = rx.recv().await {
         let staged = match job {
             Job::Upload(st) => st,
@@ -162,17 +165,17 @@ impl CairnFs {
         let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
         let (queue, jobs) = tokio::sync::mpsc::channel(WRITEBACK_QUEUE);
         let shared = Arc::new(Shared {
-                locks: locks::MountLocks::new(client.lock_session(opts.lock_lease)),
-                client,
-                read_only: opts.read_only,
-                uid,
-                gid,
-                inodes: Mutex::new(InodeTable::new()),
-                stages: StageTable::new(opts.cache_dir.clone(), opts.cache_size),
-                handles: Mutex::new(HashMap::new()),
-                next_fh: AtomicU64::new(1),
-                notifier,
-                writeback: opts.writeback.then_some(queue),
+            locks: locks::MountLocks::new(client.lock_session(opts.lock_lease)),
+            client,
+            read_only: opts.read_only,
+            uid,
+            gid,
+            inodes: Mutex::new(InodeTable::new()),
+            stages: StageTable::new(opts.cache_dir.clone(), opts.cache_size),
+            handles: Mutex::new(HashMap::new()),
+            next_fh: AtomicU64::new(1),
+            notifier,
+            writeback: opts.writeback.then_some(queue),
         });
         if opts.writeback {
             rt.spawn(upload_in_background(Arc::downgrade(&shared), jobs));

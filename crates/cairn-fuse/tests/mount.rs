@@ -47,7 +47,14 @@ impl Env {
         allow_other: bool,
         tweak: impl FnOnce(&mut cairn_meta::server::MetaConfig),
     ) -> Env {
-        Env::build(n_mounts, allow_other, tweak, Arc::new(|_, _| {}), None, false)
+        Env::build(
+            n_mounts,
+            allow_other,
+            tweak,
+            Arc::new(|_, _| {}),
+            None,
+            false,
+        )
     }
 
     /// [`Env::with`], also changing each storage node's config, capping

@@ -113,6 +113,9 @@ class Stat:
     target: Optional[str] = None
     uid: Optional[int] = None
     gid: Optional[int] = None
+    #: The file's bytes are kept in its metadata record (a small file, see
+    #: the ``inline=`` cue), not in chunks.
+    inline: bool = False
 
     @property
     def name(self) -> str:
