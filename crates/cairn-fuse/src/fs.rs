@@ -127,7 +127,7 @@ async fn upload_in_background(
         loop {
             match s.upload(&staged).await {
                 Ok(()) => break,
-                Err(e) if matches!(e, libc::EIO | libc::ENOSPC | libc::ESTALE) => {
+                Err(libc::EIO | libc::ENOSPC | libc::ESTALE) => {
                     tokio::time::sleep(wait).await;
                     wait = (wait * 2).min(Duration::from_secs(5));
                 }
