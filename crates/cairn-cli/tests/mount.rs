@@ -92,6 +92,16 @@ fn spawn_env(
     }
 }
 
+/// Whether this machine cannot mount (says so, for the skipped test).
+fn no_fuse() -> bool {
+    let missing =
+        !Path::new("/dev/fuse").exists() || Command::new("fusermount3").arg("-V").output().is_err();
+    if missing {
+        eprintln!("skipping: needs /dev/fuse and fusermount3 (Debian: fuse3)");
+    }
+    missing
+}
+
 fn is_mounted(p: &Path) -> bool {
     let p = p.canonicalize().unwrap();
     std::fs::read_to_string("/proc/self/mounts")
@@ -102,8 +112,7 @@ fn is_mounted(p: &Path) -> bool {
 
 #[test]
 fn mount_serves_files_and_ends_on_sigterm_and_fusermount() {
-    if !Path::new("/dev/fuse").exists() || Command::new("fusermount3").arg("-V").output().is_err() {
-        eprintln!("skipping: needs /dev/fuse and fusermount3 (Debian: fuse3)");
+    if no_fuse() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -204,8 +213,7 @@ fn run_with_deadline(config: &Path, args: &[&str], limit: Duration) -> std::proc
 
 #[test]
 fn mount_backgrounds_once_live_and_caps_its_cache() {
-    if !Path::new("/dev/fuse").exists() || Command::new("fusermount3").arg("-V").output().is_err() {
-        eprintln!("skipping: needs /dev/fuse and fusermount3 (Debian: fuse3)");
+    if no_fuse() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -451,8 +459,7 @@ fn run_cli(config: &Path, env: &[(String, String)], args: &[&str]) -> Vec<u8> {
 
 #[test]
 fn read_through_the_mount_completes_when_a_storage_process_is_killed() {
-    if !Path::new("/dev/fuse").exists() || Command::new("fusermount3").arg("-V").output().is_err() {
-        eprintln!("skipping: needs /dev/fuse and fusermount3 (Debian: fuse3)");
+    if no_fuse() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -541,8 +548,7 @@ assert bytes(got) == want, "content differs"
 /// holds it while its command runs and passes on the exit code.
 #[test]
 fn a_killed_mounts_locks_go_after_its_lease_and_cairn_lock_shares_them() {
-    if !Path::new("/dev/fuse").exists() || Command::new("fusermount3").arg("-V").output().is_err() {
-        eprintln!("skipping: needs /dev/fuse and fusermount3 (Debian: fuse3)");
+    if no_fuse() {
         return;
     }
     const LEASE: Duration = Duration::from_secs(3);
@@ -668,8 +674,7 @@ fn a_killed_mounts_locks_go_after_its_lease_and_cairn_lock_shares_them() {
 /// mount, as do removals and renames made before the kill.
 #[test]
 fn closed_files_survive_sigkill_of_the_mount_and_of_a_storage_node() {
-    if !Path::new("/dev/fuse").exists() || Command::new("fusermount3").arg("-V").output().is_err() {
-        eprintln!("skipping: needs /dev/fuse and fusermount3 (Debian: fuse3)");
+    if no_fuse() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
