@@ -56,10 +56,34 @@ pub struct MountArgs {
     /// disk and uploads follow in the background, in close order; fsync
     /// still waits for its file, unmount for all. Risk: if this mount dies
     /// (crash, SIGKILL, power loss), files closed but not yet uploaded are
-    /// lost, and other mounts see a file only once it is uploaded. Default:
+    /// lost, and other mounts see a new file empty until it is uploaded. Default:
     /// durable on close
     #[arg(long)]
     writeback: bool,
+    /// How long the kernel keeps a name (and the attributes found with it)
+    /// before asking again: longer is fewer round trips, but another
+    /// mount's rename, remove or create shows only after it
+    /// [default: 1s; 0s with --consistency strict]
+    #[arg(long)]
+    entry_timeout: Option<String>,
+    /// How long the kernel keeps attributes (size, mtime, mode) fetched on
+    /// their own: another mount's chmod or a size it wrote shows after it
+    /// (an open always checks the version)
+    /// [default: 1s; 0s with --consistency strict]
+    #[arg(long)]
+    attr_timeout: Option<String>,
+    /// How long a name found missing stays missing for this kernel: another
+    /// mount's new file shows after it (this mount's own creates at once;
+    /// 0s: ask every time)
+    /// [default: 1s; 0s with --consistency strict]
+    #[arg(long)]
+    negative_timeout: Option<String>,
+    /// `strict`: cache no names or attributes at all (every stat and
+    /// lookup asks meta), for files that several hosts change while others
+    /// have them open; costs a round trip per call. Explicit timeouts win
+    /// over it
+    #[arg(long, value_parser = ["close-to-open", "strict"], default_value = "close-to-open")]
+    consistency: String,
     #[command(flatten)]
     target: Target,
 }
@@ -91,6 +115,21 @@ pub async fn run(a: MountArgs) -> Result<()> {
         }
     })
     .await?;
+    let base = match a.consistency.as_str() {
+        "strict" => cairn_fuse::CacheTimes::NONE,
+        _ => cairn_fuse::CacheTimes::DEFAULT,
+    };
+    let timeout = |given: &Option<String>, flag: &str, default| -> Result<_> {
+        match given {
+            Some(g) => cairn_types::parse_duration(g).with_context(|| format!("--{flag}")),
+            None => Ok(default),
+        }
+    };
+    let cache_times = cairn_fuse::CacheTimes {
+        entry: timeout(&a.entry_timeout, "entry-timeout", base.entry)?,
+        attr: timeout(&a.attr_timeout, "attr-timeout", base.attr)?,
+        negative: timeout(&a.negative_timeout, "negative-timeout", base.negative)?,
+    };
     let opts = cairn_fuse::MountOptions {
         cache_dir: a.cache_dir(),
         cache_size,
@@ -98,6 +137,7 @@ pub async fn run(a: MountArgs) -> Result<()> {
         allow_other: a.allow_other,
         lock_lease,
         writeback: a.writeback,
+        cache_times,
     };
     let mountpoint = a.mountpoint.clone();
     let rt = tokio::runtime::Handle::current();

@@ -9,7 +9,7 @@
 //! multi-threaded loop and scales with the runtime, not with a thread count.
 
 use crate::error::{check_name, errno};
-use crate::inode_table::{Access, InodeTable};
+use crate::inode_table::{Access, InodeTable, ROOT_INO};
 use crate::staging::{StageTable, Staged};
 use crate::xattr;
 
@@ -18,7 +18,7 @@ mod locks;
 use cairn_client::{Client, FileReader};
 use cairn_types::{
     component_cues, now_ms, AttrChanges, CairnPath, Cues, ErrorKind, Inode, InodeKind, NewNode,
-    XattrOp, CUE_DIR, MAX_TARGET_LEN,
+    XattrOp, CUE_DIR, MAX_TARGET_LEN, SYSTEM_DIR,
 };
 use fuser::{
     FileAttr, FileType, Filesystem, KernelConfig, ReplyAttr, ReplyCreate, ReplyData,
@@ -35,9 +35,34 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::runtime::Handle;
 use tracing::warn;
 
-/// Attribute and entry cache lifetime: short, so other mounts' changes show
-/// within a second.
-const TTL: Duration = Duration::from_secs(1);
+/// How long the kernel may keep what the mount told it (see
+/// [`crate::MountOptions`]).
+#[derive(Clone, Copy, Debug)]
+pub struct CacheTimes {
+    /// A name's entry, and the attributes that come with it (lookup,
+    /// create, mkdir, readdirplus: fuser gives both one lifetime).
+    pub entry: Duration,
+    /// Attributes asked for on their own (getattr, setattr).
+    pub attr: Duration,
+    /// A name found missing (0: the kernel asks every time).
+    pub negative: Duration,
+}
+
+impl CacheTimes {
+    /// Short, so other mounts' changes show within a second.
+    pub const DEFAULT: CacheTimes = CacheTimes {
+        entry: Duration::from_secs(1),
+        attr: Duration::from_secs(1),
+        negative: Duration::from_secs(1),
+    };
+    /// Nothing cached: every call asks; for files shared across hosts
+    /// while open.
+    pub const NONE: CacheTimes = CacheTimes {
+        entry: Duration::ZERO,
+        attr: Duration::ZERO,
+        negative: Duration::ZERO,
+    };
+}
 /// Entries asked of meta per readdir call: about what fits the kernel's
 /// one-page readdir buffer, so little is fetched twice.
 const DIR_PAGE: u32 = 128;
@@ -90,6 +115,7 @@ pub(crate) struct Shared {
     /// With `--writeback`: closed files waiting for their upload, in close
     /// order (see [`upload_in_background`]).
     writeback: Option<tokio::sync::mpsc::Sender<Job>>,
+    ttl: CacheTimes,
 }
 
 /// Work for the write-back uploader.
@@ -176,6 +202,7 @@ impl CairnFs {
             next_fh: AtomicU64::new(1),
             notifier,
             writeback: opts.writeback.then_some(queue),
+            ttl: opts.cache_times,
         });
         if opts.writeback {
             rt.spawn(upload_in_background(Arc::downgrade(&shared), jobs));
@@ -334,6 +361,10 @@ impl Shared {
     /// more cues; a malformed or unknown cue in one is `EINVAL`.
     fn resolve(&self, parent: u64, name: &OsStr) -> Result<Resolved, Errno> {
         let name = check_name(name)?;
+        if parent == ROOT_INO && name == SYSTEM_DIR {
+            // Cairn's own bookkeeping (S3 keys): not part of the file system.
+            return Err(libc::ENOENT);
+        }
         let dir = self.path(parent)?;
         let access = self.inodes.lock().unwrap().access(parent);
         let cues = access.as_ref().map(|a| a.cues.clone()).unwrap_or_default();
@@ -368,6 +399,9 @@ impl Shared {
     /// The Cairn path `name` in `parent` names, for calls that make, remove
     /// or rename it: a cue component names no entry of its own (`EINVAL`).
     fn child(&self, parent: u64, name: &OsStr) -> Result<Resolved, Errno> {
+        if parent == ROOT_INO && name == SYSTEM_DIR {
+            return Err(libc::EACCES);
+        }
         let r = self.resolve(parent, name)?;
         if r.component {
             return Err(libc::EINVAL);
@@ -671,7 +705,7 @@ impl Shared {
         for (child, off, name, inode) in items {
             let Some(inode) = inode else {
                 // "." and "..": the kernel takes no reference on them.
-                if reply.add(child, off, &name, &TTL, &dot_attr(child), 0) {
+                if reply.add(child, off, &name, &self.ttl.entry, &dot_attr(child), 0) {
                     break;
                 }
                 continue;
@@ -687,7 +721,7 @@ impl Shared {
                 None => None,
             };
             let attr = self.attr(kino, &inode, size);
-            if reply.add(kino, off, &name, &TTL, &attr, 0) {
+            if reply.add(kino, off, &name, &self.ttl.entry, &attr, 0) {
                 // No room: the kernel did not get it.
                 self.inodes.lock().unwrap().forget(kino, 1);
                 break;
@@ -741,7 +775,8 @@ impl Shared {
         let mut next = offset.max(2);
         for entry in page {
             next += 1;
-            if entry.name == CUE_DIR || component_cues(&entry.name).is_some() {
+            let hidden = ino == ROOT_INO && entry.name == SYSTEM_DIR;
+            if hidden || entry.name == CUE_DIR || component_cues(&entry.name).is_some() {
                 // Made by hand in meta: its name is a cue component here.
                 names.insert(next, entry.name);
                 continue;
@@ -868,8 +903,10 @@ impl Filesystem for CairnFs {
                 // A negative entry: the kernel need not ask again for a
                 // while (`cp` looks a new name up twice before creating it);
                 // a create here replaces it at once.
-                Err(libc::ENOENT) => reply.entry(&TTL, &dot_attr(0), 0),
-                r => answer!(r, |a| reply.entry(&TTL, &a, 0), reply),
+                Err(libc::ENOENT) if !s.ttl.negative.is_zero() => {
+                    reply.entry(&s.ttl.negative, &dot_attr(0), 0)
+                }
+                r => answer!(r, |a| reply.entry(&s.ttl.entry, &a, 0), reply),
             }
         });
     }
@@ -880,7 +917,7 @@ impl Filesystem for CairnFs {
 
     fn getattr(&mut self, _req: &Request<'_>, ino: u64, _fh: Option<u64>, reply: ReplyAttr) {
         self.spawn(|s| async move {
-            answer!(s.getattr(ino).await, |a| reply.attr(&TTL, &a), reply);
+            answer!(s.getattr(ino).await, |a| reply.attr(&s.ttl.attr, &a), reply);
         });
     }
 
@@ -915,7 +952,7 @@ impl Filesystem for CairnFs {
         self.spawn(|s| async move {
             answer!(
                 s.setattr(ino, size, changes).await,
-                |a| reply.attr(&TTL, &a),
+                |a| reply.attr(&s.ttl.attr, &a),
                 reply
             );
         });
@@ -997,7 +1034,7 @@ impl Filesystem for CairnFs {
         self.spawn(|s| async move {
             answer!(
                 s.link(&src, newparent, &name, r).await,
-                |a| reply.entry(&TTL, &a, 0),
+                |a| reply.entry(&s.ttl.entry, &a, 0),
                 reply
             );
         });
@@ -1437,7 +1474,7 @@ impl Filesystem for CairnFs {
         self.spawn(|s| async move {
             answer!(
                 s.create(parent, name, r, mode & !umask, flags, owner).await,
-                |(attr, fh)| reply.created(&TTL, &attr, 0, fh, 0),
+                |(attr, fh)| reply.created(&s.ttl.entry, &attr, 0, fh, 0),
                 reply,
             );
         });
@@ -1495,7 +1532,7 @@ impl CairnFs {
         self.spawn(|s| async move {
             answer!(
                 s.make(parent, &name, r, node, mode, owner).await,
-                |a| reply.entry(&TTL, &a, 0),
+                |a| reply.entry(&s.ttl.entry, &a, 0),
                 reply
             );
         });

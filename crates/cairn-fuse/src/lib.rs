@@ -31,6 +31,7 @@ mod staging;
 mod xattr;
 
 pub use error::{errno, MountError};
+pub use fs::CacheTimes;
 
 use cairn_client::Client;
 use fuser::{BackgroundSession, MountOption};
@@ -55,8 +56,10 @@ pub struct MountOptions {
     /// machine's disk, and uploads follow in the background in close order
     /// (`fsync` still waits for its file). A crash of this mount loses the
     /// files closed but not yet uploaded; other mounts see a file only
-    /// once it is uploaded.
+    /// once it is uploaded (its name at once, empty until then).
     pub writeback: bool,
+    /// How long the kernel caches names, attributes and missing names.
+    pub cache_times: CacheTimes,
 }
 
 /// A live mount; dropping it unmounts.

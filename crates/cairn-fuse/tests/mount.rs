@@ -47,26 +47,17 @@ impl Env {
         allow_other: bool,
         tweak: impl FnOnce(&mut cairn_meta::server::MetaConfig),
     ) -> Env {
-        Env::build(
-            n_mounts,
-            allow_other,
-            tweak,
-            Arc::new(|_, _| {}),
-            None,
-            false,
-        )
+        Env::build(n_mounts, allow_other, tweak, Arc::new(|_, _| {}), |_, _| {})
     }
 
-    /// [`Env::with`], also changing each storage node's config, capping
-    /// what each mount stages (`--cache-size`), and making the first mount
-    /// a write-back one (`--writeback`).
+    /// [`Env::with`], also changing each storage node's config and each
+    /// mount's options (by its index).
     fn build(
         n_mounts: usize,
         allow_other: bool,
         tweak: impl FnOnce(&mut cairn_meta::server::MetaConfig),
         node_tweak: cairn_testkit::NodeTweak,
-        cache_size: Option<u64>,
-        writeback_first: bool,
+        mount_tweak: impl Fn(usize, &mut MountOptions),
     ) -> Env {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -89,14 +80,16 @@ impl Env {
             // No chunk cache: the tests see what the cluster itself serves
             // (a removed file's chunks being collected, say).
             let client = rt.block_on(cluster.client_with(|c| c.cache_bytes = 0));
-            let opts = MountOptions {
-                writeback: writeback_first && i == 0,
+            let mut opts = MountOptions {
+                writeback: false,
+                cache_times: cairn_fuse::CacheTimes::DEFAULT,
                 cache_dir: dir.path().join("cache"),
-                cache_size,
+                cache_size: None,
                 read_only: false,
                 allow_other,
                 lock_lease: std::time::Duration::from_secs(5),
             };
+            mount_tweak(i, &mut opts);
             let m = cairn_fuse::mount(client, rt.handle().clone(), &dir.path().join("mnt"), opts)
                 .expect("mount");
             mounts.push(m);
@@ -407,8 +400,7 @@ fn full_cluster_and_full_cache_are_enospc_and_a_dead_cluster_eio() {
                 sc.store.reserve_free = u64::MAX;
             }
         }),
-        Some(1 << 20),
-        false,
+        |_, o| o.cache_size = Some(1 << 20),
     );
     let m = env.mnt(0);
     let m = m.display();
@@ -938,8 +930,7 @@ fn hot_cue_through_the_mount_prefetches_on_close() {
         false,
         |c| c.chunk_size = 256 * 1024,
         Arc::new(|_, sc| sc.groups = vec!["actor".into()]),
-        None,
-        false,
+        |_, _| {},
     );
     let m = env.mnt(0);
     let m = m.display();
@@ -1298,7 +1289,13 @@ fn writeback_uploads_in_close_order_and_fsync_waits() {
     if !fuse_available() {
         return;
     }
-    let mut env = Env::build(2, false, |_| {}, Arc::new(|_, _| {}), None, true);
+    let mut env = Env::build(
+        2,
+        false,
+        |_| {},
+        Arc::new(|_, _| {}),
+        |i, o| o.writeback = i == 0,
+    );
     let (a, b) = (env.mnt(0), env.mnt(1));
     let (a, b) = (a.display(), b.display());
     sh(&format!(
@@ -1347,6 +1344,80 @@ EOF"#
 b = "{b}"
 for i in range(50):
     assert open(f"{{b}}/last{{i}}", "rb").read() == b"last" * i, i
+EOF"#
+    ));
+}
+
+/// `--consistency strict` caches nothing: a name another mount creates is
+/// seen at once even right after this mount found it missing, and so is a
+/// size another mount wrote.
+#[test]
+fn strict_mounts_cache_no_names_or_attributes() {
+    if !fuse_available() {
+        return;
+    }
+    let env = Env::build(
+        2,
+        false,
+        |_| {},
+        Arc::new(|_, _| {}),
+        |i, o| {
+            if i == 1 {
+                o.cache_times = cairn_fuse::CacheTimes::NONE;
+            }
+        },
+    );
+    let (a, b) = (env.mnt(0), env.mnt(1));
+    let (a, b) = (a.display(), b.display());
+    sh(&format!(
+        r#"python3 - <<'EOF'
+import os
+a, b = "{a}", "{b}"
+for i in range(20):
+    assert not os.path.exists(f"{{b}}/n{{i}}")
+    open(f"{{a}}/n{{i}}", "wb").write(b"x" * i)
+    assert os.path.exists(f"{{b}}/n{{i}}"), i
+    assert os.stat(f"{{b}}/n{{i}}").st_size == i, i
+    open(f"{{a}}/n{{i}}", "ab").write(b"y")
+    assert os.stat(f"{{b}}/n{{i}}").st_size == i + 1, i
+    os.unlink(f"{{a}}/n{{i}}")
+    assert not os.path.exists(f"{{b}}/n{{i}}"), i
+EOF"#
+    ));
+}
+
+/// Cairn's own bookkeeping (`/.cairn`, the S3 gateway's keys) is neither
+/// listed nor reachable through the mount, nor can it be made there.
+#[test]
+fn the_system_directory_is_not_part_of_the_mount() {
+    if !fuse_available() {
+        return;
+    }
+    let env = Env::new(1);
+    let client = env.cluster_client();
+    let p = |s: &str| cairn_types::CairnPath::parse(s).unwrap();
+    env._rt
+        .block_on(client.mkdir(&p("/.cairn/s3/keys"), true))
+        .unwrap();
+    env._rt
+        .block_on(client.put_bytes(&p("/.cairn/s3/keys/AK"), b"secret", Default::default()))
+        .unwrap();
+    let m = env.mnt(0);
+    let m = m.display();
+    sh(&format!(
+        r#"python3 - <<'EOF'
+import errno, os
+m = "{m}"
+{PY_EXPECT}
+open(m + "/visible", "w").write("x")
+assert os.listdir(m) == ["visible"], os.listdir(m)
+expect(errno.ENOENT, os.stat, m + "/.cairn")
+expect(errno.ENOENT, open, m + "/.cairn/s3/keys/AK")
+expect(errno.EACCES, os.mkdir, m + "/.cairn")
+expect(errno.EACCES, os.rename, m + "/visible", m + "/.cairn")
+os.mkdir(m + "/sub")
+os.mkdir(m + "/sub/.cairn")  # only the top-level name is Cairn's
+assert os.listdir(m + "/sub") == [".cairn"]
 EOF"#
     ));
 }

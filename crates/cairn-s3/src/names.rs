@@ -8,7 +8,7 @@ use s3s::{s3_error, S3Result};
 
 /// Top-level directory the gateway keeps its own state in (keys, uploads).
 /// Its name is not a valid bucket name, so it is never listed as one.
-pub const SYSTEM_DIR: &str = ".cairn";
+pub use cairn_types::SYSTEM_DIR;
 
 /// Where uploads are staged before they are moved to their key.
 pub fn staging_dir() -> CairnPath {

@@ -39,6 +39,11 @@ pub fn now_ms() -> u64 {
 /// Longest node group name.
 pub const MAX_GROUP_LEN: usize = 64;
 
+/// The top-level directory where Cairn's front ends keep their own state
+/// (the S3 gateway's keys and uploads): not a bucket, and neither listed
+/// nor reachable through the mount.
+pub const SYSTEM_DIR: &str = ".cairn";
+
 /// A node group name (`cairn storage --group`, the `hot=GROUP` cue): 1 to
 /// 64 letters, digits, `-`, `_` or `.`, so it fits in a path's cue list
 /// and a command line unquoted.
