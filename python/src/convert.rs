@@ -6,11 +6,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
 pub fn kind_str(k: InodeKind) -> &'static str {
-    match k {
-        InodeKind::File => "file",
-        InodeKind::Directory => "directory",
-        InodeKind::Symlink => "symlink",
-    }
+    k.as_str()
 }
 
 pub fn inode<'py>(py: Python<'py>, i: &Inode) -> PyResult<Bound<'py, PyDict>> {

@@ -33,11 +33,7 @@ pub(crate) fn cued(raw: &str) -> Result<(CairnPath, Cues)> {
 }
 
 fn kind_str(i: &Inode) -> &'static str {
-    match i.kind {
-        InodeKind::File => "file",
-        InodeKind::Directory => "directory",
-        InodeKind::Symlink => "symlink",
-    }
+    i.kind.as_str()
 }
 
 fn time_str(ms: u64) -> String {
@@ -266,6 +262,10 @@ fn print_entries(
                 InodeKind::Directory => 'd',
                 InodeKind::File => '-',
                 InodeKind::Symlink => 'l',
+                InodeKind::Fifo => 'p',
+                InodeKind::Socket => 's',
+                InodeKind::CharDevice => 'c',
+                InodeKind::BlockDevice => 'b',
             };
             let arrow = match &e.inode.target {
                 Some(target) => format!(" -> {target}"),

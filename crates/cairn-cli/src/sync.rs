@@ -135,6 +135,11 @@ async fn list_cairn(c: &Client, top: &CairnPath) -> Result<BTreeMap<String, Entr
                         Entry::Dir
                     }
                     InodeKind::Symlink => Entry::Link(e.inode.target.clone().unwrap_or_default()),
+                    // FIFOs, sockets and device nodes are not synced.
+                    InodeKind::Fifo
+                    | InodeKind::Socket
+                    | InodeKind::CharDevice
+                    | InodeKind::BlockDevice => continue,
                     InodeKind::File => Entry::File {
                         size: e.inode.size,
                         mtime_ms: e.inode.mtime_ms,

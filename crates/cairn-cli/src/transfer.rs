@@ -252,6 +252,11 @@ pub async fn get_tree(c: &Client, src: &CairnPath, local: &Path, jobs: usize) ->
                             (cpath.to_string(), r)
                         });
                     }
+                    // FIFOs, sockets and device nodes have no bytes to copy.
+                    InodeKind::Fifo
+                    | InodeKind::Socket
+                    | InodeKind::CharDevice
+                    | InodeKind::BlockDevice => {}
                 }
                 while let Some(done) = tasks.try_join_next() {
                     record(&mut sum, done);

@@ -449,6 +449,7 @@ mod tests {
                 cues: Default::default(),
                 nlink: 1,
                 inline: None,
+                rdev: 0,
             },
             cues: Default::default(),
             lease_ms: 1000,

@@ -262,6 +262,10 @@ fn file_type(kind: InodeKind) -> FileType {
         InodeKind::Directory => FileType::Directory,
         InodeKind::File => FileType::RegularFile,
         InodeKind::Symlink => FileType::Symlink,
+        InodeKind::Fifo => FileType::NamedPipe,
+        InodeKind::Socket => FileType::Socket,
+        InodeKind::CharDevice => FileType::CharDevice,
+        InodeKind::BlockDevice => FileType::BlockDevice,
     }
 }
 
@@ -271,8 +275,8 @@ impl Shared {
     fn attr(&self, ino: u64, inode: &Inode, size: Option<u64>) -> FileAttr {
         let (default_perm, nlink) = match inode.kind {
             InodeKind::Directory => (0o755, 2),
-            InodeKind::File => (0o644, inode.nlink.max(1)),
             InodeKind::Symlink => (0o777, inode.nlink.max(1)),
+            _ => (0o644, inode.nlink.max(1)),
         };
         let perm = match inode.mode & 0o7777 {
             0 => default_perm,
@@ -297,7 +301,7 @@ impl Shared {
             // Files written by the CLI or S3 have no owner: the mounting user's.
             uid: inode.uid.unwrap_or(self.uid),
             gid: inode.gid.unwrap_or(self.gid),
-            rdev: 0,
+            rdev: inode.rdev,
             blksize: MAX_IO,
             flags: 0,
         }
@@ -619,7 +623,7 @@ impl Shared {
                 match i.kind {
                     InodeKind::File => {}
                     InodeKind::Directory => return Err(libc::EISDIR),
-                    InodeKind::Symlink => return Err(libc::EEXIST),
+                    _ => return Err(libc::EEXIST),
                 }
                 (i, false)
             }
@@ -977,14 +981,24 @@ impl Filesystem for CairnFs {
         name: &OsStr,
         mode: u32,
         umask: u32,
-        _rdev: u32,
+        rdev: u32,
         reply: ReplyEntry,
     ) {
-        // Regular files only: Cairn has no devices, FIFOs or sockets.
-        if mode & libc::S_IFMT != libc::S_IFREG {
-            return reply.error(libc::EPERM);
-        }
-        self.make(req, parent, name, NewNode::File, mode & !umask, reply);
+        // FIFOs and sockets are names with attributes here: the kernel
+        // serves their opens locally. Device nodes only for root, as on ext4.
+        let kind = match mode & libc::S_IFMT {
+            libc::S_IFREG => {
+                return self.make(req, parent, name, NewNode::File, mode & !umask, reply);
+            }
+            libc::S_IFIFO => InodeKind::Fifo,
+            libc::S_IFSOCK => InodeKind::Socket,
+            libc::S_IFCHR | libc::S_IFBLK if req.uid() != 0 => return reply.error(libc::EPERM),
+            libc::S_IFCHR => InodeKind::CharDevice,
+            libc::S_IFBLK => InodeKind::BlockDevice,
+            _ => return reply.error(libc::EINVAL),
+        };
+        let node = NewNode::Special { kind, rdev };
+        self.make(req, parent, name, node, mode & !umask, reply);
     }
 
     fn symlink(

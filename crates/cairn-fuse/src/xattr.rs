@@ -133,6 +133,7 @@ mod tests {
             cues: Default::default(),
             nlink: 1,
             inline: None,
+            rdev: 0,
         };
         assert_eq!(list(&inode), b"user.a\0user.b\0");
     }

@@ -1421,3 +1421,73 @@ assert os.listdir(m + "/sub") == [".cairn"]
 EOF"#
     ));
 }
+
+/// FIFOs, sockets and device nodes exist in the namespace as what they are:
+/// stat, chmod, rename, link and unlink work on them, another mount sees
+/// them, and a FIFO carries data between local processes (the kernel
+/// serves it). Device nodes are root's, as on ext4.
+#[test]
+fn fifos_sockets_and_device_nodes() {
+    if !fuse_available() {
+        return;
+    }
+    let env = Env::with(2, true, |_| {});
+    let (a, b) = (env.mnt(0), env.mnt(1));
+    let (a, b) = (a.display(), b.display());
+    sh(&format!(
+        r#"python3 - <<'EOF'
+import errno, os, socket, stat, threading
+a, b = "{a}", "{b}"
+{PY_EXPECT}
+os.mkfifo(a + "/fifo", 0o640)
+st = os.stat(b + "/fifo")
+assert stat.S_ISFIFO(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o640, oct(st.st_mode)
+def writer():
+    with open(a + "/fifo", "wb") as f:
+        f.write(b"through the pipe")
+t = threading.Thread(target=writer); t.start()
+with open(a + "/fifo", "rb") as f:
+    assert f.read() == b"through the pipe"
+t.join()
+s = socket.socket(socket.AF_UNIX)
+s.bind(a + "/sock")
+assert stat.S_ISSOCK(os.stat(b + "/sock").st_mode)
+s.close()
+os.mknod(a + "/tty", 0o600 | stat.S_IFCHR, os.makedev(5, 1))
+st = os.stat(b + "/tty")
+assert stat.S_ISCHR(st.st_mode) and os.major(st.st_rdev) == 5 and os.minor(st.st_rdev) == 1
+os.mknod(a + "/disk", 0o600 | stat.S_IFBLK, os.makedev(8, 3))
+assert stat.S_ISBLK(os.stat(b + "/disk").st_mode) and os.stat(b + "/disk").st_rdev == os.makedev(8, 3)
+os.chmod(a + "/fifo", 0o600)
+os.rename(a + "/fifo", a + "/fifo2")
+os.link(a + "/fifo2", a + "/fifo3")
+assert os.stat(b + "/fifo3").st_nlink == 2 and stat.S_IMODE(os.stat(b + "/fifo3").st_mode) == 0o600
+assert sorted(os.listdir(b)) == ["disk", "fifo2", "fifo3", "sock", "tty"], os.listdir(b)
+for n in ["disk", "fifo2", "fifo3", "sock", "tty"]:
+    os.unlink(a + "/" + n)
+assert os.listdir(b) == []
+EOF"#
+    ));
+    // A device node needs root, as on ext4; a FIFO does not.
+    let m = env.mnt(0);
+    std::fs::create_dir(m.join("pub")).unwrap();
+    sh(&format!("chmod 1777 {}/pub", m.display()));
+    let as_nobody = |args: &[&str]| {
+        std::process::Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let fifo = m.join("pub/mine");
+    assert!(as_nobody(&["mkfifo", fifo.to_str().unwrap()])
+        .status
+        .success());
+    let dev = m.join("pub/dev");
+    let out = as_nobody(&["mknod", dev.to_str().unwrap(), "c", "1", "3"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("not permitted"),
+        "{err}"
+    );
+}

@@ -297,6 +297,7 @@ mod v4 {
                 cues: o.cues.into(),
                 nlink: o.nlink,
                 inline: None,
+                rdev: 0,
             }
         }
     }
@@ -346,6 +347,7 @@ mod v3 {
                 cues: o.cues.into(),
                 nlink: o.nlink,
                 inline: None,
+                rdev: 0,
             }
         }
     }
@@ -394,6 +396,7 @@ mod v2 {
                 cues: o.cues.into(),
                 nlink: 1,
                 inline: None,
+                rdev: 0,
             }
         }
     }
@@ -1150,6 +1153,10 @@ impl Namespace {
             Some(old) if old.kind == InodeKind::Directory => Err(Error::is_dir(format!(
                 "{path} is a directory; it cannot be written as a file"
             ))),
+            Some(old) if old.kind.is_special() => Err(Error::invalid(format!(
+                "{path} is a {}; it has no content to write (remove it first)",
+                kind_name(old.kind)
+            ))),
             Some(old) if old.cues.is_write_once() => Err(Error::denied(format!(
                 "{path} is write-once (cue writeonce): it can be read or removed, not modified"
             ))),
@@ -1365,6 +1372,17 @@ impl Namespace {
                 inode.mode = 0o777;
                 inode.target = Some(target.clone());
             }
+            NewNode::Special { kind, rdev } => {
+                if !kind.is_special() {
+                    return Err(Error::invalid(format!(
+                        "{path}: a special file is a FIFO, socket or device node, not a {}",
+                        kind_name(*kind)
+                    )));
+                }
+                inode.kind = *kind;
+                let device = matches!(kind, InodeKind::CharDevice | InodeKind::BlockDevice);
+                inode.rdev = if device { *rdev } else { 0 };
+            }
         }
         let (_, name) = path.split_last().expect("not the root");
         tx.create(
@@ -1466,7 +1484,6 @@ impl Namespace {
         }
         tx.delete(key);
         match node.kind {
-            InodeKind::File | InodeKind::Symlink => self.drop_name(&mut tx, &node, &[]),
             InodeKind::Directory => {
                 if tx.dir_is_empty(node.id).await? {
                     tx.delete(id_key(INODE, node.id));
@@ -1478,6 +1495,7 @@ impl Namespace {
                     )));
                 }
             }
+            _ => self.drop_name(&mut tx, &node, &[]),
         }
         Ok(tx.commit().await?.map(|_| ()))
     }
@@ -1704,11 +1722,11 @@ impl Namespace {
             tx.pin(kv.key.clone(), kv.revision);
             tx.delete(kv.key.clone());
             match child.kind {
-                InodeKind::File | InodeKind::Symlink => {
+                InodeKind::Directory => tx.put(id_key(TRASH, child.id), &child),
+                _ => {
                     let child = tx.follow(Some(child)).await?.expect("followed an entry");
                     self.drop_name(&mut tx, &child, &[]);
                 }
-                InodeKind::Directory => tx.put(id_key(TRASH, child.id), &child),
             }
         }
         Ok(tx.commit().await?.map(|_| taken))
@@ -1846,6 +1864,7 @@ fn new_dir(id: InodeId, now: u64) -> Inode {
         cues: Cues::default(),
         nlink: 1,
         inline: None,
+        rdev: 0,
     }
 }
 
@@ -1904,6 +1923,7 @@ impl Kept {
             cues: self.cues,
             nlink: self.nlink,
             inline: None,
+            rdev: 0,
         }
     }
 }
@@ -1913,6 +1933,10 @@ fn kind_name(kind: InodeKind) -> &'static str {
         InodeKind::File => "file",
         InodeKind::Directory => "directory",
         InodeKind::Symlink => "symbolic link",
+        InodeKind::Fifo => "FIFO",
+        InodeKind::Socket => "socket",
+        InodeKind::CharDevice => "character device",
+        InodeKind::BlockDevice => "block device",
     }
 }
 
@@ -2620,6 +2644,56 @@ mod tests {
             )
             .await;
         assert_eq!(kind(e), ErrorKind::Conflict);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn special_files_are_names_without_content() {
+        let (_d, ns) = open_ns(Duration::ZERO).await;
+        let special = |kind, rdev| NewNode::Special { kind, rdev };
+        let f = ns
+            .make_node(
+                &p("/f"),
+                &special(InodeKind::Fifo, 9),
+                0o640,
+                Some(1),
+                Some(2),
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            (f.kind, f.rdev, f.mode, f.size),
+            (InodeKind::Fifo, 0, 0o640, 0)
+        );
+        let d = ns
+            .make_node(
+                &p("/d"),
+                &special(InodeKind::BlockDevice, 0x803),
+                0o600,
+                None,
+                None,
+            )
+            .await
+            .unwrap();
+        assert_eq!(ns.lookup(&p("/d")).await.unwrap().rdev, d.rdev);
+        assert_eq!(d.rdev, 0x803);
+        let e = ns
+            .make_node(&p("/x"), &special(InodeKind::File, 0), 0o600, None, None)
+            .await;
+        assert_eq!(kind(e), ErrorKind::InvalidInput);
+        // No content: a write over one is refused; rename, link, remove work.
+        let e = ns.commit_file(&p("/f"), vec![], None, 0o644, 1).await;
+        assert_eq!(kind(e), ErrorKind::InvalidInput);
+        ns.rename(&p("/f"), &p("/g")).await.unwrap();
+        ns.link(&p("/g"), &p("/h")).await.unwrap();
+        assert_eq!(ns.lookup(&p("/h")).await.unwrap().nlink, 2);
+        ns.remove(&p("/g"), false).await.unwrap();
+        ns.unlink(&p("/h"), false).await.unwrap();
+        assert_eq!(
+            kind(ns.unlink(&p("/d"), true).await),
+            ErrorKind::NotADirectory
+        );
+        ns.unlink(&p("/d"), false).await.unwrap();
+        assert!(names(&ns, "/").await.is_empty());
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

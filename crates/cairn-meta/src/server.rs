@@ -1153,6 +1153,12 @@ impl Meta {
         if inode.kind == InodeKind::Directory {
             return Err(Error::is_dir(format!("{path} is a directory")));
         }
+        if inode.kind.is_special() {
+            return Err(Error::invalid(format!(
+                "{path} is a {}: it has no content to read here",
+                inode.kind.as_str()
+            )));
+        }
         let mut ids = HashSet::new();
         let mut caps = Vec::with_capacity(inode.extents.len());
         // How near each node is to the reader: 0 its own host, 1 a zone

@@ -111,7 +111,7 @@ impl Level {
 fn sort_name(e: &DirEntry) -> String {
     match e.inode.kind {
         InodeKind::Directory => format!("{}/", e.name),
-        InodeKind::File | InodeKind::Symlink => e.name.clone(),
+        _ => e.name.clone(),
     }
 }
 
@@ -156,8 +156,9 @@ impl Walker<'_> {
                     )))
                 }
                 InodeKind::Directory => top.pending.push(e.name),
-                // A symlink of the mount is no object: S3 has no links.
-                InodeKind::Symlink => {}
+                // A symlink or special file of the mount is no object: S3
+                // has neither.
+                _ => {}
             }
         }
     }

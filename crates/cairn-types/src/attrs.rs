@@ -10,12 +10,22 @@ pub const MAX_XATTR_VALUE_LEN: usize = 64 * 1024;
 /// they live in its directory entry, which every listing reads.
 pub const MAX_XATTRS_LEN: usize = 256 * 1024;
 
-/// What to create with [`NewNode`]: an empty file, a directory or a symlink.
+/// What to create with [`NewNode`]: an empty file, a directory, a symlink,
+/// or a special file (FIFO, socket, device node: a name and attributes, no
+/// content; what it stands for is the local kernel's).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum NewNode {
     File,
     Directory,
-    Symlink { target: String },
+    Symlink {
+        target: String,
+    },
+    /// `kind` is one of the special kinds ([`crate::InodeKind::is_special`]);
+    /// `rdev` the device number of a device node (0 for the others).
+    Special {
+        kind: crate::InodeKind,
+        rdev: u32,
+    },
 }
 
 /// When an extended attribute may be set (`setxattr`'s flags).

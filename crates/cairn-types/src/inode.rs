@@ -7,6 +7,38 @@ pub enum InodeKind {
     Directory,
     /// A symbolic link; its target is [`Inode::target`].
     Symlink,
+    /// Special files: names with attributes and no content, which the
+    /// mount shows as what they are (the kernel serves a FIFO or socket
+    /// locally). Device nodes carry [`Inode::rdev`]. New kinds go last, so
+    /// older records keep their meaning.
+    Fifo,
+    Socket,
+    CharDevice,
+    BlockDevice,
+}
+
+impl InodeKind {
+    /// Its name in listings and JSON: `file`, `directory`, `symlink`,
+    /// `fifo`, `socket`, `char-device`, `block-device`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InodeKind::File => "file",
+            InodeKind::Directory => "directory",
+            InodeKind::Symlink => "symlink",
+            InodeKind::Fifo => "fifo",
+            InodeKind::Socket => "socket",
+            InodeKind::CharDevice => "char-device",
+            InodeKind::BlockDevice => "block-device",
+        }
+    }
+
+    /// A FIFO, socket or device node.
+    pub fn is_special(self) -> bool {
+        matches!(
+            self,
+            InodeKind::Fifo | InodeKind::Socket | InodeKind::CharDevice | InodeKind::BlockDevice
+        )
+    }
 }
 
 /// One chunk of a file: it holds file bytes `[sum of earlier lens, + len)`.
@@ -55,6 +87,8 @@ pub struct Inode {
     /// file brings them. Last, so records written before it end where it
     /// begins.
     pub inline: Option<Vec<u8>>,
+    /// The device number of a device node; 0 for everything else.
+    pub rdev: u32,
 }
 
 impl Inode {
