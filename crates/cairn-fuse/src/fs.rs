@@ -846,9 +846,11 @@ impl Shared {
 
     async fn statfs(&self) -> Result<(u64, u64), Errno> {
         let s = self.client.cluster_status().await.map_err(|e| errno(&e))?;
-        let total = s.nodes.iter().map(|n| n.stats.total).sum();
-        let free = s.nodes.iter().map(|n| n.stats.free).sum();
-        Ok((total, free))
+        // What a user can store: each byte takes `rep` copies.
+        let rep = u64::from(self.client.cluster_config().default_rep.max(1));
+        let total: u64 = s.nodes.iter().map(|n| n.stats.total).sum();
+        let free: u64 = s.nodes.iter().map(|n| n.stats.free).sum();
+        Ok((total / rep, free / rep))
     }
 }
 

@@ -1420,6 +1420,19 @@ os.mkdir(m + "/sub/.cairn")  # only the top-level name is Cairn's
 assert os.listdir(m + "/sub") == [".cairn"]
 EOF"#
     ));
+    // `df` shows what can be stored: the nodes' free space over the
+    // default redundancy (2 here).
+    let status = env._rt.block_on(client.cluster_status()).unwrap();
+    let raw: u64 = status.nodes.iter().map(|n| n.stats.free).sum();
+    let out = sh(&format!(
+        "python3 -c 'import os; v = os.statvfs(\"{m}\"); print(v.f_bavail * v.f_frsize)'"
+    ));
+    let shown: u64 = out.trim().parse().unwrap();
+    let want = raw / 2;
+    assert!(
+        shown.abs_diff(want) < want / 20 + (64 << 20),
+        "df {shown}, want about {want}"
+    );
 }
 
 /// FIFOs, sockets and device nodes exist in the namespace as what they are:

@@ -99,7 +99,7 @@ class Stat:
     """A file's or directory's attributes, as ``cairn stat`` shows them."""
 
     path: str
-    type: str  # "file" | "directory" | "symlink"
+    type: str  # "file" | "directory" | "symlink" | "fifo" | "socket" | "char-device" | "block-device"
     size: int
     version: int
     inode: int
