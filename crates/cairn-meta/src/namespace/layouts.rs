@@ -1,0 +1,288 @@
+//! Layouts of [`Inode`] and [`cairn_types::Cues`] that earlier versions
+//! wrote, frozen: postcard records carry no field names, so each is
+//! decoded by its own struct and converted to the current one (see the
+//! key layout in the parent module).
+
+#[cfg(doc)]
+use cairn_types::Inode;
+
+/// Cues before `hot=GROUP`: the layout v1 to v3 records embed.
+pub(super) mod cues_v1 {
+    use cairn_types::{Consistency, PlaceScheme, VersionPolicy, Writability};
+    use serde::{Deserialize, Serialize};
+
+    #[derive(Default, Serialize, Deserialize)]
+    pub struct Cues {
+        pub rep: Option<u8>,
+        pub sync: Option<u8>,
+        pub place: Option<PlaceScheme>,
+        pub site: Option<String>,
+        pub rep_sites: Option<u8>,
+        pub keep_together: Option<bool>,
+        pub consistency: Option<Consistency>,
+        pub version: Option<VersionPolicy>,
+        pub maxtime_ms: Option<u64>,
+        pub writability: Option<Writability>,
+        pub wholefile: Option<bool>,
+        pub hotspot: Option<bool>,
+    }
+
+    impl From<Cues> for cairn_types::Cues {
+        fn from(c: Cues) -> cairn_types::Cues {
+            cairn_types::Cues {
+                rep: c.rep,
+                sync: c.sync,
+                place: c.place,
+                site: c.site,
+                rep_sites: c.rep_sites,
+                keep_together: c.keep_together,
+                consistency: c.consistency,
+                version: c.version,
+                maxtime_ms: c.maxtime_ms,
+                writability: c.writability,
+                wholefile: c.wholefile,
+                hotspot: c.hotspot,
+                hot: None,
+                inline: None,
+            }
+        }
+    }
+}
+
+/// Cues before `inline=`: the layout v4 records embed.
+pub(super) mod cues_v2 {
+    use cairn_types::{Consistency, PlaceScheme, VersionPolicy, Writability};
+    use serde::{Deserialize, Serialize};
+
+    #[derive(Default, Serialize, Deserialize)]
+    pub struct Cues {
+        pub rep: Option<u8>,
+        pub sync: Option<u8>,
+        pub place: Option<PlaceScheme>,
+        pub site: Option<String>,
+        pub rep_sites: Option<u8>,
+        pub keep_together: Option<bool>,
+        pub consistency: Option<Consistency>,
+        pub version: Option<VersionPolicy>,
+        pub maxtime_ms: Option<u64>,
+        pub writability: Option<Writability>,
+        pub wholefile: Option<bool>,
+        pub hotspot: Option<bool>,
+        pub hot: Option<String>,
+    }
+
+    impl From<Cues> for cairn_types::Cues {
+        fn from(c: Cues) -> cairn_types::Cues {
+            cairn_types::Cues {
+                rep: c.rep,
+                sync: c.sync,
+                place: c.place,
+                site: c.site,
+                rep_sites: c.rep_sites,
+                keep_together: c.keep_together,
+                consistency: c.consistency,
+                version: c.version,
+                maxtime_ms: c.maxtime_ms,
+                writability: c.writability,
+                wholefile: c.wholefile,
+                hotspot: c.hotspot,
+                hot: c.hot,
+                inline: None,
+            }
+        }
+    }
+}
+
+/// Before inline files: the current layout without `inline`, with the cues
+/// before `inline=`.
+pub(super) mod v4 {
+    use super::cues_v2::Cues;
+    use cairn_types::{Extent, InodeId, InodeKind, Version, Xattrs};
+    use serde::{Deserialize, Serialize};
+
+    #[derive(Serialize, Deserialize)]
+    pub struct Inode {
+        pub id: InodeId,
+        pub kind: InodeKind,
+        pub size: u64,
+        pub version: Version,
+        pub mtime_ms: u64,
+        pub ctime_ms: u64,
+        pub mode: u32,
+        pub extents: Vec<Extent>,
+        pub chunk_size: u64,
+        pub xattrs: Xattrs,
+        pub uid: Option<u32>,
+        pub gid: Option<u32>,
+        pub target: Option<String>,
+        pub cues: Cues,
+        pub nlink: u32,
+    }
+
+    impl From<Inode> for cairn_types::Inode {
+        fn from(o: Inode) -> cairn_types::Inode {
+            cairn_types::Inode {
+                id: o.id,
+                kind: o.kind,
+                size: o.size,
+                version: o.version,
+                mtime_ms: o.mtime_ms,
+                ctime_ms: o.ctime_ms,
+                mode: o.mode,
+                extents: o.extents,
+                chunk_size: o.chunk_size,
+                xattrs: o.xattrs,
+                uid: o.uid,
+                gid: o.gid,
+                target: o.target,
+                cues: o.cues.into(),
+                nlink: o.nlink,
+                inline: None,
+                rdev: 0,
+            }
+        }
+    }
+}
+
+/// Before the `hot=GROUP` cue: the v4 layout with older cues.
+pub(super) mod v3 {
+    use super::cues_v1::Cues;
+    use cairn_types::{Extent, InodeId, InodeKind, Version, Xattrs};
+    use serde::{Deserialize, Serialize};
+
+    #[derive(Serialize, Deserialize)]
+    pub struct Inode {
+        pub id: InodeId,
+        pub kind: InodeKind,
+        pub size: u64,
+        pub version: Version,
+        pub mtime_ms: u64,
+        pub ctime_ms: u64,
+        pub mode: u32,
+        pub extents: Vec<Extent>,
+        pub chunk_size: u64,
+        pub xattrs: Xattrs,
+        pub uid: Option<u32>,
+        pub gid: Option<u32>,
+        pub target: Option<String>,
+        pub cues: Cues,
+        pub nlink: u32,
+    }
+
+    impl From<Inode> for cairn_types::Inode {
+        fn from(o: Inode) -> cairn_types::Inode {
+            cairn_types::Inode {
+                id: o.id,
+                kind: o.kind,
+                size: o.size,
+                version: o.version,
+                mtime_ms: o.mtime_ms,
+                ctime_ms: o.ctime_ms,
+                mode: o.mode,
+                extents: o.extents,
+                chunk_size: o.chunk_size,
+                xattrs: o.xattrs,
+                uid: o.uid,
+                gid: o.gid,
+                target: o.target,
+                cues: o.cues.into(),
+                nlink: o.nlink,
+                inline: None,
+                rdev: 0,
+            }
+        }
+    }
+}
+
+/// Before hard links: every file had one name (`nlink` 1).
+pub(super) mod v2 {
+    use super::cues_v1::Cues;
+    use cairn_types::{Extent, InodeId, InodeKind, Version, Xattrs};
+    use serde::{Deserialize, Serialize};
+
+    #[derive(Serialize, Deserialize)]
+    pub struct Inode {
+        pub id: InodeId,
+        pub kind: InodeKind,
+        pub size: u64,
+        pub version: Version,
+        pub mtime_ms: u64,
+        pub ctime_ms: u64,
+        pub mode: u32,
+        pub extents: Vec<Extent>,
+        pub chunk_size: u64,
+        pub xattrs: Xattrs,
+        pub uid: Option<u32>,
+        pub gid: Option<u32>,
+        pub target: Option<String>,
+        pub cues: Cues,
+    }
+
+    impl From<Inode> for cairn_types::Inode {
+        fn from(o: Inode) -> cairn_types::Inode {
+            cairn_types::Inode {
+                id: o.id,
+                kind: o.kind,
+                size: o.size,
+                version: o.version,
+                mtime_ms: o.mtime_ms,
+                ctime_ms: o.ctime_ms,
+                mode: o.mode,
+                extents: o.extents,
+                chunk_size: o.chunk_size,
+                xattrs: o.xattrs,
+                uid: o.uid,
+                gid: o.gid,
+                target: o.target,
+                cues: o.cues.into(),
+                nlink: 1,
+                inline: None,
+                rdev: 0,
+            }
+        }
+    }
+}
+
+/// Layouts of [`Inode`] written by earlier versions.
+pub(super) mod v1 {
+    use cairn_types::{Extent, InodeId, InodeKind, Version, Xattrs};
+    use serde::{Deserialize, Serialize};
+
+    /// Before owners, symlinks and cues: `InodeKind` had only `File` and
+    /// `Directory`, which keep their numbers.
+    #[derive(Serialize, Deserialize)]
+    pub struct Inode {
+        pub id: InodeId,
+        pub kind: InodeKind,
+        pub size: u64,
+        pub version: Version,
+        pub mtime_ms: u64,
+        pub ctime_ms: u64,
+        pub mode: u32,
+        pub extents: Vec<Extent>,
+        pub chunk_size: u64,
+        pub xattrs: Xattrs,
+    }
+
+    /// Read as v2 (no owner, target or cues), which reads as the current.
+    impl From<Inode> for super::v2::Inode {
+        fn from(o: Inode) -> super::v2::Inode {
+            super::v2::Inode {
+                id: o.id,
+                kind: o.kind,
+                size: o.size,
+                version: o.version,
+                mtime_ms: o.mtime_ms,
+                ctime_ms: o.ctime_ms,
+                mode: o.mode,
+                extents: o.extents,
+                chunk_size: o.chunk_size,
+                xattrs: o.xattrs,
+                uid: None,
+                gid: None,
+                target: None,
+                cues: super::cues_v1::Cues::default(),
+            }
+        }
+    }
+}
