@@ -22,6 +22,7 @@ pub fn kind_name(k: ErrorKind) -> &'static str {
         ErrorKind::Timeout => "Timeout",
         ErrorKind::NoSpace => "NoSpace",
         ErrorKind::Internal => "Internal",
+        ErrorKind::TooLarge => "TooLarge",
     }
 }
 

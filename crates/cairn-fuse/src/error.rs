@@ -41,6 +41,7 @@ pub fn errno(e: &Error) -> c_int {
         ErrorKind::PermissionDenied => libc::EACCES,
         ErrorKind::Conflict => libc::ESTALE,
         ErrorKind::NoSpace => libc::ENOSPC,
+        ErrorKind::TooLarge => libc::EFBIG,
         ErrorKind::Unavailable | ErrorKind::Timeout | ErrorKind::Corrupt | ErrorKind::Internal => {
             libc::EIO
         }

@@ -198,7 +198,10 @@ impl Staged {
         let f = self.file.clone();
         let n = data.len();
         self.charge_at_least(offset.saturating_add(n as u64))?;
-        blocking(move || f.write_all_at(&data, offset)).await?;
+        if let Err(e) = blocking(move || f.write_all_at(&data, offset)).await {
+            self.recharge();
+            return Err(e);
+        }
         self.mark_dirty();
         Ok(n)
     }
@@ -206,11 +209,19 @@ impl Staged {
     /// [`Self::write_at`] on this thread, for writes up to [`INLINE_IO`].
     pub fn write_now(&self, data: &[u8], offset: u64) -> Result<usize> {
         self.charge_at_least(offset.saturating_add(data.len() as u64))?;
-        self.file
-            .write_all_at(data, offset)
-            .map_err(|e| Error::from(e).context("cache file"))?;
+        if let Err(e) = self.file.write_all_at(data, offset) {
+            self.recharge();
+            return Err(Error::from(e).context("cache file"));
+        }
         self.mark_dirty();
         Ok(data.len())
+    }
+
+    /// After a failed write or truncate: charge what the file holds.
+    fn recharge(&self) {
+        if let Ok(len) = self.len_now() {
+            let _ = self.charge_len(len);
+        }
     }
 
     pub async fn read_at(&self, offset: u64, len: usize) -> Result<Vec<u8>> {
@@ -244,7 +255,10 @@ impl Staged {
         if grow {
             self.charge_len(len)?;
         }
-        blocking(move || f.set_len(len)).await?;
+        if let Err(e) = blocking(move || f.set_len(len)).await {
+            self.recharge();
+            return Err(e);
+        }
         if !grow {
             self.charge_len(len)?;
         }

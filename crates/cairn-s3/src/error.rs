@@ -29,6 +29,7 @@ pub fn s3_err(e: Error, missing: Missing) -> S3Error {
             S3ErrorCode::ServiceUnavailable
         }
         ErrorKind::Corrupt | ErrorKind::Internal => S3ErrorCode::InternalError,
+        ErrorKind::TooLarge => S3ErrorCode::EntityTooLarge,
     };
     S3Error::with_message(code, e.message)
 }

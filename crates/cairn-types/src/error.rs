@@ -23,6 +23,10 @@ pub enum ErrorKind {
     NoSpace,
     /// A bug or an unexpected I/O failure.
     Internal,
+    /// Larger than a file (or a value) may be here: a size past what the
+    /// file system under a staged copy takes (`EFBIG`). Last, so older
+    /// peers' kinds keep their numbers.
+    TooLarge,
 }
 
 impl ErrorKind {
@@ -78,6 +82,7 @@ impl Error {
     ctor!(timeout, Timeout);
     ctor!(no_space, NoSpace);
     ctor!(internal, Internal);
+    ctor!(too_large, TooLarge);
 
     /// Prefix the message with where it happened, keeping the kind.
     pub fn context(mut self, ctx: impl fmt::Display) -> Error {
@@ -103,6 +108,7 @@ impl From<std::io::Error> for Error {
             | K::NotConnected
             | K::AddrNotAvailable => ErrorKind::Unavailable,
             _ if e.raw_os_error() == Some(28) => ErrorKind::NoSpace, // ENOSPC
+            _ if e.raw_os_error() == Some(27) => ErrorKind::TooLarge, // EFBIG
             _ => ErrorKind::Internal,
         };
         Error::new(kind, e.to_string())

@@ -87,6 +87,7 @@ _TABLE: dict[str, tuple[type[OSError], int]] = {
     "Timeout": (Timeout, errno.ETIMEDOUT),
     "NoSpace": (NoSpace, errno.ENOSPC),
     "Internal": (CairnError, errno.EIO),
+    "TooLarge": (InvalidInput, errno.EFBIG),
 }
 
 
