@@ -275,8 +275,9 @@ impl Shared {
     fn attr(&self, ino: u64, inode: &Inode, size: Option<u64>) -> FileAttr {
         let (default_perm, nlink) = match inode.kind {
             InodeKind::Directory => (0o755, 2),
-            InodeKind::Symlink => (0o777, inode.nlink.max(1)),
-            _ => (0o644, inode.nlink.max(1)),
+            InodeKind::Symlink => (0o777, inode.nlink),
+            // 0 only for a file open here whose last name is gone.
+            _ => (0o644, inode.nlink),
         };
         let perm = match inode.mode & 0o7777 {
             0 => default_perm,
@@ -468,7 +469,11 @@ impl Shared {
             // are the file's until then (another mount's chmod shows after
             // the close, as its bytes would).
             let size = s.len_now().map_err(|e| errno(&e))?;
-            return Ok(self.attr(ino, &s.inode(), Some(size)));
+            let mut inode = s.inode();
+            if self.inodes.lock().unwrap().paths(ino).is_empty() && inode.nlink <= 1 {
+                inode.nlink = 0; // unlinked here while open
+            }
+            return Ok(self.attr(ino, &inode, Some(size)));
         }
         let inode = self.inode(ino).await?;
         let size = match staged {
@@ -493,8 +498,8 @@ impl Shared {
             },
             Err(_) => None,
         };
-        let inode = match (inode, &staged) {
-            (Some(i), _) => i,
+        let mut inode = match (inode, &staged) {
+            (Some(i), _) => return Ok(i),
             (None, Some(s)) => s.inode(),
             (None, None) => match self.open_reader(real) {
                 // Removed (here or elsewhere) while a program has it open.
@@ -502,6 +507,11 @@ impl Shared {
                 None => return Err(libc::ENOENT),
             },
         };
+        // Its last name is gone: `fstat` shows no links, as on ext4 (a file
+        // with other names this mount never saw keeps its last count).
+        if inode.nlink <= 1 {
+            inode.nlink = 0;
+        }
         Ok(inode)
     }
 

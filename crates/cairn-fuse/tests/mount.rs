@@ -842,6 +842,7 @@ wa = open(a + "/w", "w+b", buffering=0); wa.write(b"abc")
 os.unlink(a + "/f"); os.unlink(a + "/w")
 assert not os.path.exists(a + "/f")
 assert os.fstat(ra.fileno()).st_size == len(data), "fstat of an unlinked open file"
+assert os.fstat(ra.fileno()).st_nlink == 0 and os.fstat(wa.fileno()).st_nlink == 0
 # Wait until the chunks are gone from the nodes: mount b, which only had
 # it open for reading from Cairn, cannot read it any more.
 deadline = time.time() + 60
