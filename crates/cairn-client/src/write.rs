@@ -42,7 +42,7 @@ impl Client {
         path: &CairnPath,
         mut src: R,
         opts: PutOptions,
-        finish: Option<FinishAttrs<'_>>,
+        mut finish: Option<FinishAttrs<'_>>,
     ) -> Result<Inode> {
         let chunk_size = opts.chunk_size.unwrap_or(self.inner.config.chunk_size);
         if !(BLOCK_SIZE as u64..=MAX_CHUNK).contains(&chunk_size) {
@@ -53,7 +53,6 @@ impl Client {
         let mut cues = opts.request_cues();
         let mut extents = Vec::new();
         let mut rep = None;
-        let mut finish = finish;
         // The attributes `finish` computed for an inline attempt meta refused.
         let mut finished: Option<Option<Xattrs>> = None;
         let mut inflight: VecDeque<tokio::task::JoinHandle<Result<(Extent, u8)>>> = VecDeque::new();
@@ -68,20 +67,12 @@ impl Client {
                     0
                 };
                 let mut buf = Vec::with_capacity(probe as usize);
-                (&mut src)
-                    .take(probe)
-                    .read_to_end(&mut buf)
-                    .await
-                    .map_err(|e| Error::from(e).context("reading the input"))?;
+                read_up_to(&mut src, probe, &mut buf).await?;
                 if buf.len() as u64 == probe {
                     let mut whole = Vec::with_capacity(chunk_size as usize);
                     whole.extend_from_slice(&buf);
                     buf = whole;
-                    (&mut src)
-                        .take(chunk_size - probe)
-                        .read_to_end(&mut buf)
-                        .await
-                        .map_err(|e| Error::from(e).context("reading the input"))?;
+                    read_up_to(&mut src, chunk_size - probe, &mut buf).await?;
                 }
                 if buf.is_empty() {
                     break;
@@ -188,7 +179,7 @@ impl Client {
     /// file up to [`MAX_INLINE`] is offered (a directory's cue may allow
     /// more than the cluster default), and a refusal costs one round trip.
     fn may_inline(&self, path: &CairnPath, cues: &Cues, len: usize) -> bool {
-        if cues.site.is_some() || cues.rep_sites.is_some() || cues.place.is_some() {
+        if cues.pins_placement() {
             return false; // the bytes go where placement cues say (see meta)
         }
         let limit = match cues.inline {
@@ -492,6 +483,15 @@ impl Client {
             };
         }
     }
+}
+
+/// Append up to `n` more bytes of `src` to `buf` (fewer at its end).
+async fn read_up_to<R: AsyncRead + Unpin>(src: &mut R, n: u64, buf: &mut Vec<u8>) -> Result<()> {
+    src.take(n)
+        .read_to_end(buf)
+        .await
+        .map_err(|e| Error::from(e).context("reading the input"))?;
+    Ok(())
 }
 
 async fn join<T>(h: tokio::task::JoinHandle<Result<T>>) -> Result<T> {

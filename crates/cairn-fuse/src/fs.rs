@@ -476,11 +476,17 @@ impl Shared {
             return Ok(self.attr(ino, &inode, Some(size)));
         }
         let inode = self.inode(ino).await?;
-        let size = match staged {
-            Some(s) => Some(s.len().await.map_err(|e| errno(&e))?),
-            None => None,
-        };
-        Ok(self.attr(ino, &inode, size))
+        let size = staged.map(|s| s.len_now()).transpose();
+        Ok(self.attr(ino, &inode, size.map_err(|e| errno(&e))?))
+    }
+
+    /// The size this mount has staged of `ino`, if it has it open for writing.
+    fn staged_size(&self, ino: u64) -> Result<Option<u64>, Errno> {
+        let staged = self.stages.peek(ino);
+        staged
+            .map(|s| s.len_now())
+            .transpose()
+            .map_err(|e| errno(&e))
     }
 
     /// The current record of `ino`: from meta while its name still leads to
@@ -541,7 +547,7 @@ impl Shared {
             })
             .await
             .map_err(|e| errno(&e))?;
-        if truncate && (fresh || staged.len().await.map_err(|e| errno(&e))? > 0) {
+        if truncate && (fresh || staged.len_now().map_err(|e| errno(&e))? > 0) {
             if let Err(e) = staged.set_len(0).await {
                 self.stages.release(ino);
                 return Err(errno(&e));
@@ -665,7 +671,7 @@ impl Shared {
                 return Err(e);
             }
         };
-        let size = staged.len().await.map_err(|e| errno(&e))?;
+        let size = staged.len_now().map_err(|e| errno(&e))?;
         let attr = self.attr(ino, &inode, Some(size));
         Ok((attr, self.add_handle(OpenHandle::Staged(staged))))
     }
@@ -730,10 +736,7 @@ impl Shared {
             let Ok(kino) = self.remember(ino, &name, &r, inode.id.0) else {
                 continue;
             };
-            let size = match self.stages.peek(kino) {
-                Some(st) => Some(st.len().await.map_err(|e| errno(&e))?),
-                None => None,
-            };
+            let size = self.staged_size(kino)?;
             let attr = self.attr(kino, &inode, size);
             if reply.add(kino, off, &name, &self.ttl.entry, &attr, 0) {
                 // No room: the kernel did not get it.
@@ -847,10 +850,7 @@ impl Shared {
             .map_err(|e| errno(&e))?;
         let ino = self.remember(parent, name, &r, inode.id.0)?;
         // This mount's unsaved writes are the file's size under every name.
-        let size = match self.stages.peek(ino) {
-            Some(st) => Some(st.len().await.map_err(|e| errno(&e))?),
-            None => None,
-        };
+        let size = self.staged_size(ino)?;
         Ok(self.attr(ino, &inode, size))
     }
 
@@ -908,10 +908,7 @@ impl Filesystem for CairnFs {
                     return Err(libc::ENOTDIR);
                 }
                 let ino = s.remember(parent, &name, &r, inode.id.0)?;
-                let size = match s.stages.peek(ino) {
-                    Some(st) => Some(st.len().await.map_err(|e| errno(&e))?),
-                    None => None,
-                };
+                let size = s.staged_size(ino)?;
                 Ok(s.attr(ino, &inode, size))
             }
             .await;
@@ -1215,7 +1212,7 @@ impl Filesystem for CairnFs {
                 // have grown it since). The kernel holds the inode lock
                 // across a write, so appends here do not interleave.
                 let offset = if flags & libc::O_APPEND != 0 {
-                    staged.len().await?
+                    staged.len_now()?
                 } else {
                     offset.max(0) as u64
                 };

@@ -179,10 +179,6 @@ impl Staged {
         self.generations.lock().unwrap().0 += 1;
     }
 
-    pub async fn len(&self) -> Result<u64> {
-        self.len_now()
-    }
-
     /// The cache file's length (an fstat: no need to leave the thread).
     pub fn len_now(&self) -> Result<u64> {
         self.file

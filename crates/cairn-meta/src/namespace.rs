@@ -806,8 +806,7 @@ impl Namespace {
         let eff = tx.inherited.merge(&own).merge(cues);
         // Cues that say where the bytes must be (a zone, zones, nodes)
         // keep them on storage nodes: meta's disk is not the place asked for.
-        let pinned = eff.site.is_some() || eff.rep_sites.is_some() || eff.place.is_some();
-        let limit = if pinned {
+        let limit = if eff.pins_placement() {
             0
         } else {
             eff.inline.unwrap_or(default)

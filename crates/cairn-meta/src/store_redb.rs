@@ -11,6 +11,7 @@ use crate::store::{conflict_error, Condition, KeyValue, MetaStore, Op, Txn, LAZY
 use cairn_types::{Error, Result};
 use redb::{Database, Durability, ReadableTable, Table, TableDefinition};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use tokio::sync::{mpsc, oneshot};
@@ -34,6 +35,8 @@ pub struct RedbStore {
     db: Arc<Database>,
     queue: Option<mpsc::Sender<Request>>,
     committer: Option<JoinHandle<()>>,
+    /// The last revision known to be on disk (lazy commits after it are not).
+    durable: Arc<AtomicU64>,
 }
 
 fn db_err(e: impl std::fmt::Display) -> Error {
@@ -63,10 +66,14 @@ impl RedbStore {
         };
         let db = Arc::new(db);
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
+        let durable = Arc::new(AtomicU64::new(revision));
         let committer_db = db.clone();
         let committer = std::thread::Builder::new()
             .name("cairn-meta-commit".into())
-            .spawn(move || committer_loop(committer_db, rx, revision))
+            .spawn({
+                let durable = durable.clone();
+                move || committer_loop(committer_db, rx, revision, &durable)
+            })
             .map_err(|e| {
                 Error::internal(format!("cannot start the metadata committer thread: {e}"))
             })?;
@@ -74,7 +81,14 @@ impl RedbStore {
             db,
             queue: Some(tx),
             committer: Some(committer),
+            durable,
         })
+    }
+
+    /// The last revision known to be on disk: every commit up to it
+    /// survives a crash; a lazy one after it may not.
+    pub fn durable_revision(&self) -> u64 {
+        self.durable.load(Ordering::Acquire)
     }
 }
 
@@ -101,7 +115,12 @@ fn encode_value(revision: u64, value: &[u8]) -> Vec<u8> {
     out
 }
 
-fn committer_loop(db: Arc<Database>, mut rx: mpsc::Receiver<Request>, mut revision: u64) {
+fn committer_loop(
+    db: Arc<Database>,
+    mut rx: mpsc::Receiver<Request>,
+    mut revision: u64,
+    durable: &AtomicU64,
+) {
     // Waits with a deadline while a lazy commit is not yet on disk; without
     // one (the OS refused a timer), every commit is durable.
     let timer = tokio::runtime::Builder::new_current_thread()
@@ -121,7 +140,10 @@ fn committer_loop(db: Arc<Database>, mut rx: mpsc::Receiver<Request>, mut revisi
                     Err(_) => {
                         // Nothing else came: put the lazy commits on disk now.
                         match persist(&db, revision) {
-                            Ok(()) => lazy_since = None,
+                            Ok(()) => {
+                                lazy_since = None;
+                                durable.store(revision, Ordering::Release);
+                            }
                             Err(e) => {
                                 tracing::error!(error = %e, "making lazy metadata commits durable failed")
                             }
@@ -140,11 +162,12 @@ fn committer_loop(db: Arc<Database>, mut rx: mpsc::Receiver<Request>, mut revisi
             }
         }
         let overdue = lazy_since.is_some_and(|t| t.elapsed() >= LAZY_DURABLE_WITHIN);
-        let durable = timer.is_none() || overdue || batch.iter().any(|r| !r.txn.lazy);
-        match apply_batch(&db, revision, &batch, durable) {
+        let on_disk = timer.is_none() || overdue || batch.iter().any(|r| !r.txn.lazy);
+        match apply_batch(&db, revision, &batch, on_disk) {
             Ok((new_revision, results)) => {
-                if durable {
+                if on_disk {
                     lazy_since = None;
+                    durable.store(new_revision, Ordering::Release);
                 } else if new_revision != revision {
                     lazy_since.get_or_insert_with(std::time::Instant::now);
                 }
@@ -398,12 +421,17 @@ mod tests {
             let r1 = store.commit(lazy(b"a")).await.unwrap();
             assert_eq!(store.get(b"a").await.unwrap(), Some((b"v".to_vec(), r1)));
             // Made durable by the timer, then by a durable commit, then at close.
-            tokio::time::sleep(LAZY_DURABLE_WITHIN * 3).await;
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+            while store.durable_revision() < r1 {
+                assert!(std::time::Instant::now() < deadline, "never made durable");
+                tokio::time::sleep(LAZY_DURABLE_WITHIN / 5).await;
+            }
             store.commit(lazy(b"b")).await.unwrap();
-            store
+            let rc = store
                 .commit(Txn::new().put(b"c".to_vec(), b"v".to_vec()))
                 .await
                 .unwrap();
+            assert!(store.durable_revision() >= rc);
             store.commit(lazy(b"d")).await.unwrap();
         }
         let store = RedbStore::open(&path).unwrap();

@@ -405,6 +405,13 @@ impl Cues {
         Ok(())
     }
 
+    /// Whether these cues say where a file's bytes must be (a zone, zones,
+    /// a placement scheme): such a file stays on storage nodes, never
+    /// inline in meta's record.
+    pub fn pins_placement(&self) -> bool {
+        self.site.is_some() || self.rep_sites.is_some() || self.place.is_some()
+    }
+
     pub fn is_write_once(&self) -> bool {
         self.writability == Some(Writability::WriteOnce)
     }

@@ -831,8 +831,16 @@ async fn overwrite_bumps_version_and_collects_old_chunks_after_delay() {
         ns.take_due_garbage(100).await.unwrap().is_empty(),
         "not due before the delay"
     );
-    tokio::time::sleep(Duration::from_millis(350)).await;
-    let due = ns.take_due_garbage(100).await.unwrap();
+    // Due once the delay has passed (listing does not take it).
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let due = loop {
+        let due = ns.take_due_garbage(100).await.unwrap();
+        if !due.is_empty() {
+            break due;
+        }
+        assert!(std::time::Instant::now() < deadline, "never due");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     assert_eq!(due.len(), 1);
     assert_eq!(
         due[0].1,
