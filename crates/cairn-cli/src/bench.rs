@@ -45,6 +45,11 @@ pub struct BenchArgs {
     /// Also measure through an S3 gateway on the temporary cluster
     #[arg(long, conflicts_with = "existing")]
     s3: bool,
+    /// Also measure erasure coding with this scheme (as 4+2): write and
+    /// read beside rep=3, a degraded read with M nodes stopped (at the
+    /// end; temporary cluster only), and encode/decode CPU
+    #[arg(long, value_name = "K+M")]
+    ec: Option<cairn_types::EcScheme>,
     /// Compare placement schemes instead (see the --scheme-* options)
     #[command(flatten)]
     schemes: crate::bench_schemes::SchemeArgs,
@@ -192,23 +197,56 @@ async fn large(
     rep: u8,
     block: &Arc<Vec<u8>>,
 ) -> Result<(f64, f64)> {
+    let opts = PutOptions {
+        rep: Some(rep),
+        ..Default::default()
+    };
+    let r = large_with(c, name, size, opts, block).await?;
+    c.remove(&CairnPath::parse(name)?, false).await?;
+    Ok(r)
+}
+
+/// Write then read `size` bytes at `name` with `opts`; the file stays.
+async fn large_with(
+    c: &Client,
+    name: &str,
+    size: u64,
+    opts: PutOptions,
+    block: &Arc<Vec<u8>>,
+) -> Result<(f64, f64)> {
     let p = CairnPath::parse(name)?;
     let t = Instant::now();
-    c.put(
-        &p,
-        Pattern::new(block.clone(), size),
-        PutOptions {
-            rep: Some(rep),
-            ..Default::default()
-        },
-    )
-    .await?;
+    c.put(&p, Pattern::new(block.clone(), size), opts).await?;
     let w = mbps(size, t.elapsed());
+    Ok((w, read_all(c, &p).await?))
+}
+
+/// MiB/s of one whole read of `p`.
+async fn read_all(c: &Client, p: &CairnPath) -> Result<f64> {
     let t = Instant::now();
-    let n = c.get(&p, &mut tokio::io::sink()).await?;
-    let r = mbps(n, t.elapsed());
-    c.remove(&p, false).await?;
-    Ok((w, r))
+    let n = c.get(p, &mut tokio::io::sink()).await?;
+    Ok(mbps(n, t.elapsed()))
+}
+
+/// MiB/s of erasure coding one 64 MiB block with `ec` (encode: the M
+/// parity shards; decode: M data shards rebuilt from the rest), on one
+/// core.
+fn ec_cpu(ec: cairn_types::EcScheme, block: &[u8]) -> Result<(f64, f64)> {
+    let t = Instant::now();
+    let parity = ec.parity(block)?;
+    let enc = mbps(block.len() as u64, t.elapsed());
+    let sl = ec.shard_len(block.len() as u64);
+    let mut shards: Vec<Option<Vec<u8>>> = (0..ec.k as usize)
+        .map(|i| Some(ec.data_shard(block, sl, i).into_owned()))
+        .chain(parity.into_iter().map(Some))
+        .collect();
+    for s in shards.iter_mut().take(ec.m.min(ec.k) as usize) {
+        *s = None;
+    }
+    let t = Instant::now();
+    ec.fill(&mut shards, false)?;
+    let dec = mbps(block.len() as u64, t.elapsed());
+    Ok((enc, dec))
 }
 
 async fn small(c: &Client, count: usize, size: usize, conc: usize) -> Result<(f64, f64)> {
@@ -354,6 +392,25 @@ pub async fn run(a: BenchArgs) -> Result<()> {
             samples.entry("rep3_write_mib_s").or_default().push(w3);
             samples.entry("rep3_read_mib_s").or_default().push(r3);
         }
+        if let Some(ec) = a.ec.filter(|e| live >= e.shards()) {
+            let opts = PutOptions {
+                cues: cairn_types::Cues {
+                    ec: Some(ec),
+                    ..Default::default()
+                },
+                ..Default::default()
+            };
+            // The last run's file stays for the degraded read.
+            let (w, r) = large_with(&client, "/bench-ec.bin", size, opts, &block)
+                .await
+                .context("ec large file")?;
+            samples.entry("ec_write_mib_s").or_default().push(w);
+            samples.entry("ec_read_mib_s").or_default().push(r);
+            let b = block.clone();
+            let (enc, dec) = tokio::task::spawn_blocking(move || ec_cpu(ec, &b)).await??;
+            samples.entry("ec_encode_mib_s").or_default().push(enc);
+            samples.entry("ec_decode_mib_s").or_default().push(dec);
+        }
         let (puts, gets) = small(&client, a.small_count, small_size, a.concurrency)
             .await
             .context("small files")?;
@@ -371,6 +428,24 @@ pub async fn run(a: BenchArgs) -> Result<()> {
                 .context("S3 small objects")?;
             samples.entry("s3_small_puts_per_s").or_default().push(p);
             samples.entry("s3_small_gets_per_s").or_default().push(g);
+        }
+    }
+    // Degraded reads: M storage nodes stopped, every chunk short of M
+    // shards (each chunk has a shard on every node when nodes = K+M).
+    if let (Some(ec), Some((meta, nodes))) = (a.ec.filter(|e| live >= e.shards()), handles.as_mut())
+    {
+        for n in nodes.drain(..ec.m as usize) {
+            n.shutdown().await;
+        }
+        let creds = Credentials::Client(meta.secret.client_key());
+        let cfg = ClientConfig::new(vec![meta.addr.clone()], creds);
+        for _ in 0..a.runs.max(1) {
+            // A fresh client: nothing cached from the healthy reads.
+            let fresh = Client::connect(cfg.clone()).await?;
+            let r = read_all(&fresh, &CairnPath::parse("/bench-ec.bin")?)
+                .await
+                .context("degraded ec read")?;
+            samples.entry("ec_degraded_read_mib_s").or_default().push(r);
         }
     }
     let m = |k: &str| samples.get(k).map(|v| median(v)).unwrap_or(f64::NAN);
@@ -392,6 +467,22 @@ pub async fn run(a: BenchArgs) -> Result<()> {
     if live >= 3 {
         out["rep3"] = json!({"write_mib_s": round(m("rep3_write_mib_s")), "read_mib_s": round(m("rep3_read_mib_s")),
                              "write_ratio_to_disk_over_3": round(m("rep3_write_mib_s") / (disk_w / 3.0))});
+    }
+    if let Some(ec) = a.ec.filter(|e| live >= e.shards()) {
+        out["ec"] = json!({
+            "scheme": ec.to_string(),
+            "storage_overhead": round(ec.shards() as f64 / ec.k as f64),
+            "write_mib_s": round(m("ec_write_mib_s")), "read_mib_s": round(m("ec_read_mib_s")),
+            "write_ratio_to_rep3": round(m("ec_write_mib_s") / m("rep3_write_mib_s")),
+            "read_ratio_to_rep3": round(m("ec_read_mib_s") / m("rep3_read_mib_s")),
+            "degraded_read_mib_s": round(m("ec_degraded_read_mib_s")),
+            "degraded_ratio_to_healthy": round(m("ec_degraded_read_mib_s") / m("ec_read_mib_s")),
+            "degraded_nodes_stopped": if handles.is_some() { ec.m as usize } else { 0 },
+            "encode_mib_s_one_core": round(m("ec_encode_mib_s")),
+            "decode_mib_s_one_core": round(m("ec_decode_mib_s")),
+            "encode_cpu_s_per_gib": round(1024.0 / m("ec_encode_mib_s")),
+            "decode_cpu_s_per_gib": round(1024.0 / m("ec_decode_mib_s")),
+        });
     }
     if let Some(g) = gateway {
         let direct_w = m(if live >= 3 {

@@ -386,15 +386,27 @@ pub async fn locate(t: &Target, p: &str, json_out: bool) -> Result<()> {
     let mut offset = 0u64;
     let mut rows = Vec::new();
     for (i, e) in open.inode.extents.iter().enumerate() {
+        // An erasure-coded chunk lists its shards: shard i on nodes[i].
         let nodes: Vec<_> = e
-            .nodes
-            .iter()
-            .map(|n| json!({"id": n.to_string(), "addr": addr(*n), "state": state(*n)}))
+            .stored()
+            .into_iter()
+            .enumerate()
+            .map(|(s, (chunk, n))| {
+                let mut v = json!({"id": n.to_string(), "addr": addr(n), "state": state(n)});
+                if e.ec.is_some() {
+                    v["shard"] = json!(s);
+                    v["shard_chunk"] = json!(chunk.to_string());
+                }
+                v
+            })
             .collect();
-        rows.push(
-            json!({"index": i, "chunk": e.chunk.to_string(), "offset": offset, "size": e.len,
-                         "crc32c": format!("{:08x}", e.crc), "nodes": nodes}),
-        );
+        let mut row = json!({"index": i, "chunk": e.chunk.to_string(), "offset": offset, "size": e.len,
+                         "crc32c": format!("{:08x}", e.crc), "nodes": nodes});
+        if let Some(ec) = &e.ec {
+            row["ec"] = json!(ec.scheme.to_string());
+            row["shard_size"] = json!(ec.shard_len);
+        }
+        rows.push(row);
         offset += e.len;
     }
     if json_out {
@@ -423,16 +435,22 @@ pub async fn locate(t: &Target, p: &str, json_out: bool) -> Result<()> {
             .unwrap()
             .iter()
             .map(|n| {
+                let shard = n["shard"]
+                    .as_u64()
+                    .map_or(String::new(), |s| format!("shard {s} "));
                 format!(
-                    "{}@{} ({})",
+                    "{shard}{}@{} ({})",
                     n["id"].as_str().unwrap(),
                     n["addr"].as_str().unwrap(),
                     n["state"].as_str().unwrap()
                 )
             })
             .collect();
+        let ec = r["ec"]
+            .as_str()
+            .map_or(String::new(), |e| format!("  ec={e}"));
         println!(
-            "  #{:<4} {}  offset {:>12}  size {:>10}  crc32c {}  on {}",
+            "  #{:<4} {}  offset {:>12}  size {:>10}  crc32c {}{ec}  on {}",
             r["index"],
             r["chunk"].as_str().unwrap(),
             r["offset"],

@@ -72,6 +72,7 @@ impl PutOptions {
         let mut c = self.cues.clone();
         if self.rep.is_some() {
             c.rep = self.rep;
+            c.ec = None;
         }
         c
     }

@@ -5,8 +5,8 @@ use cairn_proto::{
     Capability, GetChunkResult, MetaRequest, MetaResponse, OpenFile, StorageRequest,
 };
 use cairn_types::{
-    BlockCrcs, CairnPath, Consistency, Cues, Error, ErrorKind, Extent, Inode, NodeId, Result,
-    VersionPolicy, BLOCK_SIZE,
+    BlockCrcs, CairnPath, ChunkId, Consistency, Cues, Error, ErrorKind, Extent, Inode, NodeId,
+    Result, VersionPolicy, BLOCK_SIZE,
 };
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
@@ -461,6 +461,11 @@ impl FileReader {
         if let Some(data) = cache.get(ext.chunk, start, end - start) {
             return Ok(data[skip..skip + len as usize].to_vec());
         }
+        if ext.ec.is_some() {
+            let data = Bytes::from(self.fetch_stripe(ext, cap, start, end).await?);
+            cache.insert(ext.chunk, start, data.clone());
+            return Ok(data[skip..skip + len as usize].to_vec());
+        }
         // Meta's order (cache copies included, nearest first), else the
         // durable copies in meta's order.
         let order: Vec<NodeId> = match self.open.read_order.get(idx) {
@@ -543,6 +548,148 @@ impl FileReader {
         })
     }
 
+    /// Bytes `[start, end)` of an erasure-coded chunk: from the data
+    /// shards that hold them, in parallel, while they answer (within half
+    /// of `maxtime`, if set); else a degraded read that rebuilds the data
+    /// from any K whole shards and checks it against meta's summary.
+    async fn fetch_stripe(
+        &self,
+        ext: &Extent,
+        cap: &Capability,
+        start: u64,
+        end: u64,
+    ) -> Result<Vec<u8>> {
+        let ec = ext.ec.as_ref().expect("an erasure-coded extent");
+        let s = ec.shard_len;
+        let block = BLOCK_SIZE as u64;
+        // (shard, shard-local range read, where the wanted bytes lie in it)
+        let mut parts = Vec::new();
+        let mut pos = start;
+        while pos < end {
+            let j = (pos / s) as usize;
+            let (lo, hi) = (pos - j as u64 * s, (end - j as u64 * s).min(s));
+            let from = lo - lo % block;
+            let to = hi.div_ceil(block).saturating_mul(block).min(s);
+            parts.push((j, from, to, (lo - from) as usize, (hi - lo) as usize));
+            pos = (j as u64 + 1) * s;
+        }
+        let healthy = futures_join_all(
+            parts
+                .iter()
+                .map(|&(j, from, to, _, _)| self.fetch_shard(ext, cap, j, from, to - from)),
+        );
+        let got = match self.cues.maxtime_ms {
+            Some(ms) => tokio::time::timeout(Duration::from_millis(ms / 2), healthy)
+                .await
+                .ok(),
+            None => Some(healthy.await),
+        };
+        if let Some(got) = got.filter(|g| g.iter().all(|r| r.is_ok())) {
+            let mut out = Vec::with_capacity((end - start) as usize);
+            for (r, &(_, _, _, at, n)) in got.into_iter().zip(&parts) {
+                out.extend_from_slice(&r.expect("checked")[at..at + n]);
+            }
+            return Ok(out);
+        }
+        warn!(chunk = %ext.chunk, "a data shard did not answer in full; reading degraded");
+        let whole = self.rebuild_stripe(ext, cap).await?;
+        Ok(whole[start as usize..end as usize].to_vec())
+    }
+
+    /// Bytes `[off, off+len)` of shard `i` of `ext`, from its node; a
+    /// corrupt shard is reported to meta.
+    async fn fetch_shard(
+        &self,
+        ext: &Extent,
+        cap: &Capability,
+        i: usize,
+        off: u64,
+        len: u64,
+    ) -> Result<Vec<u8>> {
+        let ec = ext.ec.as_ref().expect("an erasure-coded extent");
+        let (node, chunk) = (ext.nodes[i], ext.chunk.shard(i));
+        let addr = self
+            .addrs
+            .get(&node)
+            .ok_or_else(|| Error::unavailable(format!("node {node}: address unknown")))?;
+        let req = StorageRequest::GetChunk {
+            chunk,
+            offset: off,
+            len,
+            cap: cap.clone(),
+        };
+        let got = self
+            .fetch_with(addr, (chunk, ec.shard_len, ec.crcs[i]), req, off, len)
+            .await;
+        if let Err(e) = &got {
+            warn!(%chunk, %node, %addr, "shard read failed: {e}");
+            if e.kind == ErrorKind::Corrupt {
+                let report = MetaRequest::ReportCorrupt {
+                    chunk,
+                    node,
+                    detail: e.message.clone(),
+                };
+                let _ = self.client.meta(report).await;
+            }
+        }
+        got
+    }
+
+    /// The whole chunk `ext` rebuilt from any K of its shards, read whole
+    /// (data shards first, K at a time), checked against meta's summary.
+    async fn rebuild_stripe(&self, ext: &Extent, cap: &Capability) -> Result<Vec<u8>> {
+        let ec = ext.ec.as_ref().expect("an erasure-coded extent");
+        let (k, n) = (ec.scheme.k as usize, ec.scheme.shards());
+        let mut shards: Vec<Option<Vec<u8>>> = vec![None; n];
+        let mut next = 0;
+        let mut have = 0;
+        let mut failures = Vec::new();
+        while have < k && next < n {
+            let batch: Vec<usize> = (next..n).take(k - have).collect();
+            next += batch.len();
+            let got = futures_join_all(
+                batch
+                    .iter()
+                    .map(|&i| self.fetch_shard(ext, cap, i, 0, ec.shard_len)),
+            )
+            .await;
+            for (i, r) in batch.into_iter().zip(got) {
+                match r {
+                    Ok(d) => {
+                        shards[i] = Some(d);
+                        have += 1;
+                    }
+                    Err(e) => failures.push(format!("shard {i}: {e}")),
+                }
+            }
+        }
+        if have < k {
+            return Err(Error::unavailable(format!(
+                "chunk {} (ec={}): {have} of {n} shards could be read, {k} needed ({})",
+                ext.chunk,
+                ec.scheme,
+                failures.join("; ")
+            )));
+        }
+        let (scheme, len, crc, chunk) = (ec.scheme, ext.len as usize, ext.crc, ext.chunk);
+        tokio::task::spawn_blocking(move || {
+            scheme.fill(&mut shards, false)?;
+            let mut data: Vec<u8> = Vec::with_capacity(len);
+            for d in shards.into_iter().take(k).flatten() {
+                data.extend_from_slice(&d);
+            }
+            data.truncate(len);
+            if BlockCrcs::compute(&data).summary() != crc {
+                return Err(Error::corrupt(format!(
+                    "chunk {chunk} rebuilt from its shards does not match meta's checksum"
+                )));
+            }
+            Ok(data)
+        })
+        .await
+        .map_err(|e| Error::internal(format!("decoding task failed: {e}")))?
+    }
+
     async fn fetch_via(
         &self,
         via: &cairn_proto::NodeAddr,
@@ -570,7 +717,8 @@ impl FileReader {
             crc: ext.crc,
             sources,
         };
-        self.fetch_with(&via.addr, ext, req, off, len).await
+        self.fetch_with(&via.addr, (ext.chunk, ext.len, ext.crc), req, off, len)
+            .await
     }
 
     async fn fetch_from(
@@ -587,19 +735,22 @@ impl FileReader {
             len,
             cap: cap.clone(),
         };
-        self.fetch_with(addr, ext, req, off, len).await
+        self.fetch_with(addr, (ext.chunk, ext.len, ext.crc), req, off, len)
+            .await
     }
 
     /// Send a chunk read (`GetChunk` or `GetChunkVia`) and take the bytes,
-    /// each block checked.
+    /// each block checked; a read of the whole chunk (`whole`: its id,
+    /// length and checksum summary) also against meta's summary.
     async fn fetch_with(
         &self,
         addr: &str,
-        ext: &Extent,
+        whole: (ChunkId, u64, u32),
         req: StorageRequest,
         off: u64,
         len: u64,
     ) -> Result<Vec<u8>> {
+        let (chunk, chunk_len, chunk_crc) = whole;
         let pool = &self.client.inner.storage;
         let mut attempt = 0;
         loop {
@@ -625,16 +776,14 @@ impl FileReader {
                     )));
                 }
                 let crcs = BlockCrcs(header.crcs);
-                if off == 0 && len == ext.len && crcs.summary() != ext.crc {
+                if off == 0 && len == chunk_len && crcs.summary() != chunk_crc {
                     return Err(Error::corrupt(format!(
-                        "chunk {} checksums differ from meta's record",
-                        ext.chunk
+                        "chunk {chunk} checksums differ from meta's record"
                     )));
                 }
                 if let Err(block) = crcs.verify(0, &data) {
                     return Err(Error::corrupt(format!(
-                        "chunk {} block {} failed its checksum in transit",
-                        ext.chunk,
+                        "chunk {chunk} block {} failed its checksum in transit",
                         block + (off / BLOCK_SIZE as u64) as usize
                     )));
                 }

@@ -134,8 +134,13 @@ impl Client {
         };
         let mode = opts.mode;
         // The redundancy the chunks were placed for becomes the file's.
-        if cues.rep.is_none() {
-            cues.rep = rep;
+        match extents.iter().find_map(|e| e.ec.as_ref()) {
+            Some(ec) => {
+                cues.ec = Some(ec.scheme);
+                cues.rep = None;
+            }
+            None if cues.rep.is_none() => cues.rep = rep.filter(|r| *r > 0),
+            None => {}
         }
         self.commit_cued(
             path,
@@ -368,26 +373,22 @@ impl Client {
                     return Err(out_of_reach(e, all_full));
                 }
             };
-            match self.send_chain(&alloc, &data, &crcs).await {
-                Ok(()) => {
-                    let ext = Extent {
-                        chunk: alloc.chunk,
-                        len: data.len() as u64,
-                        crc: crcs.summary(),
-                        nodes: alloc.nodes.iter().map(|n| n.id).collect(),
-                    };
-                    return Ok((ext, alloc.rep));
-                }
+            let mut ext = Extent::replicated(
+                alloc.chunk,
+                data.len() as u64,
+                crcs.summary(),
+                alloc.nodes.iter().map(|n| n.id).collect(),
+            );
+            let sent = match alloc.ec {
+                None => self.send_chain(&alloc, &data, &crcs).await,
+                Some(scheme) => self.send_stripe(&alloc, scheme, &data, &mut ext).await,
+            };
+            match sent {
+                Ok(()) => return Ok((ext, alloc.rep)),
                 Err((node, addr, e)) => {
                     warn!(chunk = %alloc.chunk, %node, %addr, "replica write failed, placing again: {e}");
-                    // Some nodes of the chain may hold a copy: have them deleted.
-                    let partial = Extent {
-                        chunk: alloc.chunk,
-                        len: data.len() as u64,
-                        crc: crcs.summary(),
-                        nodes: alloc.nodes.iter().map(|n| n.id).collect(),
-                    };
-                    self.discard(vec![partial]).await;
+                    // Some nodes may hold a copy or shard: have them deleted.
+                    self.discard(vec![ext]).await;
                     if e.kind == ErrorKind::Corrupt || e.kind == ErrorKind::InvalidInput {
                         // Our own bytes or request were bad: another node will not help.
                         return Err(e);
@@ -403,6 +404,89 @@ impl Client {
             failures.join("; ")
         ));
         Err(out_of_reach(e, all_full))
+    }
+
+    /// Erasure-code one chunk (`ec=K+M`) and write its K+M shards to
+    /// their nodes at once, each to its node alone; `ext` gets the
+    /// shards' layout (also on failure, so the written shards can be
+    /// discarded). The write stands once every shard is durable; on
+    /// failure, names the first node to blame.
+    async fn send_stripe(
+        &self,
+        alloc: &ChunkAlloc,
+        scheme: cairn_types::EcScheme,
+        data: &Bytes,
+        ext: &mut Extent,
+    ) -> Result<(), (NodeId, String, Error)> {
+        let shards = scheme.shards();
+        if alloc.nodes.len() != shards {
+            let e = Error::internal(format!(
+                "meta placed {} nodes for ec={scheme}",
+                alloc.nodes.len()
+            ));
+            return Err((NodeId(0), String::new(), e));
+        }
+        let shard_len = scheme.shard_len(data.len() as u64);
+        let encode = {
+            let data = data.clone();
+            move || -> Result<Vec<(Bytes, BlockCrcs)>> {
+                let mut out = Vec::with_capacity(shards);
+                for i in 0..scheme.k as usize {
+                    let shard = match scheme.data_shard(&data, shard_len, i) {
+                        std::borrow::Cow::Borrowed(_) => {
+                            let at = i * shard_len as usize;
+                            data.slice(at..at + shard_len as usize)
+                        }
+                        std::borrow::Cow::Owned(v) => Bytes::from(v),
+                    };
+                    out.push(shard);
+                }
+                out.extend(scheme.parity(&data)?.into_iter().map(Bytes::from));
+                Ok(out
+                    .into_iter()
+                    .map(|s| {
+                        let c = BlockCrcs::compute(&s);
+                        (s, c)
+                    })
+                    .collect())
+            }
+        };
+        let coded = tokio::task::spawn_blocking(encode)
+            .await
+            .map_err(|e| Error::internal(format!("encoding task failed: {e}")))
+            .and_then(|r| r)
+            .map_err(|e| (NodeId(0), String::new(), e))?;
+        ext.ec = Some(cairn_types::EcShards {
+            scheme,
+            shard_len,
+            crcs: coded.iter().map(|(_, c)| c.summary()).collect(),
+        });
+        let mut set = tokio::task::JoinSet::new();
+        for (i, (shard, crcs)) in coded.into_iter().enumerate() {
+            let one = ChunkAlloc {
+                chunk: alloc.chunk.shard(i),
+                nodes: vec![alloc.nodes[i].clone()],
+                cap: alloc.cap.clone(),
+                rep: 1,
+                ec: None,
+            };
+            let me = self.clone();
+            set.spawn(async move { me.send_chain(&one, &shard, &crcs).await });
+        }
+        let mut first_err = None;
+        while let Some(r) = set.join_next().await {
+            let r = r.unwrap_or_else(|e| {
+                Err((
+                    NodeId(0),
+                    String::new(),
+                    Error::internal(format!("shard write task failed: {e}")),
+                ))
+            });
+            if let Err(e) = r {
+                first_err.get_or_insert(e);
+            }
+        }
+        first_err.map_or(Ok(()), Err)
     }
 
     /// Stream one chunk to the head of the chain and wait for the chain's

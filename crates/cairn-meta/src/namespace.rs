@@ -49,7 +49,7 @@ use std::time::Duration;
 mod layouts;
 #[cfg(test)]
 mod tests;
-use layouts::{v1, v2, v3, v4};
+use layouts::{v1, v2, v3, v4, v5};
 
 /// Attempts of one operation before it gives up with a retryable conflict.
 const MAX_ATTEMPTS: u32 = 20;
@@ -149,24 +149,37 @@ impl Record for GarbageChunk {
 }
 
 impl Record for Inode {
-    /// The current layout, else v4, v3, v2, v1. An older record ends where
-    /// a newer layout's fields begin, so it never decodes as a newer one.
+    /// The current layout, else v5, v4, v3, v2, v1. An older record ends
+    /// where a newer layout's fields begin, so it never decodes as a newer
+    /// one; and the current layout must take every byte of the record.
     fn decode(bytes: &[u8]) -> Result<Self> {
-        postcard_decode(bytes).or_else(|e| {
-            if let Ok(old) = postcard::from_bytes::<v4::Inode>(bytes) {
-                return Ok(old.into());
+        let current = postcard::take_from_bytes::<Inode>(bytes).and_then(|(i, rest)| {
+            if rest.is_empty() {
+                Ok(i)
+            } else {
+                Err(postcard::Error::DeserializeBadEncoding)
             }
-            if let Ok(old) = postcard::from_bytes::<v3::Inode>(bytes) {
-                return Ok(old.into());
-            }
-            if let Ok(old) = postcard::from_bytes::<v2::Inode>(bytes) {
-                return Ok(old.into());
-            }
-            match postcard::from_bytes::<v1::Inode>(bytes) {
-                Ok(old) => Ok(v2::Inode::from(old).into()),
-                Err(_) => Err(e),
-            }
-        })
+        });
+        current
+            .map_err(|e| Error::corrupt(format!("undecodable metadata record: {e}")))
+            .or_else(|e| {
+                if let Ok(old) = postcard::from_bytes::<v5::Inode>(bytes) {
+                    return Ok(old.into());
+                }
+                if let Ok(old) = postcard::from_bytes::<v4::Inode>(bytes) {
+                    return Ok(old.into());
+                }
+                if let Ok(old) = postcard::from_bytes::<v3::Inode>(bytes) {
+                    return Ok(old.into());
+                }
+                if let Ok(old) = postcard::from_bytes::<v2::Inode>(bytes) {
+                    return Ok(old.into());
+                }
+                match postcard::from_bytes::<v1::Inode>(bytes) {
+                    Ok(old) => Ok(v2::Inode::from(old).into()),
+                    Err(_) => Err(e),
+                }
+            })
     }
 }
 
@@ -464,13 +477,9 @@ impl Namespace {
         let mut seen = HashSet::new();
         for e in old {
             if !keep.contains(&e.chunk) && seen.insert(e.chunk) {
-                tx.put(
-                    garbage_key(due, e.chunk),
-                    &GarbageChunk {
-                        chunk: e.chunk,
-                        nodes: e.nodes.clone(),
-                    },
-                );
+                for g in e.garbage() {
+                    tx.put(garbage_key(due, g.chunk), &g);
+                }
             }
         }
     }
@@ -1342,13 +1351,12 @@ impl Namespace {
             return Ok(());
         }
         let due = now_ms();
-        let txn = extents.iter().fold(Txn::new(), |txn, e| {
-            let g = GarbageChunk {
-                chunk: e.chunk,
-                nodes: e.nodes.clone(),
-            };
-            txn.put(garbage_key(due, e.chunk), encode(&g))
-        });
+        let txn = extents
+            .iter()
+            .flat_map(Extent::garbage)
+            .fold(Txn::new(), |txn, g| {
+                txn.put(garbage_key(due, g.chunk), encode(&g))
+            });
         self.store.commit(txn).await.map(|_| ())
     }
 

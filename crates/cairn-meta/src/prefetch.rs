@@ -187,7 +187,7 @@ impl Meta {
                     path: p.as_str().to_string(),
                     inode: inode.id,
                     version: inode.version,
-                    extents: inode.extents,
+                    extents: cacheable(inode.extents),
                 }),
                 InodeKind::Directory => {
                     let mut after: Option<String> = None;
@@ -201,7 +201,7 @@ impl Meta {
                                     path: p.join(&e.name)?.as_str().to_string(),
                                     inode: e.inode.id,
                                     version: e.inode.version,
-                                    extents: e.inode.extents,
+                                    extents: cacheable(e.inode.extents),
                                 }),
                                 InodeKind::Directory => stack.push(p.join(&e.name)?),
                                 _ => {}
@@ -314,7 +314,7 @@ impl Meta {
         inode: &cairn_types::Inode,
         group: &str,
     ) {
-        if inode.extents.is_empty() {
+        if inode.extents.iter().all(|e| e.ec.is_some()) {
             return;
         }
         if let Err(e) = self.check_group(group) {
@@ -325,7 +325,7 @@ impl Meta {
             path: path.as_str().to_string(),
             inode: inode.id,
             version: inode.version,
-            extents: inode.extents.clone(),
+            extents: cacheable(inode.extents.clone()),
         };
         if let Err(e) = self.new_job(vec![file], group, Some(path.as_str())).await {
             warn!(%path, "hot={group}: could not start the prefetch: {e}");
@@ -809,4 +809,12 @@ impl Worker for PrefetchWorker {
             },
         })
     }
+}
+
+/// The extents a prefetch copies: replicated chunks. An erasure-coded
+/// chunk has no whole copy to hand on (its shards are read and decoded by
+/// the reader), so it is left to be read from its shards.
+fn cacheable(mut extents: Vec<Extent>) -> Vec<Extent> {
+    extents.retain(|e| e.ec.is_none());
+    extents
 }

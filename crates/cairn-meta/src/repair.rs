@@ -82,6 +82,11 @@ struct Task {
 }
 
 impl Task {
+    /// Bytes one new copy (or shard) moves.
+    fn bytes_per_copy(&self) -> u64 {
+        self.ext.ec.as_ref().map_or(self.ext.len, |ec| ec.shard_len)
+    }
+
     /// Bad copies to replace plus copies never made.
     fn copies_to_make(&self) -> usize {
         self.replace.len()
@@ -127,7 +132,8 @@ impl Balancer {
     }
 
     fn plan(&mut self, key: &[u8], ext: &Extent) -> Option<Task> {
-        if self.budget == 0 {
+        // Shards are not moved for balance (a drain or repair moves them).
+        if self.budget == 0 || ext.ec.is_some() {
             return None;
         }
         let from = *ext
@@ -268,10 +274,12 @@ impl Meta {
             let (files, next) = self.ns.scan_files(cursor.as_deref(), SCAN_PAGE).await?;
             for (key, inode) in files {
                 for ext in &inode.extents {
-                    for n in &ext.nodes {
-                        expected.entry(*n).or_default().insert(ext.chunk);
+                    for (c, n) in ext.stored() {
+                        expected.entry(n).or_default().insert(c);
                     }
-                    if plan {
+                    if plan && ext.ec.is_some() {
+                        tasks.extend(self.classify_stripe(&key, ext, &inode.cues));
+                    } else if plan {
                         if let Some(t) = self.classify(&key, ext, &inode.cues) {
                             tasks.push(t);
                         } else if let Some(m) = balancer.plan(&key, ext) {
@@ -324,6 +332,177 @@ impl Meta {
         })
     }
 
+    /// An erasure-coded chunk with shards to rebuild or move: `replace`
+    /// holds the nodes of the bad shards (a stripe's nodes are distinct,
+    /// so a node names its shard), `sources` those of readable ones.
+    fn classify_stripe(&self, key: &[u8], ext: &Extent, cues: &cairn_types::Cues) -> Option<Task> {
+        let (mut keep, mut sources, mut replace) = (Vec::new(), Vec::new(), Vec::new());
+        for (c, n) in ext.stored() {
+            let state = self.nodes.state(n);
+            let corrupt = self.nodes.is_corrupt(c, n);
+            if !corrupt
+                && matches!(
+                    state,
+                    NodeState::Live | NodeState::Full | NodeState::Suspect
+                )
+            {
+                keep.push(n);
+            } else {
+                replace.push(n);
+            }
+            if !corrupt && state.is_up() {
+                sources.push(n);
+            }
+        }
+        if replace.is_empty() {
+            return None;
+        }
+        Some(Task {
+            key: key.to_vec(),
+            want: ext.nodes.len(),
+            ext: ext.clone(),
+            keep,
+            sources,
+            replace,
+            target: None,
+            cues: cues.clone(),
+        })
+    }
+
+    /// Restore the shards of an erasure-coded chunk: a shard still
+    /// readable where it is (a draining node's) is copied; a lost or
+    /// corrupt one is rebuilt from K others by its new node. Each goes to
+    /// a node placement picks away from the other shards (a corrupt shard
+    /// on a reachable node is rebuilt in place); then the chunk's node
+    /// list is updated in shard order.
+    async fn repair_stripe(&self, task: Task) -> Result<u64> {
+        let Task {
+            key,
+            ext,
+            sources,
+            replace,
+            cues,
+            ..
+        } = task;
+        let Some(ec) = ext.ec.clone() else {
+            return Err(Error::internal("not an erasure-coded chunk"));
+        };
+        let k = ec.scheme.k as usize;
+        if sources.len() < k {
+            return Err(Error::unavailable(format!(
+                "chunk {} (ec={}): only {} of {} shards readable, {k} needed",
+                ext.chunk,
+                ec.scheme,
+                sources.len(),
+                ext.nodes.len()
+            )));
+        }
+        let index_of = |n: NodeId| ext.nodes.iter().position(|x| *x == n);
+        let shard_sources: Vec<(u8, cairn_proto::NodeAddr)> = sources
+            .iter()
+            .filter_map(|n| Some((index_of(*n)? as u8, self.nodes.addr(*n)?)))
+            .collect();
+        let place_cues = Meta::stripe_cues(&cues, ec.scheme);
+        let cap = Capability::sign(&self.secret, ext.chunk, false);
+        let mut list = ext.nodes.clone();
+        let mut exclude = ext.nodes.clone();
+        let (mut made, mut healed, mut released) = (Vec::new(), 0u64, Vec::new());
+        let mut last_err = None;
+        for bad in replace {
+            let Some(i) = index_of(bad) else { continue };
+            let shard = ext.chunk.shard(i);
+            let corrupt = self.nodes.is_corrupt(shard, bad);
+            let up = self.nodes.state(bad).is_up();
+            let target = if corrupt && up {
+                match self.nodes.addr(bad) {
+                    Some(a) => a,
+                    None => continue,
+                }
+            } else {
+                let have: Vec<NodeId> = list.iter().copied().filter(|n| *n != bad).collect();
+                let req = crate::placement::PlaceRequest {
+                    cues: &place_cues,
+                    default_rep: ext.nodes.len() as u8,
+                    want: 1,
+                    have: &have,
+                    exclude: &exclude,
+                    len: ec.shard_len,
+                    writer_host: None,
+                    together_key: None,
+                };
+                match self.nodes.place_with(&req) {
+                    Ok(mut t) => t.remove(0),
+                    Err(e) => {
+                        last_err = Some(e);
+                        continue;
+                    }
+                }
+            };
+            exclude.push(target.id);
+            self.recent.lock().unwrap().insert(shard, now_ms());
+            let source = self.nodes.addr(bad).filter(|_| up && !corrupt);
+            let req = match source {
+                Some(source) => StorageRequest::Replicate {
+                    chunk: shard,
+                    len: ec.shard_len,
+                    crc: ec.crcs[i],
+                    source,
+                    cap: cap.clone(),
+                },
+                None => StorageRequest::RebuildShard {
+                    chunk: ext.chunk,
+                    index: i as u8,
+                    scheme: ec.scheme,
+                    shard_len: ec.shard_len,
+                    crcs: ec.crcs.clone(),
+                    sources: shard_sources.clone(),
+                    cap: cap.clone(),
+                },
+            };
+            match self.node_call::<()>(&target.addr, &req).await {
+                Ok(()) if target.id == bad => {
+                    self.nodes.clear_corrupt(shard, bad);
+                    healed += 1;
+                }
+                Ok(()) => {
+                    list[i] = target.id;
+                    made.push((shard, target.id));
+                    released.push((shard, bad));
+                }
+                Err(e) => last_err = Some(e),
+            }
+        }
+        let done = made.len() as u64 + healed;
+        if done == 0 {
+            return Err(last_err.unwrap_or_else(|| Error::unavailable("no shard could be rebuilt")));
+        }
+        if made.is_empty() {
+            return Ok(done);
+        }
+        if !self.ns.set_chunk_nodes(&key, ext.chunk, &list).await? {
+            // The file let go of the chunk meanwhile: the new shards are garbage.
+            let orphans: Vec<Extent> = made
+                .iter()
+                .map(|(c, n)| Extent::replicated(*c, ec.shard_len, 0, vec![*n]))
+                .collect();
+            self.ns.discard(&orphans).await?;
+            return Ok(0);
+        }
+        for (shard, n) in released {
+            if self.nodes.is_corrupt(shard, n) || self.nodes.state(n).is_up() {
+                if let Some(a) = self.nodes.addr(n) {
+                    let req = StorageRequest::DeleteChunks {
+                        chunks: vec![shard],
+                    };
+                    if self.node_call::<()>(&a.addr, &req).await.is_ok() {
+                        self.nodes.clear_corrupt(shard, n);
+                    }
+                }
+            }
+        }
+        Ok(done)
+    }
+
     /// One planner pass; with `sweep`, also collect orphans.
     pub(crate) async fn repair_pass(self: &Arc<Self>, sweep: bool) -> Result<()> {
         let started = Instant::now();
@@ -344,7 +523,7 @@ impl Meta {
         }
         let bytes_left: u64 = tasks
             .iter()
-            .map(|t| t.ext.len * t.copies_to_make() as u64)
+            .map(|t| t.bytes_per_copy() * t.copies_to_make() as u64)
             .sum();
         {
             let mut st = self.repair_status.lock().unwrap();
@@ -366,7 +545,7 @@ impl Meta {
             let (me, throttle) = (self.clone(), throttle.clone());
             set.spawn(async move {
                 let _permit = permit;
-                let len = task.ext.len;
+                let len = task.bytes_per_copy();
                 let n = task.copies_to_make() as u64;
                 throttle.take(len * n).await;
                 let r = me.repair_chunk(task).await;
@@ -404,6 +583,9 @@ impl Meta {
     /// Copy one chunk to new nodes until it has its copies again; returns
     /// how many copies were made.
     async fn repair_chunk(&self, task: Task) -> Result<u64> {
+        if task.ext.ec.is_some() {
+            return self.repair_stripe(task).await;
+        }
         let Task {
             key,
             ext,
@@ -623,11 +805,15 @@ impl Meta {
                 chunks
                     .into_iter()
                     .filter(|c| {
+                        // A shard is protected as its stripe is.
+                        let stripe = c.stripe();
                         !referenced(c)
                             && !self.cache.holds(*c, node.id)
                             && !garbage.contains(c)
                             && !recent.contains_key(c)
+                            && !recent.contains_key(&stripe)
                             && !allocated.contains(c)
+                            && !allocated.contains(&stripe)
                     })
                     .collect()
             };

@@ -730,6 +730,9 @@ impl Meta {
                             e.chunk
                         )));
                     }
+                    if let Some(ec) = &e.ec {
+                        check_stripe(e, ec)?;
+                    }
                 }
                 self.check_commit_chunks(&path, &extents).await?;
                 match self
@@ -1078,6 +1081,11 @@ impl Meta {
         let default_rep = self.default_rep.load(Ordering::Relaxed);
         eff.check(default_rep)
             .map_err(|e| e.context(format!("writing {path}")))?;
+        if let Some(ec) = eff.ec {
+            return self
+                .alloc_stripe(client, path, &eff, ec, host, exclude, len)
+                .await;
+        }
         let rep = eff.rep.unwrap_or(default_rep).max(1);
         let sync = eff.sync.unwrap_or(rep).clamp(1, rep) as usize;
         // A keep_together subtree shares one node set; a single file so cued
@@ -1105,9 +1113,100 @@ impl Meta {
             .map_err(|e| e.context(format!("writing {path} with cues {eff}")))?;
         // The first `sync` are written now; the planner makes the others.
         nodes.truncate(sync);
+        let chunk = self.new_chunk(client, ChunkId).await?;
+        let cap = Capability::sign(&self.secret, chunk, true);
+        Ok(MetaResponse::Alloc(ChunkAlloc {
+            chunk,
+            nodes,
+            cap,
+            rep,
+            ec: None,
+        }))
+    }
+
+    /// Place a new erasure-coded chunk: K+M distinct nodes, spread over
+    /// zones unless the cues place it otherwise.
+    #[allow(clippy::too_many_arguments)]
+    async fn alloc_stripe(
+        &self,
+        client: Option<u64>,
+        path: &cairn_types::CairnPath,
+        eff: &Cues,
+        ec: cairn_types::EcScheme,
+        host: Option<&str>,
+        exclude: &[NodeId],
+        len: u64,
+    ) -> MetaResult {
+        let shards = ec.shards();
+        let cues = Self::stripe_cues(eff, ec);
+        let req = crate::placement::PlaceRequest {
+            cues: &cues,
+            default_rep: shards as u8,
+            want: shards,
+            have: &[],
+            exclude,
+            len: ec.shard_len(len),
+            writer_host: host,
+            together_key: None,
+        };
+        let nodes = self.nodes.place_with(&req).map_err(|e| {
+            let live = self
+                .nodes
+                .status()
+                .iter()
+                .filter(|n| n.state == cairn_proto::NodeState::Live && !exclude.contains(&n.id))
+                .count();
+            let why = format!(
+                "writing {path} with ec={ec}: it needs {shards} storage nodes taking chunks, \
+                 {live} are live{}",
+                if exclude.is_empty() {
+                    String::new()
+                } else {
+                    format!(" besides {} that failed this write", exclude.len())
+                }
+            );
+            if live < shards {
+                Error {
+                    kind: e.kind,
+                    message: why,
+                }
+            } else {
+                e.context(why)
+            }
+        })?;
+        let chunk = self.new_chunk(client, ChunkId::stripe_from).await?;
+        let cap = Capability::sign(&self.secret, chunk, true);
+        Ok(MetaResponse::Alloc(ChunkAlloc {
+            chunk,
+            nodes,
+            cap,
+            rep: 0,
+            ec: Some(ec),
+        }))
+    }
+
+    /// The cues placement sees for the shards of an `ec` chunk: one
+    /// "copy" per shard, spread over zones by default.
+    pub(crate) fn stripe_cues(eff: &Cues, ec: cairn_types::EcScheme) -> Cues {
+        Cues {
+            rep: Some(ec.shards() as u8),
+            ec: None,
+            sync: None,
+            place: eff.place.or(Some(cairn_types::PlaceScheme::Spread)),
+            ..eff.clone()
+        }
+    }
+
+    /// A fresh chunk id (from random bits through `make`), recorded as
+    /// handed out so the orphan sweep leaves it alone until committed.
+    async fn new_chunk(
+        &self,
+        client: Option<u64>,
+        make: impl FnOnce(u128) -> ChunkId,
+    ) -> Result<ChunkId> {
         let mut id = [0u8; 16];
         getrandom::getrandom(&mut id).expect("OS random source");
-        let chunk = ChunkId(u128::from_be_bytes(id));
+        let chunk = make(u128::from_be_bytes(id));
         let now = cairn_types::now_ms();
         if self.shared_store {
             // One store write per chunk, so that every meta server
@@ -1123,13 +1222,7 @@ impl Meta {
             }
             un.insert(chunk, (now, client.unwrap_or(0), false));
         }
-        let cap = Capability::sign(&self.secret, chunk, true);
-        Ok(MetaResponse::Alloc(ChunkAlloc {
-            chunk,
-            nodes,
-            cap,
-            rep,
-        }))
+        Ok(chunk)
     }
 
     async fn open(
@@ -1185,6 +1278,13 @@ impl Meta {
         let mut read_order = Vec::with_capacity(inode.extents.len());
         let mut any_cached = false;
         for (i, e) in inode.extents.iter_mut().enumerate() {
+            if e.ec.is_some() {
+                // Shards stay in shard order; the client picks which to read.
+                ids.extend(e.nodes.iter().copied());
+                caps.push(Capability::sign(&self.secret, e.chunk, false));
+                read_order.push(Vec::new());
+                continue;
+            }
             // Healthy, live replicas first, then nearest; the client tries
             // them in order.
             let key = |n: &NodeId| {
@@ -1275,6 +1375,20 @@ impl Meta {
             .for_each_chunk(|file: &cairn_types::Inode, e: &Extent| {
                 chunks += 1;
                 bytes += e.len;
+                if let Some(ec) = &e.ec {
+                    // Short of shards when any is lost; unavailable below K.
+                    let (mut good, mut readable) = (0, 0);
+                    for (c, n) in e.stored() {
+                        if nodes.is_corrupt(c, n) {
+                            continue;
+                        }
+                        good += usize::from(matches!(state(&n), S::Live | S::Full));
+                        readable += usize::from(state(&n).is_up());
+                    }
+                    under += u64::from(good < ec.scheme.shards());
+                    unavailable += u64::from(readable < ec.scheme.k as usize);
+                    return;
+                }
                 let intact = |n: &&NodeId| !nodes.is_corrupt(e.chunk, **n);
                 // A good copy is on a node in good standing; one on an
                 // unreachable or draining node does not count.
@@ -1423,5 +1537,43 @@ impl crate::worker::Worker for GcWorker {
             ),
             next: self.every,
         })
+    }
+}
+
+/// An erasure-coded extent a client commits must be laid out as its scheme
+/// says: one distinct node and one checksum per shard, shards as long as
+/// the scheme makes them, a stripe id.
+fn check_stripe(e: &Extent, ec: &cairn_types::EcShards) -> Result<()> {
+    let shards = ec.scheme.shards();
+    let distinct: std::collections::HashSet<&NodeId> = e.nodes.iter().collect();
+    let bad = if e.nodes.len() != shards || distinct.len() != shards {
+        Some(format!(
+            "names {} nodes ({} distinct) for {shards} shards",
+            e.nodes.len(),
+            distinct.len()
+        ))
+    } else if ec.crcs.len() != shards {
+        Some(format!(
+            "has {} shard checksums for {shards} shards",
+            ec.crcs.len()
+        ))
+    } else if ec.shard_len != ec.scheme.shard_len(e.len) {
+        Some(format!(
+            "has shards of {} bytes where ec={} makes {}",
+            ec.shard_len,
+            ec.scheme,
+            ec.scheme.shard_len(e.len)
+        ))
+    } else if e.chunk.stripe() != e.chunk {
+        Some("is not a stripe id".to_string())
+    } else {
+        None
+    };
+    match bad {
+        Some(why) => Err(Error::invalid(format!(
+            "erasure-coded chunk {} {why}",
+            e.chunk
+        ))),
+        None => Ok(()),
     }
 }

@@ -186,13 +186,15 @@ impl Capability {
         }
     }
 
-    /// A write capability also allows reads of the same chunk.
+    /// A write capability also allows reads of the same chunk. A
+    /// capability for an erasure-coded stripe covers its shards
+    /// ([`ChunkId::covers`]).
     pub fn check(&self, secret: &ClusterSecret, chunk: ChunkId, write: bool) -> Result<()> {
         let want = Self::digest(&secret.cap_key(), self.chunk, self.write, self.expires_ms);
         if blake3::Hash::from(want) != blake3::Hash::from(self.mac) {
             return Err(Error::denied("chunk capability has a bad signature"));
         }
-        if self.chunk != chunk || (write && !self.write) {
+        if !self.chunk.covers(chunk) || (write && !self.write) {
             return Err(Error::denied(format!(
                 "capability does not cover this access to chunk {chunk}"
             )));
@@ -220,6 +222,14 @@ mod tests {
         let mut forged = c.clone();
         forged.expires_ms += 1;
         assert!(forged.check(&s, ChunkId(7), false).is_err());
+        // A stripe's capability covers its shards, and only those.
+        let stripe = ChunkId::stripe_from(0xabcd_ef12_3456_789a_u128 << 64);
+        let c = Capability::sign(&s, stripe, true);
+        assert!(c.check(&s, stripe.shard(0), true).is_ok());
+        assert!(c.check(&s, stripe.shard(31), false).is_ok());
+        assert!(c.check(&s, ChunkId(stripe.0 + 64), false).is_err());
+        let shard_cap = Capability::sign(&s, stripe.shard(1), true);
+        assert!(shard_cap.check(&s, stripe.shard(2), false).is_err());
     }
 
     #[test]

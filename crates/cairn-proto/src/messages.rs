@@ -416,6 +416,10 @@ pub struct ChunkAlloc {
     /// The file's effective redundancy; the client commits it as the
     /// file's `rep` cue, and meta's planner makes the copies beyond `nodes`.
     pub rep: u8,
+    /// Erasure-coded (`ec=K+M`): `nodes` are the K+M shards' nodes in
+    /// shard order, shard `i` written as `chunk.shard(i)` to `nodes[i]`
+    /// alone (no chain); `cap` covers every shard.
+    pub ec: Option<cairn_types::EcScheme>,
 }
 
 /// What meta makes of a node.
@@ -661,6 +665,20 @@ pub enum StorageRequest {
     /// durable copies are kept.
     DropCache {
         chunks: Vec<ChunkId>,
+    },
+    /// Node role only (meta's repair planner): rebuild shard `index` of the
+    /// erasure-coded chunk `chunk` from K of the other shards, fetched
+    /// from `sources` (shard number, node), check it against
+    /// `crcs[index]`, and store it here as `chunk.shard(index)`. `crcs` are
+    /// every shard's checksum summaries; `cap` covers the stripe.
+    RebuildShard {
+        chunk: ChunkId,
+        index: u8,
+        scheme: cairn_types::EcScheme,
+        shard_len: u64,
+        crcs: Vec<u32>,
+        sources: Vec<(u8, NodeAddr)>,
+        cap: Capability,
     },
 }
 

@@ -25,17 +25,26 @@ fn decode_all(bytes: &[u8]) {
 /// enums: the starting points for mutation.
 fn samples() -> Vec<Vec<u8>> {
     let p = CairnPath::parse("/fleet/car42/log.bin").unwrap();
-    let ext = Extent {
-        chunk: ChunkId(0x1234_5678_9abc_def0_1122_3344_5566_7788),
-        len: 1 << 20,
-        crc: 0xdead_beef,
-        nodes: vec![NodeId(1), NodeId(2), NodeId(3)],
+    let ext = Extent::replicated(
+        ChunkId(0x1234_5678_9abc_def0_1122_3344_5566_7788),
+        1 << 20,
+        0xdead_beef,
+        vec![NodeId(1), NodeId(2), NodeId(3)],
+    );
+    let scheme = cairn_types::EcScheme::new(2, 1).unwrap();
+    let striped = Extent {
+        ec: Some(cairn_types::EcShards {
+            scheme,
+            shard_len: scheme.shard_len(1 << 20),
+            crcs: vec![1, 2, 3],
+        }),
+        ..ext.clone()
     };
     let secret = ClusterSecret::generate();
     let reqs = [
         MetaRequest::CommitFile {
             path: p.clone(),
-            extents: vec![ext.clone(), ext.clone()],
+            extents: vec![ext.clone(), striped],
             expected: Some(Version(3)),
             mode: Some(0o644),
             chunk_size: 32 << 20,

@@ -330,6 +330,28 @@ async fn serve_conn(node: Arc<Node>, mut conn: Conn, mut stop: watch::Receiver<b
                 Ok(()) => handle_get(&node, &mut conn, chunk, offset, len, cap).await,
                 Err(e) => conn.send(&GetChunkResult::Err(e)).await,
             },
+            StorageRequest::RebuildShard {
+                chunk,
+                index,
+                scheme,
+                shard_len,
+                crcs,
+                sources,
+                cap,
+            } => {
+                let r = if conn.role != Role::Node {
+                    Err(Error::denied("rebuilding shards needs the node role"))
+                } else {
+                    let stripe = Stripe {
+                        chunk,
+                        scheme,
+                        shard_len,
+                        crcs,
+                    };
+                    rebuild_shard(&node, &stripe, index as usize, &sources, cap).await
+                };
+                conn.send(&r).await
+            }
             StorageRequest::DropCache { chunks } => {
                 let r = if conn.role != Role::Node {
                     Err(Error::denied("dropping cache copies needs the node role"))
@@ -573,6 +595,153 @@ async fn replicate(
         return Ok(()); // already here, intact as far as we know
     }
     copy_from_peer(node, chunk, len, crc, source, cap).await
+}
+
+/// An erasure-coded chunk as meta records it, for a rebuild.
+struct Stripe {
+    chunk: ChunkId,
+    scheme: cairn_types::EcScheme,
+    shard_len: u64,
+    crcs: Vec<u32>,
+}
+
+/// Rebuild shard `index` of `stripe` from K other shards and store it
+/// here. Shards are fetched whole, K at a time in parallel, each checked
+/// against its own summary; a source that fails is replaced by the next.
+/// The result is checked against meta's summary of the shard before it is
+/// kept, so a wrong source shard cannot plant a wrong rebuild.
+async fn rebuild_shard(
+    node: &Arc<Node>,
+    stripe: &Stripe,
+    index: usize,
+    sources: &[(u8, NodeAddr)],
+    cap: Capability,
+) -> Result<()> {
+    let scheme = stripe.scheme;
+    let (n, k) = (scheme.shards(), scheme.k as usize);
+    if index >= n || stripe.crcs.len() != n || stripe.shard_len > MAX_CHUNK_LEN {
+        return Err(Error::invalid(format!(
+            "rebuild of shard {index} of ec={scheme} with {} checksums, shards of {} bytes",
+            stripe.crcs.len(),
+            stripe.shard_len
+        )));
+    }
+    let target = stripe.chunk.shard(index);
+    let want = stripe.crcs[index];
+    if node
+        .store
+        .info(target)
+        .is_some_and(|i| i.crc_summary == want)
+        && !node.corrupt.lock().unwrap().contains(&target)
+    {
+        return Ok(());
+    }
+    let mut shards: Vec<Option<Vec<u8>>> = vec![None; n];
+    let mut todo: Vec<&(u8, NodeAddr)> = sources
+        .iter()
+        .filter(|(i, _)| (*i as usize) < n && *i as usize != index)
+        .collect();
+    // Data shards first: with all of them no decoding is needed for a
+    // parity shard's inputs, and they are what reads hit anyway.
+    todo.sort_by_key(|(i, _)| *i);
+    let mut failures = Vec::new();
+    let mut have = 0;
+    while have < k && !todo.is_empty() {
+        let batch: Vec<&(u8, NodeAddr)> = todo.drain(..(k - have).min(todo.len())).collect();
+        let mut set = tokio::task::JoinSet::new();
+        for (i, addr) in batch.iter().map(|(i, a)| (*i as usize, a.clone())) {
+            let (node, cap) = (node.clone(), cap.clone());
+            let (chunk, len, crc) = (stripe.chunk.shard(i), stripe.shard_len, stripe.crcs[i]);
+            set.spawn(async move {
+                let got = fetch_whole(&node, chunk, len, crc, &addr, cap).await;
+                (i, addr, got)
+            });
+        }
+        while let Some(r) = set.join_next().await {
+            let (i, addr, got) = r.map_err(|e| Error::internal(format!("fetch task: {e}")))?;
+            match got {
+                Ok(data) => {
+                    shards[i] = Some(data);
+                    have += 1;
+                }
+                Err(e) => failures.push(format!("shard {i} on {}: {e}", addr.addr)),
+            }
+        }
+    }
+    if have < k {
+        return Err(Error::unavailable(format!(
+            "rebuilding shard {index} of chunk {} (ec={scheme}): {have} of the {k} shards \
+             needed could be read ({})",
+            stripe.chunk,
+            failures.join("; ")
+        )));
+    }
+    let shard_len = stripe.shard_len;
+    let data = blocking(move || {
+        scheme.fill(&mut shards, index >= k)?;
+        shards[index]
+            .take()
+            .ok_or_else(|| Error::internal("the rebuild left the shard empty"))
+    })
+    .await?;
+    let crcs = BlockCrcs::compute(&data);
+    if crcs.summary() != want {
+        return Err(Error::corrupt(format!(
+            "shard {index} of chunk {} rebuilt from its peers does not match meta's checksum",
+            stripe.chunk
+        )));
+    }
+    let store = node.store.clone();
+    blocking(move || {
+        store.delete(target)?;
+        local_step(&store, target, shard_len, &crcs, None, &data, true).map(|_| ())
+    })
+    .await?;
+    node.corrupt.lock().unwrap().remove(&target);
+    Ok(())
+}
+
+/// A whole chunk of `len` bytes from `source`, every block checked and
+/// the whole against `crc`.
+async fn fetch_whole(
+    node: &Arc<Node>,
+    chunk: ChunkId,
+    len: u64,
+    crc: u32,
+    source: &NodeAddr,
+    cap: Capability,
+) -> Result<Vec<u8>> {
+    let mut p = node.peers.get(&source.addr).await?;
+    let req = StorageRequest::GetChunk {
+        chunk,
+        offset: 0,
+        len,
+        cap,
+    };
+    let r: Result<Vec<u8>> = async {
+        p.conn.send(&req).await?;
+        let header = p.conn.recv::<GetChunkResult>().await??;
+        let crcs = BlockCrcs(header.crcs);
+        if header.len != len || crcs.summary() != crc {
+            return Err(Error::corrupt(
+                "the source's copy does not match meta's record",
+            ));
+        }
+        let mut data = Vec::with_capacity(len as usize);
+        while (data.len() as u64) < len {
+            p.conn.read_data_frame_append(&mut data).await?;
+        }
+        node.rate_in.take(len).await;
+        if crcs.verify(0, &data).is_err() || data.len() as u64 != len {
+            return Err(Error::corrupt("a block failed its checksum in transit"));
+        }
+        Ok(data)
+    }
+    .await;
+    if r.is_ok() {
+        node.peers.put(&source.addr, p.conn);
+    }
+    r
 }
 
 /// Stream a chunk from `source` into the local store, verifying every

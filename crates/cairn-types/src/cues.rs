@@ -141,6 +141,11 @@ pub struct Cues {
     /// default. At most [`MAX_INLINE`]. Last, so records written before it
     /// end where it begins.
     pub inline: Option<u32>,
+    /// `ec=K+M`: chunks are erasure-coded into K data and M parity shards
+    /// on K+M distinct nodes instead of replicated; exclusive with `rep`
+    /// (setting one clears the other where cues are merged). Last, so
+    /// records written before it end where it begins.
+    pub ec: Option<crate::EcScheme>,
 }
 
 /// The largest `inline=` a path may ask for: small enough that meta's store
@@ -150,7 +155,7 @@ pub const MAX_INLINE: u32 = 64 * 1024;
 /// Canonical cue names, for error messages and help.
 pub const CUE_NAMES: &str = "rep=N, sync=N, place=random|buddy|min_copy|copyset|spread|local, \
 site=ZONE, rep_sites=N, keep_together, strict, lax, latest, anyversion, bestversion, \
-maxtime=MS, writeonce, writemany, wholefile, hotspot, hot=GROUP, inline=SIZE \
+maxtime=MS, writeonce, writemany, wholefile, hotspot, hot=GROUP, inline=SIZE, ec=K+M \
 (WheelFS aliases: .RepLevel, .SyncLevel, .Site, .KeepTogether, .RepSites, \
 .EventualConsistency, .MaxTime, .WholeFile, .Hotspot, .WriteOnce, .AnyVersion, .BestVersion, .Lax)";
 
@@ -187,6 +192,7 @@ fn canonical(norm: &str) -> Option<&'static str> {
         // Bare `hot` stays the old alias of hotspot; `hot=GROUP` names a group.
         "hot" => "hot",
         "inline" => "inline",
+        "ec" | "erasure" => "ec",
         _ => return None,
     })
 }
@@ -249,7 +255,15 @@ impl Cues {
             )));
         };
         match canon {
-            "rep" => self.rep = Some(parse_count(canon, value)?),
+            "rep" => {
+                self.rep = Some(parse_count(canon, value)?);
+                self.ec = None;
+            }
+            "ec" => {
+                let v = value.ok_or_else(|| Error::invalid("cue ec needs a value, as ec=4+2"))?;
+                self.ec = Some(v.parse()?);
+                self.rep = None;
+            }
             "sync" => self.sync = Some(parse_count(canon, value)?),
             "rep_sites" => self.rep_sites = Some(parse_count(canon, value)?),
             "place" => {
@@ -350,7 +364,21 @@ impl Cues {
             hotspot: child.hotspot.or(self.hotspot),
             hot: child.hot.clone().or_else(|| self.hot.clone()),
             inline: child.inline.or(self.inline),
+            // Redundancy is one choice: whichever the child makes wins.
+            ec: match (child.rep, child.ec) {
+                (Some(_), None) => None,
+                (_, ec) => ec.or(self.ec),
+            },
         }
+        .without_rep_under_ec(child)
+    }
+
+    /// After a merge: a child's `ec` replaces an inherited `rep`.
+    fn without_rep_under_ec(mut self, child: &Cues) -> Cues {
+        if child.ec.is_some() && child.rep.is_none() {
+            self.rep = None;
+        }
+        self
     }
 
     /// The cues fixed on a file when it is created: redundancy, durability,
@@ -365,6 +393,7 @@ impl Cues {
             keep_together: self.keep_together,
             writability: self.writability,
             hot: self.hot.clone(),
+            ec: self.ec,
             ..Cues::default()
         }
     }
@@ -387,6 +416,16 @@ impl Cues {
     /// Whether this set is self-consistent once `default_rep` fills an unset
     /// `rep`: `sync` no more than `rep`.
     pub fn check(&self, default_rep: u8) -> Result<()> {
+        if let (Some(rep), Some(ec)) = (self.rep, self.ec) {
+            return Err(Error::invalid(format!(
+                "cues rep={rep} and ec={ec} contradict: a chunk is replicated or erasure-coded"
+            )));
+        }
+        // `sync` does not apply under `ec`: an erasure-coded write is
+        // acknowledged once all its shards are durable.
+        if self.ec.is_some() {
+            return Ok(());
+        }
         let rep = self.rep.unwrap_or(default_rep);
         if let Some(sync) = self.sync {
             if sync > rep {
@@ -472,6 +511,9 @@ impl fmt::Display for Cues {
         if let Some(n) = self.inline {
             items.push(format!("inline={n}"));
         }
+        if let Some(ec) = self.ec {
+            items.push(format!("ec={ec}"));
+        }
         f.write_str(&items.join(","))
     }
 }
@@ -531,6 +573,39 @@ pub fn split_path_cues(raw: &str) -> Result<(CairnPath, Cues)> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn ec_and_rep_are_one_choice() {
+        let c = Cues::parse("ec=4+2").unwrap();
+        assert_eq!(c.ec, Some(crate::EcScheme { k: 4, m: 2 }));
+        assert_eq!(c.to_string(), "ec=4+2");
+        // Later items win within a list, the child over its parent.
+        assert_eq!(Cues::parse("ec=4+2,rep=3").unwrap().ec, None);
+        assert_eq!(Cues::parse("rep=3,ec=4+2").unwrap().rep, None);
+        let dir = Cues::parse("ec=8+3").unwrap();
+        let file = dir.merge(&Cues::parse("rep=2").unwrap());
+        assert_eq!((file.rep, file.ec), (Some(2), None));
+        let back = file.merge(&Cues::parse("ec=4+2").unwrap());
+        assert_eq!(
+            (back.rep, back.ec.map(|e| e.to_string())),
+            (None, Some("4+2".into()))
+        );
+        assert_eq!(dir.merge(&Cues::parse("lax").unwrap()).ec, dir.ec);
+        assert_eq!(
+            Cues::parse("ec=4+2").unwrap().persistent().ec,
+            dir.ec.map(|_| crate::EcScheme { k: 4, m: 2 })
+        );
+        let both = Cues {
+            rep: Some(2),
+            ..Cues::parse("ec=4+2").unwrap()
+        };
+        assert!(both.check(3).unwrap_err().message.contains("contradict"));
+        Cues::parse("ec=4+2,sync=5").unwrap().check(3).unwrap();
+        for bad in ["ec", "ec=3+0", "ec=40+10", "ec=4"] {
+            let e = Cues::parse(bad).unwrap_err();
+            assert_eq!(e.kind, crate::ErrorKind::InvalidInput, "{bad}: {e}");
+        }
+    }
 
     #[test]
     fn inline_takes_a_size_up_to_the_cap() {
@@ -702,6 +777,11 @@ mod tests {
                         hotspot: hs,
                         hot: hs.filter(|h| *h).map(|_| "gpu-1.a_b".to_string()),
                         inline: mt.map(|m| (m % (MAX_INLINE as u64 + 1)) as u32),
+                        // Exclusive with rep: only where rep is unset.
+                        ec: kt.filter(|_| rep.is_none()).map(|t| crate::EcScheme {
+                            k: if t { 4 } else { 8 },
+                            m: if t { 2 } else { 3 },
+                        }),
                     }
                 },
             )
@@ -717,7 +797,9 @@ mod tests {
         fn merge_is_override_and_associative(a in arb_cues(), b in arb_cues(), c in arb_cues()) {
             // Child values win; unset child values inherit.
             let m = a.merge(&b);
-            prop_assert_eq!(m.rep, b.rep.or(a.rep));
+            // ... and redundancy is one choice, rep or ec.
+            let (rep, ec) = if b.rep.is_some() || b.ec.is_some() { (b.rep, b.ec) } else { (a.rep, a.ec) };
+            prop_assert_eq!((m.rep, m.ec), (rep, ec));
             prop_assert_eq!(&m.site, &b.site.clone().or(a.site.clone()));
             prop_assert_eq!(a.merge(&b).merge(&c), a.merge(&b.merge(&c)));
             prop_assert_eq!(Cues::default().merge(&a), a.clone());

@@ -20,6 +20,35 @@ impl fmt::Display for InodeId {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct ChunkId(pub u128);
 
+/// Low bits of a chunk id that number the shards of an erasure-coded
+/// chunk: meta allocates such a chunk (a *stripe*) an id with these bits
+/// clear, and shard `i` is stored under the id with them set to `i + 1`.
+const SHARD_BITS: u128 = 0x3f;
+
+impl ChunkId {
+    /// The id shard `i` (< 63) of this stripe is stored under.
+    pub fn shard(self, i: usize) -> ChunkId {
+        debug_assert!((i as u128) < SHARD_BITS);
+        ChunkId((self.0 & !SHARD_BITS) | (i as u128 + 1))
+    }
+
+    /// An id for a new stripe (its shard bits clear) from random bits.
+    pub fn stripe_from(random: u128) -> ChunkId {
+        ChunkId(random & !SHARD_BITS)
+    }
+
+    /// The stripe this id would be a shard of.
+    pub fn stripe(self) -> ChunkId {
+        ChunkId(self.0 & !SHARD_BITS)
+    }
+
+    /// Whether a capability for `self` allows access to `other`: the same
+    /// chunk, or a shard of the stripe `self`.
+    pub fn covers(self, other: ChunkId) -> bool {
+        self == other || (self.0 & SHARD_BITS == 0 && other.stripe() == self)
+    }
+}
+
 impl fmt::Display for ChunkId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{:032x}", self.0)

@@ -1,4 +1,4 @@
-use crate::{ChunkId, InodeId, NodeId, Version};
+use crate::{ChunkId, EcScheme, InodeId, NodeId, Version};
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -48,8 +48,77 @@ pub struct Extent {
     pub len: u64,
     /// [`crate::BlockCrcs::summary`] of the chunk.
     pub crc: u32,
-    /// Storage nodes holding a copy.
+    /// Storage nodes holding a copy; for an erasure-coded chunk, the
+    /// node of each shard, in shard order.
     pub nodes: Vec<NodeId>,
+    /// Erasure-coded (`ec=K+M`): how the shards are laid out. None: every
+    /// node of `nodes` holds the whole chunk.
+    pub ec: Option<EcShards>,
+}
+
+/// The shards of an erasure-coded chunk: shard `i` (data for `i < k`,
+/// parity after) is chunk [`ChunkId::shard`]`(i)` on `nodes[i]`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EcShards {
+    pub scheme: EcScheme,
+    /// Bytes of every shard ([`EcScheme::shard_len`] of the chunk's).
+    pub shard_len: u64,
+    /// [`crate::BlockCrcs::summary`] of each shard, in shard order.
+    pub crcs: Vec<u32>,
+}
+
+impl Extent {
+    /// A chunk with a whole copy on each of `nodes`.
+    pub fn replicated(chunk: ChunkId, len: u64, crc: u32, nodes: Vec<NodeId>) -> Extent {
+        Extent {
+            chunk,
+            len,
+            crc,
+            nodes,
+            ec: None,
+        }
+    }
+
+    /// What the storage nodes hold of this chunk: (stored chunk, node)
+    /// for every copy or shard.
+    pub fn stored(&self) -> Vec<(ChunkId, NodeId)> {
+        match &self.ec {
+            None => self.nodes.iter().map(|n| (self.chunk, *n)).collect(),
+            Some(_) => self
+                .nodes
+                .iter()
+                .enumerate()
+                .map(|(i, n)| (self.chunk.shard(i), *n))
+                .collect(),
+        }
+    }
+
+    /// This chunk's entries for garbage collection: the chunk on its nodes,
+    /// or each shard on its node.
+    pub fn garbage(&self) -> Vec<GarbageChunk> {
+        match &self.ec {
+            None => vec![GarbageChunk {
+                chunk: self.chunk,
+                nodes: self.nodes.clone(),
+            }],
+            Some(_) => self
+                .stored()
+                .into_iter()
+                .map(|(chunk, n)| GarbageChunk {
+                    chunk,
+                    nodes: vec![n],
+                })
+                .collect(),
+        }
+    }
+
+    /// Bytes the chunk takes on storage nodes, all copies or shards.
+    pub fn stored_bytes(&self) -> u64 {
+        match &self.ec {
+            None => self.len * self.nodes.len() as u64,
+            Some(ec) => ec.shard_len * self.nodes.len() as u64,
+        }
+    }
 }
 
 /// A file or directory as meta records it.

@@ -8,6 +8,7 @@
 mod attrs;
 mod checksum;
 pub mod cues;
+pub mod ec;
 mod error;
 mod ids;
 mod inode;
@@ -22,9 +23,10 @@ pub use cues::{
     component_cues, split_path_cues, Consistency, Cues, PlaceScheme, VersionPolicy, Writability,
     CUE_DIR, MAX_INLINE,
 };
+pub use ec::EcScheme;
 pub use error::{Error, ErrorKind, Result};
 pub use ids::{ChunkId, InodeId, NodeId, Version};
-pub use inode::{DirEntry, Extent, GarbageChunk, Inode, InodeKind, Xattrs};
+pub use inode::{DirEntry, EcShards, Extent, GarbageChunk, Inode, InodeKind, Xattrs};
 pub use path::{CairnPath, MAX_NAME_LEN, MAX_PATH_LEN};
 pub use units::{format_bytes, parse_duration, parse_size};
 

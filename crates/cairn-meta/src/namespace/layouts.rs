@@ -44,6 +44,7 @@ pub(super) mod cues_v1 {
                 hotspot: c.hotspot,
                 hot: None,
                 inline: None,
+                ec: None,
             }
         }
     }
@@ -88,16 +89,138 @@ pub(super) mod cues_v2 {
                 hotspot: c.hotspot,
                 hot: c.hot,
                 inline: None,
+                ec: None,
             }
         }
     }
 }
 
 /// Before inline files: the current layout without `inline`, with the cues
+/// Extents before erasure coding: every node held a whole copy.
+pub(super) mod extent_v1 {
+    use cairn_types::{ChunkId, NodeId};
+    use serde::{Deserialize, Serialize};
+
+    #[derive(Serialize, Deserialize)]
+    pub struct Extent {
+        pub chunk: ChunkId,
+        pub len: u64,
+        pub crc: u32,
+        pub nodes: Vec<NodeId>,
+    }
+
+    impl From<Extent> for cairn_types::Extent {
+        fn from(e: Extent) -> cairn_types::Extent {
+            cairn_types::Extent::replicated(e.chunk, e.len, e.crc, e.nodes)
+        }
+    }
+}
+
+/// Cues before `ec=K+M`: the layout v5 records embed.
+pub(super) mod cues_v3 {
+    use cairn_types::{Consistency, PlaceScheme, VersionPolicy, Writability};
+    use serde::{Deserialize, Serialize};
+
+    #[derive(Default, Serialize, Deserialize)]
+    pub struct Cues {
+        pub rep: Option<u8>,
+        pub sync: Option<u8>,
+        pub place: Option<PlaceScheme>,
+        pub site: Option<String>,
+        pub rep_sites: Option<u8>,
+        pub keep_together: Option<bool>,
+        pub consistency: Option<Consistency>,
+        pub version: Option<VersionPolicy>,
+        pub maxtime_ms: Option<u64>,
+        pub writability: Option<Writability>,
+        pub wholefile: Option<bool>,
+        pub hotspot: Option<bool>,
+        pub hot: Option<String>,
+        pub inline: Option<u32>,
+    }
+
+    impl From<Cues> for cairn_types::Cues {
+        fn from(c: Cues) -> cairn_types::Cues {
+            cairn_types::Cues {
+                rep: c.rep,
+                sync: c.sync,
+                place: c.place,
+                site: c.site,
+                rep_sites: c.rep_sites,
+                keep_together: c.keep_together,
+                consistency: c.consistency,
+                version: c.version,
+                maxtime_ms: c.maxtime_ms,
+                writability: c.writability,
+                wholefile: c.wholefile,
+                hotspot: c.hotspot,
+                hot: c.hot,
+                inline: c.inline,
+                ec: None,
+            }
+        }
+    }
+}
+
+/// Before erasure coding: inline files and special files, with extents
+/// and cues of their time.
+pub(super) mod v5 {
+    use super::cues_v3::Cues;
+    use super::extent_v1::Extent;
+    use cairn_types::{InodeId, InodeKind, Version, Xattrs};
+    use serde::{Deserialize, Serialize};
+
+    #[derive(Serialize, Deserialize)]
+    pub struct Inode {
+        pub id: InodeId,
+        pub kind: InodeKind,
+        pub size: u64,
+        pub version: Version,
+        pub mtime_ms: u64,
+        pub ctime_ms: u64,
+        pub mode: u32,
+        pub extents: Vec<Extent>,
+        pub chunk_size: u64,
+        pub xattrs: Xattrs,
+        pub uid: Option<u32>,
+        pub gid: Option<u32>,
+        pub target: Option<String>,
+        pub cues: Cues,
+        pub nlink: u32,
+        pub inline: Option<Vec<u8>>,
+        pub rdev: u32,
+    }
+
+    impl From<Inode> for cairn_types::Inode {
+        fn from(o: Inode) -> cairn_types::Inode {
+            cairn_types::Inode {
+                id: o.id,
+                kind: o.kind,
+                size: o.size,
+                version: o.version,
+                mtime_ms: o.mtime_ms,
+                ctime_ms: o.ctime_ms,
+                mode: o.mode,
+                extents: o.extents.into_iter().map(Into::into).collect(),
+                chunk_size: o.chunk_size,
+                xattrs: o.xattrs,
+                uid: o.uid,
+                gid: o.gid,
+                target: o.target,
+                cues: o.cues.into(),
+                nlink: o.nlink,
+                inline: o.inline,
+                rdev: o.rdev,
+            }
+        }
+    }
+}
+
 /// before `inline=`.
 pub(super) mod v4 {
     use super::cues_v2::Cues;
-    use cairn_types::{Extent, InodeId, InodeKind, Version, Xattrs};
+    use super::extent_v1::Extent;
+    use cairn_types::{InodeId, InodeKind, Version, Xattrs};
     use serde::{Deserialize, Serialize};
 
     #[derive(Serialize, Deserialize)]
@@ -129,7 +252,7 @@ pub(super) mod v4 {
                 mtime_ms: o.mtime_ms,
                 ctime_ms: o.ctime_ms,
                 mode: o.mode,
-                extents: o.extents,
+                extents: o.extents.into_iter().map(Into::into).collect(),
                 chunk_size: o.chunk_size,
                 xattrs: o.xattrs,
                 uid: o.uid,
@@ -147,7 +270,8 @@ pub(super) mod v4 {
 /// Before the `hot=GROUP` cue: the v4 layout with older cues.
 pub(super) mod v3 {
     use super::cues_v1::Cues;
-    use cairn_types::{Extent, InodeId, InodeKind, Version, Xattrs};
+    use super::extent_v1::Extent;
+    use cairn_types::{InodeId, InodeKind, Version, Xattrs};
     use serde::{Deserialize, Serialize};
 
     #[derive(Serialize, Deserialize)]
@@ -179,7 +303,7 @@ pub(super) mod v3 {
                 mtime_ms: o.mtime_ms,
                 ctime_ms: o.ctime_ms,
                 mode: o.mode,
-                extents: o.extents,
+                extents: o.extents.into_iter().map(Into::into).collect(),
                 chunk_size: o.chunk_size,
                 xattrs: o.xattrs,
                 uid: o.uid,
@@ -197,7 +321,8 @@ pub(super) mod v3 {
 /// Before hard links: every file had one name (`nlink` 1).
 pub(super) mod v2 {
     use super::cues_v1::Cues;
-    use cairn_types::{Extent, InodeId, InodeKind, Version, Xattrs};
+    use super::extent_v1::Extent;
+    use cairn_types::{InodeId, InodeKind, Version, Xattrs};
     use serde::{Deserialize, Serialize};
 
     #[derive(Serialize, Deserialize)]
@@ -228,7 +353,7 @@ pub(super) mod v2 {
                 mtime_ms: o.mtime_ms,
                 ctime_ms: o.ctime_ms,
                 mode: o.mode,
-                extents: o.extents,
+                extents: o.extents.into_iter().map(Into::into).collect(),
                 chunk_size: o.chunk_size,
                 xattrs: o.xattrs,
                 uid: o.uid,
@@ -245,7 +370,8 @@ pub(super) mod v2 {
 
 /// Layouts of [`Inode`] written by earlier versions.
 pub(super) mod v1 {
-    use cairn_types::{Extent, InodeId, InodeKind, Version, Xattrs};
+    use super::extent_v1::Extent;
+    use cairn_types::{InodeId, InodeKind, Version, Xattrs};
     use serde::{Deserialize, Serialize};
 
     /// Before owners, symlinks and cues: `InodeKind` had only `File` and
