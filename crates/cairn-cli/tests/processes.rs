@@ -1003,3 +1003,50 @@ fn sync_copies_only_what_differs() {
     assert_eq!(env.ok(&["cat", "/mirror/d/f5"]), other);
     env.fails(&["sync", s, b], "must be a Cairn directory");
 }
+
+#[test]
+fn erasure_coded_files_between_processes_survive_a_sigkilled_node() {
+    let mut env = Env::new();
+    let meta = env.start_meta("127.0.0.1:0");
+    env.meta = addr_after(&meta.banner, "listening on");
+    env.secret = env.path("meta/client.key");
+    let mut nodes: Vec<Option<Proc>> = (0..3).map(|i| Some(env.start_storage(i))).collect();
+    env.wait_live(3);
+    env.ok(&["mkdir", "/cold"]);
+    env.ok(&["cue", "set", "/cold", "ec=2+1"]);
+    let data = pattern(3_000_001, 8);
+    std::fs::write(env.path("log"), &data).unwrap();
+    env.ok(&[
+        "put",
+        env.path("log").to_str().unwrap(),
+        "/cold/log",
+        "--chunk-size",
+        "1MiB",
+    ]);
+    let locate = env.json(&["locate", "/cold/log", "--json"]);
+    let chunks = locate["chunks"].as_array().unwrap();
+    assert_eq!(chunks.len(), 3, "{locate}");
+    for c in chunks {
+        assert_eq!(c["ec"], "2+1", "{c}");
+        let shards: Vec<u64> = c["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n["shard"].as_u64().unwrap())
+            .collect();
+        assert_eq!(shards, vec![0, 1, 2]);
+    }
+    let text = String::from_utf8(env.ok(&["locate", "/cold/log"])).unwrap();
+    assert!(
+        text.contains("ec=2+1") && text.contains("shard 2 "),
+        "{text}"
+    );
+    nodes[1].take().unwrap().sigkill();
+    let got = env.path("got");
+    env.ok(&["get", "/cold/log", got.to_str().unwrap()]);
+    assert!(std::fs::read(&got).unwrap() == data, "degraded read");
+    meta.sigkill();
+    for n in nodes.into_iter().flatten() {
+        n.sigkill();
+    }
+}

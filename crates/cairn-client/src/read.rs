@@ -584,15 +584,27 @@ impl FileReader {
                 .ok(),
             None => Some(healthy.await),
         };
-        if let Some(got) = got.filter(|g| g.iter().all(|r| r.is_ok())) {
-            let mut out = Vec::with_capacity((end - start) as usize);
-            for (r, &(_, _, _, at, n)) in got.into_iter().zip(&parts) {
-                out.extend_from_slice(&r.expect("checked")[at..at + n]);
+        let mut known: Vec<Option<Vec<u8>>> = vec![None; ext.nodes.len()];
+        let mut failed = vec![false; ext.nodes.len()];
+        if let Some(got) = got {
+            if got.iter().all(|r| r.is_ok()) {
+                let mut out = Vec::with_capacity((end - start) as usize);
+                for (r, &(_, _, _, at, n)) in got.into_iter().zip(&parts) {
+                    out.extend_from_slice(&r.expect("checked")[at..at + n]);
+                }
+                return Ok(out);
             }
-            return Ok(out);
+            // Whole shards that did arrive count towards the K needed.
+            for (r, &(j, from, to, _, _)) in got.into_iter().zip(&parts) {
+                match r {
+                    Ok(d) if from == 0 && to == s => known[j] = Some(d),
+                    Ok(_) => {}
+                    Err(_) => failed[j] = true,
+                }
+            }
         }
         warn!(chunk = %ext.chunk, "a data shard did not answer in full; reading degraded");
-        let whole = self.rebuild_stripe(ext, cap).await?;
+        let whole = self.rebuild_stripe(ext, cap, known, &failed).await?;
         Ok(whole[start as usize..end as usize].to_vec())
     }
 
@@ -635,18 +647,28 @@ impl FileReader {
         got
     }
 
-    /// The whole chunk `ext` rebuilt from any K of its shards, read whole
-    /// (data shards first, K at a time), checked against meta's summary.
-    async fn rebuild_stripe(&self, ext: &Extent, cap: &Capability) -> Result<Vec<u8>> {
+    /// The whole chunk `ext` rebuilt from any K of its shards: those in
+    /// `shards` already, then others read whole (data shards first, as
+    /// many at a time as are missing; not those that just `failed`),
+    /// checked against meta's summary.
+    async fn rebuild_stripe(
+        &self,
+        ext: &Extent,
+        cap: &Capability,
+        mut shards: Vec<Option<Vec<u8>>>,
+        failed: &[bool],
+    ) -> Result<Vec<u8>> {
         let ec = ext.ec.as_ref().expect("an erasure-coded extent");
         let (k, n) = (ec.scheme.k as usize, ec.scheme.shards());
-        let mut shards: Vec<Option<Vec<u8>>> = vec![None; n];
-        let mut next = 0;
-        let mut have = 0;
+        let tried: Vec<bool> = (0..n).map(|i| shards[i].is_some() || failed[i]).collect();
+        let mut untried = (0..n).filter(|i| !tried[*i]);
+        let mut have = shards.iter().filter(|s| s.is_some()).count();
         let mut failures = Vec::new();
-        while have < k && next < n {
-            let batch: Vec<usize> = (next..n).take(k - have).collect();
-            next += batch.len();
+        loop {
+            let batch: Vec<usize> = untried.by_ref().take(k.saturating_sub(have)).collect();
+            if batch.is_empty() {
+                break;
+            }
             let got = futures_join_all(
                 batch
                     .iter()

@@ -203,3 +203,44 @@ async fn ec_refuses_what_it_cannot_do_and_changes_nothing() {
     })
     .await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drained_node_hands_its_shards_on() {
+    deadline(async {
+        let mut c = TestCluster::start_with(4, fast).await;
+        let cl = c.client().await;
+        let o = PutOptions {
+            cues: Cues::parse("ec=2+1").unwrap(),
+            ..opts()
+        };
+        let data = pattern(600_000, 4);
+        let f = cl.put_bytes(&p("/d"), &data, o).await.unwrap();
+        let id = f.extents[0].nodes[1];
+        cl.drain(id, false).await.unwrap();
+        wait_for(Duration::from_secs(60), || async {
+            let s = cl.cluster_status().await.ok()?;
+            let drained = s
+                .nodes
+                .iter()
+                .any(|n| n.id == id && n.state == cairn_proto::NodeState::Drained);
+            (drained && s.under_replicated_chunks == 0).then_some(())
+        })
+        .await;
+        let open = cl.locate(&p("/d")).await.unwrap();
+        for (old, new) in f.extents.iter().zip(&open.inode.extents) {
+            assert!(!new.nodes.contains(&id));
+            // Shards stay in their places, except the drained node's.
+            for (a, b) in old.nodes.iter().zip(&new.nodes) {
+                assert!(a == b || *a == id, "{old:?} -> {new:?}");
+            }
+        }
+        c.stop_node(c.node_index(id).unwrap()).await;
+        // Another node goes too: K = 2 shards of every chunk are left.
+        let other = open.inode.extents[0].nodes[0];
+        c.stop_node(c.node_index(other).unwrap()).await;
+        let fresh = c.client().await;
+        assert_eq!(fresh.get_bytes(&p("/d")).await.unwrap(), data);
+        c.shutdown().await;
+    })
+    .await
+}

@@ -68,8 +68,39 @@ impl EcScheme {
         let shards: Vec<Cow<'_, [u8]>> = (0..self.k as usize)
             .map(|i| self.data_shard(data, s, i))
             .collect();
-        reed_solomon_simd::encode(self.k as usize, self.m as usize, &shards)
-            .map_err(|e| Error::internal(format!("erasure coding ec={self}: {e}")))
+        let originals: Vec<&[u8]> = shards.iter().map(|c| c.as_ref()).collect();
+        self.encode_pieces(&originals, s as usize)
+    }
+
+    /// Parity of K original shards of `s` bytes, coded [`PIECE`] bytes at a
+    /// time: the codec makes several passes over its input, which stay in
+    /// cache for a piece and would not for a whole shard.
+    fn encode_pieces(self, originals: &[&[u8]], s: usize) -> Result<Vec<Vec<u8>>> {
+        let (k, m) = (self.k as usize, self.m as usize);
+        let err =
+            |e: reed_solomon_simd::Error| Error::internal(format!("erasure coding ec={self}: {e}"));
+        let mut out = vec![vec![0u8; s]; m];
+        let mut enc: Option<(reed_solomon_simd::ReedSolomonEncoder, usize)> = None;
+        let mut at = 0;
+        while at < s {
+            let n = PIECE.min(s - at);
+            if enc.as_ref().map(|(_, len)| *len) != Some(n) {
+                enc = Some((
+                    reed_solomon_simd::ReedSolomonEncoder::new(k, m, n).map_err(err)?,
+                    n,
+                ));
+            }
+            let e = &mut enc.as_mut().expect("set above").0;
+            for o in originals {
+                e.add_original_shard(&o[at..at + n]).map_err(err)?;
+            }
+            let r = e.encode().map_err(err)?;
+            for (p, piece) in out.iter_mut().zip(r.recovery_iter()) {
+                p[at..at + n].copy_from_slice(piece);
+            }
+            at += n;
+        }
+        Ok(out)
     }
 
     /// Fill the missing entries of `shards` (K+M of them, index = shard
@@ -99,27 +130,47 @@ impl EcScheme {
                 "ec={self}: shards of different lengths"
             )));
         }
-        if shards[..k].iter().any(|s| s.is_none()) {
-            let restored = reed_solomon_simd::decode(
-                k,
-                m,
-                shards[..k]
-                    .iter()
-                    .enumerate()
-                    .filter_map(|(i, s)| s.as_ref().map(|s| (i, s))),
-                shards[k..]
-                    .iter()
-                    .enumerate()
-                    .filter_map(|(i, s)| s.as_ref().map(|s| (i, s))),
-            )
-            .map_err(|e| Error::internal(format!("erasure decoding ec={self}: {e}")))?;
-            for (i, data) in restored {
+        let s = *lens.iter().next().expect("one length");
+        let err = |e: reed_solomon_simd::Error| {
+            Error::internal(format!("erasure decoding ec={self}: {e}"))
+        };
+        let missing: Vec<usize> = (0..k).filter(|i| shards[*i].is_none()).collect();
+        if !missing.is_empty() {
+            let mut restored: Vec<Vec<u8>> = missing.iter().map(|_| vec![0u8; s]).collect();
+            let mut dec: Option<(reed_solomon_simd::ReedSolomonDecoder, usize)> = None;
+            let mut at = 0;
+            while at < s {
+                let n = PIECE.min(s - at);
+                if dec.as_ref().map(|(_, len)| *len) != Some(n) {
+                    dec = Some((
+                        reed_solomon_simd::ReedSolomonDecoder::new(k, m, n).map_err(err)?,
+                        n,
+                    ));
+                }
+                let d = &mut dec.as_mut().expect("set above").0;
+                for (i, sh) in shards.iter().enumerate() {
+                    let Some(sh) = sh else { continue };
+                    if i < k {
+                        d.add_original_shard(i, &sh[at..at + n]).map_err(err)?;
+                    } else {
+                        d.add_recovery_shard(i - k, &sh[at..at + n]).map_err(err)?;
+                    }
+                }
+                let r = d.decode().map_err(err)?;
+                for (i, piece) in r.restored_original_iter() {
+                    if let Some(slot) = missing.iter().position(|x| *x == i) {
+                        restored[slot][at..at + n].copy_from_slice(piece);
+                    }
+                }
+                at += n;
+            }
+            for (i, data) in missing.into_iter().zip(restored) {
                 shards[i] = Some(data);
             }
         }
         if parity && shards[k..].iter().any(|s| s.is_none()) {
-            let computed = reed_solomon_simd::encode(k, m, shards[..k].iter().flatten())
-                .map_err(|e| Error::internal(format!("erasure coding ec={self}: {e}")))?;
+            let originals: Vec<&[u8]> = shards[..k].iter().flatten().map(Vec::as_slice).collect();
+            let computed = self.encode_pieces(&originals, s)?;
             for (slot, p) in shards[k..].iter_mut().zip(computed) {
                 if slot.is_none() {
                     *slot = Some(p);
@@ -129,6 +180,9 @@ impl EcScheme {
         Ok(())
     }
 }
+
+/// Bytes of each shard coded at once (see `encode_pieces`).
+const PIECE: usize = 64 * 1024;
 
 impl fmt::Display for EcScheme {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -200,6 +254,26 @@ mod tests {
             let joined: Vec<u8> = rebuilt[..k as usize].concat();
             prop_assert_eq!(&joined[..len], &data[..]);
         }
+    }
+
+    #[test]
+    fn shards_of_many_pieces_rebuild() {
+        // Shards longer than a piece, the last piece shorter.
+        let s = EcScheme::new(3, 2).unwrap();
+        let data: Vec<u8> = (0..(1usize << 20) + 777)
+            .map(|i| (i * 31 % 251) as u8)
+            .collect();
+        let sl = s.shard_len(data.len() as u64);
+        assert!(sl as usize > 3 * PIECE && sl as usize % PIECE != 0);
+        let mut all: Vec<Vec<u8>> = (0..3)
+            .map(|i| s.data_shard(&data, sl, i).into_owned())
+            .collect();
+        all.extend(s.parity(&data).unwrap());
+        let mut partial: Vec<Option<Vec<u8>>> = all.iter().cloned().map(Some).collect();
+        partial[0] = None;
+        partial[4] = None;
+        s.fill(&mut partial, true).unwrap();
+        assert!(partial.iter().zip(&all).all(|(a, b)| a.as_ref() == Some(b)));
     }
 
     #[test]
