@@ -264,7 +264,7 @@ mod tests {
             .map(|i| (i * 31 % 251) as u8)
             .collect();
         let sl = s.shard_len(data.len() as u64);
-        assert!(sl as usize > 3 * PIECE && sl as usize % PIECE != 0);
+        assert!(sl as usize > 3 * PIECE && !(sl as usize).is_multiple_of(PIECE));
         let mut all: Vec<Vec<u8>> = (0..3)
             .map(|i| s.data_shard(&data, sl, i).into_owned())
             .collect();
