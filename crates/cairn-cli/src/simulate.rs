@@ -33,6 +33,10 @@ pub struct SimulateArgs {
     /// Copysets' scatter width
     #[arg(long, default_value_t = 4)]
     scatter_width: usize,
+    /// Erasure-coding schemes to compare too, comma-separated (as 4+2,8+3):
+    /// shards spread over zones, a chunk lost past M failed shards
+    #[arg(long, default_value = "")]
+    ec: String,
     /// Write the full results as JSON here (- for stdout)
     #[arg(long)]
     json: Option<PathBuf>,
@@ -152,6 +156,13 @@ pub fn run(a: SimulateArgs) -> Result<()> {
         trials: a.trials,
         seed: a.seed,
         scatter_width: a.scatter_width,
+        ec: a
+            .ec
+            .split(',')
+            .map(str::trim)
+            .filter(|e| !e.is_empty())
+            .map(|e| e.parse().map_err(anyhow::Error::from))
+            .collect::<Result<Vec<cairn_types::EcScheme>>>()?,
     };
     let report = simulate(&cfg)?;
     let to_stdout = a.json.as_deref() == Some(std::path::Path::new("-"));
@@ -186,8 +197,8 @@ fn table(r: &SimReport) -> String {
     let ks: Vec<usize> = r.results[0].failures.iter().map(|f| f.k).collect();
     let _ = write!(
         out,
-        "{:<9} {:>7} {:>8} {:>7}   P(loss) for k failed:",
-        "scheme", "place", "max/mean", "repair"
+        "{:<9} {:>5} {:>7} {:>8} {:>7}   P(loss) for k failed:",
+        "scheme", "space", "place", "max/mean", "repair"
     );
     for k in &ks {
         let _ = write!(out, " {:>9}", format!("k={k}"));
@@ -196,15 +207,15 @@ fn table(r: &SimReport) -> String {
     for s in &r.results {
         let _ = write!(
             out,
-            "{:<9} {:>6.1}s {:>8.3} {:>7.0}   {:<21}",
-            s.scheme, s.place_seconds, s.load.max_over_mean, s.repair.mean, ""
+            "{:<9} {:>4.2}x {:>6.1}s {:>8.3} {:>7.0}   {:<21}",
+            s.scheme, s.storage_overhead, s.place_seconds, s.load.max_over_mean, s.repair.mean, ""
         );
         for f in &s.failures {
             let _ = write!(out, " {:>9.4}", f.p_loss);
         }
         out.push('\n');
         if let Some(cf) = s.failures.first().and_then(|f| f.closed_form_p_loss) {
-            let _ = write!(out, "{:<9} {:>48}", "", "closed form:");
+            let _ = write!(out, "{:<9} {:>54}", "", "closed form:");
             let _ = write!(out, " {cf:>9.4}");
             for f in &s.failures[1..] {
                 let _ = write!(out, " {:>9.4}", f.closed_form_p_loss.unwrap_or(cf));
@@ -214,7 +225,7 @@ fn table(r: &SimReport) -> String {
     }
     let _ = writeln!(out, "expected fraction of chunks lost:");
     for s in &r.results {
-        let _ = write!(out, "{:<9} {:>48}", s.scheme, "");
+        let _ = write!(out, "{:<9} {:>54}", s.scheme, "");
         for f in &s.failures {
             let v = f.expected_lost_fraction;
             let v = if v == 0.0 {

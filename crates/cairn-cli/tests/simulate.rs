@@ -21,6 +21,8 @@ fn simulate_writes_json_and_a_plot() {
             "3",
             "--schemes",
             "random,buddy,min_copy,copyset,spread,local",
+            "--ec",
+            "4+2,8+3",
             "--failures",
             "3,10",
             "--trials",
@@ -41,12 +43,15 @@ fn simulate_writes_json_and_a_plot() {
     );
     let table = String::from_utf8(out.stdout).unwrap();
     assert!(
-        table.contains("closed form:") && table.contains("copyset"),
+        table.contains("closed form:") && table.contains("copyset") && table.contains("ec=8+3"),
         "{table}"
     );
     let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
     let results = r["results"].as_array().unwrap();
-    assert_eq!(results.len(), 6);
+    assert_eq!(results.len(), 8);
+    assert_eq!(results[6]["scheme"], "ec=4+2");
+    assert_eq!(results[6]["storage_overhead"], 1.5);
+    assert_eq!(results[0]["storage_overhead"], 3.0);
     for s in results {
         assert_eq!(s["failures"].as_array().unwrap().len(), 2);
         let p = s["failures"][1]["p_loss"].as_f64().unwrap();

@@ -203,6 +203,7 @@ mod tests {
             chunks: 500,
             trials: 50,
             failures: vec![2, 4],
+            ec: Vec::new(),
             schemes: vec![PlaceScheme::Random, PlaceScheme::Buddy],
             ..SimConfig::default()
         })

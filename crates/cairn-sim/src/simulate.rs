@@ -1,7 +1,7 @@
 //! The simulation: place chunks with the real placer, then fail nodes.
 
 use cairn_meta::placement::{NodeInfo, PlaceRequest, Placer, PlacerConfig};
-use cairn_types::{Cues, Error, NodeId, PlaceScheme, Result};
+use cairn_types::{Cues, EcScheme, Error, NodeId, PlaceScheme, Result};
 use serde::Serialize;
 use std::time::Instant;
 
@@ -21,6 +21,10 @@ pub struct SimConfig {
     pub seed: u64,
     /// Copysets' scatter width.
     pub scatter_width: usize,
+    /// Erasure-coding schemes to compare too, each placed as `ec=K+M`
+    /// is (K+M shards spread over zones); a chunk is lost when more
+    /// than M of its shards are.
+    pub ec: Vec<EcScheme>,
 }
 
 impl Default for SimConfig {
@@ -41,6 +45,63 @@ impl Default for SimConfig {
             trials: 2000,
             seed: 1,
             scatter_width: PlacerConfig::default().scatter_width,
+            ec: Vec::new(),
+        }
+    }
+}
+
+/// How one simulated layout keeps its chunks: `rep` copies placed by
+/// `scheme`, or shards.
+#[derive(Clone, Copy, Debug)]
+enum Redundancy {
+    Rep(u8, PlaceScheme),
+    Ec(EcScheme),
+}
+
+impl Redundancy {
+    /// Nodes each chunk occupies.
+    fn width(self) -> usize {
+        match self {
+            Redundancy::Rep(r, _) => r as usize,
+            Redundancy::Ec(e) => e.shards(),
+        }
+    }
+
+    /// Of its nodes, how many a chunk survives losing.
+    fn tolerance(self) -> usize {
+        match self {
+            Redundancy::Rep(r, _) => r as usize - 1,
+            Redundancy::Ec(e) => e.m as usize,
+        }
+    }
+
+    fn scheme(self) -> PlaceScheme {
+        match self {
+            Redundancy::Rep(_, s) => s,
+            Redundancy::Ec(_) => PlaceScheme::Spread,
+        }
+    }
+
+    fn name(self) -> String {
+        match self {
+            Redundancy::Rep(_, s) => s.name().to_string(),
+            Redundancy::Ec(e) => format!("ec={e}"),
+        }
+    }
+
+    /// Bytes stored per byte of data.
+    fn overhead(self) -> f64 {
+        match self {
+            Redundancy::Rep(r, _) => r as f64,
+            Redundancy::Ec(e) => e.shards() as f64 / e.k as f64,
+        }
+    }
+
+    /// A seed salt distinct per layout.
+    fn salt(self) -> u64 {
+        match self {
+            Redundancy::Rep(_, s) => s as u64 + 1,
+            Redundancy::Ec(e) => 0x100 + ((e.k as u64) << 8) + e.m as u64,
         }
     }
 }
@@ -83,7 +144,10 @@ pub struct FailureResult {
 
 #[derive(Clone, Debug, Serialize)]
 pub struct SchemeResult {
+    /// A placement scheme (with `rep` copies), or `ec=K+M`.
     pub scheme: String,
+    /// Bytes stored per byte of data: `rep`, or (K+M)/K.
+    pub storage_overhead: f64,
     /// Wall time to place every chunk.
     pub place_seconds: f64,
     pub load: LoadBalance,
@@ -133,6 +197,13 @@ fn check(cfg: &SimConfig) -> Result<()> {
             "--nodes, --chunks and --trials must be positive (and nodes below 2^31)",
         ));
     }
+    if let Some(e) = cfg.ec.iter().find(|e| e.shards() > cfg.nodes) {
+        return Err(Error::invalid(format!(
+            "ec={e} needs at least {} nodes (have --nodes {})",
+            e.shards(),
+            cfg.nodes
+        )));
+    }
     if let Some(k) = cfg.failures.iter().find(|k| **k > cfg.nodes) {
         return Err(Error::invalid(format!(
             "cannot fail {k} of {} nodes",
@@ -148,7 +219,9 @@ pub fn simulate(cfg: &SimConfig) -> Result<SimReport> {
     let results = cfg
         .schemes
         .iter()
-        .map(|s| simulate_scheme(cfg, *s))
+        .map(|s| Redundancy::Rep(cfg.rep, *s))
+        .chain(cfg.ec.iter().map(|e| Redundancy::Ec(*e)))
+        .map(|r| simulate_scheme(cfg, r))
         .collect::<Result<Vec<_>>>()?;
     Ok(SimReport {
         nodes: cfg.nodes,
@@ -209,7 +282,8 @@ fn seed_for(seed: u64, a: u64) -> u64 {
     x ^ (x >> 29)
 }
 
-fn place_all(cfg: &SimConfig, scheme: PlaceScheme) -> Result<Vec<u32>> {
+fn place_all(cfg: &SimConfig, red: Redundancy) -> Result<Vec<u32>> {
+    let scheme = red.scheme();
     let n = cfg.nodes;
     let nodes: Vec<NodeInfo> = (0..n)
         .map(|i| NodeInfo {
@@ -230,20 +304,20 @@ fn place_all(cfg: &SimConfig, scheme: PlaceScheme) -> Result<Vec<u32>> {
             seed: cfg.seed,
         },
     );
+    let rep = red.width();
     let cues = Cues {
-        rep: Some(cfg.rep),
+        rep: Some(rep as u8),
         place: Some(scheme),
         ..Cues::default()
     };
-    let rep = cfg.rep as usize;
-    let mut rng = fastrand::Rng::with_seed(seed_for(cfg.seed, scheme as u64 + 1));
+    let mut rng = fastrand::Rng::with_seed(seed_for(cfg.seed, red.salt()));
     let mut copies = Vec::with_capacity(cfg.chunks * rep);
     for _ in 0..cfg.chunks {
         // For `local`, each chunk is written from some node's host.
         let writer = (scheme == PlaceScheme::Local).then(|| hosts[rng.usize(..n)].as_str());
         let req = PlaceRequest {
             cues: &cues,
-            default_rep: cfg.rep,
+            default_rep: rep as u8,
             want: rep,
             have: &[],
             exclude: &[],
@@ -259,11 +333,11 @@ fn place_all(cfg: &SimConfig, scheme: PlaceScheme) -> Result<Vec<u32>> {
     Ok(copies)
 }
 
-fn simulate_scheme(cfg: &SimConfig, scheme: PlaceScheme) -> Result<SchemeResult> {
+fn simulate_scheme(cfg: &SimConfig, red: Redundancy) -> Result<SchemeResult> {
     let n = cfg.nodes;
-    let rep = cfg.rep as usize;
+    let rep = red.width();
     let t0 = Instant::now();
-    let layout = Layout::new(n, rep, place_all(cfg, scheme)?);
+    let layout = Layout::new(n, rep, place_all(cfg, red)?);
     let place_seconds = t0.elapsed().as_secs_f64();
 
     let counts: Vec<u64> = (0..n)
@@ -312,10 +386,11 @@ fn simulate_scheme(cfg: &SimConfig, scheme: PlaceScheme) -> Result<SchemeResult>
     let failures = cfg
         .failures
         .iter()
-        .map(|&k| fail(cfg, &layout, scheme, k))
+        .map(|&k| fail(cfg, &layout, red, k))
         .collect();
     Ok(SchemeResult {
-        scheme: scheme.name().to_string(),
+        scheme: red.name(),
+        storage_overhead: red.overhead(),
         place_seconds,
         load,
         repair,
@@ -325,7 +400,8 @@ fn simulate_scheme(cfg: &SimConfig, scheme: PlaceScheme) -> Result<SchemeResult>
 
 /// `cfg.trials` draws of `k` failed nodes; the draws depend on the seed and
 /// `k` only, so every scheme faces the same failures.
-fn fail(cfg: &SimConfig, layout: &Layout, scheme: PlaceScheme, k: usize) -> FailureResult {
+fn fail(cfg: &SimConfig, layout: &Layout, red: Redundancy, k: usize) -> FailureResult {
+    let tolerance = red.tolerance();
     let n = cfg.nodes;
     let mut rng = fastrand::Rng::with_seed(seed_for(cfg.seed, 1000 + k as u64));
     let mut perm: Vec<u32> = (0..n as u32).collect();
@@ -342,8 +418,9 @@ fn fail(cfg: &SimConfig, layout: &Layout, scheme: PlaceScheme, k: usize) -> Fail
         for &v in &perm[..k] {
             for &c in layout.of(v) {
                 let cs = layout.copies(c);
-                // Counted once, at its first copy.
-                if cs[0] == v && cs.iter().all(|u| failed[*u as usize]) {
+                // Counted once, at its first failed copy.
+                let down: Vec<&u32> = cs.iter().filter(|u| failed[**u as usize]).collect();
+                if down.len() > tolerance && *down[0] == v {
                     lost += 1;
                 }
             }
@@ -364,7 +441,7 @@ fn fail(cfg: &SimConfig, layout: &Layout, scheme: PlaceScheme, k: usize) -> Fail
         p_loss_stderr: (p * (1.0 - p) / trials).sqrt(),
         expected_lost_fraction: lost_total as f64 / trials / cfg.chunks as f64,
         max_lost_chunks: lost_max,
-        closed_form_p_loss: (scheme == PlaceScheme::Random)
+        closed_form_p_loss: matches!(red, Redundancy::Rep(_, PlaceScheme::Random))
             .then(|| closed_form_random(n, cfg.rep as usize, cfg.chunks, k)),
     }
 }
@@ -384,7 +461,34 @@ mod tests {
             trials: 20_000,
             seed: 7,
             scatter_width: 4,
+            ec: Vec::new(),
         }
+    }
+
+    #[test]
+    fn erasure_coding_survives_m_failures_at_a_fraction_of_the_space() {
+        let mut cfg = small(vec![PlaceScheme::Random]);
+        cfg.failures = vec![2, 3];
+        cfg.trials = 2000;
+        cfg.ec = vec![EcScheme::new(4, 2).unwrap(), EcScheme::new(2, 1).unwrap()];
+        let r = simulate(&cfg).unwrap();
+        let (rep3, ec42, ec21) = (&r.results[0], &r.results[1], &r.results[2]);
+        assert_eq!(
+            (ec42.scheme.as_str(), ec42.storage_overhead),
+            ("ec=4+2", 1.5)
+        );
+        assert_eq!(rep3.storage_overhead, 3.0);
+        // Two failures: 4+2 and rep=3 lose nothing; 2+1 (one parity) can.
+        assert_eq!(ec42.failures[0].p_loss, 0.0);
+        assert_eq!(rep3.failures[0].p_loss, 0.0);
+        assert!(ec21.failures[0].p_loss > 0.0);
+        // Three: a chunk of 4+2 spans 6 of 12 nodes, so more are exposed.
+        assert!(ec42.failures[1].p_loss > 0.0);
+        assert!(ec42.failures[1].closed_form_p_loss.is_none());
+        // Shards are spread: every node holds about as many.
+        assert!(ec42.load.max_over_mean < 1.5, "{:?}", ec42.load);
+        cfg.ec = vec![EcScheme::new(10, 4).unwrap()];
+        assert!(simulate(&cfg).is_err(), "14 shards on 12 nodes");
     }
 
     #[test]
