@@ -7,6 +7,7 @@ mod bench_s3;
 mod bench_schemes;
 mod commands;
 mod config;
+mod convert;
 mod fleet;
 mod lock;
 mod meta_tools;
@@ -169,6 +170,9 @@ enum Cmd {
     /// Run a command holding an advisory lock on a file (the same locks as
     /// flock/fcntl on every mount): cairn lock /jobs/q.lock -- ./step.sh
     Lock(lock::LockArgs),
+    /// Rewrite files in the redundancy their directory asks for now
+    /// (after `cue set DIR ec=4+2`, say), each as a new version
+    Convert(convert::ConvertArgs),
     /// Semantic cues of a path: redundancy, placement, consistency (inherited by everything below a directory)
     Cue {
         #[command(subcommand)]
@@ -513,6 +517,7 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
         } => c::drain(&target, &node, wait, undo).await,
         Cmd::Mount(a) => mount::run(a).await,
         Cmd::Sync(a) => sync::run(a).await,
+        Cmd::Convert(a) => convert::run(a).await,
         Cmd::Lock(a) => {
             let code = lock::run(a).await?;
             std::process::exit(code);

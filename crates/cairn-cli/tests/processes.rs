@@ -1050,3 +1050,65 @@ fn erasure_coded_files_between_processes_survive_a_sigkilled_node() {
         n.sigkill();
     }
 }
+
+#[test]
+fn convert_rewrites_files_in_their_directorys_redundancy() {
+    let mut env = Env::new();
+    let meta = env.start_meta("127.0.0.1:0");
+    env.meta = addr_after(&meta.banner, "listening on");
+    env.secret = env.path("meta/client.key");
+    let nodes: Vec<Proc> = (0..3).map(|i| env.start_storage(i)).collect();
+    env.wait_live(3);
+    let data = pattern(2_500_000, 4);
+    std::fs::write(env.path("f"), &data).unwrap();
+    for name in ["/data/a", "/data/sub/b"] {
+        env.ok(&[
+            "put",
+            env.path("f").to_str().unwrap(),
+            name,
+            "--chunk-size",
+            "1MiB",
+        ]);
+    }
+    env.ok(&["put", "-", "/data/tiny"]); // empty: nothing to convert
+    env.ok(&["cue", "set", "/data", "ec=2+1"]);
+    let dry = String::from_utf8(env.ok(&["convert", "-r", "/data", "--dry-run"])).unwrap();
+    assert!(
+        dry.contains("rep=3 -> ec=2+1") && dry.contains("would convert 2 file(s)"),
+        "{dry}"
+    );
+    let l = env.json(&["locate", "/data/a", "--json"]);
+    assert!(l["chunks"][0]["ec"].is_null(), "a dry run changes nothing");
+    let s = env.json(&["convert", "-r", "/data", "--json"]);
+    assert_eq!(
+        (s["converted"].as_u64(), s["skipped"].as_u64()),
+        (Some(2), Some(1)),
+        "{s}"
+    );
+    for name in ["/data/a", "/data/sub/b"] {
+        let l = env.json(&["locate", name, "--json"]);
+        for c in l["chunks"].as_array().unwrap() {
+            assert_eq!(c["ec"], "2+1", "{l}");
+        }
+        let got = env.path("got");
+        env.ok(&["get", name, got.to_str().unwrap()]);
+        assert!(std::fs::read(&got).unwrap() == data, "{name} changed");
+    }
+    let s = env.json(&["convert", "-r", "/data", "--json"]);
+    assert_eq!(
+        (s["converted"].as_u64(), s["already"].as_u64()),
+        (Some(0), Some(2)),
+        "{s}"
+    );
+    // And back, for one file.
+    env.ok(&["cue", "set", "/data/sub", "rep=2"]);
+    env.ok(&["convert", "/data/sub/b"]);
+    let l = env.json(&["locate", "/data/sub/b", "--json"]);
+    assert!(l["chunks"][0]["ec"].is_null());
+    assert_eq!(l["chunks"][0]["nodes"].as_array().unwrap().len(), 2, "{l}");
+    env.fails(&["convert", "/data"], "add -r");
+    meta.sigkill();
+    for n in nodes {
+        n.sigkill();
+    }
+}
