@@ -244,3 +244,35 @@ async fn a_drained_node_hands_its_shards_on() {
     })
     .await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removed_ec_files_leave_no_shard_behind() {
+    deadline(async {
+        let c = TestCluster::start_with(3, fast).await;
+        let cl = c.client().await;
+        let o = PutOptions {
+            cues: Cues::parse("ec=2+1").unwrap(),
+            ..opts()
+        };
+        for i in 0..16 {
+            cl.put_bytes(&p(&format!("/g{i}")), &pattern(1 << 20, i), o.clone())
+                .await
+                .unwrap();
+        }
+        // 16 MiB as 2+1: 8 MiB of shards on each node.
+        for n in 0..3 {
+            assert!(c.disk_bytes(n) >= 8 << 20, "node {n}: {}", c.disk_bytes(n));
+        }
+        for i in 0..16 {
+            cl.remove(&p(&format!("/g{i}")), false).await.unwrap();
+        }
+        // Every shard is collected; compaction drops the sealed segments,
+        // leaving at most the active one.
+        wait_for(Duration::from_secs(60), || async {
+            (0..3).all(|n| c.disk_bytes(n) <= 5 << 20).then_some(())
+        })
+        .await;
+        c.shutdown().await;
+    })
+    .await
+}
