@@ -54,7 +54,17 @@ struct JobFile {
     path: String,
     inode: InodeId,
     version: Version,
-    extents: Vec<Extent>,
+    extents: Vec<JobExtent>,
+}
+
+/// A replicated chunk of a job, in the layout job records have always had
+/// (a stored job decodes whatever [`Extent`] becomes).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct JobExtent {
+    chunk: ChunkId,
+    len: u64,
+    crc: u32,
+    nodes: Vec<NodeId>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -96,7 +106,7 @@ impl Job {
             .iter()
             .flat_map(|f| f.extents.iter())
             .filter(|e| seen.insert(e.chunk))
-            .cloned()
+            .map(|e| Extent::replicated(e.chunk, e.len, e.crc, e.nodes.clone()))
             .collect();
         Job {
             rec,
@@ -472,7 +482,7 @@ impl PrefetchWorker {
                 Err(_) => None,
             };
             let extents = match current {
-                Some(i) if i.id == f.inode && i.version == f.version => i.extents,
+                Some(i) if i.id == f.inode && i.version == f.version => cacheable(i.extents),
                 Some(i) => {
                     notes.push(format!(
                         "{} is now version {} ; this job copies version {}",
@@ -814,7 +824,15 @@ impl Worker for PrefetchWorker {
 /// The extents a prefetch copies: replicated chunks. An erasure-coded
 /// chunk has no whole copy to hand on (its shards are read and decoded by
 /// the reader), so it is left to be read from its shards.
-fn cacheable(mut extents: Vec<Extent>) -> Vec<Extent> {
-    extents.retain(|e| e.ec.is_none());
+fn cacheable(extents: Vec<Extent>) -> Vec<JobExtent> {
     extents
+        .into_iter()
+        .filter(|e| e.ec.is_none())
+        .map(|e| JobExtent {
+            chunk: e.chunk,
+            len: e.len,
+            crc: e.crc,
+            nodes: e.nodes,
+        })
+        .collect()
 }
