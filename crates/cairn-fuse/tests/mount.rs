@@ -306,6 +306,29 @@ fn multi_gib_file_through_dd_in_bounded_memory() {
     const GIB: u64 = 1 << 30;
     let env = Env::new(1);
     let (mnt, tmp) = (env.mnt(0), env.scratch());
+    // Two copies on the nodes' disks and the mount's staged copy, all in
+    // this temp dir, beside what other tests write at the same time: a
+    // full disk would show as ENOSPC from dd, so say so first.
+    let avail = String::from_utf8(
+        std::process::Command::new("df")
+            .args(["-B1", "--output=avail"])
+            .arg(&tmp)
+            .output()
+            .expect("df runs")
+            .stdout,
+    )
+    .unwrap();
+    let avail: u64 = avail
+        .lines()
+        .nth(1)
+        .and_then(|l| l.trim().parse().ok())
+        .unwrap_or(u64::MAX);
+    assert!(
+        avail >= 8 * GIB,
+        "this test writes 2 GiB through the mount and needs 8 GiB free under {}; {} GiB are",
+        tmp.display(),
+        avail / GIB
+    );
     // 2 GiB of distinct 1 MiB blocks (one seeded random block, each copy
     // stamped with its number, so a misplaced or repeated chunk shows).
     let gen = tmp.join("gen.py");
