@@ -100,7 +100,20 @@ pub async fn run(a: ConvertArgs) -> Result<()> {
             }
             InodeKind::File => {
                 let say = !a.json;
-                convert_one(&c, &p, inode, default_rep, a.dry_run, say, &mut t).await?;
+                let r = convert_one(&c, &p, inode, default_rep, a.dry_run, say, &mut t).await;
+                match r {
+                    Ok(()) => {}
+                    // Removed meanwhile, or write-once: left as it is.
+                    Err(e)
+                        if matches!(e.kind, ErrorKind::NotFound | ErrorKind::PermissionDenied) =>
+                    {
+                        if say {
+                            println!("{p}: left as it is: {e}");
+                        }
+                        t.skipped += 1;
+                    }
+                    Err(e) => return Err(e.into()),
+                }
             }
             _ => t.skipped += 1,
         }
@@ -140,7 +153,7 @@ async fn convert_one(
     dry_run: bool,
     say: bool,
     t: &mut Tally,
-) -> Result<()> {
+) -> cairn_types::Result<()> {
     if inode.extents.is_empty() {
         t.skipped += 1; // empty, or kept inline in its record
         return Ok(());
@@ -207,7 +220,7 @@ async fn convert_one(
     let put = c.put(p, src, opts).await;
     let copied = copy
         .await
-        .map_err(|e| anyhow::anyhow!("reading {p}: {e}"))?;
+        .map_err(|e| cairn_types::Error::internal(format!("reading {p}: {e}")))?;
     match (put, copied) {
         (Ok(_), Ok(n)) if n == inode.size => {
             if say {
@@ -219,12 +232,14 @@ async fn convert_one(
         (Err(e), _) if e.kind == ErrorKind::Conflict || e.kind == ErrorKind::AlreadyExists => {
             t.changed += 1;
         }
-        (Err(e), _) => return Err(e.context(format!("converting {p}")).into()),
-        (_, Err(e)) => return Err(e.context(format!("reading {p}")).into()),
-        (Ok(_), Ok(n)) => anyhow::bail!(
-            "{p}: read {n} of {} bytes, yet the new version was committed",
-            inode.size
-        ),
+        (Err(e), _) => return Err(e.context(format!("converting {p}"))),
+        (_, Err(e)) => return Err(e.context(format!("reading {p}"))),
+        (Ok(_), Ok(n)) => {
+            return Err(cairn_types::Error::internal(format!(
+                "{p}: read {n} of {} bytes, yet the new version was committed",
+                inode.size
+            )))
+        }
     }
     Ok(())
 }

@@ -213,6 +213,15 @@ pub async fn locate_by_host(t: &Target, raw: &[String], json_out: bool) -> Resul
                 files += 1;
                 total += open.inode.size;
                 for (i, e) in open.inode.extents.iter().enumerate() {
+                    if let Some(ec) = &e.ec {
+                        // A host holds shards: their bytes, durable.
+                        for n in &e.nodes {
+                            if let Some(h) = host_of.get(n) {
+                                per_host.entry(h.to_string()).or_default().0 += ec.shard_len;
+                            }
+                        }
+                        continue;
+                    }
                     let all = open.read_order.get(i).filter(|o| !o.is_empty());
                     // Per host, a chunk counts once: durable if any copy
                     // on the host is, else cached.

@@ -228,19 +228,25 @@ impl Listener {
     /// Accept connections until `stop` turns true. Each connection is
     /// authenticated in a task of its own (a slow or hostile peer never
     /// stalls the accept loop) and then handed to `serve` with the stop signal.
+    /// On stop, returns once every connection has ended (they see the
+    /// signal and finish the request in hand), or after [`DRAIN_TIMEOUT`]
+    /// with the rest aborted: what they hold (a node's store, say) is
+    /// released when this returns.
     pub async fn serve<F, Fut>(self, mut stop: tokio::sync::watch::Receiver<bool>, serve: F)
     where
         F: Fn(Conn, tokio::sync::watch::Receiver<bool>) -> Fut + Send + Sync + 'static,
         Fut: std::future::Future<Output = ()> + Send + 'static,
     {
         let serve = std::sync::Arc::new(serve);
+        let mut conns = tokio::task::JoinSet::new();
         loop {
+            while conns.try_join_next().is_some() {}
             tokio::select! {
-                _ = stop.changed() => return,
+                _ = stop.changed() => break,
                 s = self.accept() => match s {
                     Ok(s) => {
                         let (creds, stop, serve) = (self.creds.clone(), stop.clone(), serve.clone());
-                        tokio::spawn(async move {
+                        conns.spawn(async move {
                             match handshake(s, &creds).await {
                                 Ok(conn) => serve(conn, stop).await,
                                 Err(e) => tracing::debug!("handshake failed: {e}"),
@@ -254,8 +260,19 @@ impl Listener {
                 }
             }
         }
+        let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
+            while conns.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            conns.abort_all();
+            while conns.join_next().await.is_some() {}
+        }
     }
 }
+
+/// How long a stopping server waits for its connections to end.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Server side of the handshake: challenge, check the proof, answer.
 pub async fn handshake(stream: TcpStream, creds: &Credentials) -> Result<Conn> {

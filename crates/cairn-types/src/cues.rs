@@ -421,13 +421,10 @@ impl Cues {
                 "cues rep={rep} and ec={ec} contradict: a chunk is replicated or erasure-coded"
             )));
         }
+        let rep = self.rep.unwrap_or(default_rep);
         // `sync` does not apply under `ec`: an erasure-coded write is
         // acknowledged once all its shards are durable.
-        if self.ec.is_some() {
-            return Ok(());
-        }
-        let rep = self.rep.unwrap_or(default_rep);
-        if let Some(sync) = self.sync {
+        if let Some(sync) = self.sync.filter(|_| self.ec.is_none()) {
             if sync > rep {
                 return Err(Error::invalid(format!(
                     "cue sync={sync} asks for more durable copies than rep={rep}"

@@ -18,11 +18,27 @@ pub const MAX_SHARDS: usize = 32;
 /// bytes; 64 keeps every shard aligned for its SIMD paths).
 pub const SHARD_ALIGN: u64 = 64;
 
-/// K data shards and M parity shards.
+/// K data shards and M parity shards. Decoding checks the bounds as
+/// [`EcScheme::new`] does, so no scheme from the wire or a record is out
+/// of them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "RawScheme")]
 pub struct EcScheme {
     pub k: u8,
     pub m: u8,
+}
+
+#[derive(Deserialize)]
+struct RawScheme {
+    k: u8,
+    m: u8,
+}
+
+impl TryFrom<RawScheme> for EcScheme {
+    type Error = Error;
+    fn try_from(r: RawScheme) -> Result<EcScheme> {
+        EcScheme::new(r.k, r.m)
+    }
 }
 
 impl EcScheme {
@@ -44,7 +60,7 @@ impl EcScheme {
 
     /// Bytes per shard for a chunk of `len` bytes.
     pub fn shard_len(self, len: u64) -> u64 {
-        len.div_ceil(self.k as u64)
+        len.div_ceil(self.k.max(1) as u64)
             .next_multiple_of(SHARD_ALIGN)
             .max(SHARD_ALIGN)
     }
@@ -220,6 +236,18 @@ mod tests {
             assert_eq!(e.kind, crate::ErrorKind::InvalidInput, "{bad}: {e}");
         }
         assert!("30+2".parse::<EcScheme>().is_ok());
+    }
+
+    #[test]
+    fn schemes_out_of_bounds_do_not_decode() {
+        use serde::de::value::{Error as ValueError, SeqDeserializer};
+        let decode = |k: u8, m: u8| {
+            EcScheme::deserialize(SeqDeserializer::<_, ValueError>::new([k, m].into_iter()))
+        };
+        for (k, m) in [(0, 1), (1, 0), (30, 3)] {
+            assert!(decode(k, m).is_err(), "{k}+{m} decoded");
+        }
+        assert_eq!(decode(4, 2).unwrap(), EcScheme { k: 4, m: 2 });
     }
 
     #[test]

@@ -122,7 +122,13 @@ impl Extent {
 }
 
 /// A file or directory as meta records it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// Its encoding (on the wire and in meta's store) keeps every field in the
+/// order records had before erasure coding, and puts what erasure coding
+/// added (the `ec` cue, the shard layouts of its extents) after them all:
+/// a record written before ends exactly where those begin, so it can never
+/// be read as a newer one (see [`InodeRecord`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Inode {
     pub id: InodeId,
     pub kind: InodeKind,
@@ -182,4 +188,178 @@ pub struct DirEntry {
 pub struct GarbageChunk {
     pub chunk: ChunkId,
     pub nodes: Vec<NodeId>,
+}
+
+/// The encoding of an [`Inode`]: the fields as records had them before
+/// erasure coding, the extents without their shard layouts and the cues
+/// without `ec`; then, last, those two. Serialized from borrows (no copy of
+/// the record), deserialized owned.
+#[derive(Serialize, Deserialize)]
+struct InodeRecord<X, C, Xa, T, B> {
+    id: InodeId,
+    kind: InodeKind,
+    size: u64,
+    version: Version,
+    mtime_ms: u64,
+    ctime_ms: u64,
+    mode: u32,
+    extents: Vec<X>,
+    chunk_size: u64,
+    xattrs: Xa,
+    uid: Option<u32>,
+    gid: Option<u32>,
+    target: T,
+    cues: C,
+    nlink: u32,
+    inline: B,
+    rdev: u32,
+    /// Added with erasure coding: the `ec` cue, and the layout of each
+    /// erasure-coded extent by its index.
+    ec: Option<EcScheme>,
+    stripes: Vec<(u32, EcShards)>,
+}
+
+/// An extent as records have always encoded it.
+#[derive(Serialize, Deserialize)]
+struct ExtentRecord<N> {
+    chunk: ChunkId,
+    len: u64,
+    crc: u32,
+    nodes: N,
+}
+
+/// Cues as records encoded them before `ec` (which goes last).
+#[derive(Serialize, Deserialize)]
+struct CuesRecord<S> {
+    rep: Option<u8>,
+    sync: Option<u8>,
+    place: Option<crate::PlaceScheme>,
+    site: S,
+    rep_sites: Option<u8>,
+    keep_together: Option<bool>,
+    consistency: Option<crate::Consistency>,
+    version: Option<crate::VersionPolicy>,
+    maxtime_ms: Option<u64>,
+    writability: Option<crate::Writability>,
+    wholefile: Option<bool>,
+    hotspot: Option<bool>,
+    hot: S,
+    inline: Option<u32>,
+}
+
+impl Serialize for Inode {
+    fn serialize<Se: serde::Serializer>(&self, s: Se) -> Result<Se::Ok, Se::Error> {
+        let c = &self.cues;
+        InodeRecord {
+            id: self.id,
+            kind: self.kind,
+            size: self.size,
+            version: self.version,
+            mtime_ms: self.mtime_ms,
+            ctime_ms: self.ctime_ms,
+            mode: self.mode,
+            extents: self
+                .extents
+                .iter()
+                .map(|e| ExtentRecord {
+                    chunk: e.chunk,
+                    len: e.len,
+                    crc: e.crc,
+                    nodes: e.nodes.as_slice(),
+                })
+                .collect(),
+            chunk_size: self.chunk_size,
+            xattrs: &self.xattrs,
+            uid: self.uid,
+            gid: self.gid,
+            target: &self.target,
+            cues: CuesRecord {
+                rep: c.rep,
+                sync: c.sync,
+                place: c.place,
+                site: &c.site,
+                rep_sites: c.rep_sites,
+                keep_together: c.keep_together,
+                consistency: c.consistency,
+                version: c.version,
+                maxtime_ms: c.maxtime_ms,
+                writability: c.writability,
+                wholefile: c.wholefile,
+                hotspot: c.hotspot,
+                hot: &c.hot,
+                inline: c.inline,
+            },
+            nlink: self.nlink,
+            inline: &self.inline,
+            rdev: self.rdev,
+            ec: c.ec,
+            stripes: self
+                .extents
+                .iter()
+                .enumerate()
+                .filter_map(|(i, e)| e.ec.clone().map(|ec| (i as u32, ec)))
+                .collect(),
+        }
+        .serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Inode {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Inode, D::Error> {
+        type Owned = InodeRecord<
+            ExtentRecord<Vec<NodeId>>,
+            CuesRecord<Option<String>>,
+            Xattrs,
+            Option<String>,
+            Option<Vec<u8>>,
+        >;
+        let r = Owned::deserialize(d)?;
+        let mut extents: Vec<Extent> = r
+            .extents
+            .into_iter()
+            .map(|e| Extent::replicated(e.chunk, e.len, e.crc, e.nodes))
+            .collect();
+        for (i, ec) in r.stripes {
+            let e = extents.get_mut(i as usize).ok_or_else(|| {
+                serde::de::Error::custom(format!("shard layout of extent {i}, past the end"))
+            })?;
+            e.ec = Some(ec);
+        }
+        let c = r.cues;
+        Ok(Inode {
+            id: r.id,
+            kind: r.kind,
+            size: r.size,
+            version: r.version,
+            mtime_ms: r.mtime_ms,
+            ctime_ms: r.ctime_ms,
+            mode: r.mode,
+            extents,
+            chunk_size: r.chunk_size,
+            xattrs: r.xattrs,
+            uid: r.uid,
+            gid: r.gid,
+            target: r.target,
+            cues: crate::Cues {
+                rep: c.rep,
+                sync: c.sync,
+                place: c.place,
+                site: c.site,
+                rep_sites: c.rep_sites,
+                keep_together: c.keep_together,
+                consistency: c.consistency,
+                version: c.version,
+                maxtime_ms: c.maxtime_ms,
+                writability: c.writability,
+                wholefile: c.wholefile,
+                hotspot: c.hotspot,
+                hot: c.hot,
+                inline: c.inline,
+                ec: r.ec,
+            },
+            nlink: r.nlink,
+            inline: r.inline,
+            rdev: r.rdev,
+        })
+    }
 }

@@ -95,7 +95,6 @@ pub(super) mod cues_v2 {
     }
 }
 
-/// Before inline files: the current layout without `inline`, with the cues
 /// Extents before erasure coding: every node held a whole copy.
 pub(super) mod extent_v1 {
     use cairn_types::{ChunkId, NodeId};
@@ -163,7 +162,9 @@ pub(super) mod cues_v3 {
 }
 
 /// Before erasure coding: inline files and special files, with extents
-/// and cues of their time.
+/// and cues of their time. The current encoding is this one with the
+/// erasure-coding fields after the last (see `cairn_types::Inode`), so a
+/// v5 record never decodes as a current one.
 pub(super) mod v5 {
     use super::cues_v3::Cues;
     use super::extent_v1::Extent;
@@ -216,7 +217,8 @@ pub(super) mod v5 {
     }
 }
 
-/// before `inline=`.
+/// Before inline files: the v5 layout without `inline` and `rdev`, with
+/// the cues before `inline=`.
 pub(super) mod v4 {
     use super::cues_v2::Cues;
     use super::extent_v1::Extent;

@@ -783,6 +783,44 @@ async fn inodes_from_before_erasure_coding_decode() {
 }
 
 #[tokio::test]
+async fn inline_files_from_before_erasure_coding_keep_their_bytes() {
+    // Bytes that, were the `ec` cue decoded where v5 records keep `nlink`
+    // and the inline data, would read as a scheme and fields of their own.
+    let (_d, ns) = open_ns(Duration::ZERO).await;
+    let contents: [&[u8]; 4] = [b"A\0", &[7, 1, 3, 9, 9, 9], &[1, 1], &[0x41, 0x00, 0x00]];
+    for (i, data) in contents.iter().enumerate() {
+        let old = v5::Inode {
+            id: InodeId(90 + i as u64),
+            kind: InodeKind::File,
+            size: data.len() as u64,
+            version: Version(1),
+            mtime_ms: 5,
+            ctime_ms: 6,
+            mode: 0o644,
+            extents: Vec::new(),
+            chunk_size: 1 << 20,
+            xattrs: Xattrs::new(),
+            uid: None,
+            gid: None,
+            target: None,
+            cues: cues_v3::Cues::default(),
+            nlink: 1,
+            inline: Some(data.to_vec()),
+            rdev: 0,
+        };
+        let name = format!("i{i}");
+        let txn = Txn::new().put(entry_key(InodeId::ROOT, &name), encode(&old));
+        ns.store.commit(txn).await.unwrap();
+        let got = ns.lookup(&p(&format!("/{name}"))).await.unwrap();
+        assert_eq!(got.inline.as_deref(), Some(*data), "{data:?}");
+        assert_eq!(
+            (got.nlink, got.cues.ec, got.size),
+            (1, None, data.len() as u64)
+        );
+    }
+}
+
+#[tokio::test]
 async fn erasure_coded_chunks_keep_their_shards_and_collect_each() {
     let (_d, ns) = open_ns(Duration::ZERO).await;
     let scheme = cairn_types::EcScheme::new(2, 1).unwrap();
