@@ -63,16 +63,27 @@ pub fn located<'py>(py: Python<'py>, path: &str, o: &OpenFile) -> PyResult<Bound
         c.set_item("offset", offset)?;
         c.set_item("size", e.len)?;
         c.set_item("crc32c", format!("{:08x}", e.crc))?;
+        // An erasure-coded chunk lists its shards, shard i on nodes[i], as
+        // `cairn locate --json` does.
         let nodes = e
-            .nodes
-            .iter()
-            .map(|n| {
+            .stored()
+            .into_iter()
+            .enumerate()
+            .map(|(s, (shard, n))| {
                 let nd = PyDict::new(py);
                 nd.set_item("id", n.to_string())?;
-                nd.set_item("addr", addr(*n))?;
+                nd.set_item("addr", addr(n))?;
+                if e.ec.is_some() {
+                    nd.set_item("shard", s)?;
+                    nd.set_item("shard_chunk", shard.to_string())?;
+                }
                 Ok(nd)
             })
             .collect::<PyResult<Vec<_>>>()?;
+        if let Some(ec) = &e.ec {
+            c.set_item("ec", ec.scheme.to_string())?;
+            c.set_item("shard_size", ec.shard_len)?;
+        }
         c.set_item("nodes", nodes)?;
         chunks.push(c);
         offset += e.len;
