@@ -1533,3 +1533,45 @@ EOF"#
         "{err}"
     );
 }
+
+#[test]
+fn erasure_coded_files_through_the_mount() {
+    if !fuse_available() {
+        return;
+    }
+    let mut env = Env::new(1);
+    let m = env.mnt(0);
+    let m = m.display();
+    let scratch = env.scratch();
+    let scratch = scratch.display();
+    // Written through a cue path, then rewritten in place: the new version
+    // keeps the file's ec=1+1 (one data and one parity shard, on both nodes).
+    sh(&format!(
+        r#"mkdir {m}/cold
+head -c 3000000 /dev/urandom > {scratch}/x
+cp {scratch}/x {m}/cold/.cue/ec=1+1/f
+cmp {scratch}/x {m}/cold/f
+head -c 12288 /dev/urandom > {scratch}/patch
+dd if={scratch}/patch of={scratch}/x bs=4096 seek=100 conv=notrunc status=none
+dd if={scratch}/patch of={m}/cold/f bs=4096 seek=100 conv=notrunc status=none
+cmp {scratch}/x {m}/cold/f
+python3 -c 'import os, sys; v = os.getxattr(sys.argv[1], "user.cairn.cues"); assert v == b"ec=1+1", v' {m}/cold/f
+"#
+    ));
+    let c = env.cluster_client();
+    let f = env
+        ._rt
+        .block_on(c.stat(&cairn_types::CairnPath::parse("/cold/f").unwrap()))
+        .unwrap();
+    assert!(f.version.0 >= 2, "{f:?}");
+    assert!(
+        f.extents
+            .iter()
+            .all(|e| e.ec.is_some() && e.nodes.len() == 2),
+        "{f:?}"
+    );
+    // One node gone: the mount reads the file from the other's shard.
+    let gone = env.cluster.node_index(f.extents[0].nodes[0]).unwrap();
+    env.stop_node(gone);
+    sh(&format!("cmp {scratch}/x {m}/cold/f"));
+}

@@ -489,18 +489,24 @@ impl Meta {
             return Ok(0);
         }
         for (shard, n) in released {
-            if self.nodes.is_corrupt(shard, n) || self.nodes.state(n).is_up() {
-                if let Some(a) = self.nodes.addr(n) {
-                    let req = StorageRequest::DeleteChunks {
-                        chunks: vec![shard],
-                    };
-                    if self.node_call::<()>(&a.addr, &req).await.is_ok() {
-                        self.nodes.clear_corrupt(shard, n);
-                    }
+            self.delete_replaced(shard, n).await;
+        }
+        Ok(done)
+    }
+
+    /// Delete a copy the list no longer names from its node, if that node
+    /// is reachable (a dead node's copies are swept when it returns).
+    async fn delete_replaced(&self, chunk: ChunkId, n: NodeId) {
+        if self.nodes.is_corrupt(chunk, n) || self.nodes.state(n).is_up() {
+            if let Some(a) = self.nodes.addr(n) {
+                let req = StorageRequest::DeleteChunks {
+                    chunks: vec![chunk],
+                };
+                if self.node_call::<()>(&a.addr, &req).await.is_ok() {
+                    self.nodes.clear_corrupt(chunk, n);
                 }
             }
         }
-        Ok(done)
     }
 
     /// One planner pass; with `sweep`, also collect orphans.
@@ -728,16 +734,7 @@ impl Meta {
             return Ok(0);
         }
         for n in released {
-            if self.nodes.is_corrupt(ext.chunk, n) || self.nodes.state(n).is_up() {
-                if let Some(a) = self.nodes.addr(n) {
-                    let req = StorageRequest::DeleteChunks {
-                        chunks: vec![ext.chunk],
-                    };
-                    if self.node_call::<()>(&a.addr, &req).await.is_ok() {
-                        self.nodes.clear_corrupt(ext.chunk, n);
-                    }
-                }
-            }
+            self.delete_replaced(ext.chunk, n).await;
         }
         Ok(copies)
     }
