@@ -229,6 +229,19 @@ where
     }
 }
 
+/// Meta settings for repair tests: rep=3, a node dead after 1.5 s of
+/// silence, garbage due after 100 ms, a planner pass every 200 ms with no
+/// bandwidth limit, orphans swept after 2 s.
+pub fn fast_repair(m: &mut MetaConfig) {
+    m.default_rep = 3;
+    m.dead_after = Duration::from_millis(1500);
+    m.gc_delay = Duration::from_millis(100);
+    m.repair.interval = Duration::from_millis(200);
+    m.repair.suspect_after = Duration::from_millis(1000);
+    m.repair.orphan_after = Duration::from_secs(2);
+    m.repair.bandwidth = 0;
+}
+
 /// Deterministic pseudo-random bytes.
 pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
     let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;

@@ -3,7 +3,7 @@
 //! rot, and clear refusals.
 
 use cairn_client::PutOptions;
-use cairn_testkit::{pattern, wait_for, TestCluster};
+use cairn_testkit::{fast_repair as fast, pattern, wait_for, TestCluster};
 use cairn_types::{CairnPath, Cues, ErrorKind, NodeId};
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -25,16 +25,6 @@ fn opts() -> PutOptions {
         chunk_size: Some(256 * 1024),
         ..Default::default()
     }
-}
-
-fn fast(m: &mut cairn_meta::server::MetaConfig) {
-    m.default_rep = 3;
-    m.dead_after = Duration::from_millis(1500);
-    m.gc_delay = Duration::from_millis(100);
-    m.repair.interval = Duration::from_millis(200);
-    m.repair.suspect_after = Duration::from_millis(1000);
-    m.repair.orphan_after = Duration::from_secs(2);
-    m.repair.bandwidth = 0;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -143,8 +143,9 @@ pub struct Cues {
     pub inline: Option<u32>,
     /// `ec=K+M`: chunks are erasure-coded into K data and M parity shards
     /// on K+M distinct nodes instead of replicated; exclusive with `rep`
-    /// (setting one clears the other where cues are merged). Last, so
-    /// records written before it end where it begins.
+    /// (setting one clears the other where cues are merged). Last; in an
+    /// inode record, after every older field of the inode (see
+    /// [`crate::Inode`]).
     pub ec: Option<crate::EcScheme>,
 }
 
@@ -350,7 +351,12 @@ impl Cues {
     /// `self` overridden by whatever `child` sets.
     pub fn merge(&self, child: &Cues) -> Cues {
         Cues {
-            rep: child.rep.or(self.rep),
+            // Redundancy is one choice: whichever the child makes wins.
+            rep: if child.ec.is_some() && child.rep.is_none() {
+                None
+            } else {
+                child.rep.or(self.rep)
+            },
             sync: child.sync.or(self.sync),
             place: child.place.or(self.place),
             site: child.site.clone().or_else(|| self.site.clone()),
@@ -364,21 +370,11 @@ impl Cues {
             hotspot: child.hotspot.or(self.hotspot),
             hot: child.hot.clone().or_else(|| self.hot.clone()),
             inline: child.inline.or(self.inline),
-            // Redundancy is one choice: whichever the child makes wins.
             ec: match (child.rep, child.ec) {
                 (Some(_), None) => None,
                 (_, ec) => ec.or(self.ec),
             },
         }
-        .without_rep_under_ec(child)
-    }
-
-    /// After a merge: a child's `ec` replaces an inherited `rep`.
-    fn without_rep_under_ec(mut self, child: &Cues) -> Cues {
-        if child.ec.is_some() && child.rep.is_none() {
-            self.rep = None;
-        }
-        self
     }
 
     /// The cues fixed on a file when it is created: redundancy, durability,

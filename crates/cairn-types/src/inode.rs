@@ -195,7 +195,7 @@ pub struct GarbageChunk {
 /// without `ec`; then, last, those two. Serialized from borrows (no copy of
 /// the record), deserialized owned.
 #[derive(Serialize, Deserialize)]
-struct InodeRecord<X, C, Xa, T, B> {
+struct InodeRecord<X, C, Xa, T, B, S> {
     id: InodeId,
     kind: InodeKind,
     size: u64,
@@ -203,7 +203,7 @@ struct InodeRecord<X, C, Xa, T, B> {
     mtime_ms: u64,
     ctime_ms: u64,
     mode: u32,
-    extents: Vec<X>,
+    extents: X,
     chunk_size: u64,
     xattrs: Xa,
     uid: Option<u32>,
@@ -216,7 +216,21 @@ struct InodeRecord<X, C, Xa, T, B> {
     /// Added with erasure coding: the `ec` cue, and the layout of each
     /// erasure-coded extent by its index.
     ec: Option<EcScheme>,
-    stripes: Vec<(u32, EcShards)>,
+    stripes: S,
+}
+
+/// A file's extents encoded as [`ExtentRecord`]s, straight from the slice.
+struct ExtentsOut<'a>(&'a [Extent]);
+
+impl Serialize for ExtentsOut<'_> {
+    fn serialize<Se: serde::Serializer>(&self, s: Se) -> Result<Se::Ok, Se::Error> {
+        s.collect_seq(self.0.iter().map(|e| ExtentRecord {
+            chunk: e.chunk,
+            len: e.len,
+            crc: e.crc,
+            nodes: e.nodes.as_slice(),
+        }))
+    }
 }
 
 /// An extent as records have always encoded it.
@@ -258,16 +272,7 @@ impl Serialize for Inode {
             mtime_ms: self.mtime_ms,
             ctime_ms: self.ctime_ms,
             mode: self.mode,
-            extents: self
-                .extents
-                .iter()
-                .map(|e| ExtentRecord {
-                    chunk: e.chunk,
-                    len: e.len,
-                    crc: e.crc,
-                    nodes: e.nodes.as_slice(),
-                })
-                .collect(),
+            extents: ExtentsOut(&self.extents),
             chunk_size: self.chunk_size,
             xattrs: &self.xattrs,
             uid: self.uid,
@@ -293,12 +298,13 @@ impl Serialize for Inode {
             inline: &self.inline,
             rdev: self.rdev,
             ec: c.ec,
+            // Empty (no allocation) for a replicated file.
             stripes: self
                 .extents
                 .iter()
                 .enumerate()
-                .filter_map(|(i, e)| e.ec.clone().map(|ec| (i as u32, ec)))
-                .collect(),
+                .filter_map(|(i, e)| e.ec.as_ref().map(|ec| (i as u32, ec)))
+                .collect::<Vec<_>>(),
         }
         .serialize(s)
     }
@@ -307,11 +313,12 @@ impl Serialize for Inode {
 impl<'de> Deserialize<'de> for Inode {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Inode, D::Error> {
         type Owned = InodeRecord<
-            ExtentRecord<Vec<NodeId>>,
+            Vec<ExtentRecord<Vec<NodeId>>>,
             CuesRecord<Option<String>>,
             Xattrs,
             Option<String>,
             Option<Vec<u8>>,
+            Vec<(u32, EcShards)>,
         >;
         let r = Owned::deserialize(d)?;
         let mut extents: Vec<Extent> = r
