@@ -211,6 +211,12 @@ pub async fn with_request_mark<F: Future>(mark: Vec<u8>, f: F) -> F::Output {
         .await
 }
 
+/// The mark of the request being handled (see [`with_request_mark`]), if
+/// it has one and no transaction of this attempt has written it.
+pub fn pending_request_mark() -> Option<Vec<u8>> {
+    PENDING_MARK.try_with(|m| m.borrow().clone()).ok().flatten()
+}
+
 /// Random, never 0 (unused) or 1 (the root); uniqueness is enforced by the `n` key.
 fn new_inode_id() -> InodeId {
     InodeId(fastrand::u64(2..u64::MAX))

@@ -760,12 +760,7 @@ impl Meta {
                         Ok(MetaResponse::Inode(inode))
                     }
                     Err(e) => {
-                        // The chunks written for this commit only (never
-                        // ones a version holds) go to garbage.
-                        let (mine, _) = self.discardable(client, &extents).await?;
-                        if let Err(ge) = self.discard(&mine).await {
-                            warn!("could not discard the chunks of a failed commit: {ge}");
-                        }
+                        self.discard_failed_commit(client, &path, &extents).await;
                         Err(e)
                     }
                 }
@@ -982,6 +977,58 @@ impl Meta {
             }
         }
         Ok((mine, refused))
+    }
+
+    /// After a commit of `extents` to `path` failed: the chunks written for
+    /// it only go to garbage. Not when an earlier attempt of the same
+    /// request committed them (its answer was lost, to a meta server that
+    /// died, say, and this retry failed on the request's own mark): a file
+    /// holds them then. Nor the chunks the file at `path` holds now. When
+    /// the store cannot tell, nothing is discarded: a chunk kept wrongly is
+    /// only an orphan, which the sweep deletes; one discarded wrongly is a
+    /// lost acknowledged write.
+    async fn discard_failed_commit(
+        &self,
+        client: Option<u64>,
+        path: &cairn_types::CairnPath,
+        extents: &[Extent],
+    ) {
+        if let Some(mark) = crate::namespace::pending_request_mark() {
+            match self.ns.request_applied(&mark).await {
+                Ok(false) => {}
+                Ok(true) => {
+                    debug!(%path, "a retried commit failed on its own mark: keeping its chunks");
+                    return;
+                }
+                Err(e) => {
+                    warn!(%path, "keeping the chunks of a failed commit (cannot tell whether it was applied before): {e}");
+                    return;
+                }
+            }
+        }
+        let held: HashSet<ChunkId> = match self.ns.lookup(path).await {
+            Ok(inode) => inode.extents.iter().map(|e| e.chunk).collect(),
+            Err(e) if e.kind == ErrorKind::NotFound => HashSet::new(),
+            Err(e) => {
+                warn!(%path, "keeping the chunks of a failed commit (cannot read the file): {e}");
+                return;
+            }
+        };
+        let unheld: Vec<Extent> = extents
+            .iter()
+            .filter(|e| !held.contains(&e.chunk))
+            .cloned()
+            .collect();
+        let mine = match self.discardable(client, &unheld).await {
+            Ok((mine, _)) => mine,
+            Err(e) => {
+                warn!(%path, "keeping the chunks of a failed commit: {e}");
+                return;
+            }
+        };
+        if let Err(e) = self.discard(&mine).await {
+            warn!("could not discard the chunks of a failed commit: {e}");
+        }
     }
 
     /// Send chunks that will never be committed to garbage collection, and

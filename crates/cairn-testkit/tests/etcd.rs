@@ -501,6 +501,52 @@ async fn two_meta_servers_on_etcd_and_client_failover() {
             raw(&a.addr).call(once()).await.unwrap();
             raw(&b.addr).call(once()).await.unwrap();
             assert!(via_b.stat(&p("/renamed")).await.is_ok());
+
+            // A commit through meta A that died after committing, before
+            // marking its allocation records committed (the records are
+            // set back to say so), sent again through meta B: B answers
+            // it as done and keeps its chunks (discarding them, as chunks
+            // of a failed commit, would lose the acknowledged file).
+            let data = cairn_testkit::pattern(200_000, 3);
+            let ext = via_a
+                .write_chunk(&p("/retried"), bytes::Bytes::from(data.clone()), None)
+                .await
+                .unwrap();
+            let store = etcd.store("/two-metas/").await;
+            let key = [&[b'A'][..], &ext.chunk.0.to_be_bytes()].concat();
+            let record = store.get(&key).await.unwrap().expect("allocation record").0;
+            let client = u64::from_be_bytes(record[8..16].try_into().unwrap());
+            let commit = || MetaRequest::As {
+                client,
+                req: Box::new(MetaRequest::Once {
+                    id: 0xbeef,
+                    req: Box::new(MetaRequest::CommitFile {
+                        path: p("/retried"),
+                        extents: vec![ext.clone()],
+                        expected: None,
+                        mode: None,
+                        chunk_size: 256 * 1024,
+                        xattrs: None,
+                        cues: Default::default(),
+                    }),
+                }),
+            };
+            raw(&a.addr).call(commit()).await.unwrap();
+            let mut unmarked = record.clone();
+            *unmarked.last_mut().unwrap() = 0;
+            store
+                .commit(Txn::new().put(key.clone(), unmarked))
+                .await
+                .unwrap();
+            raw(&b.addr).call(commit()).await.unwrap();
+            let ns = Namespace::open(Arc::new(store), Duration::from_secs(60))
+                .await
+                .unwrap();
+            assert!(
+                !ns.garbage_chunks().await.unwrap().contains(&ext.chunk),
+                "the chunk of a committed file was sent to garbage"
+            );
+            assert_eq!(via_b.get_bytes(&p("/retried")).await.unwrap(), data);
         }
         a.shutdown().await;
         // The same client now talks to meta B.
@@ -510,7 +556,7 @@ async fn two_meta_servers_on_etcd_and_client_failover() {
             .await
             .unwrap();
         assert_eq!(cl.get_bytes(&p("/after")).await.unwrap(), after);
-        assert_eq!(cl.list_page(&p("/"), None, 10).await.unwrap().len(), 3);
+        assert_eq!(cl.list_page(&p("/"), None, 10).await.unwrap().len(), 4);
         for n in nodes {
             n.shutdown().await;
         }
@@ -528,6 +574,7 @@ async fn two_meta_servers_on_etcd_and_client_failover() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leader_dies_and_the_other_meta_takes_over_the_background_work() {
     deadline(async {
+        cairn_testkit::init_logs();
         use cairn_client::{Client, ClientConfig, PutOptions};
         use cairn_meta::server::{MetaConfig, CLIENT_KEY_FILE, SECRET_FILE};
         use cairn_meta::store_spec::StoreSpec;
