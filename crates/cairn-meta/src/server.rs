@@ -760,7 +760,8 @@ impl Meta {
                         Ok(MetaResponse::Inode(inode))
                     }
                     Err(e) => {
-                        self.discard_failed_commit(client, &path, &extents).await;
+                        self.discard_failed_commit(client, &path, &extents, &e)
+                            .await;
                         Err(e)
                     }
                 }
@@ -979,8 +980,10 @@ impl Meta {
         Ok((mine, refused))
     }
 
-    /// After a commit of `extents` to `path` failed: the chunks written for
-    /// it only go to garbage. Not when an earlier attempt of the same
+    /// After a commit of `extents` to `path` failed with `err`: the chunks
+    /// written for it only go to garbage. Only when the failure is certain
+    /// (an `Unavailable` or a timeout from the store may be a transaction
+    /// that still applies, with this request's mark). Not when an earlier attempt of the same
     /// request committed them (its answer was lost, to a meta server that
     /// died, say, and this retry failed on the request's own mark): a file
     /// holds them then. Nor the chunks the file at `path` holds now. When
@@ -992,7 +995,24 @@ impl Meta {
         client: Option<u64>,
         path: &cairn_types::CairnPath,
         extents: &[Extent],
+        err: &Error,
     ) {
+        let certain = matches!(
+            err.kind,
+            ErrorKind::NotFound
+                | ErrorKind::AlreadyExists
+                | ErrorKind::NotADirectory
+                | ErrorKind::IsADirectory
+                | ErrorKind::DirectoryNotEmpty
+                | ErrorKind::InvalidInput
+                | ErrorKind::PermissionDenied
+                | ErrorKind::Conflict
+                | ErrorKind::TooLarge
+        );
+        if !certain {
+            debug!(%path, "keeping the chunks of a commit whose outcome is unknown: {err}");
+            return;
+        }
         if let Some(mark) = crate::namespace::pending_request_mark() {
             match self.ns.request_applied(&mark).await {
                 Ok(false) => {}
@@ -1064,12 +1084,22 @@ impl Meta {
         path: &cairn_types::CairnPath,
         extents: &[Extent],
     ) -> Result<()> {
+        // A discarded chunk is garbage, due now: a commit (a retry of the
+        // one whose failure discarded it, say) must not take it.
+        let discarded: HashSet<ChunkId> = {
+            let un = self.uncommitted.lock().unwrap();
+            extents
+                .iter()
+                .map(|e| e.chunk)
+                .filter(|c| un.get(c).is_some_and(|u| u.2))
+                .collect()
+        };
         let mut stale: Vec<ChunkId> = {
             let recent = self.recent.lock().unwrap();
             extents
                 .iter()
                 .map(|e| e.chunk)
-                .filter(|c| !recent.contains_key(c))
+                .filter(|c| !recent.contains_key(c) && !discarded.contains(c))
                 .collect()
         };
         if !stale.is_empty() && self.shared_store {
@@ -1084,6 +1114,7 @@ impl Meta {
             }
             stale = unknown;
         }
+        stale.extend(discarded);
         if stale.is_empty() {
             return Ok(());
         }

@@ -711,7 +711,26 @@ async fn discard_refuses_committed_and_foreign_chunks() {
         meta.call(as_client(7, discard(vec![fresh.clone()])))
             .await
             .unwrap();
-        meta.call(as_client(7, discard(vec![fresh]))).await.unwrap();
+        meta.call(as_client(7, discard(vec![fresh.clone()])))
+            .await
+            .unwrap();
+        // A discarded chunk is garbage: a commit naming it (a retry of a
+        // commit whose failure discarded it, say) is refused, nothing changes.
+        let commit = MetaRequest::CommitFile {
+            path: p("/fresh"),
+            extents: vec![fresh],
+            expected: None,
+            mode: None,
+            chunk_size: 256 * 1024,
+            xattrs: None,
+            cues: Cues::default(),
+        };
+        let e = meta.call(as_client(7, commit)).await.unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Conflict, "{e}");
+        assert_eq!(
+            cl.stat(&p("/fresh")).await.unwrap_err().kind,
+            ErrorKind::NotFound
+        );
         // Once garbage collection has run twice more, past the delay of the
         // discarded chunk, the file is whole.
         let gc_passes = || async {
