@@ -980,16 +980,15 @@ impl Meta {
         Ok((mine, refused))
     }
 
-    /// After a commit of `extents` to `path` failed with `err`: the chunks
-    /// written for it only go to garbage. Only when the failure is certain
-    /// (an `Unavailable` or a timeout from the store may be a transaction
-    /// that still applies, with this request's mark). Not when an earlier attempt of the same
-    /// request committed them (its answer was lost, to a meta server that
-    /// died, say, and this retry failed on the request's own mark): a file
-    /// holds them then. Nor the chunks the file at `path` holds now. When
-    /// the store cannot tell, nothing is discarded: a chunk kept wrongly is
-    /// only an orphan, which the sweep deletes; one discarded wrongly is a
-    /// lost acknowledged write.
+    /// After a commit of `extents` to `path` failed with `err`, the chunks
+    /// written for it only go to garbage, and only when the failure is
+    /// certain: an `Unavailable` or a timeout may be a transaction that
+    /// still applies. Kept as well: all of them when an earlier attempt of
+    /// the same request committed them (its answer was lost, and this retry
+    /// failed on the request's own mark), and those the file at `path`
+    /// holds now. When the store cannot tell, nothing is discarded: a chunk
+    /// kept wrongly is only an orphan, which the sweep deletes; one
+    /// discarded wrongly is a lost acknowledged write.
     async fn discard_failed_commit(
         &self,
         client: Option<u64>,
@@ -1026,9 +1025,8 @@ impl Meta {
                 }
             }
         }
-        let held: HashSet<ChunkId> = match self.ns.lookup(path).await {
-            Ok(inode) => inode.extents.iter().map(|e| e.chunk).collect(),
-            Err(e) if e.kind == ErrorKind::NotFound => HashSet::new(),
+        let held = match self.held_chunks(path).await {
+            Ok(held) => held,
             Err(e) => {
                 warn!(%path, "keeping the chunks of a failed commit (cannot read the file): {e}");
                 return;
@@ -1048,6 +1046,15 @@ impl Meta {
         };
         if let Err(e) = self.discard(&mine).await {
             warn!("could not discard the chunks of a failed commit: {e}");
+        }
+    }
+
+    /// The chunks the file at `path` holds now (none if there is no file).
+    async fn held_chunks(&self, path: &cairn_types::CairnPath) -> Result<HashSet<ChunkId>> {
+        match self.ns.lookup(path).await {
+            Ok(inode) => Ok(inode.extents.iter().map(|e| e.chunk).collect()),
+            Err(e) if e.kind == ErrorKind::NotFound => Ok(HashSet::new()),
+            Err(e) => Err(e),
         }
     }
 
@@ -1118,14 +1125,11 @@ impl Meta {
         if stale.is_empty() {
             return Ok(());
         }
-        let held: HashSet<ChunkId> = match self.ns.lookup(path).await {
-            Ok(i) => i.extents.iter().map(|e| e.chunk).collect(),
-            Err(_) => HashSet::new(),
-        };
+        let held = self.held_chunks(path).await.unwrap_or_default();
         match stale.iter().find(|c| !held.contains(c)) {
             None => Ok(()),
             Some(c) => Err(Error::conflict(format!(
-                "chunk {c} was not allocated within the last {:?} (meta restarted, or the write took too long); \
+                "chunk {c} was discarded, or not allocated within the last {:?} (meta restarted, or the write took too long); \
                  its copies may have been collected: write the file again",
                 self.repair_cfg.orphan_after
             ))),
