@@ -49,7 +49,7 @@ use std::time::Duration;
 mod layouts;
 #[cfg(test)]
 mod tests;
-use layouts::{v1, v2, v3, v4, v5};
+use layouts::{v1, v2, v3, v4, v5, v6};
 
 /// Attempts of one operation before it gives up with a retryable conflict.
 const MAX_ATTEMPTS: u32 = 20;
@@ -149,7 +149,7 @@ impl Record for GarbageChunk {
 }
 
 impl Record for Inode {
-    /// The current layout, else v5, v4, v3, v2, v1. An older record ends
+    /// The current layout, else v6, v5, v4, v3, v2, v1. An older record ends
     /// where a newer layout's fields begin, so it never decodes as a newer
     /// one; and the current layout must take every byte of the record.
     fn decode(bytes: &[u8]) -> Result<Self> {
@@ -163,6 +163,9 @@ impl Record for Inode {
         current
             .map_err(|e| Error::corrupt(format!("undecodable metadata record: {e}")))
             .or_else(|e| {
+                if let Ok(old) = postcard::from_bytes::<v6::Inode>(bytes) {
+                    return Ok(old.into());
+                }
                 if let Ok(old) = postcard::from_bytes::<v5::Inode>(bytes) {
                     return Ok(old.into());
                 }

@@ -147,6 +147,50 @@ pub struct Cues {
     /// inode record, after every older field of the inode (see
     /// [`crate::Inode`]).
     pub ec: Option<crate::EcScheme>,
+    /// `tier=local` (stay on storage nodes) or `tier=remote:NAME` (the
+    /// bytes live in remote store NAME; copies on nodes are cache). Last,
+    /// with `cold_after`, in an inode record.
+    pub tier: Option<Tier>,
+    /// `cold_after=DURATION`: a file neither read nor written for this long
+    /// moves to the remote store (`tier=remote:NAME`, else the cluster's
+    /// first). `tier=local` pins a file whatever this says.
+    pub cold_after_ms: Option<u64>,
+}
+
+/// Where a file's bytes live: the `tier=` cue.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Tier {
+    /// On storage nodes, never offloaded.
+    Local,
+    /// In the named remote store; node copies are cache.
+    Remote(String),
+}
+
+impl fmt::Display for Tier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Tier::Local => f.write_str("local"),
+            Tier::Remote(n) => write!(f, "remote:{n}"),
+        }
+    }
+}
+
+impl std::str::FromStr for Tier {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Tier> {
+        let s = s.trim();
+        if s.eq_ignore_ascii_case("local") {
+            return Ok(Tier::Local);
+        }
+        match s.split_once(':') {
+            Some((r, name)) if r.eq_ignore_ascii_case("remote") => {
+                Ok(Tier::Remote(crate::check_tier_name(name.trim())?.to_string()))
+            }
+            _ => Err(Error::invalid(format!(
+                "cue tier={s}: use tier=local or tier=remote:NAME (NAME a store given to meta with --tier)"
+            ))),
+        }
+    }
 }
 
 /// The largest `inline=` a path may ask for: small enough that meta's store
@@ -156,7 +200,8 @@ pub const MAX_INLINE: u32 = 64 * 1024;
 /// Canonical cue names, for error messages and help.
 pub const CUE_NAMES: &str = "rep=N, sync=N, place=random|buddy|min_copy|copyset|spread|local, \
 site=ZONE, rep_sites=N, keep_together, strict, lax, latest, anyversion, bestversion, \
-maxtime=MS, writeonce, writemany, wholefile, hotspot, hot=GROUP, inline=SIZE, ec=K+M \
+maxtime=MS, writeonce, writemany, wholefile, hotspot, hot=GROUP, inline=SIZE, ec=K+M, \
+tier=local|remote:NAME, cold_after=DURATION \
 (WheelFS aliases: .RepLevel, .SyncLevel, .Site, .KeepTogether, .RepSites, \
 .EventualConsistency, .MaxTime, .WholeFile, .Hotspot, .WriteOnce, .AnyVersion, .BestVersion, .Lax)";
 
@@ -194,6 +239,8 @@ fn canonical(norm: &str) -> Option<&'static str> {
         "hot" => "hot",
         "inline" => "inline",
         "ec" | "erasure" => "ec",
+        "tier" => "tier",
+        "coldafter" => "cold_after",
         _ => return None,
     })
 }
@@ -264,6 +311,19 @@ impl Cues {
                 let v = value.ok_or_else(|| Error::invalid("cue ec needs a value, as ec=4+2"))?;
                 self.ec = Some(v.parse()?);
                 self.rep = None;
+            }
+            "tier" => {
+                let v = value.ok_or_else(|| {
+                    Error::invalid("cue tier needs a value, as tier=local or tier=remote:NAME")
+                })?;
+                self.tier = Some(v.parse()?);
+            }
+            "cold_after" => {
+                let v = value.map(str::trim).ok_or_else(|| {
+                    Error::invalid("cue cold_after needs a duration, as cold_after=7d")
+                })?;
+                let d = parse_duration(v).map_err(|e| e.context(format!("cue cold_after={v}")))?;
+                self.cold_after_ms = Some(d.as_millis() as u64);
             }
             "sync" => self.sync = Some(parse_count(canon, value)?),
             "rep_sites" => self.rep_sites = Some(parse_count(canon, value)?),
@@ -374,6 +434,8 @@ impl Cues {
                 (Some(_), None) => None,
                 (_, ec) => ec.or(self.ec),
             },
+            tier: child.tier.clone().or_else(|| self.tier.clone()),
+            cold_after_ms: child.cold_after_ms.or(self.cold_after_ms),
         }
     }
 
@@ -390,6 +452,8 @@ impl Cues {
             writability: self.writability,
             hot: self.hot.clone(),
             ec: self.ec,
+            tier: self.tier.clone(),
+            cold_after_ms: self.cold_after_ms,
             ..Cues::default()
         }
     }
@@ -507,6 +571,12 @@ impl fmt::Display for Cues {
         if let Some(ec) = self.ec {
             items.push(format!("ec={ec}"));
         }
+        if let Some(t) = &self.tier {
+            items.push(format!("tier={t}"));
+        }
+        if let Some(ms) = self.cold_after_ms {
+            items.push(format!("cold_after={}", crate::format_duration_ms(ms)));
+        }
         f.write_str(&items.join(","))
     }
 }
@@ -616,6 +686,21 @@ mod tests {
             Cues::parse("inline=4KiB").unwrap().to_string(),
             "inline=4096"
         );
+    }
+
+    #[test]
+    fn tier_cues_parse_and_reject_bad_values() {
+        let c = Cues::parse("tier=remote:cold,cold_after=7d").unwrap();
+        assert_eq!(c.tier, Some(Tier::Remote("cold".into())));
+        assert_eq!(c.cold_after_ms, Some(7 * 86_400_000));
+        assert_eq!(c.to_string(), "tier=remote:cold,cold_after=7d");
+        assert_eq!(Cues::parse("tier=local").unwrap().tier, Some(Tier::Local));
+        // Both are fixed on a file at creation, like rep.
+        assert_eq!(c.persistent(), c);
+        for bad in ["tier", "tier=far", "tier=remote:", "tier=remote:a/b", "cold_after", "cold_after=soon"] {
+            let e = Cues::parse(bad).unwrap_err();
+            assert_eq!(e.kind, crate::ErrorKind::InvalidInput, "{bad}");
+        }
     }
 
     #[test]
@@ -775,6 +860,14 @@ mod tests {
                             k: if t { 4 } else { 8 },
                             m: if t { 2 } else { 3 },
                         }),
+                        tier: wf.map(|w| {
+                            if w {
+                                Tier::Local
+                            } else {
+                                Tier::Remote("cold-1".into())
+                            }
+                        }),
+                        cold_after_ms: mt.map(|m| m * 1000),
                     }
                 },
             )

@@ -54,6 +54,10 @@ pub struct Extent {
     /// Erasure-coded (`ec=K+M`): how the shards are laid out. None: every
     /// node of `nodes` holds the whole chunk.
     pub ec: Option<EcShards>,
+    /// Offloaded to this remote store (`tier=`, `cold_after=`): the store
+    /// holds the chunk's bytes as one object, and `nodes` is empty (copies
+    /// left on nodes are cache copies). None: on storage nodes only.
+    pub remote: Option<String>,
 }
 
 /// The shards of an erasure-coded chunk: shard `i` (data for `i < k`,
@@ -76,6 +80,7 @@ impl Extent {
             crc,
             nodes,
             ec: None,
+            remote: None,
         }
     }
 
@@ -125,9 +130,10 @@ impl Extent {
 ///
 /// Its encoding (on the wire and in meta's store) keeps every field in the
 /// order records had before erasure coding, and puts what erasure coding
-/// added (the `ec` cue, the shard layouts of its extents) after them all:
-/// a record written before ends exactly where those begin, so it can never
-/// be read as a newer one (see [`InodeRecord`]).
+/// added (the `ec` cue, the shard layouts of its extents) after them all,
+/// then what the remote tier added (its cues, the offloaded extents'
+/// stores): a record written before ends exactly where those begin, so it
+/// can never be read as a newer one (see [`InodeRecord`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Inode {
     pub id: InodeId,
@@ -192,10 +198,11 @@ pub struct GarbageChunk {
 
 /// The encoding of an [`Inode`]: the fields as records had them before
 /// erasure coding, the extents without their shard layouts and the cues
-/// without `ec`; then, last, those two. Serialized from borrows (no copy of
-/// the record), deserialized owned.
+/// without `ec`; then those two; then, last, the tier cues and the remote
+/// store of each offloaded extent. Serialized from borrows (no copy of the
+/// record), deserialized owned.
 #[derive(Serialize, Deserialize)]
-struct InodeRecord<X, C, Xa, T, B, S> {
+struct InodeRecord<X, C, Xa, T, B, S, R> {
     id: InodeId,
     kind: InodeKind,
     size: u64,
@@ -217,6 +224,11 @@ struct InodeRecord<X, C, Xa, T, B, S> {
     /// erasure-coded extent by its index.
     ec: Option<EcScheme>,
     stripes: S,
+    /// Added with the remote tier: the `tier` and `cold_after` cues, and
+    /// the remote store of each offloaded extent by its index.
+    tier: Option<crate::Tier>,
+    cold_after_ms: Option<u64>,
+    remote: R,
 }
 
 /// A file's extents encoded as [`ExtentRecord`]s, straight from the slice.
@@ -305,6 +317,14 @@ impl Serialize for Inode {
                 .enumerate()
                 .filter_map(|(i, e)| e.ec.as_ref().map(|ec| (i as u32, ec)))
                 .collect::<Vec<_>>(),
+            tier: c.tier.clone(),
+            cold_after_ms: c.cold_after_ms,
+            remote: self
+                .extents
+                .iter()
+                .enumerate()
+                .filter_map(|(i, e)| e.remote.as_deref().map(|r| (i as u32, r)))
+                .collect::<Vec<_>>(),
         }
         .serialize(s)
     }
@@ -319,6 +339,7 @@ impl<'de> Deserialize<'de> for Inode {
             Option<String>,
             Option<Vec<u8>>,
             Vec<(u32, EcShards)>,
+            Vec<(u32, String)>,
         >;
         let r = Owned::deserialize(d)?;
         let mut extents: Vec<Extent> = r
@@ -331,6 +352,12 @@ impl<'de> Deserialize<'de> for Inode {
                 serde::de::Error::custom(format!("shard layout of extent {i}, past the end"))
             })?;
             e.ec = Some(ec);
+        }
+        for (i, tier) in r.remote {
+            let e = extents.get_mut(i as usize).ok_or_else(|| {
+                serde::de::Error::custom(format!("remote store of extent {i}, past the end"))
+            })?;
+            e.remote = Some(tier);
         }
         let c = r.cues;
         Ok(Inode {
@@ -363,6 +390,8 @@ impl<'de> Deserialize<'de> for Inode {
                 hot: c.hot,
                 inline: c.inline,
                 ec: r.ec,
+                tier: r.tier,
+                cold_after_ms: r.cold_after_ms,
             },
             nlink: r.nlink,
             inline: r.inline,

@@ -20,7 +20,7 @@ pub use attrs::{
 };
 pub use checksum::{BlockCrcs, BLOCK_SIZE};
 pub use cues::{
-    component_cues, split_path_cues, Consistency, Cues, PlaceScheme, VersionPolicy, Writability,
+    component_cues, split_path_cues, Consistency, Cues, PlaceScheme, Tier, VersionPolicy, Writability,
     CUE_DIR, MAX_INLINE,
 };
 pub use ec::EcScheme;
@@ -28,7 +28,7 @@ pub use error::{Error, ErrorKind, Result};
 pub use ids::{ChunkId, InodeId, NodeId, Version};
 pub use inode::{DirEntry, EcShards, Extent, GarbageChunk, Inode, InodeKind, Xattrs};
 pub use path::{CairnPath, MAX_NAME_LEN, MAX_PATH_LEN};
-pub use units::{format_bytes, parse_duration, parse_size};
+pub use units::{format_bytes, format_duration_ms, parse_duration, parse_size};
 
 /// Unix time in milliseconds; the clock every record and capability uses.
 pub fn now_ms() -> u64 {
@@ -45,6 +45,16 @@ pub const MAX_GROUP_LEN: usize = 64;
 /// (the S3 gateway's keys and uploads): not a bucket, and neither listed
 /// nor reachable through the mount.
 pub const SYSTEM_DIR: &str = ".cairn";
+
+/// A remote store's name (`cairn meta --tier NAME=s3://…`, the
+/// `tier=remote:NAME` cue): the same characters as a group name.
+pub fn check_tier_name(name: &str) -> Result<&str> {
+    check_group_name(name).map_err(|_| {
+        Error::invalid(format!(
+            "tier name {name:?}: use 1 to {MAX_GROUP_LEN} letters, digits, '-', '_' or '.'"
+        ))
+    })
+}
 
 /// A node group name (`cairn storage --group`, the `hot=GROUP` cue): 1 to
 /// 64 letters, digits, `-`, `_` or `.`, so it fits in a path's cue list

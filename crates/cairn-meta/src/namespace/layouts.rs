@@ -45,6 +45,8 @@ pub(super) mod cues_v1 {
                 hot: None,
                 inline: None,
                 ec: None,
+                tier: None,
+                cold_after_ms: None,
             }
         }
     }
@@ -90,6 +92,8 @@ pub(super) mod cues_v2 {
                 hot: c.hot,
                 inline: None,
                 ec: None,
+                tier: None,
+                cold_after_ms: None,
             }
         }
     }
@@ -156,7 +160,38 @@ pub(super) mod cues_v3 {
                 hot: c.hot,
                 inline: c.inline,
                 ec: None,
+                tier: None,
+                cold_after_ms: None,
             }
+        }
+    }
+}
+
+/// Before the remote tier: the v5 layout with the erasure-coding fields
+/// after its last (the `ec` cue, the shard layout of each erasure-coded
+/// extent by index). The current encoding adds the tier fields after
+/// these, so a v6 record never decodes as a current one.
+pub(super) mod v6 {
+    use cairn_types::{EcScheme, EcShards};
+    use serde::{Deserialize, Serialize};
+
+    #[derive(Serialize, Deserialize)]
+    pub struct Inode {
+        pub v5: super::v5::Inode,
+        pub ec: Option<EcScheme>,
+        pub stripes: Vec<(u32, EcShards)>,
+    }
+
+    impl From<Inode> for cairn_types::Inode {
+        fn from(o: Inode) -> cairn_types::Inode {
+            let mut i: cairn_types::Inode = o.v5.into();
+            i.cues.ec = o.ec;
+            for (n, ec) in o.stripes {
+                if let Some(e) = i.extents.get_mut(n as usize) {
+                    e.ec = Some(ec);
+                }
+            }
+            i
         }
     }
 }

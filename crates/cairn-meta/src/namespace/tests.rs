@@ -783,6 +783,48 @@ async fn inodes_from_before_erasure_coding_decode() {
 }
 
 #[tokio::test]
+async fn inodes_from_before_the_remote_tier_decode() {
+    let (_d, ns) = open_ns(Duration::ZERO).await;
+    let scheme = cairn_types::EcScheme::new(2, 1).unwrap();
+    let shards = cairn_types::EcShards {
+        scheme,
+        shard_len: scheme.shard_len(100),
+        crcs: vec![1, 2, 3],
+    };
+    let old = v6::Inode {
+        v5: v5::Inode {
+            id: InodeId(83),
+            kind: InodeKind::File,
+            size: 200,
+            version: Version(2),
+            mtime_ms: 5,
+            ctime_ms: 6,
+            mode: 0o644,
+            extents: (0..2).map(|i| old_ext(u128::MAX - i, 100)).collect(),
+            chunk_size: 100,
+            xattrs: Xattrs::new(),
+            uid: None,
+            gid: None,
+            target: None,
+            cues: cues_v3::Cues::default(),
+            nlink: 1,
+            inline: None,
+            rdev: 0,
+        },
+        ec: Some(scheme),
+        stripes: vec![(1, shards.clone())],
+    };
+    let txn = Txn::new().put(entry_key(InodeId::ROOT, "t"), encode(&old));
+    ns.store.commit(txn).await.unwrap();
+    let got = ns.lookup(&p("/t")).await.unwrap();
+    assert_eq!(got.cues.ec, Some(scheme));
+    assert_eq!((got.cues.tier.clone(), got.cues.cold_after_ms), (None, None));
+    assert_eq!(got.extents[0], ext(u128::MAX, 100));
+    assert_eq!(got.extents[1].ec.as_ref(), Some(&shards));
+    assert!(got.extents.iter().all(|e| e.remote.is_none()));
+}
+
+#[tokio::test]
 async fn inline_files_from_before_erasure_coding_keep_their_bytes() {
     // Bytes that, were the `ec` cue decoded where v5 records keep `nlink`
     // and the inline data, would read as a scheme and fields of their own.
@@ -833,6 +875,27 @@ async fn erasure_coded_chunks_keep_their_shards_and_collect_each() {
         }),
         ..Extent::replicated(stripe, 1000, 9, vec![NodeId(5), NodeId(6), NodeId(7)])
     };
+    let cues = Cues::parse("ec=2+1,tier=remote:cold,cold_after=1h").unwrap();
+    // A second extent, offloaded: the record keeps its store.
+    let far = Extent {
+        remote: Some("cold".into()),
+        ..Extent::replicated(ChunkId(77 << 64), 10, 3, vec![])
+    };
+    let f = ns
+        .commit_file_with(
+            &p("/f"),
+            vec![far.clone()],
+            None,
+            None,
+            1 << 20,
+            None,
+            &cues,
+        )
+        .await
+        .unwrap();
+    assert_eq!(f.cues.tier, Some(cairn_types::Tier::Remote("cold".into())));
+    let got = ns.lookup(&p("/f")).await.unwrap();
+    assert_eq!((got.extents, got.cues.cold_after_ms), (vec![far], Some(3_600_000)));
     let cues = Cues::parse("ec=2+1").unwrap();
     let f = ns
         .commit_file_with(
