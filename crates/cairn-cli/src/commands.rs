@@ -488,6 +488,7 @@ pub fn status_json(s: &ClusterStatus) -> serde_json::Value {
         "pending_garbage_chunks": s.pending_garbage_chunks,
         "leader": s.leader,
         "cache_copies": s.cache_copies,
+        "tiers": crate::tier::usage_json(&s.tiers),
         "workers": s.workers.iter().map(|w| json!({"name": w.name, "state": w.state,
             "progress": w.progress, "passes": w.passes, "last_error": w.last_error})).collect::<Vec<_>>(),
         "repair": {"chunks_pending": s.repair.chunks_pending, "bytes_left": s.repair.bytes_left,
@@ -580,6 +581,26 @@ pub async fn cluster_status(t: &Target, json_out: bool) -> Result<()> {
             "cache copies (prefetched, read through): {}",
             s.cache_copies
         );
+    }
+    if s.tiers.len() > 1 {
+        println!("tiers:");
+        for t in &s.tiers {
+            println!(
+                "  {:<10} {} in {} chunk(s){}{}",
+                t.name,
+                format_bytes(t.bytes),
+                t.chunks,
+                if t.name == "local" {
+                    String::new()
+                } else {
+                    format!(", {} cached on nodes", format_bytes(t.cached_bytes))
+                },
+                t.problem
+                    .as_ref()
+                    .map(|p| format!(" (UNUSABLE: {p})"))
+                    .unwrap_or_default()
+            );
+        }
     }
     println!("workers:");
     for w in &s.workers {

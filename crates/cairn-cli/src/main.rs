@@ -15,6 +15,7 @@ mod mount;
 mod roles;
 mod simulate;
 mod sync;
+mod tier;
 mod transfer;
 
 use clap::{Parser, Subcommand};
@@ -173,6 +174,11 @@ enum Cmd {
     /// Rewrite files in the redundancy their directory asks for now
     /// (after `cue set DIR ec=4+2`, say), each as a new version
     Convert(convert::ConvertArgs),
+    /// The remote tier: bytes per tier, recall offloaded files, verify a store
+    Tier {
+        #[command(subcommand)]
+        cmd: tier::TierCmd,
+    },
     /// Semantic cues of a path: redundancy, placement, consistency (inherited by everything below a directory)
     Cue {
         #[command(subcommand)]
@@ -515,6 +521,7 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
                     target,
                 },
         } => c::drain(&target, &node, wait, undo).await,
+        Cmd::Tier { cmd } => tier::run(cmd).await,
         Cmd::Mount(a) => mount::run(a).await,
         Cmd::Sync(a) => sync::run(a).await,
         Cmd::Convert(a) => convert::run(a).await,

@@ -48,6 +48,28 @@ pub struct MetaOpts {
     /// (who, what, which paths, the outcome) to this file
     #[arg(long)]
     audit_log: Option<PathBuf>,
+    /// A remote store for the tier= and cold_after= cues, repeatable:
+    /// NAME=s3://BUCKET[/PREFIX][?endpoint=URL&region=R&creds=FILE]
+    /// (credentials: the creds file's access_key_id= and
+    /// secret_access_key= lines, else AWS_ACCESS_KEY_ID and
+    /// AWS_SECRET_ACCESS_KEY). Storage nodes need the same --tier
+    #[arg(long = "tier", value_name = "NAME=s3://…")]
+    tiers: Vec<String>,
+    /// Time between the tier planner's passes over the namespace
+    #[arg(long, default_value = "30s")]
+    tier_interval: String,
+    /// Bytes per second the tier planner offloads at most (0: unlimited)
+    #[arg(long, default_value = "64MiB")]
+    tier_rate: String,
+}
+
+/// `--tier` specs as stores (no request sent yet).
+pub fn parse_tiers(specs: &[String]) -> Result<cairn_tier::Tiers> {
+    let specs = specs
+        .iter()
+        .map(|s| s.parse::<cairn_tier::TierSpec>())
+        .collect::<cairn_types::Result<Vec<_>>>()?;
+    Ok(cairn_tier::Tiers::new(specs)?)
 }
 
 #[derive(clap::Args)]
@@ -77,6 +99,11 @@ pub struct ServerArgs {
     /// S3 gateway listen address; "off" runs none
     #[arg(long, default_value = "127.0.0.1:7480", env = "CAIRN_S3_LISTEN")]
     s3_listen: String,
+    /// Most space per storage node for cache copies (prefetched, read
+    /// through, or left by offloads to a remote tier), e.g. 10GiB (default:
+    /// a fifth of the file system)
+    #[arg(long, alias = "cache-capacity")]
+    tier_cache: Option<String>,
     #[command(flatten)]
     meta: MetaOpts,
 }
@@ -157,10 +184,15 @@ pub struct StorageArgs {
     /// Groups this node is in, comma-separated (prefetch targets, `hot=GROUP`)
     #[arg(long, env = "CAIRN_GROUP")]
     group: Option<String>,
-    /// Most space for cache copies (prefetched or read through), e.g. 10GiB
-    /// (default: a fifth of the file system)
-    #[arg(long)]
+    /// Most space for cache copies (prefetched, read through, or left by
+    /// offloads to a remote tier), e.g. 10GiB (default: a fifth of the
+    /// file system)
+    #[arg(long, alias = "tier-cache")]
     cache_capacity: Option<String>,
+    /// A remote store this node offloads to and reads through from, as
+    /// given to meta (repeatable): NAME=s3://BUCKET[/PREFIX][?endpoint=…]
+    #[arg(long = "tier", value_name = "NAME=s3://…")]
+    tiers: Vec<String>,
 }
 
 /// `--group a,b`: validated group names.
@@ -196,6 +228,11 @@ fn meta_config(data: PathBuf, listen: String, rep: u8, o: &MetaOpts) -> Result<M
     c.repair.orphan_after = parse_duration(&o.orphan_after)?;
     c.lease = parse_duration(&o.lease)?;
     c.audit_log = o.audit_log.clone();
+    c.tier = cairn_meta::tiering::TierConfig {
+        tiers: parse_tiers(&o.tiers)?,
+        interval: parse_duration(&o.tier_interval)?,
+        rate: parse_size(&o.tier_rate)?,
+    };
     Ok(c)
 }
 
@@ -251,6 +288,7 @@ pub async fn server(a: ServerArgs) -> Result<()> {
     }
     let meta_dir = a.data.join("meta");
     let cfg = meta_config(meta_dir.clone(), a.listen.clone(), rep, &a.meta)?;
+    let tiers = cfg.tier.tiers.clone();
     let meta = cairn_meta::server::start(cfg)
         .await
         .context("starting meta")?;
@@ -259,6 +297,8 @@ pub async fn server(a: ServerArgs) -> Result<()> {
     for i in 0..nodes {
         let mut sc = StorageConfig::new(a.data.join(format!("node-{i}")), vec![meta.addr.clone()]);
         sc.groups = server_groups(a.groups.as_deref(), i)?;
+        sc.tiers = tiers.clone();
+        sc.cache_capacity = a.tier_cache.as_deref().map(parse_size).transpose()?;
         sc.store = StoreOptions {
             reserve_free: parse_size(&a.reserve)?,
             ..StoreOptions::default()
@@ -424,6 +464,7 @@ pub async fn storage(a: StorageArgs) -> Result<()> {
     sc.throttle = parse_size(&a.throttle)?;
     sc.groups = parse_groups(a.group.as_deref())?;
     sc.cache_capacity = a.cache_capacity.as_deref().map(parse_size).transpose()?;
+    sc.tiers = parse_tiers(&a.tiers)?;
     sc.store = StoreOptions {
         reserve_free: parse_size(&a.reserve)?,
         segment_size: parse_size(&a.segment_size)?,

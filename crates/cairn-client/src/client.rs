@@ -410,6 +410,39 @@ impl Client {
         }
     }
 
+    /// Bytes per tier: on storage nodes, and in each remote store.
+    pub async fn tier_status(&self) -> Result<Vec<cairn_proto::TierUsage>> {
+        match self.meta(MetaRequest::TierStatus).await? {
+            MetaResponse::Tiers(t) => Ok(t),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Bring the offloaded chunks of `path` (a directory: everything
+    /// below) back onto storage nodes: (files, chunks, bytes) recalled.
+    pub async fn tier_recall(&self, path: &cairn_types::CairnPath) -> Result<(u64, u64, u64)> {
+        let req = MetaRequest::TierRecall { path: path.clone() };
+        match self.meta(req).await? {
+            MetaResponse::Recalled {
+                files,
+                chunks,
+                bytes,
+            } => Ok((files, chunks, bytes)),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Compare remote store `tier` with the namespace.
+    pub async fn tier_verify(&self, tier: &str) -> Result<cairn_proto::TierReport> {
+        let req = MetaRequest::TierVerify {
+            tier: tier.to_string(),
+        };
+        match self.meta(req).await? {
+            MetaResponse::TierVerify(r) => Ok(r),
+            other => Err(unexpected(other)),
+        }
+    }
+
     /// Put `node` in `group` (`add`) or take it out.
     pub async fn set_group(&self, node: cairn_types::NodeId, group: &str, add: bool) -> Result<()> {
         let req = MetaRequest::SetGroup {

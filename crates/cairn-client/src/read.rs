@@ -537,6 +537,29 @@ impl FileReader {
                 }
             }
         }
+        // Offloaded: a storage node reads it through from the remote store
+        // (and keeps a cache copy for the next readers).
+        if let Some(tier) = &ext.remote {
+            let Some(via) = self.open.via.as_ref() else {
+                return Err(Error::unavailable(format!(
+                    "chunk {} is in remote store {tier} and no live storage node can read it through{}",
+                    ext.chunk,
+                    if failures.is_empty() { String::new() } else { format!(" ({})", failures.join("; ")) }
+                )));
+            };
+            let data = self
+                .fetch_via(via, ext, cap, &[], start, end - start)
+                .await
+                .map_err(|e| {
+                    e.context(format!(
+                        "chunk {} from remote store {tier} through {}",
+                        ext.chunk, via.addr
+                    ))
+                })?;
+            let data = Bytes::from(data);
+            cache.insert(ext.chunk, start, data.clone());
+            return Ok(data[skip..skip + len as usize].to_vec());
+        }
         let msg = format!(
             "no replica of chunk {} could be read ({})",
             ext.chunk,
@@ -738,6 +761,7 @@ impl FileReader {
             chunk_len: ext.len,
             crc: ext.crc,
             sources,
+            remote: ext.remote.clone(),
         };
         self.fetch_with(&via.addr, (ext.chunk, ext.len, ext.crc), req, off, len)
             .await

@@ -33,6 +33,7 @@ pub mod store;
 pub mod store_etcd;
 pub mod store_redb;
 pub mod store_spec;
+pub mod tiering;
 pub mod worker;
 
 pub use namespace::Namespace;

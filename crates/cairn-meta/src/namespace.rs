@@ -1519,6 +1519,19 @@ impl Namespace {
         chunk: ChunkId,
         nodes: &[NodeId],
     ) -> Result<bool> {
+        self.update_extent(key, chunk, |e| e.nodes = nodes.to_vec())
+            .await
+    }
+
+    /// Change the extent of `chunk` in the file whose entry key is `key`
+    /// with `f`, without changing the file's version (its replicas, its
+    /// remote store). Returns false if the file no longer holds the chunk.
+    pub async fn update_extent(
+        &self,
+        key: &[u8],
+        chunk: ChunkId,
+        f: impl Fn(&mut Extent),
+    ) -> Result<bool> {
         for _ in 0..MAX_ATTEMPTS {
             let Some((value, rev)) = self.store.get(key).await? else {
                 return Ok(false);
@@ -1527,7 +1540,7 @@ impl Namespace {
             let Some(ext) = inode.extents.iter_mut().find(|e| e.chunk == chunk) else {
                 return Ok(false);
             };
-            ext.nodes = nodes.to_vec();
+            f(ext);
             let txn = Txn::new()
                 .when(key.to_vec(), rev)
                 .put(key.to_vec(), encode(&inode));
@@ -1540,6 +1553,12 @@ impl Namespace {
         Err(Error::conflict(format!(
             "chunk {chunk}: its file kept changing; try again"
         )))
+    }
+
+    /// The entry key of `path` (for [`Self::update_extent`]) with its
+    /// record; a hard-linked file's is its shared record's.
+    pub async fn file_key(&self, path: &CairnPath) -> Result<(Vec<u8>, Inode)> {
+        Tx::new(self.store.as_ref()).existing(path).await
     }
 
     /// Every chunk waiting in garbage (due or not): the orphan sweep leaves

@@ -277,6 +277,11 @@ impl Meta {
                     for (c, n) in ext.stored() {
                         expected.entry(n).or_default().insert(c);
                     }
+                    if ext.remote.is_some() {
+                        // Offloaded: the store holds it; node copies are
+                        // cache copies, which repair neither makes nor moves.
+                        continue;
+                    }
                     if plan && ext.ec.is_some() {
                         tasks.extend(self.classify_stripe(&key, ext, &inode.cues));
                     } else if plan {

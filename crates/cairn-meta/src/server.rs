@@ -45,6 +45,8 @@ pub struct MetaConfig {
     pub lease: Duration,
     /// Where to append the audit log (JSON lines), if anywhere.
     pub audit_log: Option<PathBuf>,
+    /// Remote stores and how the tier planner offloads to them.
+    pub tier: crate::tiering::TierConfig,
 }
 
 impl MetaConfig {
@@ -62,6 +64,7 @@ impl MetaConfig {
             store: Default::default(),
             lease: Duration::from_secs(1),
             audit_log: None,
+            tier: Default::default(),
         }
     }
 }
@@ -185,6 +188,8 @@ pub struct Meta {
     /// Changes made so far; an open that saw one happen meanwhile grants
     /// no lease (it may have read the version just replaced).
     changes: AtomicU64,
+    /// The remote tier: stores, last opens, store problems.
+    pub(crate) tier: crate::tiering::TierState,
 }
 
 /// How to answer a retried change that was applied already: the state it
@@ -340,6 +345,7 @@ pub async fn start(cfg: MetaConfig) -> Result<MetaHandle> {
             cfg.lease.as_millis().min(u32::MAX as u128) as u32
         },
         changes: AtomicU64::new(0),
+        tier: crate::tiering::TierState::new(cfg.tier.clone()),
     });
     tasks.extend([
         tokio::spawn({
@@ -364,6 +370,11 @@ pub async fn start(cfg: MetaConfig) -> Result<MetaHandle> {
         meta.workers.spawn(
             crate::prefetch::PrefetchWorker::new(meta.clone(), Default::default()),
             Some(meta.prefetch.kick.clone()),
+            stop_rx.clone(),
+        ),
+        meta.workers.spawn(
+            crate::tiering::TierWorker::new(meta.clone()),
+            None,
             stop_rx.clone(),
         ),
         meta.workers
@@ -691,6 +702,7 @@ impl Meta {
                 cues,
             } => {
                 cues.check(self.default_rep.load(Ordering::Relaxed))?;
+                self.check_tier_cues(&cues)?;
                 if data.len() > cairn_types::MAX_INLINE as usize {
                     return Err(Error::invalid(format!(
                         "{} bytes cannot be kept in metadata; at most {} (inline=)",
@@ -804,6 +816,7 @@ impl Meta {
                 r.inherited
                     .merge(&new_own)
                     .check(self.default_rep.load(Ordering::Relaxed))
+                    .and_then(|()| self.check_tier_cues(&new_own))
                     .map_err(|e| e.context(format!("cues of {path}")))?;
                 let inode = self.ns.set_cues(&path, &cues, replace).await?;
                 info!(%path, cues = %inode.cues, "cues set");
@@ -903,6 +916,18 @@ impl Meta {
             MetaRequest::TestLock { lock } => {
                 let inode = self.ns.lookup(&lock.path).await?.id;
                 Ok(MetaResponse::Lock(self.locks.test(inode, &lock).await?))
+            }
+            MetaRequest::TierStatus => Ok(MetaResponse::Tiers(self.tier_usage().await?)),
+            MetaRequest::TierRecall { path } => {
+                let (files, chunks, bytes) = self.tier_recall(&path).await?;
+                Ok(MetaResponse::Recalled {
+                    files,
+                    chunks,
+                    bytes,
+                })
+            }
+            MetaRequest::TierVerify { tier } => {
+                Ok(MetaResponse::TierVerify(self.tier_verify(&tier).await?))
             }
         }
     }
@@ -1162,6 +1187,7 @@ impl Meta {
         let eff = r.effective.merge(cues);
         let default_rep = self.default_rep.load(Ordering::Relaxed);
         eff.check(default_rep)
+            .and_then(|()| self.check_tier_cues(&eff))
             .map_err(|e| e.context(format!("writing {path}")))?;
         if let Some(ec) = eff.ec {
             return self
@@ -1417,16 +1443,25 @@ impl Meta {
         if !any_cached {
             read_order.clear();
         }
-        // A live node on the reader's host, for reads through it.
-        let via = host.and_then(|h| {
-            status
-                .iter()
-                .find(|n| n.host == h && n.state.is_up())
-                .map(|n| cairn_proto::NodeAddr {
-                    id: n.id,
-                    addr: n.addr.clone(),
-                })
-        });
+        if inode.cues.cold_after_ms.is_some() {
+            self.tier.touch(inode.id);
+        }
+        // A live node on the reader's host, for reads through it; for an
+        // offloaded chunk, else any live node (it reads the remote store).
+        let remote = inode.extents.iter().any(|e| e.remote.is_some());
+        let via = host
+            .and_then(|h| status.iter().find(|n| n.host == h && n.state.is_up()))
+            .or_else(|| {
+                let live: Vec<_> = status
+                    .iter()
+                    .filter(|n| remote && n.state == cairn_proto::NodeState::Live)
+                    .collect();
+                (!live.is_empty()).then(|| live[fastrand::usize(..live.len())])
+            })
+            .map(|n| cairn_proto::NodeAddr {
+                id: n.id,
+                addr: n.addr.clone(),
+            });
         let nodes = ids
             .into_iter()
             .filter_map(|id| self.nodes.addr(id))
@@ -1457,6 +1492,10 @@ impl Meta {
             .for_each_chunk(|file: &cairn_types::Inode, e: &Extent| {
                 chunks += 1;
                 bytes += e.len;
+                // Offloaded: its store holds it (`tiers` says how much).
+                if e.remote.is_some() {
+                    return;
+                }
                 if let Some(ec) = &e.ec {
                     // Short of shards when any is lost; unavailable below K.
                     let (mut good, mut readable) = (0, 0);
@@ -1495,6 +1534,7 @@ impl Meta {
                 }
             })
             .await?;
+        let tiers = self.tier_usage().await?;
         Ok(ClusterStatus {
             nodes: self.nodes.status(),
             chunks,
@@ -1507,6 +1547,7 @@ impl Meta {
             leader: self.election.is_leader(),
             workers: self.workers.status(),
             cache_copies: self.cache.count(),
+            tiers,
         })
     }
 
@@ -1535,6 +1576,17 @@ impl Meta {
                 }
             }
         }
+        // Offloaded chunks (no replicas): their objects in the stores.
+        let remote: Vec<ChunkId> = due
+            .iter()
+            .filter(|(_, g)| g.nodes.is_empty())
+            .map(|(_, g)| g.chunk)
+            .collect();
+        let remote_failed = if remote.is_empty() {
+            HashSet::new()
+        } else {
+            self.delete_remote(&remote).await
+        };
         let mut failed: HashSet<NodeId> = HashSet::new();
         for (node, chunks) in by_node {
             let Some(addr) = self.nodes.addr(node) else {
@@ -1566,7 +1618,8 @@ impl Meta {
         let done: Vec<Vec<u8>> = due
             .into_iter()
             .filter(|(_, g)| {
-                !g.nodes.iter().any(|n| failed.contains(n))
+                !remote_failed.contains(&g.chunk)
+                    && !g.nodes.iter().any(|n| failed.contains(n))
                     && !cached
                         .iter()
                         .any(|(c, n)| *c == g.chunk && failed.contains(n))

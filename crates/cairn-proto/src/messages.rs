@@ -293,6 +293,19 @@ pub enum MetaRequest {
     TestLock {
         lock: LockRequest,
     },
+    /// Bytes per tier: on storage nodes, and in each remote store.
+    TierStatus,
+    /// Bring the offloaded chunks of the files at `path` (a directory:
+    /// every file below it) back onto storage nodes.
+    TierRecall {
+        path: CairnPath,
+    },
+    /// Compare remote store `tier` with the namespace: objects no chunk
+    /// references, and offloaded chunks whose object is missing or of the
+    /// wrong size.
+    TierVerify {
+        tier: String,
+    },
 }
 
 impl MetaRequest {
@@ -548,6 +561,8 @@ pub struct ClusterStatus {
     pub workers: Vec<WorkerStatus>,
     /// Cache copies meta knows of (prefetched or read through).
     pub cache_copies: u64,
+    /// File bytes per tier: `local`, then each remote store.
+    pub tiers: Vec<TierUsage>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -579,6 +594,44 @@ pub enum MetaResponse {
     NotInline {
         limit: u32,
     },
+    Tiers(Vec<TierUsage>),
+    /// Files and chunks a `TierRecall` brought back.
+    Recalled {
+        files: u64,
+        chunks: u64,
+        bytes: u64,
+    },
+    TierVerify(TierReport),
+}
+
+/// What one tier holds: `local` (storage nodes) or a remote store.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TierUsage {
+    /// `local`, or the remote store's name.
+    pub name: String,
+    /// Where it is (`s3://bucket/prefix at endpoint`); empty for local.
+    pub location: String,
+    pub chunks: u64,
+    /// File bytes (one copy) in this tier.
+    pub bytes: u64,
+    /// Of those, bytes with a cache copy on a storage node (remote tiers).
+    pub cached_bytes: u64,
+    /// Why the store cannot be used now, if it cannot.
+    pub problem: Option<String>,
+}
+
+/// The answer of `TierVerify`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TierReport {
+    pub objects: u64,
+    /// Objects no file's chunk (nor garbage awaiting collection) names.
+    pub unreferenced: Vec<(ChunkId, u64)>,
+    /// Offloaded chunks whose object is not in the store: the file path.
+    pub missing: Vec<(ChunkId, String)>,
+    /// Objects whose size is not their chunk's: (chunk, object, chunk).
+    pub wrong_size: Vec<(ChunkId, u64, u64)>,
+    /// Names under the chunks prefix that are no chunk id.
+    pub foreign: Vec<String>,
 }
 
 /// A node group and its members.
@@ -648,10 +701,11 @@ pub enum StorageRequest {
         sources: Vec<NodeAddr>,
         cap: Capability,
     },
-    /// A read through this node (`hotspot`): answered as `GetChunk`; if
-    /// the node has no copy it first fetches the whole chunk (`chunk_len`
-    /// bytes, checksum summary `crc`) from `sources`, keeps it as a cache
-    /// copy and tells meta, so later readers find it here.
+    /// A read through this node (`hotspot`, an offloaded chunk): answered
+    /// as `GetChunk`; if the node has no copy it first fetches the whole
+    /// chunk (`chunk_len` bytes, checksum summary `crc`) from `sources`,
+    /// else from the remote store `remote`, keeps it as a cache copy and
+    /// tells meta, so later readers find it here.
     GetChunkVia {
         chunk: ChunkId,
         offset: u64,
@@ -660,6 +714,30 @@ pub enum StorageRequest {
         chunk_len: u64,
         crc: u32,
         sources: Vec<NodeAddr>,
+        remote: Option<String>,
+    },
+    /// Node role only (meta's tier planner): send this node's copy of
+    /// `chunk`, checked block by block and against `crc`, to the remote
+    /// store `tier` as one object.
+    Offload {
+        chunk: ChunkId,
+        len: u64,
+        crc: u32,
+        tier: String,
+    },
+    /// Node role only (`cairn tier recall`): fetch `chunk` from the remote
+    /// store `tier`, check it against `crc`, and keep it as a durable copy.
+    Recall {
+        chunk: ChunkId,
+        len: u64,
+        crc: u32,
+        tier: String,
+    },
+    /// Node role only (meta's tier planner): these durable copies are now
+    /// cache copies (their chunks were offloaded), kept under the node's
+    /// cache budget.
+    MakeCache {
+        chunks: Vec<(ChunkId, u64)>,
     },
     /// Node role only: drop these cache copies (`prefetch --evict`);
     /// durable copies are kept.

@@ -42,8 +42,12 @@ pub struct StorageConfig {
     pub throttle: u64,
     /// Groups the node starts in (`--group`), for prefetch jobs.
     pub groups: Vec<String>,
-    /// Most bytes of cache copies kept; None: a fifth of the file system.
+    /// Most bytes of cache copies kept (`--tier-cache`), read-through and
+    /// offloaded chunks' copies among them; None: a fifth of the file
+    /// system.
     pub cache_capacity: Option<u64>,
+    /// Remote stores (`--tier`), for offloads and reads through.
+    pub tiers: cairn_tier::Tiers,
 }
 
 impl StorageConfig {
@@ -63,6 +67,7 @@ impl StorageConfig {
             throttle: 0,
             groups: Vec::new(),
             cache_capacity: None,
+            tiers: Default::default(),
         }
     }
 }
@@ -91,6 +96,7 @@ struct Node {
     /// One read through at a time per chunk: later readers wait for it.
     fetching: Mutex<std::collections::HashMap<ChunkId, Arc<tokio::sync::Mutex<()>>>>,
     served: std::sync::atomic::AtomicU64,
+    tiers: cairn_tier::Tiers,
 }
 
 /// Cache copies made (with their lengths) and dropped, not yet told to meta.
@@ -197,6 +203,7 @@ pub async fn start(cfg: StorageConfig, creds: Credentials) -> Result<StorageHand
         report: Default::default(),
         fetching: Default::default(),
         served: Default::default(),
+        tiers: cfg.tiers.clone(),
     });
     let (stop, stop_rx) = watch::channel(false);
     let mut tasks = vec![
@@ -314,7 +321,11 @@ async fn serve_conn(node: Arc<Node>, mut conn: Conn, mut stop: watch::Receiver<b
                 let r = if conn.role != Role::Node {
                     Err(Error::denied("prefetching chunks needs the node role"))
                 } else {
-                    cache_fetch(&node, chunk, len, crc, &sources, cap).await
+                    let from = Sources {
+                        peers: &sources,
+                        remote: None,
+                    };
+                    cache_fetch(&node, chunk, len, crc, from, cap).await
                 };
                 conn.send(&r).await
             }
@@ -326,10 +337,51 @@ async fn serve_conn(node: Arc<Node>, mut conn: Conn, mut stop: watch::Receiver<b
                 chunk_len,
                 crc,
                 sources,
-            } => match read_through(&node, chunk, chunk_len, crc, &sources, &cap).await {
-                Ok(()) => handle_get(&node, &mut conn, chunk, offset, len, cap).await,
-                Err(e) => conn.send(&GetChunkResult::Err(e)).await,
-            },
+                remote,
+            } => {
+                let from = Sources {
+                    peers: &sources,
+                    remote: remote.as_deref(),
+                };
+                match read_through(&node, chunk, chunk_len, crc, from, &cap).await {
+                    Ok(()) => handle_get(&node, &mut conn, chunk, offset, len, cap).await,
+                    Err(e) => conn.send(&GetChunkResult::Err(e)).await,
+                }
+            }
+            StorageRequest::Offload {
+                chunk,
+                len,
+                crc,
+                tier,
+            } => {
+                let r = if conn.role != Role::Node {
+                    Err(Error::denied("offloading chunks needs the node role"))
+                } else {
+                    offload(&node, chunk, len, crc, &tier).await
+                };
+                conn.send(&r).await
+            }
+            StorageRequest::Recall {
+                chunk,
+                len,
+                crc,
+                tier,
+            } => {
+                let r = if conn.role != Role::Node {
+                    Err(Error::denied("recalling chunks needs the node role"))
+                } else {
+                    recall(&node, chunk, len, crc, &tier).await
+                };
+                conn.send(&r).await
+            }
+            StorageRequest::MakeCache { chunks } => {
+                let r = if conn.role != Role::Node {
+                    Err(Error::denied("marking cache copies needs the node role"))
+                } else {
+                    make_cache(&node, chunks).await
+                };
+                conn.send(&r).await
+            }
             StorageRequest::RebuildShard {
                 chunk,
                 index,
@@ -460,7 +512,7 @@ async fn cache_fetch(
     chunk: ChunkId,
     len: u64,
     crc: u32,
-    sources: &[NodeAddr],
+    sources: Sources<'_>,
     cap: Capability,
 ) -> Result<()> {
     if node.store.info(chunk).is_some_and(|i| i.crc_summary == crc)
@@ -500,7 +552,7 @@ async fn fetch_reserved(
     chunk: ChunkId,
     len: u64,
     crc: u32,
-    sources: &[NodeAddr],
+    sources: Sources<'_>,
     cap: Capability,
     victims: Vec<ChunkId>,
 ) -> Result<()> {
@@ -526,13 +578,110 @@ async fn fetch_reserved(
         )));
     }
     let mut last = Error::unavailable(format!("chunk {chunk}: no source to copy it from"));
-    for src in sources.iter().filter(|s| s.id != node.id) {
+    for src in sources.peers.iter().filter(|s| s.id != node.id) {
         match copy_from_peer(node, chunk, len, crc, src, cap.clone()).await {
             Ok(()) => return Ok(()),
             Err(e) => last = e,
         }
     }
-    Err(last)
+    match sources.remote {
+        Some(tier) => fetch_remote(node, chunk, len, crc, tier).await,
+        None => Err(last),
+    }
+}
+
+/// Where a copy may come from: peers first (cache copies of an offloaded
+/// chunk, durable copies), then a remote store.
+#[derive(Clone, Copy)]
+struct Sources<'a> {
+    peers: &'a [NodeAddr],
+    remote: Option<&'a str>,
+}
+
+/// Fetch `chunk` from the remote store `tier` and store it here (the
+/// caller says whether as a cache copy). The store is not trusted: the
+/// object must have the chunk's length and block checksums whose summary
+/// is meta's `crc`.
+async fn fetch_remote(
+    node: &Arc<Node>,
+    chunk: ChunkId,
+    len: u64,
+    crc: u32,
+    tier: &str,
+) -> Result<()> {
+    let store = node.tiers.get(tier)?.clone();
+    let data = store.get(chunk).await?;
+    node.rate_in.take(data.len() as u64).await;
+    let chunks = node.store.clone();
+    blocking(move || {
+        let crcs = BlockCrcs::compute(&data);
+        if data.len() as u64 != len || crcs.summary() != crc {
+            return Err(Error::corrupt(format!(
+                "remote store {}: the object of chunk {chunk} ({} bytes) does not match \
+                 meta's checksums for its {len} bytes: it was changed or damaged there",
+                store.spec,
+                data.len()
+            )));
+        }
+        chunks.delete(chunk)?;
+        local_step(&chunks, chunk, len, &crcs, None, &data, true).map(|_| ())
+    })
+    .await?;
+    node.corrupt.lock().unwrap().remove(&chunk);
+    Ok(())
+}
+
+/// Send this node's copy of `chunk` to the remote store `tier`: read
+/// whole (every block checked), checked against meta's `crc`, then one
+/// PUT. Sending again is harmless: the object's bytes are the same.
+async fn offload(node: &Arc<Node>, chunk: ChunkId, len: u64, crc: u32, tier: &str) -> Result<()> {
+    let remote = node.tiers.get(tier)?.clone();
+    let store = node.store.clone();
+    let data = blocking(move || {
+        let info = store
+            .info(chunk)
+            .ok_or_else(|| Error::not_found(format!("chunk {chunk} is not on this node")))?;
+        if info.crc_summary != crc || info.len != len {
+            return Err(Error::corrupt(format!(
+                "chunk {chunk} here does not match meta's record"
+            )));
+        }
+        store.read(chunk, 0, len)
+    })
+    .await?;
+    node.rate_out.take(len).await;
+    remote.put(chunk, bytes::Bytes::from(data)).await
+}
+
+/// A durable copy of `chunk` from the remote store `tier` (a cache copy
+/// here becomes the durable one).
+async fn recall(node: &Arc<Node>, chunk: ChunkId, len: u64, crc: u32, tier: &str) -> Result<()> {
+    if node.cache.lock().unwrap().remove(chunk) {
+        node.report.lock().unwrap().1.push(chunk);
+        save_cache(node).await;
+    }
+    if node.store.info(chunk).is_some_and(|i| i.crc_summary == crc)
+        && !node.corrupt.lock().unwrap().contains(&chunk)
+    {
+        return Ok(());
+    }
+    fetch_remote(node, chunk, len, crc, tier).await
+}
+
+/// Copies here of offloaded chunks become cache copies; beyond the cache
+/// budget the least recently read are dropped (and meta told).
+async fn make_cache(node: &Arc<Node>, chunks: Vec<(ChunkId, u64)>) -> Result<()> {
+    let victims = {
+        let mut cache = node.cache.lock().unwrap();
+        for (c, len) in chunks {
+            if node.store.contains(c) {
+                cache.insert(c, len);
+            }
+        }
+        cache.victims(0).unwrap_or_default()
+    };
+    save_cache(node).await;
+    drop_cache(node, victims, true).await
 }
 
 /// Before serving a read through this node: make sure a copy is here,
@@ -542,7 +691,7 @@ async fn read_through(
     chunk: ChunkId,
     len: u64,
     crc: u32,
-    sources: &[NodeAddr],
+    sources: Sources<'_>,
     cap: &Capability,
 ) -> Result<()> {
     if node.store.info(chunk).is_some() {

@@ -6,6 +6,7 @@
 //! restarted on the same directory; chunk files can be corrupted on purpose.
 
 pub mod etcd;
+pub mod moto;
 
 use cairn_client::{Client, ClientConfig};
 use cairn_meta::server::{MetaConfig, MetaHandle};

@@ -697,7 +697,14 @@ mod tests {
         assert_eq!(Cues::parse("tier=local").unwrap().tier, Some(Tier::Local));
         // Both are fixed on a file at creation, like rep.
         assert_eq!(c.persistent(), c);
-        for bad in ["tier", "tier=far", "tier=remote:", "tier=remote:a/b", "cold_after", "cold_after=soon"] {
+        for bad in [
+            "tier",
+            "tier=far",
+            "tier=remote:",
+            "tier=remote:a/b",
+            "cold_after",
+            "cold_after=soon",
+        ] {
             let e = Cues::parse(bad).unwrap_err();
             assert_eq!(e.kind, crate::ErrorKind::InvalidInput, "{bad}");
         }

@@ -20,8 +20,8 @@ pub use attrs::{
 };
 pub use checksum::{BlockCrcs, BLOCK_SIZE};
 pub use cues::{
-    component_cues, split_path_cues, Consistency, Cues, PlaceScheme, Tier, VersionPolicy, Writability,
-    CUE_DIR, MAX_INLINE,
+    component_cues, split_path_cues, Consistency, Cues, PlaceScheme, Tier, VersionPolicy,
+    Writability, CUE_DIR, MAX_INLINE,
 };
 pub use ec::EcScheme;
 pub use error::{Error, ErrorKind, Result};

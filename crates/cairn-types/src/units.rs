@@ -46,8 +46,13 @@ pub fn parse_duration(s: &str) -> Result<Duration> {
 /// A duration in the largest unit that keeps it whole, as
 /// [`parse_duration`] reads it back: `7d`, `90m`, `1500ms`.
 pub fn format_duration_ms(ms: u64) -> String {
-    for (unit, n) in [("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1000)] {
-        if ms >= n && ms % n == 0 {
+    for (unit, n) in [
+        ("d", 86_400_000),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1000),
+    ] {
+        if ms >= n && ms.is_multiple_of(n) {
             return format!("{}{unit}", ms / n);
         }
     }
@@ -83,7 +88,10 @@ mod tests {
         assert!(parse_size("5 parsecs").is_err());
         assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
         assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
-        assert_eq!(parse_duration("7d").unwrap(), Duration::from_secs(7 * 86400));
+        assert_eq!(
+            parse_duration("7d").unwrap(),
+            Duration::from_secs(7 * 86400)
+        );
         for ms in [1, 1500, 60_000, 5_400_000, 7 * 86_400_000] {
             let s = format_duration_ms(ms);
             assert_eq!(parse_duration(&s).unwrap().as_millis() as u64, ms, "{s}");

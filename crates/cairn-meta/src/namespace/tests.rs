@@ -818,7 +818,10 @@ async fn inodes_from_before_the_remote_tier_decode() {
     ns.store.commit(txn).await.unwrap();
     let got = ns.lookup(&p("/t")).await.unwrap();
     assert_eq!(got.cues.ec, Some(scheme));
-    assert_eq!((got.cues.tier.clone(), got.cues.cold_after_ms), (None, None));
+    assert_eq!(
+        (got.cues.tier.clone(), got.cues.cold_after_ms),
+        (None, None)
+    );
     assert_eq!(got.extents[0], ext(u128::MAX, 100));
     assert_eq!(got.extents[1].ec.as_ref(), Some(&shards));
     assert!(got.extents.iter().all(|e| e.remote.is_none()));
@@ -895,7 +898,10 @@ async fn erasure_coded_chunks_keep_their_shards_and_collect_each() {
         .unwrap();
     assert_eq!(f.cues.tier, Some(cairn_types::Tier::Remote("cold".into())));
     let got = ns.lookup(&p("/f")).await.unwrap();
-    assert_eq!((got.extents, got.cues.cold_after_ms), (vec![far], Some(3_600_000)));
+    assert_eq!(
+        (got.extents, got.cues.cold_after_ms),
+        (vec![far], Some(3_600_000))
+    );
     let cues = Cues::parse("ec=2+1").unwrap();
     let f = ns
         .commit_file_with(

@@ -1,0 +1,584 @@
+//! The remote tier (seed 000's third level): chunks of files whose cues
+//! say so (`tier=remote:NAME`, or `cold_after=` once the file has been
+//! neither read nor written for that long) move to an S3-compatible store,
+//! stay in the namespace, and come back on read.
+//!
+//! Offload of one chunk, by the leader's [`TierWorker`]:
+//!
+//! 1. a live node holding a copy sends it, checked, to the store as one
+//!    object (`StorageRequest::Offload`);
+//! 2. the extent is rewritten in one transaction: its store recorded, its
+//!    replica list emptied (the file's version does not change);
+//! 3. the former replicas are recorded as cache copies, and their nodes
+//!    told so (`MakeCache`): they stay, under each node's cache budget.
+//!
+//! A crash between 1 and 2 leaves the chunk where it was (and an object no
+//! chunk names, which `cairn tier verify` lists); between 2 and 3, copies
+//! meta no longer knows of, which the orphan sweep deletes. Either way the
+//! chunk stays readable.
+//!
+//! Reads of an offloaded chunk go to its cache copies, else through a
+//! storage node that fetches the object, checks it against the chunk's
+//! checksums and keeps a cache copy (`GetChunkVia` with `remote`). Garbage
+//! collection deletes the object with the chunk; `cairn tier recall` brings
+//! chunks back as durable copies (the repair planner makes the rest).
+//!
+//! When a file was last read is kept in memory only (an open costs no
+//! write): a restarted meta counts `cold_after` from its own start, which
+//! can only make an offload later, never earlier. Erasure-coded files are
+//! not offloaded (yet): their stripes stay on nodes.
+
+use crate::server::Meta;
+use cairn_proto::{StorageRequest, TierReport, TierUsage};
+use cairn_types::{
+    now_ms, CairnPath, ChunkId, Error, ErrorKind, Extent, Inode, InodeId, InodeKind, NodeId,
+    Result, Tier,
+};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tracing::{info, warn};
+
+/// Settings of the remote tier on a meta server.
+#[derive(Clone, Debug)]
+pub struct TierConfig {
+    pub tiers: cairn_tier::Tiers,
+    /// Pause between two passes over the namespace.
+    pub interval: Duration,
+    /// Bytes per second offloaded at most (0: unlimited).
+    pub rate: u64,
+}
+
+impl Default for TierConfig {
+    fn default() -> TierConfig {
+        TierConfig {
+            tiers: Default::default(),
+            interval: Duration::from_secs(30),
+            rate: 64 << 20,
+        }
+    }
+}
+
+/// Meta's tier state: the stores, when files were last opened, and what
+/// is wrong with a store now.
+#[derive(Default)]
+pub struct TierState {
+    pub cfg: TierConfig,
+    accessed: Mutex<HashMap<InodeId, u64>>,
+    problems: Mutex<BTreeMap<String, String>>,
+}
+
+/// Files opened, at most this many remembered (the oldest half is
+/// forgotten past it: they count as opened when meta started).
+const MAX_ACCESSED: usize = 1 << 20;
+
+impl TierState {
+    pub fn new(cfg: TierConfig) -> TierState {
+        TierState {
+            cfg,
+            ..Default::default()
+        }
+    }
+
+    /// A read or write of file `id` now (`cold_after` counts from it).
+    pub fn touch(&self, id: InodeId) {
+        let mut a = self.accessed.lock().unwrap();
+        if a.len() >= MAX_ACCESSED {
+            let mut times: Vec<u64> = a.values().copied().collect();
+            let mid = times.len() / 2;
+            let (_, cut, _) = times.select_nth_unstable(mid);
+            let cut = *cut;
+            a.retain(|_, t| *t > cut);
+        }
+        a.insert(id, now_ms());
+    }
+
+    fn last_access(&self, id: InodeId) -> u64 {
+        self.accessed.lock().unwrap().get(&id).copied().unwrap_or(0)
+    }
+
+    fn set_problem(&self, tier: &str, problem: Option<String>) {
+        let mut p = self.problems.lock().unwrap();
+        match problem {
+            Some(m) => {
+                if p.get(tier) != Some(&m) {
+                    warn!(tier, "remote store cannot be used: {m}");
+                }
+                p.insert(tier.to_string(), m);
+            }
+            None => {
+                if p.remove(tier).is_some() {
+                    info!(tier, "remote store reachable again");
+                }
+            }
+        }
+    }
+
+    fn problem(&self, tier: &str) -> Option<String> {
+        self.problems.lock().unwrap().get(tier).cloned()
+    }
+
+    /// Check every store; remember (and log) what fails.
+    pub async fn check(&self) {
+        for s in self.cfg.tiers.all() {
+            let r = s.check().await;
+            self.set_problem(s.name(), r.err().map(|e| e.message));
+        }
+    }
+}
+
+/// Whether a failed store request says the store (not the chunk) is
+/// unusable now: unreachable, or the credentials refused.
+fn store_down(e: &Error) -> bool {
+    matches!(
+        e.kind,
+        ErrorKind::Unavailable | ErrorKind::Timeout | ErrorKind::PermissionDenied
+    )
+}
+
+impl Meta {
+    /// Whether the tier cues of `cues` name stores this meta knows.
+    pub(crate) fn check_tier_cues(&self, cues: &cairn_types::Cues) -> Result<()> {
+        let tiers = &self.tier.cfg.tiers;
+        match &cues.tier {
+            Some(Tier::Remote(n)) => tiers
+                .get(n)
+                .map(|_| ())
+                .map_err(|e| Error::invalid(format!("cue tier=remote:{n}: {}", e.message))),
+            None if cues.cold_after_ms.is_some() && tiers.is_empty() => Err(Error::invalid(
+                "cue cold_after needs a remote store to move files to: meta was given none (--tier)",
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// The store `inode` should be offloaded to now, if any.
+    fn offload_target(&self, inode: &Inode, now: u64) -> Option<String> {
+        let c = &inode.cues;
+        let tier = match &c.tier {
+            Some(Tier::Local) => return None,
+            Some(Tier::Remote(n)) => n.clone(),
+            None => {
+                c.cold_after_ms?;
+                self.tier.cfg.tiers.default_name()?.to_string()
+            }
+        };
+        if let Some(after) = c.cold_after_ms {
+            let last = inode
+                .mtime_ms
+                .max(self.tier.last_access(inode.id))
+                .max(self.started_ms);
+            if now.saturating_sub(last) < after {
+                return None;
+            }
+        }
+        Some(tier)
+    }
+
+    /// Offload one chunk of the file whose entry key is `key` (steps in
+    /// the module doc). Returns false if the file changed meanwhile (the
+    /// object is then deleted again).
+    async fn offload_extent(&self, key: &[u8], ext: &Extent, tier: &str) -> Result<bool> {
+        let store = self.tier.cfg.tiers.get(tier)?.clone();
+        let req = StorageRequest::Offload {
+            chunk: ext.chunk,
+            len: ext.len,
+            crc: ext.crc,
+            tier: tier.to_string(),
+        };
+        let mut failures = Vec::new();
+        let mut sent = false;
+        for n in &ext.nodes {
+            if !self.nodes.is_live(*n) || self.nodes.is_corrupt(ext.chunk, *n) {
+                continue;
+            }
+            let Some(addr) = self.nodes.addr(*n) else {
+                continue;
+            };
+            match self.node_call::<()>(&addr.addr, &req).await {
+                Ok(()) => {
+                    sent = true;
+                    break;
+                }
+                // The store refused or cannot be reached: no other node
+                // will do better.
+                Err(e) if store_down(&e) && e.message.contains("remote store") => {
+                    return Err(e.context(format!("offloading chunk {}", ext.chunk)));
+                }
+                Err(e) => failures.push(format!("{}: {e}", addr.addr)),
+            }
+        }
+        if !sent {
+            return Err(Error::unavailable(format!(
+                "offloading chunk {}: no live node could send its copy ({})",
+                ext.chunk,
+                failures.join("; ")
+            )));
+        }
+        let former: Mutex<Vec<NodeId>> = Mutex::default();
+        let changed = self
+            .ns
+            .update_extent(key, ext.chunk, |e| {
+                *former.lock().unwrap() = std::mem::take(&mut e.nodes);
+                e.remote = Some(tier.to_string());
+            })
+            .await?;
+        if !changed {
+            if let Err(e) = store.delete(ext.chunk).await {
+                warn!(chunk = %ext.chunk, "could not delete the object of a chunk whose file changed: {e}");
+            }
+            return Ok(false);
+        }
+        let former = former.into_inner().unwrap();
+        let copies: Vec<(ChunkId, NodeId, u64)> =
+            former.iter().map(|n| (ext.chunk, *n, ext.len)).collect();
+        self.cache.add_many(&copies).await?;
+        for n in &former {
+            let Some(addr) = self.nodes.addr(*n) else {
+                continue;
+            };
+            let req = StorageRequest::MakeCache {
+                chunks: vec![(ext.chunk, ext.len)],
+            };
+            if let Err(e) = self.node_call::<()>(&addr.addr, &req).await {
+                // The copy stays durable to the node until its chunk is
+                // collected: room wasted, nothing lost.
+                warn!(node = %n, chunk = %ext.chunk, "could not make a copy a cache copy: {e}");
+            }
+        }
+        Ok(true)
+    }
+
+    /// Delete the objects of collected chunks that had no replicas (the
+    /// offloaded ones) from every store; answers the chunks whose object
+    /// could not be deleted (they stay garbage, for the next pass).
+    pub(crate) async fn delete_remote(&self, chunks: &[ChunkId]) -> HashSet<ChunkId> {
+        let mut failed = HashSet::new();
+        for s in self.tier.cfg.tiers.all() {
+            for c in chunks {
+                if let Err(e) = s.delete(*c).await {
+                    warn!(chunk = %c, tier = s.name(), "could not delete a collected chunk's object: {e}");
+                    failed.insert(*c);
+                }
+            }
+        }
+        failed
+    }
+
+    /// Bytes per tier, from one walk of the namespace.
+    pub(crate) async fn tier_usage(&self) -> Result<Vec<TierUsage>> {
+        let mut local = TierUsage {
+            name: "local".into(),
+            ..Default::default()
+        };
+        let mut remote: BTreeMap<String, TierUsage> = self
+            .tier
+            .cfg
+            .tiers
+            .all()
+            .map(|s| {
+                let u = TierUsage {
+                    name: s.name().to_string(),
+                    location: s.spec.to_string(),
+                    problem: self.tier.problem(s.name()),
+                    ..Default::default()
+                };
+                (u.name.clone(), u)
+            })
+            .collect();
+        let cache = &self.cache;
+        self.ns
+            .for_each_chunk(|_, e| {
+                let u = match &e.remote {
+                    None => &mut local,
+                    Some(t) => remote.entry(t.clone()).or_insert_with(|| TierUsage {
+                        name: t.clone(),
+                        problem: Some("not given to this meta with --tier".into()),
+                        ..Default::default()
+                    }),
+                };
+                u.chunks += 1;
+                u.bytes += e.len;
+                if e.remote.is_some() && !cache.holders(e.chunk).is_empty() {
+                    u.cached_bytes += e.len;
+                }
+            })
+            .await?;
+        Ok(std::iter::once(local).chain(remote.into_values()).collect())
+    }
+
+    /// Bring the offloaded chunks of the files at `path` back onto storage
+    /// nodes: each onto its live cache holders (else one live node) as a
+    /// durable copy; the repair planner makes the copies the file's `rep`
+    /// asks beyond those. The objects are deleted once the chunk is back.
+    pub(crate) async fn tier_recall(&self, path: &CairnPath) -> Result<(u64, u64, u64)> {
+        let top = self.ns.lookup(path).await?;
+        let mut files = Vec::new();
+        if top.kind == InodeKind::Directory {
+            let mut dirs = vec![path.clone()];
+            while let Some(d) = dirs.pop() {
+                let mut after: Option<String> = None;
+                loop {
+                    let page = self.ns.list(&d, after.as_deref(), 1000).await?;
+                    for e in &page {
+                        let p = d.join(&e.name)?;
+                        match e.inode.kind {
+                            InodeKind::Directory => dirs.push(p),
+                            InodeKind::File => files.push(p),
+                            _ => {}
+                        }
+                    }
+                    match page.last() {
+                        Some(e) if page.len() == 1000 => after = Some(e.name.clone()),
+                        _ => break,
+                    }
+                }
+            }
+        } else {
+            files.push(path.clone());
+        }
+        let (mut nfiles, mut nchunks, mut nbytes) = (0, 0, 0);
+        for f in files {
+            let (key, inode) = match self.ns.file_key(&f).await {
+                Ok(k) => k,
+                Err(e) if e.kind == ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
+            self.tier.touch(inode.id);
+            let mut any = false;
+            for ext in inode.extents.iter().filter(|e| e.remote.is_some()) {
+                self.recall_extent(&key, ext)
+                    .await
+                    .map_err(|e| e.context(format!("recalling {f}")))?;
+                any = true;
+                nchunks += 1;
+                nbytes += ext.len;
+            }
+            nfiles += u64::from(any);
+        }
+        if nchunks > 0 {
+            self.repair_kick.notify_one();
+        }
+        Ok((nfiles, nchunks, nbytes))
+    }
+
+    async fn recall_extent(&self, key: &[u8], ext: &Extent) -> Result<()> {
+        let tier = ext.remote.clone().expect("an offloaded extent");
+        let store = self.tier.cfg.tiers.get(&tier)?.clone();
+        let mut targets: Vec<NodeId> = self
+            .cache
+            .holders(ext.chunk)
+            .into_iter()
+            .filter(|n| self.nodes.is_live(*n))
+            .collect();
+        if targets.is_empty() {
+            let up: Vec<_> = self
+                .nodes
+                .up_nodes()
+                .into_iter()
+                .filter(|n| self.nodes.is_live(n.id))
+                .collect();
+            if up.is_empty() {
+                return Err(Error::unavailable(format!(
+                    "chunk {}: no live storage node to bring it back to",
+                    ext.chunk
+                )));
+            }
+            targets.push(up[fastrand::usize(..up.len())].id);
+        }
+        let req = StorageRequest::Recall {
+            chunk: ext.chunk,
+            len: ext.len,
+            crc: ext.crc,
+            tier: tier.clone(),
+        };
+        let (mut back, mut failures) = (Vec::new(), Vec::new());
+        for n in targets {
+            let Some(addr) = self.nodes.addr(n) else {
+                continue;
+            };
+            match self.node_call::<()>(&addr.addr, &req).await {
+                Ok(()) => back.push(n),
+                Err(e) => failures.push(format!("{}: {e}", addr.addr)),
+            }
+        }
+        if back.is_empty() {
+            return Err(Error::unavailable(format!(
+                "chunk {} could not be brought back from remote store {tier} ({})",
+                ext.chunk,
+                failures.join("; ")
+            )));
+        }
+        // Mark the chunk "allocated recently", so the orphan sweep leaves
+        // the new durable copies alone until the extent names them.
+        self.recent.lock().unwrap().insert(ext.chunk, now_ms());
+        let changed = self
+            .ns
+            .update_extent(key, ext.chunk, |e| {
+                e.remote = None;
+                e.nodes = back.clone();
+            })
+            .await?;
+        let copies: Vec<(ChunkId, NodeId)> = back.iter().map(|n| (ext.chunk, *n)).collect();
+        self.cache.remove_many(&copies).await?;
+        if changed {
+            if let Err(e) = store.delete(ext.chunk).await {
+                warn!(chunk = %ext.chunk, "recalled, but its object stays in the store: {e}");
+            }
+        }
+        Ok(())
+    }
+
+    /// Compare store `tier` with the namespace (see `TierVerify`).
+    pub(crate) async fn tier_verify(&self, tier: &str) -> Result<TierReport> {
+        let store = self.tier.cfg.tiers.get(tier)?.clone();
+        let (objects, foreign) = store.list().await?;
+        let mut named: BTreeMap<ChunkId, (u64, InodeId)> = BTreeMap::new();
+        self.ns
+            .for_each_chunk(|f, e| {
+                if e.remote.as_deref() == Some(tier) {
+                    named.insert(e.chunk, (e.len, f.id));
+                }
+            })
+            .await?;
+        let garbage = self.ns.garbage_chunks().await?;
+        let mut r = TierReport {
+            objects: objects.len() as u64,
+            foreign,
+            ..Default::default()
+        };
+        for (c, size) in &objects {
+            match named.get(c) {
+                None if !garbage.contains(c) => r.unreferenced.push((*c, *size)),
+                Some((len, _)) if len != size => r.wrong_size.push((*c, *size, *len)),
+                _ => {}
+            }
+        }
+        for (c, (_, id)) in &named {
+            if !objects.contains_key(c) {
+                r.missing.push((*c, format!("file inode {id}")));
+            }
+        }
+        Ok(r)
+    }
+}
+
+/// The leader's offloader: a page of files per pass, offloading the chunks
+/// of those whose cues say so, at most `rate` bytes per second.
+pub struct TierWorker {
+    meta: Arc<Meta>,
+    cursor: Option<Vec<u8>>,
+    throttle: cairn_proto::Throttle,
+    last_check: Option<Instant>,
+    offloaded: u64,
+    bytes: u64,
+    failed: u64,
+}
+
+/// Files looked at per pass.
+const TIER_PAGE: usize = 256;
+
+impl TierWorker {
+    pub fn new(meta: Arc<Meta>) -> TierWorker {
+        let rate = meta.tier.cfg.rate;
+        TierWorker {
+            meta,
+            cursor: None,
+            throttle: cairn_proto::Throttle::new(rate),
+            last_check: None,
+            offloaded: 0,
+            bytes: 0,
+            failed: 0,
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::worker::Worker for TierWorker {
+    fn name(&self) -> &'static str {
+        "tier"
+    }
+
+    fn retry_after(&self) -> Duration {
+        self.meta.tier.cfg.interval
+    }
+
+    async fn pass(&mut self) -> Result<crate::worker::Pass> {
+        let meta = self.meta.clone();
+        let interval = meta.tier.cfg.interval;
+        if meta.tier.cfg.tiers.is_empty() {
+            return Ok(crate::worker::Pass {
+                state: "idle",
+                progress: "no remote store (--tier)".into(),
+                next: Duration::from_secs(3600),
+            });
+        }
+        if !meta.election.is_leader() {
+            return Ok(crate::worker::Pass {
+                state: "standby",
+                progress: "not the leader".into(),
+                next: interval,
+            });
+        }
+        // Stores are checked again each interval, sooner once one is down.
+        if self.last_check.is_none_or(|t| t.elapsed() >= interval) {
+            meta.tier.check().await;
+            self.last_check = Some(Instant::now());
+        }
+        let (files, next) = meta
+            .ns
+            .scan_files(self.cursor.as_deref(), TIER_PAGE)
+            .await?;
+        let now = now_ms();
+        let mut last_err: Option<Error> = None;
+        for (key, inode) in files {
+            let Some(tier) = meta.offload_target(&inode, now) else {
+                continue;
+            };
+            if let Some(p) = meta.tier.problem(&tier) {
+                last_err = Some(Error::unavailable(format!("remote store {tier}: {p}")));
+                continue;
+            }
+            for ext in inode
+                .extents
+                .iter()
+                .filter(|e| e.remote.is_none() && e.ec.is_none() && !e.nodes.is_empty())
+            {
+                self.throttle.take(ext.len).await;
+                match meta.offload_extent(&key, ext, &tier).await {
+                    Ok(true) => {
+                        self.offloaded += 1;
+                        self.bytes += ext.len;
+                    }
+                    Ok(false) => break, // the file changed: next pass
+                    Err(e) => {
+                        self.failed += 1;
+                        if store_down(&e) && e.message.contains("remote store") {
+                            meta.tier.set_problem(&tier, Some(e.message.clone()));
+                        }
+                        last_err = Some(e);
+                        break;
+                    }
+                }
+            }
+        }
+        self.cursor = next;
+        if let Some(e) = last_err {
+            return Err(e);
+        }
+        Ok(crate::worker::Pass {
+            state: "idle",
+            progress: format!(
+                "{} chunk(s) offloaded ({}), {} failed",
+                self.offloaded,
+                cairn_types::format_bytes(self.bytes),
+                self.failed
+            ),
+            next: if self.cursor.is_some() {
+                Duration::ZERO
+            } else {
+                interval
+            },
+        })
+    }
+}
