@@ -745,6 +745,13 @@ impl Meta {
                     if let Some(ec) = &e.ec {
                         check_stripe(e, ec)?;
                     }
+                    // Only meta's tier planner offloads a chunk.
+                    if let Some(t) = &e.remote {
+                        return Err(Error::invalid(format!(
+                            "extent of chunk {} claims remote store {t}: only meta offloads chunks",
+                            e.chunk
+                        )));
+                    }
                 }
                 self.check_commit_chunks(&path, &extents).await?;
                 match self

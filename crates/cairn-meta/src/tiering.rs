@@ -164,8 +164,11 @@ impl Meta {
             }
         };
         if let Some(after) = c.cold_after_ms {
+            // ctime, not mtime: a writer may set mtime to the past (sync
+            // keeps the source's), while the write itself sets ctime.
             let last = inode
-                .mtime_ms
+                .ctime_ms
+                .max(inode.mtime_ms)
                 .max(self.tier.last_access(inode.id))
                 .max(self.started_ms);
             if now.saturating_sub(last) < after {
@@ -386,6 +389,9 @@ impl Meta {
             }
             targets.push(up[fastrand::usize(..up.len())].id);
         }
+        // "Allocated recently": the orphan sweep leaves the new durable
+        // copies alone until the extent names them.
+        self.recent.lock().unwrap().insert(ext.chunk, now_ms());
         let req = StorageRequest::Recall {
             chunk: ext.chunk,
             len: ext.len,
@@ -409,9 +415,6 @@ impl Meta {
                 failures.join("; ")
             )));
         }
-        // Mark the chunk "allocated recently", so the orphan sweep leaves
-        // the new durable copies alone until the extent names them.
-        self.recent.lock().unwrap().insert(ext.chunk, now_ms());
         let changed = self
             .ns
             .update_extent(key, ext.chunk, |e| {
