@@ -406,6 +406,14 @@ pub async fn locate(t: &Target, p: &str, json_out: bool) -> Result<()> {
             row["ec"] = json!(ec.scheme.to_string());
             row["shard_size"] = json!(ec.shard_len);
         }
+        if let Some(t) = &e.remote {
+            row["remote"] = json!(t);
+            row["cached_on"] = json!(open
+                .read_order
+                .get(i)
+                .map(|o| o.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+                .unwrap_or_default());
+        }
         rows.push(row);
         offset += e.len;
     }
@@ -449,6 +457,13 @@ pub async fn locate(t: &Target, p: &str, json_out: bool) -> Result<()> {
         let ec = r["ec"]
             .as_str()
             .map_or(String::new(), |e| format!("  ec={e}"));
+        let nodes = match r["remote"].as_str() {
+            Some(t) => vec![format!(
+                "remote store {t} (cache copies on {})",
+                r["cached_on"].as_array().map_or(0, |a| a.len())
+            )],
+            None => nodes,
+        };
         println!(
             "  #{:<4} {}  offset {:>12}  size {:>10}  crc32c {}{ec}  on {}",
             r["index"],

@@ -1112,3 +1112,93 @@ fn convert_rewrites_files_in_their_directorys_redundancy() {
         n.sigkill();
     }
 }
+
+#[test]
+fn remote_tier_through_separate_processes_and_moto() {
+    let moto = cairn_testkit::moto::MotoServer::start("tier-bucket");
+    let mut env = Env::new();
+    let creds = env.path("creds");
+    std::fs::write(&creds, "access_key_id=test\nsecret_access_key=test\n").unwrap();
+    let tier = format!(
+        "cold=s3://{}/p?endpoint={}&creds={}",
+        moto.bucket,
+        moto.endpoint,
+        creds.display()
+    );
+    let data = env.path("meta");
+    let meta = spawn(
+        &env,
+        &[
+            "meta",
+            "--data",
+            data.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+            "--rep",
+            "2",
+            "--tier",
+            &tier,
+            "--tier-interval",
+            "200ms",
+        ],
+        "listening on",
+    );
+    env.meta = addr_after(&meta.banner, "listening on");
+    env.secret = env.path("meta/client.key");
+    let nodes: Vec<Proc> = (0..2)
+        .map(|i| env.start_storage_with(i, &["--tier", &tier, "--tier-cache", "1MiB"]))
+        .collect();
+    env.wait_live(2);
+    env.ok(&["mkdir", "/old"]);
+    env.ok(&["cue", "set", "/old", "cold_after=1s"]);
+    // A store meta does not know is refused.
+    env.fails(&["cue", "set", "/old", "tier=remote:nowhere"], "cold");
+    let blob = pattern(3_000_000, 11);
+    std::fs::write(env.path("blob"), &blob).unwrap();
+    let src = env.path("blob");
+    env.ok(&[
+        "put",
+        src.to_str().unwrap(),
+        "/old/blob",
+        "--chunk-size",
+        "1MiB",
+    ]);
+    wait(Duration::from_secs(60), || {
+        let t = env.json(&["tier", "status", "--json"]);
+        t.as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["name"] == "cold" && t["bytes"] == 3_000_000)
+    });
+    let loc = env.json(&["locate", "/old/blob", "--json"]);
+    for c in loc["chunks"].as_array().unwrap() {
+        assert_eq!(c["remote"], "cold", "{c}");
+        assert!(c["nodes"].as_array().unwrap().is_empty(), "{c}");
+    }
+    let text = String::from_utf8(env.ok(&["cluster", "status"])).unwrap();
+    assert!(text.contains("tiers:") && text.contains("cold"), "{text}");
+    let got = env.path("got");
+    env.ok(&["get", "/old/blob", got.to_str().unwrap()]);
+    assert!(
+        std::fs::read(&got).unwrap() == blob,
+        "read through the store"
+    );
+    let v = env.json(&["tier", "verify", "cold", "--json"]);
+    assert_eq!(v["objects"], 3, "{v}");
+    assert!(v["missing"].as_array().unwrap().is_empty(), "{v}");
+    env.ok(&["cue", "set", "/old/blob", "tier=local"]);
+    let out = env.cli(&["tier", "recall", "/old/blob"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("recalled 1 file(s): 3 chunk(s)"));
+    let loc = env.json(&["locate", "/old/blob", "--json"]);
+    for c in loc["chunks"].as_array().unwrap() {
+        assert!(c.get("remote").is_none(), "{c}");
+    }
+    env.fails(&["tier", "verify", "nowhere"], "no remote store");
+    drop(nodes);
+    meta.sigkill();
+}

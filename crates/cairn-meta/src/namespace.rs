@@ -163,7 +163,9 @@ impl Record for Inode {
         current
             .map_err(|e| Error::corrupt(format!("undecodable metadata record: {e}")))
             .or_else(|e| {
-                if let Ok(old) = postcard::from_bytes::<v6::Inode>(bytes) {
+                // Every byte, as for the current layout: a record with more
+                // is no v6 one (it would lose what follows).
+                if let Ok((old, [])) = postcard::take_from_bytes::<v6::Inode>(bytes) {
                     return Ok(old.into());
                 }
                 if let Ok(old) = postcard::from_bytes::<v5::Inode>(bytes) {
@@ -1519,18 +1521,27 @@ impl Namespace {
         chunk: ChunkId,
         nodes: &[NodeId],
     ) -> Result<bool> {
-        self.update_extent(key, chunk, |e| e.nodes = nodes.to_vec())
-            .await
+        // An extent offloaded since the repair was planned keeps its empty
+        // replica list: the copy made is an orphan, not a replica.
+        self.update_extent(key, chunk, |e| {
+            if e.remote.is_some() {
+                return false;
+            }
+            e.nodes = nodes.to_vec();
+            true
+        })
+        .await
     }
 
     /// Change the extent of `chunk` in the file whose entry key is `key`
     /// with `f`, without changing the file's version (its replicas, its
-    /// remote store). Returns false if the file no longer holds the chunk.
+    /// remote store). Returns false if the file no longer holds the chunk,
+    /// or `f` declines (answers false: nothing is written).
     pub async fn update_extent(
         &self,
         key: &[u8],
         chunk: ChunkId,
-        f: impl Fn(&mut Extent),
+        f: impl Fn(&mut Extent) -> bool,
     ) -> Result<bool> {
         for _ in 0..MAX_ATTEMPTS {
             let Some((value, rev)) = self.store.get(key).await? else {
@@ -1540,7 +1551,9 @@ impl Namespace {
             let Some(ext) = inode.extents.iter_mut().find(|e| e.chunk == chunk) else {
                 return Ok(false);
             };
-            f(ext);
+            if !f(ext) {
+                return Ok(false);
+            }
             let txn = Txn::new()
                 .when(key.to_vec(), rev)
                 .put(key.to_vec(), encode(&inode));

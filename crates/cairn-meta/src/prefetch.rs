@@ -823,11 +823,12 @@ impl Worker for PrefetchWorker {
 
 /// The extents a prefetch copies: replicated chunks. An erasure-coded
 /// chunk has no whole copy to hand on (its shards are read and decoded by
-/// the reader), so it is left to be read from its shards.
+/// the reader), so it is left to be read from its shards; an offloaded one
+/// (not yet) is read through from its remote store on first read.
 fn cacheable(extents: Vec<Extent>) -> Vec<JobExtent> {
     extents
         .into_iter()
-        .filter(|e| e.ec.is_none())
+        .filter(|e| e.ec.is_none() && e.remote.is_none())
         .map(|e| JobExtent {
             chunk: e.chunk,
             len: e.len,

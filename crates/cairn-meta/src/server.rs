@@ -149,7 +149,7 @@ pub struct Meta {
     pub(crate) secret: ClusterSecret,
     pub(crate) chunk_size: u64,
     inline_max: u32,
-    default_rep: AtomicU8,
+    pub(crate) default_rep: AtomicU8,
     pub(crate) peers: Pool,
     pending_garbage: AtomicU64,
     /// Chunks handed out (or being copied by repair) recently, with when:
@@ -1350,9 +1350,17 @@ impl Meta {
         let mut inode = r
             .entry
             .ok_or_else(|| Error::not_found(format!("{path} does not exist")))?;
+        if inode.kind == InodeKind::File && inode.cues.cold_after_ms.is_some() {
+            self.tier.touch(inode.id);
+        }
         // The reader's cached version is current: a small answer, no
-        // extents or capabilities.
-        if known == Some((inode.id, inode.version)) && inode.kind != InodeKind::Directory {
+        // extents or capabilities. Not for a file with offloaded chunks:
+        // an offload keeps the version, and a reader's cached extents may
+        // name copies evicted since.
+        if known == Some((inode.id, inode.version))
+            && inode.kind != InodeKind::Directory
+            && inode.extents.iter().all(|e| e.remote.is_none())
+        {
             return Ok(MetaResponse::Unchanged {
                 cues: r.effective,
                 lease_ms: 0,
@@ -1449,9 +1457,6 @@ impl Meta {
         }
         if !any_cached {
             read_order.clear();
-        }
-        if inode.cues.cold_after_ms.is_some() {
-            self.tier.touch(inode.id);
         }
         // A live node on the reader's host, for reads through it; for an
         // offloaded chunk, else any live node (it reads the remote store).

@@ -66,6 +66,27 @@ pub struct TierState {
     pub cfg: TierConfig,
     accessed: Mutex<HashMap<InodeId, u64>>,
     problems: Mutex<BTreeMap<String, String>>,
+    chunk_locks: Mutex<HashMap<ChunkId, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+/// Held while a chunk is offloaded or recalled.
+struct ChunkGuard<'a> {
+    state: &'a TierState,
+    chunk: ChunkId,
+    _guard: tokio::sync::OwnedMutexGuard<()>,
+}
+
+impl Drop for ChunkGuard<'_> {
+    fn drop(&mut self) {
+        let mut locks = self.state.chunk_locks.lock().unwrap();
+        // Forget the lock once no one else waits on it.
+        if locks
+            .get(&self.chunk)
+            .is_some_and(|l| Arc::strong_count(l) <= 2)
+        {
+            locks.remove(&self.chunk);
+        }
+    }
 }
 
 /// Files opened, at most this many remembered (the oldest half is
@@ -111,6 +132,25 @@ impl TierState {
                     info!(tier, "remote store reachable again");
                 }
             }
+        }
+    }
+
+    /// Offload and recall of one chunk, one at a time: a recall between an
+    /// offload's commit and its `MakeCache` would otherwise see its new
+    /// durable copies made cache copies (and evicted) afterwards.
+    async fn lock_chunk(&self, chunk: ChunkId) -> ChunkGuard<'_> {
+        let lock = self
+            .chunk_locks
+            .lock()
+            .unwrap()
+            .entry(chunk)
+            .or_default()
+            .clone();
+        let guard = lock.lock_owned().await;
+        ChunkGuard {
+            state: self,
+            chunk,
+            _guard: guard,
         }
     }
 
@@ -182,6 +222,7 @@ impl Meta {
     /// the module doc). Returns false if the file changed meanwhile (the
     /// object is then deleted again).
     async fn offload_extent(&self, key: &[u8], ext: &Extent, tier: &str) -> Result<bool> {
+        let _one = self.tier.lock_chunk(ext.chunk).await;
         let store = self.tier.cfg.tiers.get(tier)?.clone();
         let req = StorageRequest::Offload {
             chunk: ext.chunk,
@@ -218,12 +259,18 @@ impl Meta {
                 failures.join("; ")
             )));
         }
+        // Only the extent as it was planned: repair may have changed its
+        // copies meanwhile, or a recall brought it back (next pass).
         let former: Mutex<Vec<NodeId>> = Mutex::default();
         let changed = self
             .ns
             .update_extent(key, ext.chunk, |e| {
+                if e.remote.is_some() || e.nodes != ext.nodes {
+                    return false;
+                }
                 *former.lock().unwrap() = std::mem::take(&mut e.nodes);
                 e.remote = Some(tier.to_string());
+                true
             })
             .await?;
         if !changed {
@@ -258,6 +305,12 @@ impl Meta {
     pub(crate) async fn delete_remote(&self, chunks: &[ChunkId]) -> HashSet<ChunkId> {
         let mut failed = HashSet::new();
         for s in self.tier.cfg.tiers.all() {
+            // A store known to be down: try again once it is back, rather
+            // than wait out a timeout per chunk.
+            if self.tier.problem(s.name()).is_some() {
+                failed.extend(chunks.iter().copied());
+                continue;
+            }
             for c in chunks {
                 if let Err(e) = s.delete(*c).await {
                     warn!(chunk = %c, tier = s.name(), "could not delete a collected chunk's object: {e}");
@@ -315,6 +368,13 @@ impl Meta {
     /// durable copy; the repair planner makes the copies the file's `rep`
     /// asks beyond those. The objects are deleted once the chunk is back.
     pub(crate) async fn tier_recall(&self, path: &CairnPath) -> Result<(u64, u64, u64)> {
+        // The leader offloads; recalls run beside it, one chunk at a time.
+        if !self.election.is_leader() {
+            return Err(Error::unavailable(
+                "tier recall runs on the meta server that leads (it runs the offloads); \
+                 this one is on standby: ask the leader",
+            ));
+        }
         let top = self.ns.lookup(path).await?;
         let mut files = Vec::new();
         if top.kind == InodeKind::Directory {
@@ -350,7 +410,12 @@ impl Meta {
             self.tier.touch(inode.id);
             let mut any = false;
             for ext in inode.extents.iter().filter(|e| e.remote.is_some()) {
-                self.recall_extent(&key, ext)
+                let want = inode
+                    .cues
+                    .rep
+                    .unwrap_or(self.default_rep.load(std::sync::atomic::Ordering::Relaxed))
+                    as usize;
+                self.recall_extent(&key, ext, want.max(1))
                     .await
                     .map_err(|e| e.context(format!("recalling {f}")))?;
                 any = true;
@@ -365,7 +430,8 @@ impl Meta {
         Ok((nfiles, nchunks, nbytes))
     }
 
-    async fn recall_extent(&self, key: &[u8], ext: &Extent) -> Result<()> {
+    async fn recall_extent(&self, key: &[u8], ext: &Extent, want: usize) -> Result<()> {
+        let _one = self.tier.lock_chunk(ext.chunk).await;
         let tier = ext.remote.clone().expect("an offloaded extent");
         let store = self.tier.cfg.tiers.get(&tier)?.clone();
         let mut targets: Vec<NodeId> = self
@@ -374,20 +440,23 @@ impl Meta {
             .into_iter()
             .filter(|n| self.nodes.is_live(*n))
             .collect();
+        // Then other live nodes, up to the file's redundancy, so the object
+        // is deleted only once the chunk is as safe on nodes as `rep` asks
+        // (the repair planner moves copies where the cues want them).
+        let mut others: Vec<NodeId> = self
+            .nodes
+            .up_nodes()
+            .into_iter()
+            .map(|n| n.id)
+            .filter(|n| self.nodes.is_live(*n) && !targets.contains(n))
+            .collect();
+        fastrand::shuffle(&mut others);
+        targets.extend(others.into_iter().take(want.saturating_sub(targets.len())));
         if targets.is_empty() {
-            let up: Vec<_> = self
-                .nodes
-                .up_nodes()
-                .into_iter()
-                .filter(|n| self.nodes.is_live(n.id))
-                .collect();
-            if up.is_empty() {
-                return Err(Error::unavailable(format!(
-                    "chunk {}: no live storage node to bring it back to",
-                    ext.chunk
-                )));
-            }
-            targets.push(up[fastrand::usize(..up.len())].id);
+            return Err(Error::unavailable(format!(
+                "chunk {}: no live storage node to bring it back to",
+                ext.chunk
+            )));
         }
         // "Allocated recently": the orphan sweep leaves the new durable
         // copies alone until the extent names them.
@@ -418,8 +487,12 @@ impl Meta {
         let changed = self
             .ns
             .update_extent(key, ext.chunk, |e| {
+                if e.remote.is_none() {
+                    return false;
+                }
                 e.remote = None;
                 e.nodes = back.clone();
+                true
             })
             .await?;
         let copies: Vec<(ChunkId, NodeId)> = back.iter().map(|n| (ext.chunk, *n)).collect();

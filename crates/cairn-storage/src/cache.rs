@@ -26,6 +26,10 @@ pub struct CacheIndex {
     tick: u64,
     pub capacity: u64,
     path: PathBuf,
+    /// Copies taken out of the index to be deleted, until they are: a
+    /// recall that finds its chunk here waits for the delete instead of
+    /// taking a copy about to vanish.
+    pub evicting: std::collections::HashSet<ChunkId>,
 }
 
 impl CacheIndex {
@@ -133,6 +137,7 @@ impl CacheIndex {
         let victims = self.victims(need)?;
         for v in &victims {
             self.remove(*v);
+            self.evicting.insert(*v);
         }
         self.reserved += need;
         Some(victims)

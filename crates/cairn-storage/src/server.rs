@@ -464,20 +464,29 @@ async fn save_cache(node: &Arc<Node>) {
 async fn drop_cache(node: &Arc<Node>, chunks: Vec<ChunkId>, report: bool) -> Result<()> {
     let gone: Vec<ChunkId> = {
         let mut cache = node.cache.lock().unwrap();
-        chunks.into_iter().filter(|c| cache.remove(*c)).collect()
+        let gone: Vec<ChunkId> = chunks.into_iter().filter(|c| cache.remove(*c)).collect();
+        cache.evicting.extend(gone.iter().copied());
+        gone
     };
     if gone.is_empty() {
         return Ok(());
     }
     let store = node.store.clone();
     let g = gone.clone();
-    blocking(move || {
+    let r = blocking(move || {
         for c in g {
             store.delete(c)?;
         }
         Ok(())
     })
-    .await?;
+    .await;
+    {
+        let mut cache = node.cache.lock().unwrap();
+        for c in &gone {
+            cache.evicting.remove(c);
+        }
+    }
+    r?;
     {
         let mut corrupt = node.corrupt.lock().unwrap();
         for c in &gone {
@@ -560,13 +569,20 @@ async fn fetch_reserved(
         debug!(count = victims.len(), "evicting cache copies for room");
         let store = node.store.clone();
         let v = victims.clone();
-        blocking(move || {
+        let r = blocking(move || {
             for c in v {
                 store.delete(c)?;
             }
             Ok(())
         })
-        .await?;
+        .await;
+        {
+            let mut cache = node.cache.lock().unwrap();
+            for c in &victims {
+                cache.evicting.remove(c);
+            }
+        }
+        r?;
         node.report.lock().unwrap().1.extend(victims);
     }
     let free = node_stats(node).free;
@@ -656,16 +672,49 @@ async fn offload(node: &Arc<Node>, chunk: ChunkId, len: u64, crc: u32, tier: &st
 /// A durable copy of `chunk` from the remote store `tier` (a cache copy
 /// here becomes the durable one).
 async fn recall(node: &Arc<Node>, chunk: ChunkId, len: u64, crc: u32, tier: &str) -> Result<()> {
-    if node.cache.lock().unwrap().remove(chunk) {
-        node.report.lock().unwrap().1.push(chunk);
-        save_cache(node).await;
+    // One at a time with reads through of the chunk (which would mark it
+    // a cache copy again).
+    let lock = node
+        .fetching
+        .lock()
+        .unwrap()
+        .entry(chunk)
+        .or_default()
+        .clone();
+    let _one = lock.lock().await;
+    let r = async {
+        // A copy being evicted is waited out, then fetched anew.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let (promoted, evicting) = {
+                let mut cache = node.cache.lock().unwrap();
+                let promoted = cache.remove(chunk);
+                (promoted, cache.evicting.contains(&chunk))
+            };
+            if promoted {
+                node.report.lock().unwrap().1.push(chunk);
+                save_cache(node).await;
+            }
+            if !evicting {
+                break;
+            }
+            if std::time::Instant::now() > deadline {
+                return Err(Error::unavailable(format!(
+                    "chunk {chunk}: its cache copy here is still being deleted"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        if node.store.info(chunk).is_some_and(|i| i.crc_summary == crc)
+            && !node.corrupt.lock().unwrap().contains(&chunk)
+        {
+            return Ok(());
+        }
+        fetch_remote(node, chunk, len, crc, tier).await
     }
-    if node.store.info(chunk).is_some_and(|i| i.crc_summary == crc)
-        && !node.corrupt.lock().unwrap().contains(&chunk)
-    {
-        return Ok(());
-    }
-    fetch_remote(node, chunk, len, crc, tier).await
+    .await;
+    node.fetching.lock().unwrap().remove(&chunk);
+    r
 }
 
 /// Copies here of offloaded chunks become cache copies; beyond the cache
