@@ -1500,10 +1500,12 @@ impl Meta {
             .collect();
         let state = |n: &NodeId| states.get(n).copied().unwrap_or(S::Dead);
         let nodes = &self.nodes;
+        let mut tiers = self.tier_tally();
         self.ns
             .for_each_chunk(|file: &cairn_types::Inode, e: &Extent| {
                 chunks += 1;
                 bytes += e.len;
+                tiers.add(e);
                 // Offloaded: its store holds it (`tiers` says how much).
                 if e.remote.is_some() {
                     return;
@@ -1546,7 +1548,7 @@ impl Meta {
                 }
             })
             .await?;
-        let tiers = self.tier_usage().await?;
+        let tiers = tiers.finish();
         Ok(ClusterStatus {
             nodes: self.nodes.status(),
             chunks,

@@ -21,7 +21,7 @@
 //! storage node that fetches the object, checks it against the chunk's
 //! checksums and keeps a cache copy (`GetChunkVia` with `remote`). Garbage
 //! collection deletes the object with the chunk; `cairn tier recall` brings
-//! chunks back as durable copies (the repair planner makes the rest).
+//! chunks back as durable copies, up to the file's `rep`.
 //!
 //! When a file was last read is kept in memory only (an open costs no
 //! write): a restarted meta counts `cold_after` from its own start, which
@@ -164,6 +164,38 @@ impl TierState {
             let r = s.check().await;
             self.set_problem(s.name(), r.err().map(|e| e.message));
         }
+    }
+}
+
+/// Bytes per tier, extent by extent: see [`Meta::tier_tally`].
+pub(crate) struct TierTally<'a> {
+    local: TierUsage,
+    remote: BTreeMap<String, TierUsage>,
+    cache: &'a crate::cache_copies::CacheCopies,
+}
+
+impl TierTally<'_> {
+    pub(crate) fn add(&mut self, e: &Extent) {
+        let u = match &e.remote {
+            None => &mut self.local,
+            Some(t) => self.remote.entry(t.clone()).or_insert_with(|| TierUsage {
+                name: t.clone(),
+                problem: Some("not given to this meta with --tier".into()),
+                ..Default::default()
+            }),
+        };
+        u.chunks += 1;
+        u.bytes += e.len;
+        if e.remote.is_some() && !self.cache.holders(e.chunk).is_empty() {
+            u.cached_bytes += e.len;
+        }
+    }
+
+    /// `local` first, then each remote store by name.
+    pub(crate) fn finish(self) -> Vec<TierUsage> {
+        std::iter::once(self.local)
+            .chain(self.remote.into_values())
+            .collect()
     }
 }
 
@@ -323,11 +355,15 @@ impl Meta {
 
     /// Bytes per tier, from one walk of the namespace.
     pub(crate) async fn tier_usage(&self) -> Result<Vec<TierUsage>> {
-        let mut local = TierUsage {
-            name: "local".into(),
-            ..Default::default()
-        };
-        let mut remote: BTreeMap<String, TierUsage> = self
+        let mut tally = self.tier_tally();
+        self.ns.for_each_chunk(|_, e| tally.add(e)).await?;
+        Ok(tally.finish())
+    }
+
+    /// A count of bytes per tier, to feed extents from a namespace walk
+    /// (`cluster status` counts them in its own).
+    pub(crate) fn tier_tally(&self) -> TierTally<'_> {
+        let remote = self
             .tier
             .cfg
             .tiers
@@ -342,31 +378,20 @@ impl Meta {
                 (u.name.clone(), u)
             })
             .collect();
-        let cache = &self.cache;
-        self.ns
-            .for_each_chunk(|_, e| {
-                let u = match &e.remote {
-                    None => &mut local,
-                    Some(t) => remote.entry(t.clone()).or_insert_with(|| TierUsage {
-                        name: t.clone(),
-                        problem: Some("not given to this meta with --tier".into()),
-                        ..Default::default()
-                    }),
-                };
-                u.chunks += 1;
-                u.bytes += e.len;
-                if e.remote.is_some() && !cache.holders(e.chunk).is_empty() {
-                    u.cached_bytes += e.len;
-                }
-            })
-            .await?;
-        Ok(std::iter::once(local).chain(remote.into_values()).collect())
+        TierTally {
+            local: TierUsage {
+                name: "local".into(),
+                ..Default::default()
+            },
+            remote,
+            cache: &self.cache,
+        }
     }
 
     /// Bring the offloaded chunks of the files at `path` back onto storage
-    /// nodes: each onto its live cache holders (else one live node) as a
-    /// durable copy; the repair planner makes the copies the file's `rep`
-    /// asks beyond those. The objects are deleted once the chunk is back.
+    /// nodes as durable copies: each onto its live cache holders, then other
+    /// live nodes up to the file's `rep` (the repair planner then places
+    /// them as the cues ask). An object is deleted once its chunk is back.
     pub(crate) async fn tier_recall(&self, path: &CairnPath) -> Result<(u64, u64, u64)> {
         // The leader offloads; recalls run beside it, one chunk at a time.
         if !self.election.is_leader() {

@@ -9,6 +9,7 @@ use cairn_proto::{
 };
 use cairn_types::{BlockCrcs, ChunkId, Error, NodeId, Result, BLOCK_SIZE};
 use std::collections::BTreeSet;
+use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -281,8 +282,8 @@ async fn serve_conn(node: Arc<Node>, mut conn: Conn, mut stop: watch::Receiver<b
                 cap,
             } => handle_get(&node, &mut conn, chunk, offset, len, cap).await,
             StorageRequest::DeleteChunks { chunks } => {
-                let r = if conn.role != Role::Node {
-                    Err(Error::denied("deleting chunks needs the node role"))
+                let r = if let Err(e) = node_only(conn.role, "deleting chunks") {
+                    Err(e)
                 } else {
                     delete_chunks(&node, chunks).await
                 };
@@ -295,16 +296,16 @@ async fn serve_conn(node: Arc<Node>, mut conn: Conn, mut stop: watch::Receiver<b
                 source,
                 cap,
             } => {
-                let r = if conn.role != Role::Node {
-                    Err(Error::denied("replicating chunks needs the node role"))
+                let r = if let Err(e) = node_only(conn.role, "replicating chunks") {
+                    Err(e)
                 } else {
                     replicate(&node, chunk, len, crc, &source, cap).await
                 };
                 conn.send(&r).await
             }
             StorageRequest::ListChunks => {
-                let r = if conn.role != Role::Node {
-                    Err(Error::denied("listing chunks needs the node role"))
+                let r = if let Err(e) = node_only(conn.role, "listing chunks") {
+                    Err(e)
                 } else {
                     Ok(node.store.list())
                 };
@@ -318,8 +319,8 @@ async fn serve_conn(node: Arc<Node>, mut conn: Conn, mut stop: watch::Receiver<b
                 sources,
                 cap,
             } => {
-                let r = if conn.role != Role::Node {
-                    Err(Error::denied("prefetching chunks needs the node role"))
+                let r = if let Err(e) = node_only(conn.role, "prefetching chunks") {
+                    Err(e)
                 } else {
                     let from = Sources {
                         peers: &sources,
@@ -354,8 +355,8 @@ async fn serve_conn(node: Arc<Node>, mut conn: Conn, mut stop: watch::Receiver<b
                 crc,
                 tier,
             } => {
-                let r = if conn.role != Role::Node {
-                    Err(Error::denied("offloading chunks needs the node role"))
+                let r = if let Err(e) = node_only(conn.role, "offloading chunks") {
+                    Err(e)
                 } else {
                     offload(&node, chunk, len, crc, &tier).await
                 };
@@ -367,16 +368,16 @@ async fn serve_conn(node: Arc<Node>, mut conn: Conn, mut stop: watch::Receiver<b
                 crc,
                 tier,
             } => {
-                let r = if conn.role != Role::Node {
-                    Err(Error::denied("recalling chunks needs the node role"))
+                let r = if let Err(e) = node_only(conn.role, "recalling chunks") {
+                    Err(e)
                 } else {
                     recall(&node, chunk, len, crc, &tier).await
                 };
                 conn.send(&r).await
             }
             StorageRequest::MakeCache { chunks } => {
-                let r = if conn.role != Role::Node {
-                    Err(Error::denied("marking cache copies needs the node role"))
+                let r = if let Err(e) = node_only(conn.role, "marking cache copies") {
+                    Err(e)
                 } else {
                     make_cache(&node, chunks).await
                 };
@@ -391,8 +392,8 @@ async fn serve_conn(node: Arc<Node>, mut conn: Conn, mut stop: watch::Receiver<b
                 sources,
                 cap,
             } => {
-                let r = if conn.role != Role::Node {
-                    Err(Error::denied("rebuilding shards needs the node role"))
+                let r = if let Err(e) = node_only(conn.role, "rebuilding shards") {
+                    Err(e)
                 } else {
                     let stripe = Stripe {
                         chunk,
@@ -405,8 +406,8 @@ async fn serve_conn(node: Arc<Node>, mut conn: Conn, mut stop: watch::Receiver<b
                 conn.send(&r).await
             }
             StorageRequest::DropCache { chunks } => {
-                let r = if conn.role != Role::Node {
-                    Err(Error::denied("dropping cache copies needs the node role"))
+                let r = if let Err(e) = node_only(conn.role, "dropping cache copies") {
+                    Err(e)
                 } else {
                     drop_cache(&node, chunks, false).await
                 };
@@ -417,6 +418,15 @@ async fn serve_conn(node: Arc<Node>, mut conn: Conn, mut stop: watch::Receiver<b
             debug!(peer = %conn.peer, "connection closed: {e}");
             return;
         }
+    }
+}
+
+/// Requests only meta and peer nodes may send (the node role).
+fn node_only(role: Role, what: &str) -> Result<()> {
+    if role == Role::Node {
+        Ok(())
+    } else {
+        Err(Error::denied(format!("{what} needs the node role")))
     }
 }
 
@@ -672,16 +682,8 @@ async fn offload(node: &Arc<Node>, chunk: ChunkId, len: u64, crc: u32, tier: &st
 /// A durable copy of `chunk` from the remote store `tier` (a cache copy
 /// here becomes the durable one).
 async fn recall(node: &Arc<Node>, chunk: ChunkId, len: u64, crc: u32, tier: &str) -> Result<()> {
-    // One at a time with reads through of the chunk (which would mark it
-    // a cache copy again).
-    let lock = node
-        .fetching
-        .lock()
-        .unwrap()
-        .entry(chunk)
-        .or_default()
-        .clone();
-    let _one = lock.lock().await;
+    // In turn with reads through of the chunk (which would mark it a
+    // cache copy again).
     let r = async {
         // A copy being evicted is waited out, then fetched anew.
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
@@ -711,10 +713,8 @@ async fn recall(node: &Arc<Node>, chunk: ChunkId, len: u64, crc: u32, tier: &str
             return Ok(());
         }
         fetch_remote(node, chunk, len, crc, tier).await
-    }
-    .await;
-    node.fetching.lock().unwrap().remove(&chunk);
-    r
+    };
+    chunk_turn(node, chunk, r).await
 }
 
 /// Copies here of offloaded chunks become cache copies; beyond the cache
@@ -747,6 +747,22 @@ async fn read_through(
         return Ok(());
     }
     cap.check(&node.secret, chunk, false)?;
+    chunk_turn(node, chunk, async {
+        if node.store.info(chunk).is_some() {
+            return Ok(());
+        }
+        let r = cache_fetch(node, chunk, len, crc, sources, cap.clone()).await;
+        if r.is_ok() {
+            node.report.lock().unwrap().0.push((chunk, len));
+        }
+        r
+    })
+    .await
+}
+
+/// Run `f` in `chunk`'s turn: reads through and recalls of one chunk run
+/// one at a time, and later ones find what the earlier left.
+async fn chunk_turn<T>(node: &Arc<Node>, chunk: ChunkId, f: impl Future<Output = T>) -> T {
     let lock = node
         .fetching
         .lock()
@@ -755,15 +771,7 @@ async fn read_through(
         .or_default()
         .clone();
     let _one = lock.lock().await;
-    let r = if node.store.info(chunk).is_some() {
-        Ok(())
-    } else {
-        let r = cache_fetch(node, chunk, len, crc, sources, cap.clone()).await;
-        if r.is_ok() {
-            node.report.lock().unwrap().0.push((chunk, len));
-        }
-        r
-    };
+    let r = f.await;
     node.fetching.lock().unwrap().remove(&chunk);
     r
 }
