@@ -13,7 +13,7 @@ use crate::commands::{self, path};
 use crate::Target;
 use anyhow::Result;
 use cairn_client::{Client, PutOptions};
-use cairn_types::{CairnPath, Cues, EcScheme, ErrorKind, Inode, InodeKind};
+use cairn_types::{CairnPath, ErrorKind, Inode, InodeKind, Layout};
 use serde_json::json;
 
 #[derive(clap::Args)]
@@ -31,38 +31,6 @@ pub struct ConvertArgs {
     json: bool,
     #[command(flatten)]
     target: Target,
-}
-
-/// How a file's chunks are kept.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Layout {
-    Rep(u8),
-    Ec(EcScheme),
-    /// Some chunks one way, some another (a file composed of others).
-    Mixed,
-}
-
-impl std::fmt::Display for Layout {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Layout::Rep(n) => write!(f, "rep={n}"),
-            Layout::Ec(e) => write!(f, "ec={e}"),
-            Layout::Mixed => f.write_str("mixed"),
-        }
-    }
-}
-
-fn layout_of(inode: &Inode) -> Layout {
-    let mut kinds = inode.extents.iter().map(|e| match &e.ec {
-        Some(ec) => Layout::Ec(ec.scheme),
-        None => Layout::Rep(inode.cues.rep.unwrap_or(e.nodes.len() as u8)),
-    });
-    let first = kinds.next().unwrap_or(Layout::Mixed);
-    if kinds.all(|k| k == first) {
-        first
-    } else {
-        Layout::Mixed
-    }
 }
 
 #[derive(Default)]
@@ -162,27 +130,9 @@ async fn convert_one(
         .split_last()
         .map(|(d, _)| d)
         .unwrap_or_else(CairnPath::root);
-    let eff = c.cues(&dir).await?.effective;
-    let (want, cues) = match eff.ec {
-        Some(ec) => (
-            Layout::Ec(ec),
-            Cues {
-                ec: Some(ec),
-                ..Cues::default()
-            },
-        ),
-        None => {
-            let rep = eff.rep.unwrap_or(default_rep);
-            (
-                Layout::Rep(rep),
-                Cues {
-                    rep: Some(rep),
-                    ..Cues::default()
-                },
-            )
-        }
-    };
-    let have = layout_of(&inode);
+    let want = Layout::wanted(&c.cues(&dir).await?.effective, default_rep);
+    let cues = want.cues();
+    let have = inode.layout().unwrap_or(Layout::Mixed);
     if have == want {
         t.already += 1;
         return Ok(());

@@ -61,6 +61,11 @@ pub struct MetaOpts {
     /// Bytes per second the tier planner offloads at most (0: unlimited)
     #[arg(long, default_value = "64MiB")]
     tier_rate: String,
+    /// Leave files as they were written when rep= or ec= is set on their
+    /// directory (convert them with `cairn convert`); by default the
+    /// leader converts them in the background, at the repair bandwidth
+    #[arg(long)]
+    no_auto_convert: bool,
 }
 
 /// `--tier` specs as stores (no request sent yet).
@@ -233,6 +238,7 @@ fn meta_config(data: PathBuf, listen: String, rep: u8, o: &MetaOpts) -> Result<M
         interval: parse_duration(&o.tier_interval)?,
         rate: parse_size(&o.tier_rate)?,
     };
+    c.auto_convert = !o.no_auto_convert;
     Ok(c)
 }
 

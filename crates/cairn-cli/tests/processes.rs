@@ -149,22 +149,24 @@ impl Env {
     }
 
     fn start_meta(&self, listen: &str) -> Proc {
+        self.start_meta_with(listen, &[])
+    }
+
+    fn start_meta_with(&self, listen: &str, extra: &[&str]) -> Proc {
         let data = self.path("meta");
-        spawn(
-            self,
-            &[
-                "meta",
-                "--data",
-                data.to_str().unwrap(),
-                "--listen",
-                listen,
-                "--dead-after",
-                "2s",
-                "--gc-delay",
-                "1s",
-            ],
-            "listening on",
-        )
+        let mut args = vec![
+            "meta",
+            "--data",
+            data.to_str().unwrap(),
+            "--listen",
+            listen,
+            "--dead-after",
+            "2s",
+            "--gc-delay",
+            "1s",
+        ];
+        args.extend_from_slice(extra);
+        spawn(self, &args, "listening on")
     }
 
     fn start_storage(&self, i: usize) -> Proc {
@@ -1054,7 +1056,8 @@ fn erasure_coded_files_between_processes_survive_a_sigkilled_node() {
 #[test]
 fn convert_rewrites_files_in_their_directorys_redundancy() {
     let mut env = Env::new();
-    let meta = env.start_meta("127.0.0.1:0");
+    // On demand only: meta's background conversion would race the CLI.
+    let meta = env.start_meta_with("127.0.0.1:0", &["--no-auto-convert"]);
     env.meta = addr_after(&meta.banner, "listening on");
     env.secret = env.path("meta/client.key");
     let nodes: Vec<Proc> = (0..3).map(|i| env.start_storage(i)).collect();

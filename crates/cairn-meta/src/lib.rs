@@ -19,6 +19,7 @@
 pub(crate) mod alloc;
 pub mod audit;
 pub mod cache_copies;
+pub mod convert;
 pub mod dump;
 pub mod election;
 pub mod fanout;

@@ -1568,6 +1568,56 @@ impl Namespace {
         )))
     }
 
+    /// Replace every extent of the file whose entry key is `key` with
+    /// `extents` (the same bytes laid out anew, by meta's conversion
+    /// worker) as its next version, if it is still at `version` with the
+    /// same size; its redundancy cue becomes `cues`' (`rep` or `ec`). Its
+    /// mtime stays (the content did not change). The old chunks become
+    /// garbage, due after the gc delay, so readers of the old version
+    /// finish. Returns false if the file changed meanwhile: nothing is
+    /// written.
+    pub async fn relayout(
+        &self,
+        key: &[u8],
+        version: Version,
+        extents: &[Extent],
+        cues: &Cues,
+    ) -> Result<bool> {
+        for _ in 0..MAX_ATTEMPTS {
+            let Some((value, rev)) = self.store.get(key).await? else {
+                return Ok(false);
+            };
+            let mut inode: Inode = decode(&value)?;
+            let size: u64 = extents.iter().map(|e| e.len).sum();
+            if inode.kind != InodeKind::File || inode.version != version || inode.size != size {
+                return Ok(false);
+            }
+            let old = std::mem::replace(&mut inode.extents, extents.to_vec());
+            inode.version = Version(version.0 + 1);
+            inode.cues = inode.cues.merge(cues);
+            inode.ctime_ms = now_ms();
+            let due = self.due_ms();
+            let keep: HashSet<ChunkId> = extents.iter().map(|e| e.chunk).collect();
+            let mut seen = HashSet::new();
+            let mut txn = Txn::new()
+                .when(key.to_vec(), rev)
+                .put(key.to_vec(), encode(&inode));
+            for e in &old {
+                if !keep.contains(&e.chunk) && seen.insert(e.chunk) {
+                    for g in e.garbage() {
+                        txn = txn.put(garbage_key(due, g.chunk), encode(&g));
+                    }
+                }
+            }
+            match self.store.commit(txn).await {
+                Ok(_) => return Ok(true),
+                Err(e) if e.kind == ErrorKind::Conflict => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(Error::conflict("the file kept changing; try again"))
+    }
+
     /// The entry key of `path` (for [`Self::update_extent`]) with its
     /// record; a hard-linked file's is its shared record's.
     pub async fn file_key(&self, path: &CairnPath) -> Result<(Vec<u8>, Inode)> {

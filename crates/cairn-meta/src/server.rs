@@ -47,6 +47,9 @@ pub struct MetaConfig {
     pub audit_log: Option<PathBuf>,
     /// Remote stores and how the tier planner offloads to them.
     pub tier: crate::tiering::TierConfig,
+    /// Whether setting `rep=`/`ec=` on a directory converts the files
+    /// below it in the background (else only `cairn convert` does).
+    pub auto_convert: bool,
 }
 
 impl MetaConfig {
@@ -64,6 +67,7 @@ impl MetaConfig {
             store: Default::default(),
             lease: Duration::from_secs(1),
             audit_log: None,
+            auto_convert: true,
             tier: Default::default(),
         }
     }
@@ -174,6 +178,9 @@ pub struct Meta {
     /// Wakes the repair planner early: a commit left copies to make
     /// (`sync` below `rep`).
     pub(crate) repair_kick: Arc<tokio::sync::Notify>,
+    /// Wakes the conversion worker: a job was recorded.
+    pub(crate) convert_kick: Arc<tokio::sync::Notify>,
+    pub(crate) auto_convert: bool,
     /// Cache copies (prefetched, read through) beside the durable ones.
     pub(crate) cache: crate::cache_copies::CacheCopies,
     pub(crate) prefetch: crate::prefetch::PrefetchJobs,
@@ -329,6 +336,8 @@ pub async fn start(cfg: MetaConfig) -> Result<MetaHandle> {
         started_ms: cairn_types::now_ms(),
         election,
         repair_kick: Arc::new(tokio::sync::Notify::new()),
+        convert_kick: Arc::new(tokio::sync::Notify::new()),
+        auto_convert: cfg.auto_convert,
         cache: crate::cache_copies::CacheCopies::load(store.clone()).await?,
         prefetch: Default::default(),
         locks: crate::locks::Locks::new(store.clone()),
@@ -375,6 +384,11 @@ pub async fn start(cfg: MetaConfig) -> Result<MetaHandle> {
         meta.workers.spawn(
             crate::tiering::TierWorker::new(meta.clone()),
             None,
+            stop_rx.clone(),
+        ),
+        meta.workers.spawn(
+            crate::convert::ConvertWorker::new(meta.clone()),
+            Some(meta.convert_kick.clone()),
             stop_rx.clone(),
         ),
         meta.workers
@@ -827,6 +841,17 @@ impl Meta {
                     .map_err(|e| e.context(format!("cues of {path}")))?;
                 let inode = self.ns.set_cues(&path, &cues, replace).await?;
                 info!(%path, cues = %inode.cues, "cues set");
+                let redundancy = |c: &Cues| c.rep.is_some() || c.ec.is_some();
+                if self.auto_convert
+                    && inode.kind == InodeKind::Directory
+                    && (redundancy(&cues) || (replace && redundancy(&own)))
+                {
+                    // The cue is set either way; the conversion can be
+                    // asked for again (or run with `cairn convert`).
+                    if let Err(e) = self.add_convert_job(&path).await {
+                        warn!(%path, "could not record a conversion job: {e}");
+                    }
+                }
                 Ok(MetaResponse::Inode(inode))
             }
             MetaRequest::MakeNode {
@@ -955,10 +980,11 @@ impl Meta {
         if let Some(g) = group {
             self.prefetch_hot(path, inode, &g).await;
         }
+        self.convert_if_off_layout(path, inode).await;
     }
 
     /// A commit took these chunks: no `Discard` may name them from now on.
-    async fn committed(&self, extents: &[Extent]) {
+    pub(crate) async fn committed(&self, extents: &[Extent]) {
         {
             let mut un = self.uncommitted.lock().unwrap();
             for e in extents {
@@ -1093,7 +1119,7 @@ impl Meta {
     /// Send chunks that will never be committed to garbage collection, and
     /// drop their allocation records (the garbage record protects them from
     /// the orphan sweep now).
-    async fn discard(&self, extents: &[Extent]) -> Result<()> {
+    pub(crate) async fn discard(&self, extents: &[Extent]) -> Result<()> {
         {
             let mut un = self.uncommitted.lock().unwrap();
             for e in extents {
@@ -1169,7 +1195,7 @@ impl Meta {
     }
 
     /// Place a new chunk of the file at `path` per its effective cues.
-    async fn alloc(
+    pub(crate) async fn alloc(
         &self,
         client: Option<u64>,
         path: &cairn_types::CairnPath,

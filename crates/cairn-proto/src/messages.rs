@@ -758,6 +758,20 @@ pub enum StorageRequest {
         sources: Vec<(u8, NodeAddr)>,
         cap: Capability,
     },
+    /// Node role only (meta's conversion worker, `rep=` <-> `ec=`): read
+    /// the whole chunk `from` (a local copy, else a replica or K shards
+    /// from `sources`, aligned with `from.nodes`, None where a node cannot
+    /// serve), check it against `from.crc`, and write the same bytes as
+    /// `to` lays them out: down `to.nodes` as a replication chain, or as
+    /// K+M shards, shard `i` to `to.nodes[i]`. `cap` reads `from`.
+    /// Answers the new shards' layout (None for replicas); nothing is
+    /// committed, the caller does that.
+    Transcode {
+        from: cairn_types::Extent,
+        sources: Vec<Option<NodeAddr>>,
+        cap: Capability,
+        to: ChunkAlloc,
+    },
 }
 
 /// The answer to a write: success, or which hop of the chain failed and why,

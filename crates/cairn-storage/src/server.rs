@@ -3,11 +3,11 @@
 
 use crate::chunk_store::{ChunkStore, ChunkWriter, StoreOptions, MAX_CHUNK_LEN};
 use cairn_proto::{
-    Capability, Conn, Credentials, GetChunkHeader, GetChunkResult, Listener, MetaClient,
-    MetaRequest, MetaResponse, NodeAddr, NodeStats, Pool, PutOutcome, Role, StorageRequest,
-    DATA_FRAME,
+    Capability, ChunkAlloc, Conn, Credentials, GetChunkHeader, GetChunkResult, Listener,
+    MetaClient, MetaRequest, MetaResponse, NodeAddr, NodeStats, Pool, PutOutcome, Role,
+    StorageRequest, DATA_FRAME,
 };
-use cairn_types::{BlockCrcs, ChunkId, Error, NodeId, Result, BLOCK_SIZE};
+use cairn_types::{BlockCrcs, ChunkId, EcShards, Error, Extent, NodeId, Result, BLOCK_SIZE};
 use std::collections::BTreeSet;
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -402,6 +402,19 @@ async fn serve_conn(node: Arc<Node>, mut conn: Conn, mut stop: watch::Receiver<b
                         crcs,
                     };
                     rebuild_shard(&node, &stripe, index as usize, &sources, cap).await
+                };
+                conn.send(&r).await
+            }
+            StorageRequest::Transcode {
+                from,
+                sources,
+                cap,
+                to,
+            } => {
+                let r = if let Err(e) = node_only(conn.role, "converting chunks") {
+                    Err(e)
+                } else {
+                    transcode(&node, &from, &sources, cap, &to).await
                 };
                 conn.send(&r).await
             }
@@ -842,10 +855,57 @@ async fn rebuild_shard(
     {
         return Ok(());
     }
+    let mut shards = gather_shards(node, stripe, Some(index), sources, cap)
+        .await
+        .map_err(|e| {
+            e.context(format!(
+                "rebuilding shard {index} of chunk {}",
+                stripe.chunk
+            ))
+        })?;
+    let shard_len = stripe.shard_len;
+    let data = blocking(move || {
+        scheme.fill(&mut shards, index >= k)?;
+        shards[index]
+            .take()
+            .ok_or_else(|| Error::internal("the rebuild left the shard empty"))
+    })
+    .await?;
+    let crcs = BlockCrcs::compute(&data);
+    if crcs.summary() != want {
+        return Err(Error::corrupt(format!(
+            "shard {index} of chunk {} rebuilt from its peers does not match meta's checksum",
+            stripe.chunk
+        )));
+    }
+    let store = node.store.clone();
+    blocking(move || {
+        store.delete(target)?;
+        local_step(&store, target, shard_len, &crcs, None, &data, true).map(|_| ())
+    })
+    .await?;
+    node.corrupt.lock().unwrap().remove(&target);
+    Ok(())
+}
+
+/// K shards of `stripe` (index = shard number; the others None), fetched
+/// whole from `sources` (shard number, node), K at a time in parallel,
+/// each checked against its own summary; a source that fails is replaced
+/// by the next. Data shards first: with all of them no decoding is needed.
+/// `skip`: a shard not to fetch (the one being rebuilt).
+async fn gather_shards(
+    node: &Arc<Node>,
+    stripe: &Stripe,
+    skip: Option<usize>,
+    sources: &[(u8, NodeAddr)],
+    cap: Capability,
+) -> Result<Vec<Option<Vec<u8>>>> {
+    let scheme = stripe.scheme;
+    let (n, k) = (scheme.shards(), scheme.k as usize);
     let mut shards: Vec<Option<Vec<u8>>> = vec![None; n];
     let mut todo: Vec<&(u8, NodeAddr)> = sources
         .iter()
-        .filter(|(i, _)| (*i as usize) < n && *i as usize != index)
+        .filter(|(i, _)| (*i as usize) < n && Some(*i as usize) != skip)
         .collect();
     // Data shards first: with all of them no decoding is needed for a
     // parity shard's inputs, and they are what reads hit anyway.
@@ -876,35 +936,11 @@ async fn rebuild_shard(
     }
     if have < k {
         return Err(Error::unavailable(format!(
-            "rebuilding shard {index} of chunk {} (ec={scheme}): {have} of the {k} shards \
-             needed could be read ({})",
-            stripe.chunk,
+            "ec={scheme}: {have} of the {k} shards needed could be read ({})",
             failures.join("; ")
         )));
     }
-    let shard_len = stripe.shard_len;
-    let data = blocking(move || {
-        scheme.fill(&mut shards, index >= k)?;
-        shards[index]
-            .take()
-            .ok_or_else(|| Error::internal("the rebuild left the shard empty"))
-    })
-    .await?;
-    let crcs = BlockCrcs::compute(&data);
-    if crcs.summary() != want {
-        return Err(Error::corrupt(format!(
-            "shard {index} of chunk {} rebuilt from its peers does not match meta's checksum",
-            stripe.chunk
-        )));
-    }
-    let store = node.store.clone();
-    blocking(move || {
-        store.delete(target)?;
-        local_step(&store, target, shard_len, &crcs, None, &data, true).map(|_| ())
-    })
-    .await?;
-    node.corrupt.lock().unwrap().remove(&target);
-    Ok(())
+    Ok(shards)
 }
 
 /// A whole chunk of `len` bytes from `source`, every block checked and
@@ -948,6 +984,197 @@ async fn fetch_whole(
         node.peers.put(&source.addr, p.conn);
     }
     r
+}
+
+/// Read chunk `from` whole, check it, and write its bytes anew as `to`
+/// lays them out (see `StorageRequest::Transcode`). Holds one chunk (and
+/// its shards) in memory, as a rebuild does.
+async fn transcode(
+    node: &Arc<Node>,
+    from: &Extent,
+    sources: &[Option<NodeAddr>],
+    cap: Capability,
+    to: &ChunkAlloc,
+) -> Result<Option<EcShards>> {
+    if from.len > MAX_CHUNK_LEN || sources.len() != from.nodes.len() {
+        return Err(Error::invalid(format!(
+            "converting chunk {} of {} bytes with {} sources for {} nodes",
+            from.chunk,
+            from.len,
+            sources.len(),
+            from.nodes.len()
+        )));
+    }
+    let data: Vec<u8> = match &from.ec {
+        None => read_replica(node, from, sources, cap).await?,
+        Some(ec) => {
+            let stripe = Stripe {
+                chunk: from.chunk,
+                scheme: ec.scheme,
+                shard_len: ec.shard_len,
+                crcs: ec.crcs.clone(),
+            };
+            let indexed: Vec<(u8, NodeAddr)> = sources
+                .iter()
+                .enumerate()
+                .filter_map(|(i, a)| Some((i as u8, a.clone()?)))
+                .collect();
+            let mut shards = gather_shards(node, &stripe, None, &indexed, cap)
+                .await
+                .map_err(|e| e.context(format!("reading chunk {}", from.chunk)))?;
+            let (scheme, len) = (ec.scheme, from.len as usize);
+            blocking(move || {
+                scheme.fill(&mut shards, false)?;
+                let mut data = Vec::with_capacity(len);
+                for s in shards.into_iter().take(scheme.k as usize) {
+                    let s = s.ok_or_else(|| Error::internal("decoding left a data shard empty"))?;
+                    let want = len - data.len();
+                    data.extend_from_slice(&s[..s.len().min(want)]);
+                }
+                Ok(data)
+            })
+            .await?
+        }
+    };
+    // The bytes as meta knows them, whichever way they were read.
+    let (crcs, data) = blocking(move || Ok((BlockCrcs::compute(&data), data))).await?;
+    if data.len() as u64 != from.len || crcs.summary() != from.crc {
+        return Err(Error::corrupt(format!(
+            "chunk {} as read does not match meta's checksum; nothing converted",
+            from.chunk
+        )));
+    }
+    let Some(scheme) = to.ec else {
+        push_chunk(node, to.chunk, &to.nodes, &to.cap, &data, &crcs).await?;
+        return Ok(None);
+    };
+    if to.nodes.len() != scheme.shards() {
+        return Err(Error::invalid(format!(
+            "{} nodes for the {} shards of ec={scheme}",
+            to.nodes.len(),
+            scheme.shards()
+        )));
+    }
+    let shard_len = scheme.shard_len(from.len);
+    let coded = blocking(move || {
+        let mut out: Vec<Vec<u8>> = (0..scheme.k as usize)
+            .map(|i| scheme.data_shard(&data, shard_len, i).into_owned())
+            .collect();
+        out.extend(scheme.parity(&data)?);
+        Ok(out
+            .into_iter()
+            .map(|s| {
+                let c = BlockCrcs::compute(&s);
+                (s, c)
+            })
+            .collect::<Vec<_>>())
+    })
+    .await?;
+    let layout = EcShards {
+        scheme,
+        shard_len,
+        crcs: coded.iter().map(|(_, c)| c.summary()).collect(),
+    };
+    let mut set = tokio::task::JoinSet::new();
+    for (i, (shard, crcs)) in coded.into_iter().enumerate() {
+        let (node, head, cap) = (node.clone(), to.nodes[i].clone(), to.cap.clone());
+        let chunk = to.chunk.shard(i);
+        set.spawn(async move { push_chunk(&node, chunk, &[head], &cap, &shard, &crcs).await });
+    }
+    let mut first_err = None;
+    while let Some(r) = set.join_next().await {
+        let r = r.unwrap_or_else(|e| Err(Error::internal(format!("shard write task: {e}"))));
+        if let Err(e) = r {
+            first_err.get_or_insert(e);
+        }
+    }
+    match first_err {
+        Some(e) => Err(e),
+        None => Ok(Some(layout)),
+    }
+}
+
+/// The whole of replicated chunk `from`: the local copy if it is intact,
+/// else from the first source that serves it.
+async fn read_replica(
+    node: &Arc<Node>,
+    from: &Extent,
+    sources: &[Option<NodeAddr>],
+    cap: Capability,
+) -> Result<Vec<u8>> {
+    let chunk = from.chunk;
+    let intact = node
+        .store
+        .info(chunk)
+        .is_some_and(|i| i.crc_summary == from.crc && i.len == from.len)
+        && !node.corrupt.lock().unwrap().contains(&chunk);
+    let mut failures = Vec::new();
+    if intact {
+        let (store, len) = (node.store.clone(), from.len);
+        match blocking(move || store.read(chunk, 0, len)).await {
+            Ok(d) => return Ok(d),
+            Err(e) => failures.push(format!("local copy: {e}")),
+        }
+    }
+    for src in sources.iter().flatten() {
+        match fetch_whole(node, chunk, from.len, from.crc, src, cap.clone()).await {
+            Ok(d) => return Ok(d),
+            Err(e) => failures.push(format!("{}: {e}", src.addr)),
+        }
+    }
+    Err(Error::unavailable(format!(
+        "chunk {chunk}: no copy could be read ({})",
+        failures.join("; ")
+    )))
+}
+
+/// Write `data` as chunk `chunk` down the chain `nodes` (head first), as
+/// a client does, and wait for the chain's verdict.
+async fn push_chunk(
+    node: &Arc<Node>,
+    chunk: ChunkId,
+    nodes: &[NodeAddr],
+    cap: &Capability,
+    data: &[u8],
+    crcs: &BlockCrcs,
+) -> Result<()> {
+    let head = nodes
+        .first()
+        .ok_or_else(|| Error::internal("an empty placement"))?;
+    let ctx = |e: Error| e.context(format!("writing chunk {chunk} to {}", head.addr));
+    let req = StorageRequest::PutChunk {
+        chunk,
+        len: data.len() as u64,
+        crcs: crcs.clone(),
+        cap: cap.clone(),
+        chain: nodes[1..].to_vec(),
+    };
+    let mut p = node.peers.get(&head.addr).await.map_err(ctx)?;
+    let r: Result<()> = async {
+        p.conn.send(&req).await?;
+        for piece in data.chunks(DATA_FRAME) {
+            p.conn.write_frame(piece).await?;
+        }
+        p.conn.flush().await?;
+        let outcome: Result<PutOutcome> = tokio::time::timeout(CHAIN_TIMEOUT, p.conn.recv())
+            .await
+            .map_err(|_| Error::timeout(format!("no acknowledgement in {CHAIN_TIMEOUT:?}")))??;
+        match outcome? {
+            PutOutcome::Stored => Ok(()),
+            PutOutcome::Failed { addr, error, .. } => Err(error.context(format!(
+                "at {}",
+                if addr.is_empty() { &head.addr } else { &addr }
+            ))),
+        }
+    }
+    .await;
+    match r {
+        Ok(()) => {
+            node.peers.put(&head.addr, p.conn);
+            Ok(())
+        }
+        Err(e) => Err(ctx(e)),
+    }
 }
 
 /// Stream a chunk from `source` into the local store, verifying every

@@ -178,6 +178,67 @@ impl Inode {
     pub fn is_inline(&self) -> bool {
         self.kind == InodeKind::File && self.extents.is_empty() && self.size > 0
     }
+
+    /// How the file's chunks are kept; None without chunks (empty or
+    /// inline).
+    pub fn layout(&self) -> Option<Layout> {
+        let mut kinds = self.extents.iter().map(|e| match &e.ec {
+            Some(ec) => Layout::Ec(ec.scheme),
+            None => Layout::Rep(self.cues.rep.unwrap_or(e.nodes.len() as u8)),
+        });
+        let first = kinds.next()?;
+        Some(if kinds.all(|k| k == first) {
+            first
+        } else {
+            Layout::Mixed
+        })
+    }
+}
+
+/// How a file's chunks are kept: what `cairn convert` and meta's
+/// conversion worker compare with what its directory asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Layout {
+    Rep(u8),
+    Ec(EcScheme),
+    /// Some chunks one way, some another (a file composed of others).
+    Mixed,
+}
+
+impl Layout {
+    /// The layout the effective cues `eff` of a directory ask for, with
+    /// `default_rep` where they name none.
+    pub fn wanted(eff: &crate::Cues, default_rep: u8) -> Layout {
+        match eff.ec {
+            Some(ec) => Layout::Ec(ec),
+            None => Layout::Rep(eff.rep.unwrap_or(default_rep)),
+        }
+    }
+
+    /// The cues that write a file in this layout (Mixed: none).
+    pub fn cues(self) -> crate::Cues {
+        match self {
+            Layout::Rep(n) => crate::Cues {
+                rep: Some(n),
+                ..Default::default()
+            },
+            Layout::Ec(e) => crate::Cues {
+                ec: Some(e),
+                ..Default::default()
+            },
+            Layout::Mixed => crate::Cues::default(),
+        }
+    }
+}
+
+impl std::fmt::Display for Layout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Layout::Rep(n) => write!(f, "rep={n}"),
+            Layout::Ec(e) => write!(f, "ec={e}"),
+            Layout::Mixed => f.write_str("mixed"),
+        }
+    }
 }
 
 /// Extended attributes by name.

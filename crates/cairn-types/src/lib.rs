@@ -26,7 +26,7 @@ pub use cues::{
 pub use ec::EcScheme;
 pub use error::{Error, ErrorKind, Result};
 pub use ids::{ChunkId, InodeId, NodeId, Version};
-pub use inode::{DirEntry, EcShards, Extent, GarbageChunk, Inode, InodeKind, Xattrs};
+pub use inode::{DirEntry, EcShards, Extent, GarbageChunk, Inode, InodeKind, Layout, Xattrs};
 pub use path::{CairnPath, MAX_NAME_LEN, MAX_PATH_LEN};
 pub use units::{format_bytes, format_duration_ms, parse_duration, parse_size};
 

@@ -1727,3 +1727,45 @@ proptest::proptest! {
         });
     }
 }
+
+#[tokio::test]
+async fn relayout_replaces_the_version_read_and_nothing_newer() {
+    let (_d, ns) = open_ns(Duration::ZERO).await;
+    let v1 = ns
+        .commit_file(&p("/f"), vec![ext(1, 10), ext(2, 5)], None, 0o644, 10)
+        .await
+        .unwrap();
+    let (key, _) = ns.file_key(&p("/f")).await.unwrap();
+    // A layout of another size is refused: it cannot hold the same bytes.
+    let rep2 = Cues::parse("rep=2").unwrap();
+    assert!(!ns
+        .relayout(&key, v1.version, &[ext(3, 10)], &rep2)
+        .await
+        .unwrap());
+    // The version read: replaced in one step, mtime kept, old chunks garbage.
+    assert!(ns
+        .relayout(&key, v1.version, &[ext(3, 10), ext(4, 5)], &rep2)
+        .await
+        .unwrap());
+    let v2 = ns.lookup(&p("/f")).await.unwrap();
+    assert_eq!(v2.version, Version(v1.version.0 + 1));
+    assert_eq!(
+        (v2.size, v2.mtime_ms, v2.cues.rep),
+        (15, v1.mtime_ms, Some(2))
+    );
+    let chunks: Vec<ChunkId> = v2.extents.iter().map(|e| e.chunk).collect();
+    assert_eq!(chunks, vec![ChunkId(3), ChunkId(4)]);
+    let mut garbage = pending_garbage(&ns).await;
+    garbage.sort();
+    assert_eq!(garbage, vec![ChunkId(1), ChunkId(2)]);
+    // A writer got there first: the stale relayout changes nothing.
+    let v3 = ns
+        .commit_file(&p("/f"), vec![ext(5, 15)], None, 0o644, 10)
+        .await
+        .unwrap();
+    assert!(!ns
+        .relayout(&key, v2.version, &[ext(6, 15)], &rep2)
+        .await
+        .unwrap());
+    assert_eq!(ns.lookup(&p("/f")).await.unwrap(), v3);
+}
