@@ -30,7 +30,7 @@
 
 use crate::server::Meta;
 use crate::store::Txn;
-use cairn_proto::{Capability, MetaResponse, StorageRequest};
+use cairn_proto::{Capability, MetaResponse, NodeAddr, StorageRequest};
 use cairn_types::{
     CairnPath, EcShards, Error, ErrorKind, Extent, Inode, InodeKind, Layout, Result,
 };
@@ -84,6 +84,30 @@ impl Meta {
         }
         if let Err(e) = self.add_convert_job(path).await {
             warn!(%path, "could not record a conversion job: {e}");
+        }
+    }
+
+    /// After a rename: what moved into a directory that asks for another
+    /// redundancy than the one it left is converted to the new one (a
+    /// subtree with its own `rep=`/`ec=` keeps it: the walk finds nothing).
+    pub(crate) async fn convert_after_rename(&self, src: &CairnPath, dst: &CairnPath) {
+        let (Some((from, _)), Some((to, _))) = (src.split_last(), dst.split_last()) else {
+            return;
+        };
+        if !self.auto_convert || from == to {
+            return;
+        }
+        let default_rep = self.default_rep.load(Ordering::Relaxed);
+        let wanted = |c: &crate::namespace::ResolvedCues| Layout::wanted(&c.effective, default_rep);
+        let differs = match (self.ns.cues(&from).await, self.ns.cues(&to).await) {
+            (Ok(a), Ok(b)) => wanted(&a) != wanted(&b),
+            // The old directory went meanwhile: look at what moved.
+            _ => true,
+        };
+        if differs {
+            if let Err(e) = self.add_convert_job(dst).await {
+                warn!(path = %dst, "could not record a conversion job: {e}");
+            }
         }
     }
 
@@ -161,6 +185,18 @@ impl Meta {
         }
     }
 
+    /// Where each copy or shard of `ext` can be read (aligned with its
+    /// nodes): None on a node that is down or reported it corrupt.
+    pub(crate) fn readable_sources(&self, ext: &Extent) -> Vec<Option<NodeAddr>> {
+        ext.stored()
+            .into_iter()
+            .map(|(stored, n)| {
+                let readable = self.nodes.state(n).is_up() && !self.nodes.is_corrupt(stored, n);
+                readable.then(|| self.nodes.addr(n)).flatten()
+            })
+            .collect()
+    }
+
     /// Write every chunk of `inode` anew with `cues`, pushing each new
     /// extent onto `made` before its bytes are written (so a failure can
     /// discard it).
@@ -188,21 +224,7 @@ impl Meta {
                 }),
                 remote: None,
             });
-            let sources: Vec<_> = ext
-                .nodes
-                .iter()
-                .enumerate()
-                .map(|(i, n)| {
-                    let stored = if ext.ec.is_some() {
-                        ext.chunk.shard(i)
-                    } else {
-                        ext.chunk
-                    };
-                    let readable =
-                        self.nodes.state(*n).is_up() && !self.nodes.is_corrupt(stored, *n);
-                    readable.then(|| self.nodes.addr(*n)).flatten()
-                })
-                .collect();
+            let sources = self.readable_sources(ext);
             // A node with a whole copy reads it from its own disk; else the
             // first new node gathers the bytes.
             let worker = match (&ext.ec, sources.iter().flatten().next()) {
@@ -239,15 +261,15 @@ impl Meta {
     }
 }
 
-/// Whether some chunk of `inode` is kept otherwise than its cues say: an
+/// Whether some chunk of `inode` on storage nodes (offloaded ones aside)
+/// is kept otherwise than its cues say: an
 /// erasure-coding scheme other than its `ec=`, shards where it asks for
 /// replicas, or more replicas than its `rep=` (fewer is repair's to fix).
 fn off_layout(inode: &Inode) -> bool {
-    inode.extents.iter().any(|e| match (&e.ec, inode.cues.ec) {
+    let mut local = inode.extents.iter().filter(|e| e.remote.is_none());
+    local.any(|e| match (&e.ec, inode.cues.ec) {
         (Some(have), Some(want)) => have.scheme != want,
-        (None, None) => {
-            e.remote.is_none() && inode.cues.rep.is_some_and(|r| e.nodes.len() > r as usize)
-        }
+        (None, None) => inode.cues.rep.is_some_and(|r| e.nodes.len() > r as usize),
         _ => true,
     })
 }

@@ -1536,7 +1536,10 @@ impl Namespace {
     /// Change the extent of `chunk` in the file whose entry key is `key`
     /// with `f`, without changing the file's version (its replicas, its
     /// remote store). Returns false if the file no longer holds the chunk,
-    /// or `f` declines (answers false: nothing is written).
+    /// or `f` declines (answers false: nothing is written). If `f` drops
+    /// the chunk's shard layout (an erasure-coded chunk offloaded whole),
+    /// its shards become garbage in the same transaction, due after the gc
+    /// delay.
     pub async fn update_extent(
         &self,
         key: &[u8],
@@ -1551,12 +1554,18 @@ impl Namespace {
             let Some(ext) = inode.extents.iter_mut().find(|e| e.chunk == chunk) else {
                 return Ok(false);
             };
+            let shards = ext.ec.is_some().then(|| ext.garbage());
             if !f(ext) {
                 return Ok(false);
             }
-            let txn = Txn::new()
+            let dropped = shards.filter(|_| ext.ec.is_none()).unwrap_or_default();
+            let mut txn = Txn::new()
                 .when(key.to_vec(), rev)
                 .put(key.to_vec(), encode(&inode));
+            let due = self.due_ms();
+            for g in dropped {
+                txn = txn.put(garbage_key(due, g.chunk), encode(&g));
+            }
             match self.store.commit(txn).await {
                 Ok(_) => return Ok(true),
                 Err(e) if e.kind == ErrorKind::Conflict => continue,

@@ -686,10 +686,12 @@ impl Meta {
             }
             MetaRequest::Rename { src, dst } => {
                 self.ns.rename(&src, &dst).await?;
+                self.convert_after_rename(&src, &dst).await;
                 Ok(MetaResponse::Ok)
             }
             MetaRequest::RenameNoReplace { src, dst } => {
                 self.ns.rename_with(&src, &dst, false).await?;
+                self.convert_after_rename(&src, &dst).await;
                 Ok(MetaResponse::Ok)
             }
             MetaRequest::Link { src, dst } => {

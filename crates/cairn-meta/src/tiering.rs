@@ -6,9 +6,12 @@
 //! Offload of one chunk, by the leader's [`TierWorker`]:
 //!
 //! 1. a live node holding a copy sends it, checked, to the store as one
-//!    object (`StorageRequest::Offload`);
+//!    object (`StorageRequest::Offload`); an erasure-coded chunk is read
+//!    from K shards, decoded and checked by a shard's node, and sent as
+//!    one object of the chunk's bytes (`OffloadStripe`);
 //! 2. the extent is rewritten in one transaction: its store recorded, its
-//!    replica list emptied (the file's version does not change);
+//!    replica list emptied (the file's version does not change); a
+//!    stripe's shards become garbage in that transaction;
 //! 3. the former replicas are recorded as cache copies, and their nodes
 //!    told so (`MakeCache`): they stay, under each node's cache budget.
 //!
@@ -21,15 +24,20 @@
 //! storage node that fetches the object, checks it against the chunk's
 //! checksums and keeps a cache copy (`GetChunkVia` with `remote`). Garbage
 //! collection deletes the object with the chunk; `cairn tier recall` brings
-//! chunks back as durable copies, up to the file's `rep`.
+//! chunks back as durable copies, up to the file's `rep` (a file whose
+//! cues ask for `ec=` is then re-encoded by the convert worker).
 //!
 //! When a file was last read is kept in memory only (an open costs no
 //! write): a restarted meta counts `cold_after` from its own start, which
-//! can only make an offload later, never earlier. Erasure-coded files are
-//! not offloaded (yet): their stripes stay on nodes.
+//! can only make an offload later, never earlier.
+//!
+//! An erasure-coded chunk goes as one object of its decoded bytes rather
+//! than one per shard: a read-through is one GET of a checksummed unit,
+//! the store's own redundancy is not paid on top of parity, and the object
+//! is the same whatever the file's layout was.
 
 use crate::server::Meta;
-use cairn_proto::{StorageRequest, TierReport, TierUsage};
+use cairn_proto::{Capability, StorageRequest, TierReport, TierUsage};
 use cairn_types::{
     now_ms, CairnPath, ChunkId, Error, ErrorKind, Extent, Inode, InodeId, InodeKind, NodeId,
     Result, Tier,
@@ -256,19 +264,30 @@ impl Meta {
     async fn offload_extent(&self, key: &[u8], ext: &Extent, tier: &str) -> Result<bool> {
         let _one = self.tier.lock_chunk(ext.chunk).await;
         let store = self.tier.cfg.tiers.get(tier)?.clone();
-        let req = StorageRequest::Offload {
-            chunk: ext.chunk,
-            len: ext.len,
-            crc: ext.crc,
-            tier: tier.to_string(),
+        // A replica is sent by a node holding it; an erasure-coded chunk,
+        // decoded, by a shard's node that gathers K shards.
+        let sources = self.readable_sources(ext);
+        let req = match ext.ec {
+            None => StorageRequest::Offload {
+                chunk: ext.chunk,
+                len: ext.len,
+                crc: ext.crc,
+                tier: tier.to_string(),
+            },
+            Some(_) => StorageRequest::OffloadStripe {
+                from: ext.clone(),
+                sources: sources.clone(),
+                cap: Capability::sign(&self.secret, ext.chunk, false),
+                tier: tier.to_string(),
+            },
         };
         let mut failures = Vec::new();
         let mut sent = false;
-        for n in &ext.nodes {
-            if !self.nodes.is_live(*n) || self.nodes.is_corrupt(ext.chunk, *n) {
+        for (i, n) in ext.nodes.iter().enumerate() {
+            if !self.nodes.is_live(*n) {
                 continue;
             }
-            let Some(addr) = self.nodes.addr(*n) else {
+            let Some(addr) = &sources[i] else {
                 continue;
             };
             match self.node_call::<()>(&addr.addr, &req).await {
@@ -297,11 +316,14 @@ impl Meta {
         let changed = self
             .ns
             .update_extent(key, ext.chunk, |e| {
-                if e.remote.is_some() || e.nodes != ext.nodes {
+                if e.remote.is_some() || e.nodes != ext.nodes || e.ec != ext.ec {
                     return false;
                 }
                 *former.lock().unwrap() = std::mem::take(&mut e.nodes);
                 e.remote = Some(tier.to_string());
+                // The object holds the chunk's bytes: its shards go to
+                // garbage with this change (see update_extent).
+                e.ec = None;
                 true
             })
             .await?;
@@ -310,6 +332,9 @@ impl Meta {
                 warn!(chunk = %ext.chunk, "could not delete the object of a chunk whose file changed: {e}");
             }
             return Ok(false);
+        }
+        if ext.ec.is_some() {
+            return Ok(true);
         }
         let former = former.into_inner().unwrap();
         let copies: Vec<(ChunkId, NodeId, u64)> =
@@ -448,6 +473,12 @@ impl Meta {
                 nbytes += ext.len;
             }
             nfiles += u64::from(any);
+            // Back as replicas: a file that asks for ec= is re-encoded.
+            if any && inode.cues.ec.is_some() {
+                if let Ok(now) = self.ns.lookup(&f).await {
+                    self.convert_if_off_layout(&f, &now).await;
+                }
+            }
         }
         if nchunks > 0 {
             self.repair_kick.notify_one();
@@ -643,7 +674,7 @@ impl crate::worker::Worker for TierWorker {
             for ext in inode
                 .extents
                 .iter()
-                .filter(|e| e.remote.is_none() && e.ec.is_none() && !e.nodes.is_empty())
+                .filter(|e| e.remote.is_none() && !e.nodes.is_empty())
             {
                 self.throttle.take(ext.len).await;
                 match meta.offload_extent(&key, ext, &tier).await {

@@ -772,6 +772,16 @@ pub enum StorageRequest {
         cap: Capability,
         to: ChunkAlloc,
     },
+    /// Node role only (meta's tier planner): read erasure-coded chunk
+    /// `from` whole from K of its shards (`sources` as for `Transcode`),
+    /// check it against `from.crc`, and send the decoded bytes to the
+    /// remote store `tier` as one object, named by the chunk's id.
+    OffloadStripe {
+        from: cairn_types::Extent,
+        sources: Vec<Option<NodeAddr>>,
+        cap: Capability,
+        tier: String,
+    },
 }
 
 /// The answer to a write: success, or which hop of the chain failed and why,

@@ -418,6 +418,19 @@ async fn serve_conn(node: Arc<Node>, mut conn: Conn, mut stop: watch::Receiver<b
                 };
                 conn.send(&r).await
             }
+            StorageRequest::OffloadStripe {
+                from,
+                sources,
+                cap,
+                tier,
+            } => {
+                let r = if let Err(e) = node_only(conn.role, "offloading chunks") {
+                    Err(e)
+                } else {
+                    offload_stripe(&node, &from, &sources, cap, &tier).await
+                };
+                conn.send(&r).await
+            }
             StorageRequest::DropCache { chunks } => {
                 let r = if let Err(e) = node_only(conn.role, "dropping cache copies") {
                     Err(e)
@@ -996,54 +1009,9 @@ async fn transcode(
     cap: Capability,
     to: &ChunkAlloc,
 ) -> Result<Option<EcShards>> {
-    if from.len > MAX_CHUNK_LEN || sources.len() != from.nodes.len() {
-        return Err(Error::invalid(format!(
-            "converting chunk {} of {} bytes with {} sources for {} nodes",
-            from.chunk,
-            from.len,
-            sources.len(),
-            from.nodes.len()
-        )));
-    }
-    let data: Vec<u8> = match &from.ec {
-        None => read_replica(node, from, sources, cap).await?,
-        Some(ec) => {
-            let stripe = Stripe {
-                chunk: from.chunk,
-                scheme: ec.scheme,
-                shard_len: ec.shard_len,
-                crcs: ec.crcs.clone(),
-            };
-            let indexed: Vec<(u8, NodeAddr)> = sources
-                .iter()
-                .enumerate()
-                .filter_map(|(i, a)| Some((i as u8, a.clone()?)))
-                .collect();
-            let mut shards = gather_shards(node, &stripe, None, &indexed, cap)
-                .await
-                .map_err(|e| e.context(format!("reading chunk {}", from.chunk)))?;
-            let (scheme, len) = (ec.scheme, from.len as usize);
-            blocking(move || {
-                scheme.fill(&mut shards, false)?;
-                let mut data = Vec::with_capacity(len);
-                for s in shards.into_iter().take(scheme.k as usize) {
-                    let s = s.ok_or_else(|| Error::internal("decoding left a data shard empty"))?;
-                    let want = len - data.len();
-                    data.extend_from_slice(&s[..s.len().min(want)]);
-                }
-                Ok(data)
-            })
-            .await?
-        }
-    };
-    // The bytes as meta knows them, whichever way they were read.
-    let (crcs, data) = blocking(move || Ok((BlockCrcs::compute(&data), data))).await?;
-    if data.len() as u64 != from.len || crcs.summary() != from.crc {
-        return Err(Error::corrupt(format!(
-            "chunk {} as read does not match meta's checksum; nothing converted",
-            from.chunk
-        )));
-    }
+    let (data, crcs) = read_whole(node, from, sources, cap)
+        .await
+        .map_err(|e| e.context("nothing converted"))?;
     let Some(scheme) = to.ec else {
         push_chunk(node, to.chunk, &to.nodes, &to.cap, &data, &crcs).await?;
         return Ok(None);
@@ -1092,6 +1060,82 @@ async fn transcode(
         Some(e) => Err(e),
         None => Ok(Some(layout)),
     }
+}
+
+/// Chunk `from` whole, from a local copy, a replica or K shards in
+/// `sources` (aligned with `from.nodes`), with its block checksums,
+/// checked against meta's summary `from.crc`.
+async fn read_whole(
+    node: &Arc<Node>,
+    from: &Extent,
+    sources: &[Option<NodeAddr>],
+    cap: Capability,
+) -> Result<(Vec<u8>, BlockCrcs)> {
+    if from.len > MAX_CHUNK_LEN || sources.len() != from.nodes.len() {
+        return Err(Error::invalid(format!(
+            "reading chunk {} of {} bytes with {} sources for {} nodes",
+            from.chunk,
+            from.len,
+            sources.len(),
+            from.nodes.len()
+        )));
+    }
+    let data: Vec<u8> = match &from.ec {
+        None => read_replica(node, from, sources, cap).await?,
+        Some(ec) => {
+            let stripe = Stripe {
+                chunk: from.chunk,
+                scheme: ec.scheme,
+                shard_len: ec.shard_len,
+                crcs: ec.crcs.clone(),
+            };
+            let indexed: Vec<(u8, NodeAddr)> = sources
+                .iter()
+                .enumerate()
+                .filter_map(|(i, a)| Some((i as u8, a.clone()?)))
+                .collect();
+            let mut shards = gather_shards(node, &stripe, None, &indexed, cap)
+                .await
+                .map_err(|e| e.context(format!("reading chunk {}", from.chunk)))?;
+            let (scheme, len) = (ec.scheme, from.len as usize);
+            blocking(move || {
+                scheme.fill(&mut shards, false)?;
+                let mut data = Vec::with_capacity(len);
+                for s in shards.into_iter().take(scheme.k as usize) {
+                    let s = s.ok_or_else(|| Error::internal("decoding left a data shard empty"))?;
+                    let want = len - data.len();
+                    data.extend_from_slice(&s[..s.len().min(want)]);
+                }
+                Ok(data)
+            })
+            .await?
+        }
+    };
+    // The bytes as meta knows them, whichever way they were read.
+    let (crcs, data) = blocking(move || Ok((BlockCrcs::compute(&data), data))).await?;
+    if data.len() as u64 != from.len || crcs.summary() != from.crc {
+        return Err(Error::corrupt(format!(
+            "chunk {} as read does not match meta's checksum",
+            from.chunk
+        )));
+    }
+    Ok((data, crcs))
+}
+
+/// Send erasure-coded chunk `from`, decoded, to the remote store `tier` as
+/// one object (see `StorageRequest::OffloadStripe`). Sending again is
+/// harmless: the object's bytes are the same.
+async fn offload_stripe(
+    node: &Arc<Node>,
+    from: &Extent,
+    sources: &[Option<NodeAddr>],
+    cap: Capability,
+    tier: &str,
+) -> Result<()> {
+    let remote = node.tiers.get(tier)?.clone();
+    let (data, _) = read_whole(node, from, sources, cap).await?;
+    node.rate_out.take(from.len).await;
+    remote.put(from.chunk, bytes::Bytes::from(data)).await
 }
 
 /// The whole of replicated chunk `from`: the local copy if it is intact,

@@ -180,6 +180,26 @@ impl TestCluster {
             .position(|n| n.as_ref().is_some_and(|h| h.id == id))
     }
 
+    /// The chunks (and shards) on every running node, as each lists them.
+    pub async fn nodes_chunks(&self) -> Vec<std::collections::HashSet<cairn_types::ChunkId>> {
+        let creds = Credentials::Cluster(self.secret());
+        let mut out = Vec::new();
+        for h in self.nodes.iter().flatten() {
+            let mut conn = cairn_proto::connect(&h.addr, &creds, Duration::from_secs(10))
+                .await
+                .expect("node answers");
+            let r: cairn_types::Result<Vec<cairn_types::ChunkId>> = conn
+                .call(
+                    &cairn_proto::StorageRequest::ListChunks,
+                    Duration::from_secs(10),
+                )
+                .await
+                .expect("node lists its chunks");
+            out.push(r.expect("node lists its chunks").into_iter().collect());
+        }
+        out
+    }
+
     /// Every segment file of node `i`.
     pub fn segment_files(&self, i: usize) -> Vec<PathBuf> {
         let mut v: Vec<PathBuf> = std::fs::read_dir(self.node_dir(i).join("chunks"))

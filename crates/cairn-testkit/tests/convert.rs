@@ -128,6 +128,11 @@ async fn setting_ec_then_rep_on_a_directory_converts_its_files() {
             .extents
             .iter()
             .all(|e| e.ec.is_none() && e.nodes.len() == 2));
+        // Moved out to a directory with the default rep=3, it follows.
+        cl.mkdir(&p("/plain"), false).await.unwrap();
+        cl.rename(&p("/d/big"), &p("/plain/big")).await.unwrap();
+        wait_layout(&cl, &["/plain/big"], layout("rep=3")).await;
+        assert_eq!(cl.get_bytes(&p("/plain/big")).await.unwrap(), big);
         c.shutdown().await;
     })
     .await

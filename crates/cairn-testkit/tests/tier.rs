@@ -366,3 +366,81 @@ async fn a_second_cairn_as_remote_store_and_credentials_it_refuses() {
     })
     .await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn erasure_coded_files_go_as_whole_chunks_and_come_back_as_shards() {
+    deadline(async {
+        let moto = MotoServer::start("ec-bucket");
+        let dir = tempfile::tempdir().unwrap();
+        let creds = dir.path().join("creds");
+        std::fs::write(&creds, "access_key_id=test\nsecret_access_key=test\n").unwrap();
+        let s = spec("cold", &moto.bucket, &moto.endpoint, &creds);
+        let store = RemoteStore::new(s.clone()).unwrap();
+        let c = cluster(Tiers::new(vec![s]).unwrap()).await;
+        let cl = c.client().await;
+        cl.mkdir(&p("/ec"), false).await.unwrap();
+        cl.set_cues(
+            &p("/ec"),
+            &Cues::parse("ec=2+1,tier=remote:cold").unwrap(),
+            false,
+        )
+        .await
+        .unwrap();
+        // Two whole chunks and a short one, as 2+1 stripes.
+        let data = pattern(2 * CHUNK as usize + 12_345, 7);
+        let f = cl.put_bytes(&p("/ec/log"), &data, opts()).await.unwrap();
+        assert!(f.extents.iter().all(|e| e.ec.is_some()));
+        let off = offloaded(&cl, "/ec/log").await;
+        // Each chunk is one object of its bytes; no shard is left.
+        let (objects, _) = store.list().await.unwrap();
+        let mut at = 0usize;
+        for (e, was) in off.extents.iter().zip(&f.extents) {
+            assert_eq!(e.chunk, was.chunk);
+            assert!(e.ec.is_none() && e.nodes.is_empty(), "{e:?}");
+            assert_eq!(objects.get(&e.chunk), Some(&e.len));
+            let end = at + e.len as usize;
+            assert_eq!(&store.get(e.chunk).await.unwrap()[..], &data[at..end]);
+            at = end;
+        }
+        let shards: Vec<ChunkId> = f
+            .extents
+            .iter()
+            .flat_map(|e| e.stored())
+            .map(|(s, _)| s)
+            .collect();
+        assert_eq!(shards.len(), 9);
+        wait_for(Duration::from_secs(30), || async {
+            let on_nodes = c.nodes_chunks().await;
+            let left = shards
+                .iter()
+                .any(|s| on_nodes.iter().any(|n| n.contains(s)));
+            (!left).then_some(())
+        })
+        .await;
+        // Read through a node, checked against meta's checksums.
+        let fresh = c.client_with(|cfg| cfg.cache_bytes = 0).await;
+        assert_eq!(fresh.get_bytes(&p("/ec/log")).await.unwrap(), data);
+        // Recalled, it comes back as replicas and is re-encoded as its
+        // cue asks; the objects go.
+        cl.set_cues(&p("/ec/log"), &Cues::parse("tier=local").unwrap(), false)
+            .await
+            .unwrap();
+        let (files, chunks, _) = cl.tier_recall(&p("/ec/log")).await.unwrap();
+        assert_eq!((files, chunks), (1, 3));
+        let back = wait_for(Duration::from_secs(60), || async {
+            let i = cl.stat(&p("/ec/log")).await.ok()?;
+            let ok = i.extents.iter().all(|e| {
+                e.remote.is_none() && e.ec.as_ref().is_some_and(|s| s.scheme.to_string() == "2+1")
+            });
+            ok.then_some(i)
+        })
+        .await;
+        assert_eq!(back.extents.len(), 3);
+        assert_eq!(fresh.get_bytes(&p("/ec/log")).await.unwrap(), data);
+        for e in &off.extents {
+            assert!(!store.list().await.unwrap().0.contains_key(&e.chunk));
+        }
+        c.shutdown().await;
+    })
+    .await
+}

@@ -1769,3 +1769,55 @@ async fn relayout_replaces_the_version_read_and_nothing_newer() {
         .unwrap());
     assert_eq!(ns.lookup(&p("/f")).await.unwrap(), v3);
 }
+
+#[tokio::test]
+async fn an_extent_that_drops_its_shards_sends_them_to_garbage() {
+    let (_d, ns) = open_ns(Duration::ZERO).await;
+    let scheme = cairn_types::EcScheme::new(2, 1).unwrap();
+    let stripe = ChunkId::stripe_from(0x4321_u128 << 64);
+    let ec_ext = Extent {
+        ec: Some(cairn_types::EcShards {
+            scheme,
+            shard_len: scheme.shard_len(1000),
+            crcs: vec![11, 12, 13],
+        }),
+        ..Extent::replicated(stripe, 1000, 9, vec![NodeId(5), NodeId(6), NodeId(7)])
+    };
+    ns.commit_file_with(
+        &p("/f"),
+        vec![ec_ext.clone()],
+        None,
+        None,
+        1 << 20,
+        None,
+        &Cues::parse("ec=2+1").unwrap(),
+    )
+    .await
+    .unwrap();
+    let (key, _) = ns.file_key(&p("/f")).await.unwrap();
+    // A change that keeps the shards (one moves) queues nothing.
+    assert!(ns
+        .update_extent(&key, stripe, |e| {
+            e.nodes[0] = NodeId(8);
+            true
+        })
+        .await
+        .unwrap());
+    assert!(pending_garbage(&ns).await.is_empty());
+    // Offloaded whole: every shard is garbage, the chunk itself is not
+    // (its object is the file's now).
+    assert!(ns
+        .update_extent(&key, stripe, |e| {
+            e.nodes.clear();
+            e.ec = None;
+            e.remote = Some("cold".into());
+            true
+        })
+        .await
+        .unwrap());
+    let mut garbage = pending_garbage(&ns).await;
+    garbage.sort();
+    let mut want: Vec<ChunkId> = (0..3).map(|i| stripe.shard(i)).collect();
+    want.sort();
+    assert_eq!(garbage, want);
+}
