@@ -207,53 +207,69 @@ impl Meta {
         cues: &cairn_types::Cues,
         made: &mut Vec<Extent>,
     ) -> Result<()> {
-        for ext in &inode.extents {
-            let alloc = match self.alloc(None, path, cues, None, &[], ext.len).await? {
-                MetaResponse::Alloc(a) => a,
-                other => return Err(Error::internal(format!("allocation answered {other:?}"))),
-            };
-            made.push(Extent {
-                chunk: alloc.chunk,
-                len: ext.len,
-                crc: ext.crc,
-                nodes: alloc.nodes.iter().map(|n| n.id).collect(),
-                ec: alloc.ec.map(|scheme| EcShards {
-                    scheme,
-                    shard_len: scheme.shard_len(ext.len),
-                    crcs: Vec::new(),
-                }),
-                remote: None,
-            });
-            let sources = self.readable_sources(ext);
-            // A node with a whole copy reads it from its own disk; else the
-            // first new node gathers the bytes.
-            let worker = match (&ext.ec, sources.iter().flatten().next()) {
-                (None, Some(a)) => a.clone(),
-                _ => alloc
-                    .nodes
-                    .first()
-                    .cloned()
-                    .ok_or_else(|| Error::internal("an empty placement"))?,
-            };
-            let req = StorageRequest::Transcode {
-                from: ext.clone(),
-                sources,
-                cap: Capability::sign(&self.secret, ext.chunk, false),
-                to: alloc,
-            };
-            let shards: Option<EcShards> = self
-                .node_call(&worker.addr, &req)
-                .await
-                .map_err(|e| e.context(format!("chunk {} on {}", ext.chunk, worker.addr)))?;
-            let new = made.last_mut().expect("pushed above");
-            match (&mut new.ec, shards) {
-                (Some(planned), Some(got)) if got.shard_len == planned.shard_len => *planned = got,
-                (None, None) => {}
-                _ => {
-                    return Err(Error::internal(format!(
-                        "{} answered a layout other than the one asked for",
-                        worker.addr
-                    )))
+        // A window of chunks at a time (the repair parallelism), each on
+        // its own node: reads, coding and writes of several chunks overlap.
+        let window = self.repair_cfg.parallelism.max(1);
+        for exts in inode.extents.chunks(window) {
+            let first = made.len();
+            let mut reqs = Vec::with_capacity(exts.len());
+            for ext in exts {
+                let alloc = match self.alloc(None, path, cues, None, &[], ext.len).await? {
+                    MetaResponse::Alloc(a) => a,
+                    other => return Err(Error::internal(format!("allocation answered {other:?}"))),
+                };
+                made.push(Extent {
+                    chunk: alloc.chunk,
+                    len: ext.len,
+                    crc: ext.crc,
+                    nodes: alloc.nodes.iter().map(|n| n.id).collect(),
+                    ec: alloc.ec.map(|scheme| EcShards {
+                        scheme,
+                        shard_len: scheme.shard_len(ext.len),
+                        crcs: Vec::new(),
+                    }),
+                    remote: None,
+                });
+                let sources = self.readable_sources(ext);
+                // A node with a whole copy reads it from its own disk;
+                // else the first new node gathers the bytes.
+                let worker = match (&ext.ec, sources.iter().flatten().next()) {
+                    (None, Some(a)) => a.clone(),
+                    _ => alloc
+                        .nodes
+                        .first()
+                        .cloned()
+                        .ok_or_else(|| Error::internal("an empty placement"))?,
+                };
+                let req = StorageRequest::Transcode {
+                    from: ext.clone(),
+                    sources,
+                    cap: Capability::sign(&self.secret, ext.chunk, false),
+                    to: alloc,
+                };
+                reqs.push((ext.chunk, worker, req));
+            }
+            let answers = futures_util::future::join_all(reqs.iter().map(
+                |(chunk, worker, req)| async move {
+                    self.node_call::<Option<EcShards>>(&worker.addr, req)
+                        .await
+                        .map_err(|e| e.context(format!("chunk {chunk} on {}", worker.addr)))
+                },
+            ))
+            .await;
+            for (i, (answer, (_, worker, _))) in answers.into_iter().zip(&reqs).enumerate() {
+                let new = &mut made[first + i];
+                match (&mut new.ec, answer?) {
+                    (Some(planned), Some(got)) if got.shard_len == planned.shard_len => {
+                        *planned = got
+                    }
+                    (None, None) => {}
+                    _ => {
+                        return Err(Error::internal(format!(
+                            "{} answered a layout other than the one asked for",
+                            worker.addr
+                        )))
+                    }
                 }
             }
         }
