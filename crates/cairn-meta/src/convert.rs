@@ -32,7 +32,7 @@ use crate::server::Meta;
 use crate::store::Txn;
 use cairn_proto::{Capability, MetaResponse, NodeAddr, StorageRequest};
 use cairn_types::{
-    CairnPath, EcShards, Error, ErrorKind, Extent, Inode, InodeKind, Layout, Result,
+    CairnPath, Cues, EcShards, Error, ErrorKind, Extent, Inode, InodeKind, Layout, Result,
 };
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -51,7 +51,7 @@ fn job_key(path: &CairnPath) -> Vec<u8> {
 }
 
 /// What became of one file.
-enum Outcome {
+pub(crate) enum Outcome {
     Converted(u64),
     Already,
     /// Removed or renamed meanwhile: nothing to do here.
@@ -143,7 +143,7 @@ impl Meta {
     }
 
     /// Convert file `path` to `want` unless it is so already (module doc).
-    async fn convert_file(&self, path: &CairnPath, want: Layout) -> Result<Outcome> {
+    pub(crate) async fn convert_file(&self, path: &CairnPath, want: Layout) -> Result<Outcome> {
         let (key, inode) = match self.ns.file_key(path).await {
             Ok(k) => k,
             Err(e) if e.kind == ErrorKind::NotFound => return Ok(Outcome::Gone),
@@ -299,7 +299,7 @@ struct Walk {
     dirs: Vec<CairnPath>,
     /// The directory being listed, what it asks for, and the last name
     /// listed.
-    current: Option<(CairnPath, Layout, Option<String>)>,
+    current: Option<(CairnPath, Cues, Option<String>)>,
     failed: u64,
     last_error: Option<Error>,
 }
@@ -372,10 +372,9 @@ impl ConvertWorker {
                 }
                 Err(e) => return Err(e),
             };
-            match entry.entry.map(|i| i.kind) {
+            match entry.entry.as_ref().map(|i| i.kind) {
                 Some(InodeKind::Directory) => {
-                    let want = Layout::wanted(&entry.effective, default_rep);
-                    walk.current = Some((dir, want, None));
+                    walk.current = Some((dir, entry.effective, None));
                 }
                 // A job for one file (a writer committed chunks of the
                 // layout it had before a conversion): what its directory
@@ -385,7 +384,17 @@ impl ConvertWorker {
                         .split_last()
                         .map(|(d, _)| d)
                         .unwrap_or_else(CairnPath::root);
-                    let want = Layout::wanted(&meta.ns.cues(&parent).await?.effective, default_rep);
+                    let eff = meta.ns.cues(&parent).await?.effective;
+                    let as_asked = |l: Layout| l.satisfies(&eff, default_rep);
+                    if entry
+                        .entry
+                        .as_ref()
+                        .and_then(|i| i.layout())
+                        .is_none_or(as_asked)
+                    {
+                        return Ok(false);
+                    }
+                    let want = Layout::wanted(&eff, default_rep);
                     let mut tally = Tally::default();
                     self.convert_one(&dir, want, &mut tally).await;
                     self.walk.as_mut().expect("a walk").add(tally);
@@ -394,7 +403,8 @@ impl ConvertWorker {
                 _ => return Ok(false),
             }
         }
-        let (dir, want, after) = walk.current.clone().expect("set above");
+        let (dir, eff, after) = walk.current.clone().expect("set above");
+        let want = Layout::wanted(&eff, default_rep);
         let page = match meta.ns.list(&dir, after.as_deref(), PAGE).await {
             Ok(p) => p,
             Err(e) if matches!(e.kind, ErrorKind::NotFound | ErrorKind::NotADirectory) => {
@@ -404,7 +414,9 @@ impl ConvertWorker {
             Err(e) => return Err(e),
         };
         walk.current = match page.last() {
-            Some(last) if page.len() == PAGE => Some((dir.clone(), want, Some(last.name.clone()))),
+            Some(last) if page.len() == PAGE => {
+                Some((dir.clone(), eff.clone(), Some(last.name.clone())))
+            }
             _ => None,
         };
         let mut tally = Tally::default();
@@ -413,7 +425,11 @@ impl ConvertWorker {
             match e.inode.kind {
                 InodeKind::Directory => tally.dirs.push(p),
                 // No chunks, or as asked already: nothing to do.
-                InodeKind::File if e.inode.layout().is_some_and(|l| l != want) => {
+                InodeKind::File
+                    if e.inode
+                        .layout()
+                        .is_some_and(|l| !l.satisfies(&eff, default_rep)) =>
+                {
                     self.throttle.take(e.inode.size).await;
                     self.convert_one(&p, want, &mut tally).await;
                 }

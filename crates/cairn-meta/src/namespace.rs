@@ -1581,7 +1581,7 @@ impl Namespace {
     /// `extents` (the same bytes laid out anew, by meta's conversion
     /// worker) as its next version, if it is still at `version` with the
     /// same size; its redundancy cue becomes `cues`' (`rep` or `ec`). Its
-    /// mtime stays (the content did not change). The old chunks become
+    /// mtime and ctime stay (the content did not change). The old chunks become
     /// garbage, due after the gc delay, so readers of the old version
     /// finish. Returns false if the file changed meanwhile: nothing is
     /// written.
@@ -1604,7 +1604,8 @@ impl Namespace {
             let old = std::mem::replace(&mut inode.extents, extents.to_vec());
             inode.version = Version(version.0 + 1);
             inode.cues = inode.cues.merge(cues);
-            inode.ctime_ms = now_ms();
+            // ctime stays too: a new layout is no use of the file, and must
+            // not put off its cold_after.
             let due = self.due_ms();
             let keep: HashSet<ChunkId> = extents.iter().map(|e| e.chunk).collect();
             let mut seen = HashSet::new();
@@ -1631,6 +1632,29 @@ impl Namespace {
     /// record; a hard-linked file's is its shared record's.
     pub async fn file_key(&self, path: &CairnPath) -> Result<(Vec<u8>, Inode)> {
         Tx::new(self.store.as_ref()).existing(path).await
+    }
+
+    /// The path of file or directory `id` now, from its parents' links;
+    /// None for a hard-linked file (it has several) or one that went.
+    pub async fn path_of(&self, id: InodeId) -> Result<Option<CairnPath>> {
+        let mut names = Vec::new();
+        let mut at = id;
+        while at != InodeId::ROOT {
+            let Some((value, _)) = self.store.get(&id_key(INODE, at)).await? else {
+                return Ok(None);
+            };
+            let link: InodeLink = decode(&value)?;
+            if link.parent == LINKED || names.len() > cairn_types::MAX_PATH_LEN {
+                return Ok(None);
+            }
+            names.push(link.name);
+            at = link.parent;
+        }
+        let mut path = CairnPath::root();
+        for n in names.iter().rev() {
+            path = path.join(n)?;
+        }
+        Ok(Some(path))
     }
 
     /// Every chunk waiting in garbage (due or not): the orphan sweep leaves

@@ -39,8 +39,8 @@
 use crate::server::Meta;
 use cairn_proto::{Capability, StorageRequest, TierReport, TierUsage};
 use cairn_types::{
-    now_ms, CairnPath, ChunkId, Error, ErrorKind, Extent, Inode, InodeId, InodeKind, NodeId,
-    Result, Tier,
+    now_ms, CairnPath, ChunkId, EcScheme, Error, ErrorKind, Extent, Inode, InodeId, InodeKind,
+    Layout, NodeId, Result, Tier,
 };
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -226,7 +226,8 @@ impl Meta {
                 .map(|_| ())
                 .map_err(|e| Error::invalid(format!("cue tier=remote:{n}: {}", e.message))),
             None if cues.cold_after_ms.is_some() && tiers.is_empty() => Err(Error::invalid(
-                "cue cold_after needs a remote store to move files to: meta was given none (--tier)",
+                "cue cold_after needs a remote store to move files to: meta was given none \
+                 (--tier); or give tier=ec:K+M to erasure-code cold files on the nodes",
             )),
             _ => Ok(()),
         }
@@ -236,26 +237,56 @@ impl Meta {
     fn offload_target(&self, inode: &Inode, now: u64) -> Option<String> {
         let c = &inode.cues;
         let tier = match &c.tier {
-            Some(Tier::Local) => return None,
+            Some(Tier::Local | Tier::Ec(_)) => return None,
             Some(Tier::Remote(n)) => n.clone(),
             None => {
                 c.cold_after_ms?;
                 self.tier.cfg.tiers.default_name()?.to_string()
             }
         };
-        if let Some(after) = c.cold_after_ms {
-            // ctime, not mtime: a writer may set mtime to the past (sync
-            // keeps the source's), while the write itself sets ctime.
-            let last = inode
-                .ctime_ms
-                .max(inode.mtime_ms)
-                .max(self.tier.last_access(inode.id))
-                .max(self.started_ms);
-            if now.saturating_sub(last) < after {
-                return None;
-            }
+        self.cold_enough(inode, now).then_some(tier)
+    }
+
+    /// The scheme `inode` should be erasure-coded with now, by the cold
+    /// policy `tier=ec:K+M` (once `cold_after` has passed), if it is not
+    /// so already. Files with offloaded chunks are left alone.
+    fn cold_scheme(&self, inode: &Inode, now: u64) -> Option<EcScheme> {
+        let Some(Tier::Ec(scheme)) = inode.cues.tier else {
+            return None;
+        };
+        let local = inode.extents.iter().all(|e| e.remote.is_none());
+        let coded = inode.layout().is_none_or(|l| l == Layout::Ec(scheme));
+        (local && !coded && inode.cues.cold_after_ms.is_some() && self.cold_enough(inode, now))
+            .then_some(scheme)
+    }
+
+    /// Whether `inode` was neither read nor written for its `cold_after`
+    /// (true without one).
+    fn cold_enough(&self, inode: &Inode, now: u64) -> bool {
+        let Some(after) = inode.cues.cold_after_ms else {
+            return true;
+        };
+        // ctime, not mtime: a writer may set mtime to the past (sync
+        // keeps the source's), while the write itself sets ctime.
+        let last = inode
+            .ctime_ms
+            .max(inode.mtime_ms)
+            .max(self.tier.last_access(inode.id))
+            .max(self.started_ms);
+        now.saturating_sub(last) >= after
+    }
+
+    /// Erasure-code a cold file as its cold policy asks (a conversion, as
+    /// the convert worker makes them). Returns the bytes converted.
+    async fn encode_cold(&self, inode: &Inode, scheme: EcScheme) -> Result<u64> {
+        // By its one path: a hard-linked file has several, and is left.
+        let Some(path) = self.ns.path_of(inode.id).await? else {
+            return Ok(0);
+        };
+        match self.convert_file(&path, Layout::Ec(scheme)).await? {
+            crate::convert::Outcome::Converted(n) => Ok(n),
+            _ => Ok(0),
         }
-        Some(tier)
     }
 
     /// Offload one chunk of the file whose entry key is `key` (steps in
@@ -604,6 +635,9 @@ pub struct TierWorker {
     last_check: Option<Instant>,
     offloaded: u64,
     bytes: u64,
+    /// Cold files erasure-coded by their `tier=ec:K+M`, and their bytes.
+    encoded: u64,
+    encoded_bytes: u64,
     failed: u64,
 }
 
@@ -620,6 +654,8 @@ impl TierWorker {
             last_check: None,
             offloaded: 0,
             bytes: 0,
+            encoded: 0,
+            encoded_bytes: 0,
             failed: 0,
         }
     }
@@ -638,13 +674,6 @@ impl crate::worker::Worker for TierWorker {
     async fn pass(&mut self) -> Result<crate::worker::Pass> {
         let meta = self.meta.clone();
         let interval = meta.tier.cfg.interval;
-        if meta.tier.cfg.tiers.is_empty() {
-            return Ok(crate::worker::Pass {
-                state: "idle",
-                progress: "no remote store (--tier)".into(),
-                next: Duration::from_secs(3600),
-            });
-        }
         if !meta.election.is_leader() {
             return Ok(crate::worker::Pass {
                 state: "standby",
@@ -653,7 +682,8 @@ impl crate::worker::Worker for TierWorker {
             });
         }
         // Stores are checked again each interval, sooner once one is down.
-        if self.last_check.is_none_or(|t| t.elapsed() >= interval) {
+        let stores = !meta.tier.cfg.tiers.is_empty();
+        if stores && self.last_check.is_none_or(|t| t.elapsed() >= interval) {
             meta.tier.check().await;
             self.last_check = Some(Instant::now());
         }
@@ -664,6 +694,22 @@ impl crate::worker::Worker for TierWorker {
         let now = now_ms();
         let mut last_err: Option<Error> = None;
         for (key, inode) in files {
+            if let Some(scheme) = meta.cold_scheme(&inode, now) {
+                self.throttle.take(inode.size).await;
+                match meta.encode_cold(&inode, scheme).await {
+                    Ok(0) => {}
+                    Ok(n) => {
+                        self.encoded += 1;
+                        self.encoded_bytes += n;
+                    }
+                    Err(e) => {
+                        warn!("{e}");
+                        self.failed += 1;
+                        last_err = Some(e);
+                    }
+                }
+                continue;
+            }
             let Some(tier) = meta.offload_target(&inode, now) else {
                 continue;
             };
@@ -701,9 +747,16 @@ impl crate::worker::Worker for TierWorker {
         Ok(crate::worker::Pass {
             state: "idle",
             progress: format!(
-                "{} chunk(s) offloaded ({}), {} failed",
+                "{}{} chunk(s) offloaded ({}), {} cold file(s) erasure-coded ({}), {} failed",
+                if stores {
+                    ""
+                } else {
+                    "no remote store (--tier); "
+                },
                 self.offloaded,
                 cairn_types::format_bytes(self.bytes),
+                self.encoded,
+                cairn_types::format_bytes(self.encoded_bytes),
                 self.failed
             ),
             next: if self.cursor.is_some() {

@@ -243,12 +243,17 @@ async fn a_writer_racing_a_conversion_wins() {
         }
         let names: Vec<String> = (0..8).map(|i| format!("/w/f{i}")).collect();
         let files: Vec<&str> = names.iter().map(|s| s.as_str()).collect();
-        // New writes follow the cue; whatever the worker did, the last
-        // write of each file is what is read.
-        wait_layout(&cl, &files, layout("ec=2+1")).await;
+        // Whatever the worker did, the last write of each file is what is
+        // read. A rewrite whose chunks were all placed before its file's
+        // conversion and committed after it keeps the file's old
+        // redundancy (the writer wins), until the cue is set again.
         for (i, f) in files.iter().enumerate() {
             assert_eq!(cl.get_bytes(&p(f)).await.unwrap(), last[i], "{f}");
         }
+        cl.set_cues(&p("/w"), &Cues::parse("ec=2+1").unwrap(), false)
+            .await
+            .unwrap();
+        wait_layout(&cl, &files, layout("ec=2+1")).await;
         wait_for(Duration::from_secs(60), || async {
             let s = cl.cluster_status().await.ok()?;
             (s.pending_garbage_chunks == 0 && s.under_replicated_chunks == 0).then_some(())
@@ -305,6 +310,76 @@ async fn a_write_begun_before_a_conversion_is_converted_after_it() {
         })
         .await;
         assert_eq!(cl.get_bytes(&p("/w/f")).await.unwrap(), data);
+        c.shutdown().await;
+    })
+    .await
+}
+
+/// A worker's status.
+async fn worker(cl: &Client, name: &str) -> cairn_proto::WorkerStatus {
+    let s = cl.cluster_status().await.unwrap();
+    s.workers.into_iter().find(|w| w.name == name).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cold_files_are_erasure_coded_by_their_cold_policy() {
+    deadline(async {
+        // No remote store: tier=ec:K+M needs none.
+        let c = TestCluster::start_with(4, |m| {
+            fast(m);
+            m.tier.interval = Duration::from_millis(100);
+        })
+        .await;
+        let cl = c.client().await;
+        cl.mkdir(&p("/logs"), false).await.unwrap();
+        let e = cl
+            .set_cues(&p("/logs"), &Cues::parse("tier=ec:2+1").unwrap(), false)
+            .await
+            .unwrap_err();
+        assert!(e.message.contains("cold_after"), "{e}");
+        cl.set_cues(
+            &p("/logs"),
+            &Cues::parse("cold_after=1s,tier=ec:2+1").unwrap(),
+            false,
+        )
+        .await
+        .unwrap();
+        // Written hot: replicated.
+        let data = pattern(3 * 256 * 1024 + 5, 11);
+        let f = cl.put_bytes(&p("/logs/a"), &data, opts()).await.unwrap();
+        assert_eq!(f.layout(), Some(layout("rep=3")));
+        // Cold after a second (stat is no use of the file; an open is):
+        // erasure-coded on the nodes, same bytes.
+        let a = wait_for(Duration::from_secs(60), || async {
+            let i = cl.stat(&p("/logs/a")).await.ok()?;
+            (i.layout() == Some(layout("ec=2+1"))).then_some(i)
+        })
+        .await;
+        assert_eq!(cl.get_bytes(&p("/logs/a")).await.unwrap(), data);
+        assert_eq!(a.mtime_ms, f.mtime_ms);
+        let tier = worker(&cl, "tier").await;
+        assert!(
+            tier.progress.contains("1 cold file(s) erasure-coded"),
+            "{}",
+            tier.progress
+        );
+        // A later rep= on the directory converts hot files, and leaves
+        // the cold ones as their policy made them.
+        let before = worker(&cl, "convert").await.passes;
+        cl.set_cues(&p("/logs"), &Cues::parse("rep=2").unwrap(), false)
+            .await
+            .unwrap();
+        wait_for(Duration::from_secs(60), || async {
+            let w = worker(&cl, "convert").await;
+            let done = w.passes >= before + 3
+                && w.state == "idle"
+                && w.progress.contains("0 job(s) waiting");
+            done.then_some(())
+        })
+        .await;
+        let now = cl.stat(&p("/logs/a")).await.unwrap();
+        assert_eq!(now.version, a.version, "left as it was");
+        assert_eq!(now.layout(), Some(layout("ec=2+1")));
         c.shutdown().await;
     })
     .await

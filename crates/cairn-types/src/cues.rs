@@ -164,6 +164,9 @@ pub enum Tier {
     Local,
     /// In the named remote store; node copies are cache.
     Remote(String),
+    /// On storage nodes, erasure-coded with this scheme once cold (the
+    /// cold policy with `cold_after=`: replicated while hot).
+    Ec(crate::EcScheme),
 }
 
 impl fmt::Display for Tier {
@@ -171,6 +174,7 @@ impl fmt::Display for Tier {
         match self {
             Tier::Local => f.write_str("local"),
             Tier::Remote(n) => write!(f, "remote:{n}"),
+            Tier::Ec(e) => write!(f, "ec:{e}"),
         }
     }
 }
@@ -183,11 +187,13 @@ impl std::str::FromStr for Tier {
             return Ok(Tier::Local);
         }
         match s.split_once(':') {
-            Some((r, name)) if r.eq_ignore_ascii_case("remote") => {
-                Ok(Tier::Remote(crate::check_tier_name(name.trim())?.to_string()))
-            }
+            Some((r, name)) if r.eq_ignore_ascii_case("remote") => Ok(Tier::Remote(
+                crate::check_tier_name(name.trim())?.to_string(),
+            )),
+            Some((e, scheme)) if e.eq_ignore_ascii_case("ec") => Ok(Tier::Ec(scheme.parse()?)),
             _ => Err(Error::invalid(format!(
-                "cue tier={s}: use tier=local or tier=remote:NAME (NAME a store given to meta with --tier)"
+                "cue tier={s}: use tier=local, tier=remote:NAME (NAME a store given to meta with \
+                 --tier) or tier=ec:K+M (erasure-coded once cold_after= has passed)"
             ))),
         }
     }
@@ -481,6 +487,11 @@ impl Cues {
                 "cues rep={rep} and ec={ec} contradict: a chunk is replicated or erasure-coded"
             )));
         }
+        if let (Some(Tier::Ec(e)), None) = (&self.tier, self.cold_after_ms) {
+            return Err(Error::invalid(format!(
+                "cue tier=ec:{e} is a cold policy: give cold_after= too (or ec={e} for every file)"
+            )));
+        }
         let rep = self.rep.unwrap_or(default_rep);
         // `sync` does not apply under `ec`: an erasure-coded write is
         // acknowledged once all its shards are durable.
@@ -695,6 +706,13 @@ mod tests {
         assert_eq!(c.cold_after_ms, Some(7 * 86_400_000));
         assert_eq!(c.to_string(), "tier=remote:cold,cold_after=7d");
         assert_eq!(Cues::parse("tier=local").unwrap().tier, Some(Tier::Local));
+        let cold = Cues::parse("cold_after=30d,tier=ec:8+3").unwrap();
+        assert_eq!(cold.tier, Some(Tier::Ec(crate::EcScheme { k: 8, m: 3 })));
+        assert_eq!(cold.to_string(), "tier=ec:8+3,cold_after=30d");
+        assert!(cold.check(3).is_ok());
+        let e = Cues::parse("tier=ec:4+2").unwrap().check(3).unwrap_err();
+        assert!(e.message.contains("cold_after"), "{e}");
+        assert!(Cues::parse("tier=ec:4+0").is_err());
         // Both are fixed on a file at creation, like rep.
         assert_eq!(c.persistent(), c);
         for bad in [
@@ -867,12 +885,10 @@ mod tests {
                             k: if t { 4 } else { 8 },
                             m: if t { 2 } else { 3 },
                         }),
-                        tier: wf.map(|w| {
-                            if w {
-                                Tier::Local
-                            } else {
-                                Tier::Remote("cold-1".into())
-                            }
+                        tier: wf.map(|w| match (w, hs) {
+                            (true, _) => Tier::Local,
+                            (false, Some(true)) => Tier::Ec(crate::EcScheme { k: 6, m: 3 }),
+                            (false, _) => Tier::Remote("cold-1".into()),
                         }),
                         cold_after_ms: mt.map(|m| m * 1000),
                     }

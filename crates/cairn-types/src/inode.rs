@@ -215,6 +215,14 @@ impl Layout {
         }
     }
 
+    /// Whether a file kept as `self` is as the effective cues `eff` of its
+    /// directory ask: their layout, or the cold policy's
+    /// (`tier=ec:K+M`), which a file reaches once cold.
+    pub fn satisfies(self, eff: &crate::Cues, default_rep: u8) -> bool {
+        self == Layout::wanted(eff, default_rep)
+            || matches!(&eff.tier, Some(crate::Tier::Ec(s)) if self == Layout::Ec(*s))
+    }
+
     /// The cues that write a file in this layout (Mixed: none).
     pub fn cues(self) -> crate::Cues {
         match self {
