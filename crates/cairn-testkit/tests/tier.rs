@@ -64,6 +64,19 @@ async fn cluster(tiers: Tiers) -> TestCluster {
     .await
 }
 
+/// A moto server with `bucket`, the store "cold" in it (credentials in a
+/// temp dir, returned to keep), and a [`cluster`] that knows the store.
+async fn on_moto(bucket: &str) -> (MotoServer, tempfile::TempDir, RemoteStore, TestCluster) {
+    let moto = MotoServer::start(bucket);
+    let dir = tempfile::tempdir().unwrap();
+    let creds = dir.path().join("creds");
+    std::fs::write(&creds, "access_key_id=test\nsecret_access_key=test\n").unwrap();
+    let s = spec("cold", &moto.bucket, &moto.endpoint, &creds);
+    let store = RemoteStore::new(s.clone()).unwrap();
+    let c = cluster(Tiers::new(vec![s]).unwrap()).await;
+    (moto, dir, store, c)
+}
+
 async fn offloaded(cl: &Client, path: &str) -> Inode {
     let path = p(path);
     wait_for(Duration::from_secs(60), || async {
@@ -83,13 +96,7 @@ async fn cached(cl: &Client, tier: &str) -> (u64, u64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn offload_read_through_recall_gc_and_verify_against_moto() {
     deadline(async {
-        let mut moto = MotoServer::start("cold-bucket");
-        let dir = tempfile::tempdir().unwrap();
-        let creds = dir.path().join("creds");
-        std::fs::write(&creds, "access_key_id=test\nsecret_access_key=test\n").unwrap();
-        let s = spec("cold", &moto.bucket, &moto.endpoint, &creds);
-        let store = RemoteStore::new(s.clone()).unwrap();
-        let c = cluster(Tiers::new(vec![s]).unwrap()).await;
+        let (mut moto, _dir, store, c) = on_moto("cold-bucket").await;
         let cl = c.client().await;
         cl.mkdir(&p("/cold"), false).await.unwrap();
         cl.set_cues(
@@ -370,13 +377,7 @@ async fn a_second_cairn_as_remote_store_and_credentials_it_refuses() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn erasure_coded_files_go_as_whole_chunks_and_come_back_as_shards() {
     deadline(async {
-        let moto = MotoServer::start("ec-bucket");
-        let dir = tempfile::tempdir().unwrap();
-        let creds = dir.path().join("creds");
-        std::fs::write(&creds, "access_key_id=test\nsecret_access_key=test\n").unwrap();
-        let s = spec("cold", &moto.bucket, &moto.endpoint, &creds);
-        let store = RemoteStore::new(s.clone()).unwrap();
-        let c = cluster(Tiers::new(vec![s]).unwrap()).await;
+        let (_moto, _dir, store, c) = on_moto("ec-bucket").await;
         let cl = c.client().await;
         cl.mkdir(&p("/ec"), false).await.unwrap();
         cl.set_cues(

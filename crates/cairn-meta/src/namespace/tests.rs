@@ -40,6 +40,19 @@ async fn pending_garbage(ns: &Namespace) -> Vec<ChunkId> {
         .collect()
 }
 
+/// A 2+1 stripe of 1000 bytes on nodes 5, 6 and 7.
+fn stripe_ext(stripe: ChunkId) -> Extent {
+    let scheme = cairn_types::EcScheme::new(2, 1).unwrap();
+    Extent {
+        ec: Some(cairn_types::EcShards {
+            scheme,
+            shard_len: scheme.shard_len(1000),
+            crcs: vec![11, 12, 13],
+        }),
+        ..Extent::replicated(stripe, 1000, 9, vec![NodeId(5), NodeId(6), NodeId(7)])
+    }
+}
+
 fn kind<T>(r: Result<T>) -> ErrorKind {
     match r {
         Ok(_) => panic!("expected an error"),
@@ -870,14 +883,7 @@ async fn erasure_coded_chunks_keep_their_shards_and_collect_each() {
     let (_d, ns) = open_ns(Duration::ZERO).await;
     let scheme = cairn_types::EcScheme::new(2, 1).unwrap();
     let stripe = ChunkId::stripe_from(0x1234_5678_9abc_def0_u128 << 64);
-    let ec_ext = Extent {
-        ec: Some(cairn_types::EcShards {
-            scheme,
-            shard_len: scheme.shard_len(1000),
-            crcs: vec![11, 12, 13],
-        }),
-        ..Extent::replicated(stripe, 1000, 9, vec![NodeId(5), NodeId(6), NodeId(7)])
-    };
+    let ec_ext = stripe_ext(stripe);
     let cues = Cues::parse("ec=2+1,tier=remote:cold,cold_after=1h").unwrap();
     // A second extent, offloaded: the record keeps its store.
     let far = Extent {
@@ -1773,16 +1779,8 @@ async fn relayout_replaces_the_version_read_and_nothing_newer() {
 #[tokio::test]
 async fn an_extent_that_drops_its_shards_sends_them_to_garbage() {
     let (_d, ns) = open_ns(Duration::ZERO).await;
-    let scheme = cairn_types::EcScheme::new(2, 1).unwrap();
     let stripe = ChunkId::stripe_from(0x4321_u128 << 64);
-    let ec_ext = Extent {
-        ec: Some(cairn_types::EcShards {
-            scheme,
-            shard_len: scheme.shard_len(1000),
-            crcs: vec![11, 12, 13],
-        }),
-        ..Extent::replicated(stripe, 1000, 9, vec![NodeId(5), NodeId(6), NodeId(7)])
-    };
+    let ec_ext = stripe_ext(stripe);
     ns.commit_file_with(
         &p("/f"),
         vec![ec_ext.clone()],
