@@ -94,7 +94,10 @@ impl Meta {
         let (Some((from, _)), Some((to, _))) = (src.split_last(), dst.split_last()) else {
             return;
         };
-        if !self.auto_convert || from == to {
+        if !self.auto_convert {
+            return;
+        }
+        if from == to && !self.convert_jobs_below(src).await.unwrap_or(true) {
             return;
         }
         let default_rep = self.default_rep.load(Ordering::Relaxed);
@@ -104,7 +107,9 @@ impl Meta {
             // The old directory went meanwhile: look at what moved.
             _ => true,
         };
-        if differs {
+        // A job waiting for what moved (or below it) moves with it.
+        let pending = self.convert_jobs_below(src).await.unwrap_or(true);
+        if differs || pending {
             if let Err(e) = self.add_convert_job(dst).await {
                 warn!(path = %dst, "could not record a conversion job: {e}");
             }
@@ -136,6 +141,18 @@ impl Meta {
         Ok(Some((kv.key, kv.revision, path)))
     }
 
+    /// Whether a job waits for `path` or something below it.
+    async fn convert_jobs_below(&self, path: &CairnPath) -> Result<bool> {
+        let start = job_key(path);
+        let end = crate::store::prefix_end(&start);
+        let jobs = self.store.scan(&start, &end, 1000).await?;
+        let below = format!("{}/", path.as_str().trim_end_matches('/'));
+        Ok(jobs.iter().any(|kv| {
+            let p = &kv.key[JOB_PREFIX.len()..];
+            p == path.as_str().as_bytes() || p.starts_with(below.as_bytes())
+        }))
+    }
+
     /// Waiting jobs (for the worker's progress line).
     async fn convert_jobs_waiting(&self) -> Result<usize> {
         let end = crate::store::prefix_end(JOB_PREFIX);
@@ -158,12 +175,22 @@ impl Meta {
         if inode.cues.is_write_once() || inode.extents.iter().any(|e| e.remote.is_some()) {
             return Ok(Outcome::Skipped);
         }
-        let cues = want.cues();
+        let mut cues = want.cues();
+        // A file's own sync= stays within its new rep=.
+        if let (Layout::Rep(n), Some(sync)) = (want, inode.cues.sync) {
+            cues.sync = Some(sync.min(n));
+        }
         let mut made: Vec<Extent> = Vec::with_capacity(inode.extents.len());
         let r = self.transcode_all(path, &inode, &cues, &mut made).await;
+        // The error, and whether it is the commit's (whose outcome an
+        // error may leave unknown).
         let r = match r {
-            Ok(()) => self.ns.relayout(&key, inode.version, &made, &cues).await,
-            Err(e) => Err(e),
+            Ok(()) => {
+                self.still_recent(&made);
+                let r = self.ns.relayout(&key, inode.version, &made, &cues).await;
+                r.map_err(|e| (e, true))
+            }
+            Err(e) => Err((e, false)),
         };
         match r {
             Ok(true) => {
@@ -173,15 +200,65 @@ impl Meta {
                 Ok(Outcome::Converted(inode.size))
             }
             Ok(false) => {
-                self.discard(&made).await?;
+                self.discard_unheld(path, &made).await;
                 Ok(Outcome::Raced)
             }
-            Err(e) => {
-                if let Err(d) = self.discard(&made).await {
-                    warn!(%path, "could not discard the chunks of a failed conversion: {d}");
+            Err((e, commit)) => {
+                // Only after a failure that certainly committed nothing (an
+                // etcd transaction whose answer was lost may have applied):
+                // otherwise the chunks are left to the orphan sweep.
+                let certain = !commit
+                    || matches!(
+                        e.kind,
+                        ErrorKind::Conflict
+                            | ErrorKind::NotFound
+                            | ErrorKind::InvalidInput
+                            | ErrorKind::PermissionDenied
+                            | ErrorKind::TooLarge
+                    );
+                if certain {
+                    self.discard_unheld(path, &made).await;
                 }
                 Err(e.context(format!("converting {path} from {have} to {want}")))
             }
+        }
+    }
+
+    /// Send the new chunks of a conversion that did not commit to garbage,
+    /// but none the file holds now (a commit whose answer was lost, then
+    /// retried as a conflict, did take them); if the file cannot be read,
+    /// the orphan sweep gets them later instead.
+    async fn discard_unheld(&self, path: &CairnPath, made: &[Extent]) {
+        let held: std::collections::HashSet<cairn_types::ChunkId> = match self
+            .ns
+            .file_key(path)
+            .await
+        {
+            Ok((_, i)) => i.extents.iter().map(|e| e.chunk).collect(),
+            Err(e) if e.kind == ErrorKind::NotFound => Default::default(),
+            Err(e) => {
+                warn!(%path, "keeping the chunks of a failed conversion for the orphan sweep: {e}");
+                return;
+            }
+        };
+        let unheld: Vec<Extent> = made
+            .iter()
+            .filter(|e| !held.contains(&e.chunk))
+            .cloned()
+            .collect();
+        if let Err(e) = self.discard(&unheld).await {
+            warn!(%path, "could not discard the chunks of a failed conversion: {e}");
+        }
+    }
+
+    /// The new chunks of a conversion in progress count as handed out
+    /// just now, so the orphan sweep leaves them however long the file
+    /// takes.
+    fn still_recent(&self, made: &[Extent]) {
+        let now = cairn_types::now_ms();
+        let mut recent = self.recent.lock().unwrap();
+        for e in made {
+            recent.insert(e.chunk, now);
         }
     }
 
@@ -249,6 +326,7 @@ impl Meta {
                 };
                 reqs.push((ext.chunk, worker, req));
             }
+            self.still_recent(made);
             let answers = futures_util::future::join_all(reqs.iter().map(
                 |(chunk, worker, req)| async move {
                     self.node_call::<Option<EcShards>>(&worker.addr, req)
@@ -370,7 +448,10 @@ impl ConvertWorker {
                 Err(e) if matches!(e.kind, ErrorKind::NotFound | ErrorKind::NotADirectory) => {
                     return Ok(false)
                 }
-                Err(e) => return Err(e),
+                Err(e) => {
+                    walk.dirs.push(dir); // the next pass tries it again
+                    return Err(e);
+                }
             };
             match entry.entry.as_ref().map(|i| i.kind) {
                 Some(InodeKind::Directory) => {
@@ -384,7 +465,13 @@ impl ConvertWorker {
                         .split_last()
                         .map(|(d, _)| d)
                         .unwrap_or_else(CairnPath::root);
-                    let eff = meta.ns.cues(&parent).await?.effective;
+                    let eff = match meta.ns.cues(&parent).await {
+                        Ok(r) => r.effective,
+                        Err(e) => {
+                            walk.dirs.push(dir);
+                            return Err(e);
+                        }
+                    };
                     let as_asked = |l: Layout| l.satisfies(&eff, default_rep);
                     if entry
                         .entry

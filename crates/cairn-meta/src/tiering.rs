@@ -254,6 +254,11 @@ impl Meta {
         let Some(Tier::Ec(scheme)) = inode.cues.tier else {
             return None;
         };
+        // Write-once files are never rewritten, and a hard-linked one has
+        // no one path to convert it by.
+        if inode.cues.is_write_once() || inode.nlink > 1 {
+            return None;
+        }
         let local = inode.extents.iter().all(|e| e.remote.is_none());
         let coded = inode.layout().is_none_or(|l| l == Layout::Ec(scheme));
         (local && !coded && inode.cues.cold_after_ms.is_some() && self.cold_enough(inode, now))

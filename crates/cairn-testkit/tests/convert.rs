@@ -181,6 +181,10 @@ async fn a_conversion_waits_for_enough_nodes_and_survives_a_meta_restart() {
                 pattern(600_000, i as u64)
             );
         }
+        // The directory moves: its waiting job moves with it.
+        cl.rename(&p("/logs"), &p("/archive")).await.unwrap();
+        let names: Vec<String> = (0..4).map(|i| format!("/archive/f{i}")).collect();
+        let files: Vec<&str> = names.iter().map(|s| s.as_str()).collect();
         // Two more nodes: the job, still recorded, goes through; a meta
         // restart in the middle only delays it.
         c.add_node().await;
