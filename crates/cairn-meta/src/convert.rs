@@ -1,8 +1,10 @@
 //! Background conversion between redundancies (`rep=N` <-> `ec=K+M`).
 //!
 //! Redundancy is fixed on a file when it is written. Setting `rep=` or
-//! `ec=` on a directory records a conversion job for it (one key per
-//! directory, so it survives a meta restart); the leader's
+//! `ec=` on a directory records a conversion job for it (a key per path in
+//! meta's store, so it survives a meta restart; a rename into a directory
+//! that asks for another redundancy, and a commit whose chunks are not
+//! what the file's cues say, record one for what they touched); the leader's
 //! [`ConvertWorker`] walks the directory's subtree a page of entries per
 //! pass and brings every file whose layout is not what its directory asks
 //! for now into line (a subdirectory with a `rep=`/`ec=` of its own asks
@@ -97,18 +99,18 @@ impl Meta {
         if !self.auto_convert {
             return;
         }
-        if from == to && !self.convert_jobs_below(src).await.unwrap_or(true) {
-            return;
-        }
-        let default_rep = self.default_rep.load(Ordering::Relaxed);
-        let wanted = |c: &crate::namespace::ResolvedCues| Layout::wanted(&c.effective, default_rep);
-        let differs = match (self.ns.cues(&from).await, self.ns.cues(&to).await) {
-            (Ok(a), Ok(b)) => wanted(&a) != wanted(&b),
-            // The old directory went meanwhile: look at what moved.
-            _ => true,
-        };
         // A job waiting for what moved (or below it) moves with it.
         let pending = self.convert_jobs_below(src).await.unwrap_or(true);
+        let differs = from != to && {
+            let default_rep = self.default_rep.load(Ordering::Relaxed);
+            let wanted =
+                |c: &crate::namespace::ResolvedCues| Layout::wanted(&c.effective, default_rep);
+            match (self.ns.cues(&from).await, self.ns.cues(&to).await) {
+                (Ok(a), Ok(b)) => wanted(&a) != wanted(&b),
+                // The old directory went meanwhile: look at what moved.
+                _ => true,
+            }
+        };
         if differs || pending {
             if let Err(e) = self.add_convert_job(dst).await {
                 warn!(path = %dst, "could not record a conversion job: {e}");
@@ -207,16 +209,7 @@ impl Meta {
                 // Only after a failure that certainly committed nothing (an
                 // etcd transaction whose answer was lost may have applied):
                 // otherwise the chunks are left to the orphan sweep.
-                let certain = !commit
-                    || matches!(
-                        e.kind,
-                        ErrorKind::Conflict
-                            | ErrorKind::NotFound
-                            | ErrorKind::InvalidInput
-                            | ErrorKind::PermissionDenied
-                            | ErrorKind::TooLarge
-                    );
-                if certain {
+                if !commit || crate::server::certainly_not_applied(&e) {
                     self.discard_unheld(path, &made).await;
                 }
                 Err(e.context(format!("converting {path} from {have} to {want}")))
@@ -229,13 +222,8 @@ impl Meta {
     /// retried as a conflict, did take them); if the file cannot be read,
     /// the orphan sweep gets them later instead.
     async fn discard_unheld(&self, path: &CairnPath, made: &[Extent]) {
-        let held: std::collections::HashSet<cairn_types::ChunkId> = match self
-            .ns
-            .file_key(path)
-            .await
-        {
-            Ok((_, i)) => i.extents.iter().map(|e| e.chunk).collect(),
-            Err(e) if e.kind == ErrorKind::NotFound => Default::default(),
+        let held = match self.held_chunks(path).await {
+            Ok(held) => held,
             Err(e) => {
                 warn!(%path, "keeping the chunks of a failed conversion for the orphan sweep: {e}");
                 return;

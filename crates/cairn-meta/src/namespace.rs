@@ -483,15 +483,9 @@ impl Namespace {
 
     /// Queue the chunks of `old` that `keep` does not reference for deletion.
     fn add_garbage(&self, tx: &mut Tx<'_>, old: &[Extent], keep: &[Extent]) {
-        let keep: HashSet<ChunkId> = keep.iter().map(|e| e.chunk).collect();
         let due = self.due_ms();
-        let mut seen = HashSet::new();
-        for e in old {
-            if !keep.contains(&e.chunk) && seen.insert(e.chunk) {
-                for g in e.garbage() {
-                    tx.put(garbage_key(due, g.chunk), &g);
-                }
-            }
+        for g in dropped(old, keep) {
+            tx.put(garbage_key(due, g.chunk), &g);
         }
     }
 
@@ -1581,9 +1575,9 @@ impl Namespace {
     /// `extents` (the same bytes laid out anew, by meta's conversion
     /// worker) as its next version, if it is still at `version` with the
     /// same size; its redundancy cue becomes `cues`' (`rep` or `ec`). Its
-    /// mtime and ctime stay (the content did not change). The old chunks become
-    /// garbage, due after the gc delay, so readers of the old version
-    /// finish. Returns false if the file changed meanwhile: nothing is
+    /// mtime and ctime stay (the content did not change). The old chunks
+    /// become garbage, due after the gc delay, so readers of the old
+    /// version finish. Returns false if the file changed meanwhile: nothing is
     /// written.
     pub async fn relayout(
         &self,
@@ -1607,17 +1601,11 @@ impl Namespace {
             // ctime stays too: a new layout is no use of the file, and must
             // not put off its cold_after.
             let due = self.due_ms();
-            let keep: HashSet<ChunkId> = extents.iter().map(|e| e.chunk).collect();
-            let mut seen = HashSet::new();
             let mut txn = Txn::new()
                 .when(key.to_vec(), rev)
                 .put(key.to_vec(), encode(&inode));
-            for e in &old {
-                if !keep.contains(&e.chunk) && seen.insert(e.chunk) {
-                    for g in e.garbage() {
-                        txn = txn.put(garbage_key(due, g.chunk), encode(&g));
-                    }
-                }
+            for g in dropped(&old, extents) {
+                txn = txn.put(garbage_key(due, g.chunk), encode(&g));
             }
             match self.store.commit(txn).await {
                 Ok(_) => return Ok(true),
@@ -1731,6 +1719,17 @@ fn stub(of: &Inode) -> Inode {
     s.version = Version(0);
     s.nlink = 0;
     s
+}
+
+/// The garbage entries of the chunks of `old` that `keep` does not
+/// reference, each chunk once.
+fn dropped(old: &[Extent], keep: &[Extent]) -> Vec<GarbageChunk> {
+    let keep: HashSet<ChunkId> = keep.iter().map(|e| e.chunk).collect();
+    let mut seen = HashSet::new();
+    old.iter()
+        .filter(|e| !keep.contains(&e.chunk) && seen.insert(e.chunk))
+        .flat_map(Extent::garbage)
+        .collect()
 }
 
 fn is_stub(entry: &Inode) -> bool {

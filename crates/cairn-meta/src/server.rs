@@ -237,6 +237,24 @@ enum Touched {
     All,
 }
 
+/// Whether a failed change certainly wrote nothing: any other failure
+/// (unavailable, a timeout) may be a store transaction that still applies,
+/// so what it would have taken must be kept.
+pub(crate) fn certainly_not_applied(err: &Error) -> bool {
+    matches!(
+        err.kind,
+        ErrorKind::NotFound
+            | ErrorKind::AlreadyExists
+            | ErrorKind::NotADirectory
+            | ErrorKind::IsADirectory
+            | ErrorKind::DirectoryNotEmpty
+            | ErrorKind::InvalidInput
+            | ErrorKind::PermissionDenied
+            | ErrorKind::Conflict
+            | ErrorKind::TooLarge
+    )
+}
+
 /// A stable 64-bit key for a path (FNV-1a), for `keep_together` of one file.
 fn path_hash(path: &cairn_types::CairnPath) -> u64 {
     path.as_str().bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
@@ -1056,19 +1074,7 @@ impl Meta {
         extents: &[Extent],
         err: &Error,
     ) {
-        let certain = matches!(
-            err.kind,
-            ErrorKind::NotFound
-                | ErrorKind::AlreadyExists
-                | ErrorKind::NotADirectory
-                | ErrorKind::IsADirectory
-                | ErrorKind::DirectoryNotEmpty
-                | ErrorKind::InvalidInput
-                | ErrorKind::PermissionDenied
-                | ErrorKind::Conflict
-                | ErrorKind::TooLarge
-        );
-        if !certain {
+        if !certainly_not_applied(err) {
             debug!(%path, "keeping the chunks of a commit whose outcome is unknown: {err}");
             return;
         }
@@ -1110,7 +1116,10 @@ impl Meta {
     }
 
     /// The chunks the file at `path` holds now (none if there is no file).
-    async fn held_chunks(&self, path: &cairn_types::CairnPath) -> Result<HashSet<ChunkId>> {
+    pub(crate) async fn held_chunks(
+        &self,
+        path: &cairn_types::CairnPath,
+    ) -> Result<HashSet<ChunkId>> {
         match self.ns.lookup(path).await {
             Ok(inode) => Ok(inode.extents.iter().map(|e| e.chunk).collect()),
             Err(e) if e.kind == ErrorKind::NotFound => Ok(HashSet::new()),
