@@ -114,8 +114,10 @@ pub async fn put(
             cues,
             ..PutOptions::default()
         };
-        return crate::transfer::put_tree(&c, std::path::Path::new(local), &dst, opts, how.jobs)
-            .await;
+        let r =
+            crate::transfer::put_tree(&c, std::path::Path::new(local), &dst, opts, how.jobs).await;
+        settle(&c).await;
+        return r;
     }
     if std::path::Path::new(local).is_dir() {
         anyhow::bail!("{local} is a directory: use put -r to copy a tree");
@@ -156,7 +158,19 @@ pub async fn put(
         c.put(&dst, f, opts).await?
     };
     eprintln!("{dst}: {} bytes, version {}", inode.size, inode.version);
+    settle(&c).await;
     Ok(())
+}
+
+/// Before the process exits: give shard writes still running after their
+/// write was acknowledged (`ec` with `sync=` below K+M) time to land, so
+/// repair need not rebuild them.
+async fn settle(c: &Client) {
+    if !c.settle(std::time::Duration::from_secs(30)).await {
+        eprintln!(
+            "warning: some shard writes had not finished after 30 s; repair will rebuild them"
+        );
+    }
 }
 
 pub async fn get_tree(t: &Target, src: &str, local: &str, jobs: usize) -> Result<()> {

@@ -107,6 +107,9 @@ pub(crate) struct Inner {
     /// while (see [`crate::write`]).
     pub inline_limits:
         std::sync::Mutex<std::collections::HashMap<CairnPath, (u32, std::time::Instant)>>,
+    /// Byte budget of shard writes left running after their stripe's
+    /// write was acknowledged (see [`Client::settle`]).
+    pub stragglers: Arc<tokio::sync::Semaphore>,
 }
 
 /// A handle on a cluster; cheap to clone, safe to share across tasks.
@@ -143,6 +146,9 @@ impl Client {
                 },
                 files: MetaCache::new(cfg.meta_cache_entries),
                 inline_limits: Default::default(),
+                stragglers: Arc::new(tokio::sync::Semaphore::new(
+                    crate::write::STRAGGLER_BUDGET as usize,
+                )),
             }),
         })
     }

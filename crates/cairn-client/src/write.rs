@@ -2,7 +2,7 @@ use crate::client::{unexpected, Client, PutOptions};
 use bytes::Bytes;
 use cairn_proto::{ChunkAlloc, MetaRequest, MetaResponse, PutOutcome, StorageRequest, DATA_FRAME};
 use cairn_types::{
-    BlockCrcs, CairnPath, Cues, Error, ErrorKind, Extent, Inode, NodeId, Result, Xattrs,
+    BlockCrcs, CairnPath, ChunkId, Cues, Error, ErrorKind, Extent, Inode, NodeId, Result, Xattrs,
     BLOCK_SIZE, MAX_INLINE,
 };
 use std::collections::VecDeque;
@@ -17,6 +17,9 @@ pub const MAX_CHUNK: u64 = 256 << 20;
 type FinishAttrs<'a> = Box<dyn FnOnce() -> Xattrs + Send + 'a>;
 
 const CHAIN_TIMEOUT: Duration = Duration::from_secs(300);
+/// Bytes of shards a client keeps writing after their stripe's write was
+/// acknowledged (`sync=` below K+M under `ec`).
+pub(crate) const STRAGGLER_BUDGET: u32 = 64 << 20;
 /// The first read of a put: a file that ends within it may be kept inline.
 const INLINE_PROBE: u64 = MAX_INLINE as u64 + 1;
 /// How long a directory's `inline=` limit learnt from meta is trusted.
@@ -469,24 +472,87 @@ impl Client {
                 cap: alloc.cap.clone(),
                 rep: 1,
                 ec: None,
+                sync: 1,
             };
             let me = self.clone();
-            set.spawn(async move { me.send_chain(&one, &shard, &crcs).await });
+            set.spawn(async move { (i, me.send_chain(&one, &shard, &crcs).await) });
         }
-        let mut first_err = None;
-        while let Some(r) = set.join_next().await {
-            let r = r.unwrap_or_else(|e| {
-                Err((
-                    NodeId(0),
-                    String::new(),
-                    Error::internal(format!("shard write task failed: {e}")),
-                ))
-            });
-            if let Err(e) = r {
-                first_err.get_or_insert(e);
+        // Acknowledged once `need` shards are durable (the `sync` cue); a
+        // shard that fails after that is reported missing, for repair.
+        let need = (alloc.sync as usize).clamp(scheme.k as usize + 1, shards);
+        let (mut stored, mut failed) = (0, Vec::new());
+        while stored < need {
+            let Some(r) = set.join_next().await else {
+                break;
+            };
+            match r {
+                Ok((_, Ok(()))) => stored += 1,
+                Ok((i, Err(e))) => failed.push((i, e)),
+                Err(e) => {
+                    let e = Error::internal(format!("shard write task failed: {e}"));
+                    failed.push((usize::MAX, (NodeId(0), String::new(), e)));
+                }
+            }
+            if failed.len() > shards - need {
+                // Too few can still land: dropping the set stops the rest.
+                return Err(failed.swap_remove(0).1);
             }
         }
-        first_err.map_or(Ok(()), Err)
+        for (i, (_, addr, e)) in failed {
+            self.report_missing(alloc.chunk.shard(i), alloc.nodes[i].id, &addr, &e)
+                .await;
+        }
+        if set.is_empty() {
+            return Ok(());
+        }
+        // The rest finish in the background, within a byte budget: past
+        // it, this write waits for them as if `sync` were K+M.
+        let held = (set.len() as u64 * shard_len).min(u32::MAX as u64) as u32;
+        let (me, chunk) = (self.clone(), alloc.chunk);
+        let nodes: Vec<NodeId> = alloc.nodes.iter().map(|n| n.id).collect();
+        let stragglers = async move {
+            while let Some(r) = set.join_next().await {
+                if let Ok((i, Err((_, addr, e)))) = r {
+                    me.report_missing(chunk.shard(i), nodes[i], &addr, &e).await;
+                }
+            }
+        };
+        match self.inner.stragglers.clone().try_acquire_many_owned(held) {
+            Ok(permit) => {
+                tokio::spawn(async move {
+                    stragglers.await;
+                    drop(permit);
+                });
+            }
+            Err(_) => stragglers.await,
+        }
+        Ok(())
+    }
+
+    /// Tell meta that a shard this client's write named did not land, so
+    /// repair rebuilds it (it is not in the node's reports: it never was).
+    async fn report_missing(&self, shard: ChunkId, node: NodeId, addr: &str, e: &Error) {
+        warn!(%shard, %node, %addr, "shard write failed after the write was acknowledged: {e}");
+        let req = MetaRequest::ReportMissing {
+            chunk: shard,
+            node,
+            detail: format!("write to {addr} failed: {e}"),
+        };
+        if let Err(e) = self.meta(req).await {
+            // The orphan sweep finds it missing from the node's listing.
+            warn!(%shard, %node, "could not report a missing shard: {e}");
+        }
+    }
+
+    /// Wait, at most `deadline`, for shard writes still running after
+    /// their write was acknowledged (`sync=` below K+M under `ec`); a
+    /// process about to exit calls it so they land rather than being
+    /// rebuilt by repair. Returns whether they all finished.
+    pub async fn settle(&self, deadline: Duration) -> bool {
+        let sem = &self.inner.stragglers;
+        tokio::time::timeout(deadline, sem.acquire_many(STRAGGLER_BUDGET))
+            .await
+            .is_ok_and(|p| p.is_ok())
     }
 
     /// Stream one chunk to the head of the chain and wait for the chain's

@@ -12,7 +12,7 @@ use crate::store::{MetaStore, Txn};
 use cairn_proto::{NodeAddr, NodeState, NodeStats, NodeStatus};
 use cairn_types::{now_ms, ChunkId, Cues, Error, NodeId, Result};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -99,9 +99,12 @@ struct NodeEntry {
     host: String,
     join_seq: u64,
     stats: NodeStats,
-    /// Bytes placed here since the last heartbeat, which `stats.used` does
-    /// not show yet (counted at the chunk size, an upper bound).
+    /// Bytes placed here that `stats.used` does not show yet (counted at
+    /// the chunk size, an upper bound): a heartbeat takes off what `used`
+    /// grew by, and clears it once the last placement is older than
+    /// [`ALLOC_SETTLED`] (its write has landed or failed by then).
     allocated: u64,
+    allocated_at_ms: u64,
     /// Last heartbeat, or when this meta started for a node it has not
     /// heard from yet: silence is counted from there, so a restart of meta
     /// does not declare every node dead.
@@ -113,11 +116,22 @@ struct NodeEntry {
     groups: BTreeSet<String>,
 }
 
+/// After this long, a placement's write has landed (and shows in the
+/// node's `used`) or failed.
+const ALLOC_SETTLED: Duration = Duration::from_secs(5);
+
 pub struct NodeTracker {
     store: Arc<dyn MetaStore>,
     nodes: Mutex<BTreeMap<NodeId, NodeEntry>>,
     /// Replicas clients reported corrupt, until the node stops reporting them.
     corrupt: Mutex<BTreeSet<(ChunkId, NodeId)>>,
+    /// Copies (or shards) a file names that their node does not hold: a
+    /// shard write that had not landed when an `ec` write with `sync=`
+    /// below K+M was acknowledged and then failed (its writer says so), or
+    /// one the orphan sweep found absent from the node's listing. Kept
+    /// until repaired or listed again (the node cannot report what it
+    /// never had); repair treats them as corrupt copies.
+    missing: Mutex<BTreeSet<(ChunkId, NodeId)>>,
     /// Join sequence for the next new node.
     next_seq: AtomicU64,
     placer: Mutex<(Placer, fastrand::Rng)>,
@@ -172,6 +186,7 @@ impl NodeTracker {
                     host: rec.host,
                     join_seq: rec.join_seq,
                     allocated: 0,
+                    allocated_at_ms: 0,
                     stats: NodeStats::default(),
                     last_heartbeat_ms: now_ms(),
                     heard: false,
@@ -198,6 +213,7 @@ impl NodeTracker {
             store,
             nodes: Mutex::new(nodes),
             corrupt: Mutex::new(BTreeSet::new()),
+            missing: Mutex::new(BTreeSet::new()),
             next_seq: AtomicU64::new(next),
             placer: Mutex::new((
                 Placer::new(Vec::new(), PlacerConfig::default()),
@@ -256,6 +272,7 @@ impl NodeTracker {
             host: rec.host,
             join_seq,
             allocated: 0,
+            allocated_at_ms: 0,
             stats: NodeStats::default(),
             last_heartbeat_ms: now_ms(),
             heard: true,
@@ -397,8 +414,14 @@ impl NodeTracker {
         if !stats.host.is_empty() {
             e.host = stats.host.clone();
         }
+        // A heartbeat sampled before a placed chunk landed does not show
+        // it: keep counting what `used` has not taken in yet.
+        let grew = stats.used.saturating_sub(e.stats.used);
+        e.allocated = e.allocated.saturating_sub(grew);
+        if now_ms().saturating_sub(e.allocated_at_ms) > ALLOC_SETTLED.as_millis() as u64 {
+            e.allocated = 0;
+        }
         e.stats = stats;
-        e.allocated = 0;
         e.last_heartbeat_ms = now_ms();
         e.heard = true;
         Ok(())
@@ -408,17 +431,45 @@ impl NodeTracker {
         self.corrupt.lock().unwrap().insert((chunk, node));
     }
 
-    /// The corrupt copy was deleted or replaced.
+    /// `node` does not hold `chunk`, which a file names there.
+    pub fn report_missing(&self, chunk: ChunkId, node: NodeId) {
+        self.missing.lock().unwrap().insert((chunk, node));
+    }
+
+    /// What the orphan sweep learnt from `node`'s listing: `absent` are
+    /// chunks files name there that it does not hold; a chunk it `holds`
+    /// is no longer missing.
+    pub fn sweep_missing(&self, node: NodeId, absent: &[ChunkId], holds: &HashSet<ChunkId>) {
+        let mut missing = self.missing.lock().unwrap();
+        missing.retain(|(c, n)| *n != node || !holds.contains(c));
+        missing.extend(absent.iter().map(|c| (*c, node)));
+    }
+
+    /// The corrupt or missing copy was deleted or replaced.
     pub fn clear_corrupt(&self, chunk: ChunkId, node: NodeId) {
         self.corrupt.lock().unwrap().remove(&(chunk, node));
+        self.missing.lock().unwrap().remove(&(chunk, node));
     }
 
     pub fn forget_chunk(&self, chunk: ChunkId) {
         self.corrupt.lock().unwrap().retain(|(c, _)| *c != chunk);
+        self.missing.lock().unwrap().retain(|(c, _)| *c != chunk);
     }
 
+    /// Whether `node`'s copy of `chunk` is bad: reported corrupt, or
+    /// missing (see [`NodeTracker::report_missing`]).
     pub fn is_corrupt(&self, chunk: ChunkId, node: NodeId) -> bool {
         self.corrupt.lock().unwrap().contains(&(chunk, node))
+            || self.missing.lock().unwrap().contains(&(chunk, node))
+    }
+
+    /// Whether any shard or copy of these extents is known missing.
+    pub fn any_missing(&self, extents: &[cairn_types::Extent]) -> bool {
+        let missing = self.missing.lock().unwrap();
+        !missing.is_empty()
+            && extents
+                .iter()
+                .any(|e| e.stored().iter().any(|cn| missing.contains(cn)))
     }
 
     pub fn corrupt_replicas(&self) -> Vec<(ChunkId, NodeId)> {
@@ -604,6 +655,7 @@ impl NodeTracker {
             .map(|id| {
                 let e = nodes.get_mut(&id).expect("placer only knows tracked nodes");
                 e.allocated = e.allocated.saturating_add(req.len);
+                e.allocated_at_ms = now_ms();
                 NodeAddr {
                     id,
                     addr: e.addr.clone(),

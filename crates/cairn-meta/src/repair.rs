@@ -797,28 +797,51 @@ impl Meta {
             return Ok(()); // another meta may be repairing now
         }
         let mut deleted = 0u64;
+        let mut absent_total = 0usize;
         for (node, chunks) in listings {
             let referenced = |c: &ChunkId| {
                 first.get(&node.id).is_some_and(|s| s.contains(c))
                     || second.get(&node.id).is_some_and(|s| s.contains(c))
             };
-            let orphans: Vec<ChunkId> = {
+            let holds: HashSet<ChunkId> = chunks.iter().copied().collect();
+            let (orphans, absent): (Vec<ChunkId>, Vec<ChunkId>) = {
                 let recent = self.recent.lock().unwrap();
-                chunks
+                // Neither swept nor missed: a chunk whose write (or
+                // repair) may still be on its way. A shard is protected as
+                // its stripe is.
+                let settled = |c: &ChunkId| {
+                    let stripe = c.stripe();
+                    !recent.contains_key(c)
+                        && !recent.contains_key(&stripe)
+                        && !allocated.contains(c)
+                        && !allocated.contains(&stripe)
+                };
+                let orphans = chunks
                     .into_iter()
                     .filter(|c| {
-                        // A shard is protected as its stripe is.
-                        let stripe = c.stripe();
                         !referenced(c)
                             && !self.cache.holds(*c, node.id)
                             && !garbage.contains(c)
-                            && !recent.contains_key(c)
-                            && !recent.contains_key(&stripe)
-                            && !allocated.contains(c)
-                            && !allocated.contains(&stripe)
+                            && settled(c)
                     })
-                    .collect()
+                    .collect();
+                // Named there by both walks (so not moved meanwhile), yet
+                // not held: a copy or shard that never landed or was lost.
+                let absent = match (first.get(&node.id), second.get(&node.id)) {
+                    (Some(a), Some(b)) => a
+                        .iter()
+                        .filter(|c| b.contains(c) && !holds.contains(c) && settled(c))
+                        .copied()
+                        .collect(),
+                    _ => Vec::new(),
+                };
+                (orphans, absent)
             };
+            if !absent.is_empty() {
+                warn!(node = %node.id, chunks = absent.len(), "node lacks chunks files name there: repairing them");
+            }
+            absent_total += absent.len();
+            self.nodes.sweep_missing(node.id, &absent, &holds);
             for batch in orphans.chunks(1000) {
                 let req = StorageRequest::DeleteChunks {
                     chunks: batch.to_vec(),
@@ -838,6 +861,9 @@ impl Meta {
             info!(chunks = deleted, "orphan sweep deleted unreferenced chunks");
         }
         self.repair_status.lock().unwrap().orphans_deleted += deleted;
+        if absent_total > 0 {
+            self.repair_kick.notify_one();
+        }
         Ok(())
     }
 }

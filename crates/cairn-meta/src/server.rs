@@ -803,11 +803,14 @@ impl Meta {
                 {
                     Ok(inode) => {
                         self.committed(&extents).await;
-                        // Copies beyond `sync` are the planner's to make, now.
-                        if let Some(rep) = inode.cues.rep {
-                            if inode.extents.iter().any(|e| e.nodes.len() < rep as usize) {
-                                self.repair_kick.notify_one();
-                            }
+                        // Copies beyond `sync` are the planner's to make,
+                        // and shards whose writes failed after `sync` its
+                        // to rebuild, now.
+                        let short = inode.cues.rep.is_some_and(|rep| {
+                            inode.extents.iter().any(|e| e.nodes.len() < rep as usize)
+                        });
+                        if short || self.nodes.any_missing(&inode.extents) {
+                            self.repair_kick.notify_one();
                         }
                         self.after_commit(&path, &inode).await;
                         Ok(MetaResponse::Inode(inode))
@@ -913,6 +916,16 @@ impl Meta {
             } => {
                 warn!(%chunk, %node, "client reported a corrupt replica: {detail}");
                 self.nodes.report_corrupt(chunk, node);
+                Ok(MetaResponse::Ok)
+            }
+            MetaRequest::ReportMissing {
+                chunk,
+                node,
+                detail,
+            } => {
+                warn!(%chunk, %node, "a writer's shard did not land: {detail}");
+                self.nodes.report_missing(chunk, node);
+                self.repair_kick.notify_one();
                 Ok(MetaResponse::Ok)
             }
             MetaRequest::SetGroup { node, group, add } => {
@@ -1273,6 +1286,7 @@ impl Meta {
             cap,
             rep,
             ec: None,
+            sync: sync as u8,
         }))
     }
 
@@ -1334,6 +1348,7 @@ impl Meta {
             cap,
             rep: 0,
             ec: Some(ec),
+            sync: ec.sync(eff.sync),
         }))
     }
 

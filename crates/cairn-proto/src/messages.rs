@@ -173,6 +173,14 @@ pub enum MetaRequest {
         node: NodeId,
         detail: String,
     },
+    /// A writer's shard (`chunk` is the shard's id) did not land on
+    /// `node`: its write was acknowledged without it (`sync=` below K+M
+    /// under `ec`) and then failed. Repair rebuilds it.
+    ReportMissing {
+        chunk: ChunkId,
+        node: NodeId,
+        detail: String,
+    },
     /// Commit `dst` as the concatenation of the files `sources` (in order)
     /// and remove the sources, in one transaction, without copying bytes:
     /// the chunks move from the sources to `dst` (an S3 multipart complete).
@@ -433,6 +441,11 @@ pub struct ChunkAlloc {
     /// shard order, shard `i` written as `chunk.shard(i)` to `nodes[i]`
     /// alone (no chain); `cap` covers every shard.
     pub ec: Option<cairn_types::EcScheme>,
+    /// Erasure-coded: how many shards must be durable before the write is
+    /// acknowledged (the `sync` cue, K+1 to K+M; K+M without one). The
+    /// others are written too, without waiting for them. Replicated: the
+    /// length of `nodes`.
+    pub sync: u8,
 }
 
 /// What meta makes of a node.

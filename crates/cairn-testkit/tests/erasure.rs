@@ -266,3 +266,75 @@ async fn removed_ec_files_leave_no_shard_behind() {
     })
     .await
 }
+
+/// `sync=K+1` (here 3 of ec=2+2): a write is acknowledged without the
+/// shard of a node that is down but not yet noticed; the writer reports
+/// the shard missing, and repair rebuilds it where it belongs once the
+/// node is back. Without the cue the same write cannot be placed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_k_plus_one_acknowledges_without_a_silent_node() {
+    deadline(async {
+        // Meta keeps placing on a silent node for a minute.
+        let mut c = TestCluster::start_with(4, |m| {
+            fast(m);
+            m.repair.suspect_after = Duration::from_secs(60);
+            m.dead_after = Duration::from_secs(120);
+        })
+        .await;
+        let cl = c.client().await;
+        cl.mkdir(&p("/fleet"), false).await.unwrap();
+        cl.set_cues(&p("/fleet"), &Cues::parse("ec=2+2").unwrap(), false)
+            .await
+            .unwrap();
+        let silent = cl
+            .cluster_status()
+            .await
+            .unwrap()
+            .nodes
+            .iter()
+            .map(|n| n.id)
+            .find(|id| c.node_index(*id) == Some(3))
+            .unwrap();
+        c.stop_node(3).await;
+        let data = pattern(3 * 256 * 1024 + 1234, 21);
+        // All four shards wanted: the dead node's is refused, and there is
+        // no fifth node to place it on.
+        let e = cl
+            .put_bytes(&p("/fleet/all"), &data, opts())
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Unavailable, "{e}");
+        assert!(
+            cl.stat(&p("/fleet/all")).await.is_err(),
+            "nothing committed"
+        );
+        // Three of four suffice with sync=3.
+        let o = PutOptions {
+            cues: Cues::parse("sync=3").unwrap(),
+            ..opts()
+        };
+        let f = cl.put_bytes(&p("/fleet/log"), &data, o).await.unwrap();
+        assert_eq!(f.extents.len(), 4);
+        assert!(f.extents.iter().all(|e| e.nodes.contains(&silent)));
+        assert_eq!(cl.get_bytes(&p("/fleet/log")).await.unwrap(), data);
+        // The missing shards count as under-replicated chunks...
+        let s = cl.cluster_status().await.unwrap();
+        assert_eq!(s.under_replicated_chunks, 4, "{s:?}");
+        // ...and are rebuilt in place once their node is back.
+        c.restart_node(3).await;
+        wait_for(Duration::from_secs(90), || async {
+            let s = cl.cluster_status().await.ok()?;
+            (s.under_replicated_chunks == 0 && s.repair.copies_done >= 4).then_some(())
+        })
+        .await;
+        let open = cl.locate(&p("/fleet/log")).await.unwrap();
+        assert_eq!(open.inode.extents, f.extents, "rebuilt where they belong");
+        // With two other nodes gone, K = 2 shards remain, one the rebuilt.
+        c.stop_node(0).await;
+        c.stop_node(1).await;
+        let fresh = c.client().await;
+        assert_eq!(fresh.get_bytes(&p("/fleet/log")).await.unwrap(), data);
+        c.shutdown().await;
+    })
+    .await
+}

@@ -308,3 +308,52 @@ async fn added_node_receives_chunks_by_rebalancing() {
     })
     .await
 }
+
+/// A node that comes back without copies files name there (its segments
+/// lost, its identity kept) is found out by the orphan sweep, which
+/// compares what files name on each node with what the node lists; repair
+/// then puts the copies and shards back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copies_a_node_lost_quietly_are_found_and_replaced() {
+    deadline(async {
+        let mut c = TestCluster::start_with(3, fast).await;
+        let cl = c.client().await;
+        let data = pattern(600_000, 33);
+        let rep = PutOptions {
+            rep: Some(3),
+            ..opts()
+        };
+        let striped = PutOptions {
+            cues: cairn_types::Cues::parse("ec=2+1").unwrap(),
+            ..opts()
+        };
+        cl.put_bytes(&p("/copies"), &data, rep).await.unwrap();
+        cl.put_bytes(&p("/shards"), &data, striped).await.unwrap();
+        let held = c.nodes_chunks().await[2].len();
+        assert!(held >= 6, "node 2 holds a copy and a shard of each chunk");
+        // Node 2 loses its segments while down and returns before meta
+        // thinks it dead: its heartbeats report nothing wrong.
+        c.stop_node(2).await;
+        for seg in c.segment_files(2) {
+            std::fs::remove_file(seg).unwrap();
+        }
+        c.restart_node(2).await;
+        assert!(c.nodes_chunks().await[2].is_empty());
+        wait_for(Duration::from_secs(90), || async {
+            let s = cl.cluster_status().await.ok()?;
+            let back = c.nodes_chunks().await[2].len();
+            (s.under_replicated_chunks == 0 && back >= held).then_some(())
+        })
+        .await;
+        // Everything is readable from node 2 alone plus one other for ec.
+        c.stop_node(0).await;
+        let fresh = c.client().await;
+        assert_eq!(fresh.get_bytes(&p("/copies")).await.unwrap(), data);
+        assert_eq!(fresh.get_bytes(&p("/shards")).await.unwrap(), data);
+        c.stop_node(1).await;
+        let fresh = c.client().await;
+        assert_eq!(fresh.get_bytes(&p("/copies")).await.unwrap(), data);
+        c.shutdown().await;
+    })
+    .await
+}

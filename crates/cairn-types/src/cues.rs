@@ -111,7 +111,7 @@ pub struct Cues {
     /// Copies per chunk.
     pub rep: Option<u8>,
     /// Copies durable before a write is acknowledged; the rest follow in the
-    /// background.
+    /// background. Under `ec`, shards (K+1 to K+M; see [`crate::EcScheme::sync`]).
     pub sync: Option<u8>,
     pub place: Option<PlaceScheme>,
     /// Keep all copies in this zone.
@@ -480,7 +480,7 @@ impl Cues {
     }
 
     /// Whether this set is self-consistent once `default_rep` fills an unset
-    /// `rep`: `sync` no more than `rep`.
+    /// `rep`: `sync` no more than `rep` (no more than K+M under `ec`).
     pub fn check(&self, default_rep: u8) -> Result<()> {
         if let (Some(rep), Some(ec)) = (self.rep, self.ec) {
             return Err(Error::invalid(format!(
@@ -493,8 +493,16 @@ impl Cues {
             )));
         }
         let rep = self.rep.unwrap_or(default_rep);
-        // `sync` does not apply under `ec`: an erasure-coded write is
-        // acknowledged once all its shards are durable.
+        // Under `ec`, `sync` counts shards: K+1 to K+M (one below K+1 is
+        // raised to it, see EcScheme::sync).
+        if let (Some(sync), Some(ec)) = (self.sync, self.ec) {
+            if sync as usize > ec.shards() {
+                return Err(Error::invalid(format!(
+                    "cue sync={sync} asks for more durable shards than ec={ec} makes ({})",
+                    ec.shards()
+                )));
+            }
+        }
         if let Some(sync) = self.sync.filter(|_| self.ec.is_none()) {
             if sync > rep {
                 return Err(Error::invalid(format!(
@@ -675,6 +683,12 @@ mod tests {
         };
         assert!(both.check(3).unwrap_err().message.contains("contradict"));
         Cues::parse("ec=4+2,sync=5").unwrap().check(3).unwrap();
+        let e = Cues::parse("ec=4+2,sync=7").unwrap().check(3).unwrap_err();
+        assert!(e.message.contains("more durable shards"), "{e}");
+        let scheme = crate::EcScheme::new(4, 2).unwrap();
+        assert_eq!(scheme.sync(None), 6);
+        assert_eq!(scheme.sync(Some(5)), 5);
+        assert_eq!(scheme.sync(Some(2)), 5, "raised to K+1");
         for bad in ["ec", "ec=3+0", "ec=40+10", "ec=4"] {
             let e = Cues::parse(bad).unwrap_err();
             assert_eq!(e.kind, crate::ErrorKind::InvalidInput, "{bad}: {e}");

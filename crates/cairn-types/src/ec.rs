@@ -58,6 +58,15 @@ impl EcScheme {
         self.k as usize + self.m as usize
     }
 
+    /// Shards durable before a write is acknowledged under the cue
+    /// `sync`: K+M without one; never fewer than K+1 (a stripe with only
+    /// its K data shards would have no redundancy left), never more than
+    /// K+M ([`crate::Cues::check`] refuses that).
+    pub fn sync(self, sync: Option<u8>) -> u8 {
+        let all = self.shards() as u8;
+        sync.map_or(all, |s| s.clamp(self.k + 1, all))
+    }
+
     /// Bytes per shard for a chunk of `len` bytes.
     pub fn shard_len(self, len: u64) -> u64 {
         len.div_ceil(self.k.max(1) as u64)
