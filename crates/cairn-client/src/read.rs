@@ -31,7 +31,14 @@ pub struct FileReader {
     whole: tokio::sync::OnceCell<Vec<Bytes>>,
     /// Read-ahead state of [`FileReader::read_at_ahead`].
     ahead: std::sync::Mutex<Ahead>,
+    /// Nodes a shard read of this reader just failed on, with when: the
+    /// next stripes read around them for [`SHUN`] rather than trying
+    /// them (and a degraded read) chunk after chunk.
+    shunned: std::sync::Mutex<HashMap<NodeId, Instant>>,
 }
+
+/// How long an erasure-coded read leaves out a node that failed it.
+const SHUN: Duration = Duration::from_secs(5);
 
 /// Sequential reads through [`FileReader::read_at_ahead`] fetch windows of
 /// this many bytes (or to the end of the chunk), whole, ...
@@ -192,6 +199,7 @@ impl Client {
             cues,
             whole: tokio::sync::OnceCell::new(),
             ahead: Default::default(),
+            shunned: Default::default(),
         }
     }
 
@@ -596,39 +604,66 @@ impl FileReader {
             parts.push((j, from, to, (lo - from) as usize, (hi - lo) as usize));
             pos = (j as u64 + 1) * s;
         }
-        let healthy = futures_join_all(
-            parts
-                .iter()
-                .map(|&(j, from, to, _, _)| self.fetch_shard(ext, cap, j, from, to - from)),
-        );
-        let got = match self.cues.maxtime_ms {
-            Some(ms) => tokio::time::timeout(Duration::from_millis(ms / 2), healthy)
-                .await
-                .ok(),
-            None => Some(healthy.await),
-        };
         let mut known: Vec<Option<Vec<u8>>> = vec![None; ext.nodes.len()];
-        let mut failed = vec![false; ext.nodes.len()];
+        let mut failed: Vec<bool> = {
+            let mut shunned = self.shunned.lock().unwrap();
+            shunned.retain(|_, at| at.elapsed() < SHUN);
+            ext.nodes.iter().map(|n| shunned.contains_key(n)).collect()
+        };
+        if parts.iter().any(|p| failed[p.0]) {
+            // A shard's node just failed this reader: straight to K others.
+            let whole = self.rebuild_stripe(ext, cap, known, &failed).await?;
+            return Ok(trim(whole, start, end));
+        }
+        // Each shard's range lands in its own stretch of one buffer, in
+        // order: only the first can start before the wanted bytes and only
+        // the last run past them, so trimming its ends is all that is left
+        // (no copy on the healthy path). Zeroed: a large one comes as
+        // fresh pages, with nothing to fill.
+        let mut buf = vec![0u8; parts.iter().map(|p| (p.2 - p.1) as usize).sum()];
+        let got = {
+            let mut rest = buf.as_mut_slice();
+            let mut reads = Vec::with_capacity(parts.len());
+            for &(j, from, to, _, _) in &parts {
+                let (dst, tail) = std::mem::take(&mut rest).split_at_mut((to - from) as usize);
+                rest = tail;
+                reads.push(self.fetch_shard_into(ext, cap, j, from, to - from, Dst::Fill(dst)));
+            }
+            let healthy = futures_join_all(reads);
+            match self.cues.maxtime_ms {
+                Some(ms) => tokio::time::timeout(Duration::from_millis(ms / 2), healthy)
+                    .await
+                    .ok(),
+                None => Some(healthy.await),
+            }
+        };
         if let Some(got) = got {
             if got.iter().all(|r| r.is_ok()) {
-                let mut out = Vec::with_capacity((end - start) as usize);
-                for (r, &(_, _, _, at, n)) in got.into_iter().zip(&parts) {
-                    out.extend_from_slice(&r.expect("checked")[at..at + n]);
-                }
-                return Ok(out);
+                let skip = parts.first().map_or(0, |p| p.3) as u64;
+                return Ok(trim(buf, skip, skip + end - start));
             }
             // Whole shards that did arrive count towards the K needed.
+            let mut at = 0;
             for (r, &(j, from, to, _, _)) in got.into_iter().zip(&parts) {
+                let n = (to - from) as usize;
                 match r {
-                    Ok(d) if from == 0 && to == s => known[j] = Some(d),
-                    Ok(_) => {}
-                    Err(_) => failed[j] = true,
+                    Ok(()) if from == 0 && to == s => known[j] = Some(buf[at..at + n].to_vec()),
+                    Ok(()) => {}
+                    Err(_) => {
+                        failed[j] = true;
+                        self.shun(ext.nodes[j]);
+                    }
                 }
+                at += n;
             }
         }
         warn!(chunk = %ext.chunk, "a data shard did not answer in full; reading degraded");
         let whole = self.rebuild_stripe(ext, cap, known, &failed).await?;
-        Ok(whole[start as usize..end as usize].to_vec())
+        Ok(trim(whole, start, end))
+    }
+
+    fn shun(&self, node: NodeId) {
+        self.shunned.lock().unwrap().insert(node, Instant::now());
     }
 
     /// Bytes `[off, off+len)` of shard `i` of `ext`, from its node; a
@@ -641,6 +676,22 @@ impl FileReader {
         off: u64,
         len: u64,
     ) -> Result<Vec<u8>> {
+        let mut data = Vec::new();
+        self.fetch_shard_into(ext, cap, i, off, len, Dst::Grow(&mut data))
+            .await?;
+        Ok(data)
+    }
+
+    /// [`Self::fetch_shard`] into `dst`.
+    async fn fetch_shard_into(
+        &self,
+        ext: &Extent,
+        cap: &Capability,
+        i: usize,
+        off: u64,
+        len: u64,
+        dst: Dst<'_>,
+    ) -> Result<()> {
         let ec = ext.ec.as_ref().expect("an erasure-coded extent");
         let (node, chunk) = (ext.nodes[i], ext.chunk.shard(i));
         let addr = self
@@ -654,7 +705,7 @@ impl FileReader {
             cap: cap.clone(),
         };
         let got = self
-            .fetch_with(addr, (chunk, ec.shard_len, ec.crcs[i]), req, off, len)
+            .fetch_into(addr, (chunk, ec.shard_len, ec.crcs[i]), req, off, len, dst)
             .await;
         if let Err(e) = &got {
             warn!(%chunk, %node, %addr, "shard read failed: {e}");
@@ -704,7 +755,10 @@ impl FileReader {
                         shards[i] = Some(d);
                         have += 1;
                     }
-                    Err(e) => failures.push(format!("shard {i}: {e}")),
+                    Err(e) => {
+                        self.shun(ext.nodes[i]);
+                        failures.push(format!("shard {i}: {e}"));
+                    }
                 }
             }
         }
@@ -719,8 +773,11 @@ impl FileReader {
         let (scheme, len, crc, chunk) = (ec.scheme, ext.len as usize, ext.crc, ext.chunk);
         tokio::task::spawn_blocking(move || {
             scheme.fill(&mut shards, false)?;
-            let mut data: Vec<u8> = Vec::with_capacity(len);
-            for d in shards.into_iter().take(k).flatten() {
+            // The data shards in order, grown from the first (not copied).
+            let mut data_shards = shards.into_iter().take(k).flatten();
+            let mut data: Vec<u8> = data_shards.next().unwrap_or_default();
+            data.reserve(len.saturating_sub(data.len()));
+            for d in data_shards {
                 data.extend_from_slice(&d);
             }
             data.truncate(len);
@@ -796,6 +853,22 @@ impl FileReader {
         off: u64,
         len: u64,
     ) -> Result<Vec<u8>> {
+        let mut data = Vec::new();
+        self.fetch_into(addr, whole, req, off, len, Dst::Grow(&mut data))
+            .await?;
+        Ok(data)
+    }
+
+    /// [`Self::fetch_with`] into `dst`: `len` bytes.
+    async fn fetch_into(
+        &self,
+        addr: &str,
+        whole: (ChunkId, u64, u32),
+        req: StorageRequest,
+        off: u64,
+        len: u64,
+        mut dst: Dst<'_>,
+    ) -> Result<()> {
         let (chunk, chunk_len, chunk_crc) = whole;
         let pool = &self.client.inner.storage;
         let mut attempt = 0;
@@ -811,29 +884,42 @@ impl FileReader {
                         header.len
                     )));
                 }
-                let mut data = Vec::with_capacity(len as usize);
-                while (data.len() as u64) < len {
-                    p.conn.read_data_frame_append(&mut data).await?;
-                }
-                if data.len() as u64 != len {
-                    return Err(Error::invalid(format!(
-                        "{addr} sent {} bytes, promised {len}",
-                        data.len()
-                    )));
-                }
+                let data: &[u8] = match &mut dst {
+                    Dst::Fill(out) => {
+                        let mut got = 0;
+                        while got < out.len() {
+                            got += p.conn.read_data_frame_into(&mut out[got..]).await?;
+                        }
+                        out
+                    }
+                    Dst::Grow(out) => {
+                        out.clear();
+                        out.reserve_exact(len as usize);
+                        while (out.len() as u64) < len {
+                            p.conn.read_data_frame_append(out).await?;
+                        }
+                        if out.len() as u64 != len {
+                            return Err(Error::invalid(format!(
+                                "{addr} sent {} bytes, promised {len}",
+                                out.len()
+                            )));
+                        }
+                        out
+                    }
+                };
                 let crcs = BlockCrcs(header.crcs);
                 if off == 0 && len == chunk_len && crcs.summary() != chunk_crc {
                     return Err(Error::corrupt(format!(
                         "chunk {chunk} checksums differ from meta's record"
                     )));
                 }
-                if let Err(block) = crcs.verify(0, &data) {
+                if let Err(block) = crcs.verify(0, data) {
                     return Err(Error::corrupt(format!(
                         "chunk {chunk} block {} failed its checksum in transit",
                         block + (off / BLOCK_SIZE as u64) as usize
                     )));
                 }
-                Ok(data)
+                Ok(())
             })
             .await
             .unwrap_or_else(|_| {
@@ -842,9 +928,9 @@ impl FileReader {
                 )))
             });
             match r {
-                Ok(data) => {
+                Ok(()) => {
                     pool.put(addr, p.conn);
-                    return Ok(data);
+                    return Ok(());
                 }
                 Err(e) if p.reused && attempt == 1 && e.kind == ErrorKind::Unavailable => {
                     pool.forget(addr);
@@ -859,6 +945,22 @@ impl FileReader {
             }
         }
     }
+}
+
+/// Bytes `[start, end)` of `v`, in `v` itself: a copy only when `start`
+/// is not 0.
+fn trim(mut v: Vec<u8>, start: u64, end: u64) -> Vec<u8> {
+    v.truncate(end as usize);
+    v.drain(..start as usize);
+    v
+}
+
+/// Where a chunk read puts its bytes.
+enum Dst<'a> {
+    /// Exactly this slice (its length is the read's).
+    Fill(&'a mut [u8]),
+    /// This vector, cleared first; grown without a zero-fill.
+    Grow(&'a mut Vec<u8>),
 }
 
 /// Run futures concurrently and collect their results in order (what

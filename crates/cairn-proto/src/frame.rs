@@ -1,4 +1,5 @@
 use crate::auth::{Credentials, Role};
+use bytes::BufMut;
 use cairn_types::{Error, Result};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use std::net::SocketAddr;
@@ -117,25 +118,56 @@ impl Conn {
     }
 
     /// Read one data frame and append it to `out` without an intermediate
-    /// copy; returns its length. An aborted stream returns the sender's error.
+    /// copy or a zero-fill first; returns its length. An aborted stream
+    /// returns the sender's error.
     pub async fn read_data_frame_append(&mut self, out: &mut Vec<u8>) -> Result<usize> {
+        let len = self.data_frame_len(usize::MAX).await?;
+        let peer = self.peer;
+        out.reserve(len);
+        let mut left = len;
+        while left > 0 {
+            // Reads into the spare capacity (tokio tracks what it filled).
+            let n = self
+                .rd
+                .read_buf(&mut (&mut *out).limit(left))
+                .await
+                .map_err(|e| closed(e, &peer))?;
+            if n == 0 {
+                return Err(closed(std::io::ErrorKind::UnexpectedEof.into(), &peer));
+            }
+            left -= n;
+        }
+        Ok(len)
+    }
+
+    /// Read one data frame into the front of `out`, which must have room
+    /// for it; returns its length. An aborted stream returns the sender's
+    /// error.
+    pub async fn read_data_frame_into(&mut self, out: &mut [u8]) -> Result<usize> {
+        let len = self.data_frame_len(out.len()).await?;
+        let peer = self.peer;
+        self.rd
+            .read_exact(&mut out[..len])
+            .await
+            .map_err(|e| closed(e, &peer))?;
+        Ok(len)
+    }
+
+    /// The length of the next data frame, at most `room` (else an error);
+    /// an empty frame announces the sender's error, which is returned.
+    async fn data_frame_len(&mut self, room: usize) -> Result<usize> {
         let peer = self.peer;
         let len = self.rd.read_u32().await.map_err(|e| closed(e, &peer))? as usize;
-        if len > DATA_FRAME {
+        if len > DATA_FRAME || len > room {
             return Err(Error::invalid(format!(
-                "peer {peer} sent a data frame of {len} bytes"
+                "peer {peer} sent a data frame of {len} bytes, more than the {} expected",
+                DATA_FRAME.min(room)
             )));
         }
         if len == 0 {
             let e: Error = self.recv().await?;
             return Err(e);
         }
-        let start = out.len();
-        out.resize(start + len, 0);
-        self.rd
-            .read_exact(&mut out[start..])
-            .await
-            .map_err(|e| closed(e, &peer))?;
         Ok(len)
     }
 
@@ -362,5 +394,38 @@ mod tests {
         let mut s = TcpStream::connect(&addr).await.unwrap();
         s.write_all(&[0, 0, 0, 3, 1, 2, 3]).await.unwrap();
         assert!(h.await.unwrap().is_err());
+    }
+
+    /// Data frames append to a vector or fill a slice exactly; a frame
+    /// larger than the room left is refused, as is one past DATA_FRAME.
+    #[tokio::test]
+    async fn data_frames_append_and_fill() {
+        let secret = ClusterSecret::generate();
+        let l = Listener::bind("127.0.0.1:0", Credentials::Cluster(secret.clone()))
+            .await
+            .unwrap();
+        let addr = l.local_addr().to_string();
+        let creds = Credentials::Cluster(secret.clone());
+        let h = tokio::spawn(async move {
+            let mut c = handshake(l.accept().await?, &creds).await?;
+            let mut grown = b"x".to_vec();
+            let a = c.read_data_frame_append(&mut grown).await?;
+            let b = c.read_data_frame_append(&mut grown).await?;
+            let mut slice = [0u8; 5];
+            let n = c.read_data_frame_into(&mut slice).await?;
+            let too_big = c.read_data_frame_into(&mut [0u8; 2]).await;
+            Ok::<_, Error>((grown, a + b, slice, n, too_big.err()))
+        });
+        let mut c = connect(&addr, &Credentials::Cluster(secret), Duration::from_secs(5))
+            .await
+            .unwrap();
+        for piece in [&b"abc"[..], b"defg", b"hijkl", b"mno"] {
+            c.write_frame(piece).await.unwrap();
+        }
+        c.flush().await.unwrap();
+        let (grown, appended, slice, n, too_big) = h.await.unwrap().unwrap();
+        assert_eq!((grown.as_slice(), appended), (&b"xabcdefg"[..], 7));
+        assert_eq!((&slice, n), (b"hijkl", 5));
+        assert_eq!(too_big.unwrap().kind, cairn_types::ErrorKind::InvalidInput);
     }
 }
