@@ -611,8 +611,15 @@ impl FileReader {
             ext.nodes.iter().map(|n| shunned.contains_key(n)).collect()
         };
         if parts.iter().any(|p| failed[p.0]) {
-            // A shard's node just failed this reader: straight to K others.
-            let whole = self.rebuild_stripe(ext, cap, known, &failed).await?;
+            // A shard's node just failed this reader: straight to K others
+            // (the failed nodes too, last, when fewer than K are left).
+            let whole = match self.rebuild_stripe(ext, cap, known.clone(), &failed).await {
+                Err(e) if e.kind == ErrorKind::Unavailable => {
+                    let none = vec![false; ext.nodes.len()];
+                    self.rebuild_stripe(ext, cap, known, &none).await?
+                }
+                r => r?,
+            };
             return Ok(trim(whole, start, end));
         }
         // Each shard's range lands in its own stretch of one buffer, in
@@ -649,9 +656,9 @@ impl FileReader {
                 match r {
                     Ok(()) if from == 0 && to == s => known[j] = Some(buf[at..at + n].to_vec()),
                     Ok(()) => {}
-                    Err(_) => {
+                    Err(e) => {
                         failed[j] = true;
-                        self.shun(ext.nodes[j]);
+                        self.shun(ext.nodes[j], &e);
                     }
                 }
                 at += n;
@@ -662,8 +669,12 @@ impl FileReader {
         Ok(trim(whole, start, end))
     }
 
-    fn shun(&self, node: NodeId) {
-        self.shunned.lock().unwrap().insert(node, Instant::now());
+    /// Remember a node that failed as a node (down, unreachable, too
+    /// slow), not over one shard (missing, corrupt).
+    fn shun(&self, node: NodeId, e: &Error) {
+        if matches!(e.kind, ErrorKind::Unavailable | ErrorKind::Timeout) {
+            self.shunned.lock().unwrap().insert(node, Instant::now());
+        }
     }
 
     /// Bytes `[off, off+len)` of shard `i` of `ext`, from its node; a
@@ -756,7 +767,7 @@ impl FileReader {
                         have += 1;
                     }
                     Err(e) => {
-                        self.shun(ext.nodes[i]);
+                        self.shun(ext.nodes[i], &e);
                         failures.push(format!("shard {i}: {e}"));
                     }
                 }
@@ -947,11 +958,16 @@ impl FileReader {
     }
 }
 
-/// Bytes `[start, end)` of `v`, in `v` itself: a copy only when `start`
-/// is not 0.
+/// Bytes `[start, end)` of `v`, in `v` itself when they are most of it
+/// (a copy only when `start` is not 0); else copied out, so a small range
+/// kept in the chunk cache does not hold a whole chunk's buffer.
 fn trim(mut v: Vec<u8>, start: u64, end: u64) -> Vec<u8> {
-    v.truncate(end as usize);
-    v.drain(..start as usize);
+    let (start, end) = (start as usize, end as usize);
+    if (end - start) * 2 < v.capacity() {
+        return v[start..end].to_vec();
+    }
+    v.truncate(end);
+    v.drain(..start);
     v
 }
 

@@ -412,7 +412,8 @@ impl Client {
     /// Erasure-code one chunk (`ec=K+M`) and write its K+M shards to
     /// their nodes at once, each to its node alone; `ext` gets the
     /// shards' layout (also on failure, so the written shards can be
-    /// discarded). The write stands once every shard is durable; on
+    /// discarded). The write stands once `alloc.sync` shards are durable
+    /// (all K+M without a `sync=` cue; see below for the others); on
     /// failure, names the first node to blame.
     async fn send_stripe(
         &self,
@@ -481,10 +482,14 @@ impl Client {
         // shard that fails after that is reported missing, for repair.
         let need = (alloc.sync as usize).clamp(scheme.k as usize + 1, shards);
         let (mut stored, mut failed) = (0, Vec::new());
+        let mut pending = vec![true; shards];
         while stored < need {
             let Some(r) = set.join_next().await else {
                 break;
             };
+            if let Ok((i, _)) = &r {
+                pending[*i] = false;
+            }
             match r {
                 Ok((_, Ok(()))) => stored += 1,
                 Ok((i, Err(e))) => failed.push((i, e)),
@@ -509,7 +514,16 @@ impl Client {
         }
         // The rest finish in the background, within a byte budget: past
         // it, this write waits for them as if `sync` were K+M.
-        let held = (set.len() as u64 * shard_len).min(u32::MAX as u64) as u32;
+        // A data shard is a slice of the chunk's buffer, which it keeps
+        // whole while its write runs; parity shards are buffers of their own.
+        let k = scheme.k as usize;
+        let parity = pending[k..].iter().filter(|p| **p).count() as u64 * shard_len;
+        let data_held = if pending[..k].iter().any(|p| *p) {
+            data.len() as u64
+        } else {
+            0
+        };
+        let held = (data_held + parity).min(u32::MAX as u64) as u32;
         let (me, chunk) = (self.clone(), alloc.chunk);
         let nodes: Vec<NodeId> = alloc.nodes.iter().map(|n| n.id).collect();
         let stragglers = async move {

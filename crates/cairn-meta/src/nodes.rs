@@ -12,7 +12,7 @@ use crate::store::{MetaStore, Txn};
 use cairn_proto::{NodeAddr, NodeState, NodeStats, NodeStatus};
 use cairn_types::{now_ms, ChunkId, Cues, Error, NodeId, Result};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -100,11 +100,12 @@ struct NodeEntry {
     join_seq: u64,
     stats: NodeStats,
     /// Bytes placed here that `stats.used` does not show yet (counted at
-    /// the chunk size, an upper bound): a heartbeat takes off what `used`
-    /// grew by, and clears it once the last placement is older than
-    /// [`ALLOC_SETTLED`] (its write has landed or failed by then).
+    /// the chunk size, an upper bound): the sum of `allocs`.
     allocated: u64,
-    allocated_at_ms: u64,
+    /// Those placements, oldest first: (when, bytes not yet seen in
+    /// `used`). A heartbeat takes what `used` grew by off the oldest, and
+    /// drops those older than [`ALLOC_SETTLED`] (landed or failed by then).
+    allocs: std::collections::VecDeque<(u64, u64)>,
     /// Last heartbeat, or when this meta started for a node it has not
     /// heard from yet: silence is counted from there, so a restart of meta
     /// does not declare every node dead.
@@ -186,7 +187,7 @@ impl NodeTracker {
                     host: rec.host,
                     join_seq: rec.join_seq,
                     allocated: 0,
-                    allocated_at_ms: 0,
+                    allocs: Default::default(),
                     stats: NodeStats::default(),
                     last_heartbeat_ms: now_ms(),
                     heard: false,
@@ -272,7 +273,7 @@ impl NodeTracker {
             host: rec.host,
             join_seq,
             allocated: 0,
-            allocated_at_ms: 0,
+            allocs: Default::default(),
             stats: NodeStats::default(),
             last_heartbeat_ms: now_ms(),
             heard: true,
@@ -416,11 +417,23 @@ impl NodeTracker {
         }
         // A heartbeat sampled before a placed chunk landed does not show
         // it: keep counting what `used` has not taken in yet.
-        let grew = stats.used.saturating_sub(e.stats.used);
-        e.allocated = e.allocated.saturating_sub(grew);
-        if now_ms().saturating_sub(e.allocated_at_ms) > ALLOC_SETTLED.as_millis() as u64 {
-            e.allocated = 0;
+        let mut grew = stats.used.saturating_sub(e.stats.used);
+        while grew > 0 {
+            let Some(front) = e.allocs.front_mut() else {
+                break;
+            };
+            let seen = front.1.min(grew);
+            front.1 -= seen;
+            grew -= seen;
+            if front.1 == 0 {
+                e.allocs.pop_front();
+            }
         }
+        let horizon = now_ms().saturating_sub(ALLOC_SETTLED.as_millis() as u64);
+        while e.allocs.front().is_some_and(|a| a.0 < horizon) {
+            e.allocs.pop_front();
+        }
+        e.allocated = e.allocs.iter().map(|a| a.1).sum();
         e.stats = stats;
         e.last_heartbeat_ms = now_ms();
         e.heard = true;
@@ -437,12 +450,28 @@ impl NodeTracker {
     }
 
     /// What the orphan sweep learnt from `node`'s listing: `absent` are
-    /// chunks files name there that it does not hold; a chunk it `holds`
-    /// is no longer missing.
-    pub fn sweep_missing(&self, node: NodeId, absent: &[ChunkId], holds: &HashSet<ChunkId>) {
+    /// chunks files name there that it does not hold; of the marks already
+    /// there, only those `still` says are still wanted stay (not held,
+    /// and named there or still being written).
+    pub fn sweep_missing(
+        &self,
+        node: NodeId,
+        absent: &[ChunkId],
+        still: impl Fn(&ChunkId) -> bool,
+    ) {
         let mut missing = self.missing.lock().unwrap();
-        missing.retain(|(c, n)| *n != node || !holds.contains(c));
+        missing.retain(|(c, n)| *n != node || still(c));
         missing.extend(absent.iter().map(|c| (*c, node)));
+    }
+
+    /// Chunks marked missing on `node`.
+    pub fn missing_on(&self, node: NodeId) -> Vec<ChunkId> {
+        let missing = self.missing.lock().unwrap();
+        missing
+            .iter()
+            .filter(|(_, n)| *n == node)
+            .map(|(c, _)| *c)
+            .collect()
     }
 
     /// The corrupt or missing copy was deleted or replaced.
@@ -655,7 +684,7 @@ impl NodeTracker {
             .map(|id| {
                 let e = nodes.get_mut(&id).expect("placer only knows tracked nodes");
                 e.allocated = e.allocated.saturating_add(req.len);
-                e.allocated_at_ms = now_ms();
+                e.allocs.push_back((now_ms(), req.len));
                 NodeAddr {
                     id,
                     addr: e.addr.clone(),
@@ -710,6 +739,39 @@ mod tests {
         assert_eq!(t2.known(), 4);
         assert_eq!(t2.live_count(), 0);
         assert!(t2.heartbeat(NodeId(9), stats).is_err());
+    }
+
+    /// Bytes placed on a node count against its room until its heartbeat
+    /// shows them in `used`, also across a heartbeat sampled before they
+    /// landed.
+    #[tokio::test]
+    async fn placements_count_until_a_heartbeat_shows_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = tracker(Arc::new(
+            RedbStore::open(&dir.path().join("m.redb")).unwrap(),
+        ))
+        .await;
+        let mut st = NodeStats {
+            free: 1000,
+            total: 1000,
+            accepting_writes: true,
+            ..Default::default()
+        };
+        t.register(NodeId(1), "127.0.0.1:1".into(), "z".into(), st.clone())
+            .await
+            .unwrap();
+        t.place(1, 400, &[]).unwrap();
+        t.place(1, 400, &[]).unwrap();
+        assert!(t.place(1, 400, &[]).is_err(), "800 of 1000 bytes placed");
+        // A heartbeat from before the writes landed changes nothing.
+        t.heartbeat(NodeId(1), st.clone()).unwrap();
+        assert!(t.place(1, 400, &[]).is_err(), "still 800 placed");
+        // One write landed: 400 placed and not yet seen, 400 used.
+        st.used = 400;
+        st.free = 600;
+        t.heartbeat(NodeId(1), st.clone()).unwrap();
+        assert!(t.place(1, 400, &[]).is_err(), "600 free, 400 of it placed");
+        t.place(1, 100, &[]).unwrap();
     }
 
     fn stats(host: &str) -> NodeStats {

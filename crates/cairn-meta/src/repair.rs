@@ -804,7 +804,7 @@ impl Meta {
                     || second.get(&node.id).is_some_and(|s| s.contains(c))
             };
             let holds: HashSet<ChunkId> = chunks.iter().copied().collect();
-            let (orphans, absent): (Vec<ChunkId>, Vec<ChunkId>) = {
+            let (orphans, absent, unsettled): (Vec<ChunkId>, Vec<ChunkId>, HashSet<ChunkId>) = {
                 let recent = self.recent.lock().unwrap();
                 // Neither swept nor missed: a chunk whose write (or
                 // repair) may still be on its way. A shard is protected as
@@ -835,13 +835,24 @@ impl Meta {
                         .collect(),
                     _ => Vec::new(),
                 };
-                (orphans, absent)
+                // Marks of chunks whose write may still land stay.
+                let unsettled = self
+                    .nodes
+                    .missing_on(node.id)
+                    .into_iter()
+                    .filter(|c| !settled(c))
+                    .collect();
+                (orphans, absent, unsettled)
             };
             if !absent.is_empty() {
                 warn!(node = %node.id, chunks = absent.len(), "node lacks chunks files name there: repairing them");
             }
             absent_total += absent.len();
-            self.nodes.sweep_missing(node.id, &absent, &holds);
+            let named = second.get(&node.id);
+            self.nodes.sweep_missing(node.id, &absent, |c| {
+                !holds.contains(c)
+                    && (named.is_some_and(|s| s.contains(c)) || unsettled.contains(c))
+            });
             for batch in orphans.chunks(1000) {
                 let req = StorageRequest::DeleteChunks {
                     chunks: batch.to_vec(),

@@ -173,14 +173,6 @@ pub enum MetaRequest {
         node: NodeId,
         detail: String,
     },
-    /// A writer's shard (`chunk` is the shard's id) did not land on
-    /// `node`: its write was acknowledged without it (`sync=` below K+M
-    /// under `ec`) and then failed. Repair rebuilds it.
-    ReportMissing {
-        chunk: ChunkId,
-        node: NodeId,
-        detail: String,
-    },
     /// Commit `dst` as the concatenation of the files `sources` (in order)
     /// and remove the sources, in one transaction, without copying bytes:
     /// the chunks move from the sources to `dst` (an S3 multipart complete).
@@ -313,6 +305,14 @@ pub enum MetaRequest {
     /// wrong size.
     TierVerify {
         tier: String,
+    },
+    /// A writer's shard (`chunk` is the shard's id) did not land on
+    /// `node`: its write was acknowledged without it (`sync=` below K+M
+    /// under `ec`) and then failed. Repair rebuilds it.
+    ReportMissing {
+        chunk: ChunkId,
+        node: NodeId,
+        detail: String,
     },
 }
 
