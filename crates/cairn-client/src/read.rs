@@ -604,7 +604,7 @@ impl FileReader {
             parts.push((j, from, to, (lo - from) as usize, (hi - lo) as usize));
             pos = (j as u64 + 1) * s;
         }
-        let mut known: Vec<Option<Vec<u8>>> = vec![None; ext.nodes.len()];
+        let n = ext.nodes.len();
         let mut failed: Vec<bool> = {
             let mut shunned = self.shunned.lock().unwrap();
             shunned.retain(|_, at| at.elapsed() < SHUN);
@@ -613,10 +613,10 @@ impl FileReader {
         if parts.iter().any(|p| failed[p.0]) {
             // A shard's node just failed this reader: straight to K others
             // (the failed nodes too, last, when fewer than K are left).
-            let whole = match self.rebuild_stripe(ext, cap, known.clone(), &failed).await {
+            let whole = match self.rebuild_stripe(ext, cap, vec![None; n], &failed).await {
                 Err(e) if e.kind == ErrorKind::Unavailable => {
-                    let none = vec![false; ext.nodes.len()];
-                    self.rebuild_stripe(ext, cap, known, &none).await?
+                    self.rebuild_stripe(ext, cap, vec![None; n], &vec![false; n])
+                        .await?
                 }
                 r => r?,
             };
@@ -644,6 +644,7 @@ impl FileReader {
                 None => Some(healthy.await),
             }
         };
+        let mut known: Vec<Option<Vec<u8>>> = vec![None; n];
         if let Some(got) = got {
             if got.iter().all(|r| r.is_ok()) {
                 let skip = parts.first().map_or(0, |p| p.3) as u64;

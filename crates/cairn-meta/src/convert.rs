@@ -222,18 +222,13 @@ impl Meta {
     /// retried as a conflict, did take them); if the file cannot be read,
     /// the orphan sweep gets them later instead.
     async fn discard_unheld(&self, path: &CairnPath, made: &[Extent]) {
-        let held = match self.held_chunks(path).await {
-            Ok(held) => held,
+        let unheld = match self.unheld(path, made).await {
+            Ok(unheld) => unheld,
             Err(e) => {
                 warn!(%path, "keeping the chunks of a failed conversion for the orphan sweep: {e}");
                 return;
             }
         };
-        let unheld: Vec<Extent> = made
-            .iter()
-            .filter(|e| !held.contains(&e.chunk))
-            .cloned()
-            .collect();
         if let Err(e) = self.discard(&unheld).await {
             warn!(%path, "could not discard the chunks of a failed conversion: {e}");
         }

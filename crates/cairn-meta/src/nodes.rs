@@ -464,16 +464,6 @@ impl NodeTracker {
         missing.extend(absent.iter().map(|c| (*c, node)));
     }
 
-    /// Chunks marked missing on `node`.
-    pub fn missing_on(&self, node: NodeId) -> Vec<ChunkId> {
-        let missing = self.missing.lock().unwrap();
-        missing
-            .iter()
-            .filter(|(_, n)| *n == node)
-            .map(|(c, _)| *c)
-            .collect()
-    }
-
     /// The corrupt or missing copy was deleted or replaced.
     pub fn clear_corrupt(&self, chunk: ChunkId, node: NodeId) {
         self.corrupt.lock().unwrap().remove(&(chunk, node));

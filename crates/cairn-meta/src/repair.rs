@@ -804,7 +804,7 @@ impl Meta {
                     || second.get(&node.id).is_some_and(|s| s.contains(c))
             };
             let holds: HashSet<ChunkId> = chunks.iter().copied().collect();
-            let (orphans, absent, unsettled): (Vec<ChunkId>, Vec<ChunkId>, HashSet<ChunkId>) = {
+            let orphans: Vec<ChunkId> = {
                 let recent = self.recent.lock().unwrap();
                 // Neither swept nor missed: a chunk whose write (or
                 // repair) may still be on its way. A shard is protected as
@@ -816,18 +816,10 @@ impl Meta {
                         && !allocated.contains(c)
                         && !allocated.contains(&stripe)
                 };
-                let orphans = chunks
-                    .into_iter()
-                    .filter(|c| {
-                        !referenced(c)
-                            && !self.cache.holds(*c, node.id)
-                            && !garbage.contains(c)
-                            && settled(c)
-                    })
-                    .collect();
                 // Named there by both walks (so not moved meanwhile), yet
                 // not held: a copy or shard that never landed or was lost.
-                let absent = match (first.get(&node.id), second.get(&node.id)) {
+                let named = second.get(&node.id);
+                let absent: Vec<ChunkId> = match (first.get(&node.id), named) {
                     (Some(a), Some(b)) => a
                         .iter()
                         .filter(|c| b.contains(c) && !holds.contains(c) && settled(c))
@@ -835,24 +827,25 @@ impl Meta {
                         .collect(),
                     _ => Vec::new(),
                 };
-                // Marks of chunks whose write may still land stay.
-                let unsettled = self
-                    .nodes
-                    .missing_on(node.id)
+                if !absent.is_empty() {
+                    warn!(node = %node.id, chunks = absent.len(), "node lacks chunks files name there: repairing them");
+                }
+                absent_total += absent.len();
+                // Older marks stay while not held and named there, or while
+                // their write may still land.
+                self.nodes.sweep_missing(node.id, &absent, |c| {
+                    !holds.contains(c) && (named.is_some_and(|s| s.contains(c)) || !settled(c))
+                });
+                chunks
                     .into_iter()
-                    .filter(|c| !settled(c))
-                    .collect();
-                (orphans, absent, unsettled)
+                    .filter(|c| {
+                        !referenced(c)
+                            && !self.cache.holds(*c, node.id)
+                            && !garbage.contains(c)
+                            && settled(c)
+                    })
+                    .collect()
             };
-            if !absent.is_empty() {
-                warn!(node = %node.id, chunks = absent.len(), "node lacks chunks files name there: repairing them");
-            }
-            absent_total += absent.len();
-            let named = second.get(&node.id);
-            self.nodes.sweep_missing(node.id, &absent, |c| {
-                !holds.contains(c)
-                    && (named.is_some_and(|s| s.contains(c)) || unsettled.contains(c))
-            });
             for batch in orphans.chunks(1000) {
                 let req = StorageRequest::DeleteChunks {
                     chunks: batch.to_vec(),

@@ -1104,18 +1104,13 @@ impl Meta {
                 }
             }
         }
-        let held = match self.held_chunks(path).await {
-            Ok(held) => held,
+        let unheld = match self.unheld(path, extents).await {
+            Ok(unheld) => unheld,
             Err(e) => {
                 warn!(%path, "keeping the chunks of a failed commit (cannot read the file): {e}");
                 return;
             }
         };
-        let unheld: Vec<Extent> = extents
-            .iter()
-            .filter(|e| !held.contains(&e.chunk))
-            .cloned()
-            .collect();
         let mine = match self.discardable(client, &unheld).await {
             Ok((mine, _)) => mine,
             Err(e) => {
@@ -1128,11 +1123,22 @@ impl Meta {
         }
     }
 
-    /// The chunks the file at `path` holds now (none if there is no file).
-    pub(crate) async fn held_chunks(
+    /// Those of `extents` whose chunk the file at `path` does not hold now.
+    pub(crate) async fn unheld(
         &self,
         path: &cairn_types::CairnPath,
-    ) -> Result<HashSet<ChunkId>> {
+        extents: &[Extent],
+    ) -> Result<Vec<Extent>> {
+        let held = self.held_chunks(path).await?;
+        Ok(extents
+            .iter()
+            .filter(|e| !held.contains(&e.chunk))
+            .cloned()
+            .collect())
+    }
+
+    /// The chunks the file at `path` holds now (none if there is no file).
+    async fn held_chunks(&self, path: &cairn_types::CairnPath) -> Result<HashSet<ChunkId>> {
         match self.ns.lookup(path).await {
             Ok(inode) => Ok(inode.extents.iter().map(|e| e.chunk).collect()),
             Err(e) if e.kind == ErrorKind::NotFound => Ok(HashSet::new()),
