@@ -16,8 +16,11 @@ pub fn inode<'py>(py: Python<'py>, i: &Inode) -> PyResult<Bound<'py, PyDict>> {
     d.set_item("version", i.version.0)?;
     d.set_item("inode", i.id.0)?;
     d.set_item("mode", i.mode)?;
-    d.set_item("mtime_ms", i.mtime_ms)?;
-    d.set_item("ctime_ms", i.ctime_ms)?;
+    d.set_item("mtime_ms", i.mtime_ms())?;
+    d.set_item("ctime_ms", i.ctime_ms())?;
+    d.set_item("mtime_ns", i.mtime_ns)?;
+    d.set_item("ctime_ns", i.ctime_ns)?;
+    d.set_item("atime_ns", i.atime_ns)?;
     d.set_item("chunk_size", i.chunk_size)?;
     d.set_item("chunks", i.extents.len())?;
     d.set_item("inline", i.is_inline())?;

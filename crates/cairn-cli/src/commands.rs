@@ -65,8 +65,11 @@ fn inode_json(path: &str, i: &Inode) -> serde_json::Value {
         "size": i.size,
         "version": i.version.0,
         "mode": format!("{:o}", i.mode),
-        "mtime_ms": i.mtime_ms,
-        "ctime_ms": i.ctime_ms,
+        "mtime_ms": i.mtime_ms(),
+        "mtime_ns": i.mtime_ns,
+        "ctime_ms": i.ctime_ms(),
+        "ctime_ns": i.ctime_ns,
+        "atime_ns": i.atime_ns,
         "chunks": i.extents.len(),
         "inline": i.is_inline(),
         "chunk_size": i.chunk_size,
@@ -290,7 +293,7 @@ fn print_entries(
                 "{t} {:>12} v{:<4} {} {}{slash}{arrow}",
                 e.inode.size,
                 e.inode.version.0,
-                time_str(e.inode.mtime_ms),
+                time_str(e.inode.mtime_ms()),
                 e.name
             )?;
         } else {
@@ -323,7 +326,7 @@ pub async fn stat(t: &Target, p: &str, json_out: bool) -> Result<()> {
         if let (Some(uid), Some(gid)) = (i.uid, i.gid) {
             println!("owner:    {uid}:{gid}");
         }
-        println!("modified: {}", time_str(i.mtime_ms));
+        println!("modified: {}", time_str(i.mtime_ms()));
         println!("inode:    {}", i.id);
         if i.nlink > 1 {
             println!("links:    {} (names of this file)", i.nlink);

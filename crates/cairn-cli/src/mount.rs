@@ -84,6 +84,11 @@ pub struct MountArgs {
     /// over it
     #[arg(long, value_parser = ["close-to-open", "strict"], default_value = "close-to-open")]
     consistency: String,
+    /// Which reads record a file's access time: `relatime` (the first read
+    /// after a change, or a day on; Linux's default), `strict` (the first
+    /// read of every open), `off` (none: reads never write to meta)
+    #[arg(long, value_parser = ["relatime", "strict", "off"], default_value = "relatime")]
+    atime: String,
     #[command(flatten)]
     target: Target,
 }
@@ -138,6 +143,11 @@ pub async fn run(a: MountArgs) -> Result<()> {
         lock_lease,
         writeback: a.writeback,
         cache_times,
+        atime: match a.atime.as_str() {
+            "off" => cairn_fuse::Atime::Off,
+            "strict" => cairn_fuse::Atime::Strict,
+            _ => cairn_fuse::Atime::Relatime,
+        },
     };
     let mountpoint = a.mountpoint.clone();
     let rt = tokio::runtime::Handle::current();

@@ -53,7 +53,7 @@ fn side(raw: &str) -> Result<Side> {
 #[derive(Clone, Debug, PartialEq)]
 enum Entry {
     Dir,
-    File { size: u64, mtime_ms: u64, mode: u32 },
+    File { size: u64, mtime_ns: u64, mode: u32 },
     Link(String),
 }
 
@@ -90,17 +90,17 @@ fn list_local(top: &Path) -> Result<BTreeMap<String, Entry>> {
                 let t = std::fs::read_link(e.path())?.to_string_lossy().into_owned();
                 out.insert(r, Entry::Link(t));
             } else if m.is_file() {
-                let mtime_ms = m
+                let mtime_ns = m
                     .modified()
                     .ok()
                     .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-                    .map(|d| d.as_millis() as u64)
+                    .map(|d| d.as_nanos() as u64)
                     .unwrap_or(0);
                 out.insert(
                     r,
                     Entry::File {
                         size: m.len(),
-                        mtime_ms,
+                        mtime_ns,
                         mode: m.mode() & 0o7777,
                     },
                 );
@@ -142,7 +142,7 @@ async fn list_cairn(c: &Client, top: &CairnPath) -> Result<BTreeMap<String, Entr
                     | InodeKind::BlockDevice => continue,
                     InodeKind::File => Entry::File {
                         size: e.inode.size,
-                        mtime_ms: e.inode.mtime_ms,
+                        mtime_ns: e.inode.mtime_ns,
                         mode: e.inode.mode & 0o7777,
                     },
                 };
@@ -211,7 +211,7 @@ async fn copy_file(
     dst: &Side,
     rel: &str,
     mode: u32,
-    mtime_ms: u64,
+    mtime_ns: u64,
 ) -> Result<u64> {
     match (src, dst) {
         (Side::Local(s), Side::Cairn(d)) => {
@@ -223,7 +223,7 @@ async fn copy_file(
             };
             let inode = c.put(&to, f, opts).await?;
             let keep = AttrChanges {
-                mtime_ms: Some(mtime_ms),
+                mtime_ns: Some(mtime_ns),
                 ..Default::default()
             };
             c.set_attr(&to, Some(inode.id), keep).await?;
@@ -246,7 +246,7 @@ async fn copy_file(
             } else {
                 mode
             }))?;
-            f.set_modified(UNIX_EPOCH + Duration::from_millis(mtime_ms))?;
+            f.set_modified(UNIX_EPOCH + Duration::from_nanos(mtime_ns))?;
             drop(f);
             tokio::fs::rename(&tmp, &local).await?;
             Ok(size)
@@ -264,7 +264,7 @@ async fn copy_file(
             let inode = c.put(&to, r, opts).await?;
             feed.await??;
             let keep = AttrChanges {
-                mtime_ms: Some(mtime_ms),
+                mtime_ns: Some(mtime_ns),
                 ..Default::default()
             };
             c.set_attr(&to, Some(inode.id), keep).await?;
@@ -363,15 +363,15 @@ pub async fn run(a: SyncArgs) -> Result<()> {
             }
             Entry::File {
                 size,
-                mtime_ms,
+                mtime_ns,
                 mode,
             } => {
                 let differs = match there {
                     Some(Entry::File {
                         size: s2,
-                        mtime_ms: m2,
+                        mtime_ns: m2,
                         ..
-                    }) if !a.checksum => s2 != size || m2 != mtime_ms,
+                    }) if !a.checksum => s2 != size || m2 != mtime_ns,
                     Some(Entry::File { size: s2, .. }) => {
                         s2 != size
                             || checksum(&c, &src, rel).await? != checksum(&c, &dst, rel).await?
@@ -386,7 +386,7 @@ pub async fn run(a: SyncArgs) -> Result<()> {
                         }
                     }
                     say("copy", rel);
-                    copies.push((rel.clone(), *mode, *mtime_ms));
+                    copies.push((rel.clone(), *mode, *mtime_ns));
                 }
             }
         }

@@ -62,11 +62,11 @@ impl Summary {
     }
 }
 
-fn mtime_ms(m: &std::fs::Metadata) -> u64 {
+fn mtime_ns(m: &std::fs::Metadata) -> u64 {
     m.modified()
         .ok()
         .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-        .map(|d| d.as_millis() as u64)
+        .map(|d| d.as_nanos() as u64)
         .unwrap_or(0)
 }
 
@@ -138,7 +138,7 @@ pub async fn put_tree(
                 let permit = gate.clone().acquire_owned().await.expect("never closed");
                 let (c, mut o) = (c.clone(), opts.clone());
                 o.mode = Some(meta.mode() & 0o7777);
-                let mtime = mtime_ms(&meta);
+                let mtime = mtime_ns(&meta);
                 tasks.spawn(async move {
                     let _permit = permit;
                     let r = async {
@@ -147,7 +147,7 @@ pub async fn put_tree(
                             .with_context(|| format!("cannot open {}", lpath.display()))?;
                         let inode = c.put(&cpath, f, o).await?;
                         let keep = AttrChanges {
-                            mtime_ms: Some(mtime),
+                            mtime_ns: Some(mtime),
                             ..Default::default()
                         };
                         c.set_attr(&cpath, Some(inode.id), keep).await?;
@@ -245,7 +245,7 @@ pub async fn get_tree(c: &Client, src: &CairnPath, local: &Path, jobs: usize) ->
                     InodeKind::File => {
                         let permit = gate.clone().acquire_owned().await.expect("never closed");
                         let c = c.clone();
-                        let (mode, mtime) = (e.inode.mode & 0o7777, e.inode.mtime_ms);
+                        let (mode, mtime) = (e.inode.mode & 0o7777, e.inode.mtime_ns);
                         tasks.spawn(async move {
                             let _permit = permit;
                             let r = get_file(&c, &cpath, &lpath, mode, mtime).await;
@@ -281,7 +281,7 @@ async fn get_file(
     src: &CairnPath,
     local: &Path,
     mode: u32,
-    mtime_ms: u64,
+    mtime_ns: u64,
 ) -> Result<u64> {
     let reader = c.open(src).await?;
     let size = reader.size();
@@ -297,7 +297,7 @@ async fn get_file(
     let f = f.into_std().await;
     let mode = if mode == 0 { 0o644 } else { mode };
     f.set_permissions(std::fs::Permissions::from_mode(mode))?;
-    f.set_modified(UNIX_EPOCH + Duration::from_millis(mtime_ms))?;
+    f.set_modified(UNIX_EPOCH + Duration::from_nanos(mtime_ns))?;
     drop(f);
     tokio::fs::rename(&tmp, local)
         .await

@@ -17,7 +17,7 @@ mod attrs;
 mod locks;
 use cairn_client::{Client, FileReader};
 use cairn_types::{
-    component_cues, now_ms, AttrChanges, CairnPath, Cues, ErrorKind, Inode, InodeKind, NewNode,
+    component_cues, now_ns, AttrChanges, CairnPath, Cues, ErrorKind, Inode, InodeKind, NewNode,
     XattrOp, CUE_DIR, MAX_TARGET_LEN, SYSTEM_DIR,
 };
 use fuser::{
@@ -26,7 +26,7 @@ use fuser::{
     ReplyXattr, Request, TimeOrNow,
 };
 use libc::c_int;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -116,6 +116,9 @@ pub(crate) struct Shared {
     /// order (see [`upload_in_background`]).
     writeback: Option<tokio::sync::mpsc::Sender<Job>>,
     ttl: CacheTimes,
+    atime: crate::Atime,
+    /// Read handles whose first read records an access time.
+    atime_due: Mutex<HashSet<u64>>,
 }
 
 /// Work for the write-back uploader.
@@ -203,6 +206,8 @@ impl CairnFs {
             notifier,
             writeback: opts.writeback.then_some(queue),
             ttl: opts.cache_times,
+            atime: opts.atime,
+            atime_due: Mutex::new(HashSet::new()),
         });
         if opts.writeback {
             rt.spawn(upload_in_background(Arc::downgrade(&shared), jobs));
@@ -222,16 +227,18 @@ impl CairnFs {
     }
 }
 
-fn ms_to_time(ms: u64) -> SystemTime {
-    UNIX_EPOCH + Duration::from_millis(ms)
+fn ns_to_time(ns: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_nanos(ns)
 }
 
-fn time_to_ms(t: TimeOrNow) -> u64 {
+/// A time `utimensat` sets, in nanoseconds since the epoch (times before
+/// it are kept as the epoch).
+fn time_to_ns(t: TimeOrNow) -> u64 {
     match t {
-        TimeOrNow::Now => now_ms(),
+        TimeOrNow::Now => now_ns(),
         TimeOrNow::SpecificTime(t) => t
             .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64),
+            .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)),
     }
 }
 
@@ -274,7 +281,9 @@ impl Shared {
     /// entry's).
     fn attr(&self, ino: u64, inode: &Inode, size: Option<u64>) -> FileAttr {
         let (default_perm, nlink) = match inode.kind {
-            InodeKind::Directory => (0o755, 2),
+            // 2 + its subdirectories (records from before they were
+            // counted say 1).
+            InodeKind::Directory => (0o755, inode.nlink.max(2)),
             InodeKind::Symlink => (0o777, inode.nlink),
             // 0 only for a file open here whose last name is gone.
             _ => (0o644, inode.nlink),
@@ -292,10 +301,10 @@ impl Shared {
             ino,
             size,
             blocks: size.div_ceil(512),
-            atime: ms_to_time(inode.mtime_ms),
-            mtime: ms_to_time(inode.mtime_ms),
-            ctime: ms_to_time(inode.ctime_ms.max(inode.mtime_ms)),
-            crtime: ms_to_time(inode.ctime_ms),
+            atime: ns_to_time(inode.atime_ns),
+            mtime: ns_to_time(inode.mtime_ns),
+            ctime: ns_to_time(inode.ctime_ns.max(inode.mtime_ns)),
+            crtime: ns_to_time(inode.ctime_ns),
             kind,
             perm,
             nlink,
@@ -319,12 +328,8 @@ impl Shared {
     fn opened(&self, ino: u64, version: cairn_types::Version) {
         let stale = self.inodes.lock().unwrap().shown_version(ino) != Some(version.0);
         if stale {
-            if let Some(n) = self.notifier.get() {
-                // Offset -1: attributes only (no page was kept past open).
-                if let Err(e) = n.inval_inode(ino, -1, 0) {
-                    warn!(ino, "could not invalidate the kernel's attributes: {e}");
-                }
-            }
+            // Attributes only (no page was kept past open).
+            self.attrs_changed(ino);
         }
     }
 
@@ -591,10 +596,88 @@ impl Shared {
             return Err(libc::EISDIR);
         }
         self.opened(ino, reader.inode().version);
-        Ok(self.add_handle(OpenHandle::Reader(Arc::new(reader))))
+        let due = self.atime_due(reader.inode());
+        let fh = self.add_handle(OpenHandle::Reader(Arc::new(reader)));
+        if due {
+            self.atime_due.lock().unwrap().insert(fh);
+        }
+        Ok(fh)
     }
 
-    async fn read(&self, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>, Errno> {
+    /// Whether a read of `inode` now records its access time (`--atime`).
+    fn atime_due(&self, inode: &Inode) -> bool {
+        if self.read_only {
+            return false;
+        }
+        match self.atime {
+            crate::Atime::Off => false,
+            crate::Atime::Relatime => inode.relatime_due(now_ns()),
+            crate::Atime::Strict => true,
+        }
+    }
+
+    /// The first read of handle `fh` of `ino`.
+    fn read_through(self: &Arc<Self>, ino: u64, fh: u64) {
+        if self.atime_due.lock().unwrap().remove(&fh) {
+            self.record_access(ino);
+        }
+    }
+
+    /// A listing of directory `ino` begins.
+    fn dir_listed(self: &Arc<Self>, ino: u64) {
+        if self.atime == crate::Atime::Off || self.read_only {
+            return; // not even the stat
+        }
+        let s = self.clone();
+        tokio::spawn(async move {
+            if let Ok(inode) = s.inode(ino).await {
+                if s.atime_due(&inode) {
+                    s.record_access(ino);
+                }
+            }
+        });
+    }
+
+    /// Record a read of `ino` now as its access time, in the background:
+    /// a read does not wait for meta.
+    fn record_access(self: &Arc<Self>, ino: u64) {
+        let changes = AttrChanges {
+            atime_ns: Some(now_ns()),
+            accessed: true,
+            ..AttrChanges::default()
+        };
+        let s = self.clone();
+        tokio::spawn(async move {
+            let Ok(path) = s.live_path(ino).await else {
+                return;
+            };
+            let id = (ino != ROOT_INO).then_some(cairn_types::InodeId(s.real(ino)));
+            match s.client.set_attr(&path, id, changes).await {
+                Ok(_) => s.attrs_changed(ino),
+                // Read-only meta, the file replaced meanwhile: the read
+                // stands without its atime.
+                Err(e) => tracing::debug!(%path, "atime not recorded: {e}"),
+            }
+        });
+    }
+
+    /// Drop the kernel's cached attributes of `ino`.
+    fn attrs_changed(&self, ino: u64) {
+        if let Some(n) = self.notifier.get() {
+            if let Err(e) = n.inval_inode(ino, -1, 0) {
+                warn!(ino, "could not invalidate the kernel's attributes: {e}");
+            }
+        }
+    }
+
+    async fn read(
+        self: &Arc<Self>,
+        ino: u64,
+        fh: u64,
+        offset: u64,
+        size: u32,
+    ) -> Result<Vec<u8>, Errno> {
+        self.read_through(ino, fh);
         let h = match self.handles.lock().unwrap().get(&fh) {
             Some(OpenHandle::Reader(r)) => OpenHandle::Reader(r.clone()),
             Some(OpenHandle::Staged(s)) => OpenHandle::Staged(s.clone()),
@@ -942,7 +1025,7 @@ impl Filesystem for CairnFs {
         uid: Option<u32>,
         gid: Option<u32>,
         size: Option<u64>,
-        _atime: Option<TimeOrNow>,
+        atime: Option<TimeOrNow>,
         mtime: Option<TimeOrNow>,
         _ctime: Option<SystemTime>,
         _fh: Option<u64>,
@@ -954,13 +1037,14 @@ impl Filesystem for CairnFs {
     ) {
         // Who may change what (chown only by root, chmod and utimens by the
         // owner) the kernel has checked: the mount runs with
-        // `default_permissions`. atime is not kept (`noatime`).
+        // `default_permissions`. Times are kept to the nanosecond.
         let changes = AttrChanges {
             mode: mode.map(|m| m & 0o7777),
             uid,
             gid,
-            mtime_ms: mtime.map(time_to_ms),
-            xattrs: Vec::new(),
+            mtime_ns: mtime.map(time_to_ns),
+            atime_ns: atime.map(time_to_ns),
+            ..AttrChanges::default()
         };
         self.spawn(|s| async move {
             answer!(
@@ -1168,7 +1252,7 @@ impl Filesystem for CairnFs {
     fn read(
         &mut self,
         _req: &Request<'_>,
-        _ino: u64,
+        ino: u64,
         fh: u64,
         offset: i64,
         size: u32,
@@ -1177,7 +1261,7 @@ impl Filesystem for CairnFs {
         reply: ReplyData,
     ) {
         self.spawn(|s| async move {
-            let r = s.read(fh, offset.max(0) as u64, size).await;
+            let r = s.read(ino, fh, offset.max(0) as u64, size).await;
             answer!(r, |d| reply.data(&d), reply);
         });
     }
@@ -1351,6 +1435,7 @@ impl Filesystem for CairnFs {
         reply: ReplyEmpty,
     ) {
         let h = self.shared.handles.lock().unwrap().remove(&fh);
+        self.shared.atime_due.lock().unwrap().remove(&fh);
         // The last close of an open file that took a `flock`: it goes.
         let flock = lock_owner.and_then(|o| Some((o, self.shared.lock_owner_closed(ino, o)?)));
         if let Some((owner, gave_up)) = flock {
@@ -1413,6 +1498,9 @@ impl Filesystem for CairnFs {
         mut reply: ReplyDirectory,
     ) {
         self.spawn(|s| async move {
+            if offset == 0 {
+                s.dir_listed(ino);
+            }
             match s.readdir(ino, fh, offset).await {
                 Ok(entries) => {
                     for (child, off, kind, name) in entries {
@@ -1436,6 +1524,9 @@ impl Filesystem for CairnFs {
         mut reply: fuser::ReplyDirectoryPlus,
     ) {
         self.spawn(|s| async move {
+            if offset == 0 {
+                s.dir_listed(ino);
+            }
             match s.readdirplus(ino, fh, offset, &mut reply).await {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(e),

@@ -60,6 +60,23 @@ pub struct MountOptions {
     pub writeback: bool,
     /// How long the kernel caches names, attributes and missing names.
     pub cache_times: CacheTimes,
+    /// Which reads record an access time.
+    pub atime: Atime,
+}
+
+/// Which reads of a file record its access time (`--atime`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Atime {
+    /// None (`noatime`): reads never write to meta.
+    Off,
+    /// The first read after a change, or a day after the last recorded
+    /// one (Linux's default, `relatime`): what `mutt` and `tmpwatch`
+    /// need, at one meta write per file per change.
+    #[default]
+    Relatime,
+    /// The first read of every open (`strictatime`; reads within one open
+    /// do not each write).
+    Strict,
 }
 
 /// A live mount; dropping it unmounts.
@@ -87,7 +104,6 @@ pub fn mount(
         MountOption::FSName("cairn".into()),
         MountOption::Subtype("cairn".into()),
         MountOption::DefaultPermissions,
-        MountOption::NoAtime,
         MountOption::CUSTOM(format!("max_read={}", fs::MAX_IO)),
     ];
     options.push(if opts.read_only {
@@ -95,6 +111,9 @@ pub fn mount(
     } else {
         MountOption::RW
     });
+    if opts.atime == Atime::Off {
+        options.push(MountOption::NoAtime);
+    }
     if opts.allow_other {
         options.push(MountOption::AllowOther);
     }

@@ -88,6 +88,7 @@ impl Env {
                 read_only: false,
                 allow_other,
                 lock_lease: std::time::Duration::from_secs(5),
+                atime: cairn_fuse::Atime::default(),
             };
             mount_tweak(i, &mut opts);
             let m = cairn_fuse::mount(client, rt.handle().clone(), &dir.path().join("mnt"), opts)

@@ -6,7 +6,11 @@
 //! retries from scratch on a conflict. Because each operation pins the whole
 //! chain of directory entries it resolved, operations on overlapping paths
 //! serialize, while creates of different names in one directory touch disjoint
-//! keys and never conflict (parent directories carry no mtime or link count).
+//! keys and never conflict: a directory's mtime and ctime, which every create
+//! in it moves, live in a key of their own that such transactions write
+//! without reading (`m`, below), so they never pin it. Its link count moves
+//! only with subdirectories (mkdir, rmdir, rename of a directory), which
+//! rewrite the directory's record.
 //!
 //! Key layout (ids big endian, so scans run in id and name order):
 //!
@@ -18,6 +22,7 @@
 //! | `n` id(8) | parent id and name | reserves the inode id (random ids, no hot counter key) and maps an inode back to its entry (for a hard-linked file, the name it was created with) |
 //! | `t` id(8) | [`Inode`] | a detached directory whose contents the trash purger still has to delete |
 //! | `g` due_ms(8) chunk(16) | [`GarbageChunk`] | a chunk to delete from its nodes once `due_ms` has passed |
+//! | `m` parent(8) name, or `m` for the root | [`DirTimes`] | mtime and ctime of the directory at `d` parent(8) name, as its last entry change left them; they override its record's |
 //!
 //! Values are postcard-encoded [`Inode`]s. Postcard records carry no field
 //! names, so every layout an older version wrote stays readable through
@@ -25,7 +30,9 @@
 //! `target`), read as an inode without them; `v2` the inode before hard
 //! links (`nlink`), read as a file with one name; `v3` the inode before the
 //! `hot=GROUP` cue, read with no such cue; `v4` the inode before inline
-//! files (`inline`, the `inline=` cue), read as a chunked file.
+//! files (`inline`, the `inline=` cue), read as a chunked file; and the
+//! record before nanosecond times ([`Inode::deserialize_before_times`])
+//! reads with times at the millisecond and atime its mtime.
 //!
 //! Hard links keep the common case cheap: a file with one name has its
 //! record inline in its entry (lookup and listing cost nothing extra); the
@@ -35,9 +42,9 @@
 
 use crate::store::{prefix_end, Condition, MetaStore, Txn};
 use cairn_types::{
-    now_ms, AttrChanges, CairnPath, ChunkId, Cues, Error, ErrorKind, InodeId, NewNode, NodeId,
-    Result, Version, XattrOp, XattrWhen, Xattrs, MAX_NAME_LEN, MAX_TARGET_LEN, MAX_XATTRS_LEN,
-    MAX_XATTR_VALUE_LEN,
+    now_ms, now_ns, AttrChanges, CairnPath, ChunkId, Cues, Error, ErrorKind, InodeId, NewNode,
+    NodeId, Result, Version, XattrOp, XattrWhen, Xattrs, MAX_NAME_LEN, MAX_TARGET_LEN,
+    MAX_XATTRS_LEN, MAX_XATTR_VALUE_LEN,
 };
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -47,9 +54,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 mod layouts;
+mod suite;
 #[cfg(test)]
 mod tests;
+
 use layouts::{v1, v2, v3, v4, v5, v6};
+pub use suite::posix_suite;
 
 /// Attempts of one operation before it gives up with a retryable conflict.
 const MAX_ATTEMPTS: u32 = 20;
@@ -65,6 +75,7 @@ const ENTRY: u8 = b'd';
 const INODE: u8 = b'n';
 const TRASH: u8 = b't';
 const GARBAGE: u8 = b'g';
+const DIR_TIMES: u8 = b'm';
 /// Parent id of shared (hard-linked) file records; no directory has it.
 const LINKED: InodeId = InodeId(0);
 // `A` (allocation records, crate::alloc), `N/` (nodes) are used elsewhere.
@@ -104,6 +115,49 @@ fn id_key(prefix: u8, id: InodeId) -> Vec<u8> {
 /// Where the record of hard-linked file `id` lives.
 fn shared_key(id: InodeId) -> Vec<u8> {
     entry_key(LINKED, &format!("{:016x}", id.0))
+}
+
+/// Where the times of the directory whose record is at `entry` (its entry
+/// key, or [`ROOT_KEY`]) live: the entry key with another first byte, so a
+/// directory's subdirectories' times are one range too.
+fn times_key(entry: &[u8]) -> Vec<u8> {
+    let mut k = entry.to_vec();
+    k[0] = DIR_TIMES;
+    k
+}
+
+/// A directory's mtime and ctime as its last change of entries left them
+/// (value of an `m` key). `id` names the directory they belong to.
+#[derive(Clone, Copy, Serialize, Deserialize)]
+struct DirTimes {
+    id: InodeId,
+    mtime_ns: u64,
+    ctime_ns: u64,
+}
+
+impl DirTimes {
+    /// Lay these times over `dir`, if they are its.
+    fn apply(self, dir: &mut Inode) {
+        if self.id == dir.id {
+            dir.mtime_ns = self.mtime_ns;
+            dir.ctime_ns = self.ctime_ns;
+        }
+    }
+}
+
+impl Record for DirTimes {
+    fn decode(bytes: &[u8]) -> Result<Self> {
+        postcard_decode(bytes)
+    }
+}
+
+/// A record of the layout before nanosecond times.
+struct BeforeTimes(Inode);
+
+impl<'de> Deserialize<'de> for BeforeTimes {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        Inode::deserialize_before_times(d).map(BeforeTimes)
+    }
 }
 
 fn garbage_key(due_ms: u64, chunk: ChunkId) -> Vec<u8> {
@@ -149,7 +203,8 @@ impl Record for GarbageChunk {
 }
 
 impl Record for Inode {
-    /// The current layout, else v6, v5, v4, v3, v2, v1. An older record ends
+    /// The current layout, else the one before nanosecond times, v6, v5,
+    /// v4, v3, v2, v1. An older record ends
     /// where a newer layout's fields begin, so it never decodes as a newer
     /// one; and the current layout must take every byte of the record.
     fn decode(bytes: &[u8]) -> Result<Self> {
@@ -163,6 +218,9 @@ impl Record for Inode {
         current
             .map_err(|e| Error::corrupt(format!("undecodable metadata record: {e}")))
             .or_else(|e| {
+                if let Ok((BeforeTimes(old), [])) = postcard::take_from_bytes(bytes) {
+                    return Ok(old);
+                }
                 // Every byte, as for the current layout: a record with more
                 // is no v6 one (it would lose what follows).
                 if let Ok((old, [])) = postcard::take_from_bytes::<v6::Inode>(bytes) {
@@ -241,6 +299,13 @@ struct Tx<'a> {
     /// with the record as this transaction last wrote it, so two names of
     /// one file dropped together count twice.
     shared: HashMap<InodeId, Option<Inode>>,
+    /// The directories this transaction resolved as parents: id → (entry
+    /// key, record as read).
+    parents: HashMap<InodeId, (Vec<u8>, Inode)>,
+    /// Directories whose entries this transaction changes, with the change
+    /// in their count of subdirectories: [`Self::commit`] writes their
+    /// times, and their records when the count moved.
+    changed: HashMap<InodeId, i32>,
 }
 
 impl<'a> Tx<'a> {
@@ -252,7 +317,31 @@ impl<'a> Tx<'a> {
             inherited: Cues::default(),
             together: None,
             shared: HashMap::new(),
+            parents: HashMap::new(),
+            changed: HashMap::new(),
         }
+    }
+
+    /// An entry of directory `dir` (resolved as a parent by this
+    /// transaction) is added, removed or renamed; `subdirs` is the change
+    /// in its subdirectories.
+    fn entries_changed(&mut self, dir: InodeId, subdirs: i32) {
+        *self.changed.entry(dir).or_insert(0) += subdirs;
+    }
+
+    /// Lay the times of directory `inode` (at entry `key`) over its record,
+    /// pinning them: for a transaction that rewrites the directory's record,
+    /// which then holds them (the times key goes).
+    async fn own_dir_times(&mut self, key: &[u8], inode: &mut Inode) -> Result<()> {
+        if inode.kind != InodeKind::Directory {
+            return Ok(());
+        }
+        let tkey = times_key(key);
+        if let Some(t) = self.get::<DirTimes>(tkey.clone()).await? {
+            t.apply(inode);
+            self.delete(tkey);
+        }
+        Ok(())
     }
 
     /// The record an entry names: itself, or for a stub the shared record
@@ -325,7 +414,27 @@ impl<'a> Tx<'a> {
     }
 
     /// `None` when a condition failed and the operation should start over.
-    async fn commit(self) -> Result<Option<u64>> {
+    async fn commit(mut self) -> Result<Option<u64>> {
+        let now = now_ns();
+        for (id, subdirs) in std::mem::take(&mut self.changed) {
+            let Some((key, mut dir)) = self.parents.remove(&id) else {
+                debug_assert!(false, "directory {id} changed but not resolved");
+                continue;
+            };
+            self.put(
+                times_key(&key),
+                &DirTimes {
+                    id,
+                    mtime_ns: now,
+                    ctime_ns: now,
+                },
+            );
+            // 1: a directory made before meta counted (left as "unknown").
+            if subdirs != 0 && dir.nlink >= 2 {
+                dir.nlink = (i64::from(dir.nlink) + i64::from(subdirs)).max(2) as u32;
+                self.put(key, &dir);
+            }
+        }
         let mark = PENDING_MARK
             .try_with(|m| m.borrow_mut().take())
             .ok()
@@ -360,12 +469,14 @@ impl<'a> Tx<'a> {
     /// Resolve `path` to a directory, pinning every entry on the way.
     async fn resolve_dir(&mut self, path: &CairnPath) -> Result<Inode> {
         let mut cur = self.root().await?;
+        let mut cur_key = ROOT_KEY.to_vec();
         let mut inherited = cur.cues.clone();
         let mut together = cur.cues.keep_together.filter(|t| *t).map(|_| cur.id);
         let mut walked = CairnPath::root();
         for name in path.components() {
             walked = walked.join(name)?;
-            match self.get::<Inode>(entry_key(cur.id, name)).await? {
+            let key = entry_key(cur.id, name);
+            match self.get::<Inode>(key.clone()).await? {
                 None => return Err(Error::not_found(format!("{walked} does not exist"))),
                 Some(i) if i.kind != InodeKind::Directory => {
                     return Err(Error::not_dir(format!(
@@ -380,12 +491,16 @@ impl<'a> Tx<'a> {
                         Some(false) => together = None,
                         None => {}
                     }
-                    cur = i
+                    cur = i;
+                    cur_key = key;
                 }
             }
         }
         self.inherited = inherited;
         self.together = together;
+        self.parents
+            .entry(cur.id)
+            .or_insert_with(|| (cur_key, cur.clone()));
         Ok(cur)
     }
 
@@ -497,7 +612,7 @@ impl Namespace {
         if shared && node.nlink > 1 {
             let mut rest = node.clone();
             rest.nlink -= 1;
-            rest.ctime_ms = now_ms();
+            rest.ctime_ns = now_ns();
             tx.put(shared_key(node.id), &rest);
             tx.shared.insert(node.id, Some(rest));
             return;
@@ -528,20 +643,21 @@ impl Namespace {
                 "{src} is a directory; directories cannot have hard links"
             )));
         }
-        let (_, dst_key, existing) = tx.resolve_entry(dst).await?;
+        let (dst_parent, dst_key, existing) = tx.resolve_entry(dst).await?;
         if let Some(e) = existing {
             return Err(Error::exists(format!(
                 "{dst} already exists as a {}",
                 kind_name(e.kind)
             )));
         }
+        tx.entries_changed(dst_parent.id, 0);
         if !tx.shared.contains_key(&file.id) {
             // The first link: the record moves out of the entry.
             tx.pin(shared_key(file.id), 0);
             tx.put(src_key, &stub(&file));
         }
         file.nlink = file.nlink.max(1) + 1;
-        file.ctime_ms = now_ms();
+        file.ctime_ns = now_ns();
         tx.put(shared_key(file.id), &file);
         tx.create(dst_key, &stub(&file));
         Ok(tx.commit().await?.map(|_| file))
@@ -549,11 +665,19 @@ impl Namespace {
 
     pub async fn lookup(&self, path: &CairnPath) -> Result<Inode> {
         let mut tx = Tx::new(self.store.as_ref());
-        if path.is_root() {
-            return tx.root().await;
+        let (key, inode) = tx.existing(path).await?;
+        self.with_times(&key, inode).await
+    }
+
+    /// `inode` (found at entry `key`) with its times, for a directory the
+    /// ones its last change of entries left.
+    async fn with_times(&self, key: &[u8], mut inode: Inode) -> Result<Inode> {
+        if inode.kind == InodeKind::Directory {
+            if let Some((v, _)) = self.store.get(&times_key(key)).await? {
+                decode::<DirTimes>(&v)?.apply(&mut inode);
+            }
         }
-        let (_, _, entry) = tx.resolve_entry(path).await?;
-        entry.ok_or_else(|| Error::not_found(format!("{path} does not exist")))
+        Ok(inode)
     }
 
     /// The entry at `path` (None if missing; its parent must exist) with
@@ -610,12 +734,13 @@ impl Namespace {
     ) -> Result<Option<Inode>> {
         let mut tx = Tx::new(self.store.as_ref());
         let (key, mut inode) = tx.existing(path).await?;
+        tx.own_dir_times(&key, &mut inode).await?;
         inode.cues = if replace {
             cues.clone()
         } else {
             inode.cues.merge(cues)
         };
-        inode.ctime_ms = now_ms();
+        inode.ctime_ns = now_ns();
         tx.put(key, &inode);
         Ok(tx.commit().await?.map(|_| inode))
     }
@@ -630,6 +755,7 @@ impl Namespace {
     async fn mkdir_once(&self, path: &CairnPath, parents: bool) -> Result<Option<Inode>> {
         let mut tx = Tx::new(self.store.as_ref());
         let mut cur = tx.root().await?;
+        let mut cur_key = ROOT_KEY.to_vec();
         if path.is_root() {
             return if parents {
                 Ok(Some(cur))
@@ -640,7 +766,7 @@ impl Namespace {
         let names: Vec<&str> = path.components().collect();
         let mut walked = CairnPath::root();
         let mut created = false;
-        let now = now_ms();
+        let now = now_ns();
         for (i, name) in names.iter().enumerate() {
             walked = walked.join(name)?;
             let last = i + 1 == names.len();
@@ -661,6 +787,7 @@ impl Namespace {
                         };
                     }
                     cur = dir;
+                    cur_key = key;
                 }
                 Some(_) if last => {
                     return Err(Error::exists(format!("{walked} already exists as a file")))
@@ -676,7 +803,15 @@ impl Namespace {
                     )))
                 }
                 None => {
-                    let dir = new_dir(new_inode_id(), now);
+                    if !created {
+                        // The existing directory the new ones go in.
+                        tx.parents.insert(cur.id, (cur_key.clone(), cur.clone()));
+                        tx.entries_changed(cur.id, 1);
+                    }
+                    let mut dir = new_dir(new_inode_id(), now);
+                    if !last {
+                        dir.nlink += 1; // the next one, made below it
+                    }
                     tx.create(
                         id_key(INODE, dir.id),
                         &InodeLink {
@@ -921,6 +1056,7 @@ impl Namespace {
                     cues: old.cues.merge(&req.persistent()),
                     nlink: old.nlink,
                     mode: Some(old.mode),
+                    atime_ns: Some(old.atime_ns),
                 };
                 Ok((old.id, Version(old.version.0 + 1), kept))
             }
@@ -931,6 +1067,7 @@ impl Namespace {
                     )));
                 }
                 let id = new_inode_id();
+                tx.entries_changed(parent.id, 0);
                 let (_, name) = path.split_last().expect("not the root");
                 let link = InodeLink {
                     parent: parent.id,
@@ -944,6 +1081,7 @@ impl Namespace {
                     cues: tx.inherited.persistent().merge(&req.persistent()),
                     nlink: 1,
                     mode: None,
+                    atime_ns: None,
                 };
                 Ok((id, Version(1), kept))
             }
@@ -968,7 +1106,8 @@ impl Namespace {
         // the result does too, when every source is such a file.
         let mut inline: Option<Vec<u8>> = None;
         for src in sources {
-            let (_, key, entry) = tx.resolve_entry(src).await?;
+            let (src_parent, key, entry) = tx.resolve_entry(src).await?;
+            tx.entries_changed(src_parent.id, 0);
             let file = entry.ok_or_else(|| Error::not_found(format!("{src} does not exist")))?;
             if file.kind != InodeKind::File {
                 return Err(Error::is_dir(format!(
@@ -1049,8 +1188,16 @@ impl Namespace {
                 "{path} was removed or replaced by another file meanwhile"
             )));
         }
+        let seen = changes.atime_ns.is_none_or(|t| t <= inode.atime_ns);
+        if changes.accessed && seen {
+            // A read older than the recorded one: nothing to write.
+            return self.with_times(&key, inode).await.map(Some);
+        }
+        tx.own_dir_times(&key, &mut inode).await?;
         apply_changes(path, &mut inode, changes)?;
         tx.put(key, &inode);
+        // An access time may be lost in a crash (as ext4's, until written back).
+        tx.txn.lazy = changes.accessed;
         Ok(tx.commit().await?.map(|_| inode))
     }
 
@@ -1095,11 +1242,23 @@ impl Namespace {
                 kind_name(e.kind)
             )));
         }
-        let now = now_ms();
+        let now = now_ns();
         let mut inode = new_dir(new_inode_id(), now);
+        if !matches!(node, NewNode::Directory) {
+            inode.nlink = 1;
+        }
+        tx.entries_changed(parent.id, matches!(node, NewNode::Directory).into());
         inode.mode = mode & 0o7777;
         inode.uid = uid;
         inode.gid = gid;
+        if parent.mode & SET_GID != 0 {
+            // A set-group-ID directory: what is made in it takes its group,
+            // and a directory passes the bit on (as ext4 does).
+            inode.gid = parent.gid.or(gid);
+            if matches!(node, NewNode::Directory) {
+                inode.mode |= SET_GID;
+            }
+        }
         match node {
             NewNode::Directory => {}
             NewNode::File => inode.kind = InodeKind::File,
@@ -1160,6 +1319,19 @@ impl Namespace {
             .store
             .scan(&start, &children_end(dir.id), limit)
             .await?;
+        // The times of this page's subdirectories: one scan of their keys.
+        let mut times = HashMap::new();
+        if let Some(last) = kvs.last() {
+            let mut end = times_key(&last.key);
+            end.push(0);
+            for kv in self
+                .store
+                .scan(&times_key(&start), &end, usize::MAX)
+                .await?
+            {
+                times.insert(kv.key, decode::<DirTimes>(&kv.value)?);
+            }
+        }
         let mut out = Vec::with_capacity(kvs.len());
         for kv in &kvs {
             let mut inode: Inode = decode(&kv.value)?;
@@ -1169,6 +1341,9 @@ impl Namespace {
                     continue; // its last other name went meanwhile
                 };
                 inode = decode(&v)?;
+            }
+            if let Some(t) = times.get(&times_key(&kv.key)) {
+                t.apply(&mut inode);
             }
             out.push(DirEntry {
                 name: entry_name(&kv.key)?,
@@ -1207,9 +1382,14 @@ impl Namespace {
         want_dir: Option<bool>,
     ) -> Result<Option<()>> {
         let mut tx = Tx::new(self.store.as_ref());
-        let (_, key, entry) = tx.resolve_entry(path).await?;
+        let (parent, key, entry) = tx.resolve_entry(path).await?;
         let node = entry.ok_or_else(|| Error::not_found(format!("{path} does not exist")))?;
-        match (want_dir, node.kind == InodeKind::Directory) {
+        let is_dir = node.kind == InodeKind::Directory;
+        tx.entries_changed(parent.id, -i32::from(is_dir));
+        if is_dir {
+            tx.delete(times_key(&key));
+        }
+        match (want_dir, is_dir) {
             (Some(false), true) => return Err(Error::is_dir(format!("{path} is a directory"))),
             (Some(true), false) => {
                 return Err(Error::not_dir(format!(
@@ -1264,7 +1444,7 @@ impl Namespace {
         replace: bool,
     ) -> Result<Option<()>> {
         let mut tx = Tx::new(self.store.as_ref());
-        let (_, src_key, moving) = tx.resolve_entry(src).await?;
+        let (src_parent, src_key, moving) = tx.resolve_entry(src).await?;
         let mut moving = moving.ok_or_else(|| Error::not_found(format!("{src} does not exist")))?;
         if src == dst {
             return Ok(Some(()));
@@ -1276,6 +1456,8 @@ impl Namespace {
             )));
         }
         let (dst_parent, dst_key, target) = tx.resolve_entry(dst).await?;
+        let moving_dir = i32::from(moving.kind == InodeKind::Directory);
+        let mut replaced_dir = false;
         if let Some(target) = target {
             if target.id == moving.id && replace {
                 // Two names of one file: POSIX rename does nothing.
@@ -1315,9 +1497,25 @@ impl Namespace {
             }
             if dirs.1 {
                 tx.delete(id_key(INODE, target.id));
+                replaced_dir = true;
             }
         }
-        moving.ctime_ms = now_ms();
+        tx.entries_changed(src_parent.id, -moving_dir);
+        tx.entries_changed(dst_parent.id, moving_dir - i32::from(replaced_dir));
+        let now = now_ns();
+        moving.ctime_ns = now;
+        // A directory's times go with it (over those of a directory it replaces).
+        let moved_times = match moving_dir {
+            1 => tx.get::<DirTimes>(times_key(&src_key)).await?,
+            _ => None,
+        };
+        if let Some(mut t) = moved_times {
+            tx.delete(times_key(&src_key));
+            t.ctime_ns = now;
+            tx.put(times_key(&dst_key), &t);
+        } else if replaced_dir {
+            tx.delete(times_key(&dst_key));
+        }
         let (_, dst_name) = dst.split_last().expect("not the root");
         tx.delete(src_key);
         if moving_shared {
@@ -1458,7 +1656,10 @@ impl Namespace {
             tx.pin(kv.key.clone(), kv.revision);
             tx.delete(kv.key.clone());
             match child.kind {
-                InodeKind::Directory => tx.put(id_key(TRASH, child.id), &child),
+                InodeKind::Directory => {
+                    tx.delete(times_key(&kv.key));
+                    tx.put(id_key(TRASH, child.id), &child)
+                }
                 _ => {
                     let child = tx.follow(Some(child)).await?.expect("followed an entry");
                     self.drop_name(&mut tx, &child, &[]);
@@ -1689,14 +1890,18 @@ impl Namespace {
     }
 }
 
+/// The set-group-ID bit of a mode (`S_ISGID`).
+const SET_GID: u32 = 0o2000;
+
 fn new_dir(id: InodeId, now: u64) -> Inode {
     Inode {
         id,
         kind: InodeKind::Directory,
         size: 0,
         version: Version(1),
-        mtime_ms: now,
-        ctime_ms: now,
+        mtime_ns: now,
+        ctime_ns: now,
+        atime_ns: now,
         mode: 0o755,
         extents: Vec::new(),
         chunk_size: 0,
@@ -1705,7 +1910,7 @@ fn new_dir(id: InodeId, now: u64) -> Inode {
         gid: None,
         target: None,
         cues: Cues::default(),
-        nlink: 1,
+        nlink: 2,
         inline: None,
         rdev: 0,
     }
@@ -1745,6 +1950,8 @@ struct Kept {
     nlink: u32,
     /// The replaced version's mode, for a commit that keeps it.
     mode: Option<u32>,
+    /// The replaced version's atime (a write is no access).
+    atime_ns: Option<u64>,
 }
 
 impl Kept {
@@ -1759,14 +1966,15 @@ impl Kept {
         chunk_size: u64,
         xattrs: &Option<Xattrs>,
     ) -> Inode {
-        let now = now_ms();
+        let now = now_ns();
         Inode {
             id,
             kind: InodeKind::File,
             size: extents.iter().map(|e| e.len).sum(),
             version,
-            mtime_ms: now,
-            ctime_ms: now,
+            mtime_ns: now,
+            ctime_ns: now,
+            atime_ns: self.atime_ns.unwrap_or(now),
             mode,
             extents,
             chunk_size,
@@ -1805,8 +2013,11 @@ fn apply_changes(path: &CairnPath, inode: &mut Inode, changes: &AttrChanges) -> 
     if changes.gid.is_some() {
         inode.gid = changes.gid;
     }
-    if let Some(mtime) = changes.mtime_ms {
-        inode.mtime_ms = mtime;
+    if let Some(mtime) = changes.mtime_ns {
+        inode.mtime_ns = mtime;
+    }
+    if let Some(atime) = changes.atime_ns {
+        inode.atime_ns = atime;
     }
     for op in &changes.xattrs {
         match op {
@@ -1858,6 +2069,8 @@ fn apply_changes(path: &CairnPath, inode: &mut Inode, changes: &AttrChanges) -> 
             "extended attributes of {path} would take {total} bytes; the limit is {MAX_XATTRS_LEN}"
         )));
     }
-    inode.ctime_ms = now_ms();
+    if !changes.accessed {
+        inode.ctime_ns = now_ns();
+    }
     Ok(())
 }

@@ -274,8 +274,8 @@ impl Meta {
         // ctime, not mtime: a writer may set mtime to the past (sync
         // keeps the source's), while the write itself sets ctime.
         let last = inode
-            .ctime_ms
-            .max(inode.mtime_ms)
+            .ctime_ms()
+            .max(inode.mtime_ms())
             .max(self.tier.last_access(inode.id))
             .max(self.started_ms);
         now.saturating_sub(last) >= after

@@ -94,10 +94,10 @@ pub fn etag(inode: &Inode) -> ETag {
 }
 
 pub fn last_modified(inode: &Inode) -> Timestamp {
-    Timestamp::from(SystemTime::UNIX_EPOCH + Duration::from_millis(inode.mtime_ms))
+    Timestamp::from(SystemTime::UNIX_EPOCH + Duration::from_millis(inode.mtime_ms()))
 }
 
 /// Last-Modified to the second, as HTTP dates compare.
 pub fn mtime_secs(inode: &Inode) -> i64 {
-    (inode.mtime_ms / 1000) as i64
+    (inode.mtime_ms() / 1000) as i64
 }

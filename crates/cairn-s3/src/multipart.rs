@@ -407,7 +407,7 @@ pub async fn list_uploads(
             break;
         }
     }
-    all.sort_by(|a, b| (&a.0, a.2.mtime_ms).cmp(&(&b.0, b.2.mtime_ms)));
+    all.sort_by(|a, b| (&a.0, a.2.mtime_ms()).cmp(&(&b.0, b.2.mtime_ms())));
     if let Some(m) = i.key_marker.as_deref().filter(|m| !m.is_empty()) {
         all.retain(|(k, _, _)| k.as_str() > m);
     }

@@ -94,7 +94,7 @@ async fn setting_ec_then_rep_on_a_directory_converts_its_files() {
         assert_eq!(cl.get_bytes(&p("/d/one")).await.unwrap(), one);
         assert_eq!(cl.get_bytes(&p("/d/sub/deep")).await.unwrap(), deep);
         let after = cl.locate(&p("/d/big")).await.unwrap().inode;
-        assert_eq!((after.size, after.mtime_ms), (before.size, before.mtime_ms));
+        assert_eq!((after.size, after.mtime_ns), (before.size, before.mtime_ns));
         assert!(after.version > before.version);
         assert_eq!((after.cues.rep, after.cues.ec), (None, layout_ec("4+2")));
         for e in &after.extents {
@@ -360,7 +360,7 @@ async fn cold_files_are_erasure_coded_by_their_cold_policy() {
         })
         .await;
         assert_eq!(cl.get_bytes(&p("/logs/a")).await.unwrap(), data);
-        assert_eq!(a.mtime_ms, f.mtime_ms);
+        assert_eq!(a.mtime_ns, f.mtime_ns);
         let tier = worker(&cl, "tier").await;
         assert!(
             tier.progress.contains("1 cold file(s) erasure-coded"),

@@ -57,6 +57,12 @@ pub struct AttrChanges {
     pub mode: Option<u32>,
     pub uid: Option<u32>,
     pub gid: Option<u32>,
-    pub mtime_ms: Option<u64>,
+    /// Nanoseconds since the Unix epoch, stored exactly (`utimensat`).
+    pub mtime_ns: Option<u64>,
+    pub atime_ns: Option<u64>,
     pub xattrs: Vec<XattrOp>,
+    /// `atime_ns` is a read's access time (which reads record, `relatime`
+    /// or every one, is the mount's choice): it leaves ctime alone, never
+    /// moves atime back, and may be lost in a meta crash.
+    pub accessed: bool,
 }

@@ -140,8 +140,14 @@ pub struct Inode {
     pub kind: InodeKind,
     pub size: u64,
     pub version: Version,
-    pub mtime_ms: u64,
-    pub ctime_ms: u64,
+    /// Last content change, last change of the inode (content, attributes,
+    /// names, links) and last access (`relatime`, as the mount keeps it),
+    /// in nanoseconds since the Unix epoch. A directory's mtime and ctime
+    /// move with its entries; meta keeps those in a record of their own
+    /// and fills them in here.
+    pub mtime_ns: u64,
+    pub ctime_ns: u64,
+    pub atime_ns: u64,
     pub mode: u32,
     /// Empty for directories.
     pub extents: Vec<Extent>,
@@ -158,9 +164,11 @@ pub struct Inode {
     /// Cues set on this path: on a directory, inherited by everything below;
     /// on a file, its persistent cues fixed at creation plus any set since.
     pub cues: crate::Cues,
-    /// Names of this file or symlink (hard links); 1 for directories. Meta
-    /// never hands out a record with 0: that marks, inside meta only, a
-    /// directory entry whose record is shared by several names.
+    /// Names of this file or symlink (hard links). For a directory, 2 plus
+    /// its subdirectories, as on ext4 (1 for directories made before meta
+    /// counted them: "unknown", as `find` reads it). Meta never hands out a
+    /// record with 0: that marks, inside meta only, a directory entry whose
+    /// record is shared by several names.
     pub nlink: u32,
     /// A small file's bytes, kept in this record instead of chunks
     /// (`extents` is then empty): see the `inline=` cue. Listings leave
@@ -173,6 +181,23 @@ pub struct Inode {
 }
 
 impl Inode {
+    /// mtime in milliseconds, what S3, the CLI and `sync` show and compare.
+    pub fn mtime_ms(&self) -> u64 {
+        self.mtime_ns / NS_PER_MS
+    }
+
+    pub fn ctime_ms(&self) -> u64 {
+        self.ctime_ns / NS_PER_MS
+    }
+
+    /// Whether a read at `now_ns` changes the atime by `relatime`'s rule:
+    /// the atime is not after the last change, or is a day old.
+    pub fn relatime_due(&self, now_ns: u64) -> bool {
+        const DAY_NS: u64 = 24 * 3600 * 1_000_000_000;
+        self.atime_ns <= self.mtime_ns.max(self.ctime_ns)
+            || now_ns.saturating_sub(self.atime_ns) >= DAY_NS
+    }
+
     /// Whether the file's bytes live in its metadata record, even when
     /// this copy of the record (from a listing) leaves them out.
     pub fn is_inline(&self) -> bool {
@@ -271,7 +296,7 @@ pub struct GarbageChunk {
 /// store of each offloaded extent. Serialized from borrows (no copy of the
 /// record), deserialized owned.
 #[derive(Serialize, Deserialize)]
-struct InodeRecord<X, C, Xa, T, B, S, R> {
+struct InodeRecord<X, C, Xa, T, B, S, R, N> {
     id: InodeId,
     kind: InodeKind,
     size: u64,
@@ -298,7 +323,22 @@ struct InodeRecord<X, C, Xa, T, B, S, R> {
     tier: Option<crate::Tier>,
     cold_after_ms: Option<u64>,
     remote: R,
+    /// Added with nanosecond times: [`TimesRecord`] (`()`, no bytes, in
+    /// records written before).
+    times: N,
 }
+
+/// What nanosecond times added to a record: the part of mtime and ctime
+/// below the millisecond (the record keeps their milliseconds where it
+/// always had them), and atime.
+#[derive(Clone, Copy, Serialize, Deserialize)]
+struct TimesRecord {
+    mtime_sub_ns: u32,
+    ctime_sub_ns: u32,
+    atime_ns: u64,
+}
+
+const NS_PER_MS: u64 = 1_000_000;
 
 /// A file's extents encoded as [`ExtentRecord`]s, straight from the slice.
 struct ExtentsOut<'a>(&'a [Extent]);
@@ -350,8 +390,8 @@ impl Serialize for Inode {
             kind: self.kind,
             size: self.size,
             version: self.version,
-            mtime_ms: self.mtime_ms,
-            ctime_ms: self.ctime_ms,
+            mtime_ms: self.mtime_ns / NS_PER_MS,
+            ctime_ms: self.ctime_ns / NS_PER_MS,
             mode: self.mode,
             extents: ExtentsOut(&self.extents),
             chunk_size: self.chunk_size,
@@ -394,77 +434,106 @@ impl Serialize for Inode {
                 .enumerate()
                 .filter_map(|(i, e)| e.remote.as_deref().map(|r| (i as u32, r)))
                 .collect::<Vec<_>>(),
+            times: TimesRecord {
+                mtime_sub_ns: (self.mtime_ns % NS_PER_MS) as u32,
+                ctime_sub_ns: (self.ctime_ns % NS_PER_MS) as u32,
+                atime_ns: self.atime_ns,
+            },
         }
         .serialize(s)
     }
 }
 
+type OwnedRecord<N> = InodeRecord<
+    Vec<ExtentRecord<Vec<NodeId>>>,
+    CuesRecord<Option<String>>,
+    Xattrs,
+    Option<String>,
+    Option<Vec<u8>>,
+    Vec<(u32, EcShards)>,
+    Vec<(u32, String)>,
+    N,
+>;
+
+impl Inode {
+    /// Decode a record of the layout before nanosecond times (its times
+    /// end at the millisecond, and atime is its mtime).
+    pub fn deserialize_before_times<'de, D: serde::Deserializer<'de>>(
+        d: D,
+    ) -> Result<Inode, D::Error> {
+        let r = OwnedRecord::<()>::deserialize(d)?;
+        let times = TimesRecord {
+            mtime_sub_ns: 0,
+            ctime_sub_ns: 0,
+            atime_ns: r.mtime_ms.saturating_mul(NS_PER_MS),
+        };
+        from_record(r, times)
+    }
+}
+
 impl<'de> Deserialize<'de> for Inode {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Inode, D::Error> {
-        type Owned = InodeRecord<
-            Vec<ExtentRecord<Vec<NodeId>>>,
-            CuesRecord<Option<String>>,
-            Xattrs,
-            Option<String>,
-            Option<Vec<u8>>,
-            Vec<(u32, EcShards)>,
-            Vec<(u32, String)>,
-        >;
-        let r = Owned::deserialize(d)?;
-        let mut extents: Vec<Extent> = r
-            .extents
-            .into_iter()
-            .map(|e| Extent::replicated(e.chunk, e.len, e.crc, e.nodes))
-            .collect();
-        for (i, ec) in r.stripes {
-            let e = extents.get_mut(i as usize).ok_or_else(|| {
-                serde::de::Error::custom(format!("shard layout of extent {i}, past the end"))
-            })?;
-            e.ec = Some(ec);
-        }
-        for (i, tier) in r.remote {
-            let e = extents.get_mut(i as usize).ok_or_else(|| {
-                serde::de::Error::custom(format!("remote store of extent {i}, past the end"))
-            })?;
-            e.remote = Some(tier);
-        }
-        let c = r.cues;
-        Ok(Inode {
-            id: r.id,
-            kind: r.kind,
-            size: r.size,
-            version: r.version,
-            mtime_ms: r.mtime_ms,
-            ctime_ms: r.ctime_ms,
-            mode: r.mode,
-            extents,
-            chunk_size: r.chunk_size,
-            xattrs: r.xattrs,
-            uid: r.uid,
-            gid: r.gid,
-            target: r.target,
-            cues: crate::Cues {
-                rep: c.rep,
-                sync: c.sync,
-                place: c.place,
-                site: c.site,
-                rep_sites: c.rep_sites,
-                keep_together: c.keep_together,
-                consistency: c.consistency,
-                version: c.version,
-                maxtime_ms: c.maxtime_ms,
-                writability: c.writability,
-                wholefile: c.wholefile,
-                hotspot: c.hotspot,
-                hot: c.hot,
-                inline: c.inline,
-                ec: r.ec,
-                tier: r.tier,
-                cold_after_ms: r.cold_after_ms,
-            },
-            nlink: r.nlink,
-            inline: r.inline,
-            rdev: r.rdev,
-        })
+        let r = OwnedRecord::<TimesRecord>::deserialize(d)?;
+        let times = r.times;
+        from_record(r, times)
     }
+}
+
+fn from_record<E: serde::de::Error, N>(r: OwnedRecord<N>, times: TimesRecord) -> Result<Inode, E> {
+    let mut extents: Vec<Extent> = r
+        .extents
+        .into_iter()
+        .map(|e| Extent::replicated(e.chunk, e.len, e.crc, e.nodes))
+        .collect();
+    for (i, ec) in r.stripes {
+        let e = extents
+            .get_mut(i as usize)
+            .ok_or_else(|| E::custom(format!("shard layout of extent {i}, past the end")))?;
+        e.ec = Some(ec);
+    }
+    for (i, tier) in r.remote {
+        let e = extents
+            .get_mut(i as usize)
+            .ok_or_else(|| E::custom(format!("remote store of extent {i}, past the end")))?;
+        e.remote = Some(tier);
+    }
+    let c = r.cues;
+    Ok(Inode {
+        id: r.id,
+        kind: r.kind,
+        size: r.size,
+        version: r.version,
+        mtime_ns: r.mtime_ms.saturating_mul(NS_PER_MS) + u64::from(times.mtime_sub_ns),
+        ctime_ns: r.ctime_ms.saturating_mul(NS_PER_MS) + u64::from(times.ctime_sub_ns),
+        atime_ns: times.atime_ns,
+        mode: r.mode,
+        extents,
+        chunk_size: r.chunk_size,
+        xattrs: r.xattrs,
+        uid: r.uid,
+        gid: r.gid,
+        target: r.target,
+        cues: crate::Cues {
+            rep: c.rep,
+            sync: c.sync,
+            place: c.place,
+            site: c.site,
+            rep_sites: c.rep_sites,
+            keep_together: c.keep_together,
+            consistency: c.consistency,
+            version: c.version,
+            maxtime_ms: c.maxtime_ms,
+            writability: c.writability,
+            wholefile: c.wholefile,
+            hotspot: c.hotspot,
+            hot: c.hot,
+            inline: c.inline,
+            ec: r.ec,
+            tier: r.tier,
+            cold_after_ms: r.cold_after_ms,
+        },
+        nlink: r.nlink,
+        inline: r.inline,
+        rdev: r.rdev,
+    })
 }

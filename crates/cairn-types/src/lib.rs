@@ -38,6 +38,14 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// Unix time in nanoseconds: file times (mtime, ctime, atime).
+pub fn now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
 /// Longest node group name.
 pub const MAX_GROUP_LEN: usize = 64;
 

@@ -106,6 +106,10 @@ class Stat:
     mode: int
     mtime_ms: int
     ctime_ms: int
+    #: The same times to the nanosecond, and the last recorded read.
+    mtime_ns: int
+    ctime_ns: int
+    atime_ns: int
     chunk_size: int
     chunks: int
     cues: str
@@ -132,7 +136,7 @@ class Stat:
     @property
     def mtime(self) -> float:
         """Modification time, seconds since the epoch."""
-        return self.mtime_ms / 1000.0
+        return self.mtime_ns / 1e9
 
     @classmethod
     def _from(cls, path: str, d: Mapping[str, Any]) -> "Stat":

@@ -6,6 +6,9 @@
 #[cfg(doc)]
 use cairn_types::Inode;
 
+/// Records before nanosecond times kept milliseconds.
+const NS_PER_MS: u64 = 1_000_000;
+
 /// Cues before `hot=GROUP`: the layout v1 to v3 records embed.
 pub(super) mod cues_v1 {
     use cairn_types::{Consistency, PlaceScheme, VersionPolicy, Writability};
@@ -203,6 +206,7 @@ pub(super) mod v6 {
 pub(super) mod v5 {
     use super::cues_v3::Cues;
     use super::extent_v1::Extent;
+    use super::NS_PER_MS;
     use cairn_types::{InodeId, InodeKind, Version, Xattrs};
     use serde::{Deserialize, Serialize};
 
@@ -234,8 +238,9 @@ pub(super) mod v5 {
                 kind: o.kind,
                 size: o.size,
                 version: o.version,
-                mtime_ms: o.mtime_ms,
-                ctime_ms: o.ctime_ms,
+                mtime_ns: o.mtime_ms.saturating_mul(NS_PER_MS),
+                ctime_ns: o.ctime_ms.saturating_mul(NS_PER_MS),
+                atime_ns: o.mtime_ms.saturating_mul(NS_PER_MS),
                 mode: o.mode,
                 extents: o.extents.into_iter().map(Into::into).collect(),
                 chunk_size: o.chunk_size,
@@ -257,6 +262,7 @@ pub(super) mod v5 {
 pub(super) mod v4 {
     use super::cues_v2::Cues;
     use super::extent_v1::Extent;
+    use super::NS_PER_MS;
     use cairn_types::{InodeId, InodeKind, Version, Xattrs};
     use serde::{Deserialize, Serialize};
 
@@ -286,8 +292,9 @@ pub(super) mod v4 {
                 kind: o.kind,
                 size: o.size,
                 version: o.version,
-                mtime_ms: o.mtime_ms,
-                ctime_ms: o.ctime_ms,
+                mtime_ns: o.mtime_ms.saturating_mul(NS_PER_MS),
+                ctime_ns: o.ctime_ms.saturating_mul(NS_PER_MS),
+                atime_ns: o.mtime_ms.saturating_mul(NS_PER_MS),
                 mode: o.mode,
                 extents: o.extents.into_iter().map(Into::into).collect(),
                 chunk_size: o.chunk_size,
@@ -308,6 +315,7 @@ pub(super) mod v4 {
 pub(super) mod v3 {
     use super::cues_v1::Cues;
     use super::extent_v1::Extent;
+    use super::NS_PER_MS;
     use cairn_types::{InodeId, InodeKind, Version, Xattrs};
     use serde::{Deserialize, Serialize};
 
@@ -337,8 +345,9 @@ pub(super) mod v3 {
                 kind: o.kind,
                 size: o.size,
                 version: o.version,
-                mtime_ms: o.mtime_ms,
-                ctime_ms: o.ctime_ms,
+                mtime_ns: o.mtime_ms.saturating_mul(NS_PER_MS),
+                ctime_ns: o.ctime_ms.saturating_mul(NS_PER_MS),
+                atime_ns: o.mtime_ms.saturating_mul(NS_PER_MS),
                 mode: o.mode,
                 extents: o.extents.into_iter().map(Into::into).collect(),
                 chunk_size: o.chunk_size,
@@ -359,6 +368,7 @@ pub(super) mod v3 {
 pub(super) mod v2 {
     use super::cues_v1::Cues;
     use super::extent_v1::Extent;
+    use super::NS_PER_MS;
     use cairn_types::{InodeId, InodeKind, Version, Xattrs};
     use serde::{Deserialize, Serialize};
 
@@ -387,8 +397,9 @@ pub(super) mod v2 {
                 kind: o.kind,
                 size: o.size,
                 version: o.version,
-                mtime_ms: o.mtime_ms,
-                ctime_ms: o.ctime_ms,
+                mtime_ns: o.mtime_ms.saturating_mul(NS_PER_MS),
+                ctime_ns: o.ctime_ms.saturating_mul(NS_PER_MS),
+                atime_ns: o.mtime_ms.saturating_mul(NS_PER_MS),
                 mode: o.mode,
                 extents: o.extents.into_iter().map(Into::into).collect(),
                 chunk_size: o.chunk_size,

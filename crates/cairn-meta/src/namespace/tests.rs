@@ -80,14 +80,21 @@ async fn set_attr_changes_attributes_in_one_transaction() {
         mode: Some(0o100600),
         uid: Some(1000),
         gid: Some(100),
-        mtime_ms: Some(1_000_000),
+        mtime_ns: Some(1_000_000_123_456_789),
+        atime_ns: Some(7),
         xattrs: vec![set("user.a", b"1", XattrWhen::Create)],
+        accessed: false,
     };
     let got = ns.set_attr(&p("/f"), Some(f.id), &changes).await.unwrap();
     assert_eq!(got.mode, 0o600, "the file type bits are not kept");
     assert_eq!(
-        (got.uid, got.gid, got.mtime_ms),
-        (Some(1000), Some(100), 1_000_000)
+        (got.uid, got.gid, got.mtime_ns, got.atime_ns),
+        (Some(1000), Some(100), 1_000_000_123_456_789, 7),
+        "times are kept to the nanosecond"
+    );
+    assert!(
+        got.ctime_ns > f.ctime_ns,
+        "a change of attributes is a ctime"
     );
     assert_eq!(got.version, f.version, "attributes are no new version");
     assert_eq!(got.extents, f.extents);
@@ -1756,8 +1763,8 @@ async fn relayout_replaces_the_version_read_and_nothing_newer() {
     let v2 = ns.lookup(&p("/f")).await.unwrap();
     assert_eq!(v2.version, Version(v1.version.0 + 1));
     assert_eq!(
-        (v2.size, v2.mtime_ms, v2.cues.rep),
-        (15, v1.mtime_ms, Some(2))
+        (v2.size, v2.mtime_ns, v2.cues.rep),
+        (15, v1.mtime_ns, Some(2))
     );
     let chunks: Vec<ChunkId> = v2.extents.iter().map(|e| e.chunk).collect();
     assert_eq!(chunks, vec![ChunkId(3), ChunkId(4)]);
@@ -1818,4 +1825,32 @@ async fn an_extent_that_drops_its_shards_sends_them_to_garbage() {
     let mut want: Vec<ChunkId> = (0..3).map(|i| stripe.shard(i)).collect();
     want.sort();
     assert_eq!(garbage, want);
+}
+
+#[tokio::test]
+async fn posix_attributes_on_redb() {
+    let (_d, ns) = open_ns(Duration::ZERO).await;
+    posix_suite(&ns).await;
+}
+
+#[tokio::test]
+async fn records_from_before_nanosecond_times_decode() {
+    let (_d, ns) = open_ns(Duration::ZERO).await;
+    let mut inode = new_dir(InodeId(83), 5_000_000);
+    inode.kind = InodeKind::File;
+    inode.nlink = 1;
+    inode.ctime_ns = 6_000_000;
+    inode.atime_ns = 0;
+    // The old layout is the current one without the times at the end,
+    // which for these times are three zero bytes.
+    let mut bytes = encode(&inode);
+    assert_eq!(bytes.split_off(bytes.len() - 3), [0, 0, 0]);
+    let txn = Txn::new().put(entry_key(InodeId::ROOT, "old"), bytes);
+    ns.store.commit(txn).await.unwrap();
+    let got = ns.lookup(&p("/old")).await.unwrap();
+    assert_eq!(
+        (got.id, got.mtime_ns, got.ctime_ns, got.atime_ns),
+        (InodeId(83), 5_000_000, 6_000_000, 5_000_000),
+        "atime reads as the mtime"
+    );
 }
