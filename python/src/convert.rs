@@ -15,7 +15,7 @@ pub fn inode<'py>(py: Python<'py>, i: &Inode) -> PyResult<Bound<'py, PyDict>> {
     d.set_item("size", i.size)?;
     d.set_item("version", i.version.0)?;
     d.set_item("inode", i.id.0)?;
-    d.set_item("mode", i.mode)?;
+    d.set_item("mode", i.mode & 0o7777)?;
     d.set_item("mtime_ms", i.mtime_ms())?;
     d.set_item("ctime_ms", i.ctime_ms())?;
     d.set_item("mtime_ns", i.mtime_ns)?;

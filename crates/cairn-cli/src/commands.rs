@@ -64,7 +64,7 @@ fn inode_json(path: &str, i: &Inode) -> serde_json::Value {
         "inode": i.id.0,
         "size": i.size,
         "version": i.version.0,
-        "mode": format!("{:o}", i.mode),
+        "mode": format!("{:o}", i.mode & 0o7777),
         "mtime_ms": i.mtime_ms(),
         "mtime_ns": i.mtime_ns,
         "ctime_ms": i.ctime_ms(),
@@ -322,7 +322,7 @@ pub async fn stat(t: &Target, p: &str, json_out: bool) -> Result<()> {
         } else {
             println!("chunks:   {}", i.extents.len());
         }
-        println!("mode:     {:o}", i.mode);
+        println!("mode:     {:o}", i.mode & 0o7777);
         if let (Some(uid), Some(gid)) = (i.uid, i.gid) {
             println!("owner:    {uid}:{gid}");
         }

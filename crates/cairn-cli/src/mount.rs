@@ -89,6 +89,12 @@ pub struct MountArgs {
     /// read of every open), `off` (none: reads never write to meta)
     #[arg(long, value_parser = ["relatime", "strict", "off"], default_value = "relatime")]
     atime: String,
+    /// Let device nodes in the mount open as the devices they name (as
+    /// on a local disk). Off by default: any client holding the cluster's
+    /// key can make device nodes, and they would reach this machine's
+    /// devices
+    #[arg(long)]
+    dev: bool,
     #[command(flatten)]
     target: Target,
 }
@@ -148,6 +154,7 @@ pub async fn run(a: MountArgs) -> Result<()> {
             "strict" => cairn_fuse::Atime::Strict,
             _ => cairn_fuse::Atime::Relatime,
         },
+        devices: a.dev,
     };
     let mountpoint = a.mountpoint.clone();
     let rt = tokio::runtime::Handle::current();

@@ -401,6 +401,19 @@ impl Client {
         }
     }
 
+    /// Swap `a` and `b` (both must exist), atomically: each name then
+    /// leads to what the other did (`RENAME_EXCHANGE`).
+    pub async fn rename_exchange(&self, a: &CairnPath, b: &CairnPath) -> Result<()> {
+        let req = MetaRequest::RenameExchange {
+            a: a.clone(),
+            b: b.clone(),
+        };
+        match self.change(&[a, b], req).await? {
+            MetaResponse::Ok => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
     /// Move every chunk off `node` (or stop doing so).
     pub async fn drain(&self, node: cairn_types::NodeId, undo: bool) -> Result<()> {
         match self.meta(MetaRequest::Drain { node, undo }).await? {

@@ -83,6 +83,8 @@ enum OpenHandle {
 /// Where a directory listing is: the names of the offsets last handed out,
 /// since the kernel resumes from one of them.
 struct DirCursor {
+    /// The directory's.
+    ino: u64,
     names: HashMap<i64, String>,
 }
 
@@ -119,6 +121,12 @@ pub(crate) struct Shared {
     atime: crate::Atime,
     /// Read handles whose first read records an access time.
     atime_due: Mutex<HashSet<u64>>,
+    /// Access times being recorded, by ino: each lock is held until meta
+    /// has the time, and a getattr waits for it.
+    atime_pending: Mutex<HashMap<u64, Arc<tokio::sync::Mutex<()>>>>,
+    /// Directories removed here while open, as they were (an `fstat` of
+    /// the open one shows them, with no links), until their last close.
+    removed_dirs: Mutex<HashMap<u64, Inode>>,
 }
 
 /// Work for the write-back uploader.
@@ -208,6 +216,8 @@ impl CairnFs {
             ttl: opts.cache_times,
             atime: opts.atime,
             atime_due: Mutex::new(HashSet::new()),
+            atime_pending: Mutex::new(HashMap::new()),
+            removed_dirs: Mutex::new(HashMap::new()),
         });
         if opts.writeback {
             rt.spawn(upload_in_background(Arc::downgrade(&shared), jobs));
@@ -235,7 +245,8 @@ fn ns_to_time(ns: u64) -> SystemTime {
 /// it are kept as the epoch).
 fn time_to_ns(t: TimeOrNow) -> u64 {
     match t {
-        TimeOrNow::Now => now_ns(),
+        // Meta's clock, which also sets the ctime: equal, as on ext4.
+        TimeOrNow::Now => cairn_types::TIME_NOW,
         TimeOrNow::SpecificTime(t) => t
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)),
@@ -282,16 +293,20 @@ impl Shared {
     fn attr(&self, ino: u64, inode: &Inode, size: Option<u64>) -> FileAttr {
         let (default_perm, nlink) = match inode.kind {
             // 2 + its subdirectories (records from before they were
-            // counted say 1).
-            InodeKind::Directory => (0o755, inode.nlink.max(2)),
+            // counted say 1; one removed while open, 0).
+            InodeKind::Directory => (
+                0o755,
+                if inode.nlink == 0 {
+                    0
+                } else {
+                    inode.nlink.max(2)
+                },
+            ),
             InodeKind::Symlink => (0o777, inode.nlink),
             // 0 only for a file open here whose last name is gone.
             _ => (0o644, inode.nlink),
         };
-        let perm = match inode.mode & 0o7777 {
-            0 => default_perm,
-            p => p as u16,
-        };
+        let perm = inode.perm().map_or(default_perm, |p| p as u16);
         let kind = file_type(inode.kind);
         let size = size.unwrap_or(inode.size);
         if inode.kind == InodeKind::File {
@@ -468,6 +483,7 @@ impl Shared {
     /// Attributes of `ino`, with the staged size when this mount has it open
     /// for writing.
     async fn getattr(&self, ino: u64) -> Result<FileAttr, Errno> {
+        self.atime_settled(ino).await;
         let staged = self.stages.peek(ino);
         if let Some(s) = staged.as_ref().filter(|s| s.is_dirty()) {
             // Being written here: the attributes this mount will commit
@@ -515,7 +531,10 @@ impl Shared {
             (None, None) => match self.open_reader(real) {
                 // Removed (here or elsewhere) while a program has it open.
                 Some(r) => r.inode().clone(),
-                None => return Err(libc::ENOENT),
+                None => match self.removed_dirs.lock().unwrap().get(&ino) {
+                    Some(d) => return Ok(d.clone()),
+                    None => return Err(libc::ENOENT),
+                },
             },
         };
         // Its last name is gone: `fstat` shows no links, as on ext4 (a file
@@ -573,12 +592,17 @@ impl Shared {
         })
     }
 
-    async fn open(&self, ino: u64, flags: i32) -> Result<u64, Errno> {
+    /// Open `ino` for `uid`.
+    async fn open(&self, ino: u64, flags: i32, uid: u32) -> Result<u64, Errno> {
         let path = self.live_path(ino).await?;
         let write = flags & libc::O_ACCMODE != libc::O_RDONLY;
         if write {
             self.writable()?;
-            let staged = self.stage(ino, &path, flags & libc::O_TRUNC != 0).await?;
+            let truncate = flags & libc::O_TRUNC != 0;
+            let staged = self.stage(ino, &path, truncate).await?;
+            if truncate {
+                self.kill_priv(ino, &staged, uid).await;
+            }
             self.opened(ino, staged.inode().version);
             return Ok(self.add_handle(OpenHandle::Staged(staged)));
         }
@@ -616,6 +640,28 @@ impl Shared {
         }
     }
 
+    /// `O_TRUNC` by `uid` of a staged file: as for a write, set-user-ID
+    /// goes, and set-group-ID with group execute, unless root does it.
+    /// The kernel does that for writes and truncates, not for opens
+    /// (`FUSE_ATOMIC_O_TRUNC`): they are the file system's to do.
+    async fn kill_priv(&self, ino: u64, staged: &Staged, uid: u32) {
+        let mode = staged.inode().mode;
+        let mut kept = mode & !0o4000;
+        if mode & 0o2010 == 0o2010 {
+            kept &= !0o2000;
+        }
+        if uid == 0 || kept == mode {
+            return;
+        }
+        let changes = AttrChanges {
+            mode: Some(kept),
+            ..AttrChanges::default()
+        };
+        if let Err(e) = self.change_attrs(ino, changes).await {
+            warn!(ino, "could not clear set-user/group-ID on truncation: {e}");
+        }
+    }
+
     /// The first read of handle `fh` of `ino`.
     fn read_through(self: &Arc<Self>, ino: u64, fh: u64) {
         if self.atime_due.lock().unwrap().remove(&fh) {
@@ -639,26 +685,69 @@ impl Shared {
     }
 
     /// Record a read of `ino` now as its access time, in the background:
-    /// a read does not wait for meta.
+    /// a read does not wait for meta, a stat after it does.
     fn record_access(self: &Arc<Self>, ino: u64) {
         let changes = AttrChanges {
             atime_ns: Some(now_ns()),
             accessed: true,
             ..AttrChanges::default()
         };
+        let lock = Arc::new(tokio::sync::Mutex::new(()));
+        let Ok(held) = lock.clone().try_lock_owned() else {
+            unreachable!("a new lock is free");
+        };
+        self.atime_pending.lock().unwrap().insert(ino, lock.clone());
+        // The kernel asks again (and waits) instead of answering a stat
+        // from the attributes it has.
+        self.attrs_changed(ino);
         let s = self.clone();
         tokio::spawn(async move {
-            let Ok(path) = s.live_path(ino).await else {
-                return;
-            };
-            let id = (ino != ROOT_INO).then_some(cairn_types::InodeId(s.real(ino)));
-            match s.client.set_attr(&path, id, changes).await {
-                Ok(_) => s.attrs_changed(ino),
-                // Read-only meta, the file replaced meanwhile: the read
-                // stands without its atime.
-                Err(e) => tracing::debug!(%path, "atime not recorded: {e}"),
+            if let Ok(path) = s.live_path(ino).await {
+                let id = (ino != ROOT_INO).then_some(cairn_types::InodeId(s.real(ino)));
+                if let Err(e) = s.client.set_attr(&path, id, changes).await {
+                    // Read-only meta, the file replaced meanwhile: the read
+                    // stands without its atime.
+                    tracing::debug!(%path, "atime not recorded: {e}");
+                }
             }
+            drop(held);
+            let mut pending = s.atime_pending.lock().unwrap();
+            if pending.get(&ino).is_some_and(|l| Arc::ptr_eq(l, &lock)) {
+                pending.remove(&ino);
+            }
+            drop(pending);
+            // Attributes the kernel got meanwhile (a listing's) are old.
+            s.attrs_changed(ino);
         });
+    }
+
+    /// Wait for an access time of `ino` being recorded.
+    async fn atime_settled(&self, ino: u64) {
+        let lock = self.atime_pending.lock().unwrap().get(&ino).cloned();
+        if let Some(lock) = lock {
+            let _ = lock.lock().await;
+        }
+    }
+
+    /// A directory handle open on `ino`, if any.
+    fn open_dir(&self, handles: &HashMap<u64, OpenHandle>, ino: u64) -> Option<u64> {
+        handles.iter().find_map(|(fh, h)| match h {
+            OpenHandle::Dir(c) if c.lock().unwrap().ino == ino => Some(*fh),
+            _ => None,
+        })
+    }
+
+    /// The ino of a directory open here whose path is `path`.
+    fn open_dir_at(&self, path: &CairnPath) -> Option<u64> {
+        let dirs: Vec<u64> = (self.handles.lock().unwrap().values())
+            .filter_map(|h| match h {
+                OpenHandle::Dir(c) => Some(c.lock().unwrap().ino),
+                _ => None,
+            })
+            .collect();
+        let inodes = self.inodes.lock().unwrap();
+        dirs.into_iter()
+            .find(|ino| inodes.path(*ino).as_ref() == Some(path))
     }
 
     /// Drop the kernel's cached attributes of `ino`.
@@ -754,8 +843,11 @@ impl Shared {
                 return Err(e);
             }
         };
+        if !fresh && flags & libc::O_TRUNC != 0 {
+            self.kill_priv(ino, &staged, owner.0).await;
+        }
         let size = staged.len_now().map_err(|e| errno(&e))?;
-        let attr = self.attr(ino, &inode, Some(size));
+        let attr = self.attr(ino, &staged.inode(), Some(size));
         Ok((attr, self.add_handle(OpenHandle::Staged(staged))))
     }
 
@@ -891,7 +983,15 @@ impl Shared {
     async fn rename(&self, src: CairnPath, dst: CairnPath, flags: u32) -> Result<(), Errno> {
         self.writable()?;
         if flags & RENAME_EXCHANGE != 0 {
-            return Err(libc::EINVAL);
+            if flags & RENAME_NOREPLACE != 0 {
+                return Err(libc::EINVAL);
+            }
+            self.client
+                .rename_exchange(&src, &dst)
+                .await
+                .map_err(|e| errno(&e))?;
+            self.inodes.lock().unwrap().exchanged(&src, &dst);
+            return Ok(());
         }
         let reading = self
             .handles
@@ -1241,11 +1341,16 @@ impl Filesystem for CairnFs {
         });
     }
 
-    fn open(&mut self, _req: &Request<'_>, ino: u64, flags: i32, reply: ReplyOpen) {
+    fn open(&mut self, req: &Request<'_>, ino: u64, flags: i32, reply: ReplyOpen) {
+        let uid = req.uid();
         self.spawn(|s| async move {
             // No FOPEN_KEEP_CACHE: the kernel drops its cached pages on every
             // open, which is what makes close-to-open hold across mounts.
-            answer!(s.open(ino, flags).await, |fh| reply.opened(fh, 0), reply);
+            answer!(
+                s.open(ino, flags, uid).await,
+                |fh| reply.opened(fh, 0),
+                reply
+            );
         });
     }
 
@@ -1479,8 +1584,9 @@ impl Filesystem for CairnFs {
         });
     }
 
-    fn opendir(&mut self, _req: &Request<'_>, _ino: u64, _flags: i32, reply: ReplyOpen) {
+    fn opendir(&mut self, _req: &Request<'_>, ino: u64, _flags: i32, reply: ReplyOpen) {
         let cursor = DirCursor {
+            ino,
             names: HashMap::new(),
         };
         let fh = self
@@ -1537,12 +1643,16 @@ impl Filesystem for CairnFs {
     fn releasedir(
         &mut self,
         _req: &Request<'_>,
-        _ino: u64,
+        ino: u64,
         fh: u64,
         _flags: i32,
         reply: ReplyEmpty,
     ) {
-        self.shared.handles.lock().unwrap().remove(&fh);
+        let mut handles = self.shared.handles.lock().unwrap();
+        handles.remove(&fh);
+        if self.shared.open_dir(&handles, ino).is_none() {
+            self.shared.removed_dirs.lock().unwrap().remove(&ino);
+        }
         reply.ok();
     }
 
@@ -1618,9 +1728,19 @@ impl CairnFs {
                         s.keep_for_open_readers(inode.id.0).await;
                     }
                 }
+                // A directory open here keeps its attributes for `fstat`.
+                let open_dir = dir.then(|| s.open_dir_at(&path)).flatten();
+                let kept = match open_dir {
+                    Some(ino) => Some((ino, s.stat(&path).await?)),
+                    None => None,
+                };
                 // One request: meta checks the kind as it removes.
                 s.client.unlink(&path, dir).await.map_err(|e| errno(&e))?;
                 s.inodes.lock().unwrap().unlinked(&path);
+                if let Some((ino, mut inode)) = kept {
+                    inode.nlink = 0;
+                    s.removed_dirs.lock().unwrap().insert(ino, inode);
+                }
                 Ok(())
             }
             .await;

@@ -210,6 +210,30 @@ impl InodeTable {
         }
     }
 
+    /// `a` and `b` swapped places (`RENAME_EXCHANGE`), with everything
+    /// below them.
+    pub fn exchanged(&mut self, a: &CairnPath, b: &CairnPath) {
+        let swap = |p: &CairnPath| -> Option<CairnPath> {
+            for (from, to) in [(a, b), (b, a)] {
+                if p == from {
+                    return Some(to.clone());
+                }
+                let below = p.as_str().strip_prefix(from.as_str());
+                if let Some(rest) = below.and_then(|r| r.strip_prefix('/')) {
+                    return CairnPath::parse(&format!("{}/{rest}", to.as_str())).ok();
+                }
+            }
+            None
+        };
+        for e in self.entries.values_mut() {
+            for p in e.paths.iter_mut() {
+                if let Some(q) = swap(p) {
+                    *p = q;
+                }
+            }
+        }
+    }
+
     #[cfg(test)]
     fn len(&self) -> usize {
         self.entries.len()
@@ -238,6 +262,11 @@ mod tests {
         assert_eq!(t.path(13), None);
         t.forget(11, 1);
         assert_eq!(t.path(11), None);
+        assert!(t.remember(14, p("/c/y")));
+        t.exchanged(&p("/b"), &p("/c"));
+        assert_eq!(t.path(10), Some(p("/c")));
+        assert_eq!(t.path(14), Some(p("/b/y")));
+        assert_eq!(t.path(12), Some(p("/ab")));
         t.forget(ROOT_INO, 5);
         assert_eq!(t.path(ROOT_INO), Some(CairnPath::root()));
     }

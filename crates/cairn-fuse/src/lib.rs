@@ -62,6 +62,11 @@ pub struct MountOptions {
     pub cache_times: CacheTimes,
     /// Which reads record an access time.
     pub atime: Atime,
+    /// Device nodes in the mount open as the devices they name (mount
+    /// option `dev`). Off by default (`nodev`): any client with the
+    /// cluster's key can make device nodes, and this machine's devices
+    /// are not theirs to hand out.
+    pub devices: bool,
 }
 
 /// Which reads of a file record its access time (`--atime`).
@@ -111,6 +116,9 @@ pub fn mount(
     } else {
         MountOption::RW
     });
+    if opts.devices {
+        options.push(MountOption::Dev);
+    }
     if opts.atime == Atime::Off {
         options.push(MountOption::NoAtime);
     }

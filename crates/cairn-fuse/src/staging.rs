@@ -175,8 +175,14 @@ impl Staged {
     /// Count the file as changed: the next flush uploads it even if
     /// nothing is written (a file just created, whose create meta may
     /// acknowledge before it is on disk: the close makes it durable).
+    /// Until the upload, its mtime and ctime are those of this change (a
+    /// `stat` of the open file shows them; meta's commit time follows).
     pub fn mark_dirty(&self) {
         self.generations.lock().unwrap().0 += 1;
+        let now = cairn_types::now_ns();
+        let mut inode = self.inode.lock().unwrap();
+        inode.mtime_ns = now;
+        inode.ctime_ns = now;
     }
 
     /// The cache file's length (an fstat: no need to leave the thread).

@@ -89,6 +89,7 @@ impl Env {
                 allow_other,
                 lock_lease: std::time::Duration::from_secs(5),
                 atime: cairn_fuse::Atime::default(),
+                devices: false,
             };
             mount_tweak(i, &mut opts);
             let m = cairn_fuse::mount(client, rt.handle().clone(), &dir.path().join("mnt"), opts)
@@ -1575,4 +1576,129 @@ python3 -c 'import os, sys; v = os.getxattr(sys.argv[1], "user.cairn.cues"); ass
     let gone = env.cluster.node_index(f.extents[0].nodes[0]).unwrap();
     env.stop_node(gone);
     sh(&format!("cmp {scratch}/x {m}/cold/f"));
+}
+
+/// Where the Python that unprivileged users may run lives: root's own
+/// `python3` may be one they cannot reach (pyenv under /root).
+fn system_python() -> &'static str {
+    if Path::new("/usr/bin/python3").exists() {
+        "/usr/bin/python3"
+    } else {
+        "python3"
+    }
+}
+
+/// Differences from the local file system that Cairn makes on purpose,
+/// as probe keys, each with the reason.
+const POSIX_DIFFERENCES: &[(&str, &str)] = &[
+    (
+        "/steps/time.utime_exact.pre_epoch/atime_ns",
+        "times before 1970 are kept as 1970 (times are unsigned nanoseconds)",
+    ),
+    (
+        "/steps/time.utime_exact.pre_epoch/mtime_ns",
+        "times before 1970 are kept as 1970 (times are unsigned nanoseconds)",
+    ),
+];
+
+/// The same sequence of calls (tests/posix_probe.py: each call's result
+/// or errno, and the stat fields after it) on the mount and on a local
+/// directory, as root and as an unprivileged user; every result must be
+/// the same but for [`POSIX_DIFFERENCES`].
+#[test]
+fn posix_semantics_match_the_local_file_system() {
+    if !fuse_available() {
+        return;
+    }
+    let env = Env::build(
+        1,
+        true,
+        |_| {},
+        Arc::new(|_, _| {}),
+        |_, o| o.devices = true,
+    );
+    let scratch = env.scratch();
+    let probe = scratch.join("posix_probe.py");
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/posix_probe.py"),
+        &probe,
+    )
+    .unwrap();
+    let local = scratch.join("local");
+    let mnt = env.mnt(0);
+    for base in [&local, &mnt] {
+        std::fs::create_dir_all(base.join("root")).unwrap();
+        std::fs::create_dir_all(base.join("user")).unwrap();
+    }
+    let (s, l, m, py) = (
+        scratch.display(),
+        local.display(),
+        mnt.display(),
+        system_python(),
+    );
+    // The unprivileged user reaches the probe and both trees.
+    sh(&format!(
+        "chmod 755 {s} {l} {l}/root {m}/root; chmod 644 {s}/posix_probe.py; \
+         chmod 777 {l}/user {m}/user"
+    ));
+    let run = |dir: &str, user: bool| -> String {
+        let out = match user {
+            false => Command::new(py).arg(&probe).arg(dir).output(),
+            true => Command::new("setpriv")
+                .args(["--reuid=65534", "--regid=65534", "--clear-groups", py])
+                .arg(&probe)
+                .args([dir, "--as-user"])
+                .output(),
+        }
+        .unwrap();
+        assert!(
+            out.status.success(),
+            "probe in {dir}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    for (sub, user) in [("root", false), ("user", true)] {
+        let want = run(&format!("{l}/{sub}"), user);
+        let got = run(&format!("{m}/{sub}"), user);
+        let want_path = scratch.join(format!("{sub}-local.json"));
+        let got_path = scratch.join(format!("{sub}-cairn.json"));
+        std::fs::write(&want_path, &want).unwrap();
+        std::fs::write(&got_path, &got).unwrap();
+        // Flattened to one line per result, so a failure names each call.
+        let diff = sh(&format!(
+            r#"python3 - {want} {got} <<'EOF'
+import json, sys
+def flat(x, pre=""):
+    if isinstance(x, dict):
+        return {{k: v for key, val in x.items() for k, v in flat(val, pre + "/" + str(key)).items()}}
+    if isinstance(x, list):
+        out = {{}}
+        for i, v in enumerate(x):
+            key = v["name"] if isinstance(v, dict) and "name" in v else i
+            out.update(flat(v, pre + "/" + str(key)))
+        return out
+    return {{pre: x}}
+want, got = (flat(json.load(open(p))) for p in sys.argv[1:3])
+assert len(want) > 500, len(want)
+for k in sorted(set(want) | set(got)):
+    if want.get(k) != got.get(k):
+        print(k, "local:", want.get(k), "cairn:", got.get(k))
+EOF"#,
+            want = want_path.display(),
+            got = got_path.display(),
+        ));
+        let unexpected: Vec<&str> = diff
+            .lines()
+            .filter(|l| {
+                let key = l.split(' ').next().unwrap_or("");
+                !POSIX_DIFFERENCES.iter().any(|(k, _)| *k == key)
+            })
+            .collect();
+        assert!(
+            unexpected.is_empty(),
+            "as {sub}, the mount differs from the local file system:\n{}",
+            unexpected.join("\n")
+        );
+    }
 }

@@ -1248,7 +1248,7 @@ impl Namespace {
             inode.nlink = 1;
         }
         tx.entries_changed(parent.id, matches!(node, NewNode::Directory).into());
-        inode.mode = mode & 0o7777;
+        inode.mode = Inode::stored_mode(mode);
         inode.uid = uid;
         inode.gid = gid;
         if parent.mode & SET_GID != 0 {
@@ -1531,6 +1531,74 @@ impl Namespace {
                 name: dst_name.to_string(),
             },
         );
+        Ok(tx.commit().await?.map(|_| ()))
+    }
+
+    /// Swap the entries `a` and `b` (both must exist) in one transaction:
+    /// `renameat2(RENAME_EXCHANGE)`. Any kinds; a directory cannot be
+    /// swapped with something inside it.
+    pub async fn exchange(&self, a: &CairnPath, b: &CairnPath) -> Result<()> {
+        if a.is_root() || b.is_root() {
+            return Err(Error::invalid("the root directory cannot be exchanged"));
+        }
+        if a.starts_with(b) || b.starts_with(a) {
+            return Err(Error::invalid(format!(
+                "cannot exchange {a} and {b}: one is inside the other"
+            )));
+        }
+        retry("exchange", || self.exchange_once(a, b)).await
+    }
+
+    async fn exchange_once(&self, a: &CairnPath, b: &CairnPath) -> Result<Option<()>> {
+        let mut tx = Tx::new(self.store.as_ref());
+        let mut sides = Vec::with_capacity(2);
+        for path in [a, b] {
+            let (parent, key, inode) = tx.resolve_entry(path).await?;
+            let inode = inode.ok_or_else(|| Error::not_found(format!("{path} does not exist")))?;
+            let times = match inode.kind {
+                InodeKind::Directory => tx.get::<DirTimes>(times_key(&key)).await?,
+                _ => None,
+            };
+            sides.push((parent, key, inode, times));
+        }
+        let (b_side, a_side) = (sides.pop().unwrap(), sides.pop().unwrap());
+        if a_side.2.id == b_side.2.id {
+            // Two names of one file: nothing changes.
+            return Ok(Some(()));
+        }
+        let now = now_ns();
+        let is_dir = |i: &Inode| i32::from(i.kind == InodeKind::Directory);
+        // Each parent gains what arrives and loses what leaves.
+        let a_gets = is_dir(&b_side.2) - is_dir(&a_side.2);
+        tx.entries_changed(a_side.0.id, a_gets);
+        tx.entries_changed(b_side.0.id, -a_gets);
+        for ((_, _, inode, times), (parent, to, _, times_there), path) in
+            [(&a_side, &b_side, b), (&b_side, &a_side, a)]
+        {
+            let mut inode = inode.clone();
+            inode.ctime_ns = now;
+            // A directory's own times go with it, over those of what was there.
+            if let Some(mut t) = *times {
+                t.ctime_ns = now;
+                tx.put(times_key(to), &t);
+            } else if times_there.is_some() {
+                tx.delete(times_key(to));
+            }
+            if tx.shared.contains_key(&inode.id) {
+                tx.put(to.clone(), &stub(&inode));
+                tx.put(shared_key(inode.id), &inode);
+            } else {
+                tx.put(to.clone(), &inode);
+            }
+            let (_, name) = path.split_last().expect("not the root");
+            tx.put(
+                id_key(INODE, inode.id),
+                &InodeLink {
+                    parent: parent.id,
+                    name: name.to_string(),
+                },
+            );
+        }
         Ok(tx.commit().await?.map(|_| ()))
     }
 
@@ -2004,8 +2072,10 @@ fn kind_name(kind: InodeKind) -> &'static str {
 
 /// Apply `changes` to `inode` (validated against the limits), or say why not.
 fn apply_changes(path: &CairnPath, inode: &mut Inode, changes: &AttrChanges) -> Result<()> {
+    let now = now_ns();
+    let time = |t| if t == cairn_types::TIME_NOW { now } else { t };
     if let Some(mode) = changes.mode {
-        inode.mode = mode & 0o7777;
+        inode.mode = Inode::stored_mode(mode);
     }
     if changes.uid.is_some() {
         inode.uid = changes.uid;
@@ -2014,10 +2084,10 @@ fn apply_changes(path: &CairnPath, inode: &mut Inode, changes: &AttrChanges) -> 
         inode.gid = changes.gid;
     }
     if let Some(mtime) = changes.mtime_ns {
-        inode.mtime_ns = mtime;
+        inode.mtime_ns = time(mtime);
     }
     if let Some(atime) = changes.atime_ns {
-        inode.atime_ns = atime;
+        inode.atime_ns = time(atime);
     }
     for op in &changes.xattrs {
         match op {
@@ -2070,7 +2140,7 @@ fn apply_changes(path: &CairnPath, inode: &mut Inode, changes: &AttrChanges) -> 
         )));
     }
     if !changes.accessed {
-        inode.ctime_ns = now_ns();
+        inode.ctime_ns = now;
     }
     Ok(())
 }

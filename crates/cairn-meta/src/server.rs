@@ -549,6 +549,7 @@ impl Meta {
             MetaRequest::Rename { src, dst } | MetaRequest::RenameNoReplace { src, dst } => {
                 vec![src, dst]
             }
+            MetaRequest::RenameExchange { a, b } => vec![a, b],
             _ => return Vec::new(),
         };
         let mut out = Vec::new();
@@ -710,6 +711,12 @@ impl Meta {
             MetaRequest::RenameNoReplace { src, dst } => {
                 self.ns.rename_with(&src, &dst, false).await?;
                 self.convert_after_rename(&src, &dst).await;
+                Ok(MetaResponse::Ok)
+            }
+            MetaRequest::RenameExchange { a, b } => {
+                self.ns.exchange(&a, &b).await?;
+                self.convert_after_rename(&a, &b).await;
+                self.convert_after_rename(&b, &a).await;
                 Ok(MetaResponse::Ok)
             }
             MetaRequest::Link { src, dst } => {

@@ -314,6 +314,12 @@ pub enum MetaRequest {
         node: NodeId,
         detail: String,
     },
+    /// Swap the entries `a` and `b`, both of which must exist, in one
+    /// transaction (`RENAME_EXCHANGE`).
+    RenameExchange {
+        a: CairnPath,
+        b: CairnPath,
+    },
 }
 
 impl MetaRequest {
@@ -333,6 +339,7 @@ impl MetaRequest {
                 | MetaRequest::Unlink { .. }
                 | MetaRequest::Rename { .. }
                 | MetaRequest::RenameNoReplace { .. }
+                | MetaRequest::RenameExchange { .. }
         )
     }
 }

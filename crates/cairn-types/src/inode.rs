@@ -148,6 +148,9 @@ pub struct Inode {
     pub mtime_ns: u64,
     pub ctime_ns: u64,
     pub atime_ns: u64,
+    /// Permission bits (`0o7777`). 0 means none were given (a directory
+    /// made through S3 or the CLI): the kind's default applies. Permission
+    /// bits given as 0 (`chmod 000`) are kept as [`Inode::MODE_ZERO`].
     pub mode: u32,
     /// Empty for directories.
     pub extents: Vec<Extent>,
@@ -181,6 +184,23 @@ pub struct Inode {
 }
 
 impl Inode {
+    /// [`Inode::mode`] of permission bits explicitly 0: a bit outside
+    /// `0o7777`, so masking with it reads 0.
+    pub const MODE_ZERO: u32 = 0o10000;
+
+    /// How to keep permission bits `mode` (of `0o7777`; others dropped).
+    pub fn stored_mode(mode: u32) -> u32 {
+        match mode & 0o7777 {
+            0 => Self::MODE_ZERO,
+            m => m,
+        }
+    }
+
+    /// The permission bits, None if none were ever given.
+    pub fn perm(&self) -> Option<u32> {
+        (self.mode != 0).then_some(self.mode & 0o7777)
+    }
+
     /// mtime in milliseconds, what S3, the CLI and `sync` show and compare.
     pub fn mtime_ms(&self) -> u64 {
         self.mtime_ns / NS_PER_MS

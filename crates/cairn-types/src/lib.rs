@@ -38,6 +38,10 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// A time in [`AttrChanges`] that meta replaces with the time it applies
+/// the change at, which is also the ctime it sets (`UTIME_NOW`).
+pub const TIME_NOW: u64 = u64::MAX;
+
 /// Unix time in nanoseconds: file times (mtime, ctime, atime).
 pub fn now_ns() -> u64 {
     std::time::SystemTime::now()

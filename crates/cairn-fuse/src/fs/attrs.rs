@@ -91,13 +91,13 @@ impl Shared {
         size: Option<u64>,
         changes: AttrChanges,
     ) -> Result<FileAttr, Errno> {
-        if size.is_some() || changes != AttrChanges::default() {
-            self.writable()?;
-        }
+        self.writable()?;
         if let Some(size) = size {
             self.truncate(ino, size).await?;
         }
-        if changes != AttrChanges::default() {
+        // Nothing to change at all is `chown(f, -1, -1)`: its ctime moves,
+        // as on ext4 (meta sets the ctime of every change).
+        if changes != AttrChanges::default() || size.is_none() {
             self.change_attrs(ino, changes).await?;
         }
         self.getattr(ino).await

@@ -108,6 +108,43 @@ pub async fn posix_suite(ns: &Namespace) {
     assert_eq!(b3.nlink, 3);
     assert!(b3.mtime_ns > b2.mtime_ns);
 
+    // An exchange of a directory and a file across parents: the link
+    // counts follow the directory, both parents' times and both ctimes move.
+    make("/posix/xa", dir(0o755), None).await;
+    make("/posix/xb", dir(0o755), None).await;
+    make("/posix/xa/d", dir(0o755), None).await;
+    make("/posix/xa/d/inside", file(0o644), None).await;
+    let xf = make("/posix/xb/f", file(0o600), None).await;
+    let (xa0, xd0) = (get(ns, "/posix/xa").await, get(ns, "/posix/xa/d").await);
+    past(xa0.mtime_ns.max(xd0.ctime_ns).max(xf.ctime_ns));
+    ns.exchange(&p("/posix/xa/d"), &p("/posix/xb/f"))
+        .await
+        .unwrap();
+    let (xa1, xb1) = (get(ns, "/posix/xa").await, get(ns, "/posix/xb").await);
+    assert_eq!((xa1.nlink, xb1.nlink), (2, 3));
+    assert!(xa1.mtime_ns > xa0.mtime_ns && xb1.mtime_ns > xa0.mtime_ns);
+    let (d, f) = (get(ns, "/posix/xb/f").await, get(ns, "/posix/xa/d").await);
+    assert_eq!((d.id, f.id), (xd0.id, xf.id));
+    assert!(d.ctime_ns > xd0.ctime_ns && f.ctime_ns > xf.ctime_ns);
+    assert_eq!(d.mtime_ns, xd0.mtime_ns, "its times went with it");
+    get(ns, "/posix/xb/f/inside").await;
+    let inside = ns
+        .exchange(&p("/posix/xb/f"), &p("/posix/xb/f/inside"))
+        .await;
+    assert_eq!(
+        inside.unwrap_err().kind,
+        cairn_types::ErrorKind::InvalidInput
+    );
+    let missing = ns.exchange(&p("/posix/xa/d"), &p("/posix/xa/none")).await;
+    assert_eq!(missing.unwrap_err().kind, cairn_types::ErrorKind::NotFound);
+    ns.exchange(&p("/posix/xa/d"), &p("/posix/xb/f"))
+        .await
+        .unwrap();
+    assert_eq!(get(ns, "/posix/xa/d").await.id, xd0.id);
+    assert_eq!(get(ns, "/posix/xa").await.nlink, 3);
+    ns.remove(&p("/posix/xa"), true).await.unwrap();
+    ns.remove(&p("/posix/xb"), true).await.unwrap();
+
     // mkdir -p: each new directory holds the next; a recursive remove
     // takes the top one's link back.
     let links = get(ns, "/posix").await.nlink;
