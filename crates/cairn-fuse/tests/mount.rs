@@ -1702,3 +1702,64 @@ EOF"#,
         );
     }
 }
+
+/// What build tools and packagers do: `make` decides by mtimes and runs a
+/// recipe through a FIFO; `python -m venv` makes a virtual environment and
+/// pip runs from it; `tar --xattrs` takes a tree of FIFOs, device nodes,
+/// set-group-ID directories and extended attributes in and out, exact.
+#[test]
+fn make_venv_and_tar_with_special_files_in_the_mount() {
+    if !fuse_available() {
+        return;
+    }
+    let env = Env::new(1);
+    let (mnt, tmp) = (env.mnt(0), env.scratch());
+    let (mnt, tmp) = (mnt.display(), tmp.display());
+    sh(&format!(
+        "mkdir {mnt}/build; cd {mnt}/build; echo hello > in.txt; \
+         printf 'out.txt: in.txt | pipe\\n\\t(cat $< > pipe &); tr a-z A-Z < pipe > $@\\npipe:\\n\\tmkfifo $@\\n' > Makefile; \
+         make -s; test \"$(cat out.txt)\" = HELLO; test -p pipe; \
+         make | grep -q 'is up to date'; \
+         echo again > in.txt; make -s; test \"$(cat out.txt)\" = AGAIN; \
+         make | grep -q 'is up to date'"
+    ));
+    let py = system_python();
+    sh_within(
+        300,
+        &format!(
+            "{py} -m venv {mnt}/venv; {mnt}/venv/bin/python -c 'import sys; assert sys.prefix == \"{mnt}/venv\", sys.prefix'; \
+             {mnt}/venv/bin/python -m pip --version | grep -q '{mnt}/venv'"
+        ),
+    );
+    // Every attribute tar keeps, compared path by path (content by hash).
+    let describe = r#"python3 - "$1" <<'EOF'
+import hashlib, os, stat, sys
+root = sys.argv[1]
+for d, dirs, files in sorted(os.walk(root)):
+    for n in sorted(dirs + files):
+        p = os.path.join(d, n)
+        s = os.lstat(p)
+        x = sorted((a, os.getxattr(p, a, follow_symlinks=False)) for a in os.listxattr(p, follow_symlinks=False))
+        h = hashlib.sha256(open(p, "rb").read()).hexdigest() if stat.S_ISREG(s.st_mode) else ""
+        link = os.readlink(p) if stat.S_ISLNK(s.st_mode) else ""
+        size = s.st_size if not stat.S_ISDIR(s.st_mode) else 0
+        print(os.path.relpath(p, root), oct(s.st_mode), s.st_uid, s.st_gid, s.st_rdev, s.st_mtime_ns, size, h, link, x)
+EOF"#;
+    sh(&format!(
+        "describe() {{ {describe}\n}}; \
+         src={tmp}/src; mkdir -p $src/d/sub $src/shared; echo data > $src/d/f; head -c 300000 /dev/urandom > $src/d/big; \
+         mkfifo -m 640 $src/d/fifo; mknod -m 600 $src/d/tty c 5 1; mknod -m 660 $src/d/disk b 8 3; \
+         ln -s f $src/d/link; chown 1234:2345 $src/d/f; chmod 2775 $src/shared; chgrp 77 $src/shared; \
+         setfattr -n user.origin -v robot7 $src/d/f 2>/dev/null || python3 -c \"import os; os.setxattr('$src/d/f', 'user.origin', b'robot7')\"; \
+         python3 -c \"import os; os.setxattr('$src/d', 'user.kind', b'dir')\"; \
+         touch -d '2011-12-13 14:15:16.123456789 UTC' $src/d/big; \
+         tar --format=posix --xattrs --xattrs-include='*' -C $src -cpf {tmp}/in.tar .; \
+         mkdir {mnt}/t; tar --xattrs --xattrs-include='*' -C {mnt}/t -xpf {tmp}/in.tar; \
+         describe $src > {tmp}/want; test $(wc -l < {tmp}/want) = 9; grep -q user.origin {tmp}/want; \
+         describe {mnt}/t > {tmp}/got; diff {tmp}/want {tmp}/got; \
+         tar --format=posix --xattrs --xattrs-include='*' -C {mnt}/t -cpf {tmp}/out.tar .; \
+         mkdir {tmp}/back; tar --xattrs --xattrs-include='*' -C {tmp}/back -xpf {tmp}/out.tar; \
+         describe {tmp}/back > {tmp}/back.txt; diff {tmp}/want {tmp}/back.txt; \
+         grep -q \"^d/tty 0o20600 0 0 $(python3 -c 'import os; print(os.makedev(5, 1))') \" {tmp}/got"
+    ));
+}
