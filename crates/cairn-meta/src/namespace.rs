@@ -128,6 +128,14 @@ fn times_key(entry: &[u8]) -> Vec<u8> {
 
 /// A directory's mtime and ctime as its last change of entries left them
 /// (value of an `m` key). `id` names the directory they belong to.
+///
+/// Why a key of their own, not the directory's record: every create,
+/// unlink and rename in a directory changes its times, and rewriting the
+/// record would make each such transaction depend on it, so that creates
+/// by many writers in one directory (a dataset landing, `cp -r`) would
+/// conflict and retry. The times key is written without being read
+/// (last writer wins, as times should), and only a change of the link
+/// count (a subdirectory made or removed) rewrites the record.
 #[derive(Clone, Copy, Serialize, Deserialize)]
 struct DirTimes {
     id: InodeId,
