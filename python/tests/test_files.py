@@ -120,8 +120,15 @@ def test_ls_stat_exists_mkdir_rm_mv_ln(client: cairn.Client, d: str) -> None:
     client.put(f"{d}/c", b"c")
     with pytest.raises(FileExistsError):
         client.mv(f"{d}/c", f"{d}/b", replace=False)
+    before = client.stat(f"{d}/sub")
     client.mv(f"{d}/x", f"{d}/sub/x")  # a subtree
     assert client.isdir(f"{d}/sub/x/y")
+    # Directories count their subdirectories and change with their entries,
+    # to the nanosecond.
+    after = client.stat(f"{d}/sub")
+    assert (before.nlink, after.nlink) == (2, 3)
+    assert after.mtime_ns > before.mtime_ns and after.mtime_ms == after.mtime_ns // 1_000_000
+    assert after.mtime == after.mtime_ns / 1e9
     # ln: two names, one file
     st = client.ln(f"{d}/b", f"{d}/b2")
     assert st.nlink == 2
