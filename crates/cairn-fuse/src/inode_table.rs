@@ -105,6 +105,24 @@ impl InodeTable {
             .and_then(|e| e.cued.as_ref().map(|c| c.0.clone()))
     }
 
+    /// The directory `dir` as the kernel knows it (its ino), and the names
+    /// in it the kernel holds entries for (cued entries left out).
+    pub fn known_children(&self, dir: &CairnPath) -> Option<(u64, Vec<String>)> {
+        let plain = |e: &&Entry| e.cued.is_none();
+        let (&dir_ino, _) = (self.entries.iter())
+            .filter(|(_, e)| plain(e))
+            .find(|(_, e)| e.paths.contains(dir))?;
+        let names = (self.entries.values())
+            .filter(plain)
+            .flat_map(|e| e.paths.iter())
+            .filter_map(|p| {
+                let (parent, name) = p.split_last()?;
+                (parent == *dir).then(|| name.to_string())
+            })
+            .collect();
+        Some((dir_ino, names))
+    }
+
     /// The Cairn inode id behind `ino`.
     pub fn real(&self, ino: u64) -> u64 {
         self.access(ino).map_or(ino, |a| a.real)
@@ -262,10 +280,17 @@ mod tests {
         assert_eq!(t.path(13), None);
         t.forget(11, 1);
         assert_eq!(t.path(11), None);
+        assert!(t.remember(15, p("/c")));
         assert!(t.remember(14, p("/c/y")));
+        assert_eq!(
+            t.known_children(&p("/c")),
+            Some((15, vec!["y".to_string()]))
+        );
+        assert_eq!(t.known_children(&p("/nowhere")), None);
         t.exchanged(&p("/b"), &p("/c"));
         assert_eq!(t.path(10), Some(p("/c")));
         assert_eq!(t.path(14), Some(p("/b/y")));
+        assert_eq!(t.path(15), Some(p("/b")));
         assert_eq!(t.path(12), Some(p("/ab")));
         t.forget(ROOT_INO, 5);
         assert_eq!(t.path(ROOT_INO), Some(CairnPath::root()));

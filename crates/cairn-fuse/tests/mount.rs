@@ -1763,3 +1763,33 @@ EOF"#;
          grep -q \"^d/tty 0o20600 0 0 $(python3 -c 'import os; print(os.makedev(5, 1))') \" {tmp}/got"
     ));
 }
+
+/// Taking a lock drops the names the kernel caches next to the locked
+/// file: the last holder on another mount may have removed or made them
+/// (SQLite checks for its journal with `access` right after locking).
+#[test]
+fn a_lock_refreshes_the_names_next_to_the_file() {
+    if !fuse_available() {
+        return;
+    }
+    let env = Env::new(2);
+    let (a, b) = (env.mnt(0), env.mnt(1));
+    let (a, b) = (a.display(), b.display());
+    sh(&format!(
+        r#"python3 - <<'EOF'
+import fcntl, os
+a, b = "{a}", "{b}"
+os.mkdir(a + "/d")
+for n in ("db", "db-journal"):
+    open(a + "/d/" + n, "w").close()
+# Mount b caches both names (1 s entry timeout), then a removes one.
+assert os.path.exists(b + "/d/db-journal")
+f = open(b + "/d/db", "r+")
+os.unlink(a + "/d/db-journal")
+fcntl.lockf(f, fcntl.LOCK_EX)
+assert not os.path.exists(b + "/d/db-journal"), "a name removed by the last holder is still seen"
+fcntl.lockf(f, fcntl.LOCK_UN)
+f.close()
+EOF"#
+    ));
+}

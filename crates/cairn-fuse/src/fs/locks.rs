@@ -158,6 +158,34 @@ impl Shared {
                 }
             }
         }
+        self.forget_names_near(path).await;
+    }
+
+    /// The names the kernel caches next to a file just locked are looked
+    /// up again: the last holder may have made or removed companions of
+    /// it (SQLite's journal, which the next holder checks with `access`
+    /// and must not see when it is gone, nor miss when it is there).
+    async fn forget_names_near(&self, path: &CairnPath) {
+        let (Some(n), Some((dir, _))) = (self.notifier.get().cloned(), path.split_last()) else {
+            return;
+        };
+        let Some((dir_ino, names)) = self.inodes.lock().unwrap().known_children(&dir) else {
+            return;
+        };
+        // On a thread of its own: the kernel takes the directory's lock,
+        // which a request of ours in that directory may hold while it
+        // waits for this runtime to answer it.
+        let done = tokio::task::spawn_blocking(move || {
+            for name in names {
+                // ENOENT: the kernel had already let it go.
+                if let Err(e) = n.inval_entry(dir_ino, std::ffi::OsStr::new(&name)) {
+                    if e.raw_os_error() != Some(libc::ENOENT) {
+                        warn!(%dir, name, "could not invalidate the kernel's entry: {e}");
+                    }
+                }
+            }
+        });
+        let _ = done.await;
     }
 
     /// Move this mount's read handles of `ino` to the latest version.
