@@ -181,10 +181,13 @@ pub async fn get_tree(t: &Target, src: &str, local: &str, jobs: usize) -> Result
     crate::transfer::get_tree(&c, &path(src)?, std::path::Path::new(local), jobs).await
 }
 
-pub async fn get(t: &Target, src: &str, local: &str) -> Result<()> {
+pub async fn get(t: &Target, src: &str, local: &str, version: Option<u64>) -> Result<()> {
     let c = connect(t).await?;
     let (src, cues) = cued(src)?;
-    let reader = c.open_cued(&src, &cues).await?;
+    let reader = match version {
+        Some(v) => c.open_version(&src, cairn_types::Version(v)).await?,
+        None => c.open_cued(&src, &cues).await?,
+    };
     // A symlink (made through a mount) has no bytes of its own; Cairn paths
     // do not follow links.
     if let Some(target) = &reader.inode().target {
@@ -333,6 +336,30 @@ pub async fn stat(t: &Target, p: &str, json_out: bool) -> Result<()> {
         }
         if !i.cues.is_empty() {
             println!("cues:     {}", i.cues);
+        }
+    }
+    Ok(())
+}
+
+pub async fn versions(t: &Target, p: &str, json_out: bool) -> Result<()> {
+    let c = connect(t).await?;
+    let p = path(p)?;
+    let versions = c.versions(&p).await?;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    for (n, i) in versions.iter().enumerate() {
+        if json_out {
+            let mut j = inode_json(p.as_str(), i);
+            j["current"] = json!(n == 0);
+            writeln!(out, "{j}")?;
+        } else {
+            let current = if n == 0 { "  (current)" } else { "" };
+            writeln!(
+                out,
+                "{:>8}  {:>12}  {}{current}",
+                i.version.0,
+                i.size,
+                time_str(i.mtime_ms())
+            )?;
         }
     }
     Ok(())

@@ -89,12 +89,29 @@ enum Cmd {
         /// Parallel file transfers with -r [default: 4 per core, 4 to 32]
         #[arg(short = 'j', long)]
         jobs: Option<usize>,
+        /// Read this version of the file (see `cairn versions`) instead of
+        /// the current one
+        #[arg(long, conflicts_with = "recursive")]
+        version: Option<u64>,
         #[command(flatten)]
         target: Target,
     },
     /// Write a Cairn file to stdout
     Cat {
         path: String,
+        /// Read this version of the file (see `cairn versions`)
+        #[arg(long)]
+        version: Option<u64>,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// List the versions of a file that can be read: the current one and
+    /// the older ones its `versions=N` cue keeps (`cairn cue set DIR
+    /// versions=10`; without the cue a replaced version is collected)
+    Versions {
+        path: String,
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         target: Target,
     },
@@ -412,6 +429,7 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
             recursive: true,
             jobs,
             target,
+            ..
         } => {
             c::get_tree(
                 &target,
@@ -424,10 +442,16 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
         Cmd::Get {
             path,
             local,
+            version,
             target,
             ..
-        } => c::get(&target, &path, &local).await,
-        Cmd::Cat { path, target } => c::get(&target, &path, "-").await,
+        } => c::get(&target, &path, &local, version).await,
+        Cmd::Cat {
+            path,
+            version,
+            target,
+        } => c::get(&target, &path, "-", version).await,
+        Cmd::Versions { path, json, target } => c::versions(&target, &path, json).await,
         Cmd::Ls {
             path,
             long,

@@ -1205,3 +1205,68 @@ fn remote_tier_through_separate_processes_and_moto() {
     drop(nodes);
     meta.sigkill();
 }
+
+#[test]
+fn kept_versions_read_by_number_after_collection() {
+    let env = Env::new();
+    let data = env.path("data");
+    let _server = spawn(
+        &env,
+        &[
+            "server",
+            "--data",
+            data.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+            "--gc-delay",
+            "0s",
+        ],
+        "try:",
+    );
+    env.ok(&["mkdir", "/k"]);
+    env.ok(&["cue", "set", "/k", "versions=2"]);
+    // Chunked versions (over the 4 KiB inline default) and a small one.
+    let bodies: Vec<Vec<u8>> = vec![
+        pattern(100_000, 1),
+        pattern(70_000, 2),
+        b"small".to_vec(),
+        pattern(90_000, 4),
+    ];
+    let local = env.path("v.bin");
+    for b in &bodies {
+        std::fs::write(&local, b).unwrap();
+        env.ok(&["put", local.to_str().unwrap(), "/k/f"]);
+    }
+    let listing = String::from_utf8(env.ok(&["versions", "/k/f"])).unwrap();
+    let numbers: Vec<&str> = listing
+        .lines()
+        .map(|l| l.split_whitespace().next().unwrap())
+        .collect();
+    assert_eq!(numbers, ["4", "3", "2"], "{listing}");
+    assert!(listing.lines().next().unwrap().ends_with("(current)"));
+    let json = String::from_utf8(env.ok(&["versions", "--json", "/k/f"])).unwrap();
+    let first: serde_json::Value = serde_json::from_str(json.lines().next().unwrap()).unwrap();
+    assert_eq!(
+        (first["current"].as_bool(), first["size"].as_u64()),
+        (Some(true), Some(90_000))
+    );
+    // Version 1 was pushed out: its chunk is collected (gc delay 0), and
+    // the kept versions still read whole.
+    wait(Duration::from_secs(60), || {
+        env.json(&["cluster", "status", "--json"])["pending_garbage_chunks"].as_u64() == Some(0)
+    });
+    for (v, body) in [(2, &bodies[1]), (3, &bodies[2]), (4, &bodies[3])] {
+        assert_eq!(
+            &env.ok(&["cat", "--version", &v.to_string(), "/k/f"]),
+            body,
+            "version {v}"
+        );
+    }
+    let out = env.path("v2.bin");
+    env.ok(&["get", "--version", "2", "/k/f", out.to_str().unwrap()]);
+    assert_eq!(std::fs::read(&out).unwrap(), bodies[1]);
+    env.fails(&["cat", "--version", "1", "/k/f"], "no version 1");
+    // Removing the file removes its versions.
+    env.ok(&["rm", "/k/f"]);
+    env.fails(&["versions", "/k/f"], "does not exist");
+}

@@ -220,6 +220,36 @@ impl Client {
         }
     }
 
+    /// Every readable version of the file at `path`: the current one
+    /// first, then the older ones its `versions=` cue kept, newest first.
+    pub async fn versions(&self, path: &CairnPath) -> Result<Vec<Inode>> {
+        match self
+            .meta(MetaRequest::Versions { path: path.clone() })
+            .await?
+        {
+            MetaResponse::Versions(v) => Ok(v),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Inode, chunk locations and read capabilities of version `version`
+    /// of a file (the current one, or one its `versions=` cue kept).
+    pub async fn locate_version(
+        &self,
+        path: &CairnPath,
+        version: cairn_types::Version,
+    ) -> Result<OpenFile> {
+        let req = MetaRequest::OpenVersion {
+            path: path.clone(),
+            version,
+            host: self.inner.host.clone(),
+        };
+        match self.meta(req).await? {
+            MetaResponse::Open(o) => Ok(o),
+            other => Err(unexpected(other)),
+        }
+    }
+
     /// One page of a directory listing, in name order, after `start_after`.
     pub async fn list_page(
         &self,

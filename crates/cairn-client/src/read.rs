@@ -159,6 +159,19 @@ impl Client {
         }
     }
 
+    /// A reader of version `version` of `path`: the current one, or an
+    /// older one its `versions=` cue kept. Not cached: a kept version
+    /// never changes, and the next open of the path sees the current one.
+    pub async fn open_version(
+        &self,
+        path: &CairnPath,
+        version: cairn_types::Version,
+    ) -> Result<FileReader> {
+        let open = self.locate_version(path, version).await?;
+        let cues = open.cues.clone();
+        Ok(self.reader(open, cues))
+    }
+
     /// Open `path` at meta; `None` when `known` is still its current
     /// version (the cache entry is then confirmed, with fresh cues).
     async fn revalidate(

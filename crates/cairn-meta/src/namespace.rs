@@ -23,6 +23,7 @@
 //! | `t` id(8) | [`Inode`] | a detached directory whose contents the trash purger still has to delete |
 //! | `g` due_ms(8) chunk(16) | [`GarbageChunk`] | a chunk to delete from its nodes once `due_ms` has passed |
 //! | `m` parent(8) name, or `m` for the root | [`DirTimes`] | mtime and ctime of the directory at `d` parent(8) name, as its last entry change left them; they override its record's |
+//! | `d` 0(8) id(16 hex) `.` version(16 hex) | [`Inode`] | an older version of file `id` kept by the `versions=` cue, as it was when replaced |
 //!
 //! Values are postcard-encoded [`Inode`]s. Postcard records carry no field
 //! names, so every layout an older version wrote stays readable through
@@ -32,7 +33,9 @@
 //! `hot=GROUP` cue, read with no such cue; `v4` the inode before inline
 //! files (`inline`, the `inline=` cue), read as a chunked file; and the
 //! record before nanosecond times ([`Inode::deserialize_before_times`])
-//! reads with times at the millisecond and atime its mtime.
+//! reads with times at the millisecond and atime its mtime; the record
+//! before kept versions ([`Inode::deserialize_before_versions`]) reads
+//! without a `versions` cue.
 //!
 //! Hard links keep the common case cheap: a file with one name has its
 //! record inline in its entry (lookup and listing cost nothing extra); the
@@ -136,8 +139,9 @@ impl Namespace {
 
     /// One name of file or symlink `node` (found through `tx`) goes away;
     /// with its last name the file goes, and its chunks not in `keep`
-    /// become garbage.
-    fn drop_name(&self, tx: &mut Tx<'_>, node: &Inode, keep: &[Extent]) {
+    /// become garbage,
+    /// with its kept older versions.
+    async fn drop_name(&self, tx: &mut Tx<'_>, node: &Inode, keep: &[Extent]) -> Result<()> {
         let shared = tx.shared.contains_key(&node.id);
         if shared && node.nlink > 1 {
             let mut rest = node.clone();
@@ -145,13 +149,118 @@ impl Namespace {
             rest.ctime_ns = now_ns();
             tx.put(shared_key(node.id), &rest);
             tx.shared.insert(node.id, Some(rest));
-            return;
+            return Ok(());
         }
         if shared {
             tx.delete(shared_key(node.id));
         }
         tx.delete(id_key(INODE, node.id));
-        self.add_garbage(tx, &node.extents, keep);
+        let mut chunks = node.extents.clone();
+        for (key, old) in self.kept_versions(node.id).await? {
+            tx.delete(key);
+            chunks.extend(old.extents);
+        }
+        self.add_garbage(tx, &chunks, keep);
+        Ok(())
+    }
+
+    /// The older versions of file `id` that the `versions=` cue kept,
+    /// oldest first, with their keys. Read without pinning: every change
+    /// to them also changes the file's record, which the caller pinned.
+    async fn kept_versions(&self, id: InodeId) -> Result<Vec<(Vec<u8>, Inode)>> {
+        let mut start = versions_start(id);
+        let end = prefix_end(&start);
+        let mut out = Vec::new();
+        loop {
+            let page = self.store.scan(&start, &end, WALK_PAGE).await?;
+            let full = page.len() == WALK_PAGE;
+            for kv in page {
+                start = kv.key.clone();
+                start.push(0);
+                out.push((kv.key, decode(&kv.value)?));
+            }
+            if !full {
+                return Ok(out);
+            }
+        }
+    }
+
+    /// Version `old` of a file is replaced by one that holds `current`:
+    /// keep it as an older version if `keep` (the effective `versions=`
+    /// cue) asks for any, push out the oldest beyond `keep`, and queue the
+    /// chunks no remaining record holds for deletion.
+    async fn retire(
+        &self,
+        tx: &mut Tx<'_>,
+        old: &Inode,
+        current: &[Extent],
+        keep: u32,
+    ) -> Result<()> {
+        let mut kept = self.kept_versions(old.id).await?;
+        if keep == 0 && kept.is_empty() {
+            self.add_garbage(tx, &old.extents, current);
+            return Ok(());
+        }
+        let mut gone = Vec::new();
+        if keep > 0 {
+            let key = version_key(old.id, old.version);
+            tx.put(key.clone(), old);
+            kept.push((key, old.clone()));
+        } else {
+            gone.extend(old.extents.iter().cloned());
+        }
+        let excess = kept.len().saturating_sub(keep as usize);
+        for (key, record) in kept.drain(..excess) {
+            tx.delete(key);
+            gone.extend(record.extents);
+        }
+        let mut held = current.to_vec();
+        held.extend(kept.into_iter().flat_map(|(_, r)| r.extents));
+        self.add_garbage(tx, &gone, &held);
+        Ok(())
+    }
+
+    /// Every version of the file at `path` that can be read: the current
+    /// one first, then the older ones the `versions=` cue kept, newest
+    /// first.
+    pub async fn versions(&self, path: &CairnPath) -> Result<Vec<Inode>> {
+        let (_, current) = Tx::new(self.store.as_ref()).existing(path).await?;
+        if current.kind != InodeKind::File {
+            return Err(Error::invalid(format!(
+                "{path} is a {}; only files have versions",
+                kind_name(current.kind)
+            )));
+        }
+        let kept = self.kept_versions(current.id).await?;
+        let mut out = vec![current];
+        out.extend(kept.into_iter().rev().map(|(_, r)| r));
+        Ok(out)
+    }
+
+    /// Version `version` of the file at `path`: the current one, or an
+    /// older one the `versions=` cue kept (else `NotFound`, naming the
+    /// versions there are).
+    pub async fn version(&self, path: &CairnPath, version: Version) -> Result<Inode> {
+        let (_, current) = Tx::new(self.store.as_ref()).existing(path).await?;
+        if current.version == version {
+            return Ok(current);
+        }
+        if current.kind == InodeKind::File && version < current.version {
+            let key = version_key(current.id, version);
+            if let Some((value, _)) = self.store.get(&key).await? {
+                return decode(&value);
+            }
+        }
+        let kept = match current.kind {
+            InodeKind::File => self.kept_versions(current.id).await?,
+            _ => Vec::new(),
+        };
+        let mut have: Vec<String> = kept.iter().map(|(_, r)| r.version.to_string()).collect();
+        have.push(current.version.to_string());
+        Err(Error::not_found(format!(
+            "{path} has no version {version} (versions kept: {}; the versions= cue keeps older ones)",
+            have.join(", ")
+        )))
     }
 
     /// Give the file or symlink at `src` the further name `dst` (a hard
@@ -428,8 +537,9 @@ impl Namespace {
         }
         let mut tx = Tx::new(self.store.as_ref());
         let (parent, key, existing) = tx.resolve_entry(path).await?;
-        let (id, version, kept) =
-            self.next_version(&mut tx, path, &parent, existing, expected, extents, cues)?;
+        let (id, version, kept) = self
+            .next_version(&mut tx, path, &parent, existing, expected, extents, cues)
+            .await?;
         let mode = mode.or(kept.mode).unwrap_or(0o644);
         let inode = kept.into_file(id, version, mode, extents.to_vec(), chunk_size, xattrs);
         tx.put(tx.record_key(&key, &inode), &inode);
@@ -493,8 +603,9 @@ impl Namespace {
         if data.len() > limit as usize {
             return Ok(Some(Err(limit)));
         }
-        let (id, version, kept) =
-            self.next_version(&mut tx, path, &parent, existing, expected, &[], cues)?;
+        let (id, version, kept) = self
+            .next_version(&mut tx, path, &parent, existing, expected, &[], cues)
+            .await?;
         let mode = mode.or(kept.mode).unwrap_or(0o644);
         let mut inode = kept.into_file(id, version, mode, Vec::new(), 0, xattrs);
         inode.size = data.len() as u64;
@@ -535,13 +646,14 @@ impl Namespace {
     /// Identity, version and inherited attributes (extended attributes,
     /// owner, cues) of the file version about to be written at `path` over
     /// `existing`, checking `expected`: the replaced version's chunks not in
-    /// `extents` become garbage, a new file gets a fresh inode id. The
+    /// `extents` become garbage (or an older version kept, as the
+    /// `versions=` cue asks), a new file gets a fresh inode id. The
     /// file's cues: a new file fixes the persistent cues it inherits
     /// (`tx.inherited`, from resolving the parent) overridden by `req`'s; a
     /// new version keeps the file's own, overridden by `req`'s. A write-once
     /// file refuses a new version.
     #[allow(clippy::too_many_arguments)]
-    fn next_version(
+    async fn next_version(
         &self,
         tx: &mut Tx<'_>,
         path: &CairnPath,
@@ -578,7 +690,9 @@ impl Namespace {
                     }
                     _ => {}
                 }
-                self.add_garbage(tx, &old.extents, extents);
+                let keep = tx.inherited.merge(&old.cues).merge(&req.persistent());
+                self.retire(tx, &old, extents, keep.versions.unwrap_or(0))
+                    .await?;
                 let kept = Kept {
                     xattrs: old.xattrs,
                     uid: old.uid,
@@ -672,15 +786,17 @@ impl Namespace {
             }
         }
         let (parent, key, existing) = tx.resolve_entry(dst).await?;
-        let (id, version, kept) = self.next_version(
-            &mut tx,
-            dst,
-            &parent,
-            existing,
-            expected,
-            &extents,
-            &src_cues.unwrap_or_default(),
-        )?;
+        let (id, version, kept) = self
+            .next_version(
+                &mut tx,
+                dst,
+                &parent,
+                existing,
+                expected,
+                &extents,
+                &src_cues.unwrap_or_default(),
+            )
+            .await?;
         let mut inode = kept.into_file(id, version, mode, extents, chunk_size, xattrs);
         if let Some(bytes) = inline.filter(|b| !b.is_empty()) {
             inode.size = bytes.len() as u64;
@@ -942,7 +1058,7 @@ impl Namespace {
                     )));
                 }
             }
-            _ => self.drop_name(&mut tx, &node, &[]),
+            _ => self.drop_name(&mut tx, &node, &[]).await?,
         }
         Ok(tx.commit().await?.map(|_| ()))
     }
@@ -1023,7 +1139,7 @@ impl Namespace {
                         )));
                     }
                 }
-                (false, false) => self.drop_name(&mut tx, &target, &moving.extents),
+                (false, false) => self.drop_name(&mut tx, &target, &moving.extents).await?,
             }
             if dirs.1 {
                 tx.delete(id_key(INODE, target.id));
@@ -1260,7 +1376,7 @@ impl Namespace {
                 }
                 _ => {
                     let child = tx.follow(Some(child)).await?.expect("followed an entry");
-                    self.drop_name(&mut tx, &child, &[]);
+                    self.drop_name(&mut tx, &child, &[]).await?;
                 }
             }
         }

@@ -662,9 +662,21 @@ impl Meta {
                 inline_max: self.inline_max,
             })),
             MetaRequest::Stat { path } => Ok(MetaResponse::Inode(self.ns.lookup(&path).await?)),
+            MetaRequest::Versions { path } => {
+                let mut versions = self.ns.versions(&path).await?;
+                for v in &mut versions {
+                    v.inline = None;
+                }
+                Ok(MetaResponse::Versions(versions))
+            }
+            MetaRequest::OpenVersion {
+                path,
+                version,
+                host,
+            } => self.open(&path, host.as_deref(), None, Some(version)).await,
             MetaRequest::Open { path, host, known } => {
                 let seen = self.changes.load(Ordering::SeqCst);
-                let mut answer = self.open(&path, host.as_deref(), known).await?;
+                let mut answer = self.open(&path, host.as_deref(), known, None).await?;
                 match &mut answer {
                     MetaResponse::Open(o) => {
                         o.lease_ms = self.grant(client, o.inode.id, seen);
@@ -1410,11 +1422,15 @@ impl Meta {
         path: &cairn_types::CairnPath,
         host: Option<&str>,
         known: Option<(cairn_types::InodeId, cairn_types::Version)>,
+        version: Option<cairn_types::Version>,
     ) -> MetaResult {
         let r = self.ns.cues(path).await?;
         let mut inode = r
             .entry
             .ok_or_else(|| Error::not_found(format!("{path} does not exist")))?;
+        if let Some(v) = version.filter(|v| *v != inode.version) {
+            inode = self.ns.version(path, v).await?;
+        }
         if inode.kind == InodeKind::File && inode.cues.cold_after_ms.is_some() {
             self.tier.touch(inode.id);
         }

@@ -320,6 +320,20 @@ pub enum MetaRequest {
         a: CairnPath,
         b: CairnPath,
     },
+    /// Every readable version of the file at `path`: the current one
+    /// first, then the older ones its `versions=` cue kept, newest first
+    /// (records without their inline bytes). Answers `Versions`.
+    Versions {
+        path: CairnPath,
+    },
+    /// `Open` of version `version` of `path`: the current one or an older
+    /// one the `versions=` cue kept (else `NotFound`). Answers `Open`,
+    /// with no lease: a kept version never changes.
+    OpenVersion {
+        path: CairnPath,
+        version: Version,
+        host: Option<String>,
+    },
 }
 
 impl MetaRequest {
@@ -622,6 +636,7 @@ pub enum MetaResponse {
         bytes: u64,
     },
     TierVerify(TierReport),
+    Versions(Vec<Inode>),
 }
 
 /// What one tier holds: `local` (storage nodes) or a remote store.

@@ -155,7 +155,19 @@ pub struct Cues {
     /// moves to the remote store (`tier=remote:NAME`, else the cluster's
     /// first). `tier=local` pins a file whatever this says.
     pub cold_after_ms: Option<u64>,
+    /// `versions=N`: a file replaced by a new version keeps its N newest
+    /// older versions, readable by number until a newer one pushes them
+    /// out (`versions=all`: every one, [`KEEP_ALL_VERSIONS`]); 0 or unset:
+    /// a replaced version is collected after the gc delay. Removing the
+    /// file removes them with it. Not fixed on a file at creation: a
+    /// directory's applies to the files below it as it is now (S3
+    /// versioning turned on for a bucket of existing objects); set on a
+    /// file, it overrides. Last, in an inode record.
+    pub versions: Option<u32>,
 }
+
+/// `versions=all`: no older version of a file is ever pushed out.
+pub const KEEP_ALL_VERSIONS: u32 = u32::MAX;
 
 /// Where a file's bytes live: the `tier=` cue.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -207,7 +219,7 @@ pub const MAX_INLINE: u32 = 64 * 1024;
 pub const CUE_NAMES: &str = "rep=N, sync=N, place=random|buddy|min_copy|copyset|spread|local, \
 site=ZONE, rep_sites=N, keep_together, strict, lax, latest, anyversion, bestversion, \
 maxtime=MS, writeonce, writemany, wholefile, hotspot, hot=GROUP, inline=SIZE, ec=K+M, \
-tier=local|remote:NAME, cold_after=DURATION \
+tier=local|remote:NAME, cold_after=DURATION, versions=N|all \
 (WheelFS aliases: .RepLevel, .SyncLevel, .Site, .KeepTogether, .RepSites, \
 .EventualConsistency, .MaxTime, .WholeFile, .Hotspot, .WriteOnce, .AnyVersion, .BestVersion, .Lax)";
 
@@ -247,6 +259,7 @@ fn canonical(norm: &str) -> Option<&'static str> {
         "ec" | "erasure" => "ec",
         "tier" => "tier",
         "coldafter" => "cold_after",
+        "versions" | "keepversions" => "versions",
         _ => return None,
     })
 }
@@ -330,6 +343,24 @@ impl Cues {
                 })?;
                 let d = parse_duration(v).map_err(|e| e.context(format!("cue cold_after={v}")))?;
                 self.cold_after_ms = Some(d.as_millis() as u64);
+            }
+            "versions" => {
+                let v = value.map(str::trim).ok_or_else(|| {
+                    Error::invalid("cue versions needs a count, as versions=10 or versions=all")
+                })?;
+                self.versions = Some(if v.eq_ignore_ascii_case("all") {
+                    KEEP_ALL_VERSIONS
+                } else {
+                    match v.parse::<u32>() {
+                        Ok(n) if n < KEEP_ALL_VERSIONS => n,
+                        _ => {
+                            return Err(Error::invalid(format!(
+                                "cue versions={v}: give how many older versions to keep \
+                                 (0 for none), or all"
+                            )))
+                        }
+                    }
+                });
             }
             "sync" => self.sync = Some(parse_count(canon, value)?),
             "rep_sites" => self.rep_sites = Some(parse_count(canon, value)?),
@@ -442,6 +473,7 @@ impl Cues {
             },
             tier: child.tier.clone().or_else(|| self.tier.clone()),
             cold_after_ms: child.cold_after_ms.or(self.cold_after_ms),
+            versions: child.versions.or(self.versions),
         }
     }
 
@@ -595,6 +627,11 @@ impl fmt::Display for Cues {
         }
         if let Some(ms) = self.cold_after_ms {
             items.push(format!("cold_after={}", crate::format_duration_ms(ms)));
+        }
+        match self.versions {
+            Some(KEEP_ALL_VERSIONS) => items.push("versions=all".into()),
+            Some(n) => items.push(format!("versions={n}")),
+            None => {}
         }
         f.write_str(&items.join(","))
     }
@@ -905,6 +942,10 @@ mod tests {
                             (false, _) => Tier::Remote("cold-1".into()),
                         }),
                         cold_after_ms: mt.map(|m| m * 1000),
+                        versions: rep_sites.map(|n| match n {
+                            1 => KEEP_ALL_VERSIONS,
+                            n => u32::from(n) - 2,
+                        }),
                     }
                 },
             )
@@ -927,8 +968,10 @@ mod tests {
             prop_assert_eq!(a.merge(&b).merge(&c), a.merge(&b.merge(&c)));
             prop_assert_eq!(Cues::default().merge(&a), a.clone());
             prop_assert_eq!(a.merge(&Cues::default()), a.clone());
-            // The two halves together are the whole.
-            prop_assert_eq!(a.persistent().merge(&a.per_operation()), a.clone());
+            // The two halves together are the whole, but for `versions`,
+            // which is neither: meta reads it where it is set.
+            let whole = Cues { versions: None, ..a.clone() };
+            prop_assert_eq!(a.persistent().merge(&a.per_operation()), whole);
         }
 
         #[test]

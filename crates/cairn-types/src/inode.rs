@@ -316,7 +316,7 @@ pub struct GarbageChunk {
 /// store of each offloaded extent. Serialized from borrows (no copy of the
 /// record), deserialized owned.
 #[derive(Serialize, Deserialize)]
-struct InodeRecord<X, C, Xa, T, B, S, R, N> {
+struct InodeRecord<X, C, Xa, T, B, S, R, N, V> {
     id: InodeId,
     kind: InodeKind,
     size: u64,
@@ -346,6 +346,9 @@ struct InodeRecord<X, C, Xa, T, B, S, R, N> {
     /// Added with nanosecond times: [`TimesRecord`] (`()`, no bytes, in
     /// records written before).
     times: N,
+    /// Added with kept versions: the `versions` cue (`()`, no bytes, in
+    /// records written before).
+    versions: V,
 }
 
 /// What nanosecond times added to a record: the part of mtime and ctime
@@ -459,12 +462,13 @@ impl Serialize for Inode {
                 ctime_sub_ns: (self.ctime_ns % NS_PER_MS) as u32,
                 atime_ns: self.atime_ns,
             },
+            versions: c.versions,
         }
         .serialize(s)
     }
 }
 
-type OwnedRecord<N> = InodeRecord<
+type OwnedRecord<N, V> = InodeRecord<
     Vec<ExtentRecord<Vec<NodeId>>>,
     CuesRecord<Option<String>>,
     Xattrs,
@@ -473,6 +477,7 @@ type OwnedRecord<N> = InodeRecord<
     Vec<(u32, EcShards)>,
     Vec<(u32, String)>,
     N,
+    V,
 >;
 
 impl Inode {
@@ -481,25 +486,39 @@ impl Inode {
     pub fn deserialize_before_times<'de, D: serde::Deserializer<'de>>(
         d: D,
     ) -> Result<Inode, D::Error> {
-        let r = OwnedRecord::<()>::deserialize(d)?;
+        let r = OwnedRecord::<(), ()>::deserialize(d)?;
         let times = TimesRecord {
             mtime_sub_ns: 0,
             ctime_sub_ns: 0,
             atime_ns: r.mtime_ms.saturating_mul(NS_PER_MS),
         };
-        from_record(r, times)
+        from_record(r, times, None)
+    }
+
+    /// Decode a record of the layout before kept versions (no `versions`
+    /// cue).
+    pub fn deserialize_before_versions<'de, D: serde::Deserializer<'de>>(
+        d: D,
+    ) -> Result<Inode, D::Error> {
+        let r = OwnedRecord::<TimesRecord, ()>::deserialize(d)?;
+        let times = r.times;
+        from_record(r, times, None)
     }
 }
 
 impl<'de> Deserialize<'de> for Inode {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Inode, D::Error> {
-        let r = OwnedRecord::<TimesRecord>::deserialize(d)?;
-        let times = r.times;
-        from_record(r, times)
+        let r = OwnedRecord::<TimesRecord, Option<u32>>::deserialize(d)?;
+        let (times, versions) = (r.times, r.versions);
+        from_record(r, times, versions)
     }
 }
 
-fn from_record<E: serde::de::Error, N>(r: OwnedRecord<N>, times: TimesRecord) -> Result<Inode, E> {
+fn from_record<E: serde::de::Error, N, V>(
+    r: OwnedRecord<N, V>,
+    times: TimesRecord,
+    versions: Option<u32>,
+) -> Result<Inode, E> {
     let mut extents: Vec<Extent> = r
         .extents
         .into_iter()
@@ -551,6 +570,7 @@ fn from_record<E: serde::de::Error, N>(r: OwnedRecord<N>, times: TimesRecord) ->
             ec: r.ec,
             tier: r.tier,
             cold_after_ms: r.cold_after_ms,
+            versions,
         },
         nlink: r.nlink,
         inline: r.inline,

@@ -21,7 +21,7 @@ pub use attrs::{
 pub use checksum::{BlockCrcs, BLOCK_SIZE};
 pub use cues::{
     component_cues, split_path_cues, Consistency, Cues, PlaceScheme, Tier, VersionPolicy,
-    Writability, CUE_DIR, MAX_INLINE,
+    Writability, CUE_DIR, KEEP_ALL_VERSIONS, MAX_INLINE,
 };
 pub use ec::EcScheme;
 pub use error::{Error, ErrorKind, Result};

@@ -49,6 +49,21 @@ pub(super) fn shared_key(id: InodeId) -> Vec<u8> {
     entry_key(LINKED, &format!("{:016x}", id.0))
 }
 
+/// Where kept version `version` of file `id` lives (the `versions=` cue):
+/// next to the file's shared record, under the unused directory id 0, so
+/// repair, accounting and the orphan sweep, which scan every entry, see
+/// its chunks too. Versions of one file are one range, oldest first.
+pub(super) fn version_key(id: InodeId, version: Version) -> Vec<u8> {
+    let mut k = versions_start(id);
+    k.extend_from_slice(format!("{:016x}", version.0).as_bytes());
+    k
+}
+
+/// The first key of file `id`'s kept versions; [`prefix_end`] of it ends them.
+pub(super) fn versions_start(id: InodeId) -> Vec<u8> {
+    entry_key(LINKED, &format!("{:016x}.", id.0))
+}
+
 /// Where the times of the directory whose record is at `entry` (its entry
 /// key, or [`ROOT_KEY`]) live: the entry key with another first byte, so a
 /// directory's subdirectories' times are one range too.
@@ -88,6 +103,15 @@ impl DirTimes {
 impl Record for DirTimes {
     fn decode(bytes: &[u8]) -> Result<Self> {
         postcard_decode(bytes)
+    }
+}
+
+/// A record of the layout before kept versions.
+pub(super) struct BeforeVersions(pub(super) Inode);
+
+impl<'de> Deserialize<'de> for BeforeVersions {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        Inode::deserialize_before_versions(d).map(BeforeVersions)
     }
 }
 
@@ -143,7 +167,8 @@ impl Record for GarbageChunk {
 }
 
 impl Record for Inode {
-    /// The current layout, else the one before nanosecond times, v6, v5,
+    /// The current layout, else the one before kept versions, the one
+    /// before nanosecond times, v6, v5,
     /// v4, v3, v2, v1. An older record ends
     /// where a newer layout's fields begin, so it never decodes as a newer
     /// one; and the current layout must take every byte of the record.
@@ -158,6 +183,9 @@ impl Record for Inode {
         current
             .map_err(|e| Error::corrupt(format!("undecodable metadata record: {e}")))
             .or_else(|e| {
+                if let Ok((BeforeVersions(old), [])) = postcard::take_from_bytes(bytes) {
+                    return Ok(old);
+                }
                 if let Ok((BeforeTimes(old), [])) = postcard::take_from_bytes(bytes) {
                     return Ok(old);
                 }

@@ -50,6 +50,7 @@ pub(super) mod cues_v1 {
                 ec: None,
                 tier: None,
                 cold_after_ms: None,
+                versions: None,
             }
         }
     }
@@ -97,6 +98,7 @@ pub(super) mod cues_v2 {
                 ec: None,
                 tier: None,
                 cold_after_ms: None,
+                versions: None,
             }
         }
     }
@@ -165,6 +167,7 @@ pub(super) mod cues_v3 {
                 ec: None,
                 tier: None,
                 cold_after_ms: None,
+                versions: None,
             }
         }
     }

@@ -1841,10 +1841,10 @@ async fn records_from_before_nanosecond_times_decode() {
     inode.nlink = 1;
     inode.ctime_ns = 6_000_000;
     inode.atime_ns = 0;
-    // The old layout is the current one without the times at the end,
-    // which for these times are three zero bytes.
+    // The old layout is the current one without the times and the
+    // versions cue at the end, which here are four zero bytes.
     let mut bytes = encode(&inode);
-    assert_eq!(bytes.split_off(bytes.len() - 3), [0, 0, 0]);
+    assert_eq!(bytes.split_off(bytes.len() - 4), [0, 0, 0, 0]);
     let txn = Txn::new().put(entry_key(InodeId::ROOT, "old"), bytes);
     ns.store.commit(txn).await.unwrap();
     let got = ns.lookup(&p("/old")).await.unwrap();
@@ -1853,4 +1853,152 @@ async fn records_from_before_nanosecond_times_decode() {
         (InodeId(83), 5_000_000, 6_000_000, 5_000_000),
         "atime reads as the mtime"
     );
+}
+
+#[tokio::test]
+async fn records_from_before_kept_versions_decode() {
+    let (_d, ns) = open_ns(Duration::ZERO).await;
+    let inode = ns
+        .commit_file(&p("/f"), vec![ext(1, 10)], None, 0o644, 10)
+        .await
+        .unwrap();
+    // The old layout is the current one without the versions cue at the
+    // end: one byte for None.
+    let mut bytes = encode(&inode);
+    assert_eq!(bytes.pop(), Some(0));
+    let txn = Txn::new().put(entry_key(InodeId::ROOT, "old"), bytes);
+    ns.store.commit(txn).await.unwrap();
+    assert_eq!(ns.lookup(&p("/old")).await.unwrap(), inode);
+    // And a record with the cue reads back with it.
+    ns.set_cues(&p("/f"), &Cues::parse("versions=all").unwrap(), false)
+        .await
+        .unwrap();
+    let f = ns.lookup(&p("/f")).await.unwrap();
+    assert_eq!(f.cues.versions, Some(cairn_types::KEEP_ALL_VERSIONS));
+}
+
+/// Versions of `path` as (version, first chunk) pairs, newest first.
+async fn versions_of(ns: &Namespace, path: &str) -> Vec<(u64, u128)> {
+    ns.versions(&p(path))
+        .await
+        .unwrap()
+        .iter()
+        .map(|i| (i.version.0, i.extents.first().map_or(0, |e| e.chunk.0)))
+        .collect()
+}
+
+#[tokio::test]
+async fn the_versions_cue_keeps_older_versions_readable() {
+    let (_d, ns) = open_ns(Duration::ZERO).await;
+    ns.mkdir(&p("/k"), false).await.unwrap();
+    ns.set_cues(&p("/k"), &Cues::parse("versions=2").unwrap(), false)
+        .await
+        .unwrap();
+    for v in 1..=4u128 {
+        ns.commit_file(&p("/k/f"), vec![ext(v, 10 * v as u64)], None, 0o644, 100)
+            .await
+            .unwrap();
+    }
+    // Two older versions kept; the first one pushed out, its chunk garbage.
+    assert_eq!(versions_of(&ns, "/k/f").await, [(4, 4), (3, 3), (2, 2)]);
+    assert_eq!(pending_garbage(&ns).await, [ChunkId(1)]);
+    let v2 = ns.version(&p("/k/f"), Version(2)).await.unwrap();
+    assert_eq!((v2.size, v2.extents[0].chunk), (20, ChunkId(2)));
+    assert_eq!(ns.version(&p("/k/f"), Version(4)).await.unwrap().size, 40);
+    let gone = ns.version(&p("/k/f"), Version(1)).await.unwrap_err();
+    assert_eq!(gone.kind, ErrorKind::NotFound);
+    assert!(gone.message.contains("2, 3, 4"), "{gone}");
+    assert_eq!(
+        kind(ns.version(&p("/k/f"), Version(9)).await),
+        ErrorKind::NotFound
+    );
+    // Kept chunks are referenced: accounting, repair and the orphan
+    // sweep see them; a listing does not show the versions.
+    let mut chunks = Vec::new();
+    ns.for_each_chunk(|_, e| chunks.push(e.chunk.0))
+        .await
+        .unwrap();
+    chunks.sort();
+    assert_eq!(chunks, [2, 3, 4]);
+    let (files, _) = ns.scan_files(None, 100).await.unwrap();
+    assert_eq!(files.len(), 3);
+    assert_eq!(names(&ns, "/k").await, ["f"]);
+    // A kept version's extent can be repaired through its key.
+    let (key, _) = files.iter().find(|(_, i)| i.version == Version(2)).unwrap();
+    assert!(ns
+        .set_chunk_nodes(key, ChunkId(2), &[NodeId(8), NodeId(9)])
+        .await
+        .unwrap());
+    let v2 = ns.version(&p("/k/f"), Version(2)).await.unwrap();
+    assert_eq!(v2.extents[0].nodes, [NodeId(8), NodeId(9)]);
+    // Small files keep their bytes in their kept versions too, and a
+    // rename keeps the versions with the file.
+    inline(&ns, "/k/f", b"small", "").await.unwrap();
+    ns.rename(&p("/k/f"), &p("/k/g")).await.unwrap();
+    assert_eq!(versions_of(&ns, "/k/g").await, [(5, 0), (4, 4), (3, 3)]);
+    inline(&ns, "/k/g", b"smaller", "").await.unwrap();
+    let v5 = ns.version(&p("/k/g"), Version(5)).await.unwrap();
+    assert_eq!(v5.inline.as_deref(), Some(&b"small"[..]));
+    let mut garbage = pending_garbage(&ns).await;
+    garbage.sort();
+    assert_eq!(garbage, [ChunkId(1), ChunkId(2), ChunkId(3)]);
+    // Fewer versions asked for: the next commit pushes out the excess.
+    ns.set_cues(&p("/k"), &Cues::parse("versions=0").unwrap(), false)
+        .await
+        .unwrap();
+    ns.commit_file(&p("/k/g"), vec![ext(7, 70)], None, 0o644, 100)
+        .await
+        .unwrap();
+    assert_eq!(versions_of(&ns, "/k/g").await, [(7, 7)]);
+    let mut garbage = pending_garbage(&ns).await;
+    garbage.sort();
+    assert_eq!(garbage, [1, 2, 3, 4].map(ChunkId));
+    // Directories have no versions.
+    assert_eq!(kind(ns.versions(&p("/k")).await), ErrorKind::InvalidInput);
+}
+
+#[tokio::test]
+async fn removing_a_file_removes_its_kept_versions() {
+    let (_d, ns) = open_ns(Duration::ZERO).await;
+    ns.mkdir(&p("/k"), false).await.unwrap();
+    ns.set_cues(&p("/k"), &Cues::parse("versions=all").unwrap(), false)
+        .await
+        .unwrap();
+    for v in 1..=3u128 {
+        ns.commit_file(&p("/k/f"), vec![ext(v, 10)], None, 0o644, 100)
+            .await
+            .unwrap();
+    }
+    // A hard link: the versions stay while a name is left.
+    ns.link(&p("/k/f"), &p("/k/h")).await.unwrap();
+    ns.commit_file(&p("/k/h"), vec![ext(4, 10)], None, 0o644, 100)
+        .await
+        .unwrap();
+    assert_eq!(
+        versions_of(&ns, "/k/f").await,
+        [(4, 4), (3, 3), (2, 2), (1, 1)]
+    );
+    ns.remove(&p("/k/f"), false).await.unwrap();
+    assert_eq!(versions_of(&ns, "/k/h").await.len(), 4);
+    assert!(pending_garbage(&ns).await.is_empty());
+    ns.remove(&p("/k/h"), false).await.unwrap();
+    let mut garbage = pending_garbage(&ns).await;
+    garbage.sort();
+    assert_eq!(garbage, [1, 2, 3, 4].map(ChunkId));
+    let (files, _) = ns.scan_files(None, 100).await.unwrap();
+    assert!(files.is_empty(), "no kept version is left behind");
+    // Through the trash too: a directory removed whole.
+    ns.mkdir(&p("/k/d"), false).await.unwrap();
+    for v in 5..=6u128 {
+        ns.commit_file(&p("/k/d/x"), vec![ext(v, 10)], None, 0o644, 100)
+            .await
+            .unwrap();
+    }
+    ns.remove(&p("/k"), true).await.unwrap();
+    ns.purge_trash(100).await.unwrap();
+    let mut garbage = pending_garbage(&ns).await;
+    garbage.sort();
+    assert_eq!(garbage, [1, 2, 3, 4, 5, 6].map(ChunkId));
+    let (files, _) = ns.scan_files(None, 100).await.unwrap();
+    assert!(files.is_empty(), "no kept version is left behind");
 }
