@@ -205,6 +205,15 @@ impl NativeClient {
         Ok(d)
     }
 
+    /// Every readable version of a file, the current one first, then the
+    /// older ones its `versions=` cue kept, newest first.
+    fn versions<'py>(&self, py: Python<'py>, path: &str) -> PyResult<Vec<Bound<'py, PyDict>>> {
+        let p = self::path(py, path)?;
+        let conn = self.conn(py)?;
+        let all = conn.run(py, conn.client.versions(&p))?;
+        all.iter().map(|i| convert::inode(py, i)).collect()
+    }
+
     fn stat<'py>(&self, py: Python<'py>, path: &str) -> PyResult<Bound<'py, PyDict>> {
         let p = self::path(py, path)?;
         let conn = self.conn(py)?;
@@ -368,16 +377,17 @@ impl NativeClient {
     }
 
     /// The whole file as `bytes`, streamed straight into the new object.
-    #[pyo3(signature = (path, cues=None))]
+    #[pyo3(signature = (path, cues=None, version=None))]
     fn get<'py>(
         &self,
         py: Python<'py>,
         path: &str,
         cues: Option<&str>,
+        version: Option<u64>,
     ) -> PyResult<Bound<'py, PyBytes>> {
         let (p, c) = cued(py, path, cues)?;
         let conn = self.conn(py)?;
-        let reader = conn.run(py, open_file(&conn.client, &p, &c))?;
+        let reader = conn.run(py, open_file(&conn.client, &p, &c, version))?;
         let size = usize::try_from(reader.size())
             .map_err(|_| to_py(py, Error::invalid("the file does not fit in memory")))?;
         // A bytes object filled in place before anyone sees it (CPython's
@@ -409,20 +419,21 @@ impl NativeClient {
 
     /// Read the whole file into `buf` (a writable bytes-like object at least
     /// as large as the file), with no copy in between; returns its size.
-    #[pyo3(signature = (path, buf, cues=None))]
+    #[pyo3(signature = (path, buf, cues=None, version=None))]
     fn get_into(
         &self,
         py: Python<'_>,
         path: &str,
         buf: &Bound<'_, PyAny>,
         cues: Option<&str>,
+        version: Option<u64>,
     ) -> PyResult<u64> {
         let (p, c) = cued(py, path, cues)?;
         let mut raw = RawBuf::writable(py, buf)?;
         let conn = self.conn(py)?;
         let client = &conn.client;
         let n = conn.run(py, async move {
-            let r = open_file(client, &p, &c).await?;
+            let r = open_file(client, &p, &c, version).await?;
             let size = r.size();
             if size > raw.len as u64 {
                 return Err(Error::invalid(format!(
@@ -461,7 +472,7 @@ impl NativeClient {
                     let (client, sem) = (client.clone(), sem.clone());
                     tokio::spawn(async move {
                         let _permit = sem.acquire_owned().await;
-                        let r = open_file(&client, &p, &c).await?;
+                        let r = open_file(&client, &p, &c, None).await?;
                         let mut out = Vec::with_capacity(r.size() as usize);
                         r.copy_to(&mut out).await?;
                         Ok::<_, Error>(out)
@@ -483,19 +494,20 @@ impl NativeClient {
     /// Copy `path` to the local file `local`: written beside it, flushed to
     /// disk and renamed into place, so a failed copy leaves no partial file
     /// (as `cairn get` does). Returns the bytes copied.
-    #[pyo3(signature = (path, local, cues=None))]
+    #[pyo3(signature = (path, local, cues=None, version=None))]
     fn get_file(
         &self,
         py: Python<'_>,
         path: &str,
         local: PathBuf,
         cues: Option<&str>,
+        version: Option<u64>,
     ) -> PyResult<u64> {
         let (p, c) = cued(py, path, cues)?;
         let conn = self.conn(py)?;
         let client = &conn.client;
         conn.run(py, async move {
-            let r = open_file(client, &p, &c).await?;
+            let r = open_file(client, &p, &c, version).await?;
             let mut tmp = local.clone().into_os_string();
             tmp.push(".cairn-part");
             let tmp = PathBuf::from(tmp);
@@ -520,18 +532,21 @@ impl NativeClient {
         })
     }
 
-    /// Open a version of `path` for ranged reads; it stays readable after
-    /// the file is replaced, until meta collects its chunks.
-    #[pyo3(signature = (path, cues=None))]
+    /// Open a version of `path` for ranged reads (the current one, or
+    /// `version`); it stays readable after the file is replaced, until
+    /// meta collects its chunks (never, while its `versions=` cue keeps
+    /// it).
+    #[pyo3(signature = (path, cues=None, version=None))]
     fn open_reader(
         &self,
         py: Python<'_>,
         path: &str,
         cues: Option<&str>,
+        version: Option<u64>,
     ) -> PyResult<NativeReader> {
         let (p, c) = cued(py, path, cues)?;
         let conn = self.conn(py)?;
-        let reader = conn.run(py, open_file(&conn.client, &p, &c))?;
+        let reader = conn.run(py, open_file(&conn.client, &p, &c, version))?;
         Ok(NativeReader::new(conn, reader))
     }
 
@@ -665,14 +680,19 @@ impl NativeClient {
     }
 }
 
-/// Open a file for reading with the opener's cues; a symlink is refused,
+/// Open a file for reading with the opener's cues, at `version` if given
+/// (the current one or one its `versions=` cue kept); a symlink is refused,
 /// as Cairn paths do not follow links.
 pub async fn open_file(
     client: &Client,
     p: &CairnPath,
     c: &Cues,
+    version: Option<u64>,
 ) -> Result<cairn_client::FileReader> {
-    let r = client.open_cued(p, c).await?;
+    let r = match version {
+        Some(v) => client.open_version(p, Version(v)).await?,
+        None => client.open_cued(p, c).await?,
+    };
     if let Some(t) = &r.inode().target {
         return Err(Error::invalid(format!(
             "{p} is a symbolic link to {t}; read its target instead"

@@ -213,7 +213,7 @@ impl NativeWriter {
             match mode {
                 WriteMode::Replace => Ok((None, None)),
                 WriteMode::Create => Ok((Some(Version(0)), None)),
-                WriteMode::Append => match open_file(&client, &path, &cues).await {
+                WriteMode::Append => match open_file(&client, &path, &cues, None).await {
                     Ok(r) => Ok((Some(r.inode().version), Some(r))),
                     Err(e) if e.kind == ErrorKind::NotFound => Ok((Some(Version(0)), None)),
                     Err(e) => Err(e),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import os
 import pickle
+from pathlib import Path
 
 import pytest
 
@@ -313,3 +314,36 @@ def test_small_files_are_kept_in_meta_and_grow_into_chunks(client, d):
     # Listings carry sizes, not bytes.
     [entry] = [e for e in client.ls(d, detail=True) if e.name == "small"]
     assert entry.size == 10_004
+
+
+def test_older_versions_read_by_number_while_kept(client: cairn.Client, d: str, tmp_path: Path) -> None:
+    client.mkdir(f"{d}/k")
+    client.set_cues(f"{d}/k", "versions=2")
+    bodies = [pattern(1_500_000, 11), b"tiny", pattern(300_000, 13), pattern(2_000_000, 14)]
+    for b in bodies:
+        client.put(f"{d}/k/f", b)
+    vs = client.versions(f"{d}/k/f")
+    assert [v.version for v in vs] == [4, 3, 2]
+    assert [v.size for v in vs] == [len(bodies[3]), len(bodies[2]), len(bodies[1])]
+    assert client.get(f"{d}/k/f", version=2) == b"tiny"
+    assert client.get(f"{d}/k/f", version=3) == bodies[2]
+    buf = bytearray(len(bodies[2]))
+    assert client.get(f"{d}/k/f", into=buf, version=3) == len(bodies[2])
+    assert bytes(buf) == bodies[2]
+    with client.open(f"{d}/k/f", version=3) as f:
+        f.seek(1000)
+        assert f.read(5000) == bodies[2][1000:6000]
+    out = tmp_path / "v3"
+    assert client.download(f"{d}/k/f", out, version=3) == len(bodies[2])
+    assert out.read_bytes() == bodies[2]
+    with pytest.raises(FileNotFoundError, match="no version 1"):
+        client.get(f"{d}/k/f", version=1)
+    with pytest.raises(cairn.InvalidInput):
+        client.open(f"{d}/k/f", "wb", version=3)
+    # Without the cue there is only the current version.
+    client.put(f"{d}/plain", b"a")
+    client.put(f"{d}/plain", b"b")
+    assert [v.version for v in client.versions(f"{d}/plain")] == [2]
+    client.rm(f"{d}/k/f")
+    with pytest.raises(FileNotFoundError):
+        client.versions(f"{d}/k/f")

@@ -240,25 +240,42 @@ class Client:
         into: Optional[Union[bytearray, memoryview, Any]] = None,
         *,
         cues: Cues = None,
+        version: Optional[int] = None,
     ) -> Union[bytes, int]:
         """The whole file as ``bytes``; with ``into`` (a writable buffer at
         least as large as the file) read into it with no extra copy and
-        return the size."""
+        return the size. ``version``: read that version (see
+        :meth:`versions`) instead of the current one."""
         cl = _cue_list(cues)
         if into is not None:
             keep, arg = _buf.writable(into)
-            n = self._native.get_into(path, arg, cl)
+            n = self._native.get_into(path, arg, cl, version)
             del keep
             return n
-        return self._native.get(path, cl)
+        return self._native.get(path, cl, version)
+
+    def versions(self, path: str) -> list[Stat]:
+        """Every version of a file that can be read, newest first: the
+        current one, then the older ones its ``versions=N`` cue keeps (set
+        it on a directory with :meth:`set_cues`; without it a replaced
+        version is collected)."""
+        return [Stat._from(path, d) for d in self._native.versions(path)]
 
     def get_many(self, paths: Iterable[str], concurrency: int = 16) -> list[bytes]:
         """Several whole files, ``concurrency`` fetched at once."""
         return self._native.get_many(list(paths), concurrency)
 
-    def download(self, path: str, local: Union[str, os.PathLike], *, cues: Cues = None) -> int:
-        """Copy ``path`` to a local file (atomically, like ``cairn get``)."""
-        return self._native.get_file(path, os.fspath(local), _cue_list(cues))
+    def download(
+        self,
+        path: str,
+        local: Union[str, os.PathLike],
+        *,
+        cues: Cues = None,
+        version: Optional[int] = None,
+    ) -> int:
+        """Copy ``path`` (or its ``version``) to a local file (atomically,
+        like ``cairn get``)."""
+        return self._native.get_file(path, os.fspath(local), _cue_list(cues), version)
 
     def upload(self, local: Union[str, os.PathLike], path: str, cues: Cues = None) -> Stat:
         """Copy a local file to ``path`` (like ``cairn put``)."""
@@ -271,16 +288,21 @@ class Client:
         *,
         cues: Cues = None,
         buffer_size: int = 1 << 20,
+        version: Optional[int] = None,
     ) -> Union[Reader, Writer]:
         """A binary file object: ``"rb"`` reads one version with ranged
-        reads; ``"wb"`` (replace), ``"xb"`` (create only) and ``"ab"``
-        (append) write a new version, committed on ``close()``."""
+        reads (the current one, or ``version``); ``"wb"`` (replace),
+        ``"xb"`` (create only) and ``"ab"`` (append) write a new version,
+        committed on ``close()``."""
         m = mode.replace("b", "")
         if "t" in mode or m not in ("r", "w", "x", "a"):
             raise InvalidInput(22, f"mode {mode!r}: Cairn files are binary: rb, wb, xb or ab")
         cl = _cue_list(cues)
         if m == "r":
-            return Reader(RawReader(self._native.open_reader(path, cl), path), buffer_size)
+            native = self._native.open_reader(path, cl, version)
+            return Reader(RawReader(native, path), buffer_size)
+        if version is not None:
+            raise InvalidInput(22, f"mode {mode!r}: only a read names a version")
         native = self._native.open_writer(path, m, cl)
         return Writer(RawWriter(native, path, m + "b"), buffer_size)
 
