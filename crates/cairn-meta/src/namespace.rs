@@ -66,7 +66,7 @@ mod tx;
 use keys::*;
 pub use keys::{pending_request_mark, request_mark_key, with_request_mark, REQUEST_MARK_TTL_MS};
 use layouts::{v1, v2, v3, v4, v5, v6};
-pub use suite::posix_suite;
+pub use suite::{posix_suite, versions_suite};
 use tx::{retry, Tx, MAX_ATTEMPTS};
 
 /// Entries deleted per trash transaction.

@@ -104,6 +104,15 @@ async fn posix_attributes_on_etcd() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kept_versions_on_etcd() {
+    deadline(async {
+        let c = EtcdCluster::start(1).await;
+        cairn_meta::namespace::versions_suite(&namespace(&c, "versions").await).await;
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_meta_servers_race_on_the_same_names() {
     deadline(async {
         let c = EtcdCluster::start(3).await;

@@ -140,7 +140,8 @@ def large(binary: str, nodes: int, size: int, runs: int, work: Path) -> dict:
             left -= n
     data = local.read_bytes()
     names = ("cli_put", "python_put_bytes", "python_put_file", "python_write_1mib",
-             "cli_cat", "python_get_bytes", "python_get_into", "cli_get", "python_download")
+             "cli_cat", "python_get_bytes", "python_get_into", "cli_get", "python_download",
+             "fresh_bytes")
     res: dict[str, list[float]] = {k: [] for k in names}
     cpu: dict[str, list[tuple[float, float]]] = {k: [] for k in names}
     # A buffer already in memory (as a training loop reuses one): get(into=)
@@ -179,6 +180,10 @@ def large(binary: str, nodes: int, size: int, runs: int, work: Path) -> dict:
                 ("python_get_into", lambda: client.get("/bench/cli.bin", into=buf)),
                 ("cli_get", lambda: cli("get", "/bench/py.bin", str(work / "cli-out.bin"))),
                 ("python_download", lambda: client.download("/bench/py.bin", work / "py-out.bin")),
+                # The machine's price of a new object of the file's size
+                # (the kernel handing out fresh pages, here filled), which
+                # a get as bytes pays and `cairn cat` never does.
+                ("fresh_bytes", lambda: b"\1" * size),
             ]
             # Writes first, then reads, so that no read shares the machine
             # with the writeback of a put (2 cores); each side goes first in
@@ -219,6 +224,10 @@ def large(binary: str, nodes: int, size: int, runs: int, work: Path) -> dict:
         "ratio_put_python_file_vs_cli": ratio("python_put_file", "cli_put"),
         "ratio_put_python_write_vs_cli": ratio("python_write_1mib", "cli_put"),
         "ratio_get_python_bytes_vs_cli_cat": ratio("python_get_bytes", "cli_cat"),
+        # Against a CLI that also had to fill a new object of that size:
+        # the time of `cairn cat` plus that of `bytes(size)`.
+        "ratio_get_python_bytes_vs_cli_cat_plus_fresh_memory": round(
+            med["python_get_bytes"] * (1 / med["cli_cat"] + 1 / med["fresh_bytes"]), 2),
         "ratio_get_python_into_vs_cli_cat": ratio("python_get_into", "cli_cat"),
         "ratio_get_python_download_vs_cli_get": ratio("python_download", "cli_get"),
     }

@@ -223,3 +223,51 @@ pub async fn posix_suite(ns: &Namespace) {
     let plain = make("/posix/a/f", file(0o644), Some(7)).await;
     assert_eq!(plain.gid, Some(7));
 }
+
+/// Kept versions (the `versions=` cue) every meta store must give: a
+/// commit that keeps the old version and pushes out the oldest, a removal
+/// that takes them all, in one transaction each. Call on a fresh
+/// namespace; uses `/kept` and below.
+#[doc(hidden)]
+pub async fn versions_suite(ns: &Namespace) {
+    use cairn_types::{ChunkId, Cues, Extent, NodeId, Version};
+    let ext = |c: u128| vec![Extent::replicated(ChunkId(c), 10, 7, vec![NodeId(1)])];
+    let numbers = |vs: Vec<Inode>| vs.iter().map(|i| i.version.0).collect::<Vec<_>>();
+    ns.mkdir(&p("/kept/d"), true).await.unwrap();
+    ns.set_cues(&p("/kept"), &Cues::parse("versions=2").unwrap(), false)
+        .await
+        .unwrap();
+    for c in 1..=4 {
+        ns.commit_file(&p("/kept/f"), ext(c), None, 0o644, 10)
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        numbers(ns.versions(&p("/kept/f")).await.unwrap()),
+        [4, 3, 2]
+    );
+    let v3 = ns.version(&p("/kept/f"), Version(3)).await.unwrap();
+    assert_eq!(v3.extents[0].chunk, ChunkId(3));
+    // A hard-linked file keeps its versions through either name.
+    ns.link(&p("/kept/f"), &p("/kept/d/g")).await.unwrap();
+    ns.commit_file(&p("/kept/d/g"), ext(5), None, 0o644, 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        numbers(ns.versions(&p("/kept/f")).await.unwrap()),
+        [5, 4, 3]
+    );
+    ns.remove(&p("/kept/f"), false).await.unwrap();
+    assert_eq!(
+        numbers(ns.versions(&p("/kept/d/g")).await.unwrap()),
+        [5, 4, 3]
+    );
+    // The last name goes with the versions, through the trash.
+    ns.remove(&p("/kept"), true).await.unwrap();
+    ns.purge_trash(1000).await.unwrap();
+    let (files, _) = ns.scan_files(None, 1000).await.unwrap();
+    assert!(
+        files.iter().all(|(_, i)| i.id != v3.id),
+        "a kept version outlived its file"
+    );
+}

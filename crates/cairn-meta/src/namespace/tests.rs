@@ -1834,6 +1834,12 @@ async fn posix_attributes_on_redb() {
 }
 
 #[tokio::test]
+async fn kept_versions_on_redb() {
+    let (_d, ns) = open_ns(Duration::ZERO).await;
+    versions_suite(&ns).await;
+}
+
+#[tokio::test]
 async fn records_from_before_nanosecond_times_decode() {
     let (_d, ns) = open_ns(Duration::ZERO).await;
     let mut inode = new_dir(InodeId(83), 5_000_000);
