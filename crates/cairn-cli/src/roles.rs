@@ -109,6 +109,11 @@ pub struct ServerArgs {
     /// a fifth of the file system)
     #[arg(long, alias = "cache-capacity")]
     tier_cache: Option<String>,
+    /// Serve Prometheus metrics of meta and every node at
+    /// http://ADDR/metrics (port 0 picks a free port, printed at start);
+    /// "off" serves none
+    #[arg(long, default_value = "127.0.0.1:0", env = "CAIRN_METRICS_LISTEN")]
+    metrics_listen: String,
     #[command(flatten)]
     meta: MetaOpts,
 }
@@ -138,6 +143,9 @@ pub struct MetaArgs {
     /// etcd://HOST:PORT[,HOST:PORT...][/prefix], which several meta servers can share
     #[arg(long, default_value = "embedded", env = "CAIRN_META_STORE")]
     store: String,
+    /// Serve Prometheus metrics at http://ADDR/metrics ("off": none)
+    #[arg(long, default_value = "off", env = "CAIRN_METRICS_LISTEN")]
+    metrics_listen: String,
     #[command(flatten)]
     meta: MetaOpts,
     #[command(subcommand)]
@@ -198,6 +206,9 @@ pub struct StorageArgs {
     /// given to meta (repeatable): NAME=s3://BUCKET[/PREFIX][?endpoint=…]
     #[arg(long = "tier", value_name = "NAME=s3://…")]
     tiers: Vec<String>,
+    /// Serve Prometheus metrics at http://ADDR/metrics ("off": none)
+    #[arg(long, default_value = "off", env = "CAIRN_METRICS_LISTEN")]
+    metrics_listen: String,
 }
 
 /// `--group a,b`: validated group names.
@@ -347,12 +358,14 @@ pub async fn server(a: ServerArgs) -> Result<()> {
         )
     };
     let s3_url = s3.as_ref().map(|g| format!("http://{}", g.addr));
+    let metrics = start_metrics(&a.metrics_listen).await?;
     let endpoints = serde_json::json!({
         "meta": meta.addr,
         "storage": storage.iter().map(|s| serde_json::json!({"id": s.id.to_string(), "addr": s.addr})).collect::<Vec<_>>(),
         "client_key": std::fs::canonicalize(&key).unwrap_or(key.clone()),
         "rep": rep,
         "s3": s3_url,
+        "metrics": metrics,
     });
     std::fs::write(
         a.data.join("endpoints.json"),
@@ -367,6 +380,9 @@ pub async fn server(a: ServerArgs) -> Result<()> {
     println!("  client key  {}", key.display());
     if let Some(u) = &s3_url {
         println!("  s3          {u} (make a key: cairn key create NAME)");
+    }
+    if let Some(u) = &metrics {
+        println!("  metrics     {u}");
     }
     if !a.no_client_conf {
         match config::write_client_conf(&meta.addr, &key) {
@@ -403,8 +419,12 @@ pub async fn meta(a: MetaArgs) -> Result<()> {
     let meta = cairn_meta::server::start(cfg)
         .await
         .context("starting meta")?;
+    let metrics = start_metrics(&a.metrics_listen).await?;
     println!("cairn meta: listening on {}", meta.addr);
     println!("  metadata       {store_name}");
+    if let Some(u) = &metrics {
+        println!("  metrics        {u}");
+    }
     println!(
         "  cluster secret {} (give it to storage nodes)",
         a.data.join(SECRET_FILE).display()
@@ -418,6 +438,20 @@ pub async fn meta(a: MetaArgs) -> Result<()> {
     shutdown_signal().await;
     meta.shutdown().await;
     Ok(())
+}
+
+/// Serve the process's Prometheus metrics at `http://LISTEN/metrics` for
+/// as long as it runs; "off" serves none. Returns the URL.
+async fn start_metrics(listen: &str) -> Result<Option<String>> {
+    if listen.eq_ignore_ascii_case("off") {
+        return Ok(None);
+    }
+    let l = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen} for metrics (--metrics-listen)"))?;
+    let url = format!("http://{}/metrics", l.local_addr()?);
+    tokio::spawn(cairn_metrics::serve(l));
+    Ok(Some(url))
 }
 
 /// The address other hosts should use for a node listening on `listen`.
@@ -478,12 +512,16 @@ pub async fn storage(a: StorageArgs) -> Result<()> {
     let node = cairn_storage::start(sc, creds)
         .await
         .context("starting storage node")?;
+    let metrics = start_metrics(&a.metrics_listen).await?;
     println!(
         "cairn storage: node {} listening on {} (data in {})",
         node.id,
         node.addr,
         a.data.display()
     );
+    if let Some(u) = &metrics {
+        println!("  metrics {u}");
+    }
     use std::io::Write;
     std::io::stdout().flush()?;
     shutdown_signal().await;

@@ -1270,3 +1270,153 @@ fn kept_versions_read_by_number_after_collection() {
     env.ok(&["rm", "/k/f"]);
     env.fails(&["versions", "/k/f"], "does not exist");
 }
+
+/// GET `path` from `addr` over HTTP/1.1: (status, content type, body).
+fn http_get(addr: &str, path: &str) -> (u16, String, String) {
+    use std::io::Read;
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").expect("an HTTP response");
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let ctype = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-type:")
+                .map(|v| v.trim().to_string())
+        })
+        .unwrap_or_default();
+    (status, ctype, body.to_string())
+}
+
+/// The sum of every sample of `name` whose labels contain all of `labels`.
+fn sample_sum(text: &str, name: &str, labels: &[&str]) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.rsplit_once(' '))
+        .filter(|(series, _)| {
+            let (n, rest) = series.split_once('{').unwrap_or((series, ""));
+            n == name && labels.iter().all(|want| rest.contains(want))
+        })
+        .map(|(_, v)| v.parse::<f64>().unwrap())
+        .sum()
+}
+
+#[test]
+fn prometheus_metrics_of_meta_and_nodes() {
+    let env = Env::new();
+    let data = env.path("data");
+    let server = spawn(
+        &env,
+        &[
+            "server",
+            "--data",
+            data.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+            "--nodes",
+            "3",
+        ],
+        "try:",
+    );
+    let url = server
+        .banner
+        .iter()
+        .find(|l| l.trim_start().starts_with("metrics"))
+        .and_then(|l| l.split_whitespace().find(|w| w.starts_with("http://")))
+        .expect("the banner names the metrics URL")
+        .to_string();
+    let addr = url
+        .trim_start_matches("http://")
+        .trim_end_matches("/metrics")
+        .to_string();
+    let local = env.path("f.bin");
+    let body = pattern(300_000, 9);
+    std::fs::write(&local, &body).unwrap();
+    env.ok(&["put", local.to_str().unwrap(), "/f.bin"]);
+    assert_eq!(env.ok(&["cat", "/f.bin"]), body);
+    env.fails(&["cat", "/missing"], "does not exist");
+
+    let (status, ctype, text) = http_get(&addr, "/metrics");
+    assert_eq!(status, 200);
+    assert!(ctype.starts_with("application/openmetrics-text"), "{ctype}");
+    let at_least = |name: &str, labels: &[&str], min: f64| {
+        let got = sample_sum(&text, name, labels);
+        assert!(
+            got >= min,
+            "{name}{labels:?} is {got}, expected at least {min}:\n{text}"
+        );
+    };
+    at_least(
+        "cairn_meta_requests_total",
+        &["op=\"commit_file\"", "outcome=\"ok\""],
+        1.0,
+    );
+    at_least(
+        "cairn_meta_requests_total",
+        &["op=\"open\"", "outcome=\"not_found\""],
+        1.0,
+    );
+    at_least(
+        "cairn_meta_request_duration_seconds_count",
+        &["op=\"alloc_chunk\""],
+        1.0,
+    );
+    // Three copies went in, one came out.
+    at_least(
+        "cairn_storage_written_bytes_total",
+        &[],
+        3.0 * body.len() as f64,
+    );
+    at_least("cairn_storage_read_bytes_total", &[], body.len() as f64);
+    at_least("cairn_storage_requests_total", &["op=\"put_chunk\""], 1.0);
+    at_least("cairn_storage_chunks", &[], 3.0);
+    assert_eq!(
+        sample_sum(&text, "cairn_meta_nodes", &["state=\"live\""]),
+        3.0,
+        "{text}"
+    );
+    assert_eq!(
+        sample_sum(&text, "cairn_meta_nodes", &["state=\"dead\""]),
+        0.0
+    );
+    // An independent parser (the Prometheus project's Python client)
+    // reads every family.
+    let mut py = Command::new("python3")
+        .args([
+            "-c",
+            "import sys\nfrom prometheus_client.openmetrics.parser import text_string_to_metric_families as p\n\
+             print(sorted(f.name for f in p(sys.stdin.read())))",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    py.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let out = py.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "the OpenMetrics parser refused the page: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let names = String::from_utf8(out.stdout).unwrap();
+    for family in [
+        "cairn_meta_requests",
+        "cairn_storage_used_bytes",
+        "cairn_meta_nodes",
+    ] {
+        assert!(
+            names.contains(&format!("'{family}'")),
+            "{family} not parsed: {names}"
+        );
+    }
+    assert_eq!(http_get(&addr, "/other").0, 404);
+}

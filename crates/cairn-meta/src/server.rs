@@ -374,6 +374,35 @@ pub async fn start(cfg: MetaConfig) -> Result<MetaHandle> {
         changes: AtomicU64::new(0),
         tier: crate::tiering::TierState::new(cfg.tier.clone()),
     });
+    // Node states and pending garbage, read at each scrape.
+    let weak = Arc::downgrade(&meta);
+    cairn_metrics::global().refresh(move |m| {
+        let Some(meta) = weak.upgrade() else {
+            return false;
+        };
+        let mut counts: BTreeMap<&'static str, i64> = [
+            cairn_proto::NodeState::Live,
+            cairn_proto::NodeState::Suspect,
+            cairn_proto::NodeState::Dead,
+            cairn_proto::NodeState::Full,
+            cairn_proto::NodeState::Draining,
+            cairn_proto::NodeState::Drained,
+        ]
+        .into_iter()
+        .map(|s| (s.as_str(), 0))
+        .collect();
+        for n in meta.nodes.status() {
+            *counts.entry(n.state.as_str()).or_default() += 1;
+        }
+        for (state, n) in counts {
+            m.meta_nodes
+                .get_or_create(&cairn_metrics::State { state })
+                .set(n);
+        }
+        m.meta_garbage
+            .set(meta.pending_garbage.load(Ordering::Relaxed) as i64);
+        true
+    });
     tasks.extend([
         tokio::spawn({
             let meta = meta.clone();
@@ -450,7 +479,25 @@ async fn serve_conn(meta: Arc<Meta>, mut conn: Conn, mut stop: watch::Receiver<b
 }
 
 impl Meta {
+    /// Answer one request, counted and timed in the process's metrics
+    /// under the name of the operation inside any envelope.
     pub async fn handle(&self, role: Role, req: MetaRequest) -> MetaResult {
+        let mut inner = &req;
+        while let MetaRequest::As { req, .. } | MetaRequest::Once { req, .. } = inner {
+            inner = req;
+        }
+        let op = inner.op_name();
+        let started = std::time::Instant::now();
+        let answer = self.handle_audited(role, req).await;
+        let outcome = match &answer {
+            Ok(_) => "ok",
+            Err(e) => e.kind.as_str(),
+        };
+        cairn_metrics::global().meta_request(op, outcome, started.elapsed());
+        answer
+    }
+
+    async fn handle_audited(&self, role: Role, req: MetaRequest) -> MetaResult {
         let Some(audit) = &self.audit else {
             return self.handle_request(role, req).await;
         };

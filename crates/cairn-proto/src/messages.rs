@@ -840,3 +840,78 @@ pub struct GetChunkHeader {
 }
 
 pub type GetChunkResult = Result<GetChunkHeader, Error>;
+
+impl MetaRequest {
+    /// The operation's name in metrics and logs (`commit_file`); an `As` or `Once` envelope is named for itself.
+    pub fn op_name(&self) -> &'static str {
+        match self {
+            MetaRequest::Register { .. } => "register",
+            MetaRequest::Heartbeat { .. } => "heartbeat",
+            MetaRequest::Config => "config",
+            MetaRequest::Stat { .. } => "stat",
+            MetaRequest::Open { .. } => "open",
+            MetaRequest::List { .. } => "list",
+            MetaRequest::Mkdir { .. } => "mkdir",
+            MetaRequest::Remove { .. } => "remove",
+            MetaRequest::Unlink { .. } => "unlink",
+            MetaRequest::Rename { .. } => "rename",
+            MetaRequest::AllocChunk { .. } => "alloc_chunk",
+            MetaRequest::CommitFile { .. } => "commit_file",
+            MetaRequest::CommitInline { .. } => "commit_inline",
+            MetaRequest::GetCues { .. } => "get_cues",
+            MetaRequest::SetCues { .. } => "set_cues",
+            MetaRequest::ClusterStatus => "cluster_status",
+            MetaRequest::Discard { .. } => "discard",
+            MetaRequest::Drain { .. } => "drain",
+            MetaRequest::ReportCorrupt { .. } => "report_corrupt",
+            MetaRequest::Compose { .. } => "compose",
+            MetaRequest::MakeNode { .. } => "make_node",
+            MetaRequest::SetAttr { .. } => "set_attr",
+            MetaRequest::RenameNoReplace { .. } => "rename_no_replace",
+            MetaRequest::As { .. } => "as",
+            MetaRequest::Link { .. } => "link",
+            MetaRequest::SetGroup { .. } => "set_group",
+            MetaRequest::Groups => "groups",
+            MetaRequest::Prefetch { .. } => "prefetch",
+            MetaRequest::PrefetchStatus { .. } => "prefetch_status",
+            MetaRequest::CacheReport { .. } => "cache_report",
+            MetaRequest::LockSession { .. } => "lock_session",
+            MetaRequest::LockKeepalive { .. } => "lock_keepalive",
+            MetaRequest::LockEnd { .. } => "lock_end",
+            MetaRequest::Lock { .. } => "lock",
+            MetaRequest::LockCancel { .. } => "lock_cancel",
+            MetaRequest::Once { .. } => "once",
+            MetaRequest::TestLock { .. } => "test_lock",
+            MetaRequest::TierStatus => "tier_status",
+            MetaRequest::TierRecall { .. } => "tier_recall",
+            MetaRequest::TierVerify { .. } => "tier_verify",
+            MetaRequest::ReportMissing { .. } => "report_missing",
+            MetaRequest::RenameExchange { .. } => "rename_exchange",
+            MetaRequest::Versions { .. } => "versions",
+            MetaRequest::OpenVersion { .. } => "open_version",
+        }
+    }
+}
+
+impl StorageRequest {
+    /// The operation's name in metrics and logs (`put_chunk`).
+    pub fn op_name(&self) -> &'static str {
+        match self {
+            StorageRequest::PutChunk { .. } => "put_chunk",
+            StorageRequest::GetChunk { .. } => "get_chunk",
+            StorageRequest::DeleteChunks { .. } => "delete_chunks",
+            StorageRequest::Replicate { .. } => "replicate",
+            StorageRequest::ListChunks => "list_chunks",
+            StorageRequest::Ping => "ping",
+            StorageRequest::CacheFetch { .. } => "cache_fetch",
+            StorageRequest::GetChunkVia { .. } => "get_chunk_via",
+            StorageRequest::Offload { .. } => "offload",
+            StorageRequest::Recall { .. } => "recall",
+            StorageRequest::MakeCache { .. } => "make_cache",
+            StorageRequest::DropCache { .. } => "drop_cache",
+            StorageRequest::RebuildShard { .. } => "rebuild_shard",
+            StorageRequest::Transcode { .. } => "transcode",
+            StorageRequest::OffloadStripe { .. } => "offload_stripe",
+        }
+    }
+}

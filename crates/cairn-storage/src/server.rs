@@ -98,6 +98,24 @@ struct Node {
     fetching: Mutex<std::collections::HashMap<ChunkId, Arc<tokio::sync::Mutex<()>>>>,
     served: std::sync::atomic::AtomicU64,
     tiers: cairn_tier::Tiers,
+    /// This node's byte counters in the process's metrics.
+    written: cairn_metrics::Counter,
+    read: cairn_metrics::Counter,
+}
+
+impl Node {
+    /// `n` chunk bytes come in (a write, a copy from a peer or a remote
+    /// store): counted, and throttled to the node's rate.
+    async fn take_in(&self, n: u64) {
+        self.written.inc_by(n);
+        self.rate_in.take(n).await;
+    }
+
+    /// `n` chunk bytes go out to a reader or a peer.
+    async fn take_out(&self, n: u64) {
+        self.read.inc_by(n);
+        self.rate_out.take(n).await;
+    }
 }
 
 /// Cache copies made (with their lengths) and dropped, not yet told to meta.
@@ -187,6 +205,7 @@ pub async fn start(cfg: StorageConfig, creds: Credentials) -> Result<StorageHand
         .advertise
         .clone()
         .unwrap_or_else(|| listener.local_addr().to_string());
+    let metrics = cairn_metrics::global();
     let node = Arc::new(Node {
         id,
         store: Arc::new(store),
@@ -205,6 +224,39 @@ pub async fn start(cfg: StorageConfig, creds: Credentials) -> Result<StorageHand
         fetching: Default::default(),
         served: Default::default(),
         tiers: cfg.tiers.clone(),
+        written: metrics
+            .storage_written
+            .get_or_create(&cairn_metrics::Node {
+                node: cairn_metrics::NodeId(id.0),
+            })
+            .clone(),
+        read: metrics
+            .storage_read
+            .get_or_create(&cairn_metrics::Node {
+                node: cairn_metrics::NodeId(id.0),
+            })
+            .clone(),
+    });
+    // The chunk store's fill, read at each scrape while the node runs.
+    let weak = Arc::downgrade(&node);
+    metrics.refresh(move |m| {
+        let Some(node) = weak.upgrade() else {
+            m.forget_node(id.0);
+            return false;
+        };
+        let s = node_stats(&node);
+        let l = cairn_metrics::Node {
+            node: cairn_metrics::NodeId(id.0),
+        };
+        let gauge = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        m.storage_chunks.get_or_create(&l).set(gauge(s.chunks));
+        m.storage_used.get_or_create(&l).set(gauge(s.used));
+        m.storage_free.get_or_create(&l).set(gauge(s.free));
+        m.storage_cache.get_or_create(&l).set(gauge(s.cache_bytes));
+        m.storage_corrupt
+            .get_or_create(&l)
+            .set(gauge(s.corrupt_chunks.len() as u64));
+        true
     });
     let (stop, stop_rx) = watch::channel(false);
     let mut tasks = vec![
@@ -267,6 +319,7 @@ async fn serve_conn(node: Arc<Node>, mut conn: Conn, mut stop: watch::Receiver<b
                 }
             },
         };
+        let (op, started) = (req.op_name(), std::time::Instant::now());
         let keep = match req {
             StorageRequest::PutChunk {
                 chunk,
@@ -440,6 +493,7 @@ async fn serve_conn(node: Arc<Node>, mut conn: Conn, mut stop: watch::Receiver<b
                 conn.send(&r).await
             }
         };
+        cairn_metrics::global().storage_request(node.id.0, op, started.elapsed());
         if let Err(e) = keep {
             debug!(peer = %conn.peer, "connection closed: {e}");
             return;
@@ -663,7 +717,7 @@ async fn fetch_remote(
 ) -> Result<()> {
     let store = node.tiers.get(tier)?.clone();
     let data = store.get(chunk).await?;
-    node.rate_in.take(data.len() as u64).await;
+    node.take_in(data.len() as u64).await;
     let chunks = node.store.clone();
     blocking(move || {
         let crcs = BlockCrcs::compute(&data);
@@ -701,7 +755,7 @@ async fn offload(node: &Arc<Node>, chunk: ChunkId, len: u64, crc: u32, tier: &st
         store.read(chunk, 0, len)
     })
     .await?;
-    node.rate_out.take(len).await;
+    node.take_out(len).await;
     remote.put(chunk, bytes::Bytes::from(data)).await
 }
 
@@ -986,7 +1040,7 @@ async fn fetch_whole(
         while (data.len() as u64) < len {
             p.conn.read_data_frame_append(&mut data).await?;
         }
-        node.rate_in.take(len).await;
+        node.take_in(len).await;
         if crcs.verify(0, &data).is_err() || data.len() as u64 != len {
             return Err(Error::corrupt("a block failed its checksum in transit"));
         }
@@ -1134,7 +1188,7 @@ async fn offload_stripe(
 ) -> Result<()> {
     let remote = node.tiers.get(tier)?.clone();
     let (data, _) = read_whole(node, from, sources, cap).await?;
-    node.rate_out.take(from.len).await;
+    node.take_out(from.len).await;
     remote.put(from.chunk, bytes::Bytes::from(data)).await
 }
 
@@ -1258,7 +1312,7 @@ async fn copy_from_peer(
         while received < len || (len == 0 && writer.is_none()) {
             if len > 0 {
                 p.conn.read_data_frame(&mut buf).await?;
-                node.rate_in.take(buf.len() as u64).await;
+                node.take_in(buf.len() as u64).await;
                 received += buf.len() as u64;
             }
             let last = received >= len;
@@ -1368,7 +1422,7 @@ async fn handle_put(
     let mut buf = Vec::with_capacity(DATA_FRAME);
     while received < len {
         conn.read_data_frame(&mut buf).await?;
-        node.rate_in.take(buf.len() as u64).await;
+        node.take_in(buf.len() as u64).await;
         received += buf.len() as u64;
         if received > len {
             return Err(Error::invalid(format!(
@@ -1532,7 +1586,7 @@ async fn handle_get(
         let s = store.clone();
         match blocking(move || s.read(chunk, pos, n)).await {
             Ok(data) => {
-                node.rate_out.take(data.len() as u64).await;
+                node.take_out(data.len() as u64).await;
                 node.served
                     .fetch_add(data.len() as u64, std::sync::atomic::Ordering::Relaxed);
                 conn.write_frame(&data).await?

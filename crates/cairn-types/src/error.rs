@@ -30,6 +30,26 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
+    /// The kind's name in metrics and logs (`not_found`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::NotFound => "not_found",
+            ErrorKind::AlreadyExists => "already_exists",
+            ErrorKind::NotADirectory => "not_a_directory",
+            ErrorKind::IsADirectory => "is_a_directory",
+            ErrorKind::DirectoryNotEmpty => "directory_not_empty",
+            ErrorKind::InvalidInput => "invalid_input",
+            ErrorKind::PermissionDenied => "permission_denied",
+            ErrorKind::Conflict => "conflict",
+            ErrorKind::Unavailable => "unavailable",
+            ErrorKind::Corrupt => "corrupt",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::NoSpace => "no_space",
+            ErrorKind::Internal => "internal",
+            ErrorKind::TooLarge => "too_large",
+        }
+    }
+
     /// Whether trying the same operation again (perhaps elsewhere) can succeed.
     pub fn is_retryable(self) -> bool {
         matches!(

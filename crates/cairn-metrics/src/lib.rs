@@ -1,0 +1,298 @@
+//! Prometheus metrics of a Cairn process, and the HTTP endpoint that
+//! serves them (`GET /metrics`, the OpenMetrics text format).
+//!
+//! One registry per process ([`global`]), as Prometheus clients keep a
+//! default one: every role in the process (meta, each storage node of a
+//! `cairn server`) records into it, storage nodes under a `node` label.
+//! Counters and histograms are updated where the work happens (atomics, no
+//! lock on the request path); gauges of state that lives elsewhere (node
+//! states, chunk store fill) are set by refreshers the roles register,
+//! called on each scrape.
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
+use tokio::net::TcpListener;
+
+pub use prometheus_client::metrics::counter::Counter;
+
+/// A request to meta, by operation and outcome (`ok` or an error kind).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MetaOp {
+    pub op: &'static str,
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Op {
+    pub op: &'static str,
+}
+
+/// A storage node's id as a label value: 16 hex digits, as `cairn
+/// cluster status` and the logs write it.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub struct NodeId(pub u64);
+
+impl EncodeLabelValue for NodeId {
+    fn encode(&self, e: &mut LabelValueEncoder) -> std::fmt::Result {
+        use std::fmt::Write;
+        write!(e, "{:016x}", self.0)
+    }
+}
+
+/// A request to a storage node, by node id and operation.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NodeOp {
+    pub node: NodeId,
+    pub op: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Node {
+    pub node: NodeId,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct State {
+    pub state: &'static str,
+}
+
+type Seconds = Family<Op, Histogram, fn() -> Histogram>;
+/// Sets gauges before a scrape; false once what it reports is gone.
+type Refresher = Box<dyn FnMut(&Metrics) -> bool + Send>;
+type NodeSeconds = Family<NodeOp, Histogram, fn() -> Histogram>;
+
+/// Request latencies from 50 µs to about 14 s.
+fn latency() -> Histogram {
+    Histogram::new(exponential_buckets(0.00005, 4.0, 10))
+}
+
+/// Every metric a Cairn process keeps.
+pub struct Metrics {
+    /// `cairn_meta_requests_total{op, outcome}`.
+    pub meta_requests: Family<MetaOp, Counter>,
+    /// `cairn_meta_request_duration_seconds{op}`.
+    pub meta_seconds: Seconds,
+    /// `cairn_meta_nodes{state}`: storage nodes meta knows, by state.
+    pub meta_nodes: Family<State, Gauge>,
+    /// `cairn_meta_pending_garbage_chunks`: chunks waiting for collection.
+    pub meta_garbage: Gauge,
+    /// `cairn_storage_requests_total{node, op}`.
+    pub storage_requests: Family<NodeOp, Counter>,
+    /// `cairn_storage_request_duration_seconds{node, op}`.
+    pub storage_seconds: NodeSeconds,
+    /// `cairn_storage_written_bytes_total{node}`: chunk bytes taken in
+    /// (writes, copies from peers, recalls).
+    pub storage_written: Family<Node, Counter>,
+    /// `cairn_storage_read_bytes_total{node}`: chunk bytes sent out.
+    pub storage_read: Family<Node, Counter>,
+    /// `cairn_storage_chunks{node}`, `cairn_storage_used_bytes{node}`,
+    /// `cairn_storage_free_bytes{node}`, `cairn_storage_cache_bytes{node}`,
+    /// `cairn_storage_corrupt_chunks{node}`.
+    pub storage_chunks: Family<Node, Gauge>,
+    pub storage_used: Family<Node, Gauge>,
+    pub storage_free: Family<Node, Gauge>,
+    pub storage_cache: Family<Node, Gauge>,
+    pub storage_corrupt: Family<Node, Gauge>,
+    registry: Registry,
+    refreshers: Mutex<Vec<Refresher>>,
+}
+
+/// The process's metrics.
+pub fn global() -> &'static Metrics {
+    static METRICS: OnceLock<Metrics> = OnceLock::new();
+    METRICS.get_or_init(Metrics::new)
+}
+
+impl Metrics {
+    fn new() -> Metrics {
+        let m = Metrics {
+            meta_requests: Family::default(),
+            meta_seconds: Family::new_with_constructor(latency),
+            meta_nodes: Family::default(),
+            meta_garbage: Gauge::default(),
+            storage_requests: Family::default(),
+            storage_seconds: Family::new_with_constructor(latency),
+            storage_written: Family::default(),
+            storage_read: Family::default(),
+            storage_chunks: Family::default(),
+            storage_used: Family::default(),
+            storage_free: Family::default(),
+            storage_cache: Family::default(),
+            storage_corrupt: Family::default(),
+            registry: Registry::with_prefix("cairn"),
+            refreshers: Mutex::new(Vec::new()),
+        };
+        let mut r = Registry::with_prefix("cairn");
+        r.register(
+            "meta_requests",
+            "Requests meta answered, by operation and outcome (ok or the error kind)",
+            m.meta_requests.clone(),
+        );
+        r.register(
+            "meta_request_duration_seconds",
+            "Time meta took to answer a request, by operation",
+            m.meta_seconds.clone(),
+        );
+        r.register(
+            "meta_nodes",
+            "Storage nodes meta knows, by state",
+            m.meta_nodes.clone(),
+        );
+        r.register(
+            "meta_pending_garbage_chunks",
+            "Chunks of replaced or removed files waiting to be deleted from their nodes",
+            m.meta_garbage.clone(),
+        );
+        r.register(
+            "storage_requests",
+            "Requests a storage node handled, by operation",
+            m.storage_requests.clone(),
+        );
+        r.register(
+            "storage_request_duration_seconds",
+            "Time a storage node took to handle a request, by operation",
+            m.storage_seconds.clone(),
+        );
+        r.register(
+            "storage_written_bytes",
+            "Chunk bytes a storage node took in (client writes, copies from peers, recalls from a remote store)",
+            m.storage_written.clone(),
+        );
+        r.register(
+            "storage_read_bytes",
+            "Chunk bytes a storage node sent out (to readers, peers and remote stores)",
+            m.storage_read.clone(),
+        );
+        r.register(
+            "storage_chunks",
+            "Chunks a storage node holds",
+            m.storage_chunks.clone(),
+        );
+        r.register(
+            "storage_used_bytes",
+            "Bytes a storage node's chunk store takes on disk",
+            m.storage_used.clone(),
+        );
+        r.register(
+            "storage_free_bytes",
+            "Free bytes on a storage node's file system",
+            m.storage_free.clone(),
+        );
+        r.register(
+            "storage_cache_bytes",
+            "Bytes of cache copies (prefetch, hot=, read-through) a storage node holds",
+            m.storage_cache.clone(),
+        );
+        r.register(
+            "storage_corrupt_chunks",
+            "Chunks a storage node found corrupt and has not yet had repaired",
+            m.storage_corrupt.clone(),
+        );
+        Metrics { registry: r, ..m }
+    }
+
+    /// Call `f` before each scrape, to set gauges from state kept
+    /// elsewhere; it returns false once what it reports is gone (a
+    /// stopped node), and is then dropped.
+    pub fn refresh(&self, f: impl FnMut(&Metrics) -> bool + Send + 'static) {
+        self.refreshers.lock().unwrap().push(Box::new(f));
+    }
+
+    /// One request answered by meta.
+    pub fn meta_request(&self, op: &'static str, outcome: &'static str, took: Duration) {
+        self.meta_requests
+            .get_or_create(&MetaOp { op, outcome })
+            .inc();
+        self.meta_seconds
+            .get_or_create(&Op { op })
+            .observe(took.as_secs_f64());
+    }
+
+    /// One request handled by storage node `node`.
+    pub fn storage_request(&self, node: u64, op: &'static str, took: Duration) {
+        let l = NodeOp {
+            node: NodeId(node),
+            op,
+        };
+        self.storage_requests.get_or_create(&l).inc();
+        self.storage_seconds
+            .get_or_create(&l)
+            .observe(took.as_secs_f64());
+    }
+
+    /// Drop every series of storage node `node` (it stopped).
+    pub fn forget_node(&self, node: u64) {
+        let n = Node { node: NodeId(node) };
+        for f in [
+            &self.storage_chunks,
+            &self.storage_used,
+            &self.storage_free,
+            &self.storage_cache,
+            &self.storage_corrupt,
+        ] {
+            f.remove(&n);
+        }
+    }
+
+    /// Everything, in the OpenMetrics text format.
+    pub fn render(&self) -> String {
+        {
+            let mut fs = self.refreshers.lock().unwrap();
+            fs.retain_mut(|f| f(self));
+        }
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String does not fail");
+        out
+    }
+}
+
+/// Content type of what the encoder writes: the OpenMetrics text format,
+/// which Prometheus scrapes.
+const TEXT: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Serve [`global`] at `GET /metrics` on `listener` until the task is
+/// dropped or aborted; anything else is 404. One tiny HTTP/1 server per
+/// process, on hyper (already Cairn's S3 server).
+pub async fn serve(listener: TcpListener) {
+    loop {
+        let (stream, _) = match listener.accept().await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!("metrics listener: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        tokio::spawn(async move {
+            let service =
+                hyper::service::service_fn(|req: Request<hyper::body::Incoming>| async move {
+                    let resp =
+                        if req.uri().path() == "/metrics" && req.method() == hyper::Method::GET {
+                            Response::builder()
+                                .header(hyper::header::CONTENT_TYPE, TEXT)
+                                .body(Full::new(Bytes::from(global().render())))
+                        } else {
+                            Response::builder()
+                                .status(StatusCode::NOT_FOUND)
+                                .body(Full::new(Bytes::from_static(b"only /metrics is here\n")))
+                        };
+                    Ok::<_, std::convert::Infallible>(resp.expect("a valid response"))
+                });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service);
+            if let Err(e) = conn.await {
+                tracing::debug!("metrics connection: {e}");
+            }
+        });
+    }
+}
