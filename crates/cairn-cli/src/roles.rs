@@ -109,7 +109,7 @@ pub struct ServerArgs {
     /// a fifth of the file system)
     #[arg(long, alias = "cache-capacity")]
     tier_cache: Option<String>,
-    /// Serve Prometheus metrics of meta and every node at
+    /// Serve Prometheus metrics of meta, every node and the S3 gateway at
     /// http://ADDR/metrics (port 0 picks a free port, printed at start);
     /// "off" serves none
     #[arg(long, default_value = "127.0.0.1:0", env = "CAIRN_METRICS_LISTEN")]
@@ -126,6 +126,9 @@ pub struct GatewayArgs {
     /// Base domain for virtual-hosted-style requests (bucket.DOMAIN)
     #[arg(long, env = "CAIRN_S3_DOMAIN")]
     domain: Option<String>,
+    /// Serve Prometheus metrics at http://ADDR/metrics ("off": none)
+    #[arg(long, default_value = "off", env = "CAIRN_METRICS_LISTEN")]
+    metrics_listen: String,
     #[command(flatten)]
     target: crate::Target,
 }
@@ -539,7 +542,11 @@ pub async fn gateway_s3(a: GatewayArgs) -> Result<()> {
     let g = cairn_s3::start(client, cfg)
         .await
         .context("starting the S3 gateway")?;
+    let metrics = start_metrics(&a.metrics_listen).await?;
     println!("cairn gateway s3: listening on http://{}", g.addr);
+    if let Some(u) = &metrics {
+        println!("  metrics {u}");
+    }
     use std::io::Write;
     std::io::stdout().flush()?;
     shutdown_signal().await;

@@ -1326,23 +1326,27 @@ fn prometheus_metrics_of_meta_and_nodes() {
         ],
         "try:",
     );
-    let url = server
-        .banner
-        .iter()
-        .find(|l| l.trim_start().starts_with("metrics"))
-        .and_then(|l| l.split_whitespace().find(|w| w.starts_with("http://")))
-        .expect("the banner names the metrics URL")
-        .to_string();
-    let addr = url
-        .trim_start_matches("http://")
-        .trim_end_matches("/metrics")
-        .to_string();
+    // The address in the banner's `NAME http://ADDR...` line.
+    let url_of = |name: &str| {
+        server
+            .banner
+            .iter()
+            .find(|l| l.trim_start().starts_with(name))
+            .and_then(|l| l.split_whitespace().find(|w| w.starts_with("http://")))
+            .unwrap_or_else(|| panic!("the banner names no {name} URL"))
+            .trim_start_matches("http://")
+            .trim_end_matches("/metrics")
+            .to_string()
+    };
+    let addr = url_of("metrics");
     let local = env.path("f.bin");
     let body = pattern(300_000, 9);
     std::fs::write(&local, &body).unwrap();
     env.ok(&["put", local.to_str().unwrap(), "/f.bin"]);
     assert_eq!(env.ok(&["cat", "/f.bin"]), body);
     env.fails(&["cat", "/missing"], "does not exist");
+    // An unsigned S3 request: refused, and counted.
+    assert_eq!(http_get(&url_of("s3"), "/").0, 403);
 
     let (status, ctype, text) = http_get(&addr, "/metrics");
     assert_eq!(status, 200);
@@ -1378,6 +1382,11 @@ fn prometheus_metrics_of_meta_and_nodes() {
     at_least("cairn_storage_read_bytes_total", &[], body.len() as f64);
     at_least("cairn_storage_requests_total", &["op=\"put_chunk\""], 1.0);
     at_least("cairn_storage_chunks", &[], 3.0);
+    at_least(
+        "cairn_s3_requests_total",
+        &["method=\"GET\"", "status=\"403\""],
+        1.0,
+    );
     assert_eq!(
         sample_sum(&text, "cairn_meta_nodes", &["state=\"live\""]),
         3.0,

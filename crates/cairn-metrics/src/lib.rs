@@ -65,6 +65,18 @@ pub struct State {
     pub state: &'static str,
 }
 
+/// An S3 request by HTTP method and response status.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Http {
+    pub method: &'static str,
+    pub status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Method {
+    pub method: &'static str,
+}
+
 type Seconds = Family<Op, Histogram, fn() -> Histogram>;
 /// Sets gauges before a scrape; false once what it reports is gone.
 type Refresher = Box<dyn FnMut(&Metrics) -> bool + Send>;
@@ -102,6 +114,11 @@ pub struct Metrics {
     pub storage_free: Family<Node, Gauge>,
     pub storage_cache: Family<Node, Gauge>,
     pub storage_corrupt: Family<Node, Gauge>,
+    /// `cairn_s3_requests_total{method, status}`.
+    pub s3_requests: Family<Http, Counter>,
+    /// `cairn_s3_request_duration_seconds{method}`: until the response's
+    /// headers (a GET's body streams after).
+    pub s3_seconds: Family<Method, Histogram, fn() -> Histogram>,
     registry: Registry,
     refreshers: Mutex<Vec<Refresher>>,
 }
@@ -128,6 +145,8 @@ impl Metrics {
             storage_free: Family::default(),
             storage_cache: Family::default(),
             storage_corrupt: Family::default(),
+            s3_requests: Family::default(),
+            s3_seconds: Family::new_with_constructor(latency),
             registry: Registry::with_prefix("cairn"),
             refreshers: Mutex::new(Vec::new()),
         };
@@ -197,6 +216,16 @@ impl Metrics {
             "Chunks a storage node found corrupt and has not yet had repaired",
             m.storage_corrupt.clone(),
         );
+        r.register(
+            "s3_requests",
+            "Requests the S3 gateway answered, by HTTP method and status",
+            m.s3_requests.clone(),
+        );
+        r.register(
+            "s3_request_duration_seconds",
+            "Time the S3 gateway took to the response's headers, by HTTP method",
+            m.s3_seconds.clone(),
+        );
         Metrics { registry: r, ..m }
     }
 
@@ -226,6 +255,25 @@ impl Metrics {
         self.storage_requests.get_or_create(&l).inc();
         self.storage_seconds
             .get_or_create(&l)
+            .observe(took.as_secs_f64());
+    }
+
+    /// One S3 request answered with `status` after `took`.
+    pub fn s3_request(&self, method: &hyper::Method, status: u16, took: Duration) {
+        let method = match *method {
+            hyper::Method::GET => "GET",
+            hyper::Method::PUT => "PUT",
+            hyper::Method::POST => "POST",
+            hyper::Method::DELETE => "DELETE",
+            hyper::Method::HEAD => "HEAD",
+            hyper::Method::OPTIONS => "OPTIONS",
+            _ => "other",
+        };
+        self.s3_requests
+            .get_or_create(&Http { method, status })
+            .inc();
+        self.s3_seconds
+            .get_or_create(&Method { method })
             .observe(took.as_secs_f64());
     }
 

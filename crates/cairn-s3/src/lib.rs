@@ -119,7 +119,25 @@ pub async fn start(client: Client, cfg: GatewayConfig) -> cairn_types::Result<Ga
                 _ = stopped.changed() => break,
             };
             let _ = sock.set_nodelay(true);
-            let svc = service.clone();
+            let s3 = service.clone();
+            // Each request counted and timed in the process's metrics.
+            let svc =
+                hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let s3 = s3.clone();
+                    let method = req.method().clone();
+                    let started = std::time::Instant::now();
+                    async move {
+                        let r = hyper::service::Service::call(&s3, req).await;
+                        if let Ok(resp) = &r {
+                            cairn_metrics::global().s3_request(
+                                &method,
+                                resp.status().as_u16(),
+                                started.elapsed(),
+                            );
+                        }
+                        r
+                    }
+                });
             let mut conn_stop = stopped.clone();
             tokio::spawn(async move {
                 let conn = hyper::server::conn::http1::Builder::new()
