@@ -28,8 +28,24 @@ use std::path::PathBuf;
     about = "Cairn: a distributed file system for fleets of machines"
 )]
 struct Cli {
+    /// Log lines as text, or as one JSON object per line (time, level,
+    /// target, message and fields) for log shippers
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "text",
+        env = "CAIRN_LOG_FORMAT"
+    )]
+    log_format: LogFormat,
     #[command(subcommand)]
     cmd: Cmd,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 /// Where a client command finds the cluster.
@@ -364,13 +380,16 @@ enum ClusterCmd {
     },
 }
 
-fn init_logging(default: &str) {
+fn init_logging(default: &str, format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().init(),
+    }
 }
 
 fn main() {
@@ -381,13 +400,16 @@ fn main() {
     );
     // A benchmark's failure experiments fail reads on purpose: only errors.
     let is_bench = matches!(cli.cmd, Cmd::Bench(_));
-    init_logging(if is_role {
-        "info"
-    } else if is_bench {
-        "error"
-    } else {
-        "warn"
-    });
+    init_logging(
+        if is_role {
+            "info"
+        } else if is_bench {
+            "error"
+        } else {
+            "warn"
+        },
+        cli.log_format,
+    );
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -1429,3 +1429,57 @@ fn prometheus_metrics_of_meta_and_nodes() {
     }
     assert_eq!(http_get(&addr, "/other").0, 404);
 }
+
+#[test]
+fn json_log_lines() {
+    let env = Env::new();
+    let data = env.path("data");
+    let child = Command::new(BIN)
+        .args([
+            "server",
+            "--log-format",
+            "json",
+            "--data",
+            data.to_str().unwrap(),
+        ])
+        .args(["--listen", "127.0.0.1:0", "--metrics-listen", "off"])
+        .env("XDG_CONFIG_HOME", env.path("config"))
+        .env("CAIRN_S3_LISTEN", "off")
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Killed when dropped, also if an assertion fails.
+    let mut server = Proc {
+        child,
+        banner: Vec::new(),
+    };
+    let err = BufReader::new(server.child.stderr.take().unwrap());
+    let mut seen = Vec::new();
+    let mut found = None;
+    for line in err.lines() {
+        let line = line.unwrap();
+        let v: serde_json::Value = serde_json::from_str(&line)
+            .unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}"));
+        if v["fields"]["message"] == "meta serving" {
+            found = Some(v);
+            break;
+        }
+        seen.push(line);
+        assert!(seen.len() < 100, "no 'meta serving' line in {seen:?}");
+    }
+    drop(server);
+    let v = found.expect("the server logged that meta serves");
+    assert_eq!(v["level"], "INFO");
+    assert_eq!(v["target"], "cairn_meta::server");
+    assert!(
+        v["fields"]["addr"]
+            .as_str()
+            .unwrap()
+            .starts_with("127.0.0.1:"),
+        "{v}"
+    );
+    assert!(v["timestamp"].is_string(), "{v}");
+}
