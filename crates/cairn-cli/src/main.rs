@@ -121,6 +121,23 @@ enum Cmd {
         #[command(flatten)]
         target: Target,
     },
+    /// Bytes and files under each path: logical (one copy), stored on the
+    /// nodes (every copy or shard), files; `-d N` also shows each directory
+    /// up to N levels below. Current versions only; a file with several
+    /// names counts once
+    Du {
+        #[arg(required = true)]
+        paths: Vec<String>,
+        /// Also show directories this many levels below
+        #[arg(short = 'd', long, default_value_t = 0)]
+        depth: usize,
+        /// One JSON object per line: path, files, dirs, logical_bytes,
+        /// stored_bytes, inline_bytes
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        target: Target,
+    },
     /// List the versions of a file that can be read: the current one and
     /// the older ones its `versions=N` cue keeps (`cairn cue set DIR
     /// versions=10`; without the cue a replaced version is collected)
@@ -474,6 +491,12 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
             target,
         } => c::get(&target, &path, "-", version).await,
         Cmd::Versions { path, json, target } => c::versions(&target, &path, json).await,
+        Cmd::Du {
+            paths,
+            depth,
+            json,
+            target,
+        } => c::du(&target, &paths, depth, json).await,
         Cmd::Ls {
             path,
             long,

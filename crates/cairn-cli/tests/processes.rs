@@ -1483,3 +1483,69 @@ fn json_log_lines() {
     );
     assert!(v["timestamp"].is_string(), "{v}");
 }
+
+#[test]
+fn du_counts_logical_and_stored_bytes_per_directory() {
+    let env = Env::new();
+    let data = env.path("data");
+    let _server = spawn(
+        &env,
+        &[
+            "server",
+            "--data",
+            data.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+            "--nodes",
+            "3",
+        ],
+        "try:",
+    );
+    let local = env.path("f");
+    let put = |len: usize, to: &str| {
+        std::fs::write(&local, pattern(len, len as u64)).unwrap();
+        env.ok(&["put", local.to_str().unwrap(), to]);
+    };
+    put(100_000, "/t/a/one");
+    env.ok(&["mkdir", "-p", "/t/a/deep"]);
+    env.ok(&["cue", "set", "/t/a/deep", "rep=2"]); // two copies below
+    put(50_000, "/t/a/deep/two");
+    put(10_000, "/t/a/deep/three");
+    put(1_000, "/t/small"); // inline: in meta's record, not on the nodes
+    env.ok(&["mkdir", "/t/empty"]);
+    env.ok(&["ln", "/t/a/one", "/t/a/again"]); // counted once
+    let lines: Vec<serde_json::Value> =
+        String::from_utf8(env.ok(&["du", "-d", "1", "--json", "/t"]))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+    let get = |p: &str| {
+        lines
+            .iter()
+            .find(|l| l["path"] == p)
+            .unwrap_or_else(|| panic!("{p} not in {lines:?}"))
+            .clone()
+    };
+    assert_eq!(
+        lines.len(),
+        3,
+        "/t and its two subdirectories, not deeper: {lines:?}"
+    );
+    let t = get("/t");
+    assert_eq!(t["files"], 4);
+    assert_eq!(t["dirs"], 4);
+    assert_eq!(t["logical_bytes"], 161_000);
+    assert_eq!(t["stored_bytes"], 3 * 100_000 + 2 * 60_000);
+    assert_eq!(t["inline_bytes"], 1_000);
+    let a = get("/t/a");
+    assert_eq!(
+        (a["files"].as_u64(), a["logical_bytes"].as_u64()),
+        (Some(3), Some(160_000))
+    );
+    assert_eq!(get("/t/empty")["files"], 0);
+    // Text: sizes, files and the path; a file on its own.
+    let text = String::from_utf8(env.ok(&["du", "/t/a/one"])).unwrap();
+    assert!(text.trim_end().ends_with("1  /t/a/one"), "{text}");
+    env.fails(&["du", "/nope"], "does not exist");
+}

@@ -270,6 +270,19 @@ impl Client {
         }
     }
 
+    /// Every entry of a directory, in name order, fetched a page at a time.
+    pub async fn list_all(&self, path: &CairnPath) -> Result<Vec<DirEntry>> {
+        let mut out: Vec<DirEntry> = Vec::new();
+        loop {
+            let after = out.last().map(|e| e.name.clone());
+            let page = self.list_page(path, after, 1000).await?;
+            if page.is_empty() {
+                return Ok(out);
+            }
+            out.extend(page);
+        }
+    }
+
     pub async fn mkdir(&self, path: &CairnPath, parents: bool) -> Result<Inode> {
         match self
             .meta(MetaRequest::Mkdir {
