@@ -749,6 +749,9 @@ impl Namespace {
         // Sources that keep their bytes in their records (small files):
         // the result does too, when every source is such a file.
         let mut inline: Option<Vec<u8>> = None;
+        // Older versions the sources kept go with them: their chunks are
+        // garbage unless the result holds them.
+        let mut source_versions = Vec::new();
         for src in sources {
             let (src_parent, key, entry) = tx.resolve_entry(src).await?;
             tx.entries_changed(src_parent.id, 0);
@@ -767,6 +770,10 @@ impl Namespace {
             }
             tx.delete(key);
             tx.delete(id_key(INODE, file.id));
+            for (k, old) in self.kept_versions(file.id).await? {
+                tx.delete(k);
+                source_versions.extend(old.extents);
+            }
             chunk_size = chunk_size.max(file.chunk_size);
             src_cues.get_or_insert_with(|| file.cues.persistent());
             if file.is_inline() {
@@ -785,6 +792,7 @@ impl Namespace {
                 )));
             }
         }
+        self.add_garbage(&mut tx, &source_versions, &extents);
         let (parent, key, existing) = tx.resolve_entry(dst).await?;
         let (id, version, kept) = self
             .next_version(

@@ -2008,3 +2008,34 @@ async fn removing_a_file_removes_its_kept_versions() {
     let (files, _) = ns.scan_files(None, 100).await.unwrap();
     assert!(files.is_empty(), "no kept version is left behind");
 }
+
+#[tokio::test]
+async fn compose_takes_its_sources_kept_versions_away() {
+    let (_d, ns) = open_ns(Duration::ZERO).await;
+    ns.mkdir(&p("/k"), false).await.unwrap();
+    ns.set_cues(&p("/k"), &Cues::parse("versions=all").unwrap(), false)
+        .await
+        .unwrap();
+    for c in 1..=2u128 {
+        ns.commit_file(&p("/k/part"), vec![ext(c, 10)], None, 0o644, 100)
+            .await
+            .unwrap();
+    }
+    ns.commit_file(&p("/k/other"), vec![ext(3, 10)], None, 0o644, 100)
+        .await
+        .unwrap();
+    ns.compose(
+        &p("/k/whole"),
+        &[p("/k/part"), p("/k/other")],
+        None,
+        0o644,
+        None,
+    )
+    .await
+    .unwrap();
+    // The moved chunks (2, 3) stay; the part's kept version 1 is garbage.
+    assert_eq!(pending_garbage(&ns).await, [ChunkId(1)]);
+    let (files, _) = ns.scan_files(None, 100).await.unwrap();
+    assert_eq!(files.len(), 1, "only the result is left: {files:?}");
+    assert_eq!(versions_of(&ns, "/k/whole").await, [(1, 2)]);
+}
