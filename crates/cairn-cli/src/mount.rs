@@ -169,6 +169,7 @@ pub async fn run(a: MountArgs) -> Result<()> {
         a.mountpoint.display(),
         std::process::id()
     );
+    crate::roles::ready()?;
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     tokio::select! {

@@ -397,8 +397,7 @@ pub async fn server(a: ServerArgs) -> Result<()> {
         }
     }
     println!("try: cairn put ./some-file /some-file && cairn ls -l /");
-    use std::io::Write;
-    std::io::stdout().flush()?;
+    ready()?;
 
     shutdown_signal().await;
     info!("shutting down");
@@ -436,10 +435,21 @@ pub async fn meta(a: MetaArgs) -> Result<()> {
         "  client key     {} (give it to clients)",
         a.data.join(CLIENT_KEY_FILE).display()
     );
-    use std::io::Write;
-    std::io::stdout().flush()?;
+    ready()?;
     shutdown_signal().await;
     meta.shutdown().await;
+    Ok(())
+}
+
+/// The banner is out and the role serves: flush stdout (scripts wait for
+/// the banner) and tell a service manager, under a systemd unit of
+/// `Type=notify` (`$NOTIFY_SOCKET`; nothing without one).
+pub fn ready() -> Result<()> {
+    use std::io::Write;
+    std::io::stdout().flush()?;
+    if let Err(e) = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]) {
+        tracing::warn!("cannot tell the service manager this process is ready: {e}");
+    }
     Ok(())
 }
 
@@ -525,8 +535,7 @@ pub async fn storage(a: StorageArgs) -> Result<()> {
     if let Some(u) = &metrics {
         println!("  metrics {u}");
     }
-    use std::io::Write;
-    std::io::stdout().flush()?;
+    ready()?;
     shutdown_signal().await;
     node.shutdown().await;
     Ok(())
@@ -547,8 +556,7 @@ pub async fn gateway_s3(a: GatewayArgs) -> Result<()> {
     if let Some(u) = &metrics {
         println!("  metrics {u}");
     }
-    use std::io::Write;
-    std::io::stdout().flush()?;
+    ready()?;
     shutdown_signal().await;
     g.stop().await;
     Ok(())

@@ -79,6 +79,16 @@ fn spawn(env: &Env, args: &[&str], ready: &str) -> Proc {
     }
 }
 
+/// `cairn server` on the data directory `data` in `env`, meta on a free
+/// port, with `extra` arguments; returned once its banner is out.
+fn server(env: &Env, extra: &[&str]) -> Proc {
+    let data = env.path("data");
+    let mut args = vec!["server", "--data", data.to_str().unwrap()];
+    args.extend_from_slice(&["--listen", "127.0.0.1:0"]);
+    args.extend_from_slice(extra);
+    spawn(env, &args, "try:")
+}
+
 struct Env {
     dir: tempfile::TempDir,
     meta: String,
@@ -355,19 +365,9 @@ fn one_command_server_with_local_config_restarts_with_its_data() {
     let status = server.child.wait().unwrap();
     assert!(status.success(), "server exited with {status}");
     drop(server);
-    let server = spawn(
-        &env,
-        &[
-            "server",
-            "--data",
-            data.to_str().unwrap(),
-            "--listen",
-            "127.0.0.1:0",
-        ],
-        "try:",
-    );
+    let again = crate::server(&env, &[]);
     assert!(
-        server
+        again
             .banner
             .iter()
             .filter(|l| l.contains("storage"))
@@ -380,36 +380,15 @@ fn one_command_server_with_local_config_restarts_with_its_data() {
     assert_eq!(env.json(&["stat", "/hello.txt", "--json"])["version"], 2);
 
     // SIGKILL, restart: the acknowledged overwrite is there.
-    server.sigkill();
-    let _server = spawn(
-        &env,
-        &[
-            "server",
-            "--data",
-            data.to_str().unwrap(),
-            "--listen",
-            "127.0.0.1:0",
-        ],
-        "try:",
-    );
+    again.sigkill();
+    let _server = crate::server(&env, &[]);
     assert_eq!(env.ok(&["cat", "/hello.txt"]), b"v2");
 }
 
 #[test]
 fn cli_commands_and_their_errors() {
     let env = Env::new();
-    let data = env.path("data");
-    let _server = spawn(
-        &env,
-        &[
-            "server",
-            "--data",
-            data.to_str().unwrap(),
-            "--listen",
-            "127.0.0.1:0",
-        ],
-        "try:",
-    );
+    let _server = server(&env, &[]);
 
     env.ok(&["mkdir", "-p", "/a/b/c"]);
     env.ok(&["mkdir", "-p", "/a/b/c"]);
@@ -497,18 +476,7 @@ fn cli_commands_and_their_errors() {
 #[test]
 fn killed_writer_leaves_nothing_visible() {
     let env = Env::new();
-    let data = env.path("data");
-    let _server = spawn(
-        &env,
-        &[
-            "server",
-            "--data",
-            data.to_str().unwrap(),
-            "--listen",
-            "127.0.0.1:0",
-        ],
-        "try:",
-    );
+    let _server = server(&env, &[]);
     let mut child = Command::new(BIN)
         .args(["put", "-", "/partial", "--chunk-size", "1MiB"])
         .env("XDG_CONFIG_HOME", env.path("config"))
@@ -836,18 +804,7 @@ fn held_in(hosts: &serde_json::Value, host: &str) -> u64 {
 fn put_and_get_whole_trees() {
     use std::os::unix::fs::PermissionsExt;
     let env = Env::new();
-    let data = env.path("data");
-    let _server = spawn(
-        &env,
-        &[
-            "server",
-            "--data",
-            data.to_str().unwrap(),
-            "--listen",
-            "127.0.0.1:0",
-        ],
-        "try:",
-    );
+    let _server = server(&env, &[]);
     let tree = env.path("tree");
     std::fs::create_dir_all(tree.join("a/b")).unwrap();
     std::fs::create_dir_all(tree.join("empty")).unwrap();
@@ -929,18 +886,7 @@ fn put_and_get_whole_trees() {
 #[test]
 fn sync_copies_only_what_differs() {
     let env = Env::new();
-    let data = env.path("data");
-    let _server = spawn(
-        &env,
-        &[
-            "server",
-            "--data",
-            data.to_str().unwrap(),
-            "--listen",
-            "127.0.0.1:0",
-        ],
-        "try:",
-    );
+    let _server = server(&env, &[]);
     let src = env.path("src");
     std::fs::create_dir_all(src.join("d/e")).unwrap();
     for i in 0..20 {
@@ -1209,20 +1155,7 @@ fn remote_tier_through_separate_processes_and_moto() {
 #[test]
 fn kept_versions_read_by_number_after_collection() {
     let env = Env::new();
-    let data = env.path("data");
-    let _server = spawn(
-        &env,
-        &[
-            "server",
-            "--data",
-            data.to_str().unwrap(),
-            "--listen",
-            "127.0.0.1:0",
-            "--gc-delay",
-            "0s",
-        ],
-        "try:",
-    );
+    let _server = server(&env, &["--gc-delay", "0s"]);
     env.ok(&["mkdir", "/k"]);
     env.ok(&["cue", "set", "/k", "versions=2"]);
     // Chunked versions (over the 4 KiB inline default) and a small one.
@@ -1312,20 +1245,7 @@ fn sample_sum(text: &str, name: &str, labels: &[&str]) -> f64 {
 #[test]
 fn prometheus_metrics_of_meta_and_nodes() {
     let env = Env::new();
-    let data = env.path("data");
-    let server = spawn(
-        &env,
-        &[
-            "server",
-            "--data",
-            data.to_str().unwrap(),
-            "--listen",
-            "127.0.0.1:0",
-            "--nodes",
-            "3",
-        ],
-        "try:",
-    );
+    let server = server(&env, &["--nodes", "3"]);
     // The address in the banner's `NAME http://ADDR...` line.
     let url_of = |name: &str| {
         server
@@ -1395,6 +1315,10 @@ fn prometheus_metrics_of_meta_and_nodes() {
     assert_eq!(
         sample_sum(&text, "cairn_meta_nodes", &["state=\"dead\""]),
         0.0
+    );
+    assert!(
+        text.contains("\ncairn_meta_repair_pending_chunks 0\n"),
+        "{text}"
     );
     // An independent parser (the Prometheus project's Python client)
     // reads every family.
@@ -1487,20 +1411,7 @@ fn json_log_lines() {
 #[test]
 fn du_counts_logical_and_stored_bytes_per_directory() {
     let env = Env::new();
-    let data = env.path("data");
-    let _server = spawn(
-        &env,
-        &[
-            "server",
-            "--data",
-            data.to_str().unwrap(),
-            "--listen",
-            "127.0.0.1:0",
-            "--nodes",
-            "3",
-        ],
-        "try:",
-    );
+    let _server = server(&env, &["--nodes", "3"]);
     let local = env.path("f");
     let put = |len: usize, to: &str| {
         std::fs::write(&local, pattern(len, len as u64)).unwrap();
@@ -1548,4 +1459,87 @@ fn du_counts_logical_and_stored_bytes_per_directory() {
     let text = String::from_utf8(env.ok(&["du", "/t/a/one"])).unwrap();
     assert!(text.trim_end().ends_with("1  /t/a/one"), "{text}");
     env.fails(&["du", "/nope"], "does not exist");
+}
+
+#[test]
+fn systemd_units_verify_and_roles_tell_systemd_they_are_ready() {
+    let env = Env::new();
+    // The units, run with this build's binary, pass systemd's own checker.
+    let units = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/systemd");
+    let dir = env.path("units");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(&units).unwrap() {
+        let name = entry.unwrap().file_name().into_string().unwrap();
+        let Some(stem) = name.strip_suffix(".service") else {
+            continue;
+        };
+        let text = std::fs::read_to_string(units.join(&name)).unwrap();
+        assert!(text.contains("Type=notify"), "{name} waits for readiness");
+        // A template is checked as an instance: a mount on /mnt/cairn.
+        let as_named = match stem.strip_suffix('@') {
+            Some(t) => format!("{t}@mnt-cairn.service"),
+            None => name.clone(),
+        };
+        std::fs::write(
+            dir.join(&as_named),
+            text.replace("/usr/local/bin/cairn", BIN),
+        )
+        .unwrap();
+        names.push(dir.join(as_named));
+    }
+    assert_eq!(names.len(), 4, "meta, storage, gateway, mount: {names:?}");
+    let o = Command::new("systemd-analyze")
+        .args(["verify", "--man=no"])
+        .args(&names)
+        .output()
+        .expect("systemd-analyze (Debian's systemd package)");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        o.status.success() && !err.contains("cairn"),
+        "systemd-analyze verify: {err}"
+    );
+
+    // Under Type=notify a role says READY=1 on $NOTIFY_SOCKET once its
+    // banner is out.
+    let sock_path = env.path("notify.sock");
+    let sock = std::os::unix::net::UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let data = env.path("data");
+    let child = Command::new(BIN)
+        .args([
+            "server",
+            "--data",
+            data.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .env("XDG_CONFIG_HOME", env.path("config"))
+        .env("CAIRN_S3_LISTEN", "off")
+        .env("NOTIFY_SOCKET", &sock_path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut server = Proc {
+        child,
+        banner: Vec::new(),
+    };
+    let mut buf = [0u8; 512];
+    let n = sock.recv(&mut buf).expect("READY=1 within 60 s");
+    assert!(
+        String::from_utf8_lossy(&buf[..n]).contains("READY=1"),
+        "{:?}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+    // By then the whole banner is out.
+    let out = BufReader::new(server.child.stdout.take().unwrap());
+    let banner: Vec<String> = out
+        .lines()
+        .map_while(|l| l.ok())
+        .take_while(|l| !l.starts_with("try:"))
+        .collect();
+    assert!(banner.iter().any(|l| l.contains("meta")), "{banner:?}");
 }

@@ -401,6 +401,18 @@ pub async fn start(cfg: MetaConfig) -> Result<MetaHandle> {
         }
         m.meta_garbage
             .set(meta.pending_garbage.load(Ordering::Relaxed) as i64);
+        let r = meta.repair_status.lock().unwrap().clone();
+        let gauge = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        m.repair_pending.set(gauge(r.chunks_pending));
+        m.repair_bytes_left.set(gauge(r.bytes_left));
+        let copies = |outcome| {
+            m.repair_copies
+                .get_or_create(&cairn_metrics::Outcome { outcome })
+                .clone()
+        };
+        cairn_metrics::Metrics::catch_up(&copies("done"), r.copies_done);
+        cairn_metrics::Metrics::catch_up(&copies("failed"), r.copies_failed);
+        cairn_metrics::Metrics::catch_up(&m.repair_orphans, r.orphans_deleted);
         true
     });
     tasks.extend([

@@ -61,6 +61,11 @@ pub struct Node {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Outcome {
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct State {
     pub state: &'static str,
 }
@@ -97,6 +102,14 @@ pub struct Metrics {
     pub meta_nodes: Family<State, Gauge>,
     /// `cairn_meta_pending_garbage_chunks`: chunks waiting for collection.
     pub meta_garbage: Gauge,
+    /// `cairn_meta_repair_pending_chunks`, `cairn_meta_repair_bytes_left`:
+    /// what the repair planner's last pass found to copy.
+    pub repair_pending: Gauge,
+    pub repair_bytes_left: Gauge,
+    /// `cairn_meta_repair_copies_total{outcome}` (`done`, `failed`) and
+    /// `cairn_meta_repair_orphans_deleted_total`.
+    pub repair_copies: Family<Outcome, Counter>,
+    pub repair_orphans: Counter,
     /// `cairn_storage_requests_total{node, op}`.
     pub storage_requests: Family<NodeOp, Counter>,
     /// `cairn_storage_request_duration_seconds{node, op}`.
@@ -136,6 +149,10 @@ impl Metrics {
             meta_seconds: Family::new_with_constructor(latency),
             meta_nodes: Family::default(),
             meta_garbage: Gauge::default(),
+            repair_pending: Gauge::default(),
+            repair_bytes_left: Gauge::default(),
+            repair_copies: Family::default(),
+            repair_orphans: Counter::default(),
             storage_requests: Family::default(),
             storage_seconds: Family::new_with_constructor(latency),
             storage_written: Family::default(),
@@ -170,6 +187,26 @@ impl Metrics {
             "meta_pending_garbage_chunks",
             "Chunks of replaced or removed files waiting to be deleted from their nodes",
             m.meta_garbage.clone(),
+        );
+        r.register(
+            "meta_repair_pending_chunks",
+            "Chunks the repair planner's last pass found short of redundancy or misplaced",
+            m.repair_pending.clone(),
+        );
+        r.register(
+            "meta_repair_bytes_left",
+            "Bytes those chunks still need copied",
+            m.repair_bytes_left.clone(),
+        );
+        r.register(
+            "meta_repair_copies",
+            "Chunk copies repair made (done) or could not make (failed)",
+            m.repair_copies.clone(),
+        );
+        r.register(
+            "meta_repair_orphans_deleted",
+            "Unreferenced chunks (orphans, surplus copies) repair deleted from nodes",
+            m.repair_orphans.clone(),
         );
         r.register(
             "storage_requests",
@@ -275,6 +312,14 @@ impl Metrics {
         self.s3_seconds
             .get_or_create(&Method { method })
             .observe(took.as_secs_f64());
+    }
+
+    /// Bring counter `c` up to `total`, a running count kept elsewhere
+    /// (a count that went back, after a restart, is left alone).
+    pub fn catch_up(c: &Counter, total: u64) {
+        if let Some(d) = total.checked_sub(c.get()).filter(|d| *d > 0) {
+            c.inc_by(d);
+        }
     }
 
     /// Drop every series of storage node `node` (it stopped).
