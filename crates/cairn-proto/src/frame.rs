@@ -18,10 +18,42 @@ pub const DATA_FRAME: usize = 1 << 20;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const IO_BUF: usize = 256 * 1024;
 
+/// The version of Cairn's wire protocol (the request and response types
+/// of meta and storage nodes, and their encoding). Both ends of a
+/// connection must speak the same one: postcard encodings carry no field
+/// names, so a peer of another version would misread messages. Raise it
+/// with every change to a wire type; the handshake then names both
+/// versions instead of failing later with a malformed message.
+///
+/// 1 was every build before versions were exchanged; 2 adds them, with
+/// the `Versions` and `OpenVersion` requests.
+pub const PROTOCOL: u32 = 2;
+
+/// The client's answer to the challenge: the role it claims, the proof,
+/// and (last, so that a server of version 1 still reads the rest and
+/// answers) its protocol version.
 #[derive(Serialize, Deserialize)]
 struct Hello {
     role: Role,
     proof: [u8; 32],
+    protocol: u32,
+}
+
+/// Hello as clients of protocol 1 sent it.
+#[derive(Deserialize)]
+struct HelloV1 {
+    role: Role,
+    proof: [u8; 32],
+}
+
+/// Bytes of the server's challenge; the protocol version follows it.
+const CHALLENGE: usize = 16;
+
+fn mismatch(peer: &str, theirs: u32, ours: u32, we: &str) -> Error {
+    Error::invalid(format!(
+        "{peer} speaks Cairn protocol {theirs} and this {we} speaks {ours}: run the same Cairn \
+         release on both (`cairn --version`)"
+    ))
 }
 
 /// One authenticated connection. Requests on a connection are sequential:
@@ -202,18 +234,47 @@ impl Conn {
 
 /// Open an authenticated connection.
 pub async fn connect(addr: &str, creds: &Credentials, timeout: Duration) -> Result<Conn> {
+    connect_speaking(addr, creds, timeout, PROTOCOL).await
+}
+
+/// [`connect`] as a client of protocol `protocol` (tests of mismatches).
+async fn connect_speaking(
+    addr: &str,
+    creds: &Credentials,
+    timeout: Duration,
+    protocol: u32,
+) -> Result<Conn> {
     let fut = async {
         let stream = TcpStream::connect(addr)
             .await
             .map_err(|e| Error::from(e).context(format!("cannot connect to {addr}")))?;
         let mut conn = Conn::new(stream, creds.role())?;
-        let challenge = conn.read_frame(64).await?;
-        let challenge: [u8; 16] = challenge
-            .try_into()
-            .map_err(|_| Error::invalid(format!("{addr} is not a Cairn server (bad handshake)")))?;
+        let frame = conn.read_frame(64).await?;
+        let theirs = match frame.len() {
+            // A server of protocol 1 sends the bare challenge.
+            CHALLENGE => 1,
+            n if n == CHALLENGE + 4 => {
+                u32::from_be_bytes(frame[CHALLENGE..].try_into().expect("4 bytes"))
+            }
+            _ => {
+                return Err(Error::invalid(format!(
+                    "{addr} is not a Cairn server (bad handshake)"
+                )))
+            }
+        };
+        if theirs != protocol {
+            return Err(mismatch(
+                &format!("the server at {addr}"),
+                theirs,
+                protocol,
+                "client",
+            ));
+        }
+        let challenge: [u8; CHALLENGE] = frame[..CHALLENGE].try_into().expect("16 bytes");
         conn.send(&Hello {
             role: creds.role(),
             proof: creds.prove(&challenge),
+            protocol,
         })
         .await?;
         let verdict: Result<(), Error> = conn.recv().await?;
@@ -308,13 +369,48 @@ pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Server side of the handshake: challenge, check the proof, answer.
 pub async fn handshake(stream: TcpStream, creds: &Credentials) -> Result<Conn> {
+    handshake_speaking(stream, creds, PROTOCOL).await
+}
+
+/// [`handshake`] as a server of protocol `protocol` (tests of mismatches).
+async fn handshake_speaking(stream: TcpStream, creds: &Credentials, protocol: u32) -> Result<Conn> {
     let mut conn = Conn::new(stream, Role::Client)?;
     let fut = async {
-        let mut challenge = [0u8; 16];
+        let mut challenge = [0u8; CHALLENGE];
         getrandom::getrandom(&mut challenge).expect("OS random source");
-        conn.write_frame(&challenge).await?;
+        let mut frame = challenge.to_vec();
+        frame.extend_from_slice(&protocol.to_be_bytes());
+        conn.write_frame(&frame).await?;
         conn.flush().await?;
-        let hello: Hello = conn.recv().await?;
+        let body = conn.read_frame(MAX_FRAME).await?;
+        let hello = match postcard::from_bytes::<Hello>(&body) {
+            Ok(h) => h,
+            Err(e) => match postcard::from_bytes::<HelloV1>(&body) {
+                // A client of protocol 1 reads the versioned challenge's
+                // first 16 bytes and answers without a version.
+                Ok(old) => Hello {
+                    role: old.role,
+                    proof: old.proof,
+                    protocol: 1,
+                },
+                Err(_) => {
+                    return Err(Error::invalid(format!(
+                        "malformed message from {}: {e}",
+                        conn.peer
+                    )))
+                }
+            },
+        };
+        if hello.protocol != protocol {
+            let err = mismatch(
+                &format!("the client at {}", conn.peer),
+                hello.protocol,
+                protocol,
+                "server",
+            );
+            let _ = conn.send(&Err::<(), Error>(err.clone())).await;
+            return Err(err);
+        }
         if creds.check(hello.role, &challenge, &hello.proof) {
             conn.role = hello.role;
             conn.send(&Ok::<(), Error>(())).await?;
@@ -362,6 +458,79 @@ mod tests {
         let pong: String = c.recv().await.unwrap();
         assert_eq!(pong, "pong");
         assert_eq!(h.await.unwrap().unwrap(), b"ping");
+    }
+
+    /// Peers of another protocol version are refused at the handshake,
+    /// with both versions named, whichever side is older.
+    #[tokio::test]
+    async fn protocol_versions_must_match() {
+        let secret = ClusterSecret::generate();
+        let creds = Credentials::Cluster(secret.clone());
+        let client = Credentials::Client(secret.client_key());
+        for (server_speaks, client_speaks) in [
+            (PROTOCOL + 1, PROTOCOL),
+            (PROTOCOL, PROTOCOL + 1),
+            (1, PROTOCOL),
+            (PROTOCOL, 1),
+        ] {
+            let l = Listener::bind("127.0.0.1:0", creds.clone()).await.unwrap();
+            let addr = l.local_addr().to_string();
+            let c2 = creds.clone();
+            let h = tokio::spawn(async move {
+                let s = l.accept().await?;
+                if server_speaks == 1 {
+                    // A server of protocol 1: the bare challenge, a
+                    // version-less hello.
+                    let mut conn = Conn::new(s, Role::Client)?;
+                    conn.write_frame(&[7u8; CHALLENGE]).await?;
+                    conn.flush().await?;
+                    let _: HelloV1 = conn.recv().await?;
+                    return Ok(());
+                }
+                handshake_speaking(s, &c2, server_speaks).await.map(|_| ())
+            });
+            let got = if client_speaks == 1 {
+                // A client of protocol 1: reads 16 bytes of challenge and
+                // answers without a version.
+                let stream = TcpStream::connect(&addr).await.unwrap();
+                let mut conn = Conn::new(stream, Role::Client).unwrap();
+                let frame = conn.read_frame(64).await.unwrap();
+                let challenge: [u8; CHALLENGE] = frame[..CHALLENGE].try_into().unwrap();
+                #[derive(Serialize)]
+                struct Old {
+                    role: Role,
+                    proof: [u8; 32],
+                }
+                conn.send(&Old {
+                    role: client.role(),
+                    proof: client.prove(&challenge),
+                })
+                .await
+                .unwrap();
+                conn.recv::<Result<(), Error>>().await.unwrap().map(|_| ())
+            } else {
+                connect_speaking(&addr, &client, Duration::from_secs(5), client_speaks)
+                    .await
+                    .map(|_| ())
+            };
+            let e = got.expect_err("a mismatch is refused");
+            let want = format!("protocol {server_speaks}");
+            let also = format!("speaks {client_speaks}");
+            let (a, b) = if e.message.contains("the server at") {
+                (want, also)
+            } else {
+                (
+                    format!("protocol {client_speaks}"),
+                    format!("speaks {server_speaks}"),
+                )
+            };
+            assert!(
+                e.message.contains(&a) && e.message.contains(&b),
+                "server {server_speaks}, client {client_speaks}: {e}"
+            );
+            assert_eq!(e.kind, cairn_types::ErrorKind::InvalidInput);
+            let _ = h.await;
+        }
     }
 
     #[tokio::test]
