@@ -138,9 +138,8 @@ impl Namespace {
     }
 
     /// One name of file or symlink `node` (found through `tx`) goes away;
-    /// with its last name the file goes, and its chunks not in `keep`
-    /// become garbage,
-    /// with its kept older versions.
+    /// with its last name the file goes, with the older versions it kept,
+    /// and their chunks not in `keep` become garbage.
     async fn drop_name(&self, tx: &mut Tx<'_>, node: &Inode, keep: &[Extent]) -> Result<()> {
         let shared = tx.shared.contains_key(&node.id);
         if shared && node.nlink > 1 {
