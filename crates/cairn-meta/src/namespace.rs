@@ -241,6 +241,17 @@ impl Namespace {
     /// versions there are).
     pub async fn version(&self, path: &CairnPath, version: Version) -> Result<Inode> {
         let (_, current) = Tx::new(self.store.as_ref()).existing(path).await?;
+        self.version_of(path, current, version).await
+    }
+
+    /// [`Self::version`] of the file whose record, as `path` names it now,
+    /// is `current`.
+    pub async fn version_of(
+        &self,
+        path: &CairnPath,
+        current: Inode,
+        version: Version,
+    ) -> Result<Inode> {
         if current.version == version {
             return Ok(current);
         }

@@ -399,12 +399,14 @@ pub async fn start(cfg: MetaConfig) -> Result<MetaHandle> {
                 .get_or_create(&cairn_metrics::State { state })
                 .set(n);
         }
-        m.meta_garbage
-            .set(meta.pending_garbage.load(Ordering::Relaxed) as i64);
+        let set = cairn_metrics::Metrics::set;
+        set(
+            &m.meta_garbage,
+            meta.pending_garbage.load(Ordering::Relaxed),
+        );
         let r = meta.repair_status.lock().unwrap().clone();
-        let gauge = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
-        m.repair_pending.set(gauge(r.chunks_pending));
-        m.repair_bytes_left.set(gauge(r.bytes_left));
+        set(&m.repair_pending, r.chunks_pending);
+        set(&m.repair_bytes_left, r.bytes_left);
         let copies = |outcome| {
             m.repair_copies
                 .get_or_create(&cairn_metrics::Outcome { outcome })
@@ -1487,8 +1489,8 @@ impl Meta {
         let mut inode = r
             .entry
             .ok_or_else(|| Error::not_found(format!("{path} does not exist")))?;
-        if let Some(v) = version.filter(|v| *v != inode.version) {
-            inode = self.ns.version(path, v).await?;
+        if let Some(v) = version {
+            inode = self.ns.version_of(path, inode, v).await?;
         }
         if inode.kind == InodeKind::File && inode.cues.cold_after_ms.is_some() {
             self.tier.touch(inode.id);

@@ -82,10 +82,12 @@ pub struct Method {
     pub method: &'static str,
 }
 
-type Seconds = Family<Op, Histogram, fn() -> Histogram>;
+/// Request latencies by the labels `L`.
+type Latencies<L> = Family<L, Histogram, fn() -> Histogram>;
+/// A gauge per storage node.
+pub type NodeGauges = Family<Node, Gauge>;
 /// Sets gauges before a scrape; false once what it reports is gone.
 type Refresher = Box<dyn FnMut(&Metrics) -> bool + Send>;
-type NodeSeconds = Family<NodeOp, Histogram, fn() -> Histogram>;
 
 /// Request latencies from 50 µs to about 14 s.
 fn latency() -> Histogram {
@@ -97,7 +99,7 @@ pub struct Metrics {
     /// `cairn_meta_requests_total{op, outcome}`.
     pub meta_requests: Family<MetaOp, Counter>,
     /// `cairn_meta_request_duration_seconds{op}`.
-    pub meta_seconds: Seconds,
+    pub meta_seconds: Latencies<Op>,
     /// `cairn_meta_nodes{state}`: storage nodes meta knows, by state.
     pub meta_nodes: Family<State, Gauge>,
     /// `cairn_meta_pending_garbage_chunks`: chunks waiting for collection.
@@ -113,7 +115,7 @@ pub struct Metrics {
     /// `cairn_storage_requests_total{node, op}`.
     pub storage_requests: Family<NodeOp, Counter>,
     /// `cairn_storage_request_duration_seconds{node, op}`.
-    pub storage_seconds: NodeSeconds,
+    pub storage_seconds: Latencies<NodeOp>,
     /// `cairn_storage_written_bytes_total{node}`: chunk bytes taken in
     /// (writes, copies from peers, recalls).
     pub storage_written: Family<Node, Counter>,
@@ -122,16 +124,16 @@ pub struct Metrics {
     /// `cairn_storage_chunks{node}`, `cairn_storage_used_bytes{node}`,
     /// `cairn_storage_free_bytes{node}`, `cairn_storage_cache_bytes{node}`,
     /// `cairn_storage_corrupt_chunks{node}`.
-    pub storage_chunks: Family<Node, Gauge>,
-    pub storage_used: Family<Node, Gauge>,
-    pub storage_free: Family<Node, Gauge>,
-    pub storage_cache: Family<Node, Gauge>,
-    pub storage_corrupt: Family<Node, Gauge>,
+    pub storage_chunks: NodeGauges,
+    pub storage_used: NodeGauges,
+    pub storage_free: NodeGauges,
+    pub storage_cache: NodeGauges,
+    pub storage_corrupt: NodeGauges,
     /// `cairn_s3_requests_total{method, status}`.
     pub s3_requests: Family<Http, Counter>,
     /// `cairn_s3_request_duration_seconds{method}`: until the response's
     /// headers (a GET's body streams after).
-    pub s3_seconds: Family<Method, Histogram, fn() -> Histogram>,
+    pub s3_seconds: Latencies<Method>,
     registry: Registry,
     refreshers: Mutex<Vec<Refresher>>,
 }
@@ -144,7 +146,7 @@ pub fn global() -> &'static Metrics {
 
 impl Metrics {
     fn new() -> Metrics {
-        let m = Metrics {
+        let mut m = Metrics {
             meta_requests: Family::default(),
             meta_seconds: Family::new_with_constructor(latency),
             meta_nodes: Family::default(),
@@ -167,7 +169,7 @@ impl Metrics {
             registry: Registry::with_prefix("cairn"),
             refreshers: Mutex::new(Vec::new()),
         };
-        let mut r = Registry::with_prefix("cairn");
+        let r = &mut m.registry;
         r.register(
             "meta_requests",
             "Requests meta answered, by operation and outcome (ok or the error kind)",
@@ -263,7 +265,7 @@ impl Metrics {
             "Time the S3 gateway took to the response's headers, by HTTP method",
             m.s3_seconds.clone(),
         );
-        Metrics { registry: r, ..m }
+        m
     }
 
     /// Call `f` before each scrape, to set gauges from state kept
@@ -312,6 +314,11 @@ impl Metrics {
         self.s3_seconds
             .get_or_create(&Method { method })
             .observe(took.as_secs_f64());
+    }
+
+    /// Set gauge `g` to a count kept as u64 (saturating).
+    pub fn set(g: &Gauge, v: u64) {
+        g.set(i64::try_from(v).unwrap_or(i64::MAX));
     }
 
     /// Bring counter `c` up to `total`, a running count kept elsewhere

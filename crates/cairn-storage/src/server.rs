@@ -206,6 +206,9 @@ pub async fn start(cfg: StorageConfig, creds: Credentials) -> Result<StorageHand
         .clone()
         .unwrap_or_else(|| listener.local_addr().to_string());
     let metrics = cairn_metrics::global();
+    let label = cairn_metrics::Node {
+        node: cairn_metrics::NodeId(id.0),
+    };
     let node = Arc::new(Node {
         id,
         store: Arc::new(store),
@@ -224,18 +227,8 @@ pub async fn start(cfg: StorageConfig, creds: Credentials) -> Result<StorageHand
         fetching: Default::default(),
         served: Default::default(),
         tiers: cfg.tiers.clone(),
-        written: metrics
-            .storage_written
-            .get_or_create(&cairn_metrics::Node {
-                node: cairn_metrics::NodeId(id.0),
-            })
-            .clone(),
-        read: metrics
-            .storage_read
-            .get_or_create(&cairn_metrics::Node {
-                node: cairn_metrics::NodeId(id.0),
-            })
-            .clone(),
+        written: metrics.storage_written.get_or_create(&label).clone(),
+        read: metrics.storage_read.get_or_create(&label).clone(),
     });
     // The chunk store's fill, read at each scrape while the node runs.
     let weak = Arc::downgrade(&node);
@@ -245,17 +238,14 @@ pub async fn start(cfg: StorageConfig, creds: Credentials) -> Result<StorageHand
             return false;
         };
         let s = node_stats(&node);
-        let l = cairn_metrics::Node {
-            node: cairn_metrics::NodeId(id.0),
+        let set = |f: &cairn_metrics::NodeGauges, v: u64| {
+            cairn_metrics::Metrics::set(&f.get_or_create(&label), v)
         };
-        let gauge = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
-        m.storage_chunks.get_or_create(&l).set(gauge(s.chunks));
-        m.storage_used.get_or_create(&l).set(gauge(s.used));
-        m.storage_free.get_or_create(&l).set(gauge(s.free));
-        m.storage_cache.get_or_create(&l).set(gauge(s.cache_bytes));
-        m.storage_corrupt
-            .get_or_create(&l)
-            .set(gauge(s.corrupt_chunks.len() as u64));
+        set(&m.storage_chunks, s.chunks);
+        set(&m.storage_used, s.used);
+        set(&m.storage_free, s.free);
+        set(&m.storage_cache, s.cache_bytes);
+        set(&m.storage_corrupt, s.corrupt_chunks.len() as u64);
         true
     });
     let (stop, stop_rx) = watch::channel(false);

@@ -132,7 +132,8 @@ impl Extent {
 /// order records had before erasure coding, and puts what erasure coding
 /// added (the `ec` cue, the shard layouts of its extents) after them all,
 /// then what the remote tier added (its cues, the offloaded extents'
-/// stores): a record written before ends exactly where those begin, so it
+/// stores), then the sub-millisecond times and atime, then the `versions`
+/// cue: a record written before ends exactly where those begin, so it
 /// can never be read as a newer one (see [`InodeRecord`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Inode {
@@ -312,9 +313,10 @@ pub struct GarbageChunk {
 
 /// The encoding of an [`Inode`]: the fields as records had them before
 /// erasure coding, the extents without their shard layouts and the cues
-/// without `ec`; then those two; then, last, the tier cues and the remote
-/// store of each offloaded extent. Serialized from borrows (no copy of the
-/// record), deserialized owned.
+/// without `ec`; then those two; then the tier cues and the remote store of
+/// each offloaded extent; then [`TimesRecord`]; then, last, the `versions`
+/// cue. Serialized from borrows (no copy of the record), deserialized
+/// owned.
 #[derive(Serialize, Deserialize)]
 struct InodeRecord<X, C, Xa, T, B, S, R, N, V> {
     id: InodeId,
