@@ -818,6 +818,148 @@ pub async fn key_create(
     Ok(())
 }
 
+/// The rights `cairn key create --native` gives.
+pub fn native_rights(
+    prefix: &[String],
+    read_prefix: &[String],
+    read_only: bool,
+    admin: bool,
+) -> Result<cairn_proto::Rights> {
+    if !admin && prefix.is_empty() && read_prefix.is_empty() {
+        anyhow::bail!(
+            "an identity needs --prefix PATH, --read-prefix PATH or --admin (else it may do nothing)"
+        );
+    }
+    let mut prefixes = Vec::new();
+    for (list, write) in [(prefix, !read_only), (read_prefix, false)] {
+        for p in list {
+            prefixes.push(cairn_proto::PathRight {
+                path: path(p)?,
+                write,
+            });
+        }
+    }
+    Ok(cairn_proto::Rights { admin, prefixes })
+}
+
+fn describe_rights(r: &cairn_proto::Rights) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    if r.admin {
+        parts.push("admin".into());
+    }
+    for p in &r.prefixes {
+        parts.push(format!("{} {}", if p.write { "rw" } else { "ro" }, p.path));
+    }
+    parts.join(", ")
+}
+
+pub async fn identity_create(
+    t: &Target,
+    name: &str,
+    rights: cairn_proto::Rights,
+    out: Option<&std::path::Path>,
+    json_out: bool,
+) -> Result<()> {
+    let c = connect(t).await?;
+    let (info, creds) = c.identity_create(name, rights).await?;
+    if let Some(f) = out {
+        creds.save(f)?;
+    }
+    if json_out {
+        let mut v = serde_json::json!({
+            "name": info.name,
+            "id": info.id.to_string(),
+            "rights": info.rights,
+        });
+        if out.is_none() {
+            v["credentials"] = creds.encode().trim_end().into();
+        }
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    eprintln!("identity {} ({})", info.name, describe_rights(&info.rights));
+    match out {
+        Some(f) => eprintln!(
+            "credentials written to {}: give the client --secret-file {} (or CAIRN_SECRET_FILE)",
+            f.display(),
+            f.display()
+        ),
+        None => {
+            eprintln!("credentials (keep them secret; save as a file with mode 0600 and pass it with --secret-file):");
+            print!("{}", creds.encode());
+        }
+    }
+    Ok(())
+}
+
+pub async fn key_list(t: &Target, json_out: bool) -> Result<()> {
+    let c = connect(t).await?;
+    let ids = c.identities().await?;
+    let keys = cairn_s3::list_keys(&c).await?;
+    if json_out {
+        let v = serde_json::json!({
+            "identities": ids.iter().map(|i| serde_json::json!({
+                "name": i.name,
+                "id": i.id.to_string(),
+                "rights": i.rights,
+                "created_ms": i.created_ms,
+            })).collect::<Vec<_>>(),
+            "s3_keys": keys.iter().map(|k| serde_json::json!({
+                "name": k.name,
+                "access_key": k.access_key,
+                "read_only": k.read_only,
+                "bucket": k.bucket,
+            })).collect::<Vec<_>>(),
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    println!(
+        "{:<6} {:<24} {:<22} RIGHTS",
+        "KIND", "NAME", "ID / ACCESS KEY"
+    );
+    for i in &ids {
+        let id = i.id.to_string();
+        println!(
+            "{:<6} {:<24} {:<22} {}",
+            "native",
+            i.name,
+            &id[..16],
+            describe_rights(&i.rights)
+        );
+    }
+    for k in &keys {
+        let mut rights = if k.read_only { "ro" } else { "rw" }.to_string();
+        rights.push_str(&match &k.bucket {
+            Some(b) => format!(" bucket {b}"),
+            None => " every bucket".into(),
+        });
+        println!("{:<6} {:<24} {:<22} {rights}", "s3", k.name, k.access_key);
+    }
+    Ok(())
+}
+
+pub async fn key_revoke(t: &Target, name: &str) -> Result<()> {
+    let c = connect(t).await?;
+    let mut found = false;
+    match c.identity_revoke(name).await {
+        Ok(()) => {
+            eprintln!("identity {name} revoked");
+            found = true;
+        }
+        Err(e) if e.kind == cairn_types::ErrorKind::NotFound => {}
+        Err(e) => return Err(e.into()),
+    }
+    for k in cairn_s3::delete_keys(&c, name).await? {
+        eprintln!("S3 key {} ({}) revoked", k.access_key, k.name);
+        found = true;
+    }
+    if !found {
+        anyhow::bail!("no identity or S3 key is named {name} (see `cairn key list`)");
+    }
+    Ok(())
+}
+
 pub async fn drain(t: &Target, node: &str, wait: bool, undo: bool) -> Result<()> {
     let c = connect(t).await?;
     let id: cairn_types::NodeId = node.parse()?;

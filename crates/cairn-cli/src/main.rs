@@ -54,7 +54,7 @@ pub struct Target {
     /// Meta address(es), comma-separated [env: CAIRN_META; default: the local `cairn server`]
     #[arg(long, global = true)]
     meta: Option<String>,
-    /// File with the client key or cluster secret [env: CAIRN_SECRET_FILE]
+    /// File with the client key, an identity's credentials (`cairn key create --native`) or the cluster secret [env: CAIRN_SECRET_FILE]
     #[arg(long, global = true)]
     secret_file: Option<PathBuf>,
 }
@@ -251,7 +251,7 @@ enum Cmd {
         #[command(subcommand)]
         cmd: GatewayCmd,
     },
-    /// S3 access keys
+    /// Client identities (native clients) and S3 access keys
     Key {
         #[command(subcommand)]
         cmd: KeyCmd,
@@ -344,18 +344,51 @@ enum GatewayCmd {
 
 #[derive(Subcommand)]
 enum KeyCmd {
-    /// Make an S3 access key; prints the access key and secret
+    /// Make an S3 access key (prints the access key and secret), or with
+    /// `--native` a client identity (prints its credential file)
+    ///
+    /// Example: cairn key create car42 --native --prefix /fleet/car42 --read-prefix /datasets --out car42.key
     Create {
         /// A name to recognise the key by
         name: String,
-        /// Only reads (Get, Head, List)
+        /// A client identity for native clients (CLI, mount, Python),
+        /// limited to `--prefix`/`--read-prefix` unless `--admin`
+        #[arg(long)]
+        native: bool,
+        /// (--native) May read and change this path and all below it; repeatable
+        #[arg(long, value_name = "PATH")]
+        prefix: Vec<String>,
+        /// (--native) May read this path and all below it; repeatable
+        #[arg(long, value_name = "PATH")]
+        read_prefix: Vec<String>,
+        /// (--native) Every right: every path, drain, groups, keys, cues on /
+        #[arg(long)]
+        admin: bool,
+        /// (--native) Write the credential file here (mode 0600) instead of stdout
+        #[arg(long, value_name = "FILE")]
+        out: Option<std::path::PathBuf>,
+        /// Only reads (S3: Get, Head, List; --native: every prefix read-only)
         #[arg(long)]
         read_only: bool,
-        /// Only this bucket
+        /// (S3) Only this bucket
         #[arg(long)]
         bucket: Option<String>,
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Every client identity and S3 key, with its rights
+    List {
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Remove the identity or S3 key NAME (an S3 key also by its access
+    /// key); its clients are refused within seconds on every meta
+    Revoke {
+        name: String,
         #[command(flatten)]
         target: Target,
     },
@@ -603,15 +636,36 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
         Cmd::Gateway {
             cmd: GatewayCmd::S3(a),
         } => roles::gateway_s3(a).await,
-        Cmd::Key {
-            cmd:
-                KeyCmd::Create {
-                    name,
-                    read_only,
-                    bucket,
-                    json,
-                    target,
-                },
-        } => c::key_create(&target, &name, read_only, bucket, json).await,
+        Cmd::Key { cmd } => match cmd {
+            KeyCmd::Create {
+                name,
+                native,
+                prefix,
+                read_prefix,
+                admin,
+                out,
+                read_only,
+                bucket,
+                json,
+                target,
+            } => {
+                if native {
+                    if bucket.is_some() {
+                        anyhow::bail!("--bucket is for S3 keys; identities take --prefix");
+                    }
+                    let rights = c::native_rights(&prefix, &read_prefix, read_only, admin)?;
+                    c::identity_create(&target, &name, rights, out.as_deref(), json).await
+                } else {
+                    if admin || out.is_some() || !prefix.is_empty() || !read_prefix.is_empty() {
+                        anyhow::bail!(
+                            "--prefix, --read-prefix, --admin and --out make client identities: add --native"
+                        );
+                    }
+                    c::key_create(&target, &name, read_only, bucket, json).await
+                }
+            }
+            KeyCmd::List { json, target } => c::key_list(&target, json).await,
+            KeyCmd::Revoke { name, target } => c::key_revoke(&target, &name).await,
+        },
     }
 }

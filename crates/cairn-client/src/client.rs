@@ -518,6 +518,49 @@ impl Client {
         }
     }
 
+    /// Admin: make the client identity `name` with `rights`. Returns it
+    /// and the credentials its clients load (meta hands the key out once).
+    pub async fn identity_create(
+        &self,
+        name: &str,
+        rights: cairn_proto::Rights,
+    ) -> Result<(cairn_proto::IdentityInfo, Credentials)> {
+        let req = MetaRequest::IdentityCreate {
+            name: name.to_string(),
+            rights,
+        };
+        match self.meta(req).await? {
+            MetaResponse::Identity { info, key } => {
+                let creds = Credentials::Identity {
+                    name: info.name.clone(),
+                    id: info.id,
+                    key,
+                };
+                Ok((info, creds))
+            }
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Admin: every client identity.
+    pub async fn identities(&self) -> Result<Vec<cairn_proto::IdentityInfo>> {
+        match self.meta(MetaRequest::IdentityList).await? {
+            MetaResponse::Identities(v) => Ok(v),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Admin: remove the client identity `name`.
+    pub async fn identity_revoke(&self, name: &str) -> Result<()> {
+        let req = MetaRequest::IdentityRevoke {
+            name: name.to_string(),
+        };
+        match self.meta(req).await? {
+            MetaResponse::Ok => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
     pub async fn groups(&self) -> Result<Vec<cairn_proto::GroupInfo>> {
         match self.meta(MetaRequest::Groups).await? {
             MetaResponse::Groups(g) => Ok(g),

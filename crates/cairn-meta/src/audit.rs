@@ -1,6 +1,7 @@
 //! The audit log (`--audit-log FILE`): one JSON line per namespace change
-//! and per refused request, with who asked (the client id; an identity
-//! once clients have their own), what, on which paths, and the outcome.
+//! and per refused request, with who asked (the identity: its name,
+//! `admin` for the admin key, `node`; and the client id), what, on which
+//! paths, and the outcome.
 //! Appended and flushed line by line, so a crash loses at most the line
 //! being written; a failure to write is logged, never fails the request.
 
@@ -34,7 +35,11 @@ impl AuditLog {
     ) -> bool {
         let admin = matches!(
             req,
-            MetaRequest::Drain { .. } | MetaRequest::SetGroup { .. } | MetaRequest::Discard { .. }
+            MetaRequest::Drain { .. }
+                | MetaRequest::SetGroup { .. }
+                | MetaRequest::Discard { .. }
+                | MetaRequest::IdentityCreate { .. }
+                | MetaRequest::IdentityRevoke { .. }
         );
         req.is_namespace_change()
             || admin
@@ -43,35 +48,16 @@ impl AuditLog {
 
     pub fn record(
         &self,
+        who: &str,
         client: Option<u64>,
         req: &MetaRequest,
         outcome: &std::result::Result<(), (ErrorKind, String)>,
     ) {
-        let dbg = format!("{req:?}");
-        let op = dbg
-            .split(|c: char| !c.is_alphanumeric())
-            .next()
-            .unwrap_or("")
-            .to_string();
-        let paths: Vec<String> = match req {
-            MetaRequest::CommitFile { path, .. }
-            | MetaRequest::CommitInline { path, .. }
-            | MetaRequest::SetAttr { path, .. }
-            | MetaRequest::SetCues { path, .. }
-            | MetaRequest::MakeNode { path, .. }
-            | MetaRequest::Mkdir { path, .. }
-            | MetaRequest::Remove { path, .. }
-            | MetaRequest::Unlink { path, .. } => vec![path.to_string()],
-            MetaRequest::Rename { src, dst }
-            | MetaRequest::RenameNoReplace { src, dst }
-            | MetaRequest::Link { src, dst } => vec![src.to_string(), dst.to_string()],
-            MetaRequest::Compose { dst, sources, .. } => std::iter::once(dst.to_string())
-                .chain(sources.iter().map(|s| s.to_string()))
-                .collect(),
-            _ => Vec::new(),
-        };
+        let op = req.op_name();
+        let paths: Vec<String> = req.paths().iter().map(|p| p.to_string()).collect();
         let mut line = serde_json::json!({
             "ts_ms": now_ms(),
+            "identity": who,
             "client": client.map(|c| format!("{c:016x}")),
             "op": op,
             "paths": paths,

@@ -274,7 +274,10 @@ impl Meta {
             let first = made.len();
             let mut reqs = Vec::with_capacity(exts.len());
             for ext in exts {
-                let alloc = match self.alloc(None, path, cues, None, &[], ext.len).await? {
+                let alloc = match self
+                    .alloc(None, path, cues, None, &[], ext.len, None)
+                    .await?
+                {
                     MetaResponse::Alloc(a) => a,
                     other => return Err(Error::internal(format!("allocation answered {other:?}"))),
                 };
@@ -304,7 +307,7 @@ impl Meta {
                 let req = StorageRequest::Transcode {
                     from: ext.clone(),
                     sources,
-                    cap: Capability::sign(&self.secret, ext.chunk, false),
+                    cap: Capability::sign(&self.secret, ext.chunk, false, None),
                     to: alloc,
                 };
                 reqs.push((ext.chunk, worker, req));

@@ -23,6 +23,7 @@ pub mod convert;
 pub mod dump;
 pub mod election;
 pub mod fanout;
+pub mod identities;
 pub mod locks;
 pub mod namespace;
 pub mod nodes;

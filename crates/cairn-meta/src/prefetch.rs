@@ -738,7 +738,7 @@ async fn copy(meta: &Meta, t: &Transfer, e: &Extent) -> std::result::Result<(), 
             id: src.id,
             addr: src.addr,
         }],
-        cap: Capability::sign(&meta.secret, e.chunk, false),
+        cap: Capability::sign(&meta.secret, e.chunk, false, None),
     };
     let mut answer: Result<std::result::Result<(), Error>> =
         p.conn.call(&req, TRANSFER_TIMEOUT).await;

@@ -408,7 +408,7 @@ impl Meta {
             .filter_map(|n| Some((index_of(*n)? as u8, self.nodes.addr(*n)?)))
             .collect();
         let place_cues = Meta::stripe_cues(&cues, ec.scheme);
-        let cap = Capability::sign(&self.secret, ext.chunk, false);
+        let cap = Capability::sign(&self.secret, ext.chunk, false, None);
         let mut list = ext.nodes.clone();
         let mut exclude = ext.nodes.clone();
         let (mut made, mut healed, mut released) = (Vec::new(), 0u64, Vec::new());
@@ -682,7 +682,7 @@ impl Meta {
                 let Some(source) = self.nodes.addr(*src) else {
                     continue;
                 };
-                let cap = Capability::sign(&self.secret, ext.chunk, false);
+                let cap = Capability::sign(&self.secret, ext.chunk, false, None);
                 let req = StorageRequest::Replicate {
                     chunk: ext.chunk,
                     len: ext.len,

@@ -5,8 +5,8 @@ use crate::namespace::Namespace;
 use crate::nodes::NodeTracker;
 use cairn_proto::{
     Capability, ChunkAlloc, ClusterConfig, ClusterSecret, ClusterStatus, Conn, Credentials,
-    Listener, MetaRequest, MetaResponse, MetaResult, OpenFile, PathCues, Pool, Role,
-    StorageRequest,
+    IdentityId, IdentityInfo, Listener, MetaRequest, MetaResponse, MetaResult, Need, OpenFile,
+    PathCues, Pool, Role, StorageRequest,
 };
 use cairn_types::{ChunkId, Cues, Error, ErrorKind, Extent, InodeKind, NodeId, Result};
 use std::collections::{BTreeMap, HashSet};
@@ -16,6 +16,79 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
+
+/// Who sent a request: a storage node, the admin client key (every
+/// right), or a client identity with the rights meta keeps for it.
+#[derive(Clone, Debug)]
+pub struct Caller {
+    pub role: Role,
+    pub identity: Option<Arc<IdentityInfo>>,
+}
+
+impl Caller {
+    /// The admin client key (and meta's own requests).
+    pub fn admin() -> Caller {
+        Caller {
+            role: Role::Client,
+            identity: None,
+        }
+    }
+
+    pub fn node() -> Caller {
+        Caller {
+            role: Role::Node,
+            identity: None,
+        }
+    }
+
+    /// The name the audit log and errors give the caller.
+    pub fn name(&self) -> &str {
+        match (&self.identity, self.role) {
+            (Some(i), _) => &i.name,
+            (None, Role::Node) => "node",
+            (None, Role::Client) => "admin",
+        }
+    }
+
+    /// The identity capabilities are bound to.
+    fn holder(&self) -> Option<IdentityId> {
+        self.identity.as_ref().map(|i| i.id)
+    }
+
+    /// Refuse `req` unless the caller may send it, before anything runs.
+    fn authorize(&self, req: &MetaRequest) -> Result<()> {
+        let needs = req.needs();
+        match (&self.identity, self.role) {
+            (_, Role::Node) => Ok(()),
+            (None, Role::Client) => match needs.contains(&Need::Node) {
+                true => Err(Error::denied(format!(
+                    "only storage nodes may {}",
+                    req.op_name()
+                ))),
+                false => Ok(()),
+            },
+            (Some(i), Role::Client) => needs
+                .iter()
+                .try_for_each(|n| i.rights.check(n, &i.name, req.op_name())),
+        }
+    }
+
+    /// The client id of a request (leases, allocations, request marks):
+    /// an identity's own, so that no identity can pass for a client of
+    /// another by naming its id.
+    fn scope(&self, client: Option<u64>) -> Option<u64> {
+        let Some(i) = &self.identity else {
+            return client;
+        };
+        let mut h = blake3::Hasher::new_derive_key("cairn 2026 client scope v1");
+        h.update(&i.id.0);
+        h.update(&client.unwrap_or(0).to_be_bytes());
+        let b = h.finalize();
+        Some(u64::from_be_bytes(
+            b.as_bytes()[..8].try_into().expect("8 bytes"),
+        ))
+    }
+}
 
 #[derive(Clone, Debug)]
 pub struct MetaConfig {
@@ -187,6 +260,8 @@ pub struct Meta {
     /// Advisory locks (`flock`, POSIX record locks, `cairn lock`).
     pub(crate) locks: crate::locks::Locks,
     audit: Option<crate::audit::AuditLog>,
+    /// Client identities and their rights.
+    pub(crate) identities: crate::identities::Identities,
     /// Background workers, for `cluster status`.
     pub(crate) workers: crate::worker::Workers,
     /// Metadata leases given out: by file, (client, expiry in ms).
@@ -364,6 +439,7 @@ pub async fn start(cfg: MetaConfig) -> Result<MetaHandle> {
             .as_deref()
             .map(crate::audit::AuditLog::open)
             .transpose()?,
+        identities: crate::identities::Identities::new(store.clone()),
         workers: Default::default(),
         leases: Default::default(),
         lease_ms: if shared_store {
@@ -485,7 +561,27 @@ async fn serve_conn(meta: Arc<Meta>, mut conn: Conn, mut stop: watch::Receiver<b
                 }
             },
         };
-        let answer = meta.handle(conn.role, req).await;
+        let caller = match conn.identity {
+            None => Caller {
+                role: conn.role,
+                identity: None,
+            },
+            Some(id) => match meta.identities.resolve(id).await {
+                Ok(info) => Caller {
+                    role: conn.role,
+                    identity: Some(info),
+                },
+                Err(e) => {
+                    let gone = e.kind == ErrorKind::PermissionDenied;
+                    let _ = conn.send(&MetaResult::Err(e)).await;
+                    if gone {
+                        return;
+                    }
+                    continue;
+                }
+            },
+        };
+        let answer = meta.handle(&caller, req).await;
         if conn.send(&answer).await.is_err() {
             return;
         }
@@ -495,14 +591,14 @@ async fn serve_conn(meta: Arc<Meta>, mut conn: Conn, mut stop: watch::Receiver<b
 impl Meta {
     /// Answer one request, counted and timed in the process's metrics
     /// under the name of the operation inside any envelope.
-    pub async fn handle(&self, role: Role, req: MetaRequest) -> MetaResult {
+    pub async fn handle(&self, caller: &Caller, req: MetaRequest) -> MetaResult {
         let mut inner = &req;
         while let MetaRequest::As { req, .. } | MetaRequest::Once { req, .. } = inner {
             inner = req;
         }
         let op = inner.op_name();
         let started = std::time::Instant::now();
-        let answer = self.handle_audited(role, req).await;
+        let answer = self.handle_audited(caller, req).await;
         let outcome = match &answer {
             Ok(_) => "ok",
             Err(e) => e.kind.as_str(),
@@ -511,9 +607,9 @@ impl Meta {
         answer
     }
 
-    async fn handle_audited(&self, role: Role, req: MetaRequest) -> MetaResult {
+    async fn handle_audited(&self, caller: &Caller, req: MetaRequest) -> MetaResult {
         let Some(audit) = &self.audit else {
-            return self.handle_request(role, req).await;
+            return self.handle_request(caller, req).await;
         };
         let (client, inner) = match &req {
             MetaRequest::As { client, req } => (Some(*client), &**req),
@@ -523,22 +619,24 @@ impl Meta {
             MetaRequest::Once { req, .. } => (**req).clone(),
             r => r.clone(),
         };
-        let answer = self.handle_request(role, req).await;
+        let answer = self.handle_request(caller, req).await;
         let outcome = answer
             .as_ref()
             .map(|_| ())
             .map_err(|e| (e.kind, e.message.clone()));
         if crate::audit::AuditLog::wanted(&inner, &outcome) {
-            audit.record(client, &inner, &outcome);
+            audit.record(caller.name(), client, &inner, &outcome);
         }
         answer
     }
 
-    async fn handle_request(&self, role: Role, req: MetaRequest) -> MetaResult {
+    async fn handle_request(&self, caller: &Caller, req: MetaRequest) -> MetaResult {
+        caller.authorize(&req)?;
         let (client, req) = match req {
             MetaRequest::As { client, req } => (Some(client), *req),
             r => (None, r),
         };
+        let client = caller.scope(client);
         if matches!(req, MetaRequest::As { .. }) {
             return Err(Error::invalid(
                 "a request on behalf of a client nests another",
@@ -557,7 +655,7 @@ impl Meta {
                 let replay = Replay::of(&req);
                 let answer = crate::namespace::with_request_mark(
                     mark.clone(),
-                    self.handle_change(role, client, req),
+                    self.handle_change(caller, client, req),
                 )
                 .await;
                 if answer.is_err() && self.ns.request_applied(&mark).await.unwrap_or(false) {
@@ -568,11 +666,16 @@ impl Meta {
                 }
                 answer
             }
-            _ => self.handle_change(role, client, req).await,
+            _ => self.handle_change(caller, client, req).await,
         }
     }
 
-    async fn handle_change(&self, role: Role, client: Option<u64>, req: MetaRequest) -> MetaResult {
+    async fn handle_change(
+        &self,
+        caller: &Caller,
+        client: Option<u64>,
+        req: MetaRequest,
+    ) -> MetaResult {
         let before = self.touched_before(&req).await;
         // Changes whose answer names what they touched; new cues on a
         // directory change what every file below inherits.
@@ -585,7 +688,7 @@ impl Meta {
                 | MetaRequest::SetCues { .. }
                 | MetaRequest::Link { .. }
         );
-        let answer = self.handle_one(role, client, req).await;
+        let answer = self.handle_one(caller, client, req).await;
         if let Ok(a) = &answer {
             let mut touched = before;
             if let (true, MetaResponse::Inode(i)) = (changes_answer, a) {
@@ -690,18 +793,13 @@ impl Meta {
         self.lease_ms
     }
 
-    async fn handle_one(&self, role: Role, client: Option<u64>, req: MetaRequest) -> MetaResult {
-        let node_only = matches!(
-            req,
-            MetaRequest::Register { .. }
-                | MetaRequest::Heartbeat { .. }
-                | MetaRequest::CacheReport { .. }
-        );
-        if node_only && role != Role::Node {
-            return Err(Error::denied(
-                "only storage nodes may register or heartbeat",
-            ));
-        }
+    async fn handle_one(
+        &self,
+        caller: &Caller,
+        client: Option<u64>,
+        req: MetaRequest,
+    ) -> MetaResult {
+        let holder = caller.holder();
         match req {
             MetaRequest::Register {
                 node,
@@ -734,10 +832,15 @@ impl Meta {
                 path,
                 version,
                 host,
-            } => self.open(&path, host.as_deref(), None, Some(version)).await,
+            } => {
+                self.open(&path, host.as_deref(), None, Some(version), holder)
+                    .await
+            }
             MetaRequest::Open { path, host, known } => {
                 let seen = self.changes.load(Ordering::SeqCst);
-                let mut answer = self.open(&path, host.as_deref(), known, None).await?;
+                let mut answer = self
+                    .open(&path, host.as_deref(), known, None, holder)
+                    .await?;
                 match &mut answer {
                     MetaResponse::Open(o) => {
                         o.lease_ms = self.grant(client, o.inode.id, seen);
@@ -757,7 +860,13 @@ impl Meta {
                 limit,
             } => {
                 let limit = (limit as usize).clamp(1, 10_000);
-                let mut entries = self.ns.list(&path, start_after.as_deref(), limit).await?;
+                let mut entries = match caller.identity.as_deref() {
+                    Some(i) if !i.rights.allows(&path, false) => {
+                        self.list_on_the_way(&i.rights, &path, start_after, limit)
+                            .await?
+                    }
+                    _ => self.ns.list(&path, start_after.as_deref(), limit).await?,
+                };
                 // Small files' bytes stay out of listings (a page stays
                 // small); opening a file brings them.
                 for e in &mut entries {
@@ -804,7 +913,7 @@ impl Meta {
             } => {
                 // Storage nodes refuse chunks over their limit; here `len`
                 // only sizes the placement.
-                self.alloc(client, &path, &cues, host.as_deref(), &exclude, len)
+                self.alloc(client, &path, &cues, host.as_deref(), &exclude, len, holder)
                     .await
             }
             MetaRequest::CommitInline {
@@ -979,6 +1088,25 @@ impl Meta {
                     )));
                 }
                 self.discard(&mine).await?;
+                Ok(MetaResponse::Ok)
+            }
+            MetaRequest::IdentityCreate { name, rights } => {
+                for r in &rights.prefixes {
+                    self.ns.mkdir(&r.path, true).await.map_err(|e| {
+                        e.context(format!("making the prefix {} of identity {name}", r.path))
+                    })?;
+                }
+                let info = self.identities.create(&name, rights).await?;
+                info!(identity = %name, id = %info.id, "identity created");
+                let key = self.secret.identity_key(&info.id);
+                Ok(MetaResponse::Identity { info, key })
+            }
+            MetaRequest::IdentityList => {
+                Ok(MetaResponse::Identities(self.identities.list().await?))
+            }
+            MetaRequest::IdentityRevoke { name } => {
+                let info = self.identities.revoke(&name).await?;
+                info!(identity = %name, id = %info.id, "identity revoked");
                 Ok(MetaResponse::Ok)
             }
             MetaRequest::As { .. } | MetaRequest::Once { .. } => {
@@ -1305,6 +1433,40 @@ impl Meta {
     }
 
     /// Place a new chunk of the file at `path` per its effective cues.
+    /// A page of the directory `path`, which an identity with `rights`
+    /// only passes through on the way to its prefixes: the names on the
+    /// way, and no other.
+    async fn list_on_the_way(
+        &self,
+        rights: &cairn_proto::Rights,
+        path: &cairn_types::CairnPath,
+        mut start_after: Option<String>,
+        limit: usize,
+    ) -> Result<Vec<cairn_types::DirEntry>> {
+        let mut out = Vec::new();
+        loop {
+            let page = self.ns.list(path, start_after.as_deref(), 1000).await?;
+            let Some(last) = page.last() else {
+                return Ok(out);
+            };
+            start_after = Some(last.name.clone());
+            let done = page.len() < 1000;
+            for e in page {
+                if rights.shows(path, &e.name) {
+                    out.push(e);
+                    if out.len() == limit {
+                        return Ok(out);
+                    }
+                }
+            }
+            if done {
+                return Ok(out);
+            }
+        }
+    }
+
+    /// A chunk for the file at `path`; its capability goes to `holder`.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) async fn alloc(
         &self,
         client: Option<u64>,
@@ -1313,6 +1475,7 @@ impl Meta {
         host: Option<&str>,
         exclude: &[NodeId],
         len: u64,
+        holder: Option<IdentityId>,
     ) -> MetaResult {
         let r = self.ns.cues(path).await?;
         if let Some(i) = &r.entry {
@@ -1334,7 +1497,7 @@ impl Meta {
             .map_err(|e| e.context(format!("writing {path}")))?;
         if let Some(ec) = eff.ec {
             return self
-                .alloc_stripe(client, path, &eff, ec, host, exclude, len)
+                .alloc_stripe(client, path, &eff, ec, host, exclude, len, holder)
                 .await;
         }
         let rep = eff.rep.unwrap_or(default_rep).max(1);
@@ -1365,7 +1528,7 @@ impl Meta {
         // The first `sync` are written now; the planner makes the others.
         nodes.truncate(sync);
         let chunk = self.new_chunk(client, ChunkId).await?;
-        let cap = Capability::sign(&self.secret, chunk, true);
+        let cap = Capability::sign(&self.secret, chunk, true, holder);
         Ok(MetaResponse::Alloc(ChunkAlloc {
             chunk,
             nodes,
@@ -1388,6 +1551,7 @@ impl Meta {
         host: Option<&str>,
         exclude: &[NodeId],
         len: u64,
+        holder: Option<IdentityId>,
     ) -> MetaResult {
         let shards = ec.shards();
         let cues = Self::stripe_cues(eff, ec);
@@ -1427,7 +1591,7 @@ impl Meta {
             }
         })?;
         let chunk = self.new_chunk(client, ChunkId::stripe_from).await?;
-        let cap = Capability::sign(&self.secret, chunk, true);
+        let cap = Capability::sign(&self.secret, chunk, true, holder);
         Ok(MetaResponse::Alloc(ChunkAlloc {
             chunk,
             nodes,
@@ -1484,6 +1648,7 @@ impl Meta {
         host: Option<&str>,
         known: Option<(cairn_types::InodeId, cairn_types::Version)>,
         version: Option<cairn_types::Version>,
+        holder: Option<IdentityId>,
     ) -> MetaResult {
         let r = self.ns.cues(path).await?;
         let mut inode = r
@@ -1546,7 +1711,7 @@ impl Meta {
             if e.ec.is_some() {
                 // Shards stay in shard order; the client picks which to read.
                 ids.extend(e.nodes.iter().copied());
-                caps.push(Capability::sign(&self.secret, e.chunk, false));
+                caps.push(Capability::sign(&self.secret, e.chunk, false, holder));
                 read_order.push(Vec::new());
                 continue;
             }
@@ -1566,7 +1731,7 @@ impl Meta {
                 e.nodes[..tied].rotate_left(i % tied.max(1));
             }
             ids.extend(e.nodes.iter().copied());
-            caps.push(Capability::sign(&self.secret, e.chunk, false));
+            caps.push(Capability::sign(&self.secret, e.chunk, false, holder));
             // Cache copies on live nodes join the order; at equal nearness
             // they go first, sparing the durable holders, and take turns.
             let cached: Vec<NodeId> = self

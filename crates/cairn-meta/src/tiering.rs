@@ -313,7 +313,7 @@ impl Meta {
             Some(_) => StorageRequest::OffloadStripe {
                 from: ext.clone(),
                 sources: sources.clone(),
-                cap: Capability::sign(&self.secret, ext.chunk, false),
+                cap: Capability::sign(&self.secret, ext.chunk, false, None),
                 tier: tier.to_string(),
             },
         };

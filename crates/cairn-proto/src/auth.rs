@@ -26,10 +26,42 @@ impl ClusterSecret {
     pub fn cap_key(&self) -> [u8; 32] {
         blake3::derive_key("cairn 2026 capability key v1", &self.0)
     }
+    /// The key of the client identity `id`: meta hands it out once, at
+    /// `cairn key create --native`; meta and storage nodes recompute it
+    /// from the id a client names in its hello, so no node stores keys.
+    pub fn identity_key(&self, id: &IdentityId) -> [u8; 32] {
+        let master = blake3::derive_key("cairn 2026 identity key v1", &self.0);
+        *blake3::keyed_hash(&master, &id.0).as_bytes()
+    }
     /// Names the secret without revealing it or any key made from it: meta
     /// servers sharing a store compare theirs through it.
     pub fn fingerprint(&self) -> [u8; 32] {
         blake3::derive_key("cairn 2026 secret fingerprint v1", &self.0)
+    }
+}
+
+/// A client identity's id: random, named in the handshake; meta keeps
+/// the identity's name and rights under it.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct IdentityId(pub [u8; 16]);
+
+impl IdentityId {
+    pub fn generate() -> IdentityId {
+        let mut b = [0u8; 16];
+        getrandom::getrandom(&mut b).expect("OS random source");
+        IdentityId(b)
+    }
+}
+
+impl std::fmt::Display for IdentityId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&hex(&self.0))
+    }
+}
+
+impl std::fmt::Debug for IdentityId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "IdentityId({self})")
     }
 }
 
@@ -38,47 +70,86 @@ impl ClusterSecret {
 pub enum Credentials {
     /// Meta and storage nodes.
     Cluster(ClusterSecret),
-    /// Clients (CLI, gateways, mounts).
+    /// The cluster's admin client key (derived from the secret; the CLI
+    /// of the machine running meta, gateways): every right.
     Client([u8; 32]),
+    /// A client identity (`cairn key create NAME --native`): the rights
+    /// meta keeps for it, checked on every request.
+    Identity {
+        name: String,
+        id: IdentityId,
+        key: [u8; 32],
+    },
+}
+
+/// Names the kind and identity, never a key.
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Credentials::Cluster(_) => f.write_str("Credentials::Cluster(..)"),
+            Credentials::Client(_) => f.write_str("Credentials::Client(..)"),
+            Credentials::Identity { name, id, .. } => {
+                write!(f, "Credentials::Identity({name}, {id})")
+            }
+        }
+    }
 }
 
 const CLUSTER_TAG: &str = "cairn-cluster-secret-v1";
 const CLIENT_TAG: &str = "cairn-client-key-v1";
+const IDENTITY_TAG: &str = "cairn-identity-v1";
 
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
-fn unhex32(s: &str) -> Option<[u8; 32]> {
-    if s.len() != 64 {
+fn unhex<const N: usize>(s: &str) -> Option<[u8; N]> {
+    if s.len() != 2 * N {
         return None;
     }
-    let mut out = [0u8; 32];
+    let mut out = [0u8; N];
     for (i, o) in out.iter_mut().enumerate() {
         *o = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
     }
     Some(out)
 }
 
+/// Whether `name` can name an identity: 1 to 64 letters, digits, `.`,
+/// `_` or `-` (it is one word of a credential file and an audit field).
+pub fn is_identity_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+}
+
 impl Credentials {
     pub fn role(&self) -> Role {
         match self {
             Credentials::Cluster(_) => Role::Node,
-            Credentials::Client(_) => Role::Client,
+            Credentials::Client(_) | Credentials::Identity { .. } => Role::Client,
         }
     }
 
     fn key(&self) -> [u8; 32] {
         match self {
             Credentials::Cluster(s) => s.node_key(),
-            Credentials::Client(k) => *k,
+            Credentials::Client(k) | Credentials::Identity { key: k, .. } => *k,
         }
     }
 
     pub fn cluster(&self) -> Option<&ClusterSecret> {
         match self {
             Credentials::Cluster(s) => Some(s),
-            Credentials::Client(_) => None,
+            _ => None,
+        }
+    }
+
+    /// The identity these credentials prove, if they are one's.
+    pub fn identity(&self) -> Option<IdentityId> {
+        match self {
+            Credentials::Identity { id, .. } => Some(*id),
+            _ => None,
         }
     }
 
@@ -87,20 +158,33 @@ impl Credentials {
         match self {
             Credentials::Cluster(s) => format!("{CLUSTER_TAG} {}\n", hex(&s.0)),
             Credentials::Client(k) => format!("{CLIENT_TAG} {}\n", hex(k)),
+            Credentials::Identity { name, id, key } => {
+                format!("{IDENTITY_TAG} {name} {id} {}\n", hex(key))
+            }
         }
     }
 
     pub fn decode(text: &str) -> Result<Credentials> {
-        let mut it = text.split_whitespace();
-        let (tag, val) = (it.next().unwrap_or(""), it.next().unwrap_or(""));
-        let key = unhex32(val);
-        match (tag, key) {
-            (CLUSTER_TAG, Some(k)) => Ok(Credentials::Cluster(ClusterSecret(k))),
-            (CLIENT_TAG, Some(k)) => Ok(Credentials::Client(k)),
-            _ => Err(Error::invalid(format!(
-                "not a Cairn secret (expected '{CLUSTER_TAG} <64 hex>' or '{CLIENT_TAG} <64 hex>')"
-            ))),
+        let words: Vec<&str> = text.split_whitespace().collect();
+        match words[..] {
+            [CLUSTER_TAG, k] => unhex(k).map(|k| Credentials::Cluster(ClusterSecret(k))),
+            [CLIENT_TAG, k] => unhex(k).map(Credentials::Client),
+            [IDENTITY_TAG, name, id, k] if is_identity_name(name) => match (unhex(id), unhex(k)) {
+                (Some(id), Some(key)) => Some(Credentials::Identity {
+                    name: name.to_string(),
+                    id: IdentityId(id),
+                    key,
+                }),
+                _ => None,
+            },
+            _ => None,
         }
+        .ok_or_else(|| {
+            Error::invalid(format!(
+                "not a Cairn secret (expected '{CLUSTER_TAG} <64 hex>', '{CLIENT_TAG} <64 hex>' \
+                 or '{IDENTITY_TAG} <name> <32 hex> <64 hex>')"
+            ))
+        })
     }
 
     pub fn load(path: &Path) -> Result<Credentials> {
@@ -134,15 +218,24 @@ impl Credentials {
         *blake3::keyed_hash(&self.key(), challenge).as_bytes()
     }
 
-    /// Check a peer's proof for the role it claims. Only a cluster secret can
-    /// check both roles; clients never verify peers.
-    pub(crate) fn check(&self, role: Role, challenge: &[u8; 16], proof: &[u8; 32]) -> bool {
+    /// Check a peer's proof for the role (and, for a client, the
+    /// identity) it claims. Only a cluster secret can check; clients never
+    /// verify peers.
+    pub(crate) fn check(
+        &self,
+        role: Role,
+        identity: Option<&IdentityId>,
+        challenge: &[u8; 16],
+        proof: &[u8; 32],
+    ) -> bool {
         let Credentials::Cluster(s) = self else {
             return false;
         };
-        let key = match role {
-            Role::Node => s.node_key(),
-            Role::Client => s.client_key(),
+        let key = match (role, identity) {
+            (Role::Node, None) => s.node_key(),
+            (Role::Node, Some(_)) => return false,
+            (Role::Client, None) => s.client_key(),
+            (Role::Client, Some(id)) => s.identity_key(id),
         };
         // blake3::Hash equality is constant-time.
         blake3::keyed_hash(&key, challenge) == blake3::Hash::from(*proof)
@@ -158,41 +251,87 @@ pub enum Role {
 
 /// Permission to read or write one chunk until `expires_ms`, signed by meta
 /// with the capability key; storage nodes check it without asking meta.
+/// It is bound to the client it was handed to (`holder`: an identity, or
+/// None for the admin client key): a node serves it only on that client's
+/// connections, so a capability captured from one client is of no use to
+/// another.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Capability {
     pub chunk: ChunkId,
     pub write: bool,
     pub expires_ms: u64,
+    pub holder: Option<IdentityId>,
     pub mac: [u8; 32],
 }
 
+/// The peer of a connection as a storage node sees it: nodes (and meta)
+/// may use any capability, clients only those handed to them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Peer {
+    pub role: Role,
+    pub identity: Option<IdentityId>,
+}
+
 impl Capability {
-    fn digest(key: &[u8; 32], chunk: ChunkId, write: bool, expires_ms: u64) -> [u8; 32] {
-        let mut msg = [0u8; 25];
+    fn digest(
+        key: &[u8; 32],
+        chunk: ChunkId,
+        write: bool,
+        expires_ms: u64,
+        holder: Option<&IdentityId>,
+    ) -> [u8; 32] {
+        let mut msg = [0u8; 42];
         msg[..16].copy_from_slice(&chunk.0.to_be_bytes());
         msg[16] = write as u8;
-        msg[17..].copy_from_slice(&expires_ms.to_be_bytes());
+        msg[17..25].copy_from_slice(&expires_ms.to_be_bytes());
+        if let Some(h) = holder {
+            msg[25] = 1;
+            msg[26..].copy_from_slice(&h.0);
+        }
         *blake3::keyed_hash(key, &msg).as_bytes()
     }
 
-    pub fn sign(secret: &ClusterSecret, chunk: ChunkId, write: bool) -> Capability {
+    pub fn sign(
+        secret: &ClusterSecret,
+        chunk: ChunkId,
+        write: bool,
+        holder: Option<IdentityId>,
+    ) -> Capability {
         let expires_ms = now_ms() + CAP_TTL_MS;
-        let mac = Self::digest(&secret.cap_key(), chunk, write, expires_ms);
+        let mac = Self::digest(&secret.cap_key(), chunk, write, expires_ms, holder.as_ref());
         Capability {
             chunk,
             write,
             expires_ms,
+            holder,
             mac,
         }
     }
 
     /// A write capability also allows reads of the same chunk. A
     /// capability for an erasure-coded stripe covers its shards
-    /// ([`ChunkId::covers`]).
-    pub fn check(&self, secret: &ClusterSecret, chunk: ChunkId, write: bool) -> Result<()> {
-        let want = Self::digest(&secret.cap_key(), self.chunk, self.write, self.expires_ms);
+    /// ([`ChunkId::covers`]). `peer` is who presents it.
+    pub fn check(
+        &self,
+        secret: &ClusterSecret,
+        chunk: ChunkId,
+        write: bool,
+        peer: &Peer,
+    ) -> Result<()> {
+        let want = Self::digest(
+            &secret.cap_key(),
+            self.chunk,
+            self.write,
+            self.expires_ms,
+            self.holder.as_ref(),
+        );
         if blake3::Hash::from(want) != blake3::Hash::from(self.mac) {
             return Err(Error::denied("chunk capability has a bad signature"));
+        }
+        if peer.role == Role::Client && peer.identity != self.holder {
+            return Err(Error::denied(format!(
+                "the capability for chunk {chunk} was handed to another client"
+            )));
         }
         if !self.chunk.covers(chunk) || (write && !self.write) {
             return Err(Error::denied(format!(
@@ -214,22 +353,62 @@ mod tests {
     fn capabilities() {
         let s = ClusterSecret::generate();
         let other = ClusterSecret::generate();
-        let c = Capability::sign(&s, ChunkId(7), false);
-        assert!(c.check(&s, ChunkId(7), false).is_ok());
-        assert!(c.check(&s, ChunkId(7), true).is_err());
-        assert!(c.check(&s, ChunkId(8), false).is_err());
-        assert!(c.check(&other, ChunkId(7), false).is_err());
+        let node = Peer {
+            role: Role::Node,
+            identity: None,
+        };
+        let c = Capability::sign(&s, ChunkId(7), false, None);
+        assert!(c.check(&s, ChunkId(7), false, &node).is_ok());
+        assert!(c.check(&s, ChunkId(7), true, &node).is_err());
+        assert!(c.check(&s, ChunkId(8), false, &node).is_err());
+        assert!(c.check(&other, ChunkId(7), false, &node).is_err());
         let mut forged = c.clone();
         forged.expires_ms += 1;
-        assert!(forged.check(&s, ChunkId(7), false).is_err());
+        assert!(forged.check(&s, ChunkId(7), false, &node).is_err());
         // A stripe's capability covers its shards, and only those.
         let stripe = ChunkId::stripe_from(0xabcd_ef12_3456_789a_u128 << 64);
-        let c = Capability::sign(&s, stripe, true);
-        assert!(c.check(&s, stripe.shard(0), true).is_ok());
-        assert!(c.check(&s, stripe.shard(31), false).is_ok());
-        assert!(c.check(&s, ChunkId(stripe.0 + 64), false).is_err());
-        let shard_cap = Capability::sign(&s, stripe.shard(1), true);
-        assert!(shard_cap.check(&s, stripe.shard(2), false).is_err());
+        let c = Capability::sign(&s, stripe, true, None);
+        assert!(c.check(&s, stripe.shard(0), true, &node).is_ok());
+        assert!(c.check(&s, stripe.shard(31), false, &node).is_ok());
+        assert!(c.check(&s, ChunkId(stripe.0 + 64), false, &node).is_err());
+        let shard_cap = Capability::sign(&s, stripe.shard(1), true, None);
+        assert!(shard_cap.check(&s, stripe.shard(2), false, &node).is_err());
+    }
+
+    #[test]
+    fn capabilities_serve_only_their_holder() {
+        let s = ClusterSecret::generate();
+        let (a, b) = (IdentityId::generate(), IdentityId::generate());
+        let client = |identity| Peer {
+            role: Role::Client,
+            identity,
+        };
+        let node = Peer {
+            role: Role::Node,
+            identity: None,
+        };
+        let c = Capability::sign(&s, ChunkId(7), false, Some(a));
+        assert!(c.check(&s, ChunkId(7), false, &client(Some(a))).is_ok());
+        assert!(c.check(&s, ChunkId(7), false, &node).is_ok());
+        let e = c
+            .check(&s, ChunkId(7), false, &client(Some(b)))
+            .unwrap_err();
+        assert_eq!(e.kind, cairn_types::ErrorKind::PermissionDenied);
+        assert!(c.check(&s, ChunkId(7), false, &client(None)).is_err());
+        // The admin key's capabilities are no identity's.
+        let admin = Capability::sign(&s, ChunkId(7), false, None);
+        assert!(admin.check(&s, ChunkId(7), false, &client(None)).is_ok());
+        assert!(admin
+            .check(&s, ChunkId(7), false, &client(Some(a)))
+            .is_err());
+        // Re-binding a capability to another holder breaks its signature.
+        let mut stolen = c.clone();
+        stolen.holder = Some(b);
+        assert!(stolen
+            .check(&s, ChunkId(7), false, &client(Some(b)))
+            .is_err());
+        stolen.holder = None;
+        assert!(stolen.check(&s, ChunkId(7), false, &client(None)).is_err());
     }
 
     #[test]
@@ -240,8 +419,49 @@ mod tests {
         assert!(Credentials::decode("garbage").is_err());
         let challenge = [3u8; 16];
         let client = Credentials::Client(c.cluster().unwrap().client_key());
-        assert!(c.check(Role::Client, &challenge, &client.prove(&challenge)));
-        assert!(!c.check(Role::Node, &challenge, &client.prove(&challenge)));
-        assert!(c.check(Role::Node, &challenge, &c.prove(&challenge)));
+        assert!(c.check(Role::Client, None, &challenge, &client.prove(&challenge)));
+        assert!(!c.check(Role::Node, None, &challenge, &client.prove(&challenge)));
+        assert!(c.check(Role::Node, None, &challenge, &c.prove(&challenge)));
+    }
+
+    #[test]
+    fn identity_credentials() {
+        let secret = ClusterSecret::generate();
+        let cluster = Credentials::Cluster(secret.clone());
+        let id = IdentityId::generate();
+        let car = Credentials::Identity {
+            name: "car42".into(),
+            id,
+            key: secret.identity_key(&id),
+        };
+        let text = car.encode();
+        assert!(text.starts_with("cairn-identity-v1 car42 "));
+        let back = Credentials::decode(&text).unwrap();
+        assert_eq!(back.encode(), text);
+        assert_eq!(back.identity(), Some(id));
+        assert_eq!(back.role(), Role::Client);
+        let ch = [9u8; 16];
+        assert!(cluster.check(Role::Client, Some(&id), &ch, &car.prove(&ch)));
+        // Its key proves no other identity, nor the admin key, nor a node.
+        let other = IdentityId::generate();
+        assert!(!cluster.check(Role::Client, Some(&other), &ch, &car.prove(&ch)));
+        assert!(!cluster.check(Role::Client, None, &ch, &car.prove(&ch)));
+        assert!(!cluster.check(Role::Node, Some(&id), &ch, &car.prove(&ch)));
+        // Another cluster's secret does not accept it.
+        let stranger = Credentials::Cluster(ClusterSecret::generate());
+        assert!(!stranger.check(Role::Client, Some(&id), &ch, &car.prove(&ch)));
+        for bad in [
+            "cairn-identity-v1 car42",
+            "cairn-identity-v1 car/42 00000000000000000000000000000000 \
+             0000000000000000000000000000000000000000000000000000000000000000",
+            "cairn-identity-v1 car42 0000 \
+             0000000000000000000000000000000000000000000000000000000000000000",
+        ] {
+            assert!(Credentials::decode(bad).is_err(), "{bad}");
+        }
+        assert!(is_identity_name("car-42_a.b"));
+        assert!(!is_identity_name(""));
+        assert!(!is_identity_name("a b"));
+        assert!(!is_identity_name(&"x".repeat(65)));
     }
 }

@@ -1,4 +1,4 @@
-use crate::auth::{Credentials, Role};
+use crate::auth::{Credentials, IdentityId, Peer, Role};
 use bytes::BufMut;
 use cairn_types::{Error, Result};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
@@ -26,14 +26,25 @@ const IO_BUF: usize = 256 * 1024;
 /// versions instead of failing later with a malformed message.
 ///
 /// 1 was every build before versions were exchanged; 2 adds them, with
-/// the `Versions` and `OpenVersion` requests.
-pub const PROTOCOL: u32 = 2;
+/// the `Versions` and `OpenVersion` requests; 3 adds client identities
+/// (in the hello, in capabilities, and their requests).
+pub const PROTOCOL: u32 = 3;
 
 /// The client's answer to the challenge: the role it claims, the proof,
-/// and (last, so that a server of version 1 still reads the rest and
-/// answers) its protocol version.
+/// its protocol version (after role and proof, so that a server of
+/// version 1 still reads those and answers), and the identity it proves
+/// (None: a node, or the admin client key).
 #[derive(Serialize, Deserialize)]
 struct Hello {
+    role: Role,
+    proof: [u8; 32],
+    protocol: u32,
+    identity: Option<IdentityId>,
+}
+
+/// Hello as clients of protocol 2 sent it.
+#[derive(Deserialize)]
+struct HelloV2 {
     role: Role,
     proof: [u8; 32],
     protocol: u32,
@@ -64,6 +75,9 @@ pub struct Conn {
     /// The authenticated role of the peer (server side) or of ourselves
     /// (client side).
     pub role: Role,
+    /// The identity the peer proved (server side), if it is a client
+    /// holding one; None for nodes and the admin client key.
+    pub identity: Option<IdentityId>,
     pub peer: SocketAddr,
 }
 
@@ -81,8 +95,17 @@ impl Conn {
             rd: BufReader::with_capacity(IO_BUF, r),
             wr: BufWriter::with_capacity(IO_BUF, w),
             role,
+            identity: None,
             peer,
         })
+    }
+
+    /// Who the peer proved to be (server side).
+    pub fn peer_is(&self) -> Peer {
+        Peer {
+            role: self.role,
+            identity: self.identity,
+        }
     }
 
     /// Queue one frame; it leaves on the next [`Conn::flush`] or when the
@@ -275,6 +298,7 @@ async fn connect_speaking(
             role: creds.role(),
             proof: creds.prove(&challenge),
             protocol,
+            identity: creds.identity(),
         })
         .await?;
         let verdict: Result<(), Error> = conn.recv().await?;
@@ -385,21 +409,31 @@ async fn handshake_speaking(stream: TcpStream, creds: &Credentials, protocol: u3
         let body = conn.read_frame(MAX_FRAME).await?;
         let hello = match postcard::from_bytes::<Hello>(&body) {
             Ok(h) => h,
-            Err(e) => match postcard::from_bytes::<HelloV1>(&body) {
-                // A client of protocol 1 reads the versioned challenge's
-                // first 16 bytes and answers without a version.
-                Ok(old) => Hello {
-                    role: old.role,
-                    proof: old.proof,
-                    protocol: 1,
-                },
-                Err(_) => {
+            Err(e) => {
+                if let Ok(old) = postcard::from_bytes::<HelloV2>(&body) {
+                    Hello {
+                        role: old.role,
+                        proof: old.proof,
+                        protocol: old.protocol,
+                        identity: None,
+                    }
+                } else if let Ok(old) = postcard::from_bytes::<HelloV1>(&body) {
+                    // A client of protocol 1 reads the versioned
+                    // challenge's first 16 bytes and answers without a
+                    // version.
+                    Hello {
+                        role: old.role,
+                        proof: old.proof,
+                        protocol: 1,
+                        identity: None,
+                    }
+                } else {
                     return Err(Error::invalid(format!(
                         "malformed message from {}: {e}",
                         conn.peer
-                    )))
+                    )));
                 }
-            },
+            }
         };
         if hello.protocol != protocol {
             let err = mismatch(
@@ -411,8 +445,14 @@ async fn handshake_speaking(stream: TcpStream, creds: &Credentials, protocol: u3
             let _ = conn.send(&Err::<(), Error>(err.clone())).await;
             return Err(err);
         }
-        if creds.check(hello.role, &challenge, &hello.proof) {
+        if creds.check(
+            hello.role,
+            hello.identity.as_ref(),
+            &challenge,
+            &hello.proof,
+        ) {
             conn.role = hello.role;
+            conn.identity = hello.identity;
             conn.send(&Ok::<(), Error>(())).await?;
             Ok(())
         } else {
@@ -460,6 +500,47 @@ mod tests {
         assert_eq!(h.await.unwrap().unwrap(), b"ping");
     }
 
+    /// A client identity proves itself with its own key; the server's end
+    /// of the connection names it. A key presented for another identity
+    /// is refused.
+    #[tokio::test]
+    async fn identities_prove_themselves() {
+        let secret = ClusterSecret::generate();
+        let creds = Credentials::Cluster(secret.clone());
+        let id = crate::IdentityId::generate();
+        let car = Credentials::Identity {
+            name: "car42".into(),
+            id,
+            key: secret.identity_key(&id),
+        };
+        let l = Listener::bind("127.0.0.1:0", creds.clone()).await.unwrap();
+        let addr = l.local_addr().to_string();
+        let h = tokio::spawn(async move {
+            let mut seen = Vec::new();
+            for _ in 0..2 {
+                let s = l.accept().await?;
+                seen.push(handshake(s, &creds).await.map(|c| c.peer_is()));
+            }
+            Ok::<_, Error>(seen)
+        });
+        connect(&addr, &car, Duration::from_secs(5)).await.unwrap();
+        let forged = Credentials::Identity {
+            name: "car43".into(),
+            id: crate::IdentityId::generate(),
+            key: secret.identity_key(&id),
+        };
+        let e = connect(&addr, &forged, Duration::from_secs(5))
+            .await
+            .err()
+            .expect("another identity's key is refused");
+        assert_eq!(e.kind, cairn_types::ErrorKind::PermissionDenied, "{e}");
+        let seen = h.await.unwrap().unwrap();
+        let first = seen[0].as_ref().unwrap();
+        assert_eq!(first.role, Role::Client);
+        assert_eq!(first.identity, Some(id));
+        assert!(seen[1].is_err());
+    }
+
     /// Peers of another protocol version are refused at the handshake,
     /// with both versions named, whichever side is older.
     #[tokio::test]
@@ -472,6 +553,7 @@ mod tests {
             (PROTOCOL, PROTOCOL + 1),
             (1, PROTOCOL),
             (PROTOCOL, 1),
+            (PROTOCOL, 2),
         ] {
             let l = Listener::bind("127.0.0.1:0", creds.clone()).await.unwrap();
             let addr = l.local_addr().to_string();
@@ -489,7 +571,27 @@ mod tests {
                 }
                 handshake_speaking(s, &c2, server_speaks).await.map(|_| ())
             });
-            let got = if client_speaks == 1 {
+            let got = if client_speaks == 2 {
+                // A client of protocol 2: a hello without an identity.
+                let stream = TcpStream::connect(&addr).await.unwrap();
+                let mut conn = Conn::new(stream, Role::Client).unwrap();
+                let frame = conn.read_frame(64).await.unwrap();
+                let challenge: [u8; CHALLENGE] = frame[..CHALLENGE].try_into().unwrap();
+                #[derive(Serialize)]
+                struct V2 {
+                    role: Role,
+                    proof: [u8; 32],
+                    protocol: u32,
+                }
+                conn.send(&V2 {
+                    role: client.role(),
+                    proof: client.prove(&challenge),
+                    protocol: 2,
+                })
+                .await
+                .unwrap();
+                conn.recv::<Result<(), Error>>().await.unwrap().map(|_| ())
+            } else if client_speaks == 1 {
                 // A client of protocol 1: reads 16 bytes of challenge and
                 // answers without a version.
                 let stream = TcpStream::connect(&addr).await.unwrap();

@@ -11,13 +11,17 @@
 //! framing is 4 bytes of length and nothing else; messages are postcard-encoded
 //! serde enums, so malformed input is a decode error, never a crash.
 
+mod access;
 mod auth;
 mod frame;
 mod messages;
 mod pool;
 mod throttle;
 
-pub use auth::{Capability, ClusterSecret, Credentials, Role, CAP_TTL_MS};
+pub use access::{IdentityInfo, Need, PathRight, Rights};
+pub use auth::{
+    is_identity_name, Capability, ClusterSecret, Credentials, IdentityId, Peer, Role, CAP_TTL_MS,
+};
 pub use frame::{connect, handshake, Conn, Listener, DATA_FRAME, MAX_FRAME};
 pub use messages::*;
 pub use pool::{MetaClient, Pool, Pooled};

@@ -1,7 +1,7 @@
 //! Requests and responses. Every response is `Result<T, cairn_types::Error>`
 //! so the error kind crosses the network intact.
 
-use crate::Capability;
+use crate::{Capability, IdentityInfo, Rights};
 use cairn_types::{
     BlockCrcs, CairnPath, ChunkId, Cues, DirEntry, Error, Extent, Inode, NodeId, Version,
 };
@@ -334,6 +334,20 @@ pub enum MetaRequest {
         version: Version,
         host: Option<String>,
     },
+    /// Admin: make the client identity `name` with `rights` (its prefixes
+    /// are made as directories). Answers `Identity` with the key, which
+    /// meta hands out this once.
+    IdentityCreate {
+        name: String,
+        rights: Rights,
+    },
+    /// Admin: every client identity. Answers `Identities`.
+    IdentityList,
+    /// Admin: remove the client identity `name`; its clients are refused
+    /// from their next request on (within seconds on every meta).
+    IdentityRevoke {
+        name: String,
+    },
 }
 
 impl MetaRequest {
@@ -637,6 +651,12 @@ pub enum MetaResponse {
     },
     TierVerify(TierReport),
     Versions(Vec<Inode>),
+    /// A new identity and the key its clients prove themselves with.
+    Identity {
+        info: IdentityInfo,
+        key: [u8; 32],
+    },
+    Identities(Vec<IdentityInfo>),
 }
 
 /// What one tier holds: `local` (storage nodes) or a remote store.
@@ -889,6 +909,9 @@ impl MetaRequest {
             MetaRequest::RenameExchange { .. } => "rename_exchange",
             MetaRequest::Versions { .. } => "versions",
             MetaRequest::OpenVersion { .. } => "open_version",
+            MetaRequest::IdentityCreate { .. } => "identity_create",
+            MetaRequest::IdentityList => "identity_list",
+            MetaRequest::IdentityRevoke { .. } => "identity_revoke",
         }
     }
 }

@@ -76,6 +76,16 @@ fn samples() -> Vec<Vec<u8>> {
             group: "actors".into(),
             evict: false,
         },
+        MetaRequest::IdentityCreate {
+            name: "car42".into(),
+            rights: cairn_proto::Rights {
+                admin: false,
+                prefixes: vec![cairn_proto::PathRight {
+                    path: p.clone(),
+                    write: true,
+                }],
+            },
+        },
     ];
     let mut out: Vec<Vec<u8>> = reqs
         .iter()
@@ -85,7 +95,12 @@ fn samples() -> Vec<Vec<u8>> {
         chunk: ext.chunk,
         len: 1 << 20,
         crcs: BlockCrcs::compute(&vec![7u8; 200_000]),
-        cap: Capability::sign(&secret, ext.chunk, true),
+        cap: Capability::sign(
+            &secret,
+            ext.chunk,
+            true,
+            Some(cairn_proto::IdentityId([7; 16])),
+        ),
         chain: vec![],
     };
     out.push(postcard::to_stdvec(&put).unwrap());
@@ -104,7 +119,7 @@ proptest! {
 
     #[test]
     fn mutated_valid_messages_never_panic(
-        which in 0usize..6,
+        which in 0usize..7,
         edits in proptest::collection::vec((any::<usize>(), any::<u8>(), 0u8..3), 1..8),
         cut in any::<usize>(),
     ) {

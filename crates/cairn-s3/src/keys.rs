@@ -108,6 +108,37 @@ pub async fn create_key(
     Ok(rec)
 }
 
+/// Every S3 key of the cluster.
+pub async fn list_keys(client: &Client) -> Result<Vec<KeyRecord>> {
+    let entries = match client.list_all(&keys_dir()).await {
+        Ok(e) => e,
+        Err(e) if e.kind == ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut out = Vec::with_capacity(entries.len());
+    for e in entries {
+        let path = keys_dir().join(&e.name)?;
+        let bytes = client.get_bytes(&path).await?;
+        out.push(serde_json::from_slice::<KeyRecord>(&bytes).map_err(|e| {
+            cairn_types::Error::corrupt(format!("key file {path} is not valid: {e}"))
+        })?);
+    }
+    Ok(out)
+}
+
+/// Remove the S3 keys named `name` (or whose access key it is); returns
+/// those removed. Gateways refuse them once their cache of the key lapses.
+pub async fn delete_keys(client: &Client, name: &str) -> Result<Vec<KeyRecord>> {
+    let mut gone = Vec::new();
+    for k in list_keys(client).await? {
+        if k.name == name || k.access_key == name {
+            client.remove(&key_path(&k.access_key)?, false).await?;
+            gone.push(k);
+        }
+    }
+    Ok(gone)
+}
+
 /// Looks keys up in the namespace, with a short cache.
 pub struct KeyStore {
     client: Client,

@@ -31,7 +31,7 @@ pub mod multipart;
 pub mod names;
 
 pub use gateway::CairnS3;
-pub use keys::{create_key, KeyRecord, KeyStore};
+pub use keys::{create_key, delete_keys, list_keys, KeyRecord, KeyStore};
 
 use cairn_client::Client;
 use hyper_util::rt::TokioIo;

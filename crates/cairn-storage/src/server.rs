@@ -4,7 +4,7 @@
 use crate::chunk_store::{ChunkStore, ChunkWriter, StoreOptions, MAX_CHUNK_LEN};
 use cairn_proto::{
     Capability, ChunkAlloc, Conn, Credentials, GetChunkHeader, GetChunkResult, Listener,
-    MetaClient, MetaRequest, MetaResponse, NodeAddr, NodeStats, Pool, PutOutcome, Role,
+    MetaClient, MetaRequest, MetaResponse, NodeAddr, NodeStats, Peer, Pool, PutOutcome, Role,
     StorageRequest, DATA_FRAME,
 };
 use cairn_types::{BlockCrcs, ChunkId, EcShards, Error, Extent, NodeId, Result, BLOCK_SIZE};
@@ -387,7 +387,8 @@ async fn serve_conn(node: Arc<Node>, mut conn: Conn, mut stop: watch::Receiver<b
                     peers: &sources,
                     remote: remote.as_deref(),
                 };
-                match read_through(&node, chunk, chunk_len, crc, from, &cap).await {
+                let peer = conn.peer_is();
+                match read_through(&node, chunk, chunk_len, crc, from, &cap, &peer).await {
                     Ok(()) => handle_get(&node, &mut conn, chunk, offset, len, cap).await,
                     Err(e) => conn.send(&GetChunkResult::Err(e)).await,
                 }
@@ -812,11 +813,12 @@ async fn read_through(
     crc: u32,
     sources: Sources<'_>,
     cap: &Capability,
+    peer: &Peer,
 ) -> Result<()> {
     if node.store.info(chunk).is_some() {
         return Ok(());
     }
-    cap.check(&node.secret, chunk, false)?;
+    cap.check(&node.secret, chunk, false, peer)?;
     chunk_turn(node, chunk, async {
         if node.store.info(chunk).is_some() {
             return Ok(());
@@ -1359,7 +1361,7 @@ async fn handle_put(
         return Err(e);
     }
     let mut failure: Option<PutOutcome> = None;
-    if let Err(e) = cap.check(&node.secret, chunk, true) {
+    if let Err(e) = cap.check(&node.secret, chunk, true, &conn.peer_is()) {
         failure = Some(me(e));
     } else if crcs.0.len() != BlockCrcs::blocks_for(len) {
         failure = Some(me(Error::invalid(format!(
@@ -1537,8 +1539,9 @@ async fn handle_get(
     cap: Capability,
 ) -> Result<()> {
     let store = node.store.clone();
+    let peer = conn.peer_is();
     let header: Result<GetChunkHeader> = async {
-        cap.check(&node.secret, chunk, false)?;
+        cap.check(&node.secret, chunk, false, &peer)?;
         if !offset.is_multiple_of(BLOCK_SIZE as u64) {
             return Err(Error::invalid(format!(
                 "offset {offset} is not a multiple of {BLOCK_SIZE}"

@@ -477,7 +477,12 @@ async fn bad_input_is_refused_and_servers_stay_up() {
         assert_eq!(r.unwrap_err().kind, ErrorKind::InvalidInput);
 
         // A forged capability, an unknown chunk.
-        let forged = Capability::sign(&ClusterSecret::generate(), inode.extents[0].chunk, false);
+        let forged = Capability::sign(
+            &ClusterSecret::generate(),
+            inode.extents[0].chunk,
+            false,
+            None,
+        );
         let mut conn = connect(&node_addr, &client_creds, Duration::from_secs(5))
             .await
             .unwrap();

@@ -1046,3 +1046,75 @@ async fn two_metas_never_grant_conflicting_locks() {
     })
     .await;
 }
+
+/// Two meta servers on one etcd share the client identities: one made
+/// through meta A works through meta B at once, and one revoked through A
+/// is refused by B within seconds, on the connection its client holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identities_are_shared_and_revoked_on_every_meta() {
+    deadline(async {
+        use cairn_client::{Client, ClientConfig, PutOptions};
+        use cairn_meta::server::{MetaConfig, CLIENT_KEY_FILE, SECRET_FILE};
+        use cairn_meta::store_spec::StoreSpec;
+        use cairn_proto::{Credentials, PathRight, Rights};
+
+        let etcd = EtcdCluster::start(3).await;
+        let dir = tempfile::tempdir().unwrap();
+        let meta_cfg = |name: &str| {
+            let mut m = MetaConfig::new(dir.path().join(name));
+            m.store = StoreSpec::Etcd(etcd.config("/identities/"));
+            m
+        };
+        let a = cairn_meta::server::start(meta_cfg("meta-a")).await.unwrap();
+        std::fs::create_dir_all(dir.path().join("meta-b")).unwrap();
+        for f in [SECRET_FILE, CLIENT_KEY_FILE] {
+            std::fs::copy(
+                dir.path().join("meta-a").join(f),
+                dir.path().join("meta-b").join(f),
+            )
+            .unwrap();
+        }
+        let b = cairn_meta::server::start(meta_cfg("meta-b")).await.unwrap();
+        let admin_a = Client::connect(ClientConfig::new(
+            vec![a.addr.clone()],
+            Credentials::Client(a.secret.client_key()),
+        ))
+        .await
+        .unwrap();
+        let rights = Rights {
+            admin: false,
+            prefixes: vec![PathRight {
+                path: p("/fleet/car9"),
+                write: true,
+            }],
+        };
+        let (_, creds) = admin_a.identity_create("car9", rights).await.unwrap();
+        // Through B, at once: it reads the identities again for one it
+        // does not know.
+        let car = Client::connect(ClientConfig::new(vec![b.addr.clone()], creds))
+            .await
+            .unwrap();
+        car.put_bytes(&p("/fleet/car9/hello"), b"hi", PutOptions::default())
+            .await
+            .unwrap();
+        let e = car
+            .put_bytes(&p("/fleet/x"), b"hi", PutOptions::default())
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind, ErrorKind::PermissionDenied, "{e}");
+        admin_a.identity_revoke("car9").await.unwrap();
+        let started = Instant::now();
+        let e = cairn_testkit::wait_for(Duration::from_secs(20), || async {
+            car.stat(&p("/fleet/car9/hello")).await.err()
+        })
+        .await;
+        assert_eq!(e.kind, ErrorKind::PermissionDenied, "{e}");
+        eprintln!(
+            "meta B refused the revoked identity after {:?}",
+            started.elapsed()
+        );
+        a.shutdown().await;
+        b.shutdown().await;
+    })
+    .await
+}
