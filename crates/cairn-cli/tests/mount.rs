@@ -732,3 +732,148 @@ fn closed_files_survive_sigkill_of_the_mount_and_of_a_storage_node() {
     ));
     drop(b);
 }
+
+/// Run `cairn` with extra environment: (success, stdout, stderr).
+fn try_cli(config: &Path, env: &[(&str, &str)], args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(BIN)
+        .args(args)
+        .envs(env.iter().copied())
+        .env("XDG_CONFIG_HOME", config)
+        .env("RUST_LOG", "error")
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// An identity made with `cairn key create --native` is held to its
+/// prefixes by the CLI and through a mount (EACCES, nothing changed), is
+/// listed with its rights, and is refused once revoked.
+#[test]
+fn identities_through_the_cli_and_a_mount() {
+    if no_fuse() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config");
+    let data = dir.path().join("data");
+    let _server = spawn(
+        &config,
+        &[
+            "server",
+            "--data",
+            data.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        "try:",
+        None,
+    );
+    let admin = |args: &[&str]| {
+        let (ok, out, err) = try_cli(&config, &[], args);
+        assert!(ok, "cairn {args:?}: {err}");
+        out
+    };
+    let key = dir.path().join("car42.key");
+    admin(&[
+        "key",
+        "create",
+        "car42",
+        "--native",
+        "--prefix",
+        "/fleet/car42",
+        "--read-prefix",
+        "/datasets",
+        "--out",
+        key.to_str().unwrap(),
+    ]);
+    let text = std::fs::read_to_string(&key).unwrap();
+    assert!(text.starts_with("cairn-identity-v1 car42 "), "{text}");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let local = dir.path().join("f.bin");
+    std::fs::write(&local, b"training data").unwrap();
+    let l = local.to_str().unwrap();
+    admin(&["put", l, "/datasets/d.bin"]);
+    admin(&["put", l, "/fleet/car41/log"]);
+    let listed: serde_json::Value =
+        serde_json::from_str(&admin(&["key", "list", "--json"])).unwrap();
+    let ids = listed["identities"].as_array().unwrap();
+    assert_eq!(ids.len(), 1);
+    assert_eq!(ids[0]["name"], "car42");
+    assert_eq!(ids[0]["rights"]["prefixes"][0]["path"], "/fleet/car42");
+    assert_eq!(ids[0]["rights"]["prefixes"][1]["write"], false);
+
+    let as_car = [("CAIRN_SECRET_FILE", key.to_str().unwrap())];
+    let car = |args: &[&str]| try_cli(&config, &as_car, args);
+    assert!(car(&["put", l, "/fleet/car42/a"]).0);
+    let (ok, _, err) = car(&["put", l, "/datasets/x"]);
+    assert!(!ok && err.contains("may not change /datasets/x"), "{err}");
+    let (ok, _, err) = car(&["key", "create", "me2", "--native", "--admin"]);
+    assert!(!ok && err.contains("admin"), "{err}");
+    let (ok, out, _) = car(&["ls", "/"]);
+    assert!(ok);
+    let names: Vec<&str> = out.split_whitespace().filter(|w| w.ends_with('/')).collect();
+    assert_eq!(names, ["datasets/", "fleet/"], "{out}");
+
+    // Through a mount of the identity: the kernel sees EACCES.
+    let mnt = dir.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let cache = dir.path().join("cache");
+    let _mount = spawn_env(
+        &config,
+        &[
+            "mount",
+            mnt.to_str().unwrap(),
+            "--foreground",
+            "--cache-dir",
+            cache.to_str().unwrap(),
+        ],
+        "mounted on",
+        Some(&mnt),
+        &as_car,
+    )
+    .0;
+    std::fs::write(mnt.join("fleet/car42/b"), b"from the car").unwrap();
+    assert_eq!(
+        std::fs::read(mnt.join("datasets/d.bin")).unwrap(),
+        b"training data"
+    );
+    let eacces = |r: std::io::Result<()>, what: &str| {
+        let e = r.expect_err(what);
+        assert_eq!(e.raw_os_error(), Some(libc::EACCES), "{what}: {e}");
+    };
+    // A write is committed when the file is flushed (fsync, close), as
+    // on NFS: fsync reports what close would.
+    let write_synced = |path: PathBuf| -> std::io::Result<()> {
+        use std::io::Write;
+        let mut f = std::fs::File::create(path)?;
+        f.write_all(b"x")?;
+        f.sync_all()
+    };
+    eacces(write_synced(mnt.join("fleet/car41/x")), "create outside");
+    eacces(write_synced(mnt.join("datasets/d.bin")), "overwrite read-only");
+    eacces(std::fs::remove_file(mnt.join("datasets/d.bin")), "unlink read-only");
+    eacces(std::fs::create_dir(mnt.join("top")), "mkdir at the top");
+    eacces(
+        std::fs::read(mnt.join("fleet/car41/log")).map(|_| ()),
+        "read outside",
+    );
+    // Nothing changed; what the car wrote is there.
+    assert_eq!(admin(&["cat", "/datasets/d.bin"]), "training data");
+    assert_eq!(admin(&["cat", "/fleet/car41/log"]), "training data");
+    assert_eq!(admin(&["cat", "/fleet/car42/b"]), "from the car");
+    assert!(!try_cli(&config, &[], &["stat", "/top"]).0);
+
+    admin(&["key", "revoke", "car42"]);
+    let (ok, _, err) = car(&["cat", "/fleet/car42/b"]);
+    assert!(!ok && err.contains("not known"), "{err}");
+    let (ok, _, err) = try_cli(&config, &[], &["key", "revoke", "car42"]);
+    assert!(!ok && err.contains("no identity"), "{err}");
+}
