@@ -50,6 +50,11 @@ pub struct BenchArgs {
     /// end; temporary cluster only), and encode/decode CPU
     #[arg(long, value_name = "K+M")]
     ec: Option<cairn_types::EcScheme>,
+    /// Also measure what TLS costs: after the usual runs, the same large
+    /// rep=1 file and small files on a second temporary cluster with TLS
+    /// off (temporary cluster only)
+    #[arg(long, conflicts_with = "existing")]
+    tls_cost: bool,
     /// Compare placement schemes instead (see the --scheme-* options)
     #[command(flatten)]
     schemes: crate::bench_schemes::SchemeArgs,
@@ -291,6 +296,54 @@ async fn small(c: &Client, count: usize, size: usize, conc: usize) -> Result<(f6
     Ok((puts, gets))
 }
 
+type Local = (
+    cairn_meta::server::MetaHandle,
+    Vec<cairn_storage::StorageHandle>,
+);
+
+/// A temporary cluster of meta and `n` storage nodes in `dir`, and a
+/// client of it once every node is live.
+async fn start_local(dir: &Path, n: usize) -> Result<(Local, Client)> {
+    let mut mc = cairn_meta::server::MetaConfig::new(dir.join("meta"));
+    mc.default_rep = n.min(3) as u8;
+    let meta = cairn_meta::server::start(mc).await?;
+    let creds = Credentials::Cluster(meta.secret.clone());
+    let mut nodes = Vec::new();
+    for i in 0..n {
+        let sc = cairn_storage::StorageConfig::new(
+            dir.join(format!("node-{i}")),
+            vec![meta.addr.clone()],
+        );
+        nodes.push(cairn_storage::start(sc, creds.clone()).await?);
+    }
+    let client_creds = meta.secret.client_credentials();
+    let c = Client::connect(ClientConfig::new(vec![meta.addr.clone()], client_creds)).await?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while c
+        .cluster_status()
+        .await?
+        .nodes
+        .iter()
+        .filter(|n| n.state == cairn_proto::NodeState::Live)
+        .count()
+        < n
+    {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "storage nodes did not register within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(((meta, nodes), c))
+}
+
+async fn stop_local((meta, nodes): Local) {
+    for n in nodes {
+        n.shutdown().await;
+    }
+    meta.shutdown().await;
+}
+
 pub async fn run(a: BenchArgs) -> Result<()> {
     if a.prefetch.prefetch {
         let base = a.dir.clone().unwrap_or_else(std::env::temp_dir);
@@ -312,37 +365,8 @@ pub async fn run(a: BenchArgs) -> Result<()> {
     let client = if a.existing {
         commands::connect(&a.target).await?
     } else {
-        let mut mc = cairn_meta::server::MetaConfig::new(tmp.join("meta"));
-        mc.default_rep = a.nodes.min(3) as u8;
-        let meta = cairn_meta::server::start(mc).await?;
-        let creds = Credentials::Cluster(meta.secret.clone());
-        let mut nodes = Vec::new();
-        for i in 0..a.nodes {
-            let sc = cairn_storage::StorageConfig::new(
-                tmp.join(format!("node-{i}")),
-                vec![meta.addr.clone()],
-            );
-            nodes.push(cairn_storage::start(sc, creds.clone()).await?);
-        }
-        let client_creds = Credentials::Client(meta.secret.client_key());
-        let c = Client::connect(ClientConfig::new(vec![meta.addr.clone()], client_creds)).await?;
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while c
-            .cluster_status()
-            .await?
-            .nodes
-            .iter()
-            .filter(|n| n.state == cairn_proto::NodeState::Live)
-            .count()
-            < a.nodes
-        {
-            anyhow::ensure!(
-                Instant::now() < deadline,
-                "storage nodes did not register within 30 s"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        handles = Some((meta, nodes));
+        let (h, c) = start_local(&tmp, a.nodes).await?;
+        handles = Some(h);
         c
     };
 
@@ -437,7 +461,7 @@ pub async fn run(a: BenchArgs) -> Result<()> {
         for n in nodes.drain(..ec.m as usize) {
             n.shutdown().await;
         }
-        let creds = Credentials::Client(meta.secret.client_key());
+        let creds = meta.secret.client_credentials();
         let cfg = ClientConfig::new(vec![meta.addr.clone()], creds);
         for _ in 0..a.runs.max(1) {
             // A fresh client: nothing cached from the healthy reads.
@@ -507,13 +531,67 @@ pub async fn run(a: BenchArgs) -> Result<()> {
         });
         g.stop().await;
     }
+    if let (true, Some(h)) = (a.tls_cost, handles.take()) {
+        // The same figures on a cluster with TLS off, after this one is
+        // gone (the switch is per process).
+        stop_local(h).await;
+        drop(client);
+        cairn_proto::tls::set_enabled(false);
+        let measured = async {
+            let (h, plain) = start_local(&tmp.join("plain"), a.nodes).await?;
+            for _ in 0..a.runs.max(1) {
+                let (w, r) = large(&plain, "/bench-rep1.bin", size, 1, &block)
+                    .await
+                    .context("rep=1 large file, TLS off")?;
+                samples.entry("plain_rep1_write_mib_s").or_default().push(w);
+                samples.entry("plain_rep1_read_mib_s").or_default().push(r);
+                let (puts, gets) = small(&plain, a.small_count, small_size, a.concurrency)
+                    .await
+                    .context("small files, TLS off")?;
+                samples
+                    .entry("plain_small_puts_per_s")
+                    .or_default()
+                    .push(puts);
+                samples
+                    .entry("plain_small_gets_per_s")
+                    .or_default()
+                    .push(gets);
+            }
+            stop_local(h).await;
+            anyhow::Ok(())
+        }
+        .await;
+        cairn_proto::tls::set_enabled(true);
+        measured?;
+        let m = |k: &str| samples.get(k).map(|v| median(v)).unwrap_or(f64::NAN);
+        out["tls"] = json!({
+            "note": "rep=1 large file and small files with TLS on (the runs above) and off (a second cluster, same process, after them)",
+            "on": {"rep1_write_mib_s": round(m("rep1_write_mib_s")), "rep1_read_mib_s": round(m("rep1_read_mib_s")),
+                   "small_puts_per_s": m("small_puts_per_s").round(), "small_gets_per_s": m("small_gets_per_s").round()},
+            "off": {"rep1_write_mib_s": round(m("plain_rep1_write_mib_s")), "rep1_read_mib_s": round(m("plain_rep1_read_mib_s")),
+                    "small_puts_per_s": m("plain_small_puts_per_s").round(), "small_gets_per_s": m("plain_small_gets_per_s").round()},
+            "on_to_off": {
+                "rep1_write": round(m("rep1_write_mib_s") / m("plain_rep1_write_mib_s")),
+                "rep1_read": round(m("rep1_read_mib_s") / m("plain_rep1_read_mib_s")),
+                "small_puts": round(m("small_puts_per_s") / m("plain_small_puts_per_s")),
+                "small_gets": round(m("small_gets_per_s") / m("plain_small_gets_per_s")),
+            },
+        });
+        out["samples"] = samples
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.to_string(),
+                    json!(v.iter().map(|x| round(*x)).collect::<Vec<_>>()),
+                )
+            })
+            .collect::<serde_json::Map<_, _>>()
+            .into();
+    }
     println!("{}", serde_json::to_string_pretty(&out)?);
 
-    if let Some((meta, nodes)) = handles {
-        for n in nodes {
-            n.shutdown().await;
-        }
-        meta.shutdown().await;
+    if let Some(h) = handles {
+        stop_local(h).await;
     }
     let _ = std::fs::remove_dir_all(&tmp);
     Ok(())

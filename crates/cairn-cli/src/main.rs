@@ -38,8 +38,25 @@ struct Cli {
         env = "CAIRN_LOG_FORMAT"
     )]
     log_format: LogFormat,
+    /// TLS on every connection between Cairn processes (`off`: plain TCP,
+    /// for a trusted network only; every process of the cluster and every
+    /// client must agree)
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "on",
+        env = "CAIRN_TLS"
+    )]
+    tls: Tls,
     #[command(subcommand)]
     cmd: Cmd,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Tls {
+    On,
+    Off,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -460,6 +477,14 @@ fn main() {
         },
         cli.log_format,
     );
+    if cli.tls == Tls::Off {
+        cairn_proto::tls::set_enabled(false);
+        if is_role {
+            tracing::warn!(
+                "TLS is off (--tls off): requests, file bytes and capabilities cross the network in clear"
+            );
+        }
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

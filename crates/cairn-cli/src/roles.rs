@@ -345,7 +345,7 @@ pub async fn server(a: ServerArgs) -> Result<()> {
     } else {
         let client = cairn_client::Client::connect(cairn_client::ClientConfig::new(
             vec![meta.addr.clone()],
-            Credentials::Client(meta.secret.client_key()),
+            meta.secret.client_credentials(),
         ))
         .await
         .context("connecting the S3 gateway to meta")?;
@@ -381,6 +381,11 @@ pub async fn server(a: ServerArgs) -> Result<()> {
     }
     println!("  redundancy  rep={rep}");
     println!("  client key  {}", key.display());
+    if cairn_proto::tls::enabled() {
+        println!("  tls         on (TLS 1.3; the cluster CA is in the client key)");
+    } else {
+        println!("  tls         OFF (--tls off): traffic is in clear; clients need --tls off too");
+    }
     if let Some(u) = &s3_url {
         println!("  s3          {u} (make a key: cairn key create NAME)");
     }

@@ -819,7 +819,10 @@ fn identities_through_the_cli_and_a_mount() {
     assert!(!ok && err.contains("admin"), "{err}");
     let (ok, out, _) = car(&["ls", "/"]);
     assert!(ok);
-    let names: Vec<&str> = out.split_whitespace().filter(|w| w.ends_with('/')).collect();
+    let names: Vec<&str> = out
+        .split_whitespace()
+        .filter(|w| w.ends_with('/'))
+        .collect();
     assert_eq!(names, ["datasets/", "fleet/"], "{out}");
 
     // Through a mount of the identity: the kernel sees EACCES.
@@ -858,8 +861,14 @@ fn identities_through_the_cli_and_a_mount() {
         f.sync_all()
     };
     eacces(write_synced(mnt.join("fleet/car41/x")), "create outside");
-    eacces(write_synced(mnt.join("datasets/d.bin")), "overwrite read-only");
-    eacces(std::fs::remove_file(mnt.join("datasets/d.bin")), "unlink read-only");
+    eacces(
+        write_synced(mnt.join("datasets/d.bin")),
+        "overwrite read-only",
+    );
+    eacces(
+        std::fs::remove_file(mnt.join("datasets/d.bin")),
+        "unlink read-only",
+    );
     eacces(std::fs::create_dir(mnt.join("top")), "mkdir at the top");
     eacces(
         std::fs::read(mnt.join("fleet/car41/log")).map(|_| ()),

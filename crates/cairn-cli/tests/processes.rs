@@ -453,24 +453,36 @@ fn cli_commands_and_their_errors() {
     assert_eq!(status["nodes"].as_array().unwrap().len(), 1);
     assert_eq!(status["nodes"][0]["state"], "live");
 
-    // Wrong credentials: a clear refusal.
-    std::fs::write(
-        env.path("bad.key"),
+    // Wrong credentials: a clear refusal. The client key `cairn server`
+    // wrote carries the cluster CA; a wrong key with it fails the proof,
+    // and a key file without it (from before TLS) says what is missing.
+    let real = std::fs::read_to_string(env.path("data/meta/client.key")).unwrap();
+    let ca = real.split_whitespace().last().unwrap();
+    assert!(ca.starts_with("ca="), "{real}");
+    let refusal = |key_file: String, expect: &str| {
+        std::fs::write(env.path("bad.key"), key_file).unwrap();
+        let o = Command::new(BIN)
+            .args([
+                "ls",
+                "/",
+                "--secret-file",
+                env.path("bad.key").to_str().unwrap(),
+            ])
+            .env("XDG_CONFIG_HOME", env.path("config"))
+            .output()
+            .unwrap();
+        assert!(!o.status.success());
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains(expect), "{err}");
+    };
+    refusal(
+        format!("cairn-client-key-v1 {} {ca}\n", "ab".repeat(32)),
+        "authentication failed",
+    );
+    refusal(
         format!("cairn-client-key-v1 {}\n", "ab".repeat(32)),
-    )
-    .unwrap();
-    let o = Command::new(BIN)
-        .args([
-            "ls",
-            "/",
-            "--secret-file",
-            env.path("bad.key").to_str().unwrap(),
-        ])
-        .env("XDG_CONFIG_HOME", env.path("config"))
-        .output()
-        .unwrap();
-    assert!(!o.status.success());
-    assert!(String::from_utf8_lossy(&o.stderr).contains("authentication failed"));
+        "no cluster CA",
+    );
 }
 
 #[test]

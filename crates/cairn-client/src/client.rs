@@ -530,11 +530,12 @@ impl Client {
             rights,
         };
         match self.meta(req).await? {
-            MetaResponse::Identity { info, key } => {
+            MetaResponse::Identity { info, key, ca } => {
                 let creds = Credentials::Identity {
                     name: info.name.clone(),
                     id: info.id,
                     key,
+                    ca: Some(ca.into()),
                 };
                 Ok((info, creds))
             }

@@ -175,8 +175,13 @@ pub fn load_or_create_secret(dir: &Path) -> Result<ClusterSecret> {
         ))
     })?;
     let client = dir.join(CLIENT_KEY_FILE);
-    if !client.exists() {
-        Credentials::Client(secret.client_key()).save(&client)?;
+    // Made now, or rewritten when it predates TLS (no CA certificate).
+    let stale = match Credentials::load(&client) {
+        Ok(Credentials::Client { key, ca: None }) => key == secret.client_key(),
+        _ => !client.exists(),
+    };
+    if stale {
+        secret.client_credentials().save(&client)?;
     }
     Ok(secret)
 }
@@ -1099,7 +1104,8 @@ impl Meta {
                 let info = self.identities.create(&name, rights).await?;
                 info!(identity = %name, id = %info.id, "identity created");
                 let key = self.secret.identity_key(&info.id);
-                Ok(MetaResponse::Identity { info, key })
+                let ca = cairn_proto::tls::ca_cert(&self.secret)?;
+                Ok(MetaResponse::Identity { info, key, ca })
             }
             MetaRequest::IdentityList => {
                 Ok(MetaResponse::Identities(self.identities.list().await?))

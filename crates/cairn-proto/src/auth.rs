@@ -1,6 +1,7 @@
 use cairn_types::{now_ms, ChunkId, Error, Result};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
+use std::sync::Arc;
 
 /// How long a capability handed out by meta stays valid.
 pub const CAP_TTL_MS: u64 = 15 * 60 * 1000;
@@ -19,6 +20,17 @@ impl ClusterSecret {
     }
     pub fn client_key(&self) -> [u8; 32] {
         blake3::derive_key("cairn 2026 client key v1", &self.0)
+    }
+    /// The admin client credentials of this cluster: the client key and
+    /// the cluster's CA certificate (what meta writes to `client.key`).
+    pub fn client_credentials(&self) -> Credentials {
+        Credentials::Client {
+            key: self.client_key(),
+            ca: crate::tls::ca_cert(self).ok().map(Arc::from),
+        }
+    }
+    pub(crate) fn bytes(&self) -> [u8; 32] {
+        self.0
     }
     pub fn node_key(&self) -> [u8; 32] {
         blake3::derive_key("cairn 2026 node key v1", &self.0)
@@ -71,14 +83,19 @@ pub enum Credentials {
     /// Meta and storage nodes.
     Cluster(ClusterSecret),
     /// The cluster's admin client key (derived from the secret; the CLI
-    /// of the machine running meta, gateways): every right.
-    Client([u8; 32]),
+    /// of the machine running meta, gateways): every right. `ca`: the
+    /// cluster's CA certificate (DER), to check servers with over TLS.
+    Client {
+        key: [u8; 32],
+        ca: Option<Arc<[u8]>>,
+    },
     /// A client identity (`cairn key create NAME --native`): the rights
     /// meta keeps for it, checked on every request.
     Identity {
         name: String,
         id: IdentityId,
         key: [u8; 32],
+        ca: Option<Arc<[u8]>>,
     },
 }
 
@@ -87,7 +104,7 @@ impl std::fmt::Debug for Credentials {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Credentials::Cluster(_) => f.write_str("Credentials::Cluster(..)"),
-            Credentials::Client(_) => f.write_str("Credentials::Client(..)"),
+            Credentials::Client { .. } => f.write_str("Credentials::Client(..)"),
             Credentials::Identity { name, id, .. } => {
                 write!(f, "Credentials::Identity({name}, {id})")
             }
@@ -114,6 +131,21 @@ fn unhex<const N: usize>(s: &str) -> Option<[u8; N]> {
     Some(out)
 }
 
+fn unhex_vec(s: &str) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) || s.len() > 16 << 10 {
+        return None;
+    }
+    (0..s.len() / 2)
+        .map(|i| u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok())
+        .collect()
+}
+
+fn ca_word(ca: &Option<Arc<[u8]>>) -> String {
+    ca.as_ref()
+        .map(|c| format!(" ca={}", hex(c)))
+        .unwrap_or_default()
+}
+
 /// Whether `name` can name an identity: 1 to 64 letters, digits, `.`,
 /// `_` or `-` (it is one word of a credential file and an audit field).
 pub fn is_identity_name(name: &str) -> bool {
@@ -127,14 +159,14 @@ impl Credentials {
     pub fn role(&self) -> Role {
         match self {
             Credentials::Cluster(_) => Role::Node,
-            Credentials::Client(_) | Credentials::Identity { .. } => Role::Client,
+            Credentials::Client { .. } | Credentials::Identity { .. } => Role::Client,
         }
     }
 
     fn key(&self) -> [u8; 32] {
         match self {
             Credentials::Cluster(s) => s.node_key(),
-            Credentials::Client(k) | Credentials::Identity { key: k, .. } => *k,
+            Credentials::Client { key, .. } | Credentials::Identity { key, .. } => *key,
         }
     }
 
@@ -142,6 +174,14 @@ impl Credentials {
         match self {
             Credentials::Cluster(s) => Some(s),
             _ => None,
+        }
+    }
+
+    /// The cluster CA certificate (DER) servers are checked against.
+    pub fn ca(&self) -> Option<Arc<[u8]>> {
+        match self {
+            Credentials::Cluster(s) => crate::tls::ca_cert(s).ok().map(Arc::from),
+            Credentials::Client { ca, .. } | Credentials::Identity { ca, .. } => ca.clone(),
         }
     }
 
@@ -157,23 +197,34 @@ impl Credentials {
     pub fn encode(&self) -> String {
         match self {
             Credentials::Cluster(s) => format!("{CLUSTER_TAG} {}\n", hex(&s.0)),
-            Credentials::Client(k) => format!("{CLIENT_TAG} {}\n", hex(k)),
-            Credentials::Identity { name, id, key } => {
-                format!("{IDENTITY_TAG} {name} {id} {}\n", hex(key))
+            Credentials::Client { key, ca } => {
+                format!("{CLIENT_TAG} {}{}\n", hex(key), ca_word(ca))
+            }
+            Credentials::Identity { name, id, key, ca } => {
+                format!("{IDENTITY_TAG} {name} {id} {}{}\n", hex(key), ca_word(ca))
             }
         }
     }
 
     pub fn decode(text: &str) -> Result<Credentials> {
-        let words: Vec<&str> = text.split_whitespace().collect();
+        let mut words: Vec<&str> = text.split_whitespace().collect();
+        // The cluster CA certificate, last, in client files.
+        let mut ca = None;
+        if let Some(w) = words.last().and_then(|w| w.strip_prefix("ca=")) {
+            ca = Some(Arc::from(unhex_vec(w).ok_or_else(|| {
+                Error::invalid("the ca= field of the secret file is not hex")
+            })?));
+            words.pop();
+        }
         match words[..] {
             [CLUSTER_TAG, k] => unhex(k).map(|k| Credentials::Cluster(ClusterSecret(k))),
-            [CLIENT_TAG, k] => unhex(k).map(Credentials::Client),
+            [CLIENT_TAG, k] => unhex(k).map(|key| Credentials::Client { key, ca }),
             [IDENTITY_TAG, name, id, k] if is_identity_name(name) => match (unhex(id), unhex(k)) {
                 (Some(id), Some(key)) => Some(Credentials::Identity {
                     name: name.to_string(),
                     id: IdentityId(id),
                     key,
+                    ca,
                 }),
                 _ => None,
             },
@@ -418,7 +469,7 @@ mod tests {
         assert_eq!(c.encode(), d.encode());
         assert!(Credentials::decode("garbage").is_err());
         let challenge = [3u8; 16];
-        let client = Credentials::Client(c.cluster().unwrap().client_key());
+        let client = c.cluster().unwrap().client_credentials();
         assert!(c.check(Role::Client, None, &challenge, &client.prove(&challenge)));
         assert!(!c.check(Role::Node, None, &challenge, &client.prove(&challenge)));
         assert!(c.check(Role::Node, None, &challenge, &c.prove(&challenge)));
@@ -433,6 +484,7 @@ mod tests {
             name: "car42".into(),
             id,
             key: secret.identity_key(&id),
+            ca: secret.client_credentials().ca(),
         };
         let text = car.encode();
         assert!(text.starts_with("cairn-identity-v1 car42 "));

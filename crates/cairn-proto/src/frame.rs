@@ -3,9 +3,9 @@ use bytes::BufMut;
 use cairn_types::{Error, Result};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
 
 /// Largest frame accepted, control or data. Anything larger is refused
@@ -27,34 +27,26 @@ const IO_BUF: usize = 256 * 1024;
 ///
 /// 1 was every build before versions were exchanged; 2 adds them, with
 /// the `Versions` and `OpenVersion` requests; 3 adds client identities
-/// (in the hello, in capabilities, and their requests).
-pub const PROTOCOL: u32 = 3;
+/// (in the hello, in capabilities, and their requests); 4 adds TLS (the
+/// preamble).
+pub const PROTOCOL: u32 = 4;
+
+/// The server's first frame since protocol 4, before any TLS: one of
+/// these 16 bytes, then its protocol version. It reads as a challenge
+/// and a version to a client of protocol 2 or 3, which then names the
+/// version mismatch.
+const PREAMBLE_TLS: &[u8; 16] = b"CAIRN-TLS-ON\0\0\0\0";
+const PREAMBLE_PLAIN: &[u8; 16] = b"CAIRN-TLS-OFF\0\0\0";
 
 /// The client's answer to the challenge: the role it claims, the proof,
-/// its protocol version (after role and proof, so that a server of
-/// version 1 still reads those and answers), and the identity it proves
-/// (None: a node, or the admin client key).
+/// its protocol version, and the identity it proves (None: a node, or the
+/// admin client key).
 #[derive(Serialize, Deserialize)]
 struct Hello {
     role: Role,
     proof: [u8; 32],
     protocol: u32,
     identity: Option<IdentityId>,
-}
-
-/// Hello as clients of protocol 2 sent it.
-#[derive(Deserialize)]
-struct HelloV2 {
-    role: Role,
-    proof: [u8; 32],
-    protocol: u32,
-}
-
-/// Hello as clients of protocol 1 sent it.
-#[derive(Deserialize)]
-struct HelloV1 {
-    role: Role,
-    proof: [u8; 32],
 }
 
 /// Bytes of the server's challenge; the protocol version follows it.
@@ -69,9 +61,12 @@ fn mismatch(peer: &str, theirs: u32, ours: u32, we: &str) -> Error {
 
 /// One authenticated connection. Requests on a connection are sequential:
 /// send a request, read its response; pools hold several connections.
+type Rd = Box<dyn AsyncRead + Send + Unpin>;
+type Wr = Box<dyn AsyncWrite + Send + Unpin>;
+
 pub struct Conn {
-    rd: BufReader<OwnedReadHalf>,
-    wr: BufWriter<OwnedWriteHalf>,
+    rd: BufReader<Rd>,
+    wr: BufWriter<Wr>,
     /// The authenticated role of the peer (server side) or of ourselves
     /// (client side).
     pub role: Role,
@@ -91,13 +86,26 @@ impl Conn {
         stream.set_nodelay(true)?;
         let peer = stream.peer_addr()?;
         let (r, w) = stream.into_split();
-        Ok(Conn {
+        Ok(Self::over(Box::new(r), Box::new(w), role, peer))
+    }
+
+    /// A connection over a TLS stream.
+    fn tls<S>(stream: S, role: Role, peer: SocketAddr) -> Conn
+    where
+        S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    {
+        let (r, w) = tokio::io::split(stream);
+        Self::over(Box::new(r), Box::new(w), role, peer)
+    }
+
+    fn over(r: Rd, w: Wr, role: Role, peer: SocketAddr) -> Conn {
+        Conn {
             rd: BufReader::with_capacity(IO_BUF, r),
             wr: BufWriter::with_capacity(IO_BUF, w),
             role,
             identity: None,
             peer,
-        })
+        }
     }
 
     /// Who the peer proved to be (server side).
@@ -268,22 +276,34 @@ async fn connect_speaking(
     protocol: u32,
 ) -> Result<Conn> {
     let fut = async {
-        let stream = TcpStream::connect(addr)
+        let mut stream = TcpStream::connect(addr)
             .await
             .map_err(|e| Error::from(e).context(format!("cannot connect to {addr}")))?;
-        let mut conn = Conn::new(stream, creds.role())?;
-        let frame = conn.read_frame(64).await?;
-        let theirs = match frame.len() {
-            // A server of protocol 1 sends the bare challenge.
-            CHALLENGE => 1,
-            n if n == CHALLENGE + 4 => {
-                u32::from_be_bytes(frame[CHALLENGE..].try_into().expect("4 bytes"))
+        stream.set_nodelay(true)?;
+        let peer = stream.peer_addr()?;
+        let bad = || Error::invalid(format!("{addr} is not a Cairn server (bad handshake)"));
+        let len = stream.read_u32().await.map_err(|e| closed(e, &peer))? as usize;
+        if len > 64 {
+            return Err(bad());
+        }
+        let mut first = vec![0u8; len];
+        stream
+            .read_exact(&mut first)
+            .await
+            .map_err(|e| closed(e, &peer))?;
+        let version = |f: &[u8]| u32::from_be_bytes(f[CHALLENGE..].try_into().expect("4 bytes"));
+        let (tls, theirs) = match first.len() {
+            n if n == CHALLENGE + 4 && first[..CHALLENGE] == PREAMBLE_TLS[..] => {
+                (true, version(&first))
             }
-            _ => {
-                return Err(Error::invalid(format!(
-                    "{addr} is not a Cairn server (bad handshake)"
-                )))
+            n if n == CHALLENGE + 4 && first[..CHALLENGE] == PREAMBLE_PLAIN[..] => {
+                (false, version(&first))
             }
+            // Servers before the preamble: a bare challenge (protocol
+            // 1), or a challenge and the version (2 and 3).
+            CHALLENGE => (false, 1),
+            n if n == CHALLENGE + 4 => (false, version(&first)),
+            _ => return Err(bad()),
         };
         if theirs != protocol {
             return Err(mismatch(
@@ -292,6 +312,44 @@ async fn connect_speaking(
                 protocol,
                 "client",
             ));
+        }
+        let mut conn = match (tls, crate::tls::enabled()) {
+            (true, true) => {
+                let ca = creds.ca().ok_or_else(|| {
+                    Error::invalid(format!(
+                        "the server at {addr} speaks TLS, and these credentials carry no cluster \
+                         CA certificate (a client.key from before TLS): copy client.key from \
+                         meta's data directory again"
+                    ))
+                })?;
+                let cfg = crate::tls::client_config(&ca)?;
+                let tls = tokio_rustls::TlsConnector::from(cfg)
+                    .connect(crate::tls::server_name(), stream)
+                    .await
+                    .map_err(|e| {
+                        Error::denied(format!(
+                            "the server at {addr} is not a server of this cluster (TLS: {e})"
+                        ))
+                    })?;
+                Conn::tls(tls, creds.role(), peer)
+            }
+            (false, false) => Conn::new(stream, creds.role())?,
+            (true, false) => {
+                return Err(Error::invalid(format!(
+                    "the server at {addr} speaks TLS and this process runs with --tls off: \
+                     drop --tls off (CAIRN_TLS)"
+                )))
+            }
+            (false, true) => {
+                return Err(Error::invalid(format!(
+                    "the server at {addr} runs without TLS (--tls off): refusing to send \
+                     requests in clear; run this process with --tls off too, or the server with TLS"
+                )))
+            }
+        };
+        let frame = conn.read_frame(64).await?;
+        if frame.len() != CHALLENGE + 4 {
+            return Err(bad());
         }
         let challenge: [u8; CHALLENGE] = frame[..CHALLENGE].try_into().expect("16 bytes");
         conn.send(&Hello {
@@ -314,6 +372,8 @@ async fn connect_speaking(
 pub struct Listener {
     inner: TcpListener,
     creds: Credentials,
+    /// The TLS side of this server (None: `--tls off`).
+    tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl Listener {
@@ -321,7 +381,11 @@ impl Listener {
         let inner = TcpListener::bind(addr)
             .await
             .map_err(|e| Error::from(e).context(format!("cannot listen on {addr}")))?;
-        Ok(Listener { inner, creds })
+        let tls = match (crate::tls::enabled(), creds.cluster()) {
+            (true, Some(secret)) => Some(crate::tls::server_config(secret)?),
+            _ => None,
+        };
+        Ok(Listener { inner, creds, tls })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -363,8 +427,9 @@ impl Listener {
                 s = self.accept() => match s {
                     Ok(s) => {
                         let (creds, stop, serve) = (self.creds.clone(), stop.clone(), serve.clone());
+                        let tls = self.tls.clone();
                         conns.spawn(async move {
-                            match handshake(s, &creds).await {
+                            match handshake(s, &creds, tls.as_ref()).await {
                                 Ok(conn) => serve(conn, stop).await,
                                 Err(e) => tracing::debug!("handshake failed: {e}"),
                             }
@@ -391,15 +456,47 @@ impl Listener {
 /// How long a stopping server waits for its connections to end.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Server side of the handshake: challenge, check the proof, answer.
-pub async fn handshake(stream: TcpStream, creds: &Credentials) -> Result<Conn> {
-    handshake_speaking(stream, creds, PROTOCOL).await
+/// Server side of the handshake: the preamble, TLS (with `tls`), then
+/// challenge, check the proof, answer.
+pub async fn handshake(
+    stream: TcpStream,
+    creds: &Credentials,
+    tls: Option<&Arc<rustls::ServerConfig>>,
+) -> Result<Conn> {
+    handshake_speaking(stream, creds, tls, PROTOCOL).await
 }
 
 /// [`handshake`] as a server of protocol `protocol` (tests of mismatches).
-async fn handshake_speaking(stream: TcpStream, creds: &Credentials, protocol: u32) -> Result<Conn> {
-    let mut conn = Conn::new(stream, Role::Client)?;
+async fn handshake_speaking(
+    mut stream: TcpStream,
+    creds: &Credentials,
+    tls: Option<&Arc<rustls::ServerConfig>>,
+    protocol: u32,
+) -> Result<Conn> {
     let fut = async {
+        stream.set_nodelay(true)?;
+        let peer = stream.peer_addr()?;
+        let mut first = Vec::with_capacity(4 + CHALLENGE + 4);
+        first.extend_from_slice(&((CHALLENGE + 4) as u32).to_be_bytes());
+        first.extend_from_slice(match tls {
+            Some(_) => PREAMBLE_TLS,
+            None => PREAMBLE_PLAIN,
+        });
+        first.extend_from_slice(&protocol.to_be_bytes());
+        stream
+            .write_all(&first)
+            .await
+            .map_err(|e| closed(e, &peer))?;
+        let mut conn = match tls {
+            Some(cfg) => {
+                let s = tokio_rustls::TlsAcceptor::from(cfg.clone())
+                    .accept(stream)
+                    .await
+                    .map_err(|e| Error::invalid(format!("TLS with {peer} failed: {e}")))?;
+                Conn::tls(s, Role::Client, peer)
+            }
+            None => Conn::new(stream, Role::Client)?,
+        };
         let mut challenge = [0u8; CHALLENGE];
         getrandom::getrandom(&mut challenge).expect("OS random source");
         let mut frame = challenge.to_vec();
@@ -407,34 +504,8 @@ async fn handshake_speaking(stream: TcpStream, creds: &Credentials, protocol: u3
         conn.write_frame(&frame).await?;
         conn.flush().await?;
         let body = conn.read_frame(MAX_FRAME).await?;
-        let hello = match postcard::from_bytes::<Hello>(&body) {
-            Ok(h) => h,
-            Err(e) => {
-                if let Ok(old) = postcard::from_bytes::<HelloV2>(&body) {
-                    Hello {
-                        role: old.role,
-                        proof: old.proof,
-                        protocol: old.protocol,
-                        identity: None,
-                    }
-                } else if let Ok(old) = postcard::from_bytes::<HelloV1>(&body) {
-                    // A client of protocol 1 reads the versioned
-                    // challenge's first 16 bytes and answers without a
-                    // version.
-                    Hello {
-                        role: old.role,
-                        proof: old.proof,
-                        protocol: 1,
-                        identity: None,
-                    }
-                } else {
-                    return Err(Error::invalid(format!(
-                        "malformed message from {}: {e}",
-                        conn.peer
-                    )));
-                }
-            }
-        };
+        let hello = postcard::from_bytes::<Hello>(&body)
+            .map_err(|e| Error::invalid(format!("malformed message from {}: {e}", conn.peer)))?;
         if hello.protocol != protocol {
             let err = mismatch(
                 &format!("the client at {}", conn.peer),
@@ -454,7 +525,7 @@ async fn handshake_speaking(stream: TcpStream, creds: &Credentials, protocol: u3
             conn.role = hello.role;
             conn.identity = hello.identity;
             conn.send(&Ok::<(), Error>(())).await?;
-            Ok(())
+            Ok(conn)
         } else {
             let err = Error::denied("authentication failed: wrong cluster secret or client key");
             let _ = conn.send(&Err::<(), Error>(err.clone())).await;
@@ -463,8 +534,7 @@ async fn handshake_speaking(stream: TcpStream, creds: &Credentials, protocol: u3
     };
     tokio::time::timeout(HANDSHAKE_TIMEOUT, fut)
         .await
-        .map_err(|_| Error::timeout("handshake timed out"))??;
-    Ok(conn)
+        .map_err(|_| Error::timeout("handshake timed out"))?
 }
 
 #[cfg(test)]
@@ -477,7 +547,7 @@ mod tests {
         let addr = l.local_addr().to_string();
         let h = tokio::spawn(async move {
             let s = l.accept().await?;
-            let mut c = handshake(s, &creds).await?;
+            let mut c = handshake(s, &creds, l.tls.as_ref()).await?;
             let got = c.read_frame(1024).await?;
             c.send(&"pong").await?;
             Ok(got)
@@ -489,7 +559,7 @@ mod tests {
     async fn handshake_and_echo() {
         let secret = ClusterSecret::generate();
         let (addr, h) = server(Credentials::Cluster(secret.clone())).await;
-        let client = Credentials::Client(secret.client_key());
+        let client = secret.client_credentials();
         let mut c = connect(&addr, &client, Duration::from_secs(5))
             .await
             .unwrap();
@@ -512,6 +582,7 @@ mod tests {
             name: "car42".into(),
             id,
             key: secret.identity_key(&id),
+            ca: secret.client_credentials().ca(),
         };
         let l = Listener::bind("127.0.0.1:0", creds.clone()).await.unwrap();
         let addr = l.local_addr().to_string();
@@ -519,7 +590,11 @@ mod tests {
             let mut seen = Vec::new();
             for _ in 0..2 {
                 let s = l.accept().await?;
-                seen.push(handshake(s, &creds).await.map(|c| c.peer_is()));
+                seen.push(
+                    handshake(s, &creds, l.tls.as_ref())
+                        .await
+                        .map(|c| c.peer_is()),
+                );
             }
             Ok::<_, Error>(seen)
         });
@@ -528,6 +603,7 @@ mod tests {
             name: "car43".into(),
             id: crate::IdentityId::generate(),
             key: secret.identity_key(&id),
+            ca: secret.client_credentials().ca(),
         };
         let e = connect(&addr, &forged, Duration::from_secs(5))
             .await
@@ -547,79 +623,42 @@ mod tests {
     async fn protocol_versions_must_match() {
         let secret = ClusterSecret::generate();
         let creds = Credentials::Cluster(secret.clone());
-        let client = Credentials::Client(secret.client_key());
+        let client = secret.client_credentials();
         for (server_speaks, client_speaks) in [
             (PROTOCOL + 1, PROTOCOL),
             (PROTOCOL, PROTOCOL + 1),
             (1, PROTOCOL),
-            (PROTOCOL, 1),
-            (PROTOCOL, 2),
+            (3, PROTOCOL),
         ] {
             let l = Listener::bind("127.0.0.1:0", creds.clone()).await.unwrap();
             let addr = l.local_addr().to_string();
-            let c2 = creds.clone();
+            let (c2, tls) = (creds.clone(), l.tls.clone());
             let h = tokio::spawn(async move {
-                let s = l.accept().await?;
-                if server_speaks == 1 {
-                    // A server of protocol 1: the bare challenge, a
-                    // version-less hello.
-                    let mut conn = Conn::new(s, Role::Client)?;
-                    conn.write_frame(&[7u8; CHALLENGE]).await?;
-                    conn.flush().await?;
-                    let _: HelloV1 = conn.recv().await?;
+                let mut s = l.accept().await?;
+                if server_speaks < 4 {
+                    // A server before the preamble: the challenge, bare
+                    // (protocol 1) or with the version.
+                    let mut frame = vec![7u8; CHALLENGE];
+                    if server_speaks > 1 {
+                        frame.extend_from_slice(&server_speaks.to_be_bytes());
+                    }
+                    s.write_all(&(frame.len() as u32).to_be_bytes()).await?;
+                    s.write_all(&frame).await?;
                     return Ok(());
                 }
-                handshake_speaking(s, &c2, server_speaks).await.map(|_| ())
-            });
-            let got = if client_speaks == 2 {
-                // A client of protocol 2: a hello without an identity.
-                let stream = TcpStream::connect(&addr).await.unwrap();
-                let mut conn = Conn::new(stream, Role::Client).unwrap();
-                let frame = conn.read_frame(64).await.unwrap();
-                let challenge: [u8; CHALLENGE] = frame[..CHALLENGE].try_into().unwrap();
-                #[derive(Serialize)]
-                struct V2 {
-                    role: Role,
-                    proof: [u8; 32],
-                    protocol: u32,
-                }
-                conn.send(&V2 {
-                    role: client.role(),
-                    proof: client.prove(&challenge),
-                    protocol: 2,
-                })
-                .await
-                .unwrap();
-                conn.recv::<Result<(), Error>>().await.unwrap().map(|_| ())
-            } else if client_speaks == 1 {
-                // A client of protocol 1: reads 16 bytes of challenge and
-                // answers without a version.
-                let stream = TcpStream::connect(&addr).await.unwrap();
-                let mut conn = Conn::new(stream, Role::Client).unwrap();
-                let frame = conn.read_frame(64).await.unwrap();
-                let challenge: [u8; CHALLENGE] = frame[..CHALLENGE].try_into().unwrap();
-                #[derive(Serialize)]
-                struct Old {
-                    role: Role,
-                    proof: [u8; 32],
-                }
-                conn.send(&Old {
-                    role: client.role(),
-                    proof: client.prove(&challenge),
-                })
-                .await
-                .unwrap();
-                conn.recv::<Result<(), Error>>().await.unwrap().map(|_| ())
-            } else {
-                connect_speaking(&addr, &client, Duration::from_secs(5), client_speaks)
+                handshake_speaking(s, &c2, tls.as_ref(), server_speaks)
                     .await
                     .map(|_| ())
-            };
-            let e = got.expect_err("a mismatch is refused");
-            let want = format!("protocol {server_speaks}");
-            let also = format!("speaks {client_speaks}");
+            });
+            let e = connect_speaking(&addr, &client, Duration::from_secs(5), client_speaks)
+                .await
+                .err()
+                .expect("a mismatch is refused");
             let (a, b) = if e.message.contains("the server at") {
-                (want, also)
+                (
+                    format!("protocol {server_speaks}"),
+                    format!("speaks {client_speaks}"),
+                )
             } else {
                 (
                     format!("protocol {client_speaks}"),
@@ -633,12 +672,101 @@ mod tests {
             assert_eq!(e.kind, cairn_types::ErrorKind::InvalidInput);
             let _ = h.await;
         }
+        // Clients of protocols 2 and 3 read the preamble as a challenge
+        // and a version, and name the mismatch themselves.
+        let l = Listener::bind("127.0.0.1:0", creds.clone()).await.unwrap();
+        let addr = l.local_addr().to_string();
+        let tls = l.tls.clone();
+        let h = tokio::spawn(async move {
+            let s = l.accept().await.unwrap();
+            let _ = handshake(s, &creds, tls.as_ref()).await;
+        });
+        let mut raw = TcpStream::connect(&addr).await.unwrap();
+        let len = raw.read_u32().await.unwrap() as usize;
+        let mut first = vec![0u8; len];
+        raw.read_exact(&mut first).await.unwrap();
+        assert_eq!(len, CHALLENGE + 4);
+        assert_eq!(first[CHALLENGE..], PROTOCOL.to_be_bytes());
+        drop(raw);
+        h.await.unwrap();
+    }
+
+    /// TLS and plain ends refuse each other with a message that says so;
+    /// a client holding another cluster's CA refuses the server; with TLS
+    /// off on both ends the handshake works.
+    #[tokio::test]
+    async fn tls_mismatches_are_named() {
+        let secret = ClusterSecret::generate();
+        let creds = Credentials::Cluster(secret.clone());
+        let (addr, _h) = server(creds.clone()).await;
+        // Another cluster's CA: the server is not trusted.
+        let stranger = Credentials::Client {
+            key: secret.client_key(),
+            ca: ClusterSecret::generate().client_credentials().ca(),
+        };
+        let e = connect(&addr, &stranger, Duration::from_secs(5))
+            .await
+            .err()
+            .expect("another cluster's CA refuses the server");
+        assert_eq!(e.kind, cairn_types::ErrorKind::PermissionDenied, "{e}");
+        assert!(e.message.contains("not a server of this cluster"), "{e}");
+        // No CA at all (a key file from before TLS).
+        let bare = Credentials::Client {
+            key: secret.client_key(),
+            ca: None,
+        };
+        let (addr, _h) = server(creds.clone()).await;
+        let e = connect(&addr, &bare, Duration::from_secs(5))
+            .await
+            .err()
+            .unwrap();
+        assert!(e.message.contains("no cluster CA"), "{e}");
+        // A plain server: a TLS client refuses to talk in clear.
+        let l = Listener {
+            tls: None,
+            ..Listener::bind("127.0.0.1:0", creds.clone()).await.unwrap()
+        };
+        let addr = l.local_addr().to_string();
+        let c2 = creds.clone();
+        let h = tokio::spawn(async move {
+            let s = l.accept().await.unwrap();
+            let _ = handshake(s, &c2, None).await;
+            let s = l.accept().await.unwrap();
+            handshake(s, &c2, None).await.map(|_| ())
+        });
+        let e = connect(&addr, &secret.client_credentials(), Duration::from_secs(5))
+            .await
+            .err()
+            .unwrap();
+        assert!(e.message.contains("without TLS"), "{e}");
+        // Both plain: fine (the switch is per process; this test's
+        // client end runs the plain path directly).
+        let mut raw = TcpStream::connect(&addr).await.unwrap();
+        let len = raw.read_u32().await.unwrap() as usize;
+        let mut first = vec![0u8; len];
+        raw.read_exact(&mut first).await.unwrap();
+        assert_eq!(first[..CHALLENGE], PREAMBLE_PLAIN[..]);
+        let mut conn = Conn::new(raw, Role::Client).unwrap();
+        let frame = conn.read_frame(64).await.unwrap();
+        let challenge: [u8; CHALLENGE] = frame[..CHALLENGE].try_into().unwrap();
+        let client = secret.client_credentials();
+        conn.send(&Hello {
+            role: Role::Client,
+            proof: client.prove(&challenge),
+            protocol: PROTOCOL,
+            identity: None,
+        })
+        .await
+        .unwrap();
+        let verdict: Result<(), Error> = conn.recv().await.unwrap();
+        verdict.unwrap();
+        h.await.unwrap().unwrap();
     }
 
     #[tokio::test]
     async fn wrong_key_is_refused() {
         let (addr, h) = server(Credentials::Cluster(ClusterSecret::generate())).await;
-        let stranger = Credentials::Client(ClusterSecret::generate().client_key());
+        let stranger = ClusterSecret::generate().client_credentials();
         let e = connect(&addr, &stranger, Duration::from_secs(5))
             .await
             .err()
@@ -678,7 +806,7 @@ mod tests {
         let addr = l.local_addr().to_string();
         let creds = Credentials::Cluster(secret.clone());
         let h = tokio::spawn(async move {
-            let mut c = handshake(l.accept().await?, &creds).await?;
+            let mut c = handshake(l.accept().await?, &creds, l.tls.as_ref()).await?;
             let mut grown = b"x".to_vec();
             let a = c.read_data_frame_append(&mut grown).await?;
             let b = c.read_data_frame_append(&mut grown).await?;

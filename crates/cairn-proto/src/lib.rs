@@ -17,6 +17,7 @@ mod frame;
 mod messages;
 mod pool;
 mod throttle;
+pub mod tls;
 
 pub use access::{IdentityInfo, Need, PathRight, Rights};
 pub use auth::{

@@ -651,10 +651,12 @@ pub enum MetaResponse {
     },
     TierVerify(TierReport),
     Versions(Vec<Inode>),
-    /// A new identity and the key its clients prove themselves with.
+    /// A new identity, the key its clients prove themselves with, and the
+    /// cluster's CA certificate (DER) they check servers against.
     Identity {
         info: IdentityInfo,
         key: [u8; 32],
+        ca: Vec<u8>,
     },
     Identities(Vec<IdentityInfo>),
 }

@@ -96,7 +96,7 @@ impl TestCluster {
 
     /// A client whose configuration `tweak` changes (no caches, say).
     pub async fn client_with(&self, tweak: impl FnOnce(&mut ClientConfig)) -> Client {
-        let creds = Credentials::Client(self.secret().client_key());
+        let creds = self.secret().client_credentials();
         let mut cfg = ClientConfig::new(vec![self.meta_addr()], creds);
         tweak(&mut cfg);
         Client::connect(cfg).await.expect("client connects")

@@ -2,9 +2,7 @@
 //! loopback ports, talking over real TCP, storing on real disks.
 
 use cairn_client::PutOptions;
-use cairn_proto::{
-    connect, Capability, ClusterSecret, Credentials, GetChunkResult, StorageRequest,
-};
+use cairn_proto::{connect, Capability, ClusterSecret, GetChunkResult, StorageRequest};
 use cairn_testkit::{pattern, wait_for, TestCluster};
 use cairn_types::{CairnPath, ErrorKind, Version};
 use std::time::Duration;
@@ -445,7 +443,7 @@ async fn bad_input_is_refused_and_servers_stay_up() {
         let cl = c.client().await;
         let inode = cl.put_bytes(&p("/ok"), b"fine", chunked()).await.unwrap();
         let node_addr = c.nodes[0].as_ref().unwrap().addr.clone();
-        let stranger = Credentials::Client(ClusterSecret::generate().client_key());
+        let stranger = ClusterSecret::generate().client_credentials();
 
         // Garbage and truncated frames on both ports, with and without a handshake.
         for addr in [c.meta_addr(), node_addr.clone()] {
@@ -463,11 +461,9 @@ async fn bad_input_is_refused_and_servers_stay_up() {
                 ErrorKind::PermissionDenied
             );
         }
-        let client_creds = Credentials::Client(
-            cairn_meta::server::load_or_create_secret(&c.meta_cfg.data_dir)
-                .unwrap()
-                .client_key(),
-        );
+        let client_creds = cairn_meta::server::load_or_create_secret(&c.meta_cfg.data_dir)
+            .unwrap()
+            .client_credentials();
         let mut conn = connect(&node_addr, &client_creds, Duration::from_secs(5))
             .await
             .unwrap();
@@ -672,7 +668,7 @@ async fn discard_refuses_committed_and_foreign_chunks() {
         let committed: Vec<Extent> = cl.locate(&p("/kept")).await.unwrap().inode.extents;
         let meta = MetaClient::new(
             vec![c.meta_addr()],
-            Credentials::Client(c.meta.as_ref().unwrap().secret.client_key()),
+            c.meta.as_ref().unwrap().secret.client_credentials(),
         );
         let as_client = |id: u64, req: MetaRequest| MetaRequest::As {
             client: id,
@@ -769,7 +765,7 @@ async fn a_retried_change_is_applied_once() {
         cl.put_bytes(&p("/a"), b"a", chunked()).await.unwrap();
         let meta = MetaClient::new(
             vec![c.meta_addr()],
-            Credentials::Client(c.meta.as_ref().unwrap().secret.client_key()),
+            c.meta.as_ref().unwrap().secret.client_credentials(),
         );
         let once = |id: u128, req: MetaRequest| MetaRequest::As {
             client: 5,
@@ -852,7 +848,7 @@ async fn the_audit_log_records_changes_and_refusals() {
         let extents = cl.locate(&p("/moved")).await.unwrap().inode.extents;
         let meta = MetaClient::new(
             vec![c.meta_addr()],
-            Credentials::Client(c.meta.as_ref().unwrap().secret.client_key()),
+            c.meta.as_ref().unwrap().secret.client_credentials(),
         );
         let refused = MetaRequest::As {
             client: 0xabc,
@@ -871,10 +867,10 @@ async fn the_audit_log_records_changes_and_refusals() {
         assert_eq!(
             ops,
             vec![
-                ("CommitFile", "ok"),
-                ("Rename", "ok"),
-                ("Remove", "NotFound"),
-                ("Discard", "PermissionDenied")
+                ("commit_file", "ok"),
+                ("rename", "ok"),
+                ("remove", "NotFound"),
+                ("discard", "PermissionDenied")
             ],
             "{lines:?}"
         );

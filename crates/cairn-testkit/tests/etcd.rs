@@ -461,7 +461,7 @@ async fn two_meta_servers_on_etcd_and_client_failover() {
             sc.store.reserve_free = 0;
             nodes.push(cairn_storage::start(sc, creds.clone()).await.unwrap());
         }
-        let client_creds = Credentials::Client(a.secret.client_key());
+        let client_creds = a.secret.client_credentials();
         let cl = Client::connect(ClientConfig::new(metas.clone(), client_creds.clone()))
             .await
             .unwrap();
@@ -640,7 +640,7 @@ async fn leader_dies_and_the_other_meta_takes_over_the_background_work() {
             sc.store.reserve_free = 0;
             nodes.push(Some(cairn_storage::start(sc, creds.clone()).await.unwrap()));
         }
-        let client_creds = Credentials::Client(secret.client_key());
+        let client_creds = secret.client_credentials();
         let cl = Client::connect(ClientConfig::new(addrs.clone(), client_creds.clone()))
             .await
             .unwrap();
@@ -822,7 +822,7 @@ async fn orphan_sweep_with_two_meta_servers() {
             sc.store.reserve_free = 0;
             nodes.push(cairn_storage::start(sc, creds.clone()).await.unwrap());
         }
-        let client_creds = Credentials::Client(a.secret.client_key());
+        let client_creds = a.secret.client_credentials();
         let mut only = Vec::new();
         for m in &addrs {
             only.push(
@@ -1056,7 +1056,7 @@ async fn identities_are_shared_and_revoked_on_every_meta() {
         use cairn_client::{Client, ClientConfig, PutOptions};
         use cairn_meta::server::{MetaConfig, CLIENT_KEY_FILE, SECRET_FILE};
         use cairn_meta::store_spec::StoreSpec;
-        use cairn_proto::{Credentials, PathRight, Rights};
+        use cairn_proto::{PathRight, Rights};
 
         let etcd = EtcdCluster::start(3).await;
         let dir = tempfile::tempdir().unwrap();
@@ -1077,7 +1077,7 @@ async fn identities_are_shared_and_revoked_on_every_meta() {
         let b = cairn_meta::server::start(meta_cfg("meta-b")).await.unwrap();
         let admin_a = Client::connect(ClientConfig::new(
             vec![a.addr.clone()],
-            Credentials::Client(a.secret.client_key()),
+            a.secret.client_credentials(),
         ))
         .await
         .unwrap();

@@ -253,7 +253,7 @@ async fn captured_capabilities_serve_only_their_holder() {
         try_with(reader.clone()).await.unwrap();
         // ...nobody else does.
         denied(try_with(thief.clone()).await, "another identity");
-        let admin_key = Credentials::Client(c.meta.as_ref().unwrap().secret.client_key());
+        let admin_key = c.meta.as_ref().unwrap().secret.client_credentials();
         denied(try_with(admin_key).await, "the admin key");
         // And the thief's own request for the file is refused by meta.
         denied(

@@ -2,7 +2,6 @@
 //! (node i in zone z{i%3}, on host host-i): where the copies land.
 
 use cairn_client::{Client, ClientConfig, PutOptions};
-use cairn_proto::Credentials;
 use cairn_testkit::{pattern, TestCluster};
 use cairn_types::{split_path_cues, CairnPath, Cues, Extent, NodeId};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -104,11 +103,9 @@ async fn local_puts_the_first_copy_on_the_writers_host() {
     deadline(async {
         let c = zoned_cluster(4).await;
         let nodes = layout(&c.client().await).await;
-        let creds = Credentials::Client(
-            cairn_meta::server::load_or_create_secret(&c.meta_cfg.data_dir)
-                .unwrap()
-                .client_key(),
-        );
+        let creds = cairn_meta::server::load_or_create_secret(&c.meta_cfg.data_dir)
+            .unwrap()
+            .client_credentials();
         for host in ["host-1", "host-3"] {
             let mut cfg = ClientConfig::new(vec![c.meta_addr()], creds.clone());
             cfg.host = Some(host.to_string());
