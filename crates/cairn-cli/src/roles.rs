@@ -104,6 +104,8 @@ pub struct ServerArgs {
     /// S3 gateway listen address; "off" runs none
     #[arg(long, default_value = "127.0.0.1:7480", env = "CAIRN_S3_LISTEN")]
     s3_listen: String,
+    #[command(flatten)]
+    s3_tls: S3Tls,
     /// Most space per storage node for cache copies (prefetched, read
     /// through, or left by offloads to a remote tier), e.g. 10GiB (default:
     /// a fifth of the file system)
@@ -129,6 +131,8 @@ pub struct GatewayArgs {
     /// Serve Prometheus metrics at http://ADDR/metrics ("off": none)
     #[arg(long, default_value = "off", env = "CAIRN_METRICS_LISTEN")]
     metrics_listen: String,
+    #[command(flatten)]
+    tls: S3Tls,
     #[command(flatten)]
     target: crate::Target,
 }
@@ -353,6 +357,7 @@ pub async fn server(a: ServerArgs) -> Result<()> {
             listen: a.s3_listen.clone(),
             domain: None,
             unauthenticated: false,
+            tls: s3_tls(&a.s3_tls)?,
         };
         Some(
             cairn_s3::start(client, cfg)
@@ -360,7 +365,12 @@ pub async fn server(a: ServerArgs) -> Result<()> {
                 .context("starting the S3 gateway")?,
         )
     };
-    let s3_url = s3.as_ref().map(|g| format!("http://{}", g.addr));
+    let scheme = if a.s3_tls.tls_cert.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let s3_url = s3.as_ref().map(|g| format!("{scheme}://{}", g.addr));
     let metrics = start_metrics(&a.metrics_listen).await?;
     let endpoints = serde_json::json!({
         "meta": meta.addr,
@@ -546,18 +556,48 @@ pub async fn storage(a: StorageArgs) -> Result<()> {
     Ok(())
 }
 
+/// HTTPS for an S3 gateway: a certificate chain and its key (PEM).
+#[derive(clap::Args, Clone, Debug)]
+pub struct S3Tls {
+    /// Serve S3 over HTTPS with this certificate chain (PEM; with --s3-tls-key)
+    #[arg(
+        long = "s3-tls-cert",
+        value_name = "FILE",
+        env = "CAIRN_S3_TLS_CERT",
+        requires = "tls_key"
+    )]
+    tls_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM)
+    #[arg(
+        long = "s3-tls-key",
+        value_name = "FILE",
+        env = "CAIRN_S3_TLS_KEY",
+        requires = "tls_cert"
+    )]
+    tls_key: Option<PathBuf>,
+}
+
+fn s3_tls(t: &S3Tls) -> Result<Option<std::sync::Arc<rustls::ServerConfig>>> {
+    match (&t.tls_cert, &t.tls_key) {
+        (Some(c), Some(k)) => Ok(Some(cairn_s3::tls_config(c, k)?)),
+        _ => Ok(None),
+    }
+}
+
 pub async fn gateway_s3(a: GatewayArgs) -> Result<()> {
     let client = crate::commands::connect(&a.target).await?;
     let cfg = cairn_s3::GatewayConfig {
         listen: a.listen,
         domain: a.domain,
         unauthenticated: false,
+        tls: s3_tls(&a.tls)?,
     };
+    let scheme = if cfg.tls.is_some() { "https" } else { "http" };
     let g = cairn_s3::start(client, cfg)
         .await
         .context("starting the S3 gateway")?;
     let metrics = start_metrics(&a.metrics_listen).await?;
-    println!("cairn gateway s3: listening on http://{}", g.addr);
+    println!("cairn gateway s3: listening on {scheme}://{}", g.addr);
     if let Some(u) = &metrics {
         println!("  metrics {u}");
     }

@@ -1555,3 +1555,27 @@ fn systemd_units_verify_and_roles_tell_systemd_they_are_ready() {
         .collect();
     assert!(banner.iter().any(|l| l.contains("meta")), "{banner:?}");
 }
+
+/// `--tls off` on every process runs the cluster in clear, with the
+/// banner saying so; a process that disagrees is refused with a message
+/// naming the mismatch, either way round.
+#[test]
+fn tls_off_must_be_agreed_by_every_process() {
+    let env = Env::new();
+    let plain = server(&env, &["--tls", "off"]);
+    let banner = plain.banner.join("\n");
+    assert!(banner.contains("tls         OFF"), "{banner}");
+    env.ok(&["--tls", "off", "mkdir", "/plain"]);
+    env.fails(&["ls", "/"], "runs without TLS");
+    drop(plain);
+
+    // And a TLS cluster refuses a client with TLS off.
+    let env = Env::new();
+    let tls = server(&env, &[]);
+    assert!(tls.banner.join("\n").contains("tls         on"));
+    env.ok(&["mkdir", "/tls"]);
+    env.fails(
+        &["--tls", "off", "ls", "/"],
+        "speaks TLS and this process runs with --tls off",
+    );
+}

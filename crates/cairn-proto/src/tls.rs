@@ -42,8 +42,17 @@ pub fn enabled() -> bool {
     }
 }
 
+/// aws-lc with AES-128-GCM first: 10 AES rounds instead of 14, about a
+/// third less CPU per byte than AES-256-GCM, and as strong as TLS needs.
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+    use rustls::crypto::aws_lc_rs::cipher_suite;
+    let mut p = rustls::crypto::aws_lc_rs::default_provider();
+    p.cipher_suites = vec![
+        cipher_suite::TLS13_AES_128_GCM_SHA256,
+        cipher_suite::TLS13_AES_256_GCM_SHA384,
+        cipher_suite::TLS13_CHACHA20_POLY1305_SHA256,
+    ];
+    Arc::new(p)
 }
 
 fn tls_err(what: &str, e: impl std::fmt::Display) -> Error {

@@ -54,6 +54,41 @@ pub struct GatewayConfig {
     /// without a signing client.
     #[doc(hidden)]
     pub unauthenticated: bool,
+    /// Serve HTTPS with this certificate ([`tls_config`]); None: plain HTTP.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+}
+
+/// The HTTPS side of a gateway: the certificate chain in `cert` and its
+/// private key in `key` (PEM files, as certbot or an internal CA write
+/// them). TLS 1.2 and 1.3, for the S3 clients in the field.
+pub fn tls_config(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> cairn_types::Result<Arc<rustls::ServerConfig>> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let bad = |what: &str, p: &std::path::Path, e: &dyn std::fmt::Display| {
+        cairn_types::Error::invalid(format!("{what} {}: {e}", p.display()))
+    };
+    let chain = CertificateDer::pem_file_iter(cert)
+        .map_err(|e| bad("cannot read the certificate file", cert, &e))?
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| bad("not a PEM certificate file:", cert, &e))?;
+    if chain.is_empty() {
+        return Err(bad("no certificate in", cert, &"(empty)"));
+    }
+    let key_der =
+        PrivateKeyDer::from_pem_file(key).map_err(|e| bad("no private key in", key, &e))?;
+    let mut cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| cairn_types::Error::internal(format!("TLS: {e}")))?
+    .with_no_client_auth()
+    .with_single_cert(chain, key_der)
+    .map_err(|e| bad("the certificate does not go with the key", key, &e))?;
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(cfg))
 }
 
 /// A running gateway; stops when dropped or on [`GatewayHandle::stop`].
@@ -82,6 +117,32 @@ impl GatewayHandle {
 impl Drop for GatewayHandle {
     fn drop(&mut self) {
         let _ = self.stop.send(true);
+    }
+}
+
+/// Serve HTTP/1.1 on one connection (plain or TLS) until it ends or the
+/// gateway stops.
+async fn serve_http<IO, S>(io: IO, svc: S, peer: SocketAddr, mut stop: watch::Receiver<bool>)
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    S: hyper::service::HttpService<hyper::body::Incoming> + Send,
+    S::Future: Send,
+    S::ResBody: Send + 'static,
+    <S::ResBody as hyper::body::Body>::Data: Send,
+    <S::ResBody as hyper::body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let conn = hyper::server::conn::http1::Builder::new()
+        .keep_alive(true)
+        .serve_connection(TokioIo::new(io), svc);
+    tokio::pin!(conn);
+    tokio::select! {
+        r = conn.as_mut() => {
+            if let Err(e) = r {
+                tracing::debug!(%peer, "S3 connection ended: {e}");
+            }
+        }
+        _ = stop.changed() => {}
     }
 }
 
@@ -138,19 +199,20 @@ pub async fn start(client: Client, cfg: GatewayConfig) -> cairn_types::Result<Ga
                         r
                     }
                 });
-            let mut conn_stop = stopped.clone();
+            let conn_stop = stopped.clone();
+            let tls = cfg.tls.clone();
             tokio::spawn(async move {
-                let conn = hyper::server::conn::http1::Builder::new()
-                    .keep_alive(true)
-                    .serve_connection(TokioIo::new(sock), svc);
-                tokio::pin!(conn);
-                tokio::select! {
-                    r = conn.as_mut() => {
-                        if let Err(e) = r {
-                            tracing::debug!(%peer, "S3 connection ended: {e}");
+                match tls {
+                    None => serve_http(sock, svc, peer, conn_stop).await,
+                    Some(tls) => {
+                        let accept = tokio_rustls::TlsAcceptor::from(tls).accept(sock);
+                        match tokio::time::timeout(std::time::Duration::from_secs(10), accept).await
+                        {
+                            Ok(Ok(s)) => serve_http(s, svc, peer, conn_stop).await,
+                            Ok(Err(e)) => tracing::debug!(%peer, "S3 TLS handshake failed: {e}"),
+                            Err(_) => tracing::debug!(%peer, "S3 TLS handshake timed out"),
                         }
                     }
-                    _ = conn_stop.changed() => {}
                 }
             });
         }

@@ -33,6 +33,7 @@ async fn setup_with_domain(domain: Option<String>) -> Setup {
             listen: "127.0.0.1:0".into(),
             domain,
             unauthenticated: false,
+            tls: None,
         },
     )
     .await
@@ -215,5 +216,54 @@ async fn boto3_cues() {
         );
         assert_eq!(i.cues.rep, Some(copies as u8), "{path}");
     }
+    s.gateway.stop().await;
+}
+
+/// The gateway over HTTPS with an operator's certificate: boto3 trusts it
+/// through its CA bundle and refuses it without.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn boto3_over_https() {
+    if skip() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+    params
+        .subject_alt_names
+        .push(rcgen::SanType::IpAddress("127.0.0.1".parse().unwrap()));
+    let cert = params.self_signed(&key).unwrap();
+    let (cert_pem, key_pem) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert_pem, cert.pem()).unwrap();
+    std::fs::write(&key_pem, key.serialize_pem()).unwrap();
+    // A key file that is no key is refused with the file's name.
+    let e = cairn_s3::tls_config(&cert_pem, &cert_pem).unwrap_err();
+    assert!(e.message.contains("cert.pem"), "{e}");
+
+    let cluster = TestCluster::start(1, 1).await;
+    let client = cluster.client().await;
+    let gateway = cairn_s3::start(
+        client.clone(),
+        GatewayConfig {
+            listen: "127.0.0.1:0".into(),
+            domain: None,
+            unauthenticated: false,
+            tls: Some(cairn_s3::tls_config(&cert_pem, &key_pem).unwrap()),
+        },
+    )
+    .await
+    .unwrap();
+    let k = create_key(&client, "tls", false, None).await.unwrap();
+    let s = Setup {
+        _cluster: cluster,
+        env: vec![
+            ("S3_ENDPOINT".into(), format!("https://{}", gateway.addr)),
+            ("S3_AK".into(), k.access_key),
+            ("S3_SK".into(), k.secret_key),
+            ("AWS_CA_BUNDLE".into(), cert_pem.to_str().unwrap().into()),
+        ],
+        gateway,
+    };
+    run(&s, "python3", "https.py", Duration::from_secs(120)).await;
     s.gateway.stop().await;
 }

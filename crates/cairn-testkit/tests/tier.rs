@@ -268,6 +268,7 @@ async fn a_second_cairn_as_remote_store_and_credentials_it_refuses() {
                 listen: "127.0.0.1:0".into(),
                 domain: None,
                 unauthenticated: false,
+                tls: None,
             },
         )
         .await
