@@ -101,16 +101,27 @@ impl Identities {
         self.load().await
     }
 
-    /// Record a new identity; `AlreadyExists` if the name is taken.
-    pub async fn create(&self, name: &str, rights: Rights) -> Result<IdentityInfo> {
+    /// Whether a new identity `name` with `rights` can be made: a valid
+    /// name no identity has (checked again, atomically, by
+    /// [`Identities::create`]) and at most 1000 prefixes.
+    pub async fn check_new(&self, name: &str, rights: &Rights) -> Result<()> {
+        if rights.prefixes.len() > 1000 {
+            return Err(Error::invalid("an identity has at most 1000 prefixes"));
+        }
         if !is_identity_name(name) {
             return Err(Error::invalid(format!(
                 "{name:?} cannot name an identity: use 1 to 64 letters, digits, '.', '_' or '-'"
             )));
         }
-        if rights.prefixes.len() > 1000 {
-            return Err(Error::invalid("an identity has at most 1000 prefixes"));
+        match self.store.get(&key(name)).await? {
+            Some(_) => Err(taken(name)),
+            None => Ok(()),
         }
+    }
+
+    /// Record a new identity; `AlreadyExists` if the name is taken.
+    pub async fn create(&self, name: &str, rights: Rights) -> Result<IdentityInfo> {
+        self.check_new(name, &rights).await?;
         let info = IdentityInfo {
             name: name.to_string(),
             id: IdentityId::generate(),
@@ -121,9 +132,7 @@ impl Identities {
         let txn = Txn::new().when(key(name), 0).put(key(name), value);
         match self.store.commit(txn).await {
             Ok(_) => Ok(info),
-            Err(e) if e.kind == ErrorKind::Conflict => Err(Error::exists(format!(
-                "an identity named {name} exists; revoke it first (`cairn key revoke {name}`)"
-            ))),
+            Err(e) if e.kind == ErrorKind::Conflict => Err(taken(name)),
             Err(e) => Err(e),
         }
     }
@@ -142,6 +151,12 @@ impl Identities {
         self.revoked_here.lock().unwrap().push(info.id);
         Ok(info)
     }
+}
+
+fn taken(name: &str) -> Error {
+    Error::exists(format!(
+        "an identity named {name} exists; revoke it first (`cairn key revoke {name}`)"
+    ))
 }
 
 fn revoked(id: IdentityId) -> Error {

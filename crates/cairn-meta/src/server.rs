@@ -26,21 +26,6 @@ pub struct Caller {
 }
 
 impl Caller {
-    /// The admin client key (and meta's own requests).
-    pub fn admin() -> Caller {
-        Caller {
-            role: Role::Client,
-            identity: None,
-        }
-    }
-
-    pub fn node() -> Caller {
-        Caller {
-            role: Role::Node,
-            identity: None,
-        }
-    }
-
     /// The name the audit log and errors give the caller.
     pub fn name(&self) -> &str {
         match (&self.identity, self.role) {
@@ -1096,6 +1081,8 @@ impl Meta {
                 Ok(MetaResponse::Ok)
             }
             MetaRequest::IdentityCreate { name, rights } => {
+                // Refused before anything is made: a bad or taken name.
+                self.identities.check_new(&name, &rights).await?;
                 for r in &rights.prefixes {
                     self.ns.mkdir(&r.path, true).await.map_err(|e| {
                         e.context(format!("making the prefix {} of identity {name}", r.path))

@@ -59,11 +59,13 @@ fn mismatch(peer: &str, theirs: u32, ours: u32, we: &str) -> Error {
     ))
 }
 
-/// One authenticated connection. Requests on a connection are sequential:
-/// send a request, read its response; pools hold several connections.
+/// The two halves of a connection: a TCP socket's, or a TLS stream's.
 type Rd = Box<dyn AsyncRead + Send + Unpin>;
 type Wr = Box<dyn AsyncWrite + Send + Unpin>;
 
+/// One authenticated connection (over TLS unless `--tls off`). Requests
+/// on a connection are sequential: send a request, read its response;
+/// pools hold several connections.
 pub struct Conn {
     rd: BufReader<Rd>,
     wr: BufWriter<Wr>,

@@ -1,6 +1,9 @@
-//! The wire between Cairn processes: length-prefixed frames over TCP, a
-//! challenge-response handshake keyed by the cluster secret, signed chunk
-//! capabilities, and the request/response messages of meta and storage nodes.
+//! The wire between Cairn processes: length-prefixed frames over TLS 1.3
+//! ([`tls`]; TCP with `--tls off`), a challenge-response handshake keyed
+//! by the cluster secret (or a client identity's key), signed chunk
+//! capabilities bound to their holder, the rights of client identities
+//! ([`Rights`], [`MetaRequest::needs`]), and the request/response messages
+//! of meta and storage nodes.
 //!
 //! Owns no state. Called by meta, storage and client. Read first: [`Conn`],
 //! [`MetaRequest`], [`StorageRequest`], [`Capability`], [`Credentials`].

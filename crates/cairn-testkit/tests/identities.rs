@@ -325,6 +325,14 @@ async fn revoked_identities_are_refused_at_once() {
             .await
             .unwrap_err();
         assert_eq!(e.kind, ErrorKind::AlreadyExists);
+        // A bad name is refused before anything is made.
+        let e = admin
+            .identity_create("bad name", rights(&["/made/never"], &[]))
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind, ErrorKind::InvalidInput, "{e}");
+        let e = admin.stat(&p("/made")).await.unwrap_err();
+        assert_eq!(e.kind, ErrorKind::NotFound, "{e}");
         c.shutdown().await;
     })
     .await
