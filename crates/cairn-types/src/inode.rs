@@ -544,8 +544,14 @@ fn from_record<E: serde::de::Error, N, V>(
         kind: r.kind,
         size: r.size,
         version: r.version,
-        mtime_ns: r.mtime_ms.saturating_mul(NS_PER_MS) + u64::from(times.mtime_sub_ns),
-        ctime_ns: r.ctime_ms.saturating_mul(NS_PER_MS) + u64::from(times.ctime_sub_ns),
+        mtime_ns: r
+            .mtime_ms
+            .saturating_mul(NS_PER_MS)
+            .saturating_add(u64::from(times.mtime_sub_ns)),
+        ctime_ns: r
+            .ctime_ms
+            .saturating_mul(NS_PER_MS)
+            .saturating_add(u64::from(times.ctime_sub_ns)),
         atime_ns: times.atime_ns,
         mode: r.mode,
         extents,
