@@ -50,9 +50,9 @@ pub struct BenchArgs {
     /// end; temporary cluster only), and encode/decode CPU
     #[arg(long, value_name = "K+M")]
     ec: Option<cairn_types::EcScheme>,
-    /// Also measure what TLS costs: after the usual runs, the same large
-    /// rep=1 file and small files on a second temporary cluster with TLS
-    /// off (temporary cluster only)
+    /// Also measure what TLS costs: in each run, the same large rep=1
+    /// file and small files on a second temporary cluster with TLS off,
+    /// in turns with this one (temporary cluster only)
     #[arg(long, conflicts_with = "existing")]
     tls_cost: bool,
     /// Compare placement schemes instead (see the --scheme-* options)

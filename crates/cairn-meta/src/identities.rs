@@ -49,7 +49,8 @@ impl Identities {
         }
     }
 
-    async fn load(&self) -> Result<Vec<IdentityInfo>> {
+    /// Every identity, read from the store now.
+    pub async fn list(&self) -> Result<Vec<IdentityInfo>> {
         let rows = self
             .store
             .scan(PREFIX, &prefix_end(PREFIX), MAX_IDENTITIES)
@@ -86,7 +87,7 @@ impl Identities {
             }
         }
         let fresh: Arc<ById> = Arc::new(
-            self.load()
+            self.list()
                 .await?
                 .into_iter()
                 .map(|i| (i.id, Arc::new(i)))
@@ -95,10 +96,6 @@ impl Identities {
         *view = Some((Instant::now(), fresh.clone()));
         self.revoked_here.lock().unwrap().clear();
         fresh.get(&id).cloned().ok_or_else(|| revoked(id))
-    }
-
-    pub async fn list(&self) -> Result<Vec<IdentityInfo>> {
-        self.load().await
     }
 
     /// Whether a new identity `name` with `rights` can be made: a valid

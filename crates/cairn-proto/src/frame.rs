@@ -39,25 +39,19 @@ const PREAMBLE_TLS: &[u8; 16] = b"CAIRN-TLS-ON\0\0\0\0";
 const PREAMBLE_PLAIN: &[u8; 16] = b"CAIRN-TLS-OFF\0\0\0";
 
 /// The client's answer to the challenge: the role it claims, the proof,
-/// its protocol version, and the identity it proves (None: a node, or the
-/// admin client key).
+/// and the identity it proves (None: a node, or the admin client key).
+/// The protocol versions were compared at the preamble.
 #[derive(Serialize, Deserialize)]
 struct Hello {
     role: Role,
     proof: [u8; 32],
-    protocol: u32,
     identity: Option<IdentityId>,
 }
 
-/// Bytes of the server's challenge; the protocol version follows it.
+/// Bytes of the server's challenge, and of the preamble's marker (the
+/// protocol version follows the marker, as it followed the challenge of
+/// servers of protocols 2 and 3).
 const CHALLENGE: usize = 16;
-
-fn mismatch(peer: &str, theirs: u32, ours: u32, we: &str) -> Error {
-    Error::invalid(format!(
-        "{peer} speaks Cairn protocol {theirs} and this {we} speaks {ours}: run the same Cairn \
-         release on both (`cairn --version`)"
-    ))
-}
 
 /// The two halves of a connection: a TCP socket's, or a TLS stream's.
 type Rd = Box<dyn AsyncRead + Send + Unpin>;
@@ -308,12 +302,10 @@ async fn connect_speaking(
             _ => return Err(bad()),
         };
         if theirs != protocol {
-            return Err(mismatch(
-                &format!("the server at {addr}"),
-                theirs,
-                protocol,
-                "client",
-            ));
+            return Err(Error::invalid(format!(
+                "the server at {addr} speaks Cairn protocol {theirs} and this client speaks \
+                 {protocol}: run the same Cairn release on both (`cairn --version`)"
+            )));
         }
         let mut conn = match (tls, crate::tls::enabled()) {
             (true, true) => {
@@ -349,15 +341,11 @@ async fn connect_speaking(
                 )))
             }
         };
-        let frame = conn.read_frame(64).await?;
-        if frame.len() != CHALLENGE + 4 {
-            return Err(bad());
-        }
-        let challenge: [u8; CHALLENGE] = frame[..CHALLENGE].try_into().expect("16 bytes");
+        let challenge: [u8; CHALLENGE] =
+            conn.read_frame(64).await?.try_into().map_err(|_| bad())?;
         conn.send(&Hello {
             role: creds.role(),
             proof: creds.prove(&challenge),
-            protocol,
             identity: creds.identity(),
         })
         .await?;
@@ -501,23 +489,11 @@ async fn handshake_speaking(
         };
         let mut challenge = [0u8; CHALLENGE];
         getrandom::getrandom(&mut challenge).expect("OS random source");
-        let mut frame = challenge.to_vec();
-        frame.extend_from_slice(&protocol.to_be_bytes());
-        conn.write_frame(&frame).await?;
+        conn.write_frame(&challenge).await?;
         conn.flush().await?;
         let body = conn.read_frame(MAX_FRAME).await?;
         let hello = postcard::from_bytes::<Hello>(&body)
             .map_err(|e| Error::invalid(format!("malformed message from {}: {e}", conn.peer)))?;
-        if hello.protocol != protocol {
-            let err = mismatch(
-                &format!("the client at {}", conn.peer),
-                hello.protocol,
-                protocol,
-                "server",
-            );
-            let _ = conn.send(&Err::<(), Error>(err.clone())).await;
-            return Err(err);
-        }
         if creds.check(
             hello.role,
             hello.identity.as_ref(),
@@ -750,12 +726,11 @@ mod tests {
         assert_eq!(first[..CHALLENGE], PREAMBLE_PLAIN[..]);
         let mut conn = Conn::new(raw, Role::Client).unwrap();
         let frame = conn.read_frame(64).await.unwrap();
-        let challenge: [u8; CHALLENGE] = frame[..CHALLENGE].try_into().unwrap();
+        let challenge: [u8; CHALLENGE] = frame.try_into().unwrap();
         let client = secret.client_credentials();
         conn.send(&Hello {
             role: Role::Client,
             proof: client.prove(&challenge),
-            protocol: PROTOCOL,
             identity: None,
         })
         .await
