@@ -1,5 +1,6 @@
 //! The file and cluster commands, thin over `cairn-client`.
 
+use crate::progress::Progress;
 use crate::{config, Target};
 use anyhow::{Context, Result};
 use cairn_client::{Client, ClientConfig, PutOptions};
@@ -57,7 +58,7 @@ fn time_str(ms: u64) -> String {
     )
 }
 
-fn inode_json(path: &str, i: &Inode) -> serde_json::Value {
+pub(crate) fn inode_json(path: &str, i: &Inode) -> serde_json::Value {
     json!({
         "path": path,
         "type": kind_str(i),
@@ -153,12 +154,19 @@ pub async fn put(
         }
     }
     let inode = if local == "-" {
-        c.put(&dst, tokio::io::stdin(), opts).await?
+        let p = Progress::start("put", None, None, false);
+        let r = c.put(&dst, p.counted(tokio::io::stdin()), opts).await;
+        p.finish();
+        r?
     } else {
         let f = tokio::fs::File::open(local)
             .await
             .with_context(|| format!("cannot open {local}"))?;
-        c.put(&dst, f, opts).await?
+        let size = f.metadata().await.ok().map(|m| m.len());
+        let p = Progress::start("put", size, None, false);
+        let r = c.put(&dst, p.counted(f), opts).await;
+        p.finish();
+        r?
     };
     eprintln!("{dst}: {} bytes, version {}", inode.size, inode.version);
     settle(&c).await;
@@ -203,7 +211,9 @@ pub async fn get(t: &Target, src: &str, local: &str, version: Option<u64>) -> Re
     let mut f = tokio::fs::File::create(&tmp)
         .await
         .with_context(|| format!("cannot create {tmp}"))?;
-    let r = reader.copy_to(&mut f).await;
+    let p = Progress::start("get", Some(reader.size()), None, false);
+    let r = reader.copy_to(&mut p.counted(&mut f)).await;
+    p.finish();
     if let Err(e) = r {
         let _ = tokio::fs::remove_file(&tmp).await;
         return Err(e.into());
@@ -518,10 +528,14 @@ pub async fn mv(t: &Target, src: &str, dst: &str) -> Result<()> {
     Ok(())
 }
 
-pub async fn locate(t: &Target, p: &str, json_out: bool) -> Result<()> {
-    let c = connect(t).await?;
-    let p = path(p)?;
-    let open = c.locate(&p).await?;
+/// Where each chunk of a file is: offset, size, checksum, and its
+/// copies or shards with their nodes' addresses and states (`cairn
+/// locate`, the dashboard).
+pub(crate) async fn chunk_rows(
+    c: &Client,
+    p: &CairnPath,
+) -> Result<(cairn_proto::OpenFile, Vec<serde_json::Value>)> {
+    let open = c.locate(p).await?;
     let status = c.cluster_status().await.ok();
     let state = |id| {
         status
@@ -571,6 +585,13 @@ pub async fn locate(t: &Target, p: &str, json_out: bool) -> Result<()> {
         rows.push(row);
         offset += e.len;
     }
+    Ok((open, rows))
+}
+
+pub async fn locate(t: &Target, p: &str, json_out: bool) -> Result<()> {
+    let c = connect(t).await?;
+    let p = path(p)?;
+    let (open, rows) = chunk_rows(&c, &p).await?;
     if json_out {
         println!(
             "{}",
@@ -643,6 +664,7 @@ pub fn status_json(s: &ClusterStatus) -> serde_json::Value {
                    "used_bytes": n.stats.used, "free_bytes": n.stats.free, "total_bytes": n.stats.total,
                    "groups": n.groups, "cache_bytes": n.stats.cache_bytes,
                    "cache_capacity": n.stats.cache_capacity, "served_bytes": n.stats.served_bytes,
+                   "written_bytes": n.stats.written_bytes,
                    "corrupt_chunks": n.stats.corrupt_chunks.iter().map(|c| c.to_string()).collect::<Vec<_>>()})
         })
         .collect();

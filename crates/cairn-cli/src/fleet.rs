@@ -62,7 +62,7 @@ pub async fn groups(t: &Target, json_out: bool) -> Result<()> {
     Ok(())
 }
 
-fn job_json(j: &PrefetchJobStatus) -> serde_json::Value {
+pub(crate) fn job_json(j: &PrefetchJobStatus) -> serde_json::Value {
     json!({"id": j.id, "group": j.group, "files": j.files, "state": j.state,
            "chunks": j.chunks, "bytes": j.bytes, "nodes": j.nodes, "nodes_done": j.nodes_done,
            "copies_done": j.copies_done, "copies_total": j.copies_total, "bytes_done": j.bytes_done,

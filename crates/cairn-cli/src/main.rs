@@ -8,10 +8,12 @@ mod bench_schemes;
 mod commands;
 mod config;
 mod convert;
+mod dashboard;
 mod fleet;
 mod lock;
 mod meta_tools;
 mod mount;
+mod progress;
 mod roles;
 mod simulate;
 mod sync;
@@ -49,6 +51,10 @@ struct Cli {
         env = "CAIRN_TLS"
     )]
     tls: Tls,
+    /// No progress bars or progress lines on stderr (summaries and errors
+    /// stay); commands given --json show none either
+    #[arg(short, long, global = true)]
+    quiet: bool,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -477,6 +483,7 @@ fn main() {
         },
         cli.log_format,
     );
+    progress::set_quiet(cli.quiet);
     if cli.tls == Tls::Off {
         cairn_proto::tls::set_enabled(false);
         if is_role {

@@ -371,7 +371,9 @@ pub async fn server(a: ServerArgs) -> Result<()> {
         "http"
     };
     let s3_url = s3.as_ref().map(|g| format!("{scheme}://{}", g.addr));
-    let metrics = start_metrics(&a.metrics_listen).await?;
+    let http = meta_http(&a.metrics_listen, &meta.addr, &meta.secret).await?;
+    let metrics = http.as_ref().map(|h| h.metrics.clone());
+    let dashboard = http.as_ref().and_then(|h| h.dashboard.clone());
     let endpoints = serde_json::json!({
         "meta": meta.addr,
         "storage": storage.iter().map(|s| serde_json::json!({"id": s.id.to_string(), "addr": s.addr})).collect::<Vec<_>>(),
@@ -379,6 +381,7 @@ pub async fn server(a: ServerArgs) -> Result<()> {
         "rep": rep,
         "s3": s3_url,
         "metrics": metrics,
+        "dashboard_login": dashboard,
     });
     std::fs::write(
         a.data.join("endpoints.json"),
@@ -400,7 +403,10 @@ pub async fn server(a: ServerArgs) -> Result<()> {
         println!("  s3          {u} (make a key: cairn key create NAME)");
     }
     if let Some(u) = &metrics {
-        println!("  metrics     {u}");
+        println!("  metrics     {u} (Authorization: Bearer <client key>)");
+    }
+    if let Some(u) = &dashboard {
+        println!("  dashboard   {u} (a one-time login link)");
     }
     if !a.no_client_conf {
         match config::write_client_conf(&meta.addr, &key) {
@@ -436,11 +442,14 @@ pub async fn meta(a: MetaArgs) -> Result<()> {
     let meta = cairn_meta::server::start(cfg)
         .await
         .context("starting meta")?;
-    let metrics = start_metrics(&a.metrics_listen).await?;
+    let http = meta_http(&a.metrics_listen, &meta.addr, &meta.secret).await?;
     println!("cairn meta: listening on {}", meta.addr);
     println!("  metadata       {store_name}");
-    if let Some(u) = &metrics {
-        println!("  metrics        {u}");
+    if let Some(h) = &http {
+        println!("  metrics        {}", h.metrics);
+        if let Some(d) = &h.dashboard {
+            println!("  dashboard      {d} (a one-time login link)");
+        }
     }
     println!(
         "  cluster secret {} (give it to storage nodes)",
@@ -468,18 +477,67 @@ pub fn ready() -> Result<()> {
     Ok(())
 }
 
-/// Serve the process's Prometheus metrics at `http://LISTEN/metrics` for
-/// as long as it runs; "off" serves none. Returns the URL.
-async fn start_metrics(listen: &str) -> Result<Option<String>> {
+/// A process's HTTP port: where its metrics are, and for meta the
+/// dashboard with a one-time login link.
+struct Http {
+    metrics: String,
+    dashboard: Option<String>,
+}
+
+/// Serve the process's Prometheus metrics at `http://LISTEN/metrics` (and
+/// `/healthz`) for as long as it runs, to holders of the key `creds`
+/// accept; with `dashboard` (an admin client of the cluster) also the
+/// dashboard at `/`. "off" serves nothing.
+async fn start_http(
+    listen: &str,
+    creds: &Credentials,
+    dashboard: Option<cairn_client::Client>,
+) -> Result<Option<Http>> {
     if listen.eq_ignore_ascii_case("off") {
         return Ok(None);
     }
     let l = tokio::net::TcpListener::bind(listen)
         .await
-        .with_context(|| format!("cannot listen on {listen} for metrics (--metrics-listen)"))?;
-    let url = format!("http://{}/metrics", l.local_addr()?);
-    tokio::spawn(cairn_metrics::serve(l));
-    Ok(Some(url))
+        .with_context(|| {
+            format!("cannot listen on {listen} for metrics and the dashboard (--metrics-listen)")
+        })?;
+    let base = format!("http://{}", l.local_addr()?);
+    let creds = creds.clone();
+    let access = std::sync::Arc::new(cairn_metrics::Access::new(move |k| {
+        creds.accepts_web_key(k)
+    }));
+    let pages = dashboard.map(|c| {
+        std::sync::Arc::new(crate::dashboard::Site(crate::dashboard::Dashboard::start(
+            c,
+        ))) as std::sync::Arc<dyn cairn_metrics::Pages>
+    });
+    let login = pages
+        .is_some()
+        .then(|| format!("{base}/?token={}", access.one_time_token()));
+    tokio::spawn(cairn_metrics::serve(l, access, pages));
+    Ok(Some(Http {
+        metrics: format!("{base}/metrics"),
+        dashboard: login,
+    }))
+}
+
+/// Meta's HTTP port: metrics, and the dashboard through an admin client.
+async fn meta_http(
+    listen: &str,
+    meta: &str,
+    secret: &cairn_proto::ClusterSecret,
+) -> Result<Option<Http>> {
+    if listen.eq_ignore_ascii_case("off") {
+        return Ok(None);
+    }
+    let creds = secret.client_credentials();
+    let admin = cairn_client::Client::connect(cairn_client::ClientConfig::new(
+        vec![meta.to_string()],
+        creds.clone(),
+    ))
+    .await
+    .context("connecting the dashboard to meta")?;
+    start_http(listen, &creds, Some(admin)).await
 }
 
 /// The address other hosts should use for a node listening on `listen`.
@@ -537,10 +595,12 @@ pub async fn storage(a: StorageArgs) -> Result<()> {
         reserve_free: parse_size(&a.reserve)?,
         segment_size: parse_size(&a.segment_size)?,
     };
-    let node = cairn_storage::start(sc, creds)
+    let node = cairn_storage::start(sc, creds.clone())
         .await
         .context("starting storage node")?;
-    let metrics = start_metrics(&a.metrics_listen).await?;
+    let metrics = start_http(&a.metrics_listen, &creds, None)
+        .await?
+        .map(|h| h.metrics);
     println!(
         "cairn storage: node {} listening on {} (data in {})",
         node.id,
@@ -596,7 +656,10 @@ pub async fn gateway_s3(a: GatewayArgs) -> Result<()> {
     let g = cairn_s3::start(client, cfg)
         .await
         .context("starting the S3 gateway")?;
-    let metrics = start_metrics(&a.metrics_listen).await?;
+    let (_, creds) = crate::config::resolve(a.target.meta.clone(), a.target.secret_file.clone())?;
+    let metrics = start_http(&a.metrics_listen, &creds, None)
+        .await?
+        .map(|h| h.metrics);
     println!("cairn gateway s3: listening on {scheme}://{}", g.addr);
     if let Some(u) = &metrics {
         println!("  metrics {u}");

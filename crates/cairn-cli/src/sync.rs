@@ -5,6 +5,7 @@
 //! into place), so an interrupted sync leaves no partial file and the next
 //! run finishes the job; a second run right after the first copies nothing.
 
+use crate::progress::Progress;
 use anyhow::{bail, Context, Result};
 use cairn_client::{Client, PutOptions};
 use cairn_types::{AttrChanges, CairnPath, ErrorKind, InodeKind};
@@ -212,6 +213,7 @@ async fn copy_file(
     rel: &str,
     mode: u32,
     mtime_ns: u64,
+    progress: &Progress,
 ) -> Result<u64> {
     match (src, dst) {
         (Side::Local(s), Side::Cairn(d)) => {
@@ -221,7 +223,7 @@ async fn copy_file(
                 mode: Some(mode),
                 ..Default::default()
             };
-            let inode = c.put(&to, f, opts).await?;
+            let inode = c.put(&to, progress.counted(f), opts).await?;
             let keep = AttrChanges {
                 mtime_ns: Some(mtime_ns),
                 ..Default::default()
@@ -235,7 +237,7 @@ async fn copy_file(
             let size = reader.size();
             let tmp = PathBuf::from(format!("{}{PART}", local.display()));
             let mut f = tokio::fs::File::create(&tmp).await?;
-            if let Err(e) = reader.copy_to(&mut f).await {
+            if let Err(e) = reader.copy_to(&mut progress.counted(&mut f)).await {
                 let _ = tokio::fs::remove_file(&tmp).await;
                 return Err(e.into());
             }
@@ -261,7 +263,7 @@ async fn copy_file(
                 mode: Some(mode),
                 ..Default::default()
             };
-            let inode = c.put(&to, r, opts).await?;
+            let inode = c.put(&to, progress.counted(r), opts).await?;
             feed.await??;
             let keep = AttrChanges {
                 mtime_ns: Some(mtime_ns),
@@ -413,25 +415,35 @@ pub async fn run(a: SyncArgs) -> Result<()> {
     if !a.dry_run {
         let jobs = a.jobs.unwrap_or_else(crate::transfer::default_jobs).max(1);
         let gate = std::sync::Arc::new(tokio::sync::Semaphore::new(jobs));
+        let total: u64 = copies
+            .iter()
+            .map(|(rel, ..)| match from.get(rel) {
+                Some(Entry::File { size, .. }) => *size,
+                _ => 0,
+            })
+            .sum();
+        let progress = Progress::start("sync", Some(total), Some(copies.len() as u64), false);
         let mut tasks = tokio::task::JoinSet::new();
         for (rel, mode, mtime) in copies.iter().cloned() {
             let permit = gate.clone().acquire_owned().await.expect("never closed");
-            let (c, src, dst) = (c.clone(), src.clone(), dst.clone());
+            let (c, src, dst, p) = (c.clone(), src.clone(), dst.clone(), progress.clone());
             tasks.spawn(async move {
                 let _permit = permit;
-                let r = copy_file(&c, &src, &dst, &rel, mode, mtime).await;
+                let r = copy_file(&c, &src, &dst, &rel, mode, mtime, &p).await;
                 (rel, r)
             });
         }
         while let Some(done) = tasks.join_next().await {
             match done? {
                 (_, Ok(n)) => {
+                    progress.file_done();
                     files += 1;
                     bytes += n;
                 }
                 (rel, Err(e)) => failed.push((rel, format!("{e:#}"))),
             }
         }
+        progress.finish();
     }
     let secs = started.elapsed().as_secs_f64().max(1e-6);
     eprintln!(

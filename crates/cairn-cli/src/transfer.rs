@@ -3,6 +3,7 @@
 //! symlinks and modes (and mtimes) are kept as the mount keeps them, and a
 //! summary ends the run; any failure is listed and makes the exit non-zero.
 
+use crate::progress::Progress;
 use anyhow::{bail, Context, Result};
 use cairn_client::{Client, PutOptions};
 use cairn_types::{AttrChanges, CairnPath, ErrorKind, InodeKind, NewNode};
@@ -62,6 +63,29 @@ impl Summary {
     }
 }
 
+/// Bytes and files of regular files under `dir` (for progress; what
+/// cannot be read counts as nothing, the transfer reports it).
+fn local_totals(dir: &Path) -> (u64, u64) {
+    let (mut bytes, mut files) = (0, 0);
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            match e.metadata() {
+                Ok(m) if m.is_dir() => todo.push(e.path()),
+                Ok(m) if m.is_file() => {
+                    bytes += m.len();
+                    files += 1;
+                }
+                _ => {}
+            }
+        }
+    }
+    (bytes, files)
+}
+
 fn mtime_ns(m: &std::fs::Metadata) -> u64 {
     m.modified()
         .ok()
@@ -97,6 +121,8 @@ pub async fn put_tree(
         );
     }
     let mut sum = Summary::default();
+    let (total_bytes, total_files) = local_totals(local);
+    let progress = Progress::start("put", Some(total_bytes), Some(total_files), false);
     let gate = Arc::new(tokio::sync::Semaphore::new(jobs.max(1)));
     let mut tasks: JoinSet<(String, Result<u64>)> = JoinSet::new();
     let mut todo: Vec<(PathBuf, CairnPath)> = vec![(local.to_path_buf(), dst.clone())];
@@ -136,7 +162,7 @@ pub async fn put_tree(
                 }
             } else if ft.is_file() {
                 let permit = gate.clone().acquire_owned().await.expect("never closed");
-                let (c, mut o) = (c.clone(), opts.clone());
+                let (c, mut o, progress) = (c.clone(), opts.clone(), progress.clone());
                 o.mode = Some(meta.mode() & 0o7777);
                 let mtime = mtime_ns(&meta);
                 tasks.spawn(async move {
@@ -145,7 +171,7 @@ pub async fn put_tree(
                         let f = tokio::fs::File::open(&lpath)
                             .await
                             .with_context(|| format!("cannot open {}", lpath.display()))?;
-                        let inode = c.put(&cpath, f, o).await?;
+                        let inode = c.put(&cpath, progress.counted(f), o).await?;
                         let keep = AttrChanges {
                             mtime_ns: Some(mtime),
                             ..Default::default()
@@ -163,22 +189,25 @@ pub async fn put_tree(
                 ));
             }
             while let Some(done) = tasks.try_join_next() {
-                record(&mut sum, done);
+                record(&mut sum, &progress, done);
             }
         }
     }
     while let Some(done) = tasks.join_next().await {
-        record(&mut sum, done);
+        record(&mut sum, &progress, done);
     }
+    progress.finish();
     sum.finish("put", started)
 }
 
 fn record(
     sum: &mut Summary,
+    progress: &Progress,
     done: std::result::Result<(String, Result<u64>), tokio::task::JoinError>,
 ) {
     match done {
         Ok((_, Ok(n))) => {
+            progress.file_done();
             sum.files += 1;
             sum.bytes += n;
         }
@@ -218,6 +247,7 @@ pub async fn get_tree(c: &Client, src: &CairnPath, local: &Path, jobs: usize) ->
         bail!("{src} is not a directory (get -r copies a directory tree)");
     }
     let mut sum = Summary::default();
+    let progress = Progress::start("get", None, None, false);
     let gate = Arc::new(tokio::sync::Semaphore::new(jobs.max(1)));
     let mut tasks: JoinSet<(String, Result<u64>)> = JoinSet::new();
     let mut todo: Vec<(CairnPath, PathBuf)> = vec![(src.clone(), local.to_path_buf())];
@@ -244,11 +274,11 @@ pub async fn get_tree(c: &Client, src: &CairnPath, local: &Path, jobs: usize) ->
                     }
                     InodeKind::File => {
                         let permit = gate.clone().acquire_owned().await.expect("never closed");
-                        let c = c.clone();
+                        let (c, progress) = (c.clone(), progress.clone());
                         let (mode, mtime) = (e.inode.mode & 0o7777, e.inode.mtime_ns);
                         tasks.spawn(async move {
                             let _permit = permit;
-                            let r = get_file(&c, &cpath, &lpath, mode, mtime).await;
+                            let r = get_file(&c, &cpath, &lpath, mode, mtime, &progress).await;
                             (cpath.to_string(), r)
                         });
                     }
@@ -259,7 +289,7 @@ pub async fn get_tree(c: &Client, src: &CairnPath, local: &Path, jobs: usize) ->
                     | InodeKind::BlockDevice => {}
                 }
                 while let Some(done) = tasks.try_join_next() {
-                    record(&mut sum, done);
+                    record(&mut sum, &progress, done);
                 }
             }
             match page.last() {
@@ -269,8 +299,9 @@ pub async fn get_tree(c: &Client, src: &CairnPath, local: &Path, jobs: usize) ->
         }
     }
     while let Some(done) = tasks.join_next().await {
-        record(&mut sum, done);
+        record(&mut sum, &progress, done);
     }
+    progress.finish();
     sum.finish("get", started)
 }
 
@@ -282,6 +313,7 @@ async fn get_file(
     local: &Path,
     mode: u32,
     mtime_ns: u64,
+    progress: &Progress,
 ) -> Result<u64> {
     let reader = c.open(src).await?;
     let size = reader.size();
@@ -289,7 +321,7 @@ async fn get_file(
     let mut f = tokio::fs::File::create(&tmp)
         .await
         .with_context(|| format!("cannot create {}", tmp.display()))?;
-    if let Err(e) = reader.copy_to(&mut f).await {
+    if let Err(e) = reader.copy_to(&mut progress.counted(&mut f)).await {
         let _ = tokio::fs::remove_file(&tmp).await;
         return Err(e.into());
     }

@@ -2,7 +2,7 @@
 //! restarted, driven through its CLI.
 
 use std::io::{BufRead, BufReader, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -1218,18 +1218,7 @@ fn kept_versions_read_by_number_after_collection() {
 
 /// GET `path` from `addr` over HTTP/1.1: (status, content type, body).
 fn http_get(addr: &str, path: &str) -> (u16, String, String) {
-    use std::io::Read;
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).unwrap();
-    let (head, body) = raw.split_once("\r\n\r\n").expect("an HTTP response");
-    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let (status, head, body) = http_get_with(addr, path, &[]);
     let ctype = head
         .lines()
         .find_map(|l| {
@@ -1238,7 +1227,38 @@ fn http_get(addr: &str, path: &str) -> (u16, String, String) {
                 .map(|v| v.trim().to_string())
         })
         .unwrap_or_default();
-    (status, ctype, body.to_string())
+    (status, ctype, body)
+}
+
+/// GET `path` from `addr` with extra header lines: (status, head, body).
+fn http_get_with(addr: &str, path: &str, headers: &[&str]) -> (u16, String, String) {
+    use std::io::Read;
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let extra: String = headers.iter().map(|h| format!("{h}\r\n")).collect();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{extra}\r\n"
+    )
+    .unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").expect("an HTTP response");
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (status, head.to_string(), body.to_string())
+}
+
+/// The `Authorization` header with the client key of a `cairn server`
+/// (the file its banner names).
+fn bearer(server: &Proc) -> String {
+    let path = server
+        .banner
+        .iter()
+        .find_map(|l| l.trim_start().strip_prefix("client key"))
+        .expect("the banner names the client key")
+        .trim();
+    let key = std::fs::read_to_string(path).unwrap();
+    format!("Authorization: Bearer {}", key.trim())
 }
 
 /// The sum of every sample of `name` whose labels contain all of `labels`.
@@ -1280,9 +1300,23 @@ fn prometheus_metrics_of_meta_and_nodes() {
     // An unsigned S3 request: refused, and counted.
     assert_eq!(http_get(&url_of("s3"), "/").0, 403);
 
-    let (status, ctype, text) = http_get(&addr, "/metrics");
+    // Metrics need the client key; probes need nothing.
+    assert_eq!(http_get(&addr, "/metrics").0, 401);
+    assert_eq!(
+        http_get_with(&addr, "/metrics", &["Authorization: Bearer 00ff"]).0,
+        401
+    );
+    assert_eq!(
+        http_get(&addr, "/healthz"),
+        (200, "text/plain; charset=utf-8".into(), "ok\n".into())
+    );
+    let (status, head, text) = http_get_with(&addr, "/metrics", &[&bearer(&server)]);
     assert_eq!(status, 200);
-    assert!(ctype.starts_with("application/openmetrics-text"), "{ctype}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: application/openmetrics-text"),
+        "{head}"
+    );
     let at_least = |name: &str, labels: &[&str], min: f64| {
         let got = sample_sum(&text, name, labels);
         assert!(
@@ -1363,7 +1397,7 @@ fn prometheus_metrics_of_meta_and_nodes() {
             "{family} not parsed: {names}"
         );
     }
-    assert_eq!(http_get(&addr, "/other").0, 404);
+    assert_eq!(http_get_with(&addr, "/other", &[&bearer(&server)]).0, 404);
 }
 
 #[test]
@@ -1578,4 +1612,136 @@ fn tls_off_must_be_agreed_by_every_process() {
         &["--tls", "off", "ls", "/"],
         "speaks TLS and this process runs with --tls off",
     );
+}
+
+/// A headless browser: Debian's `chromium` (installed by `.ci/run`).
+fn chromium() -> &'static str {
+    for name in ["chromium", "chromium-browser", "google-chrome"] {
+        if Command::new(name)
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+        {
+            return name;
+        }
+    }
+    panic!("no chromium to load the dashboard with (apt-get install chromium)");
+}
+
+/// Load `url` in headless Chromium with the profile in `profile` (its
+/// cookies) and give what it rendered once the page's requests settled:
+/// the DOM (`--dump-dom`), or with `screenshot` a PNG there.
+fn browse(profile: &Path, url: &str, screenshot: Option<&Path>) -> String {
+    let mut cmd = Command::new(chromium());
+    cmd.args([
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--no-first-run",
+        "--hide-scrollbars",
+        "--window-size=1400,1600",
+        // Virtual time runs only while no request is pending, so the page's
+        // fetches have answered before the DOM or picture is taken.
+        "--virtual-time-budget=15000",
+    ])
+    .arg(format!("--user-data-dir={}", profile.display()));
+    match screenshot {
+        Some(p) => cmd.arg(format!("--screenshot={}", p.display())),
+        None => cmd.arg("--dump-dom"),
+    };
+    let out = cmd
+        .arg(url)
+        .stdin(Stdio::null())
+        .output()
+        .expect("chromium runs");
+    assert!(
+        out.status.success(),
+        "chromium failed on {url}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn dashboard_in_a_browser() {
+    let env = Env::new();
+    let server = server(&env, &["--nodes", "3"]);
+    let login = server
+        .banner
+        .iter()
+        .find_map(|l| l.trim_start().strip_prefix("dashboard"))
+        .and_then(|l| l.split_whitespace().next())
+        .expect("the banner has a dashboard login link")
+        .to_string();
+    let addr = login
+        .trim_start_matches("http://")
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
+    let local = env.path("log.bin");
+    std::fs::write(&local, pattern(300_000, 4)).unwrap();
+    env.ok(&["put", local.to_str().unwrap(), "/fleet/car42/run-7.bin"]);
+    let status = env.json(&["cluster", "status", "--json"]);
+    let nodes: Vec<(String, String)> = status["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| {
+            (
+                n["id"].as_str().unwrap().to_string(),
+                n["addr"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(nodes.len(), 3);
+
+    // Without credentials: nothing but the login form and the probe.
+    for path in ["/api/status", "/api/ls?path=/", "/app.js", "/metrics"] {
+        assert_eq!(http_get(&addr, path).0, 401, "{path}");
+    }
+    let (code, _, page) = http_get(&addr, "/");
+    assert_eq!(code, 401);
+    assert!(page.contains("<form method=post action=/login>"), "{page}");
+    assert_eq!(http_get(&addr, "/?token=0123456789abcdef").0, 401);
+    // With the key, the JSON is there.
+    let (code, _, body) = http_get_with(&addr, "/api/ls?path=/fleet/car42", &[&bearer(&server)]);
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("\"run-7.bin\""), "{body}");
+    let (code, _, body) = http_get_with(&addr, "/api/file?path=/nope", &[&bearer(&server)]);
+    assert_eq!(code, 404, "{body}");
+
+    // The one-time link logs the browser in (a cookie in its profile) and
+    // shows the nodes and, opened at the file, where its chunk is.
+    let profile = env.path("browser");
+    let dom = browse(&profile, &format!("{login}#/fleet/car42/run-7.bin"), None);
+    for (id, node_addr) in &nodes {
+        assert!(
+            dom.contains(id.as_str()),
+            "node {id} not on the page:\n{dom}"
+        );
+        assert!(
+            dom.contains(&format!("{id} @ {node_addr}")),
+            "the chunk's copy on {id} not shown:\n{dom}"
+        );
+    }
+    assert!(dom.contains("run-7.bin"), "{dom}");
+    assert!(dom.contains("3 of 3 nodes live"), "{dom}");
+    // The link worked once: a second browser gets the login form.
+    let other = browse(&env.path("other-browser"), &login, None);
+    assert!(other.contains("login link was used"), "{other}");
+    assert!(!other.contains(&nodes[0].0), "{other}");
+    // The logged-in browser stays in; keep a picture for CI's artifacts.
+    let shot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("../dashboard.png");
+    let _ = std::fs::remove_file(&shot);
+    browse(
+        &profile,
+        &format!("http://{addr}/#/fleet/car42/run-7.bin"),
+        Some(&shot),
+    );
+    let png = std::fs::read(&shot).expect("a screenshot");
+    assert!(png.starts_with(b"\x89PNG\r\n\x1a\n") && png.len() > 10_000);
 }

@@ -9,10 +9,6 @@
 //! states, chunk store fill) are set by refreshers the roles register,
 //! called on each scrape.
 
-use bytes::Bytes;
-use http_body_util::Full;
-use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -20,7 +16,10 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
-use tokio::net::TcpListener;
+
+mod http;
+pub use http::{reply, serve, Access, PageFuture, Pages, Reply};
+pub use hyper::StatusCode;
 
 pub use prometheus_client::metrics::counter::Counter;
 
@@ -353,46 +352,5 @@ impl Metrics {
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .expect("writing to a String does not fail");
         out
-    }
-}
-
-/// Content type of what the encoder writes: the OpenMetrics text format,
-/// which Prometheus scrapes.
-const TEXT: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
-
-/// Serve [`global`] at `GET /metrics` on `listener` until the task is
-/// dropped or aborted; anything else is 404. One tiny HTTP/1 server per
-/// process, on hyper (already Cairn's S3 server).
-pub async fn serve(listener: TcpListener) {
-    loop {
-        let (stream, _) = match listener.accept().await {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!("metrics listener: {e}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        tokio::spawn(async move {
-            let service =
-                hyper::service::service_fn(|req: Request<hyper::body::Incoming>| async move {
-                    let resp =
-                        if req.uri().path() == "/metrics" && req.method() == hyper::Method::GET {
-                            Response::builder()
-                                .header(hyper::header::CONTENT_TYPE, TEXT)
-                                .body(Full::new(Bytes::from(global().render())))
-                        } else {
-                            Response::builder()
-                                .status(StatusCode::NOT_FOUND)
-                                .body(Full::new(Bytes::from_static(b"only /metrics is here\n")))
-                        };
-                    Ok::<_, std::convert::Infallible>(resp.expect("a valid response"))
-                });
-            let conn = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service);
-            if let Err(e) = conn.await {
-                tracing::debug!("metrics connection: {e}");
-            }
-        });
     }
 }

@@ -163,6 +163,33 @@ impl Credentials {
         }
     }
 
+    /// The key a process holding these credentials accepts on its HTTP
+    /// port (metrics, dashboard): the cluster's admin client key where the
+    /// secret is known, else the holder's own key.
+    fn web_key(&self) -> [u8; 32] {
+        match self {
+            Credentials::Cluster(s) => s.client_key(),
+            Credentials::Client { key, .. } | Credentials::Identity { key, .. } => *key,
+        }
+    }
+
+    /// Whether `presented` (a credential file's text, or a key's 64 hex
+    /// digits) is the key [`Self::web_key`] names; compared in constant
+    /// time.
+    pub fn accepts_web_key(&self, presented: &str) -> bool {
+        let presented = presented.trim();
+        let given = match Credentials::decode(presented) {
+            Ok(c @ (Credentials::Client { .. } | Credentials::Identity { .. })) => c.web_key(),
+            Ok(Credentials::Cluster(_)) => return false,
+            Err(_) => match unhex::<32>(presented) {
+                Some(k) => k,
+                None => return false,
+            },
+        };
+        let want = self.web_key();
+        given.iter().zip(&want).fold(0u8, |a, (x, y)| a | (x ^ y)) == 0
+    }
+
     pub fn cluster(&self) -> Option<&ClusterSecret> {
         match self {
             Credentials::Cluster(s) => Some(s),
@@ -392,6 +419,28 @@ impl Capability {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn web_keys_are_the_client_key_in_any_form() {
+        let s = ClusterSecret::generate();
+        let node = Credentials::Cluster(s.clone());
+        let client = s.client_credentials();
+        let text = client.encode();
+        let key_hex = hex(&s.client_key());
+        for accepting in [&node, &client] {
+            assert!(accepting.accepts_web_key(&text));
+            assert!(accepting.accepts_web_key(&format!("  {key_hex}\n")));
+            assert!(!accepting.accepts_web_key(&hex(&s.node_key())));
+            assert!(
+                !accepting.accepts_web_key(&node.encode()),
+                "never the secret"
+            );
+            assert!(!accepting.accepts_web_key(""));
+            assert!(!accepting.accepts_web_key(&key_hex[..62]));
+        }
+        let other = ClusterSecret::generate().client_credentials();
+        assert!(!node.accepts_web_key(&other.encode()));
+    }
 
     #[test]
     fn capabilities() {

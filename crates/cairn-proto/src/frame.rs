@@ -28,8 +28,8 @@ const IO_BUF: usize = 256 * 1024;
 /// 1 was every build before versions were exchanged; 2 adds them, with
 /// the `Versions` and `OpenVersion` requests; 3 adds client identities
 /// (in the hello, in capabilities, and their requests); 4 adds TLS (the
-/// preamble).
-pub const PROTOCOL: u32 = 4;
+/// preamble); 5 adds the bytes a node took in to its heartbeat.
+pub const PROTOCOL: u32 = 5;
 
 /// The server's first frame since protocol 4, before any TLS: one of
 /// these 16 bytes, then its protocol version. It reads as a challenge

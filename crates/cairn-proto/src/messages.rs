@@ -38,6 +38,8 @@ pub struct NodeStats {
     pub cache_capacity: u64,
     /// Chunk bytes sent to readers and peers since start.
     pub served_bytes: u64,
+    /// Chunk bytes taken in (writes, copies, repairs) since start.
+    pub written_bytes: u64,
 }
 
 /// Where a node is and how to reach it.

@@ -1628,6 +1628,7 @@ fn node_stats(node: &Node) -> NodeStats {
         cache_bytes,
         cache_capacity,
         served_bytes: node.served.load(std::sync::atomic::Ordering::Relaxed),
+        written_bytes: node.written.get(),
     }
 }
 
