@@ -15,6 +15,7 @@ mod meta_tools;
 mod mount;
 mod progress;
 mod roles;
+mod settings;
 mod simulate;
 mod sync;
 mod tier;
@@ -55,6 +56,11 @@ struct Cli {
     /// stay); commands given --json show none either
     #[arg(short, long, global = true)]
     quiet: bool,
+    /// Settings for every role (a section each) and client [env:
+    /// CAIRN_CONFIG; default: /etc/cairn/cairn.toml if it exists]; flags
+    /// and CAIRN_<FLAG> variables win over it
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -269,6 +275,12 @@ enum Cmd {
     /// Compare placement schemes on a simulated cluster: data loss under node
     /// failures, load balance, repair parallelism (JSON and SVG)
     Simulate(simulate::SimulateArgs),
+    /// Config files: `cairn config check [FILE]` reads one as every role
+    /// would and prints the settings it gives
+    Config {
+        #[command(subcommand)]
+        cmd: ConfigCmd,
+    },
     /// Run a front-end gateway alone against a cluster
     Gateway {
         #[command(subcommand)]
@@ -356,6 +368,17 @@ enum CueCmd {
         path: String,
         #[command(flatten)]
         target: Target,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCmd {
+    /// Check a config file (unknown sections, keys and values are errors
+    /// naming their line) and print each role's settings with where each
+    /// comes from: cairn config check /etc/cairn/cairn.toml
+    Check {
+        /// The file [default: --config, CAIRN_CONFIG or /etc/cairn/cairn.toml]
+        file: Option<PathBuf>,
     },
 }
 
@@ -456,8 +479,10 @@ enum ClusterCmd {
 fn init_logging(default: &str, format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    // Colours only for a terminal (journald and log files get plain text).
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => logs.init(),
@@ -466,7 +491,7 @@ fn init_logging(default: &str, format: LogFormat) {
 }
 
 fn main() {
-    let cli = Cli::parse();
+    let cli = parse_with_settings();
     let is_role = matches!(
         cli.cmd,
         Cmd::Server(_) | Cmd::Meta(_) | Cmd::Storage(_) | Cmd::Gateway { .. }
@@ -500,6 +525,48 @@ fn main() {
     if let Err(e) = result {
         eprintln!("cairn: error: {e:#}");
         std::process::exit(1);
+    }
+}
+
+/// The command line, parsed with the config file's settings and
+/// `CAIRN_*` variables added where it gives none (see [`settings`]); a
+/// broken file, or a bad value it or a variable gave, ends the process
+/// with an error naming the setting.
+fn parse_with_settings() -> Cli {
+    use clap::CommandFactory;
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let cli = Cli::command();
+    let env = |k: &str| std::env::var(k).ok();
+    let fail = |msg: String| -> ! {
+        eprintln!("error: {msg}");
+        std::process::exit(2)
+    };
+    let rest = &args[1.min(args.len())..];
+    if settings::invoked(&cli, rest).first().map(String::as_str) == Some("config") {
+        return Cli::parse_from(args);
+    }
+    let file = match settings::file_named(&args, &env) {
+        Some((path, _)) => match settings::File::load(&path, &cli) {
+            Ok(f) => Some(f),
+            Err(e) => fail(format!("{e:#}")),
+        },
+        None => None,
+    };
+    let (args, sources) = match settings::expand(&cli, args, file.as_ref(), &env) {
+        Ok(x) => x,
+        Err(e) => fail(format!("{e:#}")),
+    };
+    match Cli::try_parse_from(args) {
+        Ok(c) => c,
+        Err(e) if sources.is_empty() || !e.use_stderr() => e.exit(),
+        Err(e) => {
+            let path = file.as_ref().map(|f| f.path.clone()).unwrap_or_default();
+            let said = settings::blame(&e, &path, &sources);
+            if said == settings::blame(&e, &path, &[]) {
+                e.exit()
+            }
+            fail(said)
+        }
     }
 }
 
@@ -665,6 +732,12 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
         }
         Cmd::Bench(a) => bench::run(a).await,
         Cmd::Simulate(a) => tokio::task::spawn_blocking(move || simulate::run(a)).await?,
+        Cmd::Config {
+            cmd: ConfigCmd::Check { file },
+        } => {
+            use clap::CommandFactory;
+            settings::check(&Cli::command(), file)
+        }
         Cmd::Gateway {
             cmd: GatewayCmd::S3(a),
         } => roles::gateway_s3(a).await,

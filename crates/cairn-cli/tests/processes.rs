@@ -1745,3 +1745,96 @@ fn dashboard_in_a_browser() {
     let png = std::fs::read(&shot).expect("a screenshot");
     assert!(png.starts_with(b"\x89PNG\r\n\x1a\n") && png.len() > 10_000);
 }
+
+#[test]
+fn a_config_file_sets_a_role_and_flags_and_variables_win() {
+    let env = Env::new();
+    let file = env.path("cairn.toml");
+    std::fs::write(
+        &file,
+        "log-format = \"text\"\n\n[server]\nnodes = 2\nrep = 2\nmetrics-listen = \"off\"\ngc_delay = \"5s\"\n",
+    )
+    .unwrap();
+    let conf = file.to_str().unwrap();
+    let data = env.path("data");
+    let server = spawn(
+        &env,
+        &[
+            "--config",
+            conf,
+            "server",
+            "--data",
+            data.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        "try:",
+    );
+    let storage = server
+        .banner
+        .iter()
+        .filter(|l| l.contains("storage "))
+        .count();
+    assert_eq!(storage, 2, "{:?}", server.banner);
+    assert!(
+        server.banner.iter().any(|l| l.contains("rep=2")),
+        "{:?}",
+        server.banner
+    );
+    assert!(
+        !server.banner.iter().any(|l| l.contains("metrics")),
+        "{:?}",
+        server.banner
+    );
+    drop(server);
+
+    // The check prints where every setting comes from.
+    let o = Command::new(BIN)
+        .args(["config", "check", conf])
+        .env("CAIRN_REP", "1")
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{out}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    for want in [
+        "nodes = 2",
+        "# file line 4",
+        "rep = 1",
+        "# $CAIRN_REP",
+        "gc-delay = 5s",
+        "listen = 127.0.0.1:7420",
+    ] {
+        assert!(out.contains(want), "{want:?} not in:\n{out}");
+    }
+
+    // A mistake is named with its line, and nothing starts.
+    std::fs::write(&file, "[server]\nnodes = 2\nrepp = 2\n").unwrap();
+    let o = Command::new(BIN)
+        .args(["--config", conf, "server", "--data"])
+        .arg(env.path("never"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("cairn.toml line 3: unknown key repp in [server]"),
+        "{err}"
+    );
+    assert!(!env.path("never").exists());
+    std::fs::write(&file, "[server]\nnodes = \"two\"\n").unwrap();
+    let o = Command::new(BIN)
+        .args(["--config", conf, "server", "--data"])
+        .arg(env.path("never"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("cairn.toml line 2 (nodes): invalid value 'two'"),
+        "{err}"
+    );
+    assert!(!env.path("never").exists());
+}

@@ -189,7 +189,9 @@ async fn check_shared_secret(
             Some((theirs, _)) if theirs == mine => return Ok(()),
             Some(_) => {
                 return Err(Error::invalid(format!(
-                    "this shared metadata store belongs to a cluster with another secret than {} holds:                      copy {SECRET_FILE} and {CLIENT_KEY_FILE} from the data directory of a meta server                      already on this store into {} (before its first start), then start again",
+                    "this shared metadata store belongs to a cluster with another secret than {} holds: \
+                     copy {SECRET_FILE} and {CLIENT_KEY_FILE} from the data directory of a meta server \
+                     already on this store into {} (before its first start), then start again",
                     data_dir.join(SECRET_FILE).display(),
                     data_dir.display()
                 )))
