@@ -159,12 +159,10 @@ pub async fn put(
         p.finish();
         r?
     } else {
-        let f = tokio::fs::File::open(local)
-            .await
-            .with_context(|| format!("cannot open {local}"))?;
-        let size = f.metadata().await.ok().map(|m| m.len());
+        let local = std::path::Path::new(local);
+        let size = std::fs::metadata(local).ok().map(|m| m.len());
         let p = Progress::start("put", size, None, false);
-        let r = c.put(&dst, p.counted(f), opts).await;
+        let r = crate::transfer::put_local(&c, local, &dst, opts, &p).await;
         p.finish();
         r?
     };

@@ -6,6 +6,7 @@
 //! run finishes the job; a second run right after the first copies nothing.
 
 use crate::progress::Progress;
+use crate::transfer::{put_local, slot, Interrupt, Partial};
 use anyhow::{bail, Context, Result};
 use cairn_client::{Client, PutOptions};
 use cairn_types::{AttrChanges, CairnPath, ErrorKind, InodeKind};
@@ -61,17 +62,35 @@ enum Entry {
 /// Partial files a `get` leaves only if it is killed mid-file.
 const PART: &str = ".cairn-part";
 
-fn list_local(top: &Path) -> Result<BTreeMap<String, Entry>> {
+/// What a listing found, and the directories (relative paths) it could
+/// not read, with why.
+type Listing = (BTreeMap<String, Entry>, Vec<(String, String)>);
+
+fn list_local(top: &Path) -> Result<Listing> {
     let mut out = BTreeMap::new();
-    if !top.exists() {
-        return Ok(out);
+    let mut problems = Vec::new();
+    match std::fs::metadata(top) {
+        Err(_) => return Ok((out, problems)),
+        Ok(m) if !m.is_dir() => bail!("{} is a file, not a directory", top.display()),
+        Ok(_) => {}
     }
     let mut todo = vec![(top.to_path_buf(), String::new())];
     while let Some((dir, rel)) = todo.pop() {
-        for e in
-            std::fs::read_dir(&dir).with_context(|| format!("cannot list {}", dir.display()))?
-        {
-            let e = e?;
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(d) => d,
+            Err(e) if rel.is_empty() => {
+                return Err(e).with_context(|| format!("cannot list {}", dir.display()))
+            }
+            Err(e) => {
+                problems.push((rel, format!("cannot list: {e}")));
+                continue;
+            }
+        };
+        for e in entries {
+            let Ok(e) = e else {
+                problems.push((rel.clone(), "cannot list it whole".into()));
+                continue;
+            };
             let Some(name) = e.file_name().to_str().map(str::to_string) else {
                 continue;
             };
@@ -83,13 +102,24 @@ fn list_local(top: &Path) -> Result<BTreeMap<String, Entry>> {
             } else {
                 format!("{rel}/{name}")
             };
-            let m = std::fs::symlink_metadata(e.path())?;
+            let m = match std::fs::symlink_metadata(e.path()) {
+                Ok(m) => m,
+                Err(err) => {
+                    problems.push((r, err.to_string()));
+                    continue;
+                }
+            };
             if m.is_dir() {
                 out.insert(r.clone(), Entry::Dir);
                 todo.push((e.path(), r));
             } else if m.file_type().is_symlink() {
-                let t = std::fs::read_link(e.path())?.to_string_lossy().into_owned();
-                out.insert(r, Entry::Link(t));
+                match std::fs::read_link(e.path()) {
+                    Ok(t) => out.insert(r, Entry::Link(t.to_string_lossy().into_owned())),
+                    Err(err) => {
+                        problems.push((r, err.to_string()));
+                        continue;
+                    }
+                };
             } else if m.is_file() {
                 let mtime_ns = m
                     .modified()
@@ -108,7 +138,7 @@ fn list_local(top: &Path) -> Result<BTreeMap<String, Entry>> {
             }
         }
     }
-    Ok(out)
+    Ok((out, problems))
 }
 
 async fn list_cairn(c: &Client, top: &CairnPath) -> Result<BTreeMap<String, Entry>> {
@@ -158,10 +188,10 @@ async fn list_cairn(c: &Client, top: &CairnPath) -> Result<BTreeMap<String, Entr
     Ok(out)
 }
 
-async fn list(c: &Client, s: &Side) -> Result<BTreeMap<String, Entry>> {
+async fn list(c: &Client, s: &Side) -> Result<Listing> {
     match s {
         Side::Local(p) => list_local(p),
-        Side::Cairn(p) => list_cairn(c, p).await,
+        Side::Cairn(p) => Ok((list_cairn(c, p).await?, Vec::new())),
     }
 }
 
@@ -204,6 +234,14 @@ async fn checksum(c: &Client, s: &Side, rel: &str) -> Result<u32> {
     Ok(crc)
 }
 
+/// What the copies in flight share: progress, and the partial files to
+/// remove if Ctrl-C stops them.
+#[derive(Clone)]
+struct Flight {
+    progress: Progress,
+    partial: Partial,
+}
+
 /// Copy one file from `src` to `dst` (whole, or not at all), keeping its
 /// mode and mtime.
 async fn copy_file(
@@ -213,17 +251,17 @@ async fn copy_file(
     rel: &str,
     mode: u32,
     mtime_ns: u64,
-    progress: &Progress,
+    flight: &Flight,
 ) -> Result<u64> {
+    let progress = &flight.progress;
     match (src, dst) {
         (Side::Local(s), Side::Cairn(d)) => {
             let to = cairn_at(d, rel)?;
-            let f = tokio::fs::File::open(s.join(rel)).await?;
             let opts = PutOptions {
                 mode: Some(mode),
                 ..Default::default()
             };
-            let inode = c.put(&to, progress.counted(f), opts).await?;
+            let inode = put_local(c, &s.join(rel), &to, opts, progress).await?;
             let keep = AttrChanges {
                 mtime_ns: Some(mtime_ns),
                 ..Default::default()
@@ -236,9 +274,11 @@ async fn copy_file(
             let reader = c.open(&cairn_at(s, rel)?).await?;
             let size = reader.size();
             let tmp = PathBuf::from(format!("{}{PART}", local.display()));
+            flight.partial.add(&tmp);
             let mut f = tokio::fs::File::create(&tmp).await?;
             if let Err(e) = reader.copy_to(&mut progress.counted(&mut f)).await {
                 let _ = tokio::fs::remove_file(&tmp).await;
+                flight.partial.done(&tmp);
                 return Err(e.into());
             }
             f.sync_all().await?;
@@ -251,6 +291,7 @@ async fn copy_file(
             f.set_modified(UNIX_EPOCH + Duration::from_nanos(mtime_ns))?;
             drop(f);
             tokio::fs::rename(&tmp, &local).await?;
+            flight.partial.done(&tmp);
             Ok(size)
         }
         (Side::Cairn(s), Side::Cairn(d)) => {
@@ -276,9 +317,25 @@ async fn copy_file(
     }
 }
 
+/// The first existing non-directory on the way to `p` (itself included).
+fn first_file_on(p: &Path) -> Option<PathBuf> {
+    p.ancestors()
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .find(|a| a.symlink_metadata().is_ok_and(|m| !m.is_dir()))
+        .map(Path::to_path_buf)
+}
+
 async fn make_dir(c: &Client, dst: &Side, rel: &str) -> Result<()> {
     match dst {
-        Side::Local(d) => Ok(std::fs::create_dir_all(d.join(rel))?),
+        Side::Local(d) => {
+            let p = d.join(rel);
+            std::fs::create_dir_all(&p).with_context(|| match first_file_on(&p) {
+                Some(f) => format!("cannot make {}: {} is a file", p.display(), f.display()),
+                None => format!("cannot make {}", p.display()),
+            })
+        }
         Side::Cairn(d) => match c.mkdir(&cairn_at(d, rel)?, true).await {
             Err(e) if e.kind != ErrorKind::AlreadyExists => Err(e.into()),
             _ => Ok(()),
@@ -316,7 +373,7 @@ pub async fn run(a: SyncArgs) -> Result<()> {
     }
     let started = Instant::now();
     let c = crate::commands::connect(&a.target).await?;
-    let from = list(&c, &src).await?;
+    let (from, unread) = list(&c, &src).await?;
     if from.is_empty() {
         if let Side::Local(p) = &src {
             if !p.is_dir() {
@@ -324,7 +381,14 @@ pub async fn run(a: SyncArgs) -> Result<()> {
             }
         }
     }
-    let to = list(&c, &dst).await?;
+    let (to, unread_dst) = list(&c, &dst).await?;
+    // Under what could not be read nothing is deleted: its files are not
+    // known to be extra.
+    let unread_under = |rel: &str| {
+        unread
+            .iter()
+            .any(|(p, _)| rel == p || rel.starts_with(&format!("{p}/")))
+    };
     let say = |what: &str, rel: &str| {
         if a.dry_run {
             println!("{what} {rel}");
@@ -398,7 +462,10 @@ pub async fn run(a: SyncArgs) -> Result<()> {
         // Deepest first, skipping what a removed directory took with it.
         let mut gone: Vec<&String> = Vec::new();
         for (rel, e) in to.iter().rev() {
-            if from.contains_key(rel) || gone.iter().any(|g| rel.starts_with(&format!("{g}/"))) {
+            if from.contains_key(rel)
+                || unread_under(rel)
+                || gone.iter().any(|g| rel.starts_with(&format!("{g}/")))
+            {
                 continue;
             }
             say("delete", rel);
@@ -412,6 +479,10 @@ pub async fn run(a: SyncArgs) -> Result<()> {
         }
     }
     let (mut files, mut bytes, mut failed) = (0u64, 0u64, Vec::new());
+    let mut interrupted = false;
+    for (rel, why) in unread.iter().chain(&unread_dst) {
+        failed.push((rel.clone(), why.clone()));
+    }
     if !a.dry_run {
         let jobs = a.jobs.unwrap_or_else(crate::transfer::default_jobs).max(1);
         let gate = std::sync::Arc::new(tokio::sync::Semaphore::new(jobs));
@@ -423,26 +494,46 @@ pub async fn run(a: SyncArgs) -> Result<()> {
             })
             .sum();
         let progress = Progress::start("sync", Some(total), Some(copies.len() as u64), false);
+        let flight = Flight {
+            progress: progress.clone(),
+            partial: Partial::default(),
+        };
+        let stop = Interrupt::watch();
         let mut tasks = tokio::task::JoinSet::new();
         for (rel, mode, mtime) in copies.iter().cloned() {
-            let permit = gate.clone().acquire_owned().await.expect("never closed");
-            let (c, src, dst, p) = (c.clone(), src.clone(), dst.clone(), progress.clone());
+            let Some(permit) = slot(&gate, &stop).await else {
+                break;
+            };
+            let (c, src, dst, f) = (c.clone(), src.clone(), dst.clone(), flight.clone());
             tasks.spawn(async move {
                 let _permit = permit;
-                let r = copy_file(&c, &src, &dst, &rel, mode, mtime, &p).await;
+                let r = copy_file(&c, &src, &dst, &rel, mode, mtime, &f).await;
                 (rel, r)
             });
         }
-        while let Some(done) = tasks.join_next().await {
-            match done? {
-                (_, Ok(n)) => {
-                    progress.file_done();
-                    files += 1;
-                    bytes += n;
-                }
-                (rel, Err(e)) => failed.push((rel, format!("{e:#}"))),
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        while !tasks.is_empty() {
+            if stop.happened() {
+                tasks.abort_all();
+            }
+            tokio::select! {
+                done = tasks.join_next() => match done {
+                    Some(Err(e)) if e.is_cancelled() => {}
+                    Some(done) => match done? {
+                        (_, Ok(n)) => {
+                            progress.file_done();
+                            files += 1;
+                            bytes += n;
+                        }
+                        (rel, Err(e)) => failed.push((rel, format!("{e:#}"))),
+                    },
+                    None => break,
+                },
+                _ = tick.tick() => {}
             }
         }
+        flight.partial.remove_all();
+        interrupted = stop.happened();
         progress.finish();
     }
     let secs = started.elapsed().as_secs_f64().max(1e-6);
@@ -462,6 +553,9 @@ pub async fn run(a: SyncArgs) -> Result<()> {
     );
     for (rel, e) in &failed {
         eprintln!("  FAILED {rel}: {e}");
+    }
+    if interrupted {
+        bail!("interrupted: {files} files were copied whole; the copies in flight were stopped and left nothing half-written; run the sync again to finish");
     }
     if !failed.is_empty() {
         bail!("{} of {} copies failed", failed.len(), copies.len());

@@ -30,6 +30,8 @@ struct Summary {
     dirs: u64,
     skipped: Vec<String>,
     failed: Vec<(String, String)>,
+    /// Ctrl-C stopped the transfer.
+    interrupted: bool,
 }
 
 impl Summary {
@@ -52,6 +54,12 @@ impl Summary {
         for (p, e) in &self.failed {
             eprintln!("  FAILED {p}: {e}");
         }
+        if self.interrupted {
+            bail!(
+                "interrupted: {} files were copied whole; the files in flight were stopped and left nothing half-written",
+                self.files
+            );
+        }
         if !self.failed.is_empty() {
             bail!(
                 "{} of {} transfers failed",
@@ -60,6 +68,171 @@ impl Summary {
             );
         }
         Ok(())
+    }
+}
+
+/// A local file being uploaded, which ends in an error instead of at its
+/// end if the file changed while it was read (its size or modification
+/// time differ from when it was opened, or fewer or more bytes came), so
+/// that a torn copy is never committed. Checked with one `fstat` at the
+/// end. A change within the file system's timestamp granularity that keeps
+/// the size is not seen (as with rsync).
+pub(crate) struct Unchanged {
+    file: tokio::fs::File,
+    stat: std::fs::File,
+    path: PathBuf,
+    size: u64,
+    mtime: Option<std::time::SystemTime>,
+    read: u64,
+}
+
+impl Unchanged {
+    pub(crate) async fn open(path: &Path) -> Result<Unchanged> {
+        let f =
+            std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+        let m = f.metadata()?;
+        let stat = f.try_clone()?;
+        Ok(Unchanged {
+            file: tokio::fs::File::from_std(f),
+            stat,
+            path: path.to_path_buf(),
+            size: m.len(),
+            mtime: m.modified().ok(),
+            read: 0,
+        })
+    }
+
+    /// Whether the file now differs from when it was opened.
+    fn changed(&self) -> bool {
+        match self.stat.metadata() {
+            Ok(m) => m.len() != self.size || m.modified().ok() != self.mtime,
+            Err(_) => true,
+        }
+    }
+}
+
+impl tokio::io::AsyncRead for Unchanged {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let room = buf.remaining() > 0;
+        let r = std::pin::Pin::new(&mut self.file).poll_read(cx, buf);
+        if let std::task::Poll::Ready(Ok(())) = r {
+            let n = (buf.filled().len() - before) as u64;
+            self.read += n;
+            if (n == 0 && room && (self.read != self.size || self.changed()))
+                || self.read > self.size
+            {
+                return std::task::Poll::Ready(Err(std::io::Error::other(format!(
+                    "{} changed while it was read; not committed",
+                    self.path.display()
+                ))));
+            }
+        }
+        r
+    }
+}
+
+/// Upload the local file `local` as `path`, whole and as it was at one
+/// moment: a file that changes while it is read is read again (three
+/// tries), and never committed torn.
+pub(crate) async fn put_local(
+    c: &Client,
+    local: &Path,
+    path: &CairnPath,
+    opts: PutOptions,
+    progress: &Progress,
+) -> Result<cairn_types::Inode> {
+    const TRIES: usize = 3;
+    for attempt in 1..=TRIES {
+        let f = Unchanged::open(local).await?;
+        let (size, mtime) = (f.size, f.mtime);
+        match c.put(path, progress.counted(f), opts.clone()).await {
+            Ok(i) => return Ok(i),
+            Err(e) => {
+                let now = std::fs::symlink_metadata(local).ok();
+                let moved = now.is_none_or(|m| m.len() != size || m.modified().ok() != mtime);
+                if !moved {
+                    return Err(e.into());
+                }
+                if attempt == TRIES {
+                    bail!(
+                        "{} kept changing while it was read ({TRIES} tries); not committed",
+                        local.display()
+                    );
+                }
+            }
+        }
+    }
+    unreachable!("the last try returns")
+}
+
+/// Set once Ctrl-C (SIGINT) arrives during a tree transfer: no new file
+/// starts, the ones in flight are stopped (an upload stopped before its
+/// commit leaves nothing visible; a download's partial file is removed),
+/// and the summary says what was done.
+#[derive(Clone, Default)]
+pub(crate) struct Interrupt(Arc<std::sync::atomic::AtomicBool>);
+
+impl Interrupt {
+    /// Watch for Ctrl-C from now on.
+    pub(crate) fn watch() -> Interrupt {
+        let i = Interrupt::default();
+        let flag = i.0.clone();
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                flag.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+        });
+        i
+    }
+
+    pub(crate) fn happened(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// A free transfer slot, or none once Ctrl-C came.
+pub(crate) async fn slot(
+    gate: &Arc<tokio::sync::Semaphore>,
+    stop: &Interrupt,
+) -> Option<tokio::sync::OwnedSemaphorePermit> {
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    let acquire = gate.clone().acquire_owned();
+    tokio::pin!(acquire);
+    loop {
+        if stop.happened() {
+            return None;
+        }
+        tokio::select! {
+            p = &mut acquire => return p.ok(),
+            _ = tick.tick() => {}
+        }
+    }
+}
+
+/// Local partial files of downloads in flight, removed if they are
+/// stopped.
+#[derive(Clone, Default)]
+pub(crate) struct Partial(Arc<std::sync::Mutex<std::collections::HashSet<PathBuf>>>);
+
+impl Partial {
+    pub(crate) fn add(&self, p: &Path) {
+        self.0.lock().unwrap().insert(p.to_path_buf());
+    }
+
+    pub(crate) fn done(&self, p: &Path) {
+        self.0.lock().unwrap().remove(p);
+    }
+
+    /// Remove what is left (after the downloads were stopped).
+    pub(crate) fn remove_all(&self) {
+        for p in self.0.lock().unwrap().drain() {
+            let _ = std::fs::remove_file(p);
+        }
     }
 }
 
@@ -126,16 +299,27 @@ pub async fn put_tree(
     let gate = Arc::new(tokio::sync::Semaphore::new(jobs.max(1)));
     let mut tasks: JoinSet<(String, Result<u64>)> = JoinSet::new();
     let mut todo: Vec<(PathBuf, CairnPath)> = vec![(local.to_path_buf(), dst.clone())];
-    while let Some((dir, cdir)) = todo.pop() {
+    let stop = Interrupt::watch();
+    'walk: while let Some((dir, cdir)) = todo.pop() {
         ensure_dir(c, &cdir)
             .await
             .with_context(|| format!("making {cdir}"))?;
         sum.dirs += 1;
-        let mut entries: Vec<_> = std::fs::read_dir(&dir)
-            .with_context(|| format!("cannot list {}", dir.display()))?
-            .collect::<std::io::Result<_>>()?;
+        let listed = std::fs::read_dir(&dir).and_then(|d| d.collect::<std::io::Result<Vec<_>>>());
+        let mut entries = match listed {
+            Ok(e) => e,
+            Err(err) => {
+                // An unreadable directory: the rest still goes.
+                sum.failed
+                    .push((dir.display().to_string(), format!("cannot list: {err}")));
+                continue;
+            }
+        };
         entries.sort_by_key(|e| e.file_name());
         for e in entries {
+            if stop.happened() {
+                break 'walk;
+            }
             let lpath = e.path();
             let Some(name) = e.file_name().to_str().map(str::to_string) else {
                 sum.skipped
@@ -150,28 +334,41 @@ pub async fn put_tree(
                     continue;
                 }
             };
-            let meta = std::fs::symlink_metadata(&lpath)?;
+            let meta = match std::fs::symlink_metadata(&lpath) {
+                Ok(m) => m,
+                Err(err) => {
+                    sum.failed
+                        .push((lpath.display().to_string(), err.to_string()));
+                    continue;
+                }
+            };
             let ft = meta.file_type();
             if ft.is_dir() {
                 todo.push((lpath, cpath));
             } else if ft.is_symlink() {
-                let target = std::fs::read_link(&lpath)?.to_string_lossy().into_owned();
+                let target = match std::fs::read_link(&lpath) {
+                    Ok(t) => t.to_string_lossy().into_owned(),
+                    Err(err) => {
+                        sum.failed
+                            .push((lpath.display().to_string(), err.to_string()));
+                        continue;
+                    }
+                };
                 match put_symlink(c, &cpath, &target).await {
                     Ok(()) => sum.links += 1,
                     Err(err) => sum.failed.push((cpath.to_string(), err.to_string())),
                 }
             } else if ft.is_file() {
-                let permit = gate.clone().acquire_owned().await.expect("never closed");
+                let Some(permit) = slot(&gate, &stop).await else {
+                    break 'walk;
+                };
                 let (c, mut o, progress) = (c.clone(), opts.clone(), progress.clone());
                 o.mode = Some(meta.mode() & 0o7777);
                 let mtime = mtime_ns(&meta);
                 tasks.spawn(async move {
                     let _permit = permit;
                     let r = async {
-                        let f = tokio::fs::File::open(&lpath)
-                            .await
-                            .with_context(|| format!("cannot open {}", lpath.display()))?;
-                        let inode = c.put(&cpath, progress.counted(f), o).await?;
+                        let inode = put_local(&c, &lpath, &cpath, o, &progress).await?;
                         let keep = AttrChanges {
                             mtime_ns: Some(mtime),
                             ..Default::default()
@@ -193,10 +390,7 @@ pub async fn put_tree(
             }
         }
     }
-    while let Some(done) = tasks.join_next().await {
-        record(&mut sum, &progress, done);
-    }
-    progress.finish();
+    finish_tasks(&mut tasks, &mut sum, &progress, &stop, None).await;
     sum.finish("put", started)
 }
 
@@ -248,16 +442,20 @@ pub async fn get_tree(c: &Client, src: &CairnPath, local: &Path, jobs: usize) ->
     }
     let mut sum = Summary::default();
     let progress = Progress::start("get", None, None, false);
+    let (stop, partial) = (Interrupt::watch(), Partial::default());
     let gate = Arc::new(tokio::sync::Semaphore::new(jobs.max(1)));
     let mut tasks: JoinSet<(String, Result<u64>)> = JoinSet::new();
     let mut todo: Vec<(CairnPath, PathBuf)> = vec![(src.clone(), local.to_path_buf())];
-    while let Some((cdir, dir)) = todo.pop() {
+    'walk: while let Some((cdir, dir)) = todo.pop() {
         std::fs::create_dir_all(&dir).with_context(|| format!("cannot make {}", dir.display()))?;
         sum.dirs += 1;
         let mut after: Option<String> = None;
         loop {
             let page = c.list_page(&cdir, after.clone(), 1000).await?;
             for e in &page {
+                if stop.happened() {
+                    break 'walk;
+                }
                 let cpath = cdir.join(&e.name)?;
                 let lpath = dir.join(&e.name);
                 match e.inode.kind {
@@ -273,12 +471,19 @@ pub async fn get_tree(c: &Client, src: &CairnPath, local: &Path, jobs: usize) ->
                         }
                     }
                     InodeKind::File => {
-                        let permit = gate.clone().acquire_owned().await.expect("never closed");
-                        let (c, progress) = (c.clone(), progress.clone());
+                        let Some(permit) = slot(&gate, &stop).await else {
+                            break 'walk;
+                        };
+                        let (c, progress, partial) = (c.clone(), progress.clone(), partial.clone());
                         let (mode, mtime) = (e.inode.mode & 0o7777, e.inode.mtime_ns);
                         tasks.spawn(async move {
                             let _permit = permit;
-                            let r = get_file(&c, &cpath, &lpath, mode, mtime, &progress).await;
+                            let to = Target {
+                                path: &lpath,
+                                mode,
+                                mtime_ns: mtime,
+                            };
+                            let r = get_file(&c, &cpath, to, &progress, &partial).await;
                             (cpath.to_string(), r)
                         });
                     }
@@ -298,11 +503,15 @@ pub async fn get_tree(c: &Client, src: &CairnPath, local: &Path, jobs: usize) ->
             }
         }
     }
-    while let Some(done) = tasks.join_next().await {
-        record(&mut sum, &progress, done);
-    }
-    progress.finish();
+    finish_tasks(&mut tasks, &mut sum, &progress, &stop, Some(&partial)).await;
     sum.finish("get", started)
+}
+
+/// Where a downloaded file goes, with the mode and mtime it gets.
+struct Target<'a> {
+    path: &'a Path,
+    mode: u32,
+    mtime_ns: u64,
 }
 
 /// One file, beside its target and renamed at the end, so a failure
@@ -310,29 +519,119 @@ pub async fn get_tree(c: &Client, src: &CairnPath, local: &Path, jobs: usize) ->
 async fn get_file(
     c: &Client,
     src: &CairnPath,
-    local: &Path,
-    mode: u32,
-    mtime_ns: u64,
+    to: Target<'_>,
     progress: &Progress,
+    partial: &Partial,
 ) -> Result<u64> {
     let reader = c.open(src).await?;
     let size = reader.size();
-    let tmp = PathBuf::from(format!("{}.cairn-part", local.display()));
-    let mut f = tokio::fs::File::create(&tmp)
-        .await
-        .with_context(|| format!("cannot create {}", tmp.display()))?;
-    if let Err(e) = reader.copy_to(&mut progress.counted(&mut f)).await {
-        let _ = tokio::fs::remove_file(&tmp).await;
-        return Err(e.into());
+    let tmp = PathBuf::from(format!("{}.cairn-part", to.path.display()));
+    partial.add(&tmp);
+    let r = async {
+        let mut f = tokio::fs::File::create(&tmp)
+            .await
+            .with_context(|| format!("cannot create {}", tmp.display()))?;
+        reader.copy_to(&mut progress.counted(&mut f)).await?;
+        f.sync_all().await?;
+        let f = f.into_std().await;
+        let mode = if to.mode == 0 { 0o644 } else { to.mode };
+        f.set_permissions(std::fs::Permissions::from_mode(mode))?;
+        f.set_modified(UNIX_EPOCH + Duration::from_nanos(to.mtime_ns))?;
+        drop(f);
+        tokio::fs::rename(&tmp, to.path)
+            .await
+            .with_context(|| format!("cannot rename {} to {}", tmp.display(), to.path.display()))?;
+        anyhow::Ok(size)
     }
-    f.sync_all().await?;
-    let f = f.into_std().await;
-    let mode = if mode == 0 { 0o644 } else { mode };
-    f.set_permissions(std::fs::Permissions::from_mode(mode))?;
-    f.set_modified(UNIX_EPOCH + Duration::from_nanos(mtime_ns))?;
-    drop(f);
-    tokio::fs::rename(&tmp, local)
-        .await
-        .with_context(|| format!("cannot rename {} to {}", tmp.display(), local.display()))?;
-    Ok(size)
+    .await;
+    if r.is_err() {
+        let _ = tokio::fs::remove_file(&tmp).await;
+    }
+    partial.done(&tmp);
+    r
+}
+
+/// Wait for the transfers in flight, or after Ctrl-C stop them (and
+/// remove the partial files of stopped downloads).
+async fn finish_tasks(
+    tasks: &mut JoinSet<(String, Result<u64>)>,
+    sum: &mut Summary,
+    progress: &Progress,
+    stop: &Interrupt,
+    partial: Option<&Partial>,
+) {
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    while !tasks.is_empty() {
+        if stop.happened() {
+            tasks.abort_all();
+        }
+        tokio::select! {
+            done = tasks.join_next() => match done {
+                Some(Err(e)) if e.is_cancelled() => {}
+                Some(done) => record(sum, progress, done),
+                None => break,
+            },
+            _ = tick.tick() => {}
+        }
+    }
+    if let Some(p) = partial {
+        p.remove_all();
+    }
+    sum.interrupted = stop.happened();
+    progress.finish();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use tokio::io::AsyncReadExt;
+
+    #[tokio::test]
+    async fn a_file_changed_while_read_ends_in_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f");
+        std::fs::write(&p, vec![1u8; 1 << 20]).unwrap();
+        let mut whole = Vec::new();
+        Unchanged::open(&p)
+            .await
+            .unwrap()
+            .read_to_end(&mut whole)
+            .await
+            .unwrap();
+        assert_eq!(whole.len(), 1 << 20);
+
+        // Appended to, rewritten in place with a new mtime, truncated:
+        // each is seen at the end.
+        type Change = fn(&Path);
+        let changes: [Change; 3] = [
+            |p| {
+                let mut f = std::fs::OpenOptions::new().append(true).open(p).unwrap();
+                f.write_all(b"more").unwrap();
+            },
+            |p| {
+                let f = std::fs::OpenOptions::new().write(true).open(p).unwrap();
+                f.set_modified(std::time::SystemTime::now() + Duration::from_secs(5))
+                    .unwrap();
+            },
+            |p| {
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(p)
+                    .unwrap()
+                    .set_len(1000)
+                    .unwrap();
+            },
+        ];
+        for change in changes {
+            std::fs::write(&p, vec![1u8; 1 << 20]).unwrap();
+            let mut r = Unchanged::open(&p).await.unwrap();
+            let mut half = vec![0u8; 1 << 19];
+            r.read_exact(&mut half[..1000]).await.unwrap();
+            change(&p);
+            let mut rest = Vec::new();
+            let e = r.read_to_end(&mut rest).await.unwrap_err();
+            assert!(e.to_string().contains("changed while it was read"), "{e}");
+        }
+    }
 }

@@ -1838,3 +1838,153 @@ fn a_config_file_sets_a_role_and_flags_and_variables_win() {
     );
     assert!(!env.path("never").exists());
 }
+
+/// The meta address a `cairn server`'s banner names.
+fn meta_of(server: &Proc) -> String {
+    server
+        .banner
+        .iter()
+        .find_map(|l| l.trim_start().strip_prefix("meta"))
+        .expect("the banner names meta")
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn tree_transfers_survive_bad_input() {
+    let env = Env::new();
+    let server = server(&env, &["--nodes", "1"]);
+    // A sync into a local path under a file says which file is in the way.
+    std::fs::write(env.path("plain"), b"x").unwrap();
+    env.ok(&["mkdir", "-p", "/d"]);
+    let into = env.path("plain/sub");
+    env.fails(
+        &["sync", "cairn:/d", into.to_str().unwrap()],
+        &format!("{} is a file", env.path("plain").display()),
+    );
+    env.fails(
+        &["sync", "cairn:/d", env.path("plain").to_str().unwrap()],
+        "is a file, not a directory",
+    );
+
+    // A tree with a directory its reader cannot read: the rest arrives, the
+    // directory is listed as failed, and --delete deletes nothing below it.
+    let tree = env.path("tree");
+    for d in ["ok", "locked"] {
+        std::fs::create_dir_all(tree.join(d)).unwrap();
+        std::fs::write(tree.join(d).join("f"), pattern(5000, 3)).unwrap();
+    }
+    env.ok(&["sync", tree.to_str().unwrap(), "cairn:/t"]);
+    std::fs::write(tree.join("ok/g"), pattern(7000, 4)).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    let mode =
+        |p: &Path, m: u32| std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap();
+    mode(env.dir.path(), 0o755);
+    mode(&tree.join("locked"), 0o000);
+    let key = env.path("client.key");
+    let admin = server
+        .banner
+        .iter()
+        .find_map(|l| l.trim_start().strip_prefix("client key"))
+        .unwrap()
+        .trim()
+        .to_string();
+    std::fs::copy(&admin, &key).unwrap();
+    mode(&key, 0o644);
+    // As `nobody`, for whom mode 000 means something (root reads anything).
+    let o = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", BIN])
+        .args(["sync", "--delete", tree.to_str().unwrap(), "cairn:/t"])
+        .env("CAIRN_META", meta_of(&server))
+        .env("CAIRN_SECRET_FILE", &key)
+        .env("XDG_CONFIG_HOME", env.path("nobody-config"))
+        .output()
+        .unwrap();
+    mode(&tree.join("locked"), 0o755);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{err}");
+    assert!(err.contains("FAILED locked: cannot list"), "{err}");
+    assert_eq!(env.ok(&["cat", "/t/ok/g"]), pattern(7000, 4), "{err}");
+    assert_eq!(env.ok(&["cat", "/t/locked/f"]), pattern(5000, 3), "{err}");
+
+    // A file that keeps changing while it is read is never committed torn.
+    let growing = env.path("growing.log");
+    std::fs::write(&growing, pattern(32 << 20, 5)).unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (stop, growing) = (stop.clone(), growing.clone());
+        std::thread::spawn(move || {
+            let mut f = std::fs::OpenOptions::new()
+                .append(true)
+                .open(&growing)
+                .unwrap();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                f.write_all(b"line\n").unwrap();
+                std::thread::sleep(Duration::from_micros(200));
+            }
+        })
+    };
+    let o = env.cli(&["put", growing.to_str().unwrap(), "/t/growing.log"]);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    writer.join().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "a changing file was committed: {err}");
+    assert!(
+        err.contains("kept changing while it was read (3 tries); not committed"),
+        "{err}"
+    );
+    env.fails(&["stat", "/t/growing.log"], "does not exist");
+}
+
+#[test]
+fn ctrl_c_stops_tree_transfers_with_nothing_half_written() {
+    let env = Env::new();
+    let _server = server(&env, &["--nodes", "1"]);
+    let tree = env.path("tree");
+    std::fs::create_dir_all(&tree).unwrap();
+    let files = 48;
+    for i in 0..files {
+        std::fs::write(tree.join(format!("f{i:02}")), pattern(4 << 20, i)).unwrap();
+    }
+    env.ok(&["put", "-r", tree.to_str().unwrap(), "/t"]);
+    let whole = |p: &Path, i: u64| std::fs::read(p).is_ok_and(|b| b == pattern(4 << 20, i));
+
+    // `get -r`, one file at a time, interrupted once the first has landed.
+    let out = env.path("out");
+    let mut child = Command::new(BIN)
+        .args(["get", "-r", "-j", "1", "/t", out.to_str().unwrap()])
+        .env("XDG_CONFIG_HOME", env.path("config"))
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait(Duration::from_secs(60), || out.join("f00").exists());
+    Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let status = child.wait().unwrap();
+    let mut err = String::new();
+    use std::io::Read;
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    let names: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert!(
+        names.iter().all(|n| !n.ends_with(".cairn-part")),
+        "a partial file is left: {names:?}"
+    );
+    for n in &names {
+        let i: u64 = n[1..].parse().unwrap();
+        assert!(whole(&out.join(n), i), "{n} is not whole");
+    }
+    if names.len() < files as usize {
+        assert!(!status.success(), "{err}");
+        assert!(err.contains("interrupted:"), "{err}");
+    }
+}
