@@ -95,6 +95,11 @@ pub struct MountArgs {
     /// devices
     #[arg(long)]
     dev: bool,
+    /// Serve Prometheus metrics of this mount (kernel requests by
+    /// operation, client cache lookups) at http://ADDR/metrics, to holders
+    /// of the client key ("off": none)
+    #[arg(long, default_value = "off", env = "CAIRN_METRICS_LISTEN")]
+    metrics_listen: String,
     #[command(flatten)]
     target: Target,
 }
@@ -163,9 +168,14 @@ pub async fn run(a: MountArgs) -> Result<()> {
             .await?
             .with_context(|| format!("cannot mount on {}", a.mountpoint.display()))?;
     tracing::info!(mountpoint = %a.mountpoint.display(), "mounted");
+    let (_, creds) = crate::config::resolve(a.target.meta.clone(), a.target.secret_file.clone())?;
+    let metrics = crate::roles::start_http(&a.metrics_listen, &creds, None)
+        .await?
+        .map(|h| format!(", metrics {}", h.metrics))
+        .unwrap_or_default();
     // On stdout, like the server's banner: scripts wait for this line.
     println!(
-        "{READY} {} (pid {})",
+        "{READY} {} (pid {}{metrics})",
         a.mountpoint.display(),
         std::process::id()
     );

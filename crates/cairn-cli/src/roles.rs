@@ -479,8 +479,8 @@ pub fn ready() -> Result<()> {
 
 /// A process's HTTP port: where its metrics are, and for meta the
 /// dashboard with a one-time login link.
-struct Http {
-    metrics: String,
+pub(crate) struct Http {
+    pub metrics: String,
     dashboard: Option<String>,
 }
 
@@ -488,7 +488,7 @@ struct Http {
 /// `/healthz`) for as long as it runs, to holders of the key `creds`
 /// accept; with `dashboard` (an admin client of the cluster) also the
 /// dashboard at `/`. "off" serves nothing.
-async fn start_http(
+pub(crate) async fn start_http(
     listen: &str,
     creds: &Credentials,
     dashboard: Option<cairn_client::Client>,

@@ -155,12 +155,44 @@ fn mount_serves_files_and_ends_on_sigterm_and_fusermount() {
     mount.exits_ok(Duration::from_secs(20));
     assert!(!is_mounted(&mnt), "SIGTERM left {m} mounted");
 
-    // `fusermount3 -u` ends the process.
-    let mount = spawn(&config, &mount_args, "mounted on", Some(&mnt));
+    // `fusermount3 -u` ends the process. This mount serves its metrics.
+    let with_metrics: Vec<&str> = mount_args
+        .iter()
+        .copied()
+        .chain(["--metrics-listen", "127.0.0.1:0"])
+        .collect();
+    let (mount, line) = spawn_env(&config, &with_metrics, "mounted on", Some(&mnt), &[]);
     assert_eq!(
         std::fs::read(mnt.join("hello.txt")).unwrap(),
         b"through the mount\n"
     );
+    let url = line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap_or_else(|| panic!("no metrics URL in {line:?}"))
+        .trim_end_matches(')');
+    let addr = url
+        .trim_start_matches("http://")
+        .trim_end_matches("/metrics");
+    let key = std::fs::read_to_string(data.join("meta/client.key")).unwrap();
+    assert!(scrape(addr, None).starts_with("HTTP/1.1 401"));
+    let page = scrape(addr, Some(key.trim()));
+    assert!(page.starts_with("HTTP/1.1 200"), "{page}");
+    for series in [
+        "cairn_mount_requests_total{op=\"lookup\"}",
+        "cairn_mount_requests_total{op=\"read\"}",
+        "cairn_mount_request_duration_seconds_count{op=\"open\"}",
+        "cairn_client_cache_lookups_total{cache=\"opens\",outcome=\"miss\"}",
+    ] {
+        let n: f64 = page
+            .lines()
+            .find_map(|l| l.strip_prefix(series))
+            .unwrap_or_else(|| panic!("no {series} in\n{page}"))
+            .trim()
+            .parse()
+            .unwrap();
+        assert!(n >= 1.0, "{series} is {n}");
+    }
     let st = Command::new("fusermount3")
         .arg("-u")
         .arg(&mnt)
@@ -168,6 +200,25 @@ fn mount_serves_files_and_ends_on_sigterm_and_fusermount() {
         .unwrap();
     assert!(st.success());
     mount.exits_ok(Duration::from_secs(20));
+}
+
+/// `GET /metrics` from `addr`, with the client key as a bearer token if
+/// given: the whole response.
+fn scrape(addr: &str, key: Option<&str>) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let auth = key
+        .map(|k| format!("Authorization: Bearer {k}\r\n"))
+        .unwrap_or_default();
+    write!(
+        s,
+        "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{auth}\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
 }
 
 /// A background mount found by its pid: killed and detached when dropped.

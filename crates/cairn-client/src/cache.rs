@@ -232,24 +232,29 @@ impl ChunkCache {
             let (a, b) = ((start - from) as usize, (start - from + len) as usize);
             (b <= data.len()).then(|| data.slice(a..b))
         };
+        let metrics = cairn_metrics::global();
         if self.budget > 0 {
             let mut lru = self.inner.lock().unwrap();
             for from in [start, 0] {
                 if let Some(hit) = lru.touch((chunk, from)).and_then(|d| fits(from, d)) {
+                    metrics.cache_lookup("chunks", "memory");
                     return Some(hit);
                 }
             }
         }
-        let disk = self.disk.as_ref()?;
-        for from in [start, 0] {
-            if let Some(data) = disk.get((chunk, from), start - from + len) {
-                if let Some(hit) = fits(from, data.clone()) {
-                    // Back into memory: it is being used again.
-                    self.insert_memory(chunk, from, data);
-                    return Some(hit);
+        if let Some(disk) = self.disk.as_ref() {
+            for from in [start, 0] {
+                if let Some(data) = disk.get((chunk, from), start - from + len) {
+                    if let Some(hit) = fits(from, data.clone()) {
+                        // Back into memory: it is being used again.
+                        self.insert_memory(chunk, from, data);
+                        metrics.cache_lookup("chunks", "disk");
+                        return Some(hit);
+                    }
                 }
             }
         }
+        metrics.cache_lookup("chunks", "miss");
         None
     }
 
@@ -357,7 +362,10 @@ impl MetaCache {
     }
 
     pub fn get(&self, path: &CairnPath) -> Option<CachedOpen> {
-        self.entries.lock().unwrap().map.get(path).cloned()
+        let found = self.entries.lock().unwrap().map.get(path).cloned();
+        let outcome = if found.is_some() { "hit" } else { "miss" };
+        cairn_metrics::global().cache_lookup("opens", outcome);
+        found
     }
 
     /// Keep what an open sent at `sent` (holding `ticket`) returned.

@@ -229,11 +229,18 @@ impl CairnFs {
         }
     }
 
-    fn spawn<F>(&self, f: impl FnOnce(Arc<Shared>) -> F)
+    /// Answer a kernel request `op` on the runtime, counted and timed in
+    /// the process's metrics.
+    fn spawn<F>(&self, op: &'static str, f: impl FnOnce(Arc<Shared>) -> F)
     where
         F: Future<Output = ()> + Send + 'static,
     {
-        self.rt.spawn(f(self.shared.clone()));
+        let started = std::time::Instant::now();
+        let work = f(self.shared.clone());
+        self.rt.spawn(async move {
+            work.await;
+            cairn_metrics::global().mount_request(op, started.elapsed());
+        });
     }
 }
 
@@ -1084,7 +1091,7 @@ impl Filesystem for CairnFs {
             Err(e) => return reply.error(e),
         };
         let name = name.to_string_lossy().into_owned();
-        self.spawn(|s| async move {
+        self.spawn("lookup", |s| async move {
             let r = async {
                 let inode = s.stat(&r.path).await?;
                 if r.component && inode.kind != InodeKind::Directory {
@@ -1112,7 +1119,7 @@ impl Filesystem for CairnFs {
     }
 
     fn getattr(&mut self, _req: &Request<'_>, ino: u64, _fh: Option<u64>, reply: ReplyAttr) {
-        self.spawn(|s| async move {
+        self.spawn("getattr", |s| async move {
             answer!(s.getattr(ino).await, |a| reply.attr(&s.ttl.attr, &a), reply);
         });
     }
@@ -1146,7 +1153,7 @@ impl Filesystem for CairnFs {
             atime_ns: atime.map(time_to_ns),
             ..AttrChanges::default()
         };
-        self.spawn(|s| async move {
+        self.spawn("setattr", |s| async move {
             answer!(
                 s.setattr(ino, size, changes).await,
                 |a| reply.attr(&s.ttl.attr, &a),
@@ -1216,7 +1223,7 @@ impl Filesystem for CairnFs {
     }
 
     fn readlink(&mut self, _req: &Request<'_>, ino: u64, reply: ReplyData) {
-        self.spawn(|s| async move {
+        self.spawn("readlink", |s| async move {
             answer!(s.readlink(ino).await, |t| reply.data(&t), reply);
         });
     }
@@ -1238,7 +1245,7 @@ impl Filesystem for CairnFs {
             Err(e) => return reply.error(e),
         };
         let name = newname.to_string_lossy().into_owned();
-        self.spawn(|s| async move {
+        self.spawn("link", |s| async move {
             answer!(
                 s.link(&src, newparent, &name, r).await,
                 |a| reply.entry(&s.ttl.entry, &a, 0),
@@ -1259,7 +1266,7 @@ impl Filesystem for CairnFs {
     ) {
         if name == xattr::CUES {
             let value = value.to_vec();
-            return self.spawn(|s| async move {
+            return self.spawn("setxattr", |s| async move {
                 answer!(s.set_cues(ino, Some(&value)).await, |()| reply.ok(), reply);
             });
         }
@@ -1278,7 +1285,7 @@ impl Filesystem for CairnFs {
 
     fn removexattr(&mut self, _req: &Request<'_>, ino: u64, name: &OsStr, reply: ReplyEmpty) {
         if name == xattr::CUES {
-            return self.spawn(|s| async move {
+            return self.spawn("removexattr", |s| async move {
                 answer!(s.set_cues(ino, None).await, |()| reply.ok(), reply);
             });
         }
@@ -1298,14 +1305,14 @@ impl Filesystem for CairnFs {
             Ok(k) => k,
             Err(e) => return reply.error(e),
         };
-        self.spawn(|s| async move {
+        self.spawn("getxattr", |s| async move {
             let r = s.getxattr(ino, &key).await;
             reply_xattr(r, size, reply);
         });
     }
 
     fn listxattr(&mut self, _req: &Request<'_>, ino: u64, size: u32, reply: ReplyXattr) {
-        self.spawn(|s| async move {
+        self.spawn("listxattr", |s| async move {
             reply_xattr(s.listxattr(ino).await, size, reply);
         });
     }
@@ -1336,14 +1343,14 @@ impl Filesystem for CairnFs {
             Ok(p) => p,
             Err(e) => return reply.error(e),
         };
-        self.spawn(|s| async move {
+        self.spawn("rename", |s| async move {
             answer!(s.rename(src, dst, flags).await, |()| reply.ok(), reply);
         });
     }
 
     fn open(&mut self, req: &Request<'_>, ino: u64, flags: i32, reply: ReplyOpen) {
         let uid = req.uid();
-        self.spawn(|s| async move {
+        self.spawn("open", |s| async move {
             // No FOPEN_KEEP_CACHE: the kernel drops its cached pages on every
             // open, which is what makes close-to-open hold across mounts.
             answer!(
@@ -1365,7 +1372,7 @@ impl Filesystem for CairnFs {
         _lock_owner: Option<u64>,
         reply: ReplyData,
     ) {
-        self.spawn(|s| async move {
+        self.spawn("read", |s| async move {
             let r = s.read(ino, fh, offset.max(0) as u64, size).await;
             answer!(r, |d| reply.data(&d), reply);
         });
@@ -1394,7 +1401,7 @@ impl Filesystem for CairnFs {
             return answer!(r.map_err(|e| errno(&e)), |n| reply.written(n as u32), reply);
         }
         let data = data.to_vec();
-        self.spawn(|_| async move {
+        self.spawn("write", |_| async move {
             let r = async {
                 // O_APPEND: at the end of the file as this mount has it,
                 // whatever size the kernel last cached (another mount may
@@ -1425,7 +1432,7 @@ impl Filesystem for CairnFs {
             Some(OpenHandle::Staged(s)) => Some(s.clone()),
             _ => None,
         };
-        self.spawn(|s| async move {
+        self.spawn("flush", |s| async move {
             let r = match &staged {
                 Some(st) => s.upload(st).await,
                 None => Ok(()),
@@ -1451,7 +1458,7 @@ impl Filesystem for CairnFs {
             Ok(k) => k,
             Err(e) => return reply.error(e),
         };
-        self.spawn(|s| async move {
+        self.spawn("getlk", |s| async move {
             let r = s.get_lock(ino, lock_owner, kind, start, end).await;
             answer!(
                 r,
@@ -1544,7 +1551,7 @@ impl Filesystem for CairnFs {
         // The last close of an open file that took a `flock`: it goes.
         let flock = lock_owner.and_then(|o| Some((o, self.shared.lock_owner_closed(ino, o)?)));
         if let Some((owner, gave_up)) = flock {
-            return self.spawn(|s| async move {
+            return self.spawn("release", |s| async move {
                 let r = match h {
                     Some(OpenHandle::Staged(staged)) => {
                         let r = s.upload(&staged).await;
@@ -1565,7 +1572,7 @@ impl Filesystem for CairnFs {
         if let Some(queue) = self.shared.writeback.clone() {
             if staged.is_dirty() {
                 // Queued; the staged copy goes once uploaded.
-                return self.spawn(|_| async move {
+                return self.spawn("release", |_| async move {
                     match queue.send(Job::Upload(staged)).await {
                         Ok(()) => reply.ok(),
                         Err(_) => reply.error(libc::EIO),
@@ -1573,7 +1580,7 @@ impl Filesystem for CairnFs {
                 });
             }
         }
-        self.spawn(|s| async move {
+        self.spawn("release", |s| async move {
             let r = s.upload(&staged).await;
             // The staged file's own ino: a reader of a removed file may
             // have been moved to a copy staged under the Cairn inode id.
@@ -1603,7 +1610,7 @@ impl Filesystem for CairnFs {
         offset: i64,
         mut reply: ReplyDirectory,
     ) {
-        self.spawn(|s| async move {
+        self.spawn("readdir", |s| async move {
             if offset == 0 {
                 s.dir_listed(ino);
             }
@@ -1629,7 +1636,7 @@ impl Filesystem for CairnFs {
         offset: i64,
         mut reply: fuser::ReplyDirectoryPlus,
     ) {
-        self.spawn(|s| async move {
+        self.spawn("readdirplus", |s| async move {
             if offset == 0 {
                 s.dir_listed(ino);
             }
@@ -1657,7 +1664,7 @@ impl Filesystem for CairnFs {
     }
 
     fn statfs(&mut self, _req: &Request<'_>, _ino: u64, reply: ReplyStatfs) {
-        self.spawn(|s| async move {
+        self.spawn("statfs", |s| async move {
             const BSIZE: u64 = 4096;
             answer!(
                 s.statfs().await,
@@ -1695,7 +1702,7 @@ impl Filesystem for CairnFs {
         };
         let name = name.to_string_lossy().into_owned();
         let owner = (req.uid(), req.gid());
-        self.spawn(|s| async move {
+        self.spawn("create", |s| async move {
             answer!(
                 s.create(parent, name, r, mode & !umask, flags, owner).await,
                 |(attr, fh)| reply.created(&s.ttl.entry, &attr, 0, fh, 0),
@@ -1711,7 +1718,7 @@ impl CairnFs {
             Ok(r) => r.path,
             Err(e) => return reply.error(e),
         };
-        self.spawn(|s| async move {
+        self.spawn("remove", |s| async move {
             let r = async {
                 s.writable()?;
                 let reading = s
@@ -1763,7 +1770,7 @@ impl CairnFs {
         };
         let name = name.to_string_lossy().into_owned();
         let owner = (req.uid(), req.gid());
-        self.spawn(|s| async move {
+        self.spawn("make", |s| async move {
             answer!(
                 s.make(parent, &name, r, node, mode, owner).await,
                 |a| reply.entry(&s.ttl.entry, &a, 0),
@@ -1781,7 +1788,7 @@ impl CairnFs {
             xattrs: vec![op],
             ..AttrChanges::default()
         };
-        self.spawn(|s| async move {
+        self.spawn("change_xattr", |s| async move {
             answer!(s.change_attrs(ino, changes).await, |_| reply.ok(), reply);
         });
     }
@@ -1791,7 +1798,7 @@ impl CairnFs {
             Some(OpenHandle::Staged(s)) => s.clone(),
             _ => return reply.ok(),
         };
-        self.spawn(|s| async move {
+        self.spawn("sync", |s| async move {
             answer!(s.upload(&staged).await, |()| reply.ok(), reply);
         });
     }

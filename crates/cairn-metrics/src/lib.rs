@@ -81,6 +81,14 @@ pub struct Method {
     pub method: &'static str,
 }
 
+/// A lookup in one of a client's caches and how it went (`memory`,
+/// `disk`, `hit` or `miss`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Lookup {
+    pub cache: &'static str,
+    pub outcome: &'static str,
+}
+
 /// Request latencies by the labels `L`.
 type Latencies<L> = Family<L, Histogram, fn() -> Histogram>;
 /// A gauge per storage node.
@@ -133,6 +141,15 @@ pub struct Metrics {
     /// `cairn_s3_request_duration_seconds{method}`: until the response's
     /// headers (a GET's body streams after).
     pub s3_seconds: Latencies<Method>,
+    /// `cairn_mount_requests_total{op}` and
+    /// `cairn_mount_request_duration_seconds{op}`: kernel (FUSE) requests
+    /// a mount answered, and their time until the reply.
+    pub mount_requests: Family<Op, Counter>,
+    pub mount_seconds: Latencies<Op>,
+    /// `cairn_client_cache_lookups_total{cache, outcome}`: the client's
+    /// caches (`chunks`: file data, in memory or on disk; `opens`: a
+    /// file's metadata) answering a read, or not.
+    pub cache_lookups: Family<Lookup, Counter>,
     registry: Registry,
     refreshers: Mutex<Vec<Refresher>>,
 }
@@ -165,6 +182,9 @@ impl Metrics {
             storage_corrupt: Family::default(),
             s3_requests: Family::default(),
             s3_seconds: Family::new_with_constructor(latency),
+            mount_requests: Family::default(),
+            mount_seconds: Family::new_with_constructor(latency),
+            cache_lookups: Family::default(),
             registry: Registry::with_prefix("cairn"),
             refreshers: Mutex::new(Vec::new()),
         };
@@ -264,7 +284,37 @@ impl Metrics {
             "Time the S3 gateway took to the response's headers, by HTTP method",
             m.s3_seconds.clone(),
         );
+        r.register(
+            "mount_requests",
+            "Kernel (FUSE) requests a mount answered, by operation",
+            m.mount_requests.clone(),
+        );
+        r.register(
+            "mount_request_duration_seconds",
+            "Time a mount took to answer a kernel request, by operation",
+            m.mount_seconds.clone(),
+        );
+        r.register(
+            "client_cache_lookups",
+            "Lookups in a client's caches (chunks: file data; opens: file metadata), by outcome (memory, disk, hit, miss)",
+            m.cache_lookups.clone(),
+        );
         m
+    }
+
+    /// One kernel request a mount answered after `took`.
+    pub fn mount_request(&self, op: &'static str, took: Duration) {
+        self.mount_requests.get_or_create(&Op { op }).inc();
+        self.mount_seconds
+            .get_or_create(&Op { op })
+            .observe(took.as_secs_f64());
+    }
+
+    /// One lookup in a client cache.
+    pub fn cache_lookup(&self, cache: &'static str, outcome: &'static str) {
+        self.cache_lookups
+            .get_or_create(&Lookup { cache, outcome })
+            .inc();
     }
 
     /// Call `f` before each scrape, to set gauges from state kept
