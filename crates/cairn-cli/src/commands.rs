@@ -251,6 +251,57 @@ pub async fn ls(t: &Target, p: &str, long: bool, json_out: bool) -> Result<()> {
     Ok(())
 }
 
+/// `cairn ls -R`: every directory under `p`, depth first in name order,
+/// streamed page by page (a big tree is never held whole).
+pub async fn ls_recursive(t: &Target, p: &str, long: bool, json_out: bool) -> Result<()> {
+    let c = connect(t).await?;
+    let top = path(p)?;
+    if c.stat(&top).await?.kind != InodeKind::Directory {
+        return ls(t, p, long, json_out).await;
+    }
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let mut todo = vec![top];
+    let mut printed = false;
+    while let Some(dir) = todo.pop() {
+        if !json_out {
+            if printed {
+                writeln!(out)?;
+            }
+            writeln!(out, "{dir}:")?;
+            printed = true;
+        }
+        let mut after: Option<String> = None;
+        let mut subdirs = Vec::new();
+        loop {
+            let page = c.list_page(&dir, after.clone(), 1000).await?;
+            let last_page = page.len() < 1000;
+            if json_out {
+                if !page.is_empty() {
+                    print_entries(&mut out, &page, &dir, long, true, !printed, false)?;
+                    printed = true;
+                }
+            } else {
+                print_entries(&mut out, &page, &dir, long, false, false, false)?;
+            }
+            for e in &page {
+                if e.inode.kind == InodeKind::Directory {
+                    subdirs.push(dir.join(&e.name)?);
+                }
+            }
+            if last_page {
+                break;
+            }
+            after = page.last().map(|e| e.name.clone());
+        }
+        // Depth first, in name order: the stack takes them reversed.
+        todo.extend(subdirs.into_iter().rev());
+    }
+    if json_out {
+        writeln!(out, "{}]", if printed { "\n" } else { "[" })?;
+    }
+    Ok(())
+}
+
 /// Streams a listing page by page; JSON output is one array overall.
 fn print_entries(
     out: &mut impl Write,

@@ -184,6 +184,10 @@ enum Cmd {
         /// Long format: type, size, version, modification time
         #[arg(short = 'l')]
         long: bool,
+        /// Every directory below too, each under a `PATH:` heading (with
+        /// --json: one array of every entry, with full paths)
+        #[arg(short = 'R', long)]
+        recursive: bool,
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -219,6 +223,20 @@ enum Cmd {
     Mv {
         src: String,
         dst: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Copy a file (or with -r a tree) inside Cairn, as a new file sharing
+    /// nothing with its source: cairn cp /datasets/v1 /datasets/v2 -r
+    Cp {
+        src: String,
+        dst: String,
+        /// Copy a directory tree
+        #[arg(short = 'r', long)]
+        recursive: bool,
+        /// Parallel file copies with -r [default: 4 per core, 4 to 32]
+        #[arg(short = 'j', long)]
+        jobs: Option<usize>,
         #[command(flatten)]
         target: Target,
     },
@@ -632,8 +650,16 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
         Cmd::Ls {
             path,
             long,
+            recursive: true,
             json,
             target,
+        } => c::ls_recursive(&target, &path, long, json).await,
+        Cmd::Ls {
+            path,
+            long,
+            json,
+            target,
+            ..
         } => c::ls(&target, &path, long, json).await,
         Cmd::Stat { path, json, target } => c::stat(&target, &path, json).await,
         Cmd::Mkdir {
@@ -724,6 +750,13 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
         } => c::drain(&target, &node, wait, undo).await,
         Cmd::Tier { cmd } => tier::run(cmd).await,
         Cmd::Mount(a) => mount::run(a).await,
+        Cmd::Cp {
+            src,
+            dst,
+            recursive,
+            jobs,
+            target,
+        } => sync::cp(target, &src, &dst, recursive, jobs).await,
         Cmd::Sync(a) => sync::run(a).await,
         Cmd::Convert(a) => convert::run(a).await,
         Cmd::Lock(a) => {

@@ -1988,3 +1988,40 @@ fn ctrl_c_stops_tree_transfers_with_nothing_half_written() {
         assert!(err.contains("interrupted:"), "{err}");
     }
 }
+
+#[test]
+fn ls_recursive_and_cp_inside_cairn() {
+    let env = Env::new();
+    let _server = server(&env, &["--nodes", "1"]);
+    let local = env.path("f");
+    std::fs::write(&local, pattern(3 << 20, 8)).unwrap();
+    env.ok(&["put", local.to_str().unwrap(), "/a/b/x"]);
+    env.ok(&["mkdir", "-p", "/a/b/c"]);
+    env.ok(&["put", local.to_str().unwrap(), "/a/z"]);
+    let listing = String::from_utf8(env.ok(&["ls", "-R", "/a"])).unwrap();
+    assert_eq!(listing, "/a:\nb/\nz\n\n/a/b:\nc/\nx\n\n/a/b/c:\n");
+    let all = env.json(&["ls", "-R", "--json", "/a"]);
+    let paths: Vec<&str> = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(paths, ["/a/b", "/a/z", "/a/b/c", "/a/b/x"]);
+
+    // A file, into a directory under its own name; a tree with -r only.
+    env.ok(&["cp", "/a/z", "/a/b/c"]);
+    assert_eq!(env.ok(&["cat", "/a/b/c/z"]), pattern(3 << 20, 8));
+    env.fails(&["cp", "/a", "/t"], "use cp -r");
+    env.fails(&["cp", "-r", "/a", "/a/b/t"], "into itself");
+    env.ok(&["cp", "-r", "/a", "/t"]);
+    assert_eq!(env.ok(&["cat", "/t/b/x"]), pattern(3 << 20, 8));
+    assert_eq!(env.ok(&["cat", "/t/b/c/z"]), pattern(3 << 20, 8));
+    // The copy shares nothing: changing the source leaves it as it was.
+    std::fs::write(&local, b"new").unwrap();
+    env.ok(&["put", local.to_str().unwrap(), "/a/b/x"]);
+    assert_eq!(env.ok(&["cat", "/t/b/x"]), pattern(3 << 20, 8));
+    let src = env.json(&["locate", "--json", "/a/z"]);
+    let copy = env.json(&["locate", "--json", "/t/z"]);
+    assert_ne!(src["chunks"][0]["chunk"], copy["chunks"][0]["chunk"]);
+}
