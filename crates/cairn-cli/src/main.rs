@@ -91,12 +91,24 @@ pub struct Target {
 #[derive(Subcommand)]
 enum Cmd {
     /// Run meta and storage nodes in one process on one data directory
+    #[command(
+        after_help = "Examples:\n  cairn server\n  cairn server --nodes 3 --data /srv/cairn\n  cairn --config /etc/cairn/cairn.toml server"
+    )]
     Server(roles::ServerArgs),
     /// Run the meta service alone
+    #[command(
+        after_help = "Examples:\n  cairn meta --data /var/lib/cairn/meta --listen 0.0.0.0:7420 --metrics-listen 0.0.0.0:7490\n  cairn meta --store etcd://10.0.0.1:2379,10.0.0.2:2379/cairn"
+    )]
     Meta(roles::MetaArgs),
     /// Run a storage node alone
+    #[command(
+        after_help = "Examples:\n  cairn storage --meta meta1:7420 --secret-file /etc/cairn/cluster.secret --zone rack1 --data /srv/cairn"
+    )]
     Storage(roles::StorageArgs),
     /// Copy a local file (or - for stdin) into Cairn
+    #[command(
+        after_help = "Examples:\n  cairn put ./run1.bin /fleet/car42/run1.bin\n  cairn put -r ./drive-logs /fleet/car42/logs\n  tar c logs | cairn put - /fleet/car42/logs.tar\n  cairn put --cue rep=2,place=local ./ckpt.pt /ckpt/step-100.pt"
+    )]
     Put {
         local: String,
         path: String,
@@ -125,6 +137,9 @@ enum Cmd {
         target: Target,
     },
     /// Copy a Cairn file to a local file (or - for stdout)
+    #[command(
+        after_help = "Examples:\n  cairn get /datasets/train.tar ./train.tar\n  cairn get -r /fleet/car42/logs ./logs\n  cairn get --version 3 /config/model.yaml ./old.yaml"
+    )]
     Get {
         path: String,
         local: String,
@@ -142,6 +157,9 @@ enum Cmd {
         target: Target,
     },
     /// Write a Cairn file to stdout
+    #[command(
+        after_help = "Examples:\n  cairn cat /config/model.yaml\n  cairn cat --version 2 /config/model.yaml | diff - model.yaml"
+    )]
     Cat {
         path: String,
         /// Read this version of the file (see `cairn versions`)
@@ -154,6 +172,7 @@ enum Cmd {
     /// nodes (every copy or shard), files; `-d N` also shows each directory
     /// up to N levels below. Current versions only; a file with several
     /// names counts once
+    #[command(after_help = "Examples:\n  cairn du /fleet\n  cairn du -d 1 --json /datasets")]
     Du {
         #[arg(required = true)]
         paths: Vec<String>,
@@ -170,6 +189,7 @@ enum Cmd {
     /// List the versions of a file that can be read: the current one and
     /// the older ones its `versions=N` cue keeps (`cairn cue set DIR
     /// versions=10`; without the cue a replaced version is collected)
+    #[command(after_help = "Examples:\n  cairn versions /config/model.yaml")]
     Versions {
         path: String,
         #[arg(long)]
@@ -178,6 +198,9 @@ enum Cmd {
         target: Target,
     },
     /// List a directory
+    #[command(
+        after_help = "Examples:\n  cairn ls -l /fleet/car42\n  cairn ls -R /datasets\n  cairn ls --json /"
+    )]
     Ls {
         #[arg(default_value = "/")]
         path: String,
@@ -194,6 +217,9 @@ enum Cmd {
         target: Target,
     },
     /// Show a file's or directory's attributes
+    #[command(
+        after_help = "Examples:\n  cairn stat /datasets/train.tar\n  cairn stat --json /datasets"
+    )]
     Stat {
         path: String,
         #[arg(long)]
@@ -202,6 +228,7 @@ enum Cmd {
         target: Target,
     },
     /// Make a directory
+    #[command(after_help = "Examples:\n  cairn mkdir -p /fleet/car42/2026-12-07")]
     Mkdir {
         path: String,
         /// Make parents as needed; no error if it exists
@@ -211,6 +238,9 @@ enum Cmd {
         target: Target,
     },
     /// Remove a file or an empty directory
+    #[command(
+        after_help = "Examples:\n  cairn rm /tmp/old.bin\n  cairn rm -r /fleet/car42/2026-01"
+    )]
     Rm {
         path: String,
         /// Remove a directory and everything below it
@@ -220,6 +250,7 @@ enum Cmd {
         target: Target,
     },
     /// Rename atomically (replaces an existing file)
+    #[command(after_help = "Examples:\n  cairn mv /incoming/run1.bin /fleet/car42/")]
     Mv {
         src: String,
         dst: String,
@@ -228,6 +259,9 @@ enum Cmd {
     },
     /// Copy a file (or with -r a tree) inside Cairn, as a new file sharing
     /// nothing with its source: cairn cp /datasets/v1 /datasets/v2 -r
+    #[command(
+        after_help = "Examples:\n  cairn cp /config/model.yaml /config/model-v2.yaml\n  cairn cp -r /datasets/v1 /datasets/v2"
+    )]
     Cp {
         src: String,
         dst: String,
@@ -241,6 +275,7 @@ enum Cmd {
         target: Target,
     },
     /// Give a file another name (a hard link): both name one file
+    #[command(after_help = "Examples:\n  cairn ln /datasets/train.tar /experiments/e1/train.tar")]
     Ln {
         src: String,
         dst: String,
@@ -249,6 +284,9 @@ enum Cmd {
     },
     /// Show each chunk of a file: id, size, checksum, nodes holding it;
     /// with --by-host, how many bytes of the files (or trees) each host holds
+    #[command(
+        after_help = "Examples:\n  cairn locate /datasets/train.tar\n  cairn locate --by-host /datasets"
+    )]
     Locate {
         #[arg(required = true)]
         paths: Vec<String>,
@@ -261,50 +299,83 @@ enum Cmd {
         target: Target,
     },
     /// Give every node of a group a cache copy of files (or trees), ahead of reads
+    #[command(
+        after_help = "Examples:\n  cairn prefetch --group gpu /datasets/train\n  cairn prefetch status"
+    )]
     Prefetch(PrefetchArgs),
     /// Make DST a copy of SRC, copying only what differs (a local
     /// directory and cairn:/path, either way, or two Cairn directories)
+    #[command(
+        after_help = "Examples:\n  cairn sync ./drive-logs cairn:/fleet/car42/logs\n  cairn sync --delete cairn:/datasets/v2 /scratch/v2\n  cairn sync -n -c ./ckpt cairn:/ckpt"
+    )]
     Sync(sync::SyncArgs),
     /// Run a command holding an advisory lock on a file (the same locks as
     /// flock/fcntl on every mount): cairn lock /jobs/q.lock -- ./step.sh
+    #[command(after_help = "Examples:\n  cairn lock /jobs/queue.lock -- ./take-next-job.sh")]
     Lock(lock::LockArgs),
     /// Rewrite files in the redundancy their directory asks for now
     /// (after `cue set DIR ec=4+2`, say), each as a new version
+    #[command(
+        after_help = "Examples:\n  cairn convert -r /archive\n  cairn convert --dry-run -r /archive"
+    )]
     Convert(convert::ConvertArgs),
     /// The remote tier: bytes per tier, recall offloaded files, verify a store
+    #[command(after_help = "Examples:\n  cairn tier status\n  cairn tier recall /archive/2025")]
     Tier {
         #[command(subcommand)]
         cmd: tier::TierCmd,
     },
     /// Semantic cues of a path: redundancy, placement, consistency (inherited by everything below a directory)
+    #[command(
+        after_help = "Examples:\n  cairn cue set /fleet rep=3,place=local\n  cairn cue get /fleet/car42\n  cairn cue clear /fleet"
+    )]
     Cue {
         #[command(subcommand)]
         cmd: CueCmd,
     },
     /// Cluster operations
+    #[command(
+        after_help = "Examples:\n  cairn cluster status\n  cairn cluster drain NODE_ID --wait"
+    )]
     Cluster {
         #[command(subcommand)]
         cmd: ClusterCmd,
     },
     /// Mount the namespace as a POSIX file system (FUSE); runs until unmounted or Ctrl-C
+    #[command(
+        after_help = "Examples:\n  cairn mount /mnt/cairn\n  cairn mount /mnt/cairn --writeback --metrics-listen 127.0.0.1:7493"
+    )]
     Mount(mount::MountArgs),
     /// Measure throughput against a cluster (a temporary local one by default); prints JSON
+    #[command(
+        after_help = "Examples:\n  cairn bench\n  cairn bench --meta meta1:7420 --secret-file client.key"
+    )]
     Bench(bench::BenchArgs),
     /// Compare placement schemes on a simulated cluster: data loss under node
     /// failures, load balance, repair parallelism (JSON and SVG)
+    #[command(
+        after_help = "Examples:\n  cairn simulate --nodes 10000 --zones 10 --chunks 1000000 --rep 3\n  cairn simulate --ec 4+2,8+3 --json > sim.json"
+    )]
     Simulate(simulate::SimulateArgs),
     /// Config files: `cairn config check [FILE]` reads one as every role
     /// would and prints the settings it gives
+    #[command(after_help = "Examples:\n  cairn config check /etc/cairn/cairn.toml")]
     Config {
         #[command(subcommand)]
         cmd: ConfigCmd,
     },
     /// Run a front-end gateway alone against a cluster
+    #[command(
+        after_help = "Examples:\n  cairn gateway s3 --listen 0.0.0.0:7480 --meta meta1:7420 --secret-file /etc/cairn/client.key"
+    )]
     Gateway {
         #[command(subcommand)]
         cmd: GatewayCmd,
     },
     /// Client identities (native clients) and S3 access keys
+    #[command(
+        after_help = "Examples:\n  cairn key create car42 --native --prefix /fleet/car42 --out car42.key\n  cairn key create backup --bucket backups\n  cairn key list\n  cairn key revoke car42"
+    )]
     Key {
         #[command(subcommand)]
         cmd: KeyCmd,

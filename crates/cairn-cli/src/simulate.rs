@@ -37,9 +37,13 @@ pub struct SimulateArgs {
     /// shards spread over zones, a chunk lost past M failed shards
     #[arg(long, default_value = "")]
     ec: String,
-    /// Write the full results as JSON here (- for stdout)
+    /// Print the full results as JSON instead of the table (as every
+    /// command's --json does)
     #[arg(long)]
-    json: Option<PathBuf>,
+    json: bool,
+    /// Also write the full results as JSON to this file
+    #[arg(long, value_name = "FILE")]
+    out: Option<PathBuf>,
     /// Draw P(loss), load balance and repair parallelism into this SVG file
     #[arg(long)]
     plot: Option<PathBuf>,
@@ -131,10 +135,12 @@ fn run_prefetch(a: &SimulateArgs) -> Result<()> {
         }
     }
     let json = serde_json::to_string_pretty(&results)?;
-    match &a.json {
-        Some(p) if p.as_os_str() != "-" => std::fs::write(p, json + "\n")
-            .with_context(|| format!("cannot write {}", p.display()))?,
-        _ => println!("{json}"),
+    if let Some(p) = &a.out {
+        std::fs::write(p, json.clone() + "\n")
+            .with_context(|| format!("cannot write {}", p.display()))?;
+    }
+    if a.json || a.out.is_none() {
+        println!("{json}");
     }
     Ok(())
 }
@@ -165,18 +171,14 @@ pub fn run(a: SimulateArgs) -> Result<()> {
             .collect::<Result<Vec<cairn_types::EcScheme>>>()?,
     };
     let report = simulate(&cfg)?;
-    let to_stdout = a.json.as_deref() == Some(std::path::Path::new("-"));
-    if !to_stdout {
-        print!("{}", table(&report));
+    let json = serde_json::to_string_pretty(&report)?;
+    match a.json {
+        true => println!("{json}"),
+        false => print!("{}", table(&report)),
     }
-    if let Some(path) = &a.json {
-        let json = serde_json::to_string_pretty(&report)?;
-        if to_stdout {
-            println!("{json}");
-        } else {
-            std::fs::write(path, json + "\n")
-                .with_context(|| format!("cannot write {}", path.display()))?;
-        }
+    if let Some(path) = &a.out {
+        std::fs::write(path, json + "\n")
+            .with_context(|| format!("cannot write {}", path.display()))?;
     }
     if let Some(path) = &a.plot {
         std::fs::write(path, cairn_sim::plot::svg(&report))

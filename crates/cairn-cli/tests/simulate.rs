@@ -29,7 +29,7 @@ fn simulate_writes_json_and_a_plot() {
             "200",
             "--seed",
             "5",
-            "--json",
+            "--out",
         ])
         .arg(&json)
         .arg("--plot")
