@@ -1044,6 +1044,9 @@ pub async fn drain(t: &Target, node: &str, wait: bool, undo: bool) -> Result<()>
         eprintln!("follow with 'cairn cluster status'; the node is safe to stop when its state is 'drained'");
         return Ok(());
     }
+    // The node's live bytes are what has to move; progress is how much
+    // of that is no longer waiting.
+    let mut progress: Option<Progress> = None;
     loop {
         let s = c.cluster_status().await?;
         let n = s
@@ -1052,15 +1055,15 @@ pub async fn drain(t: &Target, node: &str, wait: bool, undo: bool) -> Result<()>
             .find(|n| n.id == id)
             .context("the node disappeared")?;
         if n.state == NodeState::Drained {
+            if let Some(p) = &progress {
+                p.finish();
+            }
             eprintln!("node {id} is drained: it can be stopped with no chunk short of redundancy");
             return Ok(());
         }
-        eprintln!(
-            "  {}: {} chunk(s) still to move cluster-wide, {} left",
-            n.state.as_str(),
-            s.repair.chunks_pending,
-            format_bytes(s.repair.bytes_left)
-        );
+        let p = progress
+            .get_or_insert_with(|| Progress::start("drain", Some(n.stats.used), None, false));
+        p.set_bytes(n.stats.used.saturating_sub(s.repair.bytes_left));
         tokio::time::sleep(std::time::Duration::from_secs(2)).await;
     }
 }

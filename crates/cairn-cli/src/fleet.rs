@@ -1,13 +1,13 @@
 //! Fleet commands: node groups, `cairn prefetch`, `cairn locate --by-host`.
 
 use crate::commands::{connect, cued};
+use crate::progress::Progress;
 use crate::Target;
 use anyhow::{bail, Context, Result};
 use cairn_proto::PrefetchJobStatus;
 use cairn_types::{format_bytes, CairnPath, InodeKind, NodeId};
 use serde_json::json;
 use std::collections::BTreeMap;
-use std::io::IsTerminal;
 
 fn node_id(s: &str) -> Result<NodeId> {
     s.parse()
@@ -111,34 +111,16 @@ pub async fn prefetch(t: &Target, raw: &[String], o: PrefetchOpts) -> Result<()>
     let last = if o.evict || o.no_wait {
         started
     } else {
-        let tty = std::io::stderr().is_terminal() && !o.json;
+        // The bytes to copy: each job's files to each of its nodes.
+        let total: u64 = started.iter().map(|j| j.bytes * j.nodes.max(1)).sum();
+        let progress = Progress::start("prefetch", Some(total), None, o.json);
         let st = c
             .prefetch_wait(&ids, |jobs| {
-                if tty {
-                    let (done, total, bytes): (u64, u64, u64) =
-                        jobs.iter().fold((0, 0, 0), |a, j| {
-                            (
-                                a.0 + j.copies_done,
-                                a.1 + j.copies_total,
-                                a.2 + j.bytes_done,
-                            )
-                        });
-                    let nodes: (u64, u64) = jobs
-                        .iter()
-                        .fold((0, 0), |a, j| (a.0 + j.nodes_done, a.1 + j.nodes));
-                    eprint!(
-                        "\rprefetch: {done}/{total} copies, {} copied, {}/{} nodes done   ",
-                        format_bytes(bytes),
-                        nodes.0,
-                        nodes.1
-                    );
-                }
+                progress.set_bytes(jobs.iter().map(|j| j.bytes_done).sum());
             })
-            .await?;
-        if tty {
-            eprintln!();
-        }
-        st
+            .await;
+        progress.finish();
+        st?
     };
     if o.json {
         println!(

@@ -130,6 +130,14 @@ impl Progress {
         }
     }
 
+    /// Where a job reported by others stands (bytes done in all).
+    pub fn set_bytes(&self, n: u64) {
+        self.counts.bytes.store(n, Ordering::Relaxed);
+        if let Some(b) = &self.bar {
+            b.set_position(n);
+        }
+    }
+
     pub fn file_done(&self) {
         let f = self.counts.files.fetch_add(1, Ordering::Relaxed) + 1;
         if let Some(b) = &self.bar {

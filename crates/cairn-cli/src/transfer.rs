@@ -126,6 +126,8 @@ impl tokio::io::AsyncRead for Unchanged {
             if (n == 0 && room && (self.read != self.size || self.changed()))
                 || self.read > self.size
             {
+                // An error hands back nothing read by this call.
+                buf.set_filled(before);
                 return std::task::Poll::Ready(Err(std::io::Error::other(format!(
                     "{} changed while it was read; not committed",
                     self.path.display()

@@ -1348,6 +1348,10 @@ fn prometheus_metrics_of_meta_and_nodes() {
     at_least("cairn_storage_read_bytes_total", &[], body.len() as f64);
     at_least("cairn_storage_requests_total", &["op=\"put_chunk\""], 1.0);
     at_least("cairn_storage_chunks", &[], 3.0);
+    assert!(
+        text.contains("\ncairn_storage_scrubbed_bytes_total{node=\""),
+        "{text}"
+    );
     at_least(
         "cairn_s3_requests_total",
         &["method=\"GET\"", "status=\"403\""],

@@ -136,6 +136,9 @@ pub struct Metrics {
     pub storage_free: NodeGauges,
     pub storage_cache: NodeGauges,
     pub storage_corrupt: NodeGauges,
+    /// `cairn_storage_scrubbed_bytes_total{node}`: bytes the scrubber
+    /// re-read and checked.
+    pub storage_scrubbed: Family<Node, Counter>,
     /// `cairn_s3_requests_total{method, status}`.
     pub s3_requests: Family<Http, Counter>,
     /// `cairn_s3_request_duration_seconds{method}`: until the response's
@@ -180,6 +183,7 @@ impl Metrics {
             storage_free: Family::default(),
             storage_cache: Family::default(),
             storage_corrupt: Family::default(),
+            storage_scrubbed: Family::default(),
             s3_requests: Family::default(),
             s3_seconds: Family::new_with_constructor(latency),
             mount_requests: Family::default(),
@@ -273,6 +277,11 @@ impl Metrics {
             "storage_corrupt_chunks",
             "Chunks a storage node found corrupt and has not yet had repaired",
             m.storage_corrupt.clone(),
+        );
+        r.register(
+            "storage_scrubbed_bytes",
+            "Bytes a storage node's scrubber re-read and checked",
+            m.storage_scrubbed.clone(),
         );
         r.register(
             "s3_requests",

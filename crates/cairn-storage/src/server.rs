@@ -246,6 +246,10 @@ pub async fn start(cfg: StorageConfig, creds: Credentials) -> Result<StorageHand
         set(&m.storage_free, s.free);
         set(&m.storage_cache, s.cache_bytes);
         set(&m.storage_corrupt, s.corrupt_chunks.len() as u64);
+        cairn_metrics::Metrics::catch_up(
+            &m.storage_scrubbed.get_or_create(&label),
+            s.scrubbed_bytes,
+        );
         true
     });
     let (stop, stop_rx) = watch::channel(false);
