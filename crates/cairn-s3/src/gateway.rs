@@ -7,8 +7,12 @@ use crate::error::{s3_err, Missing};
 use crate::keys::KeyRecord;
 use crate::listing::{self, Query};
 use crate::names::{bucket_path, is_bucket_name, object_path, object_path_cued, CUES_META};
+use crate::tagging;
 use cairn_client::{Client, PutOptions};
-use cairn_types::{CairnPath, Cues, Error, ErrorKind, Inode, InodeKind, Version, Xattrs};
+use cairn_types::{
+    AttrChanges, CairnPath, Cues, Error, ErrorKind, Inode, InodeKind, Version, XattrOp, XattrWhen,
+    Xattrs,
+};
 use s3s::dto::*;
 use s3s::{s3_error, S3Error, S3Request, S3Response, S3Result, S3};
 
@@ -46,6 +50,34 @@ impl CairnS3 {
             Ok(_) => Err(s3_error!(NoSuchKey)),
             Err(e) => Err(s3_err(e, Missing::Key)),
         }
+    }
+
+    /// Replace an object's tags (none: remove them), as one change of its
+    /// attributes: its content and version stay.
+    async fn set_tags(&self, bucket: &str, key: &str, tags: &tagging::Tags) -> S3Result<()> {
+        self.require_bucket(bucket).await?;
+        let path = object_path(bucket, key)?;
+        let inode = self.stat_object(&path).await?;
+        let op = match tags.is_empty() {
+            true if !inode.xattrs.contains_key(tagging::TAGS) => return Ok(()),
+            true => XattrOp::Remove {
+                name: tagging::TAGS.into(),
+            },
+            false => XattrOp::Set {
+                name: tagging::TAGS.into(),
+                value: tagging::encode(tags),
+                when: XattrWhen::Always,
+            },
+        };
+        let changes = AttrChanges {
+            xattrs: vec![op],
+            ..Default::default()
+        };
+        self.client
+            .set_attr(&path, Some(inode.id), changes)
+            .await
+            .map_err(|e| s3_err(e, Missing::Key))?;
+        Ok(())
     }
 
     /// Stream `src` into `path` as a new version whose xattrs are `x` plus
@@ -458,20 +490,25 @@ impl S3 for CairnS3 {
                 })?;
                 cues = cues.merge(&c);
             }
+            let tags = match &input.tagging {
+                Some(h) => tagging::from_header(h)?,
+                None => Vec::new(),
+            };
             let bucket = self.require_bucket(&input.bucket).await?;
             let expected = self
                 .write_condition(&path, input.if_match.as_ref(), input.if_none_match.as_ref())
                 .await?;
-            Ok::<_, S3Error>((path, bucket, expected, cues))
+            Ok::<_, S3Error>((path, bucket, expected, cues, tags))
         };
-        let (path, bucket, expected, cues) = match early.await {
+        let (path, bucket, expected, cues, tags) = match early.await {
             Ok(x) => x,
             Err(e) => {
                 body::drain(input.body.take()).await;
                 return Err(e);
             }
         };
-        let x = headers_of_put(&input).to_xattrs();
+        let mut x = headers_of_put(&input).to_xattrs();
+        tagging::set(&mut x, &tags);
         let inode = match input.body {
             Some(b) => {
                 self.write(&bucket, &path, body::blob_reader(b), expected, x, cues)
@@ -557,6 +594,7 @@ impl S3 for CairnS3 {
             expires: input.response_expires.or(h.expires),
             metadata: h.metadata,
             parts_count: parts,
+            tag_count: Some(tagging::of(&inode.xattrs).len() as i32).filter(|n| *n > 0),
             ..Default::default()
         }))
     }
@@ -791,6 +829,17 @@ impl S3 for CairnS3 {
         } else {
             Headers::from_xattrs(&sinode.xattrs).to_xattrs()
         };
+        let mut x = x;
+        let replace_tags = input
+            .tagging_directive
+            .as_ref()
+            .is_some_and(|d| d.as_str() == TaggingDirective::REPLACE);
+        let tags = match (replace_tags, &input.tagging) {
+            (true, Some(h)) => tagging::from_header(h)?,
+            (true, None) => Vec::new(),
+            (false, _) => tagging::of(&sinode.xattrs),
+        };
+        tagging::set(&mut x, &tags);
         let size = sinode.size;
         let src_body = body::blob_reader(body::download(reader, 0, size));
         let inode = self
@@ -803,6 +852,48 @@ impl S3 for CairnS3 {
                 ..Default::default()
             }),
             ..Default::default()
+        }))
+    }
+
+    async fn put_object_tagging(
+        &self,
+        req: S3Request<PutObjectTaggingInput>,
+    ) -> S3Result<S3Response<PutObjectTaggingOutput>> {
+        let input = req.input;
+        check_version(&input.version_id)?;
+        let tags = tagging::from_tag_set(input.tagging.tag_set)?;
+        self.set_tags(&input.bucket, &input.key, &tags).await?;
+        Ok(S3Response::new(PutObjectTaggingOutput {
+            version_id: input.version_id,
+        }))
+    }
+
+    async fn get_object_tagging(
+        &self,
+        req: S3Request<GetObjectTaggingInput>,
+    ) -> S3Result<S3Response<GetObjectTaggingOutput>> {
+        let input = req.input;
+        check_version(&input.version_id)?;
+        self.require_bucket(&input.bucket).await?;
+        let inode = self
+            .stat_object(&object_path(&input.bucket, &input.key)?)
+            .await?;
+        Ok(S3Response::new(GetObjectTaggingOutput {
+            tag_set: tagging::tag_set(tagging::of(&inode.xattrs)),
+            version_id: input.version_id,
+        }))
+    }
+
+    async fn delete_object_tagging(
+        &self,
+        req: S3Request<DeleteObjectTaggingInput>,
+    ) -> S3Result<S3Response<DeleteObjectTaggingOutput>> {
+        let input = req.input;
+        check_version(&input.version_id)?;
+        self.set_tags(&input.bucket, &input.key, &Vec::new())
+            .await?;
+        Ok(S3Response::new(DeleteObjectTaggingOutput {
+            version_id: input.version_id,
         }))
     }
 

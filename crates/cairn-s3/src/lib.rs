@@ -29,6 +29,7 @@ pub mod keys;
 pub mod listing;
 pub mod multipart;
 pub mod names;
+pub mod tagging;
 
 pub use gateway::CairnS3;
 pub use keys::{create_key, delete_keys, list_keys, KeyRecord, KeyStore};

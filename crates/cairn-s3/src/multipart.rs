@@ -93,6 +93,9 @@ pub async fn create(
         metadata: i.metadata,
     }
     .to_xattrs();
+    if let Some(h) = &i.tagging {
+        crate::tagging::set(&mut x, &crate::tagging::from_header(h)?);
+    }
     x.insert(BUCKET.into(), i.bucket.clone().into_bytes());
     x.insert(KEY.into(), i.key.clone().into_bytes());
     let opts = PutOptions {
@@ -267,6 +270,7 @@ pub async fn complete(
         .write_condition(&dst, i.if_match.as_ref(), i.if_none_match.as_ref())
         .await?;
     let mut x = Headers::from_xattrs(&info.xattrs).to_xattrs();
+    crate::tagging::set(&mut x, &crate::tagging::of(&info.xattrs));
     x.insert(attrs::ETAG.into(), etag.clone().into_bytes());
     x.insert(attrs::PARTS.into(), wanted.len().to_string().into_bytes());
     let mut attempt = 0;

@@ -266,6 +266,9 @@ assert ro.get_object(Bucket=B, Key="dir/obj.bin")["Body"].read() == body
 expect_error("AccessDenied", ro.put_object, Bucket=B, Key="ro", Body=b"x")
 expect_error("AccessDenied", ro.delete_object, Bucket=B, Key="dir/obj.bin")
 expect_error("AccessDenied", ro.create_bucket, Bucket="ro-bucket")
+expect_error("AccessDenied", ro.put_object_tagging, Bucket=B, Key="dir/obj.bin",
+             Tagging={"TagSet": [{"Key": "k", "Value": "v"}]})
+assert ro.get_object_tagging(Bucket=B, Key="dir/obj.bin")["TagSet"] == []
 only = client(os.environ["S3_ONE_AK"], os.environ["S3_ONE_SK"])
 assert [b["Name"] for b in only.list_buckets()["Buckets"]] == [B]
 only.put_object(Bucket=B, Key="only", Body=b"x")
@@ -312,6 +315,49 @@ r = s3.delete_objects(Bucket="vers", Delete={"Objects": [
 assert len(r["Deleted"]) == 4 and not r.get("Errors"), r
 assert not s3.list_object_versions(Bucket="vers").get("Versions")
 s3.delete_bucket(Bucket="vers")
+
+# Object tags: on PUT (x-amz-tagging), by PutObjectTagging, counted on GET,
+# kept or replaced by a copy, kept by multipart; changing them is not a new
+# version (the ETag and body stay); AWS's limits and codes.
+T = "tags"
+s3.create_bucket(Bucket=T)
+s3.put_object(Bucket=T, Key="run/1.bin", Body=b"one", Tagging="project=cairn&team=fleet%20ops")
+tagset = lambda k: {t["Key"]: t["Value"] for t in s3.get_object_tagging(Bucket=T, Key=k)["TagSet"]}
+assert tagset("run/1.bin") == {"project": "cairn", "team": "fleet ops"}, tagset("run/1.bin")
+g = s3.get_object(Bucket=T, Key="run/1.bin")
+assert g["TagCount"] == 2 and g["Body"].read() == b"one", g
+etag = g["ETag"]
+s3.put_object_tagging(Bucket=T, Key="run/1.bin", Tagging={"TagSet": [{"Key": "stage", "Value": "raw"}]})
+assert tagset("run/1.bin") == {"stage": "raw"}
+g = s3.get_object(Bucket=T, Key="run/1.bin")
+assert g["ETag"] == etag and g["Body"].read() == b"one" and g["TagCount"] == 1
+s3.copy_object(Bucket=T, Key="run/copy", CopySource={"Bucket": T, "Key": "run/1.bin"})
+assert tagset("run/copy") == {"stage": "raw"}
+s3.copy_object(Bucket=T, Key="run/copy2", CopySource={"Bucket": T, "Key": "run/1.bin"},
+               TaggingDirective="REPLACE", Tagging="k=v")
+assert tagset("run/copy2") == {"k": "v"}
+s3.delete_object_tagging(Bucket=T, Key="run/1.bin")
+assert tagset("run/1.bin") == {} and "TagCount" not in s3.get_object(Bucket=T, Key="run/1.bin")
+mp = s3.create_multipart_upload(Bucket=T, Key="run/mp", Tagging="parts=2")
+part = s3.upload_part(Bucket=T, Key="run/mp", UploadId=mp["UploadId"], PartNumber=1, Body=b"m" * 100)
+s3.complete_multipart_upload(Bucket=T, Key="run/mp", UploadId=mp["UploadId"],
+                             MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": part["ETag"]}]})
+assert tagset("run/mp") == {"parts": "2"}
+many = {"TagSet": [{"Key": f"k{i}", "Value": "v"} for i in range(11)]}
+expect_error("BadRequest", s3.put_object_tagging, Bucket=T, Key="run/1.bin", Tagging=many)
+expect_error("InvalidTag", s3.put_object_tagging, Bucket=T, Key="run/1.bin",
+             Tagging={"TagSet": [{"Key": "k" * 129, "Value": "v"}]})
+expect_error("InvalidTag", s3.put_object_tagging, Bucket=T, Key="run/1.bin",
+             Tagging={"TagSet": [{"Key": "k", "Value": "v" * 257}]})
+expect_error("InvalidTag", s3.put_object_tagging, Bucket=T, Key="run/1.bin",
+             Tagging={"TagSet": [{"Key": "a", "Value": "1"}, {"Key": "a", "Value": "2"}]})
+expect_error("InvalidTag", s3.put_object, Bucket=T, Key="run/bad", Body=b"x", Tagging="aws:x=1")
+expect_error("404", s3.head_object, Bucket=T, Key="run/bad")
+expect_error("NoSuchKey", s3.get_object_tagging, Bucket=T, Key="run/none")
+expect_error("NoSuchKey", s3.put_object_tagging, Bucket=T, Key="run/none", Tagging={"TagSet": []})
+assert tagset("run/1.bin") == {}, "a refused tagging changed nothing"
+s3.delete_objects(Bucket=T, Delete={"Objects": [{"Key": k} for k in ["run/1.bin", "run/copy", "run/copy2", "run/mp"]]})
+s3.delete_bucket(Bucket=T)
 
 # Clean up everything; the bucket goes.
 keys = [o["Key"] for o in s3.list_objects_v2(Bucket=B)["Contents"]]
