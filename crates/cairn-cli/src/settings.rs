@@ -361,22 +361,17 @@ pub fn expand(
         if given(&rest, long, arg.get_short()) {
             continue;
         }
-        // Flags with a variable of their own: clap reads it. Others of a
-        // role take CAIRN_<FLAG> (client commands keep theirs to the few
-        // they document, so no stray variable changes an `ls`).
-        let declared = arg.get_env().is_some();
+        // A variable wins over the file. Flags with a variable of their
+        // own: clap reads it. Others of a role take CAIRN_<FLAG> (client
+        // commands keep theirs to the few they document, `CAIRN_META` and
+        // `CAIRN_SECRET_FILE`, which they read themselves; so no stray
+        // variable changes an `ls`).
+        let declared = arg.get_env().and_then(|e| e.to_str());
         let var = format!("CAIRN_{}", long.replace('-', "_").to_ascii_uppercase());
-        if !declared && section.is_some() {
-            if let Some(v) = env(&var) {
+        if let Some(v) = env(declared.unwrap_or(&var)) {
+            if declared.is_none() && section.is_some() {
                 add(arg, &[v], Source::Env(var))?;
-                continue;
             }
-        } else if arg
-            .get_env()
-            .and_then(|e| e.to_str())
-            .and_then(env)
-            .is_some()
-        {
             continue;
         }
         let Some(f) = file else { continue };
@@ -604,6 +599,13 @@ mod tests {
                 "ls",
                 "-l"
             ]
+        );
+        // A client's own variable beats [client] (it reads it itself).
+        let env_key = |k: &str| (k == "CAIRN_SECRET_FILE").then(|| "/k".to_string());
+        let (args, _) = expand(&cli, os(&["cairn", "ls", "/"]), Some(&f), &env_key).unwrap();
+        assert!(
+            !strs(&args).iter().any(|a| a.starts_with("--secret-file")),
+            "{args:?}"
         );
         // The result parses as the command line it stands for ([client]
         // is not a storage node's: its key is the cluster secret).

@@ -6,7 +6,7 @@
 //! run finishes the job; a second run right after the first copies nothing.
 
 use crate::progress::Progress;
-use crate::transfer::{put_local, slot, Interrupt, Partial};
+use crate::transfer::{join_all, put_local, slot, Interrupt, Partial};
 use anyhow::{bail, Context, Result};
 use cairn_client::{Client, PutOptions};
 use cairn_types::{AttrChanges, CairnPath, ErrorKind, InodeKind};
@@ -514,27 +514,16 @@ pub async fn run(a: SyncArgs) -> Result<()> {
                 (rel, r)
             });
         }
-        let mut tick = tokio::time::interval(Duration::from_millis(100));
-        while !tasks.is_empty() {
-            if stop.happened() {
-                tasks.abort_all();
+        join_all(&mut tasks, &stop, |done| match done {
+            Ok((_, Ok(n))) => {
+                progress.file_done();
+                files += 1;
+                bytes += n;
             }
-            tokio::select! {
-                done = tasks.join_next() => match done {
-                    Some(Err(e)) if e.is_cancelled() => {}
-                    Some(done) => match done? {
-                        (_, Ok(n)) => {
-                            progress.file_done();
-                            files += 1;
-                            bytes += n;
-                        }
-                        (rel, Err(e)) => failed.push((rel, format!("{e:#}"))),
-                    },
-                    None => break,
-                },
-                _ = tick.tick() => {}
-            }
-        }
+            Ok((rel, Err(e))) => failed.push((rel, format!("{e:#}"))),
+            Err(e) => failed.push(("(a copy task)".into(), e.to_string())),
+        })
+        .await;
         flight.partial.remove_all();
         interrupted = stop.happened();
         progress.finish();

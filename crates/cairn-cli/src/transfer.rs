@@ -84,6 +84,9 @@ pub(crate) struct Unchanged {
     size: u64,
     mtime: Option<std::time::SystemTime>,
     read: u64,
+    /// Only a regular file has a size to hold it to (a pipe or a device,
+    /// `cairn put /dev/stdin`, streams as it comes).
+    regular: bool,
 }
 
 impl Unchanged {
@@ -99,6 +102,7 @@ impl Unchanged {
             size: m.len(),
             mtime: m.modified().ok(),
             read: 0,
+            regular: m.is_file(),
         })
     }
 
@@ -123,9 +127,9 @@ impl tokio::io::AsyncRead for Unchanged {
         if let std::task::Poll::Ready(Ok(())) = r {
             let n = (buf.filled().len() - before) as u64;
             self.read += n;
-            if (n == 0 && room && (self.read != self.size || self.changed()))
-                || self.read > self.size
-            {
+            let torn = (n == 0 && room && (self.read != self.size || self.changed()))
+                || self.read > self.size;
+            if torn && self.regular {
                 // An error hands back nothing read by this call.
                 buf.set_filled(before);
                 return std::task::Poll::Ready(Err(std::io::Error::other(format!(
@@ -151,13 +155,13 @@ pub(crate) async fn put_local(
     const TRIES: usize = 3;
     for attempt in 1..=TRIES {
         let f = Unchanged::open(local).await?;
-        let (size, mtime) = (f.size, f.mtime);
+        let (size, mtime, regular) = (f.size, f.mtime, f.regular);
         match c.put(path, progress.counted(f), opts.clone()).await {
             Ok(i) => return Ok(i),
             Err(e) => {
-                let now = std::fs::symlink_metadata(local).ok();
+                let now = std::fs::metadata(local).ok();
                 let moved = now.is_none_or(|m| m.len() != size || m.modified().ok() != mtime);
-                if !moved {
+                if !moved || !regular {
                     return Err(e.into());
                 }
                 if attempt == TRIES {
@@ -553,6 +557,29 @@ async fn get_file(
     r
 }
 
+/// Hand every task's outcome to `done` as it ends; once Ctrl-C came,
+/// abort the rest (aborted ones are not handed on).
+pub(crate) async fn join_all<T: 'static>(
+    tasks: &mut JoinSet<T>,
+    stop: &Interrupt,
+    mut done: impl FnMut(std::result::Result<T, tokio::task::JoinError>),
+) {
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    while !tasks.is_empty() {
+        if stop.happened() {
+            tasks.abort_all();
+        }
+        tokio::select! {
+            next = tasks.join_next() => match next {
+                Some(Err(e)) if e.is_cancelled() => {}
+                Some(r) => done(r),
+                None => break,
+            },
+            _ = tick.tick() => {}
+        }
+    }
+}
+
 /// Wait for the transfers in flight, or after Ctrl-C stop them (and
 /// remove the partial files of stopped downloads).
 async fn finish_tasks(
@@ -562,20 +589,7 @@ async fn finish_tasks(
     stop: &Interrupt,
     partial: Option<&Partial>,
 ) {
-    let mut tick = tokio::time::interval(Duration::from_millis(100));
-    while !tasks.is_empty() {
-        if stop.happened() {
-            tasks.abort_all();
-        }
-        tokio::select! {
-            done = tasks.join_next() => match done {
-                Some(Err(e)) if e.is_cancelled() => {}
-                Some(done) => record(sum, progress, done),
-                None => break,
-            },
-            _ = tick.tick() => {}
-        }
-    }
+    join_all(tasks, stop, |done| record(sum, progress, done)).await;
     if let Some(p) = partial {
         p.remove_all();
     }

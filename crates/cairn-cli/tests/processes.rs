@@ -1352,6 +1352,7 @@ fn prometheus_metrics_of_meta_and_nodes() {
         text.contains("\ncairn_storage_scrubbed_bytes_total{node=\""),
         "{text}"
     );
+    at_least("cairn_storage_segments", &[], 3.0);
     at_least(
         "cairn_s3_requests_total",
         &["method=\"GET\"", "status=\"403\""],
@@ -1938,6 +1939,13 @@ fn tree_transfers_survive_bad_input() {
         "{err}"
     );
     env.fails(&["stat", "/t/growing.log"], "does not exist");
+    // A pipe has no size to hold it to: it streams as it comes.
+    let o = env.cli_stdin(
+        &["put", "/dev/stdin", "/t/piped"],
+        Some(&pattern(70_000, 6)),
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(env.ok(&["cat", "/t/piped"]), pattern(70_000, 6));
 }
 
 #[test]

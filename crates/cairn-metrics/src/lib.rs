@@ -136,6 +136,11 @@ pub struct Metrics {
     pub storage_free: NodeGauges,
     pub storage_cache: NodeGauges,
     pub storage_corrupt: NodeGauges,
+    /// `cairn_storage_segments{node}`: segment files;
+    /// `cairn_storage_reclaimable_bytes{node}`: bytes of deleted or
+    /// replaced records in them, which compaction gives back.
+    pub storage_segments: NodeGauges,
+    pub storage_reclaimable: NodeGauges,
     /// `cairn_storage_scrubbed_bytes_total{node}`: bytes the scrubber
     /// re-read and checked.
     pub storage_scrubbed: Family<Node, Counter>,
@@ -184,6 +189,8 @@ impl Metrics {
             storage_cache: Family::default(),
             storage_corrupt: Family::default(),
             storage_scrubbed: Family::default(),
+            storage_segments: Family::default(),
+            storage_reclaimable: Family::default(),
             s3_requests: Family::default(),
             s3_seconds: Family::new_with_constructor(latency),
             mount_requests: Family::default(),
@@ -277,6 +284,16 @@ impl Metrics {
             "storage_corrupt_chunks",
             "Chunks a storage node found corrupt and has not yet had repaired",
             m.storage_corrupt.clone(),
+        );
+        r.register(
+            "storage_segments",
+            "Segment files of a storage node's chunk store",
+            m.storage_segments.clone(),
+        );
+        r.register(
+            "storage_reclaimable_bytes",
+            "Bytes of deleted or replaced records in a storage node's segments, which compaction gives back",
+            m.storage_reclaimable.clone(),
         );
         r.register(
             "storage_scrubbed_bytes",
@@ -396,6 +413,8 @@ impl Metrics {
             &self.storage_free,
             &self.storage_cache,
             &self.storage_corrupt,
+            &self.storage_segments,
+            &self.storage_reclaimable,
         ] {
             f.remove(&n);
         }

@@ -110,6 +110,8 @@ pub struct StoreStats {
     pub live_bytes: u64,
     /// Sum of segment sizes: live bytes plus what compaction can reclaim.
     pub disk_bytes: u64,
+    /// Segment files.
+    pub segments: u64,
     pub fs_total: u64,
     /// Space available to this process on the file system.
     pub fs_free: u64,
@@ -989,6 +991,7 @@ impl ChunkStore {
             chunks: st.index.len() as u64,
             live_bytes: st.segs.values().map(|s| s.live.load(SeqCst)).sum(),
             disk_bytes: st.segs.values().map(|s| s.len.load(SeqCst)).sum(),
+            segments: st.segs.len() as u64,
             fs_total,
             fs_free,
         }

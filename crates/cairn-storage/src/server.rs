@@ -238,9 +238,15 @@ pub async fn start(cfg: StorageConfig, creds: Credentials) -> Result<StorageHand
             return false;
         };
         let s = node_stats(&node);
+        let store = node.store.stats();
         let set = |f: &cairn_metrics::NodeGauges, v: u64| {
             cairn_metrics::Metrics::set(&f.get_or_create(&label), v)
         };
+        set(&m.storage_segments, store.segments);
+        set(
+            &m.storage_reclaimable,
+            store.disk_bytes.saturating_sub(store.live_bytes),
+        );
         set(&m.storage_chunks, s.chunks);
         set(&m.storage_used, s.used);
         set(&m.storage_free, s.free);
