@@ -16,6 +16,8 @@ pub const EXPIRES: &str = "s3.expires";
 pub const META_PREFIX: &str = "s3.meta.";
 /// Parts count of an object made by multipart upload.
 pub const PARTS: &str = "s3.parts";
+/// Each part's size, comma-separated, for GET and HEAD by `partNumber`.
+pub const PART_SIZES: &str = "s3.part-sizes";
 
 /// The headers of an object as a PUT, copy or multipart create gives them.
 #[derive(Clone, Debug, Default)]
@@ -100,4 +102,29 @@ pub fn last_modified(inode: &Inode) -> Timestamp {
 /// Last-Modified to the second, as HTTP dates compare.
 pub fn mtime_secs(inode: &Inode) -> i64 {
     (inode.mtime_ms() / 1000) as i64
+}
+
+/// Bytes `[start, end)` of part `n` (from 1) of an object: of a multipart
+/// object the part as uploaded, of any other object part 1 is the whole.
+/// Past the last part: `InvalidPartNumber`, as AWS answers.
+pub fn part_range(inode: &Inode, n: i32) -> s3s::S3Result<(u64, u64)> {
+    let sizes: Vec<u64> = inode
+        .xattrs
+        .get(PART_SIZES)
+        .and_then(|v| std::str::from_utf8(v).ok())
+        .map(|v| v.split(',').filter_map(|s| s.parse().ok()).collect())
+        .unwrap_or_else(|| vec![inode.size]);
+    let i = usize::try_from(n)
+        .ok()
+        .filter(|i| (1..=sizes.len()).contains(i));
+    let Some(i) = i else {
+        let mut e = s3s::S3Error::with_message(
+            s3s::S3ErrorCode::Custom("InvalidPartNumber".into()),
+            "The requested partnumber is not satisfiable",
+        );
+        e.set_status_code(hyper::StatusCode::RANGE_NOT_SATISFIABLE);
+        return Err(e);
+    };
+    let start: u64 = sizes[..i - 1].iter().sum();
+    Ok((start, (start + sizes[i - 1]).min(inode.size)))
 }

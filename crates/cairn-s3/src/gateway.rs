@@ -318,14 +318,36 @@ fn read_conditions(
     }
     if let Some(c) = if_none_match {
         if matches(c) {
-            return Err(s3_error!(NotModified));
+            return Err(not_modified(inode));
         }
     } else if let Some(t) = if_modified_since {
         if secs <= ts(t) {
-            return Err(s3_error!(NotModified));
+            return Err(not_modified(inode));
         }
     }
     Ok(())
+}
+
+/// 304, with the ETag and Last-Modified a cache revalidates against (as
+/// HTTP asks of a 304 and AWS sends).
+fn not_modified(inode: &Inode) -> S3Error {
+    use hyper::header::{HeaderMap, HeaderValue, ETAG, LAST_MODIFIED};
+    let mut e = s3_error!(NotModified);
+    let mut h = HeaderMap::new();
+    if let Ok(v) = HeaderValue::from_str(&format!("\"{}\"", attrs::etag_of(inode))) {
+        h.insert(ETAG, v);
+    }
+    let mut date = Vec::new();
+    if attrs::last_modified(inode)
+        .format(TimestampFormat::HttpDate, &mut date)
+        .is_ok()
+    {
+        if let Ok(v) = HeaderValue::from_bytes(&date) {
+            h.insert(LAST_MODIFIED, v);
+        }
+    }
+    e.set_headers(h);
+    e
 }
 
 fn encode_if(url: bool, s: String) -> String {
@@ -532,8 +554,11 @@ impl S3 for CairnS3 {
         let input = req.input;
         check_version(&input.version_id)?;
         let (path, cues) = object_path_cued(&input.bucket, &input.key)?;
-        if input.part_number.is_some() {
-            return Err(s3_error!(NotImplemented, "GetObject by part number"));
+        if input.part_number.is_some() && input.range.is_some() {
+            return Err(s3_error!(
+                InvalidRequest,
+                "Cannot specify both Range header and partNumber query parameter"
+            ));
         }
         let reader = match self.client.open_cued(&path, &cues).await {
             Ok(r) if r.inode().kind == InodeKind::File => r,
@@ -556,9 +581,15 @@ impl S3 for CairnS3 {
             input.if_unmodified_since.as_ref(),
         )?;
         let size = inode.size;
-        let (start, end, content_range) = match input.range {
-            None => (0, size, None),
-            Some(r) => {
+        let (start, end, content_range) = match (input.range, input.part_number) {
+            (None, Some(n)) => {
+                let (a, b) = attrs::part_range(&inode, n)?;
+                let whole = a == 0 && b == size;
+                let range = (!whole).then(|| format!("bytes {a}-{}/{size}", b.saturating_sub(1)));
+                (a, b, range)
+            }
+            (None, None) => (0, size, None),
+            (Some(r), _) => {
                 let rr = r.check(size)?;
                 (
                     rr.start,
@@ -625,8 +656,12 @@ impl S3 for CairnS3 {
             .xattrs
             .get(attrs::PARTS)
             .and_then(|v| std::str::from_utf8(v).ok()?.parse().ok());
+        let (a, b) = match input.part_number {
+            Some(n) => attrs::part_range(&inode, n)?,
+            None => (0, inode.size),
+        };
         Ok(S3Response::new(HeadObjectOutput {
-            content_length: Some(inode.size as i64),
+            content_length: Some((b - a) as i64),
             accept_ranges: Some("bytes".into()),
             e_tag: Some(attrs::etag(&inode)),
             last_modified: Some(attrs::last_modified(&inode)),
@@ -706,7 +741,10 @@ impl S3 for CairnS3 {
             prefix: Some(encode_if(url, q.prefix)),
             key_marker: input.key_marker.map(|m| encode_if(url, m)),
             version_id_marker: input.version_id_marker,
-            delimiter: input.delimiter.map(|d| encode_if(url, d)),
+            delimiter: input
+                .delimiter
+                .filter(|d| !d.is_empty())
+                .map(|d| encode_if(url, d)),
             max_keys: Some(q.max_keys as i32),
             is_truncated: Some(l.truncated),
             next_version_id_marker: next.as_ref().map(|_| NULL_VERSION.to_string()),
@@ -919,7 +957,10 @@ impl S3 for CairnS3 {
             name: Some(input.bucket),
             prefix: Some(encode_if(url, q.prefix)),
             marker: input.marker.map(|m| encode_if(url, m)),
-            delimiter: input.delimiter.map(|d| encode_if(url, d)),
+            delimiter: input
+                .delimiter
+                .filter(|d| !d.is_empty())
+                .map(|d| encode_if(url, d)),
             max_keys: Some(q.max_keys as i32),
             is_truncated: Some(l.truncated),
             next_marker: next_marker.map(|m| encode_if(url, m)),
@@ -971,7 +1012,10 @@ impl S3 for CairnS3 {
         Ok(S3Response::new(ListObjectsV2Output {
             name: Some(input.bucket),
             prefix: Some(encode_if(url, q.prefix)),
-            delimiter: input.delimiter.map(|d| encode_if(url, d)),
+            delimiter: input
+                .delimiter
+                .filter(|d| !d.is_empty())
+                .map(|d| encode_if(url, d)),
             max_keys: Some(q.max_keys as i32),
             key_count: Some(key_count),
             continuation_token: input.continuation_token,

@@ -189,13 +189,14 @@ pub async fn start(client: Client, cfg: GatewayConfig) -> cairn_types::Result<Ga
                     let method = req.method().clone();
                     let started = std::time::Instant::now();
                     async move {
-                        let r = hyper::service::Service::call(&s3, req).await;
-                        if let Ok(resp) = &r {
+                        let mut r = hyper::service::Service::call(&s3, req).await;
+                        if let Ok(resp) = &mut r {
                             cairn_metrics::global().s3_request(
                                 &method,
                                 resp.status().as_u16(),
                                 started.elapsed(),
                             );
+                            with_request_id(resp);
                         }
                         r
                     }
@@ -225,6 +226,38 @@ pub async fn start(client: Client, cfg: GatewayConfig) -> cairn_types::Result<Ga
         stop,
         task: Some(task),
     })
+}
+
+/// Name the request, as AWS does, in the `x-amz-request-id` header of
+/// every response and in the `<RequestId>` of an error's body, so a
+/// failure a client reports can be found in the gateway's logs.
+fn with_request_id(resp: &mut hyper::Response<s3s::Body>) {
+    let id = format!("{:016X}", fastrand::u64(..));
+    if let Ok(v) = hyper::header::HeaderValue::from_str(&id) {
+        resp.headers_mut().insert("x-amz-request-id", v);
+    }
+    if !(resp.status().is_client_error() || resp.status().is_server_error()) {
+        return;
+    }
+    let Some(body) = resp.body().bytes() else {
+        return;
+    };
+    let Some(end) = body
+        .windows(8)
+        .rposition(|w| w == b"</Error>")
+        .filter(|_| !body.windows(11).any(|w| w == b"<RequestId>"))
+    else {
+        return;
+    };
+    let mut with = Vec::with_capacity(body.len() + 48);
+    with.extend_from_slice(&body[..end]);
+    with.extend_from_slice(format!("<RequestId>{id}</RequestId>").as_bytes());
+    with.extend_from_slice(&body[end..]);
+    if let Ok(v) = hyper::header::HeaderValue::from_str(&with.len().to_string()) {
+        resp.headers_mut().insert(hyper::header::CONTENT_LENGTH, v);
+    }
+    *resp.body_mut() = s3s::Body::from(bytes::Bytes::from(with));
+    tracing::debug!(request_id = %id, status = %resp.status(), "S3 error answered");
 }
 
 /// s3s matches the Host header against the base domain as it comes, but

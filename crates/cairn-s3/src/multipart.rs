@@ -243,6 +243,7 @@ pub async fn complete(
         check_part_number(n)?;
     }
     let mut sources = Vec::with_capacity(wanted.len());
+    let mut sizes = Vec::with_capacity(wanted.len());
     let mut md5 = Md5::new();
     for (idx, p) in wanted.iter().enumerate() {
         let n = p.part_number.unwrap_or_default();
@@ -263,6 +264,7 @@ pub async fn complete(
             ));
         }
         md5.update(unhex(&etag).unwrap_or_default());
+        sizes.push(part.size.to_string());
         sources.push(path);
     }
     let etag = format!("{}-{}", body::hex(&md5.finalize()), wanted.len());
@@ -273,6 +275,7 @@ pub async fn complete(
     crate::tagging::set(&mut x, &crate::tagging::of(&info.xattrs));
     x.insert(attrs::ETAG.into(), etag.clone().into_bytes());
     x.insert(attrs::PARTS.into(), wanted.len().to_string().into_bytes());
+    x.insert(attrs::PART_SIZES.into(), sizes.join(",").into_bytes());
     let mut attempt = 0;
     let inode = loop {
         attempt += 1;

@@ -20,10 +20,12 @@ pub type Tags = Vec<(String, String)>;
 /// Refuse a tag set AWS would refuse, with AWS's codes and messages.
 fn check(tags: &Tags) -> S3Result<()> {
     if tags.len() > MAX_TAGS {
-        return Err(S3Error::with_message(
+        let mut e = S3Error::with_message(
             S3ErrorCode::Custom("BadRequest".into()),
             format!("Object tags cannot be greater than {MAX_TAGS}"),
-        ));
+        );
+        e.set_status_code(hyper::StatusCode::BAD_REQUEST);
+        return Err(e);
     }
     for (i, (k, v)) in tags.iter().enumerate() {
         if k.is_empty() || k.chars().count() > MAX_KEY {
@@ -133,6 +135,8 @@ mod tests {
         let code = |h: &str| from_header(h).unwrap_err().code().as_str().to_string();
         let eleven: Vec<String> = (0..11).map(|i| format!("k{i}=v")).collect();
         assert_eq!(code(&eleven.join("&")), "BadRequest");
+        let e = from_header(&eleven.join("&")).unwrap_err();
+        assert_eq!(e.status_code(), Some(hyper::StatusCode::BAD_REQUEST));
         assert_eq!(code(&format!("{}=v", "k".repeat(129))), "InvalidTag");
         assert_eq!(code(&format!("k={}", "v".repeat(257))), "InvalidTag");
         assert_eq!(code("a=1&a=2"), "InvalidTag");

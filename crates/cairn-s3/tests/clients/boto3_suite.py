@@ -70,7 +70,10 @@ assert s3.get_object(Bucket=S, Key="small/grows")["Body"].read() == b"c" * 20
 etag = f'"{md5}"'
 s3.get_object(Bucket=B, Key="dir/obj.bin", IfMatch=etag)
 expect_error("PreconditionFailed", s3.get_object, Bucket=B, Key="dir/obj.bin", IfMatch='"nope"')
-expect_error("304", s3.get_object, Bucket=B, Key="dir/obj.bin", IfNoneMatch=etag)
+e = expect_error("304", s3.get_object, Bucket=B, Key="dir/obj.bin", IfNoneMatch=etag)
+# A 304 carries what a cache revalidates against.
+assert e.response["ResponseMetadata"]["HTTPHeaders"]["etag"] == etag, e.response
+assert "last-modified" in e.response["ResponseMetadata"]["HTTPHeaders"], e.response
 lm = h["LastModified"]
 expect_error("304", s3.get_object, Bucket=B, Key="dir/obj.bin", IfModifiedSince=lm)
 import datetime
@@ -82,6 +85,17 @@ expect_error("NoSuchKey", s3.get_object, Bucket=B, Key="dir")  # a prefix is no 
 expect_error("NoSuchBucket", s3.get_object, Bucket="no-such-bucket", Key="x")
 expect_error("NoSuchBucket", s3.list_objects_v2, Bucket="no-such-bucket")
 expect_error("404", s3.head_object, Bucket=B, Key="nope")
+# Every answer names its request (x-amz-request-id), an error's body too.
+e = expect_error("NoSuchKey", s3.get_object, Bucket=B, Key="nope")
+rid = e.response["ResponseMetadata"]["RequestId"]
+assert len(rid) == 16 and e.response["Error"].get("RequestId", rid) == rid, e.response
+assert s3.head_object(Bucket=B, Key="dir/obj.bin")["ResponseMetadata"]["RequestId"]
+try:
+    urllib.request.urlopen(f"{ENDPOINT}/{B}/dir/obj.bin")
+    raise AssertionError("an anonymous GET worked")
+except urllib.error.HTTPError as e:
+    page = e.read().decode()
+    assert e.code == 403 and "<RequestId>" + e.headers["x-amz-request-id"] + "</RequestId>" in page, page
 
 # Keys without a faithful path are refused, not mangled.
 for bad in ["a//b", "a/../b", "trailing/", "./x"]:
@@ -122,6 +136,9 @@ r = s3.list_objects_v2(Bucket=L, Prefix="a/c/")
 assert [o["Key"] for o in r["Contents"]] == ["a/c/d", "a/c/e"]
 r = s3.list_objects_v2(Bucket=L, StartAfter="a/b")
 assert [o["Key"] for o in r["Contents"]] == [k for k in sorted(keys) if k > "a/b"]
+# An empty delimiter is no delimiter, and is not echoed (as on AWS).
+r = s3.list_objects_v2(Bucket=L, Delimiter="")
+assert "Delimiter" not in r and len(r["Contents"]) == len(keys), r
 r = s3.list_objects_v2(Bucket=L, Delimiter="-")
 assert [p["Prefix"] for p in r["CommonPrefixes"]] == ["a-"], r.get("CommonPrefixes")
 # A key cannot be both an object and a prefix of others in a file system.
@@ -225,6 +242,16 @@ expect_error("InvalidPartOrder", s3.complete_multipart_upload, Bucket=B, Key="mp
              MultipartUpload={"Parts": parts[::-1]})
 s3.complete_multipart_upload(Bucket=B, Key="mp/manual", UploadId=up, MultipartUpload={"Parts": parts})
 assert s3.get_object(Bucket=B, Key="mp/manual")["Body"].read() == data[: 5 * 1024 * 1024] + body[:1000]
+# GET and HEAD by part number: each part as uploaded, with the parts count.
+g = s3.get_object(Bucket=B, Key="mp/manual", PartNumber=2)
+assert g["Body"].read() == body[:1000] and g["PartsCount"] == 2, g
+assert g["ContentRange"] == f"bytes {5 * 1024 * 1024}-{5 * 1024 * 1024 + 999}/{5 * 1024 * 1024 + 1000}", g
+h = s3.head_object(Bucket=B, Key="mp/manual", PartNumber=1)
+assert h["ContentLength"] == 5 * 1024 * 1024 and h["PartsCount"] == 2, h
+expect_error("InvalidPartNumber", s3.get_object, Bucket=B, Key="mp/manual", PartNumber=3)
+expect_error("InvalidRequest", s3.get_object, Bucket=B, Key="mp/manual", PartNumber=1, Range="bytes=0-1")
+# An object not made by multipart is its own part 1.
+assert s3.get_object(Bucket=B, Key="dir/obj.bin", PartNumber=1)["Body"].read() == body
 expect_error("NoSuchUpload", s3.list_parts, Bucket=B, Key="mp/manual", UploadId=up)
 up = s3.create_multipart_upload(Bucket=B, Key="mp/small")["UploadId"]
 a = s3.upload_part(Bucket=B, Key="mp/small", UploadId=up, PartNumber=1, Body=b"tiny")
