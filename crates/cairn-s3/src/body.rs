@@ -27,24 +27,36 @@ pub fn blob_reader(blob: StreamingBlob) -> impl AsyncRead + Unpin + Send {
 pub struct Hashing<R> {
     inner: R,
     state: Arc<Mutex<(Md5, u64)>>,
+    /// The MD5 the request's `Content-MD5` promised: at the end a body
+    /// that differs is an error, before anything is committed.
+    expect: Option<[u8; 16]>,
+    mismatch: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl<R> Hashing<R> {
     pub fn new(inner: R) -> (Hashing<R>, HashHandle) {
+        Hashing::expecting(inner, None)
+    }
+
+    /// A hashing reader that fails at its end unless the MD5 is `expect`.
+    pub fn expecting(inner: R, expect: Option<[u8; 16]>) -> (Hashing<R>, HashHandle) {
         let state = Arc::new(Mutex::new((Md5::new(), 0)));
+        let mismatch = Arc::new(std::sync::atomic::AtomicBool::new(false));
         (
             Hashing {
                 inner,
                 state: state.clone(),
+                expect,
+                mismatch: mismatch.clone(),
             },
-            HashHandle(state),
+            HashHandle(state, mismatch),
         )
     }
 }
 
 /// The far end of a [`Hashing`] reader, to read the digest once it is drained.
 #[derive(Clone)]
-pub struct HashHandle(Arc<Mutex<(Md5, u64)>>);
+pub struct HashHandle(Arc<Mutex<(Md5, u64)>>, Arc<std::sync::atomic::AtomicBool>);
 
 impl HashHandle {
     /// The MD5 so far and the byte count.
@@ -52,6 +64,32 @@ impl HashHandle {
         let st = self.0.lock().unwrap();
         (st.0.clone().finalize().into(), st.1)
     }
+
+    /// Whether the body ended with another MD5 than `Content-MD5` said.
+    pub fn mismatched(&self) -> bool {
+        self.1.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// The MD5 a `Content-MD5` header names (base64 of 16 bytes); anything
+/// else is `InvalidDigest`, as AWS answers.
+pub fn content_md5(h: Option<&str>) -> s3s::S3Result<Option<[u8; 16]>> {
+    use base64::Engine;
+    let Some(h) = h else { return Ok(None) };
+    base64::engine::general_purpose::STANDARD
+        .decode(h.trim())
+        .ok()
+        .and_then(|b| <[u8; 16]>::try_from(b).ok())
+        .map(Some)
+        .ok_or_else(|| s3s::s3_error!(InvalidDigest, "The Content-MD5 you specified was invalid."))
+}
+
+/// A body whose MD5 was not its `Content-MD5`.
+pub fn bad_digest() -> s3s::S3Error {
+    s3s::s3_error!(
+        BadDigest,
+        "The Content-MD5 you specified did not match what we received."
+    )
 }
 
 impl<R: AsyncRead + Unpin> AsyncRead for Hashing<R> {
@@ -61,12 +99,24 @@ impl<R: AsyncRead + Unpin> AsyncRead for Hashing<R> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
         let before = buf.filled().len();
+        let room = buf.remaining() > 0;
         let r = Pin::new(&mut self.inner).poll_read(cx, buf);
         if let Poll::Ready(Ok(())) = &r {
             let new = &buf.filled()[before..];
+            let ended = new.is_empty() && room;
             let mut st = self.state.lock().unwrap();
             st.0.update(new);
             st.1 += new.len() as u64;
+            if let (true, Some(want)) = (ended, self.expect) {
+                let got: [u8; 16] = st.0.clone().finalize().into();
+                if got != want {
+                    self.mismatch
+                        .store(true, std::sync::atomic::Ordering::SeqCst);
+                    return Poll::Ready(Err(std::io::Error::other(
+                        "the body's MD5 is not its Content-MD5",
+                    )));
+                }
+            }
         }
         r
     }

@@ -91,13 +91,18 @@ impl CairnS3 {
         path: &CairnPath,
         src: R,
         expected: Option<Version>,
-        x: Xattrs,
-        cues: Cues,
+        what: Written,
     ) -> S3Result<Inode>
     where
         R: tokio::io::AsyncRead + Unpin + Send,
     {
-        let (reader, hash) = Hashing::new(src);
+        let Written { x, cues, md5 } = what;
+        let (reader, hash) = Hashing::expecting(src, md5);
+        let check = hash.clone();
+        let failed = move |e: Error| match check.mismatched() {
+            true => body::bad_digest(),
+            false => write_err(e, path),
+        };
         let finish = move || {
             let mut x = x;
             x.insert(attrs::ETAG.into(), body::hex(&hash.digest().0).into_bytes());
@@ -114,7 +119,7 @@ impl CairnS3 {
                 .client
                 .put_with_attrs(path, reader, opts, finish)
                 .await
-                .map_err(|e| write_err(e, path));
+                .map_err(failed);
         }
         // A key below a prefix: a concurrent delete may prune the key's
         // directory while the body streams in, and a body cannot be read
@@ -137,7 +142,7 @@ impl CairnS3 {
             .client
             .put_with_attrs(&tmp, reader, opts, finish)
             .await
-            .map_err(|e| write_err(e, path))?;
+            .map_err(failed)?;
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -280,6 +285,15 @@ pub(crate) fn write_err(e: Error, path: &CairnPath) -> S3Error {
         ErrorKind::NotFound => s3_err(e, Missing::Bucket),
         _ => s3_err(e, Missing::Key),
     }
+}
+
+/// What an object is written with beside its bytes: its attributes (the
+/// ETag is added), the request's cues, and the MD5 its `Content-MD5`
+/// promised (a body that differs is `BadDigest`, and nothing is stored).
+pub(crate) struct Written {
+    pub x: Xattrs,
+    pub cues: Cues,
+    pub md5: Option<[u8; 16]>,
 }
 
 fn headers_of_put(i: &PutObjectInput) -> Headers {
@@ -516,13 +530,14 @@ impl S3 for CairnS3 {
                 Some(h) => tagging::from_header(h)?,
                 None => Vec::new(),
             };
+            let md5 = body::content_md5(input.content_md5.as_deref())?;
             let bucket = self.require_bucket(&input.bucket).await?;
             let expected = self
                 .write_condition(&path, input.if_match.as_ref(), input.if_none_match.as_ref())
                 .await?;
-            Ok::<_, S3Error>((path, bucket, expected, cues, tags))
+            Ok::<_, S3Error>((path, bucket, expected, cues, tags, md5))
         };
-        let (path, bucket, expected, cues, tags) = match early.await {
+        let (path, bucket, expected, cues, tags, md5) = match early.await {
             Ok(x) => x,
             Err(e) => {
                 body::drain(input.body.take()).await;
@@ -533,12 +548,13 @@ impl S3 for CairnS3 {
         tagging::set(&mut x, &tags);
         let inode = match input.body {
             Some(b) => {
-                self.write(&bucket, &path, body::blob_reader(b), expected, x, cues)
+                let what = Written { x, cues, md5 };
+                self.write(&bucket, &path, body::blob_reader(b), expected, what)
                     .await?
             }
             None => {
-                self.write(&bucket, &path, &[][..], expected, x, cues)
-                    .await?
+                let what = Written { x, cues, md5 };
+                self.write(&bucket, &path, &[][..], expected, what).await?
             }
         };
         Ok(S3Response::new(PutObjectOutput {
@@ -881,7 +897,17 @@ impl S3 for CairnS3 {
         let size = sinode.size;
         let src_body = body::blob_reader(body::download(reader, 0, size));
         let inode = self
-            .write(&bucket, &dst, src_body, None, x, Cues::default())
+            .write(
+                &bucket,
+                &dst,
+                src_body,
+                None,
+                Written {
+                    x,
+                    cues: Cues::default(),
+                    md5: None,
+                },
+            )
             .await?;
         Ok(S3Response::new(CopyObjectOutput {
             copy_object_result: Some(CopyObjectResult {

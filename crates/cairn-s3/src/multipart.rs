@@ -114,11 +114,17 @@ pub async fn create(
     }))
 }
 
-async fn put_part<R>(s3: &CairnS3, path: &CairnPath, src: R) -> S3Result<Inode>
+async fn put_part<R>(
+    s3: &CairnS3,
+    path: &CairnPath,
+    src: R,
+    content_md5: Option<[u8; 16]>,
+) -> S3Result<Inode>
 where
     R: tokio::io::AsyncRead + Unpin + Send,
 {
-    let (reader, hash) = Hashing::new(src);
+    let (reader, hash) = Hashing::expecting(src, content_md5);
+    let check = hash.clone();
     // Parts are always chunks: completing composes them, and meta cannot
     // join bytes kept in a record (a small last part) to chunks.
     let opts = PutOptions {
@@ -135,7 +141,10 @@ where
             x
         })
         .await
-        .map_err(|e| s3_err(e, Missing::Upload))
+        .map_err(|e| match check.mismatched() {
+            true => body::bad_digest(),
+            false => s3_err(e, Missing::Upload),
+        })
 }
 
 pub async fn upload_part(
@@ -146,9 +155,10 @@ pub async fn upload_part(
     check_part_number(i.part_number)?;
     let (dir, _) = load(s3, &i.upload_id, &i.bucket, &i.key).await?;
     let path = dir.join(&part_name(i.part_number)).expect("valid name");
+    let md5 = body::content_md5(i.content_md5.as_deref())?;
     let inode = match i.body {
-        Some(b) => put_part(s3, &path, body::blob_reader(b)).await?,
-        None => put_part(s3, &path, &[][..]).await?,
+        Some(b) => put_part(s3, &path, body::blob_reader(b), md5).await?,
+        None => put_part(s3, &path, &[][..], md5).await?,
     };
     Ok(S3Response::new(UploadPartOutput {
         e_tag: Some(attrs::etag(&inode)),
@@ -199,6 +209,7 @@ pub async fn upload_part_copy(
         s3,
         &path,
         body::blob_reader(body::download(reader, start, end)),
+        None,
     )
     .await?;
     Ok(S3Response::new(UploadPartCopyOutput {

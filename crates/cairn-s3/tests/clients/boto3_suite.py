@@ -36,6 +36,26 @@ assert g["ContentLength"] == len(body)
 h = s3.head_object(Bucket=B, Key="dir/obj.bin")
 assert h["ETag"] == f'"{md5}"' and h["ContentLength"] == len(body)
 
+# Content-MD5 is checked: a body that differs is BadDigest and nothing is
+# stored; a malformed one is InvalidDigest; the right one is fine.
+import base64
+good = base64.b64encode(hashlib.md5(b"checked").digest()).decode()
+wrong = base64.b64encode(hashlib.md5(b"other").digest()).decode()
+s3.put_object(Bucket=B, Key="md5/ok", Body=b"checked", ContentMD5=good)
+assert s3.get_object(Bucket=B, Key="md5/ok")["Body"].read() == b"checked"
+expect_error("BadDigest", s3.put_object, Bucket=B, Key="md5/ok", Body=b"tampered", ContentMD5=good)
+assert s3.get_object(Bucket=B, Key="md5/ok")["Body"].read() == b"checked", "a bad digest changed the object"
+expect_error("BadDigest", s3.put_object, Bucket=B, Key="md5top", Body=b"checked", ContentMD5=wrong)
+expect_error("NoSuchKey", s3.get_object, Bucket=B, Key="md5top")
+expect_error("InvalidDigest", s3.put_object, Bucket=B, Key="md5top", Body=b"x", ContentMD5="not-base64!")
+up = s3.create_multipart_upload(Bucket=B, Key="md5/mp")["UploadId"]
+expect_error("BadDigest", s3.upload_part, Bucket=B, Key="md5/mp", UploadId=up, PartNumber=1,
+             Body=b"part", ContentMD5=wrong)
+assert not s3.list_parts(Bucket=B, Key="md5/mp", UploadId=up).get("Parts")
+s3.upload_part(Bucket=B, Key="md5/mp", UploadId=up, PartNumber=1, Body=b"checked", ContentMD5=good)
+s3.abort_multipart_upload(Bucket=B, Key="md5/mp", UploadId=up)
+s3.delete_object(Bucket=B, Key="md5/ok")
+
 # Ranges.
 assert s3.get_object(Bucket=B, Key="dir/obj.bin", Range="bytes=10-19")["Body"].read() == body[10:20]
 r = s3.get_object(Bucket=B, Key="dir/obj.bin", Range="bytes=-100")
