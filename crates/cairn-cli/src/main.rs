@@ -635,7 +635,7 @@ fn parse_with_settings() -> Cli {
         return Cli::parse_from(args);
     }
     let file = match settings::file_named(&args, &env) {
-        Some((path, _)) => match settings::File::load(&path, &cli) {
+        Some(path) => match settings::File::load(&path, &cli) {
             Ok(f) => Some(f),
             Err(e) => fail(format!("{e:#}")),
         },

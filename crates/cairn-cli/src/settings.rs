@@ -89,9 +89,6 @@ fn line_of(text: &str, section: &str, key: &str) -> usize {
         if current == section && k == key {
             return n + 1;
         }
-        if section.is_empty() && current.is_empty() && k == key {
-            return n + 1;
-        }
     }
     0
 }
@@ -150,7 +147,7 @@ impl File {
                     if !known {
                         bail!(
                             "{shown} line {}: unknown section [{name}] (sections: {}, client)",
-                            line_of(text, "", &format!("[{name}")).max(section_line(text, name)),
+                            section_line(text, name),
                             SECTIONS.map(|s| s.0).join(", ")
                         );
                     }
@@ -166,7 +163,7 @@ impl File {
             settings,
         };
         for s in &file.settings {
-            let allowed = file.keys_of(&s.section, cli);
+            let allowed = keys_of(&s.section, cli);
             if !allowed.contains(&s.key) {
                 let section = match s.section.as_str() {
                     "" => "at the top".to_string(),
@@ -182,23 +179,23 @@ impl File {
         }
         Ok(file)
     }
+}
 
-    /// The keys `section` may set.
-    fn keys_of(&self, section: &str, cli: &Command) -> Vec<String> {
-        match section {
-            "" => GLOBAL_KEYS.map(String::from).to_vec(),
-            "client" => CLIENT_KEYS.map(String::from).to_vec(),
-            s => SECTIONS
-                .iter()
-                .find(|(name, _)| *name == s)
-                .and_then(|(_, path)| leaf(cli, path))
-                .map(|c| {
-                    settable(c)
-                        .filter_map(|a| a.get_long().map(String::from))
-                        .collect()
-                })
-                .unwrap_or_default(),
-        }
+/// The keys `section` may set.
+fn keys_of(section: &str, cli: &Command) -> Vec<String> {
+    match section {
+        "" => GLOBAL_KEYS.map(String::from).to_vec(),
+        "client" => CLIENT_KEYS.map(String::from).to_vec(),
+        s => SECTIONS
+            .iter()
+            .find(|(name, _)| *name == s)
+            .and_then(|(_, path)| leaf(cli, path))
+            .map(|c| {
+                settable(c)
+                    .filter_map(|a| a.get_long().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default(),
     }
 }
 
@@ -396,26 +393,23 @@ pub fn expand(
 
 /// The config file to read: `--config FILE` or `CAIRN_CONFIG` (which must
 /// exist), else [`DEFAULT_FILE`] if there is one.
-pub fn file_named(
-    args: &[OsString],
-    env: &dyn Fn(&str) -> Option<String>,
-) -> Option<(PathBuf, bool)> {
+pub fn file_named(args: &[OsString], env: &dyn Fn(&str) -> Option<String>) -> Option<PathBuf> {
     let mut it = args.iter().skip(1).take_while(|a| *a != "--");
     while let Some(a) = it.next() {
         let Some(a) = a.to_str() else { continue };
         if let Some(v) = a.strip_prefix("--config=") {
-            return Some((PathBuf::from(v), true));
+            return Some(PathBuf::from(v));
         }
         if a == "--config" {
-            return it.next().map(|v| (PathBuf::from(v), true));
+            return it.next().map(PathBuf::from);
         }
     }
     if let Some(v) = env("CAIRN_CONFIG") {
-        return Some((PathBuf::from(v), true));
+        return Some(PathBuf::from(v));
     }
     Path::new(DEFAULT_FILE)
         .exists()
-        .then(|| (PathBuf::from(DEFAULT_FILE), false))
+        .then(|| PathBuf::from(DEFAULT_FILE))
 }
 
 /// `cairn config check`: read the file, check every section's settings
@@ -425,7 +419,7 @@ pub fn check(cli: &Command, path: Option<PathBuf>) -> Result<()> {
     let path = match path {
         Some(p) => p,
         None => match file_named(&std::env::args_os().collect::<Vec<_>>(), &env) {
-            Some((p, _)) => p,
+            Some(p) => p,
             None => bail!("no config file: {DEFAULT_FILE} does not exist and --config names none"),
         },
     };

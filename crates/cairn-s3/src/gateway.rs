@@ -869,7 +869,7 @@ impl S3 for CairnS3 {
                 "This copy request is illegal because it is trying to copy an object to itself without changing the object's metadata, storage class, website redirect location or encryption attributes."
             ));
         }
-        let x = if replace {
+        let mut x = if replace {
             Headers {
                 content_type: input.content_type,
                 cache_control: input.cache_control,
@@ -883,7 +883,6 @@ impl S3 for CairnS3 {
         } else {
             Headers::from_xattrs(&sinode.xattrs).to_xattrs()
         };
-        let mut x = x;
         let replace_tags = input
             .tagging_directive
             .as_ref()
