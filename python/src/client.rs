@@ -147,14 +147,14 @@ impl NativeClient {
 #[pymethods]
 impl NativeClient {
     #[new]
-    #[pyo3(signature = (meta, secret_file, threads=None, cache_bytes=None, read_ahead=None))]
+    #[pyo3(signature = (meta, secret_file, threads=None, cache_bytes=None, read_ahead_bytes=None))]
     fn new(
         py: Python<'_>,
         meta: Vec<String>,
         secret_file: PathBuf,
         threads: Option<usize>,
         cache_bytes: Option<u64>,
-        read_ahead: Option<usize>,
+        read_ahead_bytes: Option<u64>,
     ) -> PyResult<NativeClient> {
         if meta.is_empty() {
             return Err(to_py(py, Error::invalid("no meta address given")));
@@ -172,8 +172,8 @@ impl NativeClient {
         if let Some(b) = cache_bytes {
             cfg.cache_bytes = b;
         }
-        if let Some(r) = read_ahead {
-            cfg.read_ahead = r.max(1);
+        if let Some(r) = read_ahead_bytes {
+            cfg.read_ahead = r;
         }
         let threads = threads.unwrap_or_else(|| {
             std::thread::available_parallelism()

@@ -146,33 +146,62 @@ fn round(x: f64) -> f64 {
     (x * 100.0).round() / 100.0
 }
 
-/// Buffered sequential write (durable every 32 MiB) and read (from the page
-/// cache, as the file was just written) of `size` bytes on the disk under
-/// `dir`, and memcpy bandwidth: the limits the figures are compared with.
+/// The disk under `dir` and memcpy: the limits the figures are compared
+/// with. The disk as fio measures it: `size` bytes written sequentially in
+/// 1 MiB O_DIRECT writes with one fsync at the end (fio's `end_fsync`), then
+/// read back with O_DIRECT (cold: the page cache is bypassed). A file
+/// system without O_DIRECT (tmpfs) is measured buffered, with the file's
+/// cached pages dropped before the read.
 fn machine_limits(dir: &Path, size: u64, block: &[u8]) -> Result<[(&'static str, f64); 3]> {
+    const PIECE: usize = 1 << 20;
     let path = dir.join("disk-probe.bin");
+    let _ = std::fs::remove_file(&path);
+    let direct = |create: bool| {
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut o = std::fs::OpenOptions::new();
+        if create {
+            o.write(true).create(true).truncate(true);
+        } else {
+            o.read(true);
+        }
+        o.custom_flags(libc::O_DIRECT).open(&path)
+    };
+    let mut buf = AlignedBuf::new(PIECE);
     let t = Instant::now();
-    let mut f = std::fs::File::create(&path)?;
-    // The same I/O pattern as a storage node: 1 MiB writes, each 32 MiB
-    // made durable before the next, as a chunk is before it is acknowledged.
+    let (mut f, is_direct) = match direct(true) {
+        Ok(f) => (f, true),
+        Err(_) => (std::fs::File::create(&path)?, false),
+    };
     let mut written = 0u64;
     while written < size {
-        let n = (size - written).min(1 << 20) as usize;
+        let n = (size - written).min(PIECE as u64) as usize;
         let at = (written % block.len() as u64) as usize;
-        f.write_all(&block[at..at + n])?;
+        let take = n.min(block.len() - at);
+        buf[..take].copy_from_slice(&block[at..at + take]);
+        // O_DIRECT writes whole aligned pieces; the file is cut back below.
+        let whole = if is_direct {
+            n.next_multiple_of(4096)
+        } else {
+            n
+        };
+        f.write_all(&buf[..whole])?;
         written += n as u64;
-        if written.is_multiple_of(32 << 20) || written == size {
-            f.sync_data()?;
-        }
     }
+    f.set_len(size)?;
+    f.sync_all()?;
     let write = mbps(size, t.elapsed());
     drop(f);
+    let mut f = if is_direct {
+        direct(false)?
+    } else {
+        let f = std::fs::File::open(&path)?;
+        drop_cached(&f);
+        f
+    };
     let t = Instant::now();
-    let mut f = std::fs::File::open(&path)?;
-    let mut buf = vec![0u8; 1 << 20];
     let mut read_bytes = 0u64;
     loop {
-        let n = f.read(&mut buf)?;
+        let n = f.read(&mut buf[..])?;
         if n == 0 {
             break;
         }
@@ -195,42 +224,163 @@ fn machine_limits(dir: &Path, size: u64, block: &[u8]) -> Result<[(&'static str,
     ])
 }
 
+/// A zeroed buffer aligned for O_DIRECT.
+struct AlignedBuf {
+    ptr: std::ptr::NonNull<u8>,
+    layout: std::alloc::Layout,
+}
+
+impl AlignedBuf {
+    fn new(len: usize) -> AlignedBuf {
+        let layout = std::alloc::Layout::from_size_align(len, 4096).expect("valid layout");
+        // SAFETY: the layout has a non-zero size.
+        let ptr = unsafe { std::alloc::alloc_zeroed(layout) };
+        let ptr =
+            std::ptr::NonNull::new(ptr).unwrap_or_else(|| std::alloc::handle_alloc_error(layout));
+        AlignedBuf { ptr, layout }
+    }
+}
+
+impl std::ops::Deref for AlignedBuf {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        // SAFETY: `ptr` points to `layout.size()` initialised bytes we own.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.layout.size()) }
+    }
+}
+
+impl std::ops::DerefMut for AlignedBuf {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as in `deref`, and `&mut self` makes the access unique.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.layout.size()) }
+    }
+}
+
+impl Drop for AlignedBuf {
+    fn drop(&mut self) {
+        // SAFETY: allocated in `new` with this layout.
+        unsafe { std::alloc::dealloc(self.ptr.as_ptr(), self.layout) }
+    }
+}
+
+/// Ask the kernel to drop `f`'s cached pages (clean ones: the storage
+/// nodes' files are fsync'd), so the next read of it comes from the disk.
+fn drop_cached(f: &std::fs::File) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a valid open descriptor; advice only.
+    unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+}
+
+/// [`drop_cached`] for every file under `dir`.
+fn drop_cached_tree(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        match e.file_type() {
+            Ok(t) if t.is_dir() => drop_cached_tree(&p),
+            Ok(t) if t.is_file() => {
+                if let Ok(f) = std::fs::File::open(&p) {
+                    drop_cached(&f);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// CPU seconds this process has used (user and system, every thread:
+/// for a temporary cluster, client and servers together).
+pub(crate) fn cpu_seconds() -> f64 {
+    // SAFETY: getrusage fills the struct it is given.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) };
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    tv(u.ru_utime) + tv(u.ru_stime)
+}
+
+/// CPU seconds per GiB of `bytes` moved while `cpu` seconds were used.
+fn per_gib(cpu: f64, bytes: u64) -> f64 {
+    cpu / (bytes as f64 / (1u64 << 30) as f64)
+}
+
+/// One large-file measurement: MiB/s and CPU-s per GiB of the write, the
+/// warm read (right after the write) and, where the cluster's files are
+/// on this machine, the cold read (their cached pages dropped first).
+#[derive(Default)]
+struct Large {
+    write: (f64, f64),
+    read: (f64, f64),
+    cold_read: Option<(f64, f64)>,
+}
+
+impl Large {
+    fn record(&self, prefix: &str, samples: &mut BTreeMap<String, Vec<f64>>) {
+        let mut put = |k: &str, v: f64| samples.entry(format!("{prefix}_{k}")).or_default().push(v);
+        put("write_mib_s", self.write.0);
+        put("write_cpu_s_per_gib", self.write.1);
+        put("read_mib_s", self.read.0);
+        put("read_cpu_s_per_gib", self.read.1);
+        if let Some((r, c)) = self.cold_read {
+            put("cold_read_mib_s", r);
+            put("cold_read_cpu_s_per_gib", c);
+        }
+    }
+}
+
 async fn large(
     c: &Client,
     name: &str,
     size: u64,
     rep: u8,
     block: &Arc<Vec<u8>>,
-) -> Result<(f64, f64)> {
+    cold: Option<&Path>,
+) -> Result<Large> {
     let opts = PutOptions {
         rep: Some(rep),
         ..Default::default()
     };
-    let r = large_with(c, name, size, opts, block).await?;
+    let r = large_with(c, name, size, opts, block, cold).await?;
     c.remove(&CairnPath::parse(name)?, false).await?;
     Ok(r)
 }
 
 /// Write then read `size` bytes at `name` with `opts`; the file stays.
+/// With `cold` (the cluster's data directory), a cold read follows.
 async fn large_with(
     c: &Client,
     name: &str,
     size: u64,
     opts: PutOptions,
     block: &Arc<Vec<u8>>,
-) -> Result<(f64, f64)> {
+    cold: Option<&Path>,
+) -> Result<Large> {
     let p = CairnPath::parse(name)?;
-    let t = Instant::now();
+    let (t, cpu) = (Instant::now(), cpu_seconds());
     c.put(&p, Pattern::new(block.clone(), size), opts).await?;
-    let w = mbps(size, t.elapsed());
-    Ok((w, read_all(c, &p).await?))
+    let write = (mbps(size, t.elapsed()), per_gib(cpu_seconds() - cpu, size));
+    let read = read_all(c, &p).await?;
+    let cold_read = match cold {
+        Some(dir) => {
+            let dir = dir.to_path_buf();
+            tokio::task::spawn_blocking(move || drop_cached_tree(&dir)).await?;
+            Some(read_all(c, &p).await?)
+        }
+        None => None,
+    };
+    Ok(Large {
+        write,
+        read,
+        cold_read,
+    })
 }
 
-/// MiB/s of one whole read of `p`.
-async fn read_all(c: &Client, p: &CairnPath) -> Result<f64> {
-    let t = Instant::now();
+/// MiB/s and CPU-s per GiB of one whole read of `p`.
+async fn read_all(c: &Client, p: &CairnPath) -> Result<(f64, f64)> {
+    let (t, cpu) = (Instant::now(), cpu_seconds());
     let n = c.get(p, &mut tokio::io::sink()).await?;
-    Ok(mbps(n, t.elapsed()))
+    Ok((mbps(n, t.elapsed()), per_gib(cpu_seconds() - cpu, n)))
 }
 
 /// MiB/s of erasure coding one 64 MiB block with `ec` (encode: the M
@@ -407,26 +557,26 @@ pub async fn run(a: BenchArgs) -> Result<()> {
     // Every figure is measured `runs` times, interleaved with the machine's
     // limits so that both see the same noise; medians are reported.
     let live = client.cluster_status().await?.nodes.len();
-    let mut samples: BTreeMap<&'static str, Vec<f64>> = BTreeMap::new();
+    let mut samples: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    // Cold reads where the cluster's files are on this machine.
+    let cold = handles.is_some().then_some(tmp.as_path());
     for _ in 0..a.runs.max(1) {
         let limits = {
             let (dir, block) = (tmp.clone(), block.clone());
             tokio::task::spawn_blocking(move || machine_limits(&dir, size, &block)).await??
         };
         for (k, v) in limits {
-            samples.entry(k).or_default().push(v);
+            samples.entry(k.into()).or_default().push(v);
         }
-        let (w1, r1) = large(&client, "/bench-rep1.bin", size, 1, &block)
+        large(&client, "/bench-rep1.bin", size, 1, &block, cold)
             .await
-            .context("rep=1 large file")?;
-        samples.entry("rep1_write_mib_s").or_default().push(w1);
-        samples.entry("rep1_read_mib_s").or_default().push(r1);
+            .context("rep=1 large file")?
+            .record("rep1", &mut samples);
         if live >= 3 {
-            let (w3, r3) = large(&client, "/bench-rep3.bin", size, 3, &block)
+            large(&client, "/bench-rep3.bin", size, 3, &block, cold)
                 .await
-                .context("rep=3 large file")?;
-            samples.entry("rep3_write_mib_s").or_default().push(w3);
-            samples.entry("rep3_read_mib_s").or_default().push(r3);
+                .context("rep=3 large file")?
+                .record("rep3", &mut samples);
         }
         if let Some(ec) = a.ec.filter(|e| live >= e.shards()) {
             let opts = PutOptions {
@@ -437,27 +587,39 @@ pub async fn run(a: BenchArgs) -> Result<()> {
                 ..Default::default()
             };
             // The last run's file stays for the degraded read.
-            let (w, r) = large_with(&client, "/bench-ec.bin", size, opts, &block)
+            large_with(&client, "/bench-ec.bin", size, opts, &block, None)
                 .await
-                .context("ec large file")?;
-            samples.entry("ec_write_mib_s").or_default().push(w);
-            samples.entry("ec_read_mib_s").or_default().push(r);
+                .context("ec large file")?
+                .record("ec", &mut samples);
             let b = block.clone();
             let (enc, dec) = tokio::task::spawn_blocking(move || ec_cpu(ec, &b)).await??;
-            samples.entry("ec_encode_mib_s").or_default().push(enc);
-            samples.entry("ec_decode_mib_s").or_default().push(dec);
+            samples
+                .entry("ec_encode_mib_s".into())
+                .or_default()
+                .push(enc);
+            samples
+                .entry("ec_decode_mib_s".into())
+                .or_default()
+                .push(dec);
         }
         let (puts, gets) = small(&client, a.small_count, small_size, a.concurrency)
             .await
             .context("small files")?;
-        samples.entry("small_puts_per_s").or_default().push(puts);
-        samples.entry("small_gets_per_s").or_default().push(gets);
+        samples
+            .entry("small_puts_per_s".into())
+            .or_default()
+            .push(puts);
+        samples
+            .entry("small_gets_per_s".into())
+            .or_default()
+            .push(gets);
         if let Some((_, pc)) = &plain {
             cairn_proto::tls::set_enabled(false);
             let r = async {
-                let (w, r) = large(pc, "/bench-rep1.bin", size, 1, &block)
+                let l = large(pc, "/bench-rep1.bin", size, 1, &block, None)
                     .await
                     .context("rep=1 large file, TLS off")?;
+                let (w, r) = (l.write.0, l.read.0);
                 let (puts, gets) = small(pc, a.small_count, small_size, a.concurrency)
                     .await
                     .context("small files, TLS off")?;
@@ -472,21 +634,35 @@ pub async fn run(a: BenchArgs) -> Result<()> {
                 "plain_small_gets_per_s",
             ];
             for (k, v) in keys.into_iter().zip(r?) {
-                samples.entry(k).or_default().push(v);
+                samples.entry(k.into()).or_default().push(v);
             }
         }
         if let Some(g) = &gateway {
-            let (w, r) = crate::bench_s3::large(g.addr, size, Pattern::new(block.clone(), size))
+            let [w, r] = crate::bench_s3::large(g.addr, size, Pattern::new(block.clone(), size))
                 .await
                 .context("S3 large object")?;
-            samples.entry("s3_put_mib_s").or_default().push(w);
-            samples.entry("s3_get_mib_s").or_default().push(r);
+            samples.entry("s3_put_mib_s".into()).or_default().push(w.0);
+            samples
+                .entry("s3_put_cpu_s_per_gib".into())
+                .or_default()
+                .push(w.1);
+            samples.entry("s3_get_mib_s".into()).or_default().push(r.0);
+            samples
+                .entry("s3_get_cpu_s_per_gib".into())
+                .or_default()
+                .push(r.1);
             let data = Arc::new(random_block(small_size));
             let (p, g) = crate::bench_s3::small(g.addr, a.small_count, data, a.concurrency)
                 .await
                 .context("S3 small objects")?;
-            samples.entry("s3_small_puts_per_s").or_default().push(p);
-            samples.entry("s3_small_gets_per_s").or_default().push(g);
+            samples
+                .entry("s3_small_puts_per_s".into())
+                .or_default()
+                .push(p);
+            samples
+                .entry("s3_small_gets_per_s".into())
+                .or_default()
+                .push(g);
         }
     }
     // Degraded reads: M storage nodes stopped, every chunk short of M
@@ -501,31 +677,67 @@ pub async fn run(a: BenchArgs) -> Result<()> {
         for _ in 0..a.runs.max(1) {
             // A fresh client: nothing cached from the healthy reads.
             let fresh = Client::connect(cfg.clone()).await?;
-            let r = read_all(&fresh, &CairnPath::parse("/bench-ec.bin")?)
+            let (r, _) = read_all(&fresh, &CairnPath::parse("/bench-ec.bin")?)
                 .await
                 .context("degraded ec read")?;
-            samples.entry("ec_degraded_read_mib_s").or_default().push(r);
+            samples
+                .entry("ec_degraded_read_mib_s".into())
+                .or_default()
+                .push(r);
         }
     }
     let m = |k: &str| samples.get(k).map(|v| median(v)).unwrap_or(f64::NAN);
     let (disk_w, disk_r) = (m("disk_write_mib_s"), m("disk_read_mib_s"));
+    // The same figures for rep=1 and rep=3: throughput, ratios to the
+    // disk, CPU per GiB, and the cold read where measured.
+    let rep = |p: &str| {
+        let k = |x: &str| m(&format!("{p}_{x}"));
+        let mut o = json!({
+            "write_mib_s": round(k("write_mib_s")), "read_mib_s": round(k("read_mib_s")),
+            "write_cpu_s_per_gib": round(k("write_cpu_s_per_gib")),
+            "read_cpu_s_per_gib": round(k("read_cpu_s_per_gib")),
+            "write_ratio_to_disk": round(k("write_mib_s") / disk_w),
+            "read_ratio_to_memcpy": round(k("read_mib_s") / m("memcpy_mib_s")),
+        });
+        if samples.contains_key(&format!("{p}_cold_read_mib_s")) {
+            o["cold_read_mib_s"] = json!(round(k("cold_read_mib_s")));
+            o["cold_read_cpu_s_per_gib"] = json!(round(k("cold_read_cpu_s_per_gib")));
+            o["cold_read_ratio_to_disk"] = json!(round(k("cold_read_mib_s") / disk_r));
+        }
+        o
+    };
+    // How far apart the runs were: (max - min) / median, per figure.
+    let spread: serde_json::Map<_, _> = samples
+        .iter()
+        .filter(|(_, v)| v.len() > 1)
+        .map(|(k, v)| {
+            let (lo, hi) = v
+                .iter()
+                .fold((f64::MAX, f64::MIN), |(a, b), x| (a.min(*x), b.max(*x)));
+            (k.clone(), json!(round((hi - lo) / median(v))))
+        })
+        .collect();
     let mut out = json!({
         "runs": a.runs.max(1),
         "large_file_bytes": size,
+        "note": "CPU figures are this process's (client and, for a temporary cluster, every server) per GiB moved; cold reads drop the cluster's cached file pages first; the disk is measured with O_DIRECT (write with one fsync at the end, read cold)",
         "machine": {"disk_write_mib_s": round(disk_w), "disk_read_mib_s": round(disk_r),
                     "memcpy_mib_s": round(m("memcpy_mib_s"))},
-        "rep1": {"write_mib_s": round(m("rep1_write_mib_s")), "read_mib_s": round(m("rep1_read_mib_s")),
-                 "write_ratio_to_disk": round(m("rep1_write_mib_s") / disk_w),
-                 "read_ratio_to_disk": round(m("rep1_read_mib_s") / disk_r),
-                 "read_ratio_to_memcpy": round(m("rep1_read_mib_s") / m("memcpy_mib_s"))},
+        "rep1": rep("rep1"),
         "small_files": {"count": a.small_count, "size": small_size, "concurrency": a.concurrency,
                         "puts_per_s": m("small_puts_per_s").round(), "gets_per_s": m("small_gets_per_s").round()},
         "peak_rss_mib": peak_rss_mib(),
+        "spread": spread,
         "samples": samples.iter().map(|(k, v)| (k.to_string(), json!(v.iter().map(|x| round(*x)).collect::<Vec<_>>()))).collect::<serde_json::Map<_, _>>(),
     });
     if live >= 3 {
-        out["rep3"] = json!({"write_mib_s": round(m("rep3_write_mib_s")), "read_mib_s": round(m("rep3_read_mib_s")),
-                             "write_ratio_to_disk_over_3": round(m("rep3_write_mib_s") / (disk_w / 3.0))});
+        out["rep3"] = rep("rep3");
+        out["rep3"]["write_ratio_to_disk_over_3"] =
+            json!(round(m("rep3_write_mib_s") / (disk_w / 3.0)));
+        if samples.contains_key("rep3_cold_read_mib_s") {
+            out["rep3"]["cold_read_ratio_to_rep1"] =
+                json!(round(m("rep3_cold_read_mib_s") / m("rep1_cold_read_mib_s")));
+        }
     }
     if let Some(ec) = a.ec.filter(|e| live >= e.shards()) {
         out["ec"] = json!({
@@ -557,6 +769,9 @@ pub async fn run(a: BenchArgs) -> Result<()> {
         out["s3"] = json!({
             "note": "through the S3 gateway (plain HTTP/1.1, unsigned) on the same cluster, default redundancy",
             "put_mib_s": round(m("s3_put_mib_s")), "get_mib_s": round(m("s3_get_mib_s")),
+            "put_cpu_s_per_gib": round(m("s3_put_cpu_s_per_gib")),
+            "get_cpu_s_per_gib": round(m("s3_get_cpu_s_per_gib")),
+            "put_ratio_to_disk": round(m("s3_put_mib_s") / disk_w),
             "put_ratio_to_direct": round(m("s3_put_mib_s") / direct_w),
             "get_ratio_to_direct": round(m("s3_get_mib_s") / direct_r),
             "small_puts_per_s": m("s3_small_puts_per_s").round(),

@@ -76,23 +76,26 @@ impl Conn {
     }
 }
 
-/// PUT then GET one object of `size` bytes; MiB/s each way.
+/// PUT then GET one object of `size` bytes; MiB/s and CPU-s per GiB
+/// (this process's: load generator, gateway and cluster) each way.
 pub async fn large<R: AsyncRead + Unpin>(
     addr: SocketAddr,
     size: u64,
     src: R,
-) -> Result<(f64, f64)> {
+) -> Result<[(f64, f64); 2]> {
+    use crate::bench::{cpu_seconds, mbps};
+    let gib = size as f64 / (1u64 << 30) as f64;
     let mut c = Conn::open(addr).await?;
     let path = format!("/{BUCKET}/large.bin");
-    let t = Instant::now();
+    let (t, cpu) = (Instant::now(), cpu_seconds());
     c.call("PUT", &path, size, src).await?;
-    let w = crate::bench::mbps(size, t.elapsed());
-    let t = Instant::now();
+    let w = (mbps(size, t.elapsed()), (cpu_seconds() - cpu) / gib);
+    let (t, cpu) = (Instant::now(), cpu_seconds());
     let n = c.call("GET", &path, 0, tokio::io::empty()).await?;
     ensure!(n == size, "GET returned {n} of {size} bytes");
-    let r = crate::bench::mbps(n, t.elapsed());
+    let r = (mbps(n, t.elapsed()), (cpu_seconds() - cpu) / gib);
     c.call("DELETE", &path, 0, tokio::io::empty()).await?;
-    Ok((w, r))
+    Ok([w, r])
 }
 
 /// `count` objects of `data` PUT, then GET, over `conc` connections; ops/s.

@@ -15,8 +15,9 @@ pub struct ClientConfig {
     pub creds: Credentials,
     /// Chunk writes in flight per file.
     pub write_window: usize,
-    /// Chunks fetched ahead per file.
-    pub read_ahead: usize,
+    /// Bytes a sequential reader fetches ahead of what it has handed out
+    /// (per open stream).
+    pub read_ahead: u64,
     /// This machine's host name, for `place=local` (the storage node on
     /// the writer's host gets the first copy) and for reading from the
     /// nearest copy.
@@ -38,7 +39,7 @@ impl ClientConfig {
             meta,
             creds,
             write_window: 3,
-            read_ahead: 2,
+            read_ahead: 64 << 20,
             host: local_host_name(),
             cache_bytes: 64 << 20,
             disk_cache: None,
@@ -96,7 +97,7 @@ pub(crate) struct Inner {
     pub storage: Pool,
     pub config: ClusterConfig,
     pub write_window: usize,
-    pub read_ahead: usize,
+    pub read_ahead: u64,
     pub host: Option<String>,
     /// Random, for meta's per-client metadata leases.
     pub id: u64,
@@ -133,7 +134,7 @@ impl Client {
                 storage,
                 config,
                 write_window: cfg.write_window.max(1),
-                read_ahead: cfg.read_ahead.max(1),
+                read_ahead: cfg.read_ahead.max(1 << 20),
                 host: cfg.host,
                 id: fastrand::u64(..),
                 chunks: match &cfg.disk_cache {

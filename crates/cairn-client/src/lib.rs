@@ -28,4 +28,4 @@ mod write;
 
 pub use client::{local_host_name, Client, ClientConfig, PutOptions};
 pub use locks::LockSession;
-pub use read::FileReader;
+pub use read::{FileReader, ReadStream};

@@ -390,63 +390,52 @@ impl FileReader {
     }
 
     async fn fetch_window(&self, k: WindowKey) -> Result<Bytes> {
-        self.fetch(k.0, k.1, self.window_len(k))
-            .await
-            .map(Bytes::from)
+        self.fetch(k.0, k.1, self.window_len(k)).await
     }
 
-    /// Stream the whole version into `w`, `read_ahead` chunks in flight.
+    /// Stream the whole version into `w` (see [`ReadStream`]).
     pub async fn copy_to<W: AsyncWrite + Unpin>(self, w: &mut W) -> Result<u64> {
-        if let Some(data) = self.inline()? {
-            let out = async {
-                w.write_all(data).await?;
-                w.flush().await
-            };
-            out.await
-                .map_err(|e| Error::from(e).context("writing the output"))?;
-            return Ok(data.len() as u64);
-        }
-        let me = std::sync::Arc::new(self);
-        let n = me.open.inode.extents.len();
-        let ahead = me.client.inner.read_ahead;
-        let mut inflight: VecDeque<tokio::task::JoinHandle<Result<Vec<u8>>>> = VecDeque::new();
-        let mut next = 0;
+        let end = self.size();
+        let mut stream = self.stream(0, end);
         let mut written = 0u64;
-        let result: Result<()> = async {
-            loop {
-                while next < n && inflight.len() < ahead {
-                    let r = me.clone();
-                    let idx = next;
-                    inflight.push_back(tokio::spawn(async move {
-                        let len = r.open.inode.extents[idx].len;
-                        r.fetch(idx, 0, len).await
-                    }));
-                    next += 1;
-                }
-                let Some(h) = inflight.pop_front() else { break };
-                let data = h
-                    .await
-                    .map_err(|e| Error::internal(format!("read task failed: {e}")))??;
-                w.write_all(&data)
-                    .await
-                    .map_err(|e| Error::from(e).context("writing the output"))?;
-                written += data.len() as u64;
-            }
-            w.flush()
+        while let Some(piece) = stream.next().await {
+            let piece = piece?;
+            w.write_all(&piece)
                 .await
                 .map_err(|e| Error::from(e).context("writing the output"))?;
-            Ok(())
+            written += piece.len() as u64;
         }
-        .await;
-        for h in inflight {
-            h.abort();
-        }
-        result.map(|_| written)
+        w.flush()
+            .await
+            .map_err(|e| Error::from(e).context("writing the output"))?;
+        Ok(written)
     }
 
-    /// Every chunk of the file, `read_ahead` at a time (`wholefile`).
+    /// Bytes `[start, end)` of this version (clamped to its size), in
+    /// order, as a [`ReadStream`].
+    pub fn stream(self, start: u64, end: u64) -> ReadStream {
+        let end = end.min(self.size());
+        let start = start.min(end);
+        let budget = self.client.inner.read_ahead;
+        // Inline and `wholefile` versions are read whole (`next` is unused).
+        let whole = self.open.inode.is_inline() || self.cues.wholefile == Some(true);
+        let next = (start < end && !whole).then(|| self.window_of(start));
+        ReadStream {
+            reader: std::sync::Arc::new(self),
+            pos: start,
+            end,
+            next,
+            inflight: VecDeque::new(),
+            inflight_bytes: 0,
+            budget,
+        }
+    }
+
+    /// Every chunk of the file, the read-ahead budget's worth at a time
+    /// (`wholefile`).
     async fn fetch_whole(&self) -> Result<Vec<Bytes>> {
-        let ahead = self.client.inner.read_ahead;
+        let largest = self.open.inode.extents.iter().map(|e| e.len).max();
+        let ahead = (self.client.inner.read_ahead / largest.unwrap_or(1).max(1)).max(1) as usize;
         let mut out = Vec::with_capacity(self.open.inode.extents.len());
         for group in (0..self.open.inode.extents.len())
             .collect::<Vec<_>>()
@@ -458,7 +447,7 @@ impl FileReader {
             }))
             .await;
             for p in parts {
-                out.push(Bytes::from(p?));
+                out.push(p?);
             }
         }
         Ok(out)
@@ -469,7 +458,7 @@ impl FileReader {
     /// replicas share that budget: one that does not answer in its share is
     /// given up for the next, and the read fails with a timeout once the
     /// budget is spent. With `hotspot`, replicas are tried from a random one.
-    async fn fetch(&self, idx: usize, off: u64, len: u64) -> Result<Vec<u8>> {
+    async fn fetch(&self, idx: usize, off: u64, len: u64) -> Result<Bytes> {
         let ext = &self.open.inode.extents[idx];
         let cap = &self.open.caps[idx];
         let start = off - off % BLOCK_SIZE as u64;
@@ -480,12 +469,12 @@ impl FileReader {
         let skip = (off - start) as usize;
         let cache = &self.client.inner.chunks;
         if let Some(data) = cache.get(ext.chunk, start, end - start) {
-            return Ok(data[skip..skip + len as usize].to_vec());
+            return Ok(data.slice(skip..skip + len as usize));
         }
         if ext.ec.is_some() {
             let data = Bytes::from(self.fetch_stripe(ext, cap, start, end).await?);
             cache.insert(ext.chunk, start, data.clone());
-            return Ok(data[skip..skip + len as usize].to_vec());
+            return Ok(data.slice(skip..skip + len as usize));
         }
         // Meta's order (cache copies included, nearest first), else the
         // durable copies in meta's order.
@@ -504,7 +493,7 @@ impl FileReader {
                     Ok(data) => {
                         let data = Bytes::from(data);
                         cache.insert(ext.chunk, start, data.clone());
-                        return Ok(data[skip..skip + len as usize].to_vec());
+                        return Ok(data.slice(skip..skip + len as usize));
                     }
                     Err(e) => {
                         warn!(chunk = %ext.chunk, via = %via.addr, "read through the local node failed, reading directly: {e}")
@@ -542,7 +531,7 @@ impl FileReader {
                 Ok(data) => {
                     let data = Bytes::from(data);
                     cache.insert(ext.chunk, start, data.clone());
-                    return Ok(data[skip..skip + len as usize].to_vec());
+                    return Ok(data.slice(skip..skip + len as usize));
                 }
                 Err(e) => {
                     warn!(chunk = %ext.chunk, %node, %addr, "replica read failed, trying the next: {e}");
@@ -579,7 +568,7 @@ impl FileReader {
                 })?;
             let data = Bytes::from(data);
             cache.insert(ext.chunk, start, data.clone());
-            return Ok(data[skip..skip + len as usize].to_vec());
+            return Ok(data.slice(skip..skip + len as usize));
         }
         let msg = format!(
             "no replica of chunk {} could be read ({})",
@@ -969,6 +958,114 @@ impl FileReader {
                 }
             }
         }
+    }
+}
+
+/// Bytes of one file version in order, as the `Bytes` the storage nodes
+/// sent (checked, never copied): the one sequential reader every front end
+/// consumes (`get`, S3 GET bodies, Python's whole-file reads). Windows of
+/// [`WINDOW`] bytes are fetched ahead across chunk ends, as many as the
+/// client's read-ahead byte budget holds; consecutive chunks come from
+/// different replicas where meta offers several equally near (its read
+/// order takes turns chunk by chunk). Dropping the stream cancels what it
+/// fetched ahead.
+pub struct ReadStream {
+    reader: std::sync::Arc<FileReader>,
+    /// The next byte to hand out, and where to stop.
+    pos: u64,
+    end: u64,
+    /// The next window to start fetching.
+    next: Option<WindowKey>,
+    /// Windows being fetched, in file order.
+    inflight: VecDeque<(WindowKey, tokio::task::JoinHandle<Result<Bytes>>)>,
+    inflight_bytes: u64,
+    budget: u64,
+}
+
+impl ReadStream {
+    /// The next piece, `None` at the end. After an error the stream ends.
+    pub async fn next(&mut self) -> Option<Result<Bytes>> {
+        if self.pos >= self.end {
+            return None;
+        }
+        let r = self.reader.clone();
+        if r.open.inode.is_inline() || r.cues.wholefile == Some(true) {
+            let got = r.read_at(self.pos, self.end - self.pos).await;
+            self.pos = self.end;
+            return Some(got.map(Bytes::from));
+        }
+        // A read that one window holds (a small file, a short range) is
+        // fetched right here: no task to spawn.
+        if let (true, Some(k)) = (self.inflight.is_empty(), self.next) {
+            let (at, len) = (r.window_file_offset(k), r.window_len(k));
+            if at + len >= self.end {
+                self.next = None;
+                let got = r.fetch_window(k).await;
+                return Some(self.take(k, got));
+            }
+        }
+        // Start windows while the budget allows (always the one needed).
+        while let Some(k) = self.next {
+            let (at, len) = (r.window_file_offset(k), r.window_len(k));
+            if at >= self.end
+                || (!self.inflight.is_empty() && self.inflight_bytes + len > self.budget)
+            {
+                break;
+            }
+            let me = r.clone();
+            self.inflight
+                .push_back((k, tokio::spawn(async move { me.fetch_window(k).await })));
+            self.inflight_bytes += len;
+            self.next = r.window_after(k);
+        }
+        let (k, task) = self.inflight.pop_front()?;
+        self.inflight_bytes -= r.window_len(k);
+        let got = match task.await {
+            Ok(got) => got,
+            Err(e) => Err(Error::internal(format!("read task failed: {e}"))),
+        };
+        Some(self.take(k, got))
+    }
+
+    /// What the reader gets of window `k`'s fetch; after an error the
+    /// stream ends.
+    fn take(&mut self, k: WindowKey, got: Result<Bytes>) -> Result<Bytes> {
+        let data = match got {
+            Ok(d) => d,
+            Err(e) => {
+                self.stop();
+                return Err(e);
+            }
+        };
+        let at = self.reader.window_file_offset(k);
+        let from = (self.pos - at) as usize;
+        let to = (self.end.min(at + data.len() as u64) - at) as usize;
+        if from >= to {
+            self.stop();
+            return Err(Error::internal(format!(
+                "window at {at} of {} bytes does not hold offset {}",
+                data.len(),
+                self.pos
+            )));
+        }
+        self.pos = at + to as u64;
+        Ok(data.slice(from..to))
+    }
+
+    /// End the stream: cancel the windows in flight.
+    fn stop(&mut self) {
+        self.pos = self.end;
+        self.next = None;
+        for (_, t) in self.inflight.drain(..) {
+            t.abort();
+        }
+        self.inflight_bytes = 0;
+    }
+}
+
+impl Drop for ReadStream {
+    fn drop(&mut self) {
+        self.stop();
     }
 }
 

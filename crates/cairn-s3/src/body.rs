@@ -1,7 +1,7 @@
 //! Streaming between HTTP bodies and the client library, with bounded
 //! buffers: an upload is hashed (MD5, for the ETag) on its way into
-//! [`cairn_client::Client::put_with_attrs`]; a download is a byte stream fed
-//! by a task that reads the file a chunk or a slice at a time.
+//! [`cairn_client::Client::put_with_attrs`]; a download is the client's
+//! read stream, its pieces passed on as they are.
 
 use cairn_client::FileReader;
 use futures_util::TryStreamExt;
@@ -10,13 +10,11 @@ use s3s::dto::StreamingBlob;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
-use tokio_util::io::{ReaderStream, StreamReader};
+use tokio::io::{AsyncRead, ReadBuf};
+use tokio_util::io::StreamReader;
 
-/// Largest slice read at a time for ranged downloads.
-const RANGE_SLICE: u64 = 4 << 20;
-/// Bytes buffered between the reading task and the HTTP response.
-const PIPE: usize = 1 << 20;
+/// Pieces queued between the reading task and the HTTP response.
+const QUEUED: usize = 2;
 
 /// An upload body as an `AsyncRead` (s3s has already decoded aws-chunked).
 pub fn blob_reader(blob: StreamingBlob) -> impl AsyncRead + Unpin + Send {
@@ -126,39 +124,31 @@ pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Bytes `[start, end)` of an open file version as a response body. A full
-/// read streams chunks with read-ahead; a range reads only what it needs.
+/// Bytes `[start, end)` of an open file version as a response body: the
+/// client's [`cairn_client::ReadStream`] (read-ahead across chunks, the
+/// same for ranges), its pieces handed to the response as they are, no
+/// copy. A task drives the stream so the body stays `Sync`; the channel
+/// holds at most [`QUEUED`] pieces beyond the stream's read-ahead budget.
 pub fn download(reader: FileReader, start: u64, end: u64) -> StreamingBlob {
-    let (mut w, r) = tokio::io::duplex(PIPE);
-    let whole = start == 0 && end == reader.size();
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<std::io::Result<bytes::Bytes>>(QUEUED);
     tokio::spawn(async move {
-        let result = if whole {
-            reader.copy_to(&mut w).await.map(|_| ())
-        } else {
-            async {
-                let mut pos = start;
-                while pos < end {
-                    let n = RANGE_SLICE.min(end - pos);
-                    let data = reader.read_at(pos, n).await?;
-                    if data.is_empty() {
-                        break;
-                    }
-                    pos += data.len() as u64;
-                    w.write_all(&data).await?;
-                }
-                w.flush().await?;
-                Ok::<(), cairn_types::Error>(())
+        let mut stream = reader.stream(start, end);
+        while let Some(piece) = stream.next().await {
+            let failed = piece.is_err();
+            if let Err(e) = &piece {
+                // The body ends short of its Content-Length: the client
+                // sees a broken download, never wrong bytes.
+                tracing::warn!("download failed midway: {e}");
             }
-            .await
-        };
-        if let Err(e) = result {
-            // Dropping the pipe early ends the body short of its
-            // Content-Length: the client sees a broken download, never
-            // wrong bytes.
-            tracing::warn!("download failed midway: {e}");
+            let piece = piece.map_err(std::io::Error::other);
+            if tx.send(piece).await.is_err() || failed {
+                // The client went away (dropping the stream cancels its
+                // read-ahead), or the read failed.
+                break;
+            }
         }
     });
-    StreamingBlob::wrap(ReaderStream::with_capacity(r, 256 << 10))
+    StreamingBlob::wrap(futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx)))
 }
 
 /// Read and drop a request body that will not be stored, up to a limit,

@@ -905,6 +905,14 @@ impl ChunkStore {
     /// `len` bytes of chunk `id` from `offset`, checked against the block
     /// checksums.
     pub fn read(&self, id: ChunkId, offset: u64, len: u64) -> Result<Vec<u8>> {
+        let mut buf = Vec::new();
+        self.read_into(id, offset, len, &mut buf)?;
+        Ok(buf)
+    }
+
+    /// [`Self::read`] into `buf` (its length becomes `len`). A buffer
+    /// reused from read to read is not zeroed again: only growth is.
+    pub fn read_into(&self, id: ChunkId, offset: u64, len: u64, buf: &mut Vec<u8>) -> Result<()> {
         let (e, seg) = self.lookup(id)?;
         let clen = e.len as u64;
         let end = offset
@@ -916,19 +924,22 @@ impl ChunkStore {
                 ))
             })?;
         if len == 0 {
-            return Ok(Vec::new());
+            buf.clear();
+            return Ok(());
         }
         let crcs = self.inner.crc_list(id, &e, &seg)?;
         let bs = BLOCK_SIZE as u64;
         let first = offset / bs;
         let start = first * bs;
         let stop = (end.div_ceil(bs) * bs).min(clen);
-        let mut buf = vec![0u8; (stop - start) as usize];
-        pread(&seg, &mut buf, e.data_off() + start, id)?;
-        check_blocks(id, &seg, &crcs, first as usize, &buf)?;
+        buf.resize((stop - start) as usize, 0);
+        pread(&seg, buf, e.data_off() + start, id)?;
+        check_blocks(id, &seg, &crcs, first as usize, buf)?;
         buf.truncate((end - start) as usize);
-        buf.drain(..(offset - start) as usize);
-        Ok(buf)
+        if offset > start {
+            buf.drain(..(offset - start) as usize);
+        }
+        Ok(())
     }
 
     /// The block checksums of chunk `id`.

@@ -1431,7 +1431,9 @@ async fn handle_put(
                 "chunk {chunk}: sender sent more than {len} bytes"
             )));
         }
-        let data = std::mem::take(&mut buf);
+        // Shared by the forward and the local write (no copy); back to
+        // `buf` for the next frame once both are done.
+        let data = Arc::new(std::mem::take(&mut buf));
         let fwd = async {
             if let Some((next, p)) = down.as_mut() {
                 if let Err(error) = p.conn.write_frame(&data).await.and(p.conn.flush().await) {
@@ -1455,7 +1457,7 @@ async fn handle_put(
                 writer.take(),
                 data.clone(),
             );
-            blocking(move || local_step(&store, chunk, len, &crcs, w, &data, last)).await
+            blocking(move || local_step(&store, chunk, len, &crcs, w, &data[..], last)).await
         };
         let (fwd_err, local_res) = tokio::join!(fwd, local);
         if let Some(f) = fwd_err {
@@ -1474,7 +1476,7 @@ async fn handle_put(
                 failure.get_or_insert(me(e));
             }
         }
-        buf = data;
+        buf = Arc::try_unwrap(data).unwrap_or_default();
     }
     if len == 0 && local_ok {
         let (store, crcs) = (node.store.clone(), crcs_local.clone());
@@ -1584,15 +1586,20 @@ async fn handle_get(
     node.cache.lock().unwrap().touch(chunk);
     let mut pos = offset;
     let end = offset + len;
+    // One buffer for every frame of the read: no fresh (zeroed) memory per
+    // frame.
+    let mut buf = Vec::new();
     while pos < end {
         let n = (end - pos).min(DATA_FRAME as u64);
         let s = store.clone();
-        match blocking(move || s.read(chunk, pos, n)).await {
+        let mut b = std::mem::take(&mut buf);
+        match blocking(move || s.read_into(chunk, pos, n, &mut b).map(|()| b)).await {
             Ok(data) => {
                 node.take_out(data.len() as u64).await;
                 node.served
                     .fetch_add(data.len() as u64, std::sync::atomic::Ordering::Relaxed);
-                conn.write_frame(&data).await?
+                conn.write_frame(&data).await?;
+                buf = data;
             }
             Err(e) => {
                 if e.kind == cairn_types::ErrorKind::Corrupt {

@@ -647,6 +647,150 @@ async fn read_ahead_serves_sequential_and_random_reads_exactly() {
     .await
 }
 
+/// The streaming reader every front end uses: exact bytes for whole and
+/// ranged reads inside chunks and across their ends, with a read-ahead
+/// budget smaller than a chunk and larger than one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_stream_yields_exact_bytes_for_whole_and_ranged_reads() {
+    deadline(async {
+        let c = TestCluster::start(2, 2).await;
+        let len = 23 * (1 << 20) + 5;
+        let data = pattern(len, 12);
+        let opts = PutOptions {
+            chunk_size: Some(10 << 20),
+            ..Default::default()
+        };
+        c.client()
+            .await
+            .put_bytes(&p("/st"), &data, opts)
+            .await
+            .unwrap();
+        for budget in [1 << 20, 64 << 20] {
+            let cl = c
+                .client_with(|cfg| {
+                    cfg.cache_bytes = 0;
+                    cfg.read_ahead = budget;
+                })
+                .await;
+            let ranges = [
+                (0, len),
+                (7, len - 3),
+                (9 * (1 << 20) + 7, 11 * (1 << 20)),
+                (4 << 20, 8 << 20),
+                (len - 1, len),
+                (5, 5),
+                (len, len + 10),
+                (3, len + 100),
+            ];
+            for (start, end) in ranges {
+                let r = cl.open(&p("/st")).await.unwrap();
+                let mut s = r.stream(start as u64, end as u64);
+                let mut got = Vec::new();
+                let mut pieces = 0;
+                while let Some(piece) = s.next().await {
+                    got.extend_from_slice(&piece.unwrap());
+                    pieces += 1;
+                }
+                let want = &data[start.min(len)..end.min(len)];
+                assert_eq!(got.len(), want.len(), "length of {start}..{end}");
+                assert!(got == want, "bytes of {start}..{end} (budget {budget})");
+                assert!(s.next().await.is_none(), "the stream stays ended");
+                if want.len() > 10 << 20 {
+                    assert!(pieces > 2, "a long read comes in windows, not whole");
+                }
+            }
+        }
+        c.shutdown().await;
+    })
+    .await
+}
+
+/// A replica stopped while a stream reads: the stream goes on from the
+/// other copy, byte-exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_stream_survives_a_replica_stopped_midway() {
+    deadline(async {
+        let mut c = TestCluster::start(2, 2).await;
+        let len = 40 << 20;
+        let data = pattern(len, 13);
+        let opts = PutOptions {
+            chunk_size: Some(4 << 20),
+            ..Default::default()
+        };
+        let cl = c
+            .client_with(|cfg| {
+                cfg.cache_bytes = 0;
+                cfg.read_ahead = 4 << 20;
+            })
+            .await;
+        cl.put_bytes(&p("/kill"), &data, opts).await.unwrap();
+        let r = cl.open(&p("/kill")).await.unwrap();
+        let mut s = r.stream(0, len as u64);
+        let mut got = s.next().await.unwrap().unwrap().to_vec();
+        c.stop_node(0).await;
+        while let Some(piece) = s.next().await {
+            got.extend_from_slice(&piece.unwrap());
+        }
+        assert_eq!(got.len(), len);
+        assert!(got == data, "bytes after the stop");
+        c.shutdown().await;
+    })
+    .await
+}
+
+/// A stream dropped early stops fetching: the nodes serve its read-ahead
+/// budget at most, not the rest of the file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_stream_dropped_early_stops_fetching() {
+    deadline(async {
+        let c = TestCluster::start(1, 1).await;
+        let len = 96 << 20;
+        let data = pattern(len, 14);
+        let cl = c
+            .client_with(|cfg| {
+                cfg.cache_bytes = 0;
+                cfg.read_ahead = 8 << 20;
+            })
+            .await;
+        cl.put_bytes(&p("/early"), &data, PutOptions::default())
+            .await
+            .unwrap();
+        let served = || {
+            let cl = cl.clone();
+            async move {
+                let s = cl.cluster_status().await.unwrap();
+                s.nodes.iter().map(|n| n.stats.served_bytes).sum::<u64>()
+            }
+        };
+        let before = served().await;
+        let r = cl.open(&p("/early")).await.unwrap();
+        let mut s = r.stream(0, len as u64);
+        let first = s.next().await.unwrap().unwrap();
+        assert!(first[..] == data[..first.len()]);
+        drop(s);
+        // Heartbeats (every 200 ms) carry the node's count; once two
+        // readings 600 ms apart agree, nothing more is being served.
+        let end = std::time::Instant::now() + Duration::from_secs(20);
+        let mut last = served().await;
+        let settled = loop {
+            tokio::time::sleep(Duration::from_millis(600)).await;
+            let now = served().await;
+            if now == last {
+                break now;
+            }
+            assert!(std::time::Instant::now() < end, "the nodes kept serving");
+            last = now;
+        };
+        let read = settled - before;
+        assert!(
+            read <= 16 << 20,
+            "a dropped stream fetched {read} bytes of a {len}-byte file"
+        );
+        c.shutdown().await;
+    })
+    .await
+}
+
 /// `Discard` names only chunks the asking client was handed and no commit
 /// took: committed data of a file (its writer's retried commit included)
 /// and another client's fresh chunks are refused, and nothing changes.

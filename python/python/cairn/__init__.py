@@ -158,7 +158,7 @@ class Client:
 
     ``threads``: I/O threads per process (default: cores, 2 to 8);
     ``cache_bytes``: the in-memory chunk cache (default 64 MiB);
-    ``read_ahead``: chunks fetched ahead by whole-file reads (default 2).
+    ``read_ahead_bytes``: bytes a sequential read fetches ahead (default 64 MiB).
     """
 
     def __init__(
@@ -168,15 +168,15 @@ class Client:
         *,
         threads: Optional[int] = None,
         cache_bytes: Optional[int] = None,
-        read_ahead: Optional[int] = None,
+        read_ahead_bytes: Optional[int] = None,
     ) -> None:
         addrs, secret = _config.resolve(meta, secret_file)
-        self._args = (addrs, secret, threads, cache_bytes, read_ahead)
-        self._native = _native.NativeClient(addrs, secret, threads, cache_bytes, read_ahead)
+        self._args = (addrs, secret, threads, cache_bytes, read_ahead_bytes)
+        self._native = _native.NativeClient(addrs, secret, threads, cache_bytes, read_ahead_bytes)
 
     def __reduce__(self) -> Any:
-        addrs, secret, threads, cache_bytes, read_ahead = self._args
-        return (_rebuild, (addrs, secret, threads, cache_bytes, read_ahead))
+        addrs, secret, threads, cache_bytes, read_ahead_bytes = self._args
+        return (_rebuild, (addrs, secret, threads, cache_bytes, read_ahead_bytes))
 
     def __repr__(self) -> str:
         return f"cairn.Client(meta={','.join(self._args[0])!r})"
@@ -472,8 +472,8 @@ class Client:
         return {g["name"]: g["nodes"] for g in self._native.groups()}
 
 
-def _rebuild(addrs: list[str], secret: str, threads: Any, cache_bytes: Any, read_ahead: Any) -> Client:
-    return Client(addrs, secret, threads=threads, cache_bytes=cache_bytes, read_ahead=read_ahead)
+def _rebuild(addrs: list[str], secret: str, threads: Any, cache_bytes: Any, read_ahead_bytes: Any) -> Client:
+    return Client(addrs, secret, threads=threads, cache_bytes=cache_bytes, read_ahead_bytes=read_ahead_bytes)
 
 
 class Lock:
