@@ -45,6 +45,29 @@ pub struct BenchArgs {
     /// Also measure through an S3 gateway on the temporary cluster
     #[arg(long, conflicts_with = "existing")]
     s3: bool,
+    /// With --s3: also load this other S3 endpoint (http://HOST:PORT) the
+    /// same way, in turns with Cairn's gateway within each run, and print
+    /// the ratios (the key comes from --s3-peer-key)
+    #[arg(long, requires = "s3", value_name = "URL")]
+    s3_peer: Option<String>,
+    /// The peer's key as ACCESS:SECRET (or set CAIRN_BENCH_PEER_KEY)
+    #[arg(
+        long,
+        env = "CAIRN_BENCH_PEER_KEY",
+        hide_env_values = true,
+        value_name = "ACCESS:SECRET"
+    )]
+    s3_peer_key: Option<String>,
+    /// The peer's region (Garage's default is "garage")
+    #[arg(long, default_value = "us-east-1")]
+    s3_peer_region: String,
+    /// The peer's bucket (created if missing)
+    #[arg(long, default_value = "bench-s3")]
+    s3_peer_bucket: String,
+    /// The peer server's process id, to report its CPU per GiB (Linux
+    /// /proc; several servers: several --s3-peer-pid)
+    #[arg(long, value_name = "PID")]
+    s3_peer_pid: Vec<u32>,
     /// Also measure erasure coding with this scheme (as 4+2): write and
     /// read beside rep=3, a degraded read with M nodes stopped (at the
     /// end; temporary cluster only), and encode/decode CPU
@@ -494,6 +517,70 @@ async fn stop_local((meta, nodes): Local) {
     meta.shutdown().await;
 }
 
+/// One turn of the S3 load against `ep`: a large object PUT and GET, then
+/// small objects, recorded under `prefix`; with `pids`, those processes'
+/// CPU per GiB of the large transfers too.
+#[allow(clippy::too_many_arguments)]
+async fn s3_turn(
+    ep: &crate::bench_s3::Endpoint,
+    prefix: &str,
+    size: u64,
+    block: &Arc<Vec<u8>>,
+    a: &BenchArgs,
+    small_size: usize,
+    pids: &[u32],
+    samples: &mut BTreeMap<String, Vec<f64>>,
+) -> Result<()> {
+    let mut put = |k: &str, v: f64| samples.entry(format!("{prefix}_{k}")).or_default().push(v);
+    let gib = size as f64 / (1u64 << 30) as f64;
+    let server_cpu = || {
+        pids.iter()
+            .filter_map(|p| process_cpu_seconds(*p))
+            .sum::<f64>()
+    };
+    let before = server_cpu();
+    let [w, r] =
+        crate::bench_s3::large(ep, size, Pattern::new(block.clone(), size), server_cpu).await?;
+    put("put_mib_s", w.0);
+    put("put_cpu_s_per_gib", w.1);
+    put("get_mib_s", r.0);
+    put("get_cpu_s_per_gib", r.1);
+    if !pids.is_empty() {
+        put("put_server_cpu_s_per_gib", (w.2 - before) / gib);
+        put("get_server_cpu_s_per_gib", (r.2 - w.2) / gib);
+    }
+    let data = Arc::new(random_block(small_size));
+    let (p, g) = crate::bench_s3::small(ep, a.small_count, data, a.concurrency).await?;
+    put("small_puts_per_s", p);
+    put("small_gets_per_s", g);
+    Ok(())
+}
+
+/// The S3 figures recorded under `prefix`, as JSON.
+fn s3_figures(m: &dyn Fn(&str) -> f64, prefix: &str) -> serde_json::Value {
+    let k = |x: &str| m(&format!("{prefix}_{x}"));
+    json!({
+        "put_mib_s": round(k("put_mib_s")), "get_mib_s": round(k("get_mib_s")),
+        "put_cpu_s_per_gib": round(k("put_cpu_s_per_gib")),
+        "get_cpu_s_per_gib": round(k("get_cpu_s_per_gib")),
+        "small_puts_per_s": k("small_puts_per_s").round(),
+        "small_gets_per_s": k("small_gets_per_s").round(),
+    })
+}
+
+/// CPU seconds (user and system) process `pid` has used, from /proc.
+fn process_cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which is in parentheses and may
+    // hold spaces: utime and stime are the 12th and 13th.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    // SAFETY: sysconf only reads a configuration value.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    Some(ticks / hz.max(1.0))
+}
+
 pub async fn run(a: BenchArgs) -> Result<()> {
     if a.prefetch.prefetch {
         let base = a.dir.clone().unwrap_or_else(std::env::temp_dir);
@@ -505,6 +592,27 @@ pub async fn run(a: BenchArgs) -> Result<()> {
     }
     let size = parse_size(&a.size)?;
     let small_size = parse_size(&a.small_size)? as usize;
+    // The peer first: a wrong key fails before any cluster starts.
+    let peer = match &a.s3_peer {
+        Some(url) => {
+            let key = a.s3_peer_key.as_deref().context(
+                "--s3-peer needs the peer's key: --s3-peer-key ACCESS:SECRET or CAIRN_BENCH_PEER_KEY",
+            )?;
+            let (access, secret) = key
+                .split_once(':')
+                .context("--s3-peer-key is ACCESS:SECRET")?;
+            let ep = crate::bench_s3::Endpoint::from_url(
+                url,
+                &a.s3_peer_bucket,
+                access,
+                secret,
+                &a.s3_peer_region,
+            )?;
+            ep.make_bucket().await.context("the peer's bucket")?;
+            Some(ep)
+        }
+        None => None,
+    };
     let base = a.dir.clone().unwrap_or_else(std::env::temp_dir);
     std::fs::create_dir_all(&base)?;
     let tmp = base.join(format!("cairn-bench-{}", std::process::id()));
@@ -533,13 +641,22 @@ pub async fn run(a: BenchArgs) -> Result<()> {
                 true,
             )
             .await?;
+        let key = cairn_s3::create_key(&client, "bench", false, None).await?;
         let cfg = cairn_s3::GatewayConfig {
             listen: "127.0.0.1:0".into(),
             domain: None,
-            unauthenticated: true,
+            unauthenticated: false,
             tls: None,
         };
-        Some(cairn_s3::start(client.clone(), cfg).await?)
+        let g = cairn_s3::start(client.clone(), cfg).await?;
+        let ep = crate::bench_s3::Endpoint::from_url(
+            &format!("http://{}", g.addr),
+            crate::bench_s3::BUCKET,
+            &key.access_key,
+            &key.secret_key,
+            "us-east-1",
+        )?;
+        Some((g, ep))
     } else {
         None
     };
@@ -637,32 +754,24 @@ pub async fn run(a: BenchArgs) -> Result<()> {
                 samples.entry(k.into()).or_default().push(v);
             }
         }
-        if let Some(g) = &gateway {
-            let [w, r] = crate::bench_s3::large(g.addr, size, Pattern::new(block.clone(), size))
+        if let Some((_, ep)) = &gateway {
+            s3_turn(ep, "s3", size, &block, &a, small_size, &[], &mut samples)
                 .await
-                .context("S3 large object")?;
-            samples.entry("s3_put_mib_s".into()).or_default().push(w.0);
-            samples
-                .entry("s3_put_cpu_s_per_gib".into())
-                .or_default()
-                .push(w.1);
-            samples.entry("s3_get_mib_s".into()).or_default().push(r.0);
-            samples
-                .entry("s3_get_cpu_s_per_gib".into())
-                .or_default()
-                .push(r.1);
-            let data = Arc::new(random_block(small_size));
-            let (p, g) = crate::bench_s3::small(g.addr, a.small_count, data, a.concurrency)
-                .await
-                .context("S3 small objects")?;
-            samples
-                .entry("s3_small_puts_per_s".into())
-                .or_default()
-                .push(p);
-            samples
-                .entry("s3_small_gets_per_s".into())
-                .or_default()
-                .push(g);
+                .context("S3 through Cairn's gateway")?;
+        }
+        if let Some(ep) = &peer {
+            s3_turn(
+                ep,
+                "peer",
+                size,
+                &block,
+                &a,
+                small_size,
+                &a.s3_peer_pid,
+                &mut samples,
+            )
+            .await
+            .with_context(|| format!("S3 through the peer {}", ep.host))?;
         }
     }
     // Degraded reads: M storage nodes stopped, every chunk short of M
@@ -755,7 +864,7 @@ pub async fn run(a: BenchArgs) -> Result<()> {
             "decode_cpu_s_per_gib": round(1024.0 / m("ec_decode_mib_s")),
         });
     }
-    if let Some(g) = gateway {
+    if let Some((g, _)) = gateway {
         let direct_w = m(if live >= 3 {
             "rep3_write_mib_s"
         } else {
@@ -766,19 +875,41 @@ pub async fn run(a: BenchArgs) -> Result<()> {
         } else {
             "rep1_read_mib_s"
         });
-        out["s3"] = json!({
-            "note": "through the S3 gateway (plain HTTP/1.1, unsigned) on the same cluster, default redundancy",
-            "put_mib_s": round(m("s3_put_mib_s")), "get_mib_s": round(m("s3_get_mib_s")),
-            "put_cpu_s_per_gib": round(m("s3_put_cpu_s_per_gib")),
-            "get_cpu_s_per_gib": round(m("s3_get_cpu_s_per_gib")),
-            "put_ratio_to_disk": round(m("s3_put_mib_s") / disk_w),
-            "put_ratio_to_direct": round(m("s3_put_mib_s") / direct_w),
-            "get_ratio_to_direct": round(m("s3_get_mib_s") / direct_r),
-            "small_puts_per_s": m("s3_small_puts_per_s").round(),
-            "small_gets_per_s": m("s3_small_gets_per_s").round(),
-            "small_puts_ratio_to_direct": round(m("s3_small_puts_per_s") / m("small_puts_per_s")),
-            "small_gets_ratio_to_direct": round(m("s3_small_gets_per_s") / m("small_gets_per_s")),
-        });
+        out["s3"] = s3_figures(&m, "s3");
+        out["s3"]["note"] = json!("through the S3 gateway on the same cluster, default redundancy; requests signed (SigV4, UNSIGNED-PAYLOAD) over plain HTTP/1.1; CPU: this whole process (load generator, gateway, cluster)");
+        for (k, v) in [
+            ("put_ratio_to_disk", m("s3_put_mib_s") / disk_w),
+            ("put_ratio_to_direct", m("s3_put_mib_s") / direct_w),
+            ("get_ratio_to_direct", m("s3_get_mib_s") / direct_r),
+            (
+                "small_puts_ratio_to_direct",
+                m("s3_small_puts_per_s") / m("small_puts_per_s"),
+            ),
+            (
+                "small_gets_ratio_to_direct",
+                m("s3_small_gets_per_s") / m("small_gets_per_s"),
+            ),
+        ] {
+            out["s3"][k] = json!(round(v));
+        }
+        if let Some(ep) = &peer {
+            let mut p = s3_figures(&m, "peer");
+            p["endpoint"] = json!(ep.host);
+            p["note"] = json!("the same load against the peer, in turns with Cairn's gateway; put/get_cpu_s_per_gib here are this process's CPU meanwhile, the load generator's alone (subtract them from Cairn's figures for Cairn's servers alone); put/get_server_cpu_s_per_gib from /proc of --s3-peer-pid");
+            for w in ["put", "get"] {
+                if samples.contains_key(&format!("peer_{w}_server_cpu_s_per_gib")) {
+                    p[format!("{w}_server_cpu_s_per_gib")] =
+                        json!(round(m(&format!("peer_{w}_server_cpu_s_per_gib"))));
+                }
+            }
+            p["cairn_to_peer"] = json!({
+                "put": round(m("s3_put_mib_s") / m("peer_put_mib_s")),
+                "get": round(m("s3_get_mib_s") / m("peer_get_mib_s")),
+                "small_puts": round(m("s3_small_puts_per_s") / m("peer_small_puts_per_s")),
+                "small_gets": round(m("s3_small_gets_per_s") / m("peer_small_gets_per_s")),
+            });
+            out["s3_peer"] = p;
+        }
         g.stop().await;
     }
     if let Some((h, _)) = plain {

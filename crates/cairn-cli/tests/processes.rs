@@ -385,6 +385,99 @@ fn one_command_server_with_local_config_restarts_with_its_data() {
     assert_eq!(env.ok(&["cat", "/hello.txt"]), b"v2");
 }
 
+/// `cairn bench --s3 --s3-peer` loads another S3 server the same way, in
+/// turns with its own gateway: here a second `cairn server`, whose gateway
+/// checks every signature, so the load generator's SigV4 is checked too.
+#[test]
+fn s3_bench_loads_a_peer_endpoint_in_turns() {
+    let env = Env::new();
+    let peer = server(&env, &["--nodes", "1"]);
+    let key = env.json(&["key", "create", "bench-peer", "--json"]);
+    let endpoints: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(env.path("data/endpoints.json")).unwrap()).unwrap();
+    let url = endpoints["s3"].as_str().unwrap().to_string();
+    let pid = peer.child.id().to_string();
+    let dir = env.path("bench");
+    std::fs::create_dir_all(&dir).unwrap();
+    let creds = format!(
+        "{}:{}",
+        key["access_key"].as_str().unwrap(),
+        key["secret_key"].as_str().unwrap()
+    );
+    let args = [
+        "bench",
+        "--dir",
+        dir.to_str().unwrap(),
+        "--nodes",
+        "1",
+        "--s3",
+        "--s3-peer",
+        &url,
+        "--s3-peer-pid",
+        &pid,
+        "--size",
+        "8MiB",
+        "--small-count",
+        "40",
+        "--small-size",
+        "4KiB",
+        "--concurrency",
+        "4",
+        "--runs",
+        "1",
+    ];
+    let o = env.cli_stdin(&args, None);
+    assert!(!o.status.success(), "no key, no run");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--s3-peer-key"));
+    let mut with_key = args.to_vec();
+    with_key.extend(["--s3-peer-key", &creds]);
+    let v: serde_json::Value = serde_json::from_slice(&env.ok(&with_key)).expect("JSON");
+    for k in [
+        "put_mib_s",
+        "get_mib_s",
+        "small_puts_per_s",
+        "small_gets_per_s",
+    ] {
+        assert!(v["s3"][k].as_f64().unwrap() > 0.0, "cairn {k}: {v}");
+        assert!(v["s3_peer"][k].as_f64().unwrap() > 0.0, "peer {k}: {v}");
+        assert!(v["s3_peer"]["cairn_to_peer"].is_object(), "{v}");
+    }
+    assert!(
+        v["s3_peer"]["put_server_cpu_s_per_gib"].as_f64().unwrap() > 0.0,
+        "{v}"
+    );
+    // The direct figures beside them: disk probes, cold reads, CPU per GiB.
+    for k in [
+        "write_mib_s",
+        "read_mib_s",
+        "cold_read_mib_s",
+        "read_cpu_s_per_gib",
+    ] {
+        assert!(v["rep1"][k].as_f64().unwrap() > 0.0, "rep1 {k}: {v}");
+    }
+    assert!(
+        v["machine"]["disk_read_mib_s"].as_f64().unwrap() > 0.0,
+        "{v}"
+    );
+    // The load went to the peer's bucket.
+    env.ok(&["stat", "/bench-s3"]);
+    // A wrong secret is refused by the peer, and the bench says so.
+    let mut bad = args.to_vec();
+    let wrong = format!("{}:wrong", key["access_key"].as_str().unwrap());
+    bad.extend(["--s3-peer-key", &wrong]);
+    let o = env.cli_stdin(&bad, None);
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("HTTP 403"),
+        "{o:?}"
+    );
+    assert_eq!(
+        std::fs::read_dir(&dir).unwrap().count(),
+        0,
+        "bench cleans up"
+    );
+}
+
 #[test]
 fn cli_commands_and_their_errors() {
     let env = Env::new();

@@ -134,7 +134,9 @@ impl Conn {
         self.wr.flush().await.map_err(|e| closed(e, &peer))
     }
 
-    /// Read one frame into `buf` (cleared first), refusing frames over `max`.
+    /// Read one frame into `buf` (which becomes the frame), refusing frames
+    /// over `max`. A buffer reused from frame to frame is not zeroed again
+    /// (only growth is): the bytes read overwrite it.
     pub async fn read_frame_into(&mut self, buf: &mut Vec<u8>, max: usize) -> Result<()> {
         let peer = self.peer;
         let len = self.rd.read_u32().await.map_err(|e| closed(e, &peer))? as usize;
@@ -143,7 +145,6 @@ impl Conn {
                 "peer {peer} sent a frame of {len} bytes (limit {max})"
             )));
         }
-        buf.clear();
         buf.resize(len, 0);
         self.rd
             .read_exact(buf)
