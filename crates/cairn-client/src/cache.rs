@@ -153,6 +153,14 @@ impl DiskCache {
         self.dir.join(format!("{}-{}", key.0, key.1))
     }
 
+    /// The cached range (its start, and its bytes) holding `[start,
+    /// start+len)` of `chunk`: the one starting there, else the whole chunk.
+    fn find(&self, chunk: ChunkId, start: u64, len: u64) -> Option<(u64, Bytes)> {
+        [start, 0]
+            .into_iter()
+            .find_map(|from| Some((from, self.get((chunk, from), start - from + len)?)))
+    }
+
     /// The cached range at `key` if it holds at least `need` bytes: the
     /// file is read only then.
     fn get(&self, key: (ChunkId, u64), need: u64) -> Option<Bytes> {
@@ -203,6 +211,13 @@ impl DiskCache {
     }
 }
 
+/// Bytes `[start, start+len)` of a chunk out of a cached range of it that
+/// begins at `from`, if it holds them.
+fn fits(from: u64, data: Bytes, start: u64, len: u64) -> Option<Bytes> {
+    let (a, b) = ((start - from) as usize, (start - from + len) as usize);
+    (b <= data.len()).then(|| data.slice(a..b))
+}
+
 impl ChunkCache {
     pub fn new(budget: u64) -> ChunkCache {
         ChunkCache {
@@ -226,36 +241,73 @@ impl ChunkCache {
     }
 
     /// Bytes `[start, start+len)` of `chunk`, if a cached range starting at
-    /// `start` or at 0 covers them.
+    /// `start` or at 0 covers them. The disk tier is read on this thread:
+    /// async code uses [`Self::get_off_thread`].
+    #[cfg(test)]
     pub fn get(&self, chunk: ChunkId, start: u64, len: u64) -> Option<Bytes> {
-        let fits = |from: u64, data: Bytes| {
-            let (a, b) = ((start - from) as usize, (start - from + len) as usize);
-            (b <= data.len()).then(|| data.slice(a..b))
+        if let Some(hit) = self.get_memory(chunk, start, len) {
+            return Some(hit);
+        }
+        let found = self.disk.as_ref().and_then(|d| d.find(chunk, start, len));
+        self.disk_outcome(chunk, start, len, found)
+    }
+
+    /// [`Self::get`] with the disk tier read on the blocking pool, so a
+    /// slow cache disk never stalls the runtime's threads.
+    pub async fn get_off_thread(&self, chunk: ChunkId, start: u64, len: u64) -> Option<Bytes> {
+        if let Some(hit) = self.get_memory(chunk, start, len) {
+            return Some(hit);
+        }
+        let found = match self.disk.clone() {
+            Some(d) => tokio::task::spawn_blocking(move || d.find(chunk, start, len))
+                .await
+                .ok()
+                .flatten(),
+            None => None,
         };
-        let metrics = cairn_metrics::global();
-        if self.budget > 0 {
-            let mut lru = self.inner.lock().unwrap();
-            for from in [start, 0] {
-                if let Some(hit) = lru.touch((chunk, from)).and_then(|d| fits(from, d)) {
-                    metrics.cache_lookup("chunks", "memory");
-                    return Some(hit);
-                }
+        self.disk_outcome(chunk, start, len, found)
+    }
+
+    fn get_memory(&self, chunk: ChunkId, start: u64, len: u64) -> Option<Bytes> {
+        if self.budget == 0 {
+            return None;
+        }
+        let mut lru = self.inner.lock().unwrap();
+        for from in [start, 0] {
+            if let Some(hit) = lru
+                .touch((chunk, from))
+                .and_then(|d| fits(from, d, start, len))
+            {
+                cairn_metrics::global().cache_lookup("chunks", "memory");
+                return Some(hit);
             }
         }
-        if let Some(disk) = self.disk.as_ref() {
-            for from in [start, 0] {
-                if let Some(data) = disk.get((chunk, from), start - from + len) {
-                    if let Some(hit) = fits(from, data.clone()) {
-                        // Back into memory: it is being used again.
-                        self.insert_memory(chunk, from, data);
-                        metrics.cache_lookup("chunks", "disk");
-                        return Some(hit);
-                    }
-                }
-            }
-        }
-        metrics.cache_lookup("chunks", "miss");
         None
+    }
+
+    /// The outcome of a disk-tier lookup: a range found goes back into
+    /// memory (it is being used again).
+    fn disk_outcome(
+        &self,
+        chunk: ChunkId,
+        start: u64,
+        len: u64,
+        found: Option<(u64, Bytes)>,
+    ) -> Option<Bytes> {
+        let metrics = cairn_metrics::global();
+        match found
+            .and_then(|(from, data)| Some((from, fits(from, data.clone(), start, len)?, data)))
+        {
+            Some((from, hit, data)) => {
+                self.insert_memory(chunk, from, data);
+                metrics.cache_lookup("chunks", "disk");
+                Some(hit)
+            }
+            None => {
+                metrics.cache_lookup("chunks", "miss");
+                None
+            }
+        }
     }
 
     pub fn insert(&self, chunk: ChunkId, start: u64, data: Bytes) {
@@ -546,5 +598,29 @@ mod tests {
         assert!(!dir.path().join("stray").exists());
         let small = ChunkCache::with_disk(1000, dir.path(), 500).unwrap();
         assert!(small.disk_bytes() <= 500);
+    }
+
+    #[test]
+    fn disk_tier_reads_off_the_runtime_threads_find_the_same() {
+        let dir = tempfile::tempdir().unwrap();
+        // Written inline (no runtime yet); read from a runtime.
+        let c = ChunkCache::with_disk(1000, dir.path(), 4000).unwrap();
+        for i in 0..12u64 {
+            c.insert(ChunkId(i as u128), 0, Bytes::from(vec![i as u8; 200]));
+        }
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            // ChunkId(1) left memory and is on disk only.
+            assert!(c.get_memory(ChunkId(1), 0, 1).is_none());
+            let hit = c.get_off_thread(ChunkId(1), 20, 30).await.unwrap();
+            assert_eq!(hit[..], [1u8; 30]);
+            // ... and back in memory now.
+            assert_eq!(c.get_memory(ChunkId(1), 0, 200).unwrap().len(), 200);
+            assert!(c.get_off_thread(ChunkId(1), 150, 100).await.is_none());
+            assert!(c.get_off_thread(ChunkId(77), 0, 1).await.is_none());
+        });
     }
 }

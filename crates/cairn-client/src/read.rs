@@ -468,7 +468,7 @@ impl FileReader {
             .min(ext.len);
         let skip = (off - start) as usize;
         let cache = &self.client.inner.chunks;
-        if let Some(data) = cache.get(ext.chunk, start, end - start) {
+        if let Some(data) = cache.get_off_thread(ext.chunk, start, end - start).await {
             return Ok(data.slice(skip..skip + len as usize));
         }
         if ext.ec.is_some() {
