@@ -422,6 +422,7 @@ impl FileReader {
         let next = (start < end && !whole).then(|| self.window_of(start));
         ReadStream {
             reader: std::sync::Arc::new(self),
+            start,
             pos: start,
             end,
             next,
@@ -971,13 +972,15 @@ impl FileReader {
 /// fetched ahead.
 pub struct ReadStream {
     reader: std::sync::Arc<FileReader>,
-    /// The next byte to hand out, and where to stop.
+    /// Where the stream began, the next byte to hand out, and where to
+    /// stop.
+    start: u64,
     pos: u64,
     end: u64,
     /// The next window to start fetching.
     next: Option<WindowKey>,
-    /// Windows being fetched, in file order.
-    inflight: VecDeque<(WindowKey, tokio::task::JoinHandle<Result<Bytes>>)>,
+    /// Pieces being fetched, in file order: file offset, length, task.
+    inflight: VecDeque<(u64, u64, tokio::task::JoinHandle<Result<Bytes>>)>,
     inflight_bytes: u64,
     budget: u64,
 }
@@ -997,39 +1000,49 @@ impl ReadStream {
         // A read that one window holds (a small file, a short range) is
         // fetched right here: no task to spawn.
         if let (true, Some(k)) = (self.inflight.is_empty(), self.next) {
-            let (at, len) = (r.window_file_offset(k), r.window_len(k));
+            let (at, in_chunk, len) = self.piece(k);
             if at + len >= self.end {
                 self.next = None;
-                let got = r.fetch_window(k).await;
-                return Some(self.take(k, got));
+                let got = r.fetch(k.0, in_chunk, len).await;
+                return Some(self.take(at, got));
             }
         }
         // Start windows while the budget allows (always the one needed).
         while let Some(k) = self.next {
-            let (at, len) = (r.window_file_offset(k), r.window_len(k));
+            let (at, in_chunk, len) = self.piece(k);
             if at >= self.end
                 || (!self.inflight.is_empty() && self.inflight_bytes + len > self.budget)
             {
                 break;
             }
             let me = r.clone();
-            self.inflight
-                .push_back((k, tokio::spawn(async move { me.fetch_window(k).await })));
+            let task = tokio::spawn(async move { me.fetch(k.0, in_chunk, len).await });
+            self.inflight.push_back((at, len, task));
             self.inflight_bytes += len;
             self.next = r.window_after(k);
         }
-        let (k, task) = self.inflight.pop_front()?;
-        self.inflight_bytes -= r.window_len(k);
+        let (at, len, task) = self.inflight.pop_front()?;
+        self.inflight_bytes -= len;
         let got = match task.await {
             Ok(got) => got,
             Err(e) => Err(Error::internal(format!("read task failed: {e}"))),
         };
-        Some(self.take(k, got))
+        Some(self.take(at, got))
     }
 
-    /// What the reader gets of window `k`'s fetch; after an error the
-    /// stream ends.
-    fn take(&mut self, k: WindowKey, got: Result<Bytes>) -> Result<Bytes> {
+    /// What of window `k` the stream needs: its file offset, offset in
+    /// its chunk, and length (a range's ends cut the first and last
+    /// windows, so a short range fetches only its blocks).
+    fn piece(&self, k: WindowKey) -> (u64, u64, u64) {
+        let at = self.reader.window_file_offset(k);
+        let lo = self.start.max(at);
+        let hi = self.end.min(at + self.reader.window_len(k)).max(lo);
+        (lo, k.1 + (lo - at), hi - lo)
+    }
+
+    /// What the reader gets of a piece fetched from file offset `at`; after
+    /// an error the stream ends.
+    fn take(&mut self, at: u64, got: Result<Bytes>) -> Result<Bytes> {
         let data = match got {
             Ok(d) => d,
             Err(e) => {
@@ -1037,13 +1050,12 @@ impl ReadStream {
                 return Err(e);
             }
         };
-        let at = self.reader.window_file_offset(k);
         let from = (self.pos - at) as usize;
         let to = (self.end.min(at + data.len() as u64) - at) as usize;
-        if from >= to {
+        if self.pos < at || from >= to {
             self.stop();
             return Err(Error::internal(format!(
-                "window at {at} of {} bytes does not hold offset {}",
+                "piece at {at} of {} bytes does not hold offset {}",
                 data.len(),
                 self.pos
             )));
@@ -1056,7 +1068,7 @@ impl ReadStream {
     fn stop(&mut self) {
         self.pos = self.end;
         self.next = None;
-        for (_, t) in self.inflight.drain(..) {
+        for (_, _, t) in self.inflight.drain(..) {
             t.abort();
         }
         self.inflight_bytes = 0;

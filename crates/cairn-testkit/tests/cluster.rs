@@ -755,40 +755,49 @@ async fn read_stream_dropped_early_stops_fetching() {
         cl.put_bytes(&p("/early"), &data, PutOptions::default())
             .await
             .unwrap();
-        let served = || {
-            let cl = cl.clone();
-            async move {
-                let s = cl.cluster_status().await.unwrap();
-                s.nodes.iter().map(|n| n.stats.served_bytes).sum::<u64>()
-            }
-        };
-        let before = served().await;
+        let before = served_when_settled(&cl).await;
         let r = cl.open(&p("/early")).await.unwrap();
         let mut s = r.stream(0, len as u64);
         let first = s.next().await.unwrap().unwrap();
         assert!(first[..] == data[..first.len()]);
         drop(s);
-        // Heartbeats (every 200 ms) carry the node's count; once two
-        // readings 600 ms apart agree, nothing more is being served.
-        let end = std::time::Instant::now() + Duration::from_secs(20);
-        let mut last = served().await;
-        let settled = loop {
-            tokio::time::sleep(Duration::from_millis(600)).await;
-            let now = served().await;
-            if now == last {
-                break now;
-            }
-            assert!(std::time::Instant::now() < end, "the nodes kept serving");
-            last = now;
-        };
+        let settled = served_when_settled(&cl).await;
         let read = settled - before;
         assert!(
             read <= 16 << 20,
             "a dropped stream fetched {read} bytes of a {len}-byte file"
         );
+        // A short range fetches its blocks, not a whole window.
+        let r = cl.open(&p("/early")).await.unwrap();
+        let mut s = r.stream(5 << 20, (5 << 20) + 100);
+        assert!(s.next().await.unwrap().unwrap()[..] == data[5 << 20..(5 << 20) + 100]);
+        assert!(s.next().await.is_none());
+        let read = served_when_settled(&cl).await - settled;
+        assert!(read <= 64 << 10, "a 100-byte range fetched {read} bytes");
         c.shutdown().await;
     })
     .await
+}
+
+/// The bytes every storage node has served, once it stops changing:
+/// heartbeats (every 200 ms) carry each node's count, and two readings
+/// 600 ms apart agree.
+async fn served_when_settled(cl: &cairn_client::Client) -> u64 {
+    let served = || async {
+        let s = cl.cluster_status().await.unwrap();
+        s.nodes.iter().map(|n| n.stats.served_bytes).sum::<u64>()
+    };
+    let end = std::time::Instant::now() + Duration::from_secs(20);
+    let mut last = served().await;
+    loop {
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        let now = served().await;
+        if now == last {
+            return now;
+        }
+        assert!(std::time::Instant::now() < end, "the nodes kept serving");
+        last = now;
+    }
 }
 
 /// `Discard` names only chunks the asking client was handed and no commit
