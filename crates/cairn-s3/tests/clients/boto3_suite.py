@@ -272,6 +272,17 @@ expect_error("InvalidPartNumber", s3.get_object, Bucket=B, Key="mp/manual", Part
 expect_error("InvalidRequest", s3.get_object, Bucket=B, Key="mp/manual", PartNumber=1, Range="bytes=0-1")
 # An object not made by multipart is its own part 1.
 assert s3.get_object(Bucket=B, Key="dir/obj.bin", PartNumber=1)["Body"].read() == body
+# GetObjectAttributes: what was asked for; a multipart object's parts count.
+a = s3.get_object_attributes(Bucket=B, Key="mp/manual",
+                             ObjectAttributes=["ETag", "ObjectSize", "StorageClass", "ObjectParts"])
+assert a["ObjectSize"] == 5 * 1024 * 1024 + 1000 and a["StorageClass"] == "STANDARD", a
+assert a["ETag"].strip('"') == s3.head_object(Bucket=B, Key="mp/manual")["ETag"].strip('"'), a
+assert a["ObjectParts"]["TotalPartsCount"] == 2 and "LastModified" in a, a
+a = s3.get_object_attributes(Bucket=B, Key="dir/obj.bin", ObjectAttributes=["ObjectSize"])
+assert a["ObjectSize"] == len(body) and "ETag" not in a and "ObjectParts" not in a, a
+expect_error("NoSuchKey", s3.get_object_attributes, Bucket=B, Key="mp/none", ObjectAttributes=["ETag"])
+expect_error("NoSuchBucket", s3.get_object_attributes, Bucket="no-such-bucket-x", Key="k",
+             ObjectAttributes=["ETag"])
 expect_error("NoSuchUpload", s3.list_parts, Bucket=B, Key="mp/manual", UploadId=up)
 up = s3.create_multipart_upload(Bucket=B, Key="mp/small")["UploadId"]
 a = s3.upload_part(Bucket=B, Key="mp/small", UploadId=up, PartNumber=1, Body=b"tiny")
