@@ -331,7 +331,6 @@ fn per_gib(cpu: f64, bytes: u64) -> f64 {
 /// One large-file measurement: MiB/s and CPU-s per GiB of the write, the
 /// warm read (right after the write) and, where the cluster's files are
 /// on this machine, the cold read (their cached pages dropped first).
-#[derive(Default)]
 struct Large {
     write: (f64, f64),
     read: (f64, f64),

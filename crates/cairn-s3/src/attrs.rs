@@ -104,6 +104,14 @@ pub fn mtime_secs(inode: &Inode) -> i64 {
     (inode.mtime_ms() / 1000) as i64
 }
 
+/// How many parts a multipart object was completed from (None: not one).
+pub fn parts_count(inode: &Inode) -> Option<i32> {
+    inode
+        .xattrs
+        .get(PARTS)
+        .and_then(|v| std::str::from_utf8(v).ok()?.parse().ok())
+}
+
 /// Bytes `[start, end)` of part `n` (from 1) of an object: of a multipart
 /// object the part as uploaded, of any other object part 1 is the whole.
 /// Past the last part: `InvalidPartNumber`, as AWS answers.
